@@ -1,0 +1,94 @@
+"""The ``tunegate`` command: the same core as the Airflow operators, for local use and CI.
+
+    tunegate scan INPUT... --out DIR [--format auto|alpaca|dolly|sharegpt|openai|superni|parquet|csv]
+
+Exit codes: 0 verdict pass or quarantine, 1 halt, 2 usage error or unreadable input, 3 internal error.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from pathlib import Path
+
+from tunegate import __version__
+from tunegate.exceptions import TunegateError
+
+EXIT_OK, EXIT_HALT, EXIT_USAGE, EXIT_INTERNAL = 0, 1, 2, 3
+
+
+def _parser() -> argparse.ArgumentParser:
+    from tunegate.core.readers import FORMATS
+
+    p = argparse.ArgumentParser(prog="tunegate", description="Gate an instruction-tuning corpus before fine-tuning.")
+    p.add_argument("--version", action="version", version=f"tunegate {__version__}")
+    sub = p.add_subparsers(dest="command", required=True)
+    s = sub.add_parser("scan", help="ingest, check and gate a batch; write accepted/quarantine/rejected/report",
+                       description="Exit codes: 0 pass or quarantine, 1 halt, 2 usage or unreadable input.")
+    s.add_argument("inputs", nargs="+", metavar="INPUT", help="files, directories, globs or fsspec URLs")
+    s.add_argument("--out", required=True, metavar="DIR", help="output directory (created if missing)")
+    s.add_argument("--format", default="auto", choices=FORMATS, help="input format (default: auto-detect)")
+    s.add_argument("--policy", metavar="FILE", help="gate policy, YAML or JSON (see docs/policy.md)")
+    s.add_argument("--check", action="append", dest="checks", metavar="NAME",
+                   help="run this check (repeatable; default: exact_duplicate)")
+    s.add_argument("--suite", action="append", dest="suites", metavar="NAME_OR_PATH",
+                   help="Great Expectations suite to validate (repeatable; default: instruction_record)")
+    s.add_argument("--no-suite", action="store_true", help="run no Great Expectations suite")
+    s.add_argument("--max-quarantined-fraction", type=float, metavar="F", help="override the policy's value")
+    s.add_argument("--max-rejected-fraction", type=float, metavar="F", help="override the policy's value")
+    s.add_argument("--keep-work", action="store_true", help="keep DIR/work (canonical table and findings)")
+    s.add_argument("--batch-size", type=int, default=10_000, help="records per in-memory chunk (default 10000)")
+    s.add_argument("--json", action="store_true", help="print summary.json to stdout instead of the short summary")
+    s.add_argument("-q", "--quiet", action="store_true", help="log warnings only")
+    s.add_argument("--debug", action="store_true", help="show tracebacks of internal errors")
+    return p
+
+
+def _scan(args: argparse.Namespace) -> int:
+    from tunegate.core.gate import halt_message
+    from tunegate.core.pipeline import build_checks, scan
+    from tunegate.core.policy import load_policy
+
+    if args.batch_size < 1:
+        raise TunegateError("--batch-size must be a positive number")
+    policy = load_policy(args.policy, max_quarantined_fraction=args.max_quarantined_fraction,
+                         max_rejected_fraction=args.max_rejected_fraction)
+    checks = build_checks(args.checks, [] if args.no_suite else args.suites)
+    summary = scan(args.inputs, args.out, fmt=args.format, policy=policy, checks=checks, keep_work=args.keep_work,
+                   batch_size=args.batch_size)
+    if args.json:
+        print(json.dumps(summary, indent=2, sort_keys=True))
+    else:
+        print(halt_message(summary))
+        out = Path(summary["out_dir"])
+        for name in ("accepted", "quarantine", "rejected", "summary"):
+            print(f"  {name}: {out / summary['outputs'][name]}")
+    return EXIT_HALT if summary["verdict"] == "halt" else EXIT_OK
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = _parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.WARNING if args.quiet else logging.INFO,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+    logging.getLogger("great_expectations").setLevel(logging.WARNING)
+    try:
+        return _scan(args)
+    except TunegateError as exc:
+        print(f"tunegate: error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        print("tunegate: interrupted", file=sys.stderr)
+        return 130
+    except Exception as exc:
+        if args.debug:
+            raise
+        print(f"tunegate: internal error: {type(exc).__name__}: {exc} (rerun with --debug for the traceback)",
+              file=sys.stderr)
+        return EXIT_INTERNAL
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,71 @@
+"""Checks and their registry. A check is named in the CLI, the policy and the operators by its name.
+
+The registry maps a name to ``module:Class`` so that naming a check imports nothing heavy until it
+is built. Later checks (near-duplicates, outliers, poison scans) register here.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+from tunegate.core.checks.base import (
+    BatchIssue,
+    CanonicalBatch,
+    Check,
+    CheckResult,
+    Finding,
+    load_findings,
+    load_summaries,
+    save_result,
+)
+from tunegate.exceptions import ConfigError
+
+REGISTRY: dict[str, str] = {
+    "exact_duplicate": "tunegate.core.checks.exact_duplicate:ExactDuplicateCheck",
+    "gx_suite": "tunegate.core.checks.gx_suite:GxSuiteCheck",
+}
+
+#: What ``tunegate scan`` runs when no ``--check`` is given.
+DEFAULT_CHECKS: tuple[str, ...] = ("exact_duplicate",)
+
+
+def build_check(name: str, **options: Any) -> Check:
+    """Build a registered check; unknown names and bad options fail here, with what to change."""
+    target = REGISTRY.get(name)
+    if target is None:
+        raise ConfigError(f"unknown check {name!r}; known checks: {', '.join(sorted(REGISTRY))}")
+    module, _, cls_name = target.partition(":")
+    cls = getattr(importlib.import_module(module), cls_name)
+    try:
+        check: Check = cls(**options)
+    except TypeError as exc:
+        raise ConfigError(f"check {name!r}: {exc}") from exc
+    return check
+
+
+def run_checks(work_dir: str, checks: list[Check]) -> list[CheckResult]:
+    """Run each check over ``WORK/canonical.parquet`` and persist its findings under ``WORK/findings``."""
+    batch = CanonicalBatch(work_dir)
+    results = []
+    for check in checks:
+        result = check.run(batch)
+        save_result(work_dir, result)
+        results.append(result)
+    return results
+
+
+__all__ = [
+    "DEFAULT_CHECKS",
+    "REGISTRY",
+    "BatchIssue",
+    "CanonicalBatch",
+    "Check",
+    "CheckResult",
+    "Finding",
+    "build_check",
+    "load_findings",
+    "load_summaries",
+    "run_checks",
+    "save_result",
+]

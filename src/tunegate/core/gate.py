@@ -1,0 +1,205 @@
+"""The gate: findings + policy -> verdict, and every record written to exactly one place.
+
+Reads the work directory (canonical records, rejected input, findings of every check); never
+recomputes a check. Writes, atomically, into the output directory:
+
+    accepted.parquet    records that passed (canonical schema)
+    quarantine.parquet  flagged records: canonical schema + ``reasons`` + ``findings`` (the evidence)
+    rejected.jsonl      input that could not be parsed or normalized (file, line, raw text, error)
+    summary.json        counts, verdict, per-check results, input sha256 (a :class:`dict`)
+    report.html         the human-readable report
+"""
+
+from __future__ import annotations
+
+import logging
+import shutil
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+from tunegate import __version__
+from tunegate.core.checks.base import load_findings, load_summaries
+from tunegate.core.ingest import CANONICAL_FILE, REJECTED_FILE, IngestResult
+from tunegate.core.io import atomic_path, commit, write_json_atomic, write_text_atomic
+from tunegate.core.policy import GatePolicy
+
+log = logging.getLogger(__name__)
+
+ACCEPTED_FILE = "accepted.parquet"
+QUARANTINE_FILE = "quarantine.parquet"
+SUMMARY_FILE = "summary.json"
+REPORT_FILE = "report.html"
+VERDICTS = ("pass", "quarantine", "halt")
+_SAMPLES_PER_REASON = 5
+_MAX_HALT_MESSAGES = 10
+
+
+def gate(work_dir: str | Path, out_dir: str | Path, policy: GatePolicy | None = None) -> dict[str, Any]:
+    """Partition the batch, decide the verdict and write all outputs. Returns the summary."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from tunegate.core.report import render_report
+    from tunegate.core.schema import canonical_schema, quarantine_schema
+
+    policy = policy or GatePolicy()
+    work, out = Path(work_dir), Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    ingest = IngestResult.load(work)
+    check_summaries = load_summaries(work)
+    findings = load_findings(work)
+
+    # row -> (quarantining reasons, all findings of the row)
+    flagged: dict[int, tuple[list[str], list[dict[str, Any]]]] = {}
+    reported = Counter()
+    for row, row_findings in findings.items():
+        reasons = sorted({f["reason"] for f in row_findings if policy.quarantines(f["reason"])})
+        if reasons:
+            flagged[row] = (reasons, sorted(row_findings, key=lambda f: (f["check"], f["reason"])))
+        else:
+            reported.update({f["reason"] for f in row_findings})
+
+    reason_counts: Counter[str] = Counter()
+    samples: dict[str, list[dict[str, Any]]] = {}
+    accepted = quarantined = 0
+    tmp_acc, tmp_q = atomic_path(out / ACCEPTED_FILE), atomic_path(out / QUARANTINE_FILE)
+    try:
+        with pq.ParquetWriter(tmp_acc, canonical_schema(), compression="zstd") as acc_w, \
+                pq.ParquetWriter(tmp_q, quarantine_schema(), compression="zstd") as q_w:
+            source = pq.ParquetFile(work / CANONICAL_FILE)
+            start = 0
+            for rb in source.iter_batches(batch_size=50_000):
+                n = rb.num_rows
+                rows = range(start, start + n)
+                mask = [r in flagged for r in rows]
+                q_idx = [i for i, m in enumerate(mask) if m]
+                if len(q_idx) < n:
+                    keep = pa.array([not m for m in mask])
+                    acc_w.write_batch(rb.filter(keep))
+                    accepted += n - len(q_idx)
+                if q_idx:
+                    qb = rb.take(pa.array(q_idx, pa.int64()))
+                    reasons_col, findings_col = [], []
+                    for i in q_idx:
+                        reasons, row_findings = flagged[start + i]
+                        reasons_col.append(reasons)
+                        findings_col.append(row_findings)
+                        reason_counts.update(reasons)
+                        for reason in reasons:
+                            bucket = samples.setdefault(reason, [])
+                            if len(bucket) < _SAMPLES_PER_REASON:
+                                bucket.append(_sample(qb, len(reasons_col) - 1, row_findings, reason))
+                    table = pa.Table.from_batches([qb]).append_column(
+                        "reasons", pa.array(reasons_col, pa.list_(pa.string()))).append_column(
+                        "findings", pa.array(findings_col, quarantine_schema().field("findings").type))
+                    q_w.write_table(table.cast(quarantine_schema()))
+                    quarantined += len(q_idx)
+                start += n
+        commit(tmp_acc, out / ACCEPTED_FILE)
+        commit(tmp_q, out / QUARANTINE_FILE)
+    finally:
+        tmp_acc.unlink(missing_ok=True)
+        tmp_q.unlink(missing_ok=True)
+
+    rejected_src = work / REJECTED_FILE
+    if rejected_src.resolve() != (out / REJECTED_FILE).resolve():
+        tmp = atomic_path(out / REJECTED_FILE)
+        try:
+            shutil.copyfile(rejected_src, tmp)
+            commit(tmp, out / REJECTED_FILE)
+        finally:
+            tmp.unlink(missing_ok=True)
+
+    rejected = ingest.rejected
+    total = ingest.total
+    verdict, halt_reasons, alerts = _decide(policy, check_summaries, total=total, records=ingest.records,
+                                            accepted=accepted, quarantined=quarantined, rejected=rejected)
+    summary: dict[str, Any] = {
+        "tunegate_version": __version__,
+        "verdict": verdict,
+        "total": total,
+        "accepted": accepted,
+        "quarantined": quarantined,
+        "rejected": rejected,
+        "conservation_ok": accepted + quarantined + rejected == total,
+        "reasons": dict(reason_counts.most_common()),
+        "reported_only": dict(reported.most_common()),
+        "halt_reasons": halt_reasons,
+        "alerts": alerts,
+        "checks": {s["check"]: s for s in check_summaries},
+        "inputs": [{"path": i.path, "sha256": i.sha256, "records": i.records, "rejected": i.rejected}
+                   for i in ingest.inputs],
+        "policy": policy.to_json(),
+        "out_dir": str(out.resolve()),
+        "outputs": {"accepted": ACCEPTED_FILE, "quarantine": QUARANTINE_FILE, "rejected": REJECTED_FILE,
+                    "summary": SUMMARY_FILE, "report": REPORT_FILE},
+    }
+    if not summary["conservation_ok"]:  # a bug, never a data problem: refuse to let the batch through
+        summary["verdict"] = "halt"
+        summary["halt_reasons"].append(
+            f"record accounting is off: {accepted} + {quarantined} + {rejected} != {total}")
+    write_json_atomic(out / SUMMARY_FILE, summary)
+    write_text_atomic(out / REPORT_FILE, render_report(summary, samples, _rejected_samples(rejected_src)))
+    log.info("gate: verdict=%s total=%d accepted=%d quarantined=%d rejected=%d", summary["verdict"], total,
+             accepted, quarantined, rejected)
+    return summary
+
+
+def _sample(qb: Any, i: int, row_findings: list[dict[str, Any]], reason: str) -> dict[str, Any]:
+    rec = {c: qb.column(c)[i].as_py() for c in ("id", "instruction", "input", "output", "source_file", "source_line")}
+    rec["evidence"] = [f for f in row_findings if f["reason"] == reason][:1]
+    return rec
+
+
+def _rejected_samples(path: Path, limit: int = 20) -> list[dict[str, Any]]:
+    import json
+
+    out: list[dict[str, Any]] = []
+    with open(path, encoding="utf-8") as f:
+        for line in f:
+            out.append(json.loads(line))
+            if len(out) >= limit:
+                break
+    return out
+
+
+def _decide(policy: GatePolicy, check_summaries: list[dict[str, Any]], *, total: int, records: int,
+            accepted: int, quarantined: int, rejected: int) -> tuple[str, list[str], list[str]]:
+    halts: list[str] = []
+    alerts: list[str] = []
+    for s in check_summaries:
+        for issue in s.get("issues", []):
+            message = f"{s['check']}: {issue['message']}"
+            if policy.halts_on(issue["severity"], issue["reason"]):
+                halts.append(message)
+            elif issue["severity"] != "info":
+                alerts.append(message)
+    if total and rejected / total > policy.max_rejected_fraction:
+        halts.append(f"{rejected} of {total} input records ({rejected / total:.1%}) could not be parsed; "
+                     f"policy max_rejected_fraction is {policy.max_rejected_fraction:.1%}")
+    if records and quarantined / records > policy.max_quarantined_fraction:
+        halts.append(f"{quarantined} of {records} records ({quarantined / records:.1%}) were quarantined; "
+                     f"policy max_quarantined_fraction is {policy.max_quarantined_fraction:.1%}")
+    if accepted < policy.min_accepted:
+        halts.append(f"only {accepted} records accepted; policy min_accepted is {policy.min_accepted}")
+    if len(halts) > _MAX_HALT_MESSAGES:
+        halts = halts[:_MAX_HALT_MESSAGES] + [f"... and {len(halts) - _MAX_HALT_MESSAGES} more"]
+    if halts:
+        return "halt", halts, alerts
+    if quarantined or rejected or alerts:
+        return "quarantine", halts, alerts
+    return "pass", halts, alerts
+
+
+def halt_message(summary: dict[str, Any]) -> str:
+    """A bounded, readable one-paragraph message for logs, exceptions and alerts."""
+    head = (f"tunegate verdict {summary['verdict'].upper()}: {summary['total']} records, {summary['accepted']} "
+            f"accepted, {summary['quarantined']} quarantined, {summary['rejected']} rejected")
+    lines = [head]
+    lines += [f"  - {r}" for r in summary.get("halt_reasons", [])[:_MAX_HALT_MESSAGES]]
+    top = list(summary.get("reasons", {}).items())[:5]
+    if top:
+        lines.append("  top reasons: " + ", ".join(f"{k}={v}" for k, v in top))
+    lines.append(f"  report: {Path(summary['out_dir']) / REPORT_FILE}")
+    return "\n".join(lines)

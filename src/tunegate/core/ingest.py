@@ -1,0 +1,126 @@
+"""Ingest: read every input file into one canonical Parquet table plus a rejected-records file.
+
+This is the first stage of the one-way flow ``ingest -> checks -> gate``. It writes into a *work
+directory* whose layout every later stage (and every Airflow task) relies on:
+
+    WORK/canonical.parquet   every normalized record; its 0-based position is the record's ``row``
+    WORK/rejected.jsonl      input that could not be parsed or normalized, with file, line and error
+    WORK/ingest.json         per-input sha256 and counts (an :class:`IngestResult`)
+    WORK/findings/           written by checks (see :mod:`tunegate.core.checks`)
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from tunegate.core.io import atomic_path, commit, expand_inputs, sha256_file, write_json_atomic
+from tunegate.core.readers import Rejection, read_file
+
+log = logging.getLogger(__name__)
+
+CANONICAL_FILE = "canonical.parquet"
+REJECTED_FILE = "rejected.jsonl"
+INGEST_FILE = "ingest.json"
+
+
+@dataclass
+class InputFile:
+    path: str
+    sha256: str
+    records: int = 0
+    rejected: int = 0
+
+
+@dataclass
+class IngestResult:
+    work_dir: str
+    inputs: list[InputFile] = field(default_factory=list)
+
+    @property
+    def records(self) -> int:
+        return sum(i.records for i in self.inputs)
+
+    @property
+    def rejected(self) -> int:
+        return sum(i.rejected for i in self.inputs)
+
+    @property
+    def total(self) -> int:
+        return self.records + self.rejected
+
+    def to_json(self) -> dict[str, Any]:
+        return {"work_dir": self.work_dir, "inputs": [asdict(i) for i in self.inputs],
+                "records": self.records, "rejected": self.rejected, "total": self.total}
+
+    @classmethod
+    def load(cls, work_dir: str | Path) -> IngestResult:
+        data = json.loads((Path(work_dir) / INGEST_FILE).read_text(encoding="utf-8"))
+        return cls(work_dir=data["work_dir"], inputs=[InputFile(**i) for i in data["inputs"]])
+
+
+def ingest(inputs: list[str], work_dir: str | Path, *, fmt: str = "auto", batch_size: int = 10_000,
+           progress_every: int = 100_000) -> IngestResult:
+    """Read ``inputs`` (paths, globs, directories or fsspec URLs) into ``work_dir``.
+
+    Memory stays bounded by ``batch_size`` records. Raises :class:`~tunegate.exceptions.InputError`
+    for a file that cannot be read at all, before any output is committed.
+    """
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from tunegate.core.schema import canonical_schema
+
+    work = Path(work_dir)
+    work.mkdir(parents=True, exist_ok=True)
+    files = expand_inputs(inputs)
+    result = IngestResult(work_dir=str(work))
+    schema = canonical_schema()
+    derived_ids: dict[str, int] = {}  # content hash -> occurrences, only for records without an id
+    started = time.monotonic()
+    next_report = progress_every
+
+    tmp_parquet = atomic_path(work / CANONICAL_FILE)
+    tmp_rejected = atomic_path(work / REJECTED_FILE)
+    try:
+        with pq.ParquetWriter(tmp_parquet, schema, compression="zstd") as writer, \
+                open(tmp_rejected, "w", encoding="utf-8") as rejected_out:
+            rows: list[dict[str, Any]] = []
+            for path in files:
+                entry = InputFile(path=path, sha256=sha256_file(path))
+                result.inputs.append(entry)
+                for item in read_file(path, fmt, batch_size=batch_size):
+                    if isinstance(item, Rejection):
+                        entry.rejected += 1
+                        rejected_out.write(json.dumps(item.to_json(), ensure_ascii=False) + "\n")
+                        continue
+                    if item["id"] is None:
+                        digest = item["content_sha256"]
+                        n = derived_ids.get(digest, 0) + 1
+                        derived_ids[digest] = n
+                        item["id"] = f"sha256:{digest[:16]}" + (f"-{n}" if n > 1 else "")
+                    entry.records += 1
+                    rows.append(item)
+                    if len(rows) >= batch_size:
+                        writer.write_table(pa.Table.from_pylist(rows, schema=schema))
+                        rows.clear()
+                    if result.records >= next_report:
+                        next_report += progress_every
+                        log.info("ingest: %d records (%d rejected) in %.1fs", result.records, result.rejected,
+                                 time.monotonic() - started)
+                log.info("ingest: %s -> %d records, %d rejected", path, entry.records, entry.rejected)
+            if rows:
+                writer.write_table(pa.Table.from_pylist(rows, schema=schema))
+        commit(tmp_parquet, work / CANONICAL_FILE)
+        commit(tmp_rejected, work / REJECTED_FILE)
+    finally:
+        tmp_parquet.unlink(missing_ok=True)
+        tmp_rejected.unlink(missing_ok=True)
+    write_json_atomic(work / INGEST_FILE, result.to_json())
+    log.info("ingest: %d files, %d records, %d rejected in %.1fs", len(files), result.records, result.rejected,
+             time.monotonic() - started)
+    return result

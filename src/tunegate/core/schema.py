@@ -1,0 +1,86 @@
+"""The canonical record schema every reader normalizes into.
+
+One row per instruction record. ``instruction``/``input``/``output`` are always strings (possibly
+empty: emptiness is a *quality* finding for the checks, not a parse error). Chat formats keep the full
+conversation in ``messages`` and project its first user turn and the assistant reply to it onto
+``instruction``/``output`` so every check can treat all formats alike.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    import pyarrow as pa
+
+#: Columns of the canonical schema, in order.
+CANONICAL_COLUMNS: tuple[str, ...] = (
+    "id",
+    "instruction",
+    "input",
+    "output",
+    "task",
+    "source",
+    "contributor",
+    "messages",
+    "content_sha256",
+    "source_file",
+    "source_line",
+)
+
+#: The column checks use to address a record: its 0-based position in the canonical table.
+ROW = "row"
+
+
+def canonical_schema() -> pa.Schema:
+    import pyarrow as pa
+
+    message = pa.struct([("role", pa.string()), ("content", pa.string())])
+    return pa.schema(
+        [
+            pa.field("id", pa.string(), nullable=False),
+            pa.field("instruction", pa.string(), nullable=False),
+            pa.field("input", pa.string(), nullable=False),
+            pa.field("output", pa.string(), nullable=False),
+            pa.field("task", pa.string()),
+            pa.field("source", pa.string()),
+            pa.field("contributor", pa.string()),
+            pa.field("messages", pa.list_(message)),
+            pa.field("content_sha256", pa.string(), nullable=False),
+            pa.field("source_file", pa.string(), nullable=False),
+            # 1-based line of the record in JSONL/JSON/CSV input; 1-based position for Parquet rows
+            # and Super-NaturalInstructions instances.
+            pa.field("source_line", pa.int64(), nullable=False),
+        ]
+    )
+
+
+def quarantine_schema() -> pa.Schema:
+    """Canonical schema plus the reasons a record was set aside and the evidence behind them."""
+    import pyarrow as pa
+
+    finding = pa.struct(
+        [
+            ("check", pa.string()),
+            ("reason", pa.string()),
+            ("score", pa.float64()),
+            ("detail", pa.string()),  # JSON object: evidence specific to the check
+        ]
+    )
+    return canonical_schema().append(pa.field("reasons", pa.list_(pa.string()), nullable=False)).append(
+        pa.field("findings", pa.list_(finding), nullable=False)
+    )
+
+
+def content_sha256(instruction: str, input_: str, output: str, messages: list[dict[str, str]] | None) -> str:
+    """Hash of what the model would be trained on; exact duplicates share it.
+
+    JSON encoding keeps field boundaries unambiguous (``"ab","c"`` differs from ``"a","bc"``).
+    """
+    payload: list[Any] = [instruction, input_, output]
+    if messages:
+        payload.append([[m["role"], m["content"]] for m in messages])
+    data = json.dumps(payload, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
+    return hashlib.sha256(data).hexdigest()

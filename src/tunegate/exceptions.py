@@ -1,0 +1,37 @@
+"""The few exception types tunegate raises on purpose.
+
+Each carries a message meant for a person: what went wrong, where, and what to change.
+"""
+
+from __future__ import annotations
+
+
+class TunegateError(Exception):
+    """Base class for errors that tunegate reports without a traceback."""
+
+
+class InputError(TunegateError):
+    """An input cannot be read at all: missing file, unknown format, unreadable container.
+
+    Record-level problems never raise this: they become rows in ``rejected.jsonl``.
+    """
+
+    def __init__(self, message: str, *, path: str | None = None, line: int | None = None) -> None:
+        where = ""
+        if path is not None:
+            where = f"{path}:{line}: " if line is not None else f"{path}: "
+        super().__init__(f"{where}{message}")
+        self.path = path
+        self.line = line
+
+
+class ConfigError(TunegateError):
+    """A policy file, suite file or argument is invalid; raised at construction time."""
+
+
+class BatchHalted(TunegateError):
+    """The gate decided ``halt``. Carries the bounded, human-readable reasons."""
+
+    def __init__(self, message: str, reasons: list[str]) -> None:
+        super().__init__(message)
+        self.reasons = reasons
