@@ -43,11 +43,39 @@ def _parser() -> argparse.ArgumentParser:
     s.add_argument("--json", action="store_true", help="print summary.json to stdout instead of the short summary")
     s.add_argument("-q", "--quiet", action="store_true", help="log warnings only")
     s.add_argument("--debug", action="store_true", help="show tracebacks of internal errors")
+    m = sub.add_parser("summary", help="print the verdict and output paths of a finished batch directory",
+                       description="Exit code: 0 pass or quarantine, 1 halt, 2 no summary.json in DIR.")
+    m.add_argument("dir", metavar="DIR", help="a batch output directory (holds summary.json)")
+    m.add_argument("--debug", action="store_true", help=argparse.SUPPRESS)
+    m.add_argument("-q", "--quiet", action="store_true", help=argparse.SUPPRESS)
     return p
 
 
-def _scan(args: argparse.Namespace) -> int:
+def _print_summary(summary: dict[str, object]) -> int:
     from tunegate.core.gate import halt_message
+
+    print(halt_message(summary))  # type: ignore[arg-type]
+    out = Path(str(summary["out_dir"]))
+    outputs: dict[str, str] = summary["outputs"]  # type: ignore[assignment]
+    for name in ("accepted", "quarantine", "rejected", "summary"):
+        print(f"  {name}: {out / outputs[name]}")
+    return EXIT_HALT if summary["verdict"] == "halt" else EXIT_OK
+
+
+def _summary(args: argparse.Namespace) -> int:
+    from tunegate.core.gate import SUMMARY_FILE
+
+    path = Path(args.dir) / SUMMARY_FILE
+    try:
+        summary = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError as exc:
+        raise TunegateError(f"{path}: no such file (has the batch run?)") from exc
+    except json.JSONDecodeError as exc:
+        raise TunegateError(f"{path}: not valid JSON ({exc.msg})") from exc
+    return _print_summary(summary)
+
+
+def _scan(args: argparse.Namespace) -> int:
     from tunegate.core.pipeline import build_checks, scan
     from tunegate.core.policy import load_policy
 
@@ -60,12 +88,8 @@ def _scan(args: argparse.Namespace) -> int:
                    batch_size=args.batch_size)
     if args.json:
         print(json.dumps(summary, indent=2, sort_keys=True))
-    else:
-        print(halt_message(summary))
-        out = Path(summary["out_dir"])
-        for name in ("accepted", "quarantine", "rejected", "summary"):
-            print(f"  {name}: {out / summary['outputs'][name]}")
-    return EXIT_HALT if summary["verdict"] == "halt" else EXIT_OK
+        return EXIT_HALT if summary["verdict"] == "halt" else EXIT_OK
+    return _print_summary(summary)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -75,7 +99,7 @@ def main(argv: list[str] | None = None) -> int:
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
     logging.getLogger("great_expectations").setLevel(logging.WARNING)
     try:
-        return _scan(args)
+        return _summary(args) if args.command == "summary" else _scan(args)
     except TunegateError as exc:
         print(f"tunegate: error: {exc}", file=sys.stderr)
         return EXIT_USAGE
