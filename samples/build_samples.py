@@ -78,7 +78,8 @@ def _formats(records: list[dict], out: Path) -> None:
     out.mkdir(parents=True, exist_ok=True)
     sample = [r for r in records if r["task"] == "task363_sst2_polarity_classification"][:10]
     sample += [r for r in records if r["task"] == "task288_gigaword_summarization"][:10]
-    alpaca = [{"instruction": r["instruction"], "input": r["input"], "output": r["output"], "id": r["id"]} for r in sample]
+    alpaca = [{"instruction": r["instruction"], "input": r["input"], "output": r["output"], "id": r["id"]}
+              for r in sample]
     (out / "alpaca.json").write_text(json.dumps(alpaca, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
     with open(out / "dolly.jsonl", "w", encoding="utf-8") as f:
         for r in sample:
@@ -93,7 +94,8 @@ def _formats(records: list[dict], out: Path) -> None:
                                                   {"from": "gpt", "value": r["output"]}]} for r in sample]
     (out / "sharegpt.json").write_text(json.dumps(sharegpt, indent=1, ensure_ascii=False) + "\n", encoding="utf-8")
     task = [r for r in sample if r["task"] == "task363_sst2_polarity_classification"]
-    superni = {"Contributors": ["Super-NaturalInstructions"], "Source": ["sst2"], "Categories": ["Sentiment Analysis"],
+    superni = {"Contributors": ["Super-NaturalInstructions"], "Source": ["sst2"],
+               "Categories": ["Sentiment Analysis"],
                "Definition": [task[0]["instruction"]],
                "Instances": [{"id": r["id"], "input": r["input"], "output": [r["output"]]} for r in task]}
     (out / "task363_sst2_polarity_classification.json").write_text(
@@ -126,7 +128,8 @@ def _nightly(records: list[dict], out: Path) -> None:
     lines.append(json.dumps(batch[0] | {"id": "planted-runaway", "output": "very " * 4000}).encode("utf-8"))
     lines.append(b'{"instruction": "Summarize the text.", "input": "truncated export')
     lines.append(b'{"instruction": "Classify.", "input": "x", "output": ["POS"], "id": "planted-wrong-type"}')
-    lines.append(b'{"instruction": "Translate.", "input": "caf\xe9 au lait", "output": "coffee", "id": "planted-latin1"}')
+    lines.append(b'{"instruction": "Translate.", "input": "caf\xe9 au lait", "output": "coffee", '
+                 b'"id": "planted-latin1"}')
     lines.append(b"not json at all")
     order = list(range(len(lines)))
     rng.shuffle(order)

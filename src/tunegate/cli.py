@@ -76,11 +76,13 @@ def _summary(args: argparse.Namespace) -> int:
 
 
 def _scan(args: argparse.Namespace) -> int:
+    from tunegate.core.io import expand_inputs
     from tunegate.core.pipeline import build_checks, scan
     from tunegate.core.policy import load_policy
 
     if args.batch_size < 1:
         raise TunegateError("--batch-size must be a positive number")
+    expand_inputs(args.inputs)  # fail on a missing input in milliseconds, before GX is imported
     policy = load_policy(args.policy, max_quarantined_fraction=args.max_quarantined_fraction,
                          max_rejected_fraction=args.max_rejected_fraction)
     checks = build_checks(args.checks, [] if args.no_suite else args.suites)

@@ -52,7 +52,7 @@ def gate(work_dir: str | Path, out_dir: str | Path, policy: GatePolicy | None = 
 
     # row -> (quarantining reasons, all findings of the row)
     flagged: dict[int, tuple[list[str], list[dict[str, Any]]]] = {}
-    reported = Counter()
+    reported: Counter[str] = Counter()
     for row, row_findings in findings.items():
         reasons = sorted({f["reason"] for f in row_findings if policy.quarantines(f["reason"])})
         if reasons:
@@ -184,7 +184,7 @@ def _decide(policy: GatePolicy, check_summaries: list[dict[str, Any]], *, total:
     if accepted < policy.min_accepted:
         halts.append(f"only {accepted} records accepted; policy min_accepted is {policy.min_accepted}")
     if len(halts) > _MAX_HALT_MESSAGES:
-        halts = halts[:_MAX_HALT_MESSAGES] + [f"... and {len(halts) - _MAX_HALT_MESSAGES} more"]
+        halts = [*halts[:_MAX_HALT_MESSAGES], f"... and {len(halts) - _MAX_HALT_MESSAGES} more"]
     if halts:
         return "halt", halts, alerts
     if quarantined or rejected or alerts:
@@ -198,7 +198,7 @@ def halt_message(summary: dict[str, Any]) -> str:
             f"accepted, {summary['quarantined']} quarantined, {summary['rejected']} rejected")
     lines = [head]
     lines += [f"  - {r}" for r in summary.get("halt_reasons", [])[:_MAX_HALT_MESSAGES]]
-    top = list(summary.get("reasons", {}).items())[:5]
+    top = sorted(summary.get("reasons", {}).items(), key=lambda kv: (-kv[1], kv[0]))[:5]
     if top:
         lines.append("  top reasons: " + ", ".join(f"{k}={v}" for k, v in top))
     lines.append(f"  report: {Path(summary['out_dir']) / REPORT_FILE}")

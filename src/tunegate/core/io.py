@@ -39,8 +39,7 @@ def expand_inputs(inputs: list[str]) -> list[str]:
                 out.append(_unstrip(fs, p))
             else:
                 raise InputError("no such file", path=spec)
-    seen: set[str] = set()
-    return [p for p in out if not (p in seen or seen.add(p))]
+    return list(dict.fromkeys(out))
 
 
 _DATA_SUFFIXES = (".json", ".jsonl", ".ndjson", ".parquet", ".csv", ".tsv")
@@ -58,7 +57,7 @@ def _unstrip(fs: Any, path: str) -> str:
     protocol = fs.protocol if isinstance(fs.protocol, str) else fs.protocol[0]
     if protocol in ("file", "local"):
         return path
-    return fs.unstrip_protocol(path)
+    return str(fs.unstrip_protocol(path))
 
 
 @contextmanager

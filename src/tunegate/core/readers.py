@@ -20,7 +20,7 @@ import csv
 import io
 import json
 import re
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -183,7 +183,7 @@ def normalize(obj: Any, record_format: str) -> dict[str, Any]:
     }
 
 
-def detect_record_format(keys: set[str] | list[str]) -> str | None:
+def detect_record_format(keys: Iterable[str]) -> str | None:
     keys = set(keys)
     if "messages" in keys:
         return "openai"
@@ -224,7 +224,7 @@ class _JsonArrayStream:
     """
 
     def __init__(self, f: Any, path: str) -> None:
-        self._reader = codecs.getreader("utf-8")(f, errors="surrogateescape")
+        self._reader = codecs.getreader("utf-8")(f, "surrogateescape")
         self._path = path
         self._buf = ""
         self._pos = 0
@@ -453,7 +453,7 @@ def read_file(path: str, fmt: str = "auto", *, batch_size: int = 10_000) -> Iter
     with open_binary(path) as f:
         head = f.peek(_SNIFF)[:_SNIFF] if hasattr(f, "peek") else b""
         if not head:
-            buffered = io.BufferedReader(f, buffer_size=_SNIFF)  # type: ignore[arg-type]
+            buffered = io.BufferedReader(f, buffer_size=_SNIFF)  # type: ignore[arg-type,type-var]
             head = buffered.peek(_SNIFF)[:_SNIFF]
             f = buffered
         container = _container_of(path, head, fmt)

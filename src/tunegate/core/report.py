@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 from html import escape
 from typing import Any
@@ -94,10 +95,8 @@ def render_report(summary: dict[str, Any], samples: dict[str, list[dict[str, Any
             for r in recs:
                 ev = r["evidence"][0] if r["evidence"] else {}
                 detail = ev.get("detail", "")
-                try:
+                with contextlib.suppress(TypeError, ValueError):
                     detail = json.dumps(json.loads(detail), ensure_ascii=False)
-                except (TypeError, ValueError):
-                    pass
                 out.append(f"<tr><td><code>{_clip(r['id'], 60)}</code></td>"
                            f"<td>{_clip(r['source_file'], 80)}:{r['source_line']}</td>"
                            f"<td><pre>{_clip(r['instruction'])}</pre></td><td><pre>{_clip(r['input'])}</pre></td>"

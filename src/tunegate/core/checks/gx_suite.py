@@ -173,7 +173,7 @@ class GxSuiteCheck(Check):
             df.insert(0, ROW, range(start, start + rb.num_rows))
             res = definition.run(batch_parameters={"dataframe": df}, result_format=result_format)
             for r in res.results:
-                self._merge(merged[r.expectation_config.id], r, findings)
+                self._merge(merged[r.expectation_config.id], r, findings)  # type: ignore[union-attr]
         if batch.num_rows == 0:
             log.info("%s: empty batch, nothing to validate", self.key)
 

@@ -1,0 +1,102 @@
+"""The CLI contract of issue 2: files, exit codes, one-line errors."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pyarrow.parquet as pq
+import pytest
+
+from tests.conftest import FORMATS, NIGHTLY, write_jsonl
+from tunegate.cli import main
+
+TUNEGATE = [sys.executable, "-m", "tunegate.cli"]
+
+
+def _run(*args: str) -> subprocess.CompletedProcess[str]:
+    env = dict(os.environ, PYTHONWARNINGS="ignore")
+    return subprocess.run([*TUNEGATE, *args], capture_output=True, text=True, env=env, timeout=300,
+                          check=False)
+
+
+def test_scan_writes_the_five_outputs_and_exits_0_on_quarantine(tmp_path: Path,
+                                                                capsys: pytest.CaptureFixture[str]) -> None:
+    rc = main(["scan", str(NIGHTLY), "--out", str(tmp_path), "-q"])
+    assert rc == 0
+    for name in ("accepted.parquet", "quarantine.parquet", "rejected.jsonl", "summary.json", "report.html"):
+        assert (tmp_path / name).is_file(), name
+    assert not (tmp_path / "work").exists()  # staging is removed unless --keep-work
+    summary = json.loads((tmp_path / "summary.json").read_text(encoding="utf-8"))
+    assert {"total", "accepted", "quarantined", "rejected", "verdict", "checks", "inputs"} <= set(summary)
+    assert summary["verdict"] == "quarantine"
+    quarantine = pq.read_schema(tmp_path / "quarantine.parquet")
+    assert {"reasons", "findings", "id", "instruction", "output", "source_file", "source_line"} <= set(quarantine.names)
+    out = capsys.readouterr().out
+    assert "verdict QUARANTINE" in out and str(tmp_path / "accepted.parquet") in out
+
+
+def test_scan_pass_exits_0_and_halt_exits_1(tmp_path: Path, superni_slice: list[dict]) -> None:
+    clean = write_jsonl(tmp_path / "clean.jsonl", superni_slice[:50])
+    assert main(["scan", str(clean), "--out", str(tmp_path / "a"), "--no-suite", "-q"]) == 0
+    summary = json.loads((tmp_path / "a" / "summary.json").read_text(encoding="utf-8"))
+    assert summary["verdict"] == "pass" and summary["accepted"] == 50
+    dup = write_jsonl(tmp_path / "dup.jsonl", superni_slice[:50] + superni_slice[:20])
+    rc = main(["scan", str(dup), "--out", str(tmp_path / "b"), "--no-suite", "--max-quarantined-fraction", "0.1", "-q"])
+    assert rc == 1
+    assert json.loads((tmp_path / "b" / "summary.json").read_text(encoding="utf-8"))["verdict"] == "halt"
+
+
+def test_format_flag_and_multiple_inputs(tmp_path: Path) -> None:
+    rc = main(["scan", str(FORMATS / "alpaca.json"), str(FORMATS / "alpaca.parquet"), "--format", "alpaca",
+               "--out", str(tmp_path), "--no-suite", "--max-quarantined-fraction", "0.5", "-q"])
+    assert rc == 0
+    summary = json.loads((tmp_path / "summary.json").read_text(encoding="utf-8"))
+    # the same 20 records twice: the second file's copies are exact duplicates
+    assert (summary["total"], summary["accepted"], summary["quarantined"]) == (40, 20, 20)
+    assert [i["records"] for i in summary["inputs"]] == [20, 20]
+
+
+def test_policy_file_flag(tmp_path: Path, superni_slice: list[dict]) -> None:
+    dup = write_jsonl(tmp_path / "dup.jsonl", superni_slice[:10] + superni_slice[:1])
+    policy = tmp_path / "policy.json"
+    policy.write_text(json.dumps({"quarantine_reasons": ["near_duplicate"]}), encoding="utf-8")
+    assert main(["scan", str(dup), "--out", str(tmp_path / "o"), "--no-suite", "--policy", str(policy), "-q"]) == 0
+    summary = json.loads((tmp_path / "o" / "summary.json").read_text(encoding="utf-8"))
+    assert summary["accepted"] == 11 and summary["reported_only"] == {"exact_duplicate": 1}
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["scan", "{tmp}/missing.jsonl", "--out", "{tmp}/o"], "missing.jsonl: no such file"),
+        (["scan", "{tmp}/unknown.txt", "--out", "{tmp}/o"], "unknown.txt: unknown format"),
+        (["scan", "{tmp}/empty.jsonl", "--out", "{tmp}/o"], "empty.jsonl: file is empty"),
+        (["scan", "{tmp}/empty.jsonl", "--out", "{tmp}/o", "--policy", "{tmp}/nope.yaml"], "cannot read policy file"),
+    ],
+)
+def test_bad_input_is_one_line_exit_2_without_traceback(tmp_path: Path, args: list[str], message: str) -> None:
+    (tmp_path / "unknown.txt").write_text("hello", encoding="utf-8")
+    (tmp_path / "empty.jsonl").write_text("", encoding="utf-8")
+    proc = _run(*[a.format(tmp=tmp_path) for a in args], "--no-suite", "-q")
+    assert proc.returncode == 2, proc.stderr
+    assert "Traceback" not in proc.stderr
+    errors = [ln for ln in proc.stderr.splitlines() if ln.startswith("tunegate: error:")]
+    assert len(errors) == 1 and message in errors[0]
+
+
+def test_usage_error_exits_2() -> None:
+    proc = _run("scan", "--format", "yaml", "x")
+    assert proc.returncode == 2 and "invalid choice" in proc.stderr
+
+
+def test_summary_subcommand(tmp_path: Path, capsys: pytest.CaptureFixture[str], superni_slice: list[dict]) -> None:
+    path = write_jsonl(tmp_path / "in.jsonl", superni_slice[:5])
+    main(["scan", str(path), "--out", str(tmp_path / "o"), "--no-suite", "-q"])
+    capsys.readouterr()
+    assert main(["summary", str(tmp_path / "o")]) == 0
+    assert "verdict PASS: 5 records, 5 accepted" in capsys.readouterr().out
+    assert main(["summary", str(tmp_path / "missing")]) == 2
