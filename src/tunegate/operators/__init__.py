@@ -1,0 +1,30 @@
+"""Airflow operators: thin shells over :mod:`tunegate.core`, one stage each.
+
+    IngestOperator  -> ValidateOperator -> ScanOperator -> GateOperator (outlet: the accepted-batch Asset)
+
+Each operator's ``execute`` calls one core function over the run directory and returns a small dict
+(URIs and counts); data moves between tasks only as files. Importing this package imports Airflow's
+task SDK but nothing heavy (pyarrow, pandas, Great Expectations load inside ``execute``).
+"""
+
+from __future__ import annotations
+
+from tunegate.operators.assets import accepted_batch_asset, batch_extra, latest_batch, parquet_row_count
+from tunegate.operators.base import DATA_ROOT_ENV, TunegateBaseOperator
+from tunegate.operators.gate import GateOperator
+from tunegate.operators.ingest import IngestOperator
+from tunegate.operators.scan import ScanOperator
+from tunegate.operators.validate import ValidateOperator
+
+__all__ = [
+    "DATA_ROOT_ENV",
+    "GateOperator",
+    "IngestOperator",
+    "ScanOperator",
+    "TunegateBaseOperator",
+    "ValidateOperator",
+    "accepted_batch_asset",
+    "batch_extra",
+    "latest_batch",
+    "parquet_row_count",
+]
