@@ -34,3 +34,10 @@ def gx_check() -> Any:
     from tunegate.core.checks import build_check
 
     return build_check("gx_suite", suite="instruction_record")
+
+
+@pytest.fixture(scope="session")
+def gx_quality() -> Any:
+    from tunegate.core.checks import build_check
+
+    return build_check("gx_suite", suite="instruction_quality")

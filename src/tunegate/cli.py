@@ -34,7 +34,8 @@ def _parser() -> argparse.ArgumentParser:
     s.add_argument("--check", action="append", dest="checks", metavar="NAME",
                    help="run this check (repeatable; default: exact_duplicate)")
     s.add_argument("--suite", action="append", dest="suites", metavar="NAME_OR_PATH",
-                   help="Great Expectations suite to validate (repeatable; default: instruction_record)")
+                   help="Great Expectations suite to validate (repeatable; default: instruction_record and "
+                        "instruction_quality)")
     s.add_argument("--no-suite", action="store_true", help="run no Great Expectations suite")
     s.add_argument("--max-quarantined-fraction", type=float, metavar="F", help="override the policy's value")
     s.add_argument("--max-rejected-fraction", type=float, metavar="F", help="override the policy's value")

@@ -22,9 +22,9 @@ def _ids(path: Path) -> list[str]:
 
 
 @pytest.fixture(scope="module")
-def nightly(tmp_path_factory: pytest.TempPathFactory, gx_check: Any) -> tuple[Path, dict[str, Any]]:
+def nightly(tmp_path_factory: pytest.TempPathFactory, gx_check: Any, gx_quality: Any) -> tuple[Path, dict[str, Any]]:
     out = tmp_path_factory.mktemp("nightly")
-    summary = scan([str(NIGHTLY)], out, checks=[build_check("exact_duplicate"), gx_check])
+    summary = scan([str(NIGHTLY)], out, checks=[build_check("exact_duplicate"), gx_check, gx_quality])
     return out, summary
 
 
@@ -48,9 +48,12 @@ def test_planted_problems_get_their_exact_reasons(nightly: tuple[Path, dict[str,
     by_id = {r["id"]: r for r in q}
     for n in range(3):
         rec = by_id[f"planted-empty-{n}"]
-        assert rec["reasons"] == ["gx_expect_column_values_to_match_regex"]
+        assert "gx_expect_column_values_to_match_regex" in rec["reasons"]
         assert json.loads(rec["findings"][0]["detail"])["column"] == "output"
-    assert by_id["planted-runaway"]["reasons"] == ["gx_expect_column_value_lengths_to_be_between"]
+    # two of the empty responses sit in classification tasks, where "" is also outside the label set
+    assert sorted(len(by_id[f"planted-empty-{n}"]["reasons"]) for n in range(3)) == [1, 2, 2]
+    assert by_id["planted-runaway"]["reasons"] == ["gx_expect_column_value_lengths_to_be_between",
+                                                   "gx_expect_column_values_to_not_have_runaway_repetition"]
     dups = [r for r in q if r["reasons"] == ["exact_duplicate"]]
     assert len(dups) == 6
     accepted = set(_ids(out / ACCEPTED_FILE))
@@ -63,7 +66,9 @@ def test_planted_problems_get_their_exact_reasons(nightly: tuple[Path, dict[str,
                       "invalid UTF-8 at byte 43"]
     assert summary["verdict"] == "quarantine"
     assert summary["reasons"] == {"exact_duplicate": 6, "gx_expect_column_values_to_match_regex": 3,
-                                  "gx_expect_column_value_lengths_to_be_between": 1}
+                                  "gx_expect_column_pair_values_to_be_in_task_label_set": 2,
+                                  "gx_expect_column_value_lengths_to_be_between": 1,
+                                  "gx_expect_column_values_to_not_have_runaway_repetition": 1}
 
 
 def test_summary_carries_inputs_sha256_and_check_counts(nightly: tuple[Path, dict[str, Any]]) -> None:
@@ -76,14 +81,15 @@ def test_summary_carries_inputs_sha256_and_check_counts(nightly: tuple[Path, dic
                                   "sha256": hashlib.sha256(NIGHTLY.read_bytes()).hexdigest()}]
     assert summary["checks"]["exact_duplicate"]["reasons"] == {"exact_duplicate": 6}
     gx = summary["checks"]["gx_instruction_record"]
-    assert gx["metrics"]["statistics"]["evaluated_expectations"] == 10
+    assert gx["metrics"]["statistics"]["evaluated_expectations"] == 14
     report = (out / REPORT_FILE).read_text(encoding="utf-8")
     assert "QUARANTINE" in report and "planted-runaway" in report and "<svg" in report
 
 
-def test_rerun_gives_identical_outputs(tmp_path: Path, nightly: tuple[Path, dict[str, Any]], gx_check: Any) -> None:
+def test_rerun_gives_identical_outputs(tmp_path: Path, nightly: tuple[Path, dict[str, Any]], gx_check: Any,
+                                       gx_quality: Any) -> None:
     first, _ = nightly
-    checks = [build_check("exact_duplicate"), gx_check]
+    checks = [build_check("exact_duplicate"), gx_check, gx_quality]
     for _ in range(2):  # the second run overwrites the first in place
         scan([str(NIGHTLY)], tmp_path, checks=checks)
     for name in (ACCEPTED_FILE, QUARANTINE_FILE, REJECTED_FILE, REPORT_FILE):

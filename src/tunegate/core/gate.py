@@ -111,6 +111,7 @@ def gate(work_dir: str | Path, out_dir: str | Path, policy: GatePolicy | None = 
         finally:
             tmp.unlink(missing_ok=True)
 
+    _publish_artifacts(work, out, check_summaries)
     rejected = ingest.rejected
     total = ingest.total
     verdict, halt_reasons, alerts = _decide(policy, check_summaries, total=total, records=ingest.records,
@@ -144,6 +145,28 @@ def gate(work_dir: str | Path, out_dir: str | Path, policy: GatePolicy | None = 
     log.info("gate: verdict=%s total=%d accepted=%d quarantined=%d rejected=%d", summary["verdict"], total,
              accepted, quarantined, rejected)
     return summary
+
+
+DATA_DOCS_DIR = "data_docs"
+
+
+def _publish_artifacts(work: Path, out: Path, check_summaries: list[dict[str, Any]]) -> None:
+    """Copy the checks' HTML artifacts (GX Data Docs) next to the outputs; summary paths become OUT-relative."""
+    for s in check_summaries:
+        for name, rel in list(s.get("artifacts", {}).items()):
+            src = work / rel
+            if not src.is_file():
+                s["artifacts"].pop(name)
+                continue
+            target = out / DATA_DOCS_DIR / Path(rel).name
+            target.parent.mkdir(parents=True, exist_ok=True)
+            tmp = atomic_path(target)
+            try:
+                shutil.copyfile(src, tmp)
+                commit(tmp, target)
+            finally:
+                tmp.unlink(missing_ok=True)
+            s["artifacts"][name] = f"{DATA_DOCS_DIR}/{target.name}"
 
 
 def _sample(qb: Any, i: int, row_findings: list[dict[str, Any]], reason: str) -> dict[str, Any]:

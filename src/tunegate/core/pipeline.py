@@ -18,7 +18,7 @@ from tunegate.core.policy import GatePolicy
 log = logging.getLogger(__name__)
 
 WORK_DIR = "work"
-DEFAULT_SUITES: tuple[str, ...] = ("instruction_record",)
+DEFAULT_SUITES: tuple[str, ...] = ("instruction_record", "instruction_quality")
 
 
 def build_checks(checks: list[str] | None = None, suites: list[str] | None = None) -> list[Check]:

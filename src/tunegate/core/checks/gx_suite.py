@@ -71,6 +71,8 @@ def load_suite(path: Path) -> Any:
     import great_expectations as gx
     from great_expectations.expectations.registry import get_expectation_impl
 
+    import tunegate.core.gx_expectations  # noqa: F401  (registers tunegate's custom expectations)
+
     for i, exp in enumerate(data["expectations"]):
         etype = exp.get("type") if isinstance(exp, dict) else None
         try:
@@ -91,6 +93,7 @@ class _Merged:
     column: str | None
     severity: str
     mostly: float
+    label: str | None = None  # the suite's meta.label: what the expectation is about, in a word
     map_metric: bool = False
     chunk_failed: bool = False
     element_count: int = 0
@@ -109,6 +112,8 @@ class _Merged:
 
     def describe(self) -> str:
         where = f"({self.column})" if self.column else ""
+        if self.label:
+            where += f" [{self.label}]"
         if self.errors:
             return f"{self.etype}{where}: {self.errors[0]}"
         if self.map_metric:
@@ -117,30 +122,56 @@ class _Merged:
         return f"{self.etype}{where}: failed"
 
 
+#: Expectations whose answer depends on the whole batch (uniqueness, counts): validated in one pass over
+#: only the columns they name, never chunk by chunk (a duplicate id in another chunk would be missed).
+GLOBAL_EXPECTATIONS = frozenset({
+    "expect_column_values_to_be_unique",
+    "expect_column_pair_values_a_to_identify_b",
+    "expect_compound_columns_to_be_unique",
+    "expect_multicolumn_values_to_be_unique",
+    "expect_select_column_values_to_be_unique_within_record",
+    "expect_column_unique_value_count_to_be_between",
+    "expect_column_proportion_of_unique_values_to_be_between",
+    "expect_column_distinct_values_to_be_in_set",
+    "expect_column_distinct_values_to_contain_set",
+    "expect_column_distinct_values_to_equal_set",
+    "expect_table_row_count_to_be_between",
+    "expect_table_row_count_to_equal",
+    "expect_column_mean_to_be_between",
+    "expect_column_median_to_be_between",
+    "expect_column_quantile_values_to_be_between",
+    "expect_column_most_common_value_to_be_in_set",
+})
+LABEL_SET_EXPECTATION = "expect_column_pair_values_to_be_in_task_label_set"
+DATA_DOCS_SUFFIX = ".html"
+
+
+def _columns_of(expectation: Any) -> set[str]:
+    kwargs = expectation.configuration.kwargs
+    cols = {kwargs[k] for k in ("column", "column_A", "column_B") if isinstance(kwargs.get(k), str)}
+    for key in ("column_list", "column_set"):
+        if isinstance(kwargs.get(key), (list, tuple, set)):
+            cols.update(str(c) for c in kwargs[key])
+    return cols
+
+
 class GxSuiteCheck(Check):
+    """Validate the batch against one GX suite; see the module docstring for the semantics."""
+
     name = "gx_suite"
 
-    def __init__(self, suite: str | Path = "instruction_record", *, chunk_size: int = 100_000) -> None:
+    def __init__(self, suite: str | Path = "instruction_record", *, chunk_size: int = 100_000,
+                 data_docs: bool = True) -> None:
         if chunk_size < 1:
             raise ConfigError("chunk_size must be a positive number of rows")
         self.suite_path = resolve_suite(suite)
         self.suite = load_suite(self.suite_path)
         self.chunk_size = chunk_size
+        self.data_docs = data_docs
 
     @property
     def key(self) -> str:
         return f"gx_{self.suite.name}"
-
-    def _columns(self, available: list[str]) -> list[str]:
-        wanted: set[str] = set()
-        for exp in self.suite.expectations:
-            cfg = exp.configuration.kwargs
-            if isinstance(cfg.get("column"), str):
-                wanted.add(cfg["column"])
-            for key in ("column_list", "column_set"):
-                if isinstance(cfg.get(key), (list, tuple, set)):
-                    wanted.update(str(c) for c in cfg[key])
-        return [c for c in available if c in wanted and c != ROW]
 
     def run(self, batch: CanonicalBatch) -> CheckResult:
         quiet_gx()
@@ -152,55 +183,134 @@ class GxSuiteCheck(Check):
         ctx = gx.get_context(mode="ephemeral")
         ctx.variables.progress_bars = ProgressBarsConfig(globally=False)
         asset = ctx.data_sources.add_pandas("tunegate").add_dataframe_asset("batch")
-        suite = ctx.suites.add(gx.ExpectationSuite(**self.suite.to_json_dict() | {"id": None}))
-        definition = ctx.validation_definitions.add(
-            gx.ValidationDefinition(name=self.key, data=asset.add_batch_definition_whole_dataframe("all"),
-                                    suite=suite))
+        batch_def = asset.add_batch_definition_whole_dataframe("all")
+        spec = self.suite.to_json_dict()
+        expectations = [dict(e) for e in spec["expectations"]]
+        label_sets_info = self._derive_label_sets(batch, expectations)
+        local = [e for e in expectations if e["type"] not in GLOBAL_EXPECTATIONS]
+        global_ = [e for e in expectations if e["type"] in GLOBAL_EXPECTATIONS]
         result_format = {"result_format": "COMPLETE", "unexpected_index_column_names": [ROW],
                          "return_unexpected_index_query": False}
 
-        # GX does not return results in suite order: match them by expectation id.
-        merged = {
-            e.id: _Merged(etype=e.expectation_type, column=e.configuration.kwargs.get("column"),
-                          severity=_severity(e), mostly=float(e.configuration.kwargs.get("mostly", 1.0)))
-            for e in suite.expectations
-        }
         findings: list[Finding] = []
-        columns = self._columns(batch.columns)
-        for start, rb in batch.iter_batches(columns=columns, batch_size=self.chunk_size):
-            table = pa.Table.from_batches([rb]) if columns else pa.table({})
-            df = table.to_pandas(types_mapper=pd.ArrowDtype)
-            df.insert(0, ROW, range(start, start + rb.num_rows))
-            res = definition.run(batch_parameters={"dataframe": df}, result_format=result_format)
-            for r in res.results:
-                self._merge(merged[r.expectation_config.id], r, findings)  # type: ignore[union-attr]
-        if batch.num_rows == 0:
-            log.info("%s: empty batch, nothing to validate", self.key)
+        merged: dict[str, _Merged] = {}
+        rendered: Any = None
+        passes = [(local, self.chunk_size), (global_, max(batch.num_rows, 1))]
+        for n, (exps, chunk_rows) in enumerate(passes):
+            if not exps:
+                continue
+            suite = ctx.suites.add(gx.ExpectationSuite(name=f"{self.suite.name}__{n}", meta=spec.get("meta") or {},
+                                                       expectations=[e | {"id": None} for e in exps]))
+            definition = ctx.validation_definitions.add(
+                gx.ValidationDefinition(name=f"{self.key}__{n}", data=batch_def, suite=suite))
+            for e in suite.expectations:
+                cfg = e.configuration.kwargs
+                merged[str(e.id)] = _Merged(etype=e.expectation_type, column=cfg.get("column") or cfg.get("column_B"),
+                                       severity=_severity(e), mostly=float(cfg.get("mostly", 1.0)),
+                                       label=(e.meta or {}).get("label"))
+            wanted = set().union(*(_columns_of(e) for e in suite.expectations))
+            columns = [c for c in batch.columns if c in wanted]
+            first: Any = None
+            for start, rb in batch.iter_batches(columns=columns or ["id"], batch_size=chunk_rows):
+                df = pa.Table.from_batches([rb]).select(columns).to_pandas(types_mapper=pd.ArrowDtype)
+                df.insert(0, ROW, range(start, start + rb.num_rows))
+                res = definition.run(batch_parameters={"dataframe": df}, result_format=result_format)
+                for r in res.results:
+                    self._merge(merged[str(r.expectation_config.id)], r, findings)  # type: ignore[union-attr]
+                first = first or res
+            if first is not None:
+                rendered = self._patch(first, merged) if rendered is None else self._append(rendered, first, merged)
 
-        issues = []
+        issues: list[BatchIssue] = []
         statistics = {"evaluated_expectations": len(merged), "successful_expectations": 0}
         failed: list[dict[str, Any]] = []
         for m in merged.values():
             if m.success:
                 statistics["successful_expectations"] += 1
                 continue
-            failed.append({"expectation": m.etype, "column": m.column, "severity": m.severity,
+            failed.append({"expectation": m.etype, "column": m.column, "severity": m.severity, "label": m.label,
                            "unexpected_count": m.unexpected_count, "element_count": m.element_count,
                            "message": m.describe()})
-            code = "gx_critical_failure" if m.severity == "critical" else "gx_expectation_failed"
-            severity = "critical" if m.severity == "critical" else "warning"
-            issues.append(BatchIssue(code, severity, f"suite {self.suite.name}: {m.describe()}"))  # type: ignore[arg-type]
+            critical = m.severity == "critical"
+            issues.append(BatchIssue("gx_critical_failure" if critical else "gx_expectation_failed",
+                                     "critical" if critical else "warning", f"suite {self.suite.name}: {m.describe()}"))
         statistics["unsuccessful_expectations"] = len(failed)
+        artifacts: dict[str, str] = {}
+        if self.data_docs and rendered is not None:
+            artifacts["data_docs"] = self._render(batch, rendered)
         log.info("%s: %d/%d expectations passed, %d rows flagged", self.key, statistics["successful_expectations"],
                  len(merged), len({f.row for f in findings}))
-        return CheckResult(self.key, findings, issues,
-                           metrics={"suite": self.suite.name, "suite_path": str(self.suite_path),
-                                    "success": not failed, "statistics": statistics,
-                                    "failed_expectations": failed[:10]})
+        metrics: dict[str, Any] = {"suite": self.suite.name, "suite_path": str(self.suite_path), "success": not failed,
+                                   "statistics": statistics, "failed_expectations": failed[:10]}
+        if label_sets_info:
+            metrics["label_sets"] = label_sets_info
+        return CheckResult(self.key, findings, issues, metrics=metrics, artifacts=artifacts)
+
+    def _derive_label_sets(self, batch: CanonicalBatch, expectations: list[dict[str, Any]]) -> dict[str, Any]:
+        """Fill ``label_sets`` of label-set expectations that ask for it (``meta.derive_label_sets``)."""
+        from tunegate.core.gx_expectations import derive_label_sets
+
+        info: dict[str, Any] = {}
+        for e in expectations:
+            params = (e.get("meta") or {}).get("derive_label_sets")
+            if e["type"] != LABEL_SET_EXPECTATION or params is None:
+                continue
+            kwargs = dict(e["kwargs"])
+            a, b = kwargs.get("column_A", "task"), kwargs.get("column_B", "output")
+            if a not in batch.columns or b not in batch.columns:
+                continue  # GX reports the missing column as a failure of this expectation
+            table = batch.read_columns([a, b])
+            derived = derive_label_sets(zip(table.column(0).to_pylist(), table.column(1).to_pylist(), strict=True),
+                                        **(params if isinstance(params, dict) else {}))
+            kwargs["label_sets"] = derived | dict(kwargs.get("label_sets") or {})  # declared sets win
+            e["kwargs"] = kwargs
+            info = {"tasks": len(kwargs["label_sets"]), "derived": sorted(derived)[:50]}
+        return info
+
+    @staticmethod
+    def _patch(result: Any, merged: dict[str, _Merged]) -> Any:
+        """Turn the first chunk's result into the whole batch's: merged counts, bounded lists."""
+        for r in result.results:
+            m = merged[str(r.expectation_config.id)]
+            r.success = m.success
+            if m.map_metric and r.result is not None:
+                for key in ("unexpected_list", "unexpected_index_list", "unexpected_index_query"):
+                    r.result.pop(key, None)
+                nonnull = max(m.element_count - m.missing_count, 1)
+                r.result.update({"element_count": m.element_count, "missing_count": m.missing_count,
+                                 "unexpected_count": m.unexpected_count,
+                                 "unexpected_percent": 100.0 * m.unexpected_count / nonnull,
+                                 "unexpected_percent_nonmissing": 100.0 * m.unexpected_count / nonnull})
+        ok = sum(1 for r in result.results if r.success)
+        result.success = ok == len(result.results)
+        result.statistics.update({"evaluated_expectations": len(result.results), "successful_expectations": ok,
+                                  "unsuccessful_expectations": len(result.results) - ok,
+                                  "success_percent": 100.0 * ok / max(len(result.results), 1)})
+        return result
+
+    def _append(self, rendered: Any, extra: Any, merged: dict[str, _Merged]) -> Any:
+        rendered.results.extend(extra.results)
+        return self._patch(rendered, merged)
+
+    def _render(self, batch: CanonicalBatch, result: Any) -> str:
+        """Data Docs page of the merged result, written under WORK/findings; returns its relative path."""
+        from great_expectations.render.renderer import ValidationResultsPageRenderer  # type: ignore[attr-defined]
+        from great_expectations.render.view import DefaultJinjaPageView  # type: ignore[attr-defined]
+
+        from tunegate.core.checks.base import FINDINGS_DIR
+        from tunegate.core.io import write_text_atomic
+
+        html = str(DefaultJinjaPageView().render(ValidationResultsPageRenderer().render(result)))  # type: ignore[no-untyped-call]
+        rel = f"{FINDINGS_DIR}/{self.key}{DATA_DOCS_SUFFIX}"
+        write_text_atomic(batch.work_dir / rel, html)
+        return rel
 
     @staticmethod
     def _merge(m: _Merged, r: Any, findings: list[Finding]) -> None:
         info = r.exception_info or {}
+        if not info.get("raised_exception") and any(isinstance(v, dict) and v.get("raised_exception")
+                                                     for v in info.values()):
+            info = next(v for v in info.values() if isinstance(v, dict) and v.get("raised_exception"))
         if info.get("raised_exception"):
             msg = str(info.get("exception_message") or "raised an exception").splitlines()[0]
             if m.column and m.column not in msg:
@@ -218,6 +328,8 @@ class GxSuiteCheck(Check):
             m.unexpected_count += int(result.get("unexpected_count") or 0)
             reason = f"gx_{m.etype}"
             detail = {"column": m.column, "severity": m.severity}
+            if m.label:
+                detail["label"] = m.label
             for idx in result.get("unexpected_index_list") or []:
                 findings.append(Finding(int(idx[ROW]), reason, 1.0, detail))
         elif not r.success and m.etype == "expect_column_to_exist":

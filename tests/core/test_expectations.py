@@ -1,0 +1,142 @@
+"""The GX suites on a real slice: each expectation catches its planted row, clean rows pass, and the
+quarantine holds exactly the planted rows with their reason codes."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pyarrow.parquet as pq
+import pytest
+
+from tests.conftest import write_jsonl
+from tunegate.core.checks import build_check
+from tunegate.core.gate import QUARANTINE_FILE
+from tunegate.core.gx_expectations import derive_label_sets, repeated_fraction
+from tunegate.core.pipeline import scan
+
+SST2 = "task363_sst2_polarity_classification"
+SUMM = "task288_gigaword_summarization"
+
+# planted id -> (field changes, expected reason, expected column, expected label or None)
+PLANTS: dict[str, tuple[dict[str, str], str, str, str | None]] = {
+    "p-template": ({"input": "<noinput>"}, "gx_expect_column_values_to_not_match_regex_list", "input",
+                   "template_leftover"),
+    "p-chatml": ({"output": "<|im_start|>assistant\nThe answer is yes."},
+                 "gx_expect_column_values_to_not_match_regex_list", "output", "template_leftover"),
+    "p-mojibake": ({"input": "It\u00e2\u0080\u0099s a wonderful film ."},
+                   "gx_expect_column_values_to_not_match_regex_list", "input", "mojibake"),
+    "p-refusal": ({"output": "I'm sorry, but I cannot help with that request."},
+                  "gx_expect_column_values_to_not_match_regex_list", "output", "refusal_boilerplate"),
+    "p-loop": ({"output": "the cat sat on the mat " * 12}, "gx_expect_column_values_to_not_have_runaway_repetition",
+               "output", "runaway_repetition"),
+    "p-echo": ({"output": "__INSTRUCTION__"}, "gx_expect_column_pair_values_to_not_be_echo", "output",
+               "echoed_instruction"),
+    "p-label": ({"output": "James Bond"}, "gx_expect_column_pair_values_to_be_in_task_label_set", "output",
+                "label_outside_task_set"),
+    "p-control": ({"input": "bell\x07 in the text"}, "gx_expect_column_values_to_not_contain_control_characters",
+                  "input", None),
+}
+
+
+@pytest.fixture(scope="module")
+def planted(tmp_path_factory: pytest.TempPathFactory, superni_slice: list[dict[str, Any]],
+            gx_check: Any, gx_quality: Any) -> tuple[Path, dict[str, Any]]:
+    tmp = tmp_path_factory.mktemp("expectations")
+    records = [dict(r) for r in superni_slice if r["task"] in (SST2, SUMM)]  # 420 real records
+    sst2 = [r for r in records if r["task"] == SST2]
+    summ = [r for r in records if r["task"] == SUMM]
+    for i, (pid, (changes, *_)) in enumerate(PLANTS.items()):
+        # free-text outputs go into the generative task: in a classification task they would also (rightly)
+        # be outside the task's label set
+        rec = summ[i] if "output" in changes and pid != "p-label" else sst2[i]
+        rec["id"] = pid
+        for field, value in changes.items():
+            rec[field] = rec["instruction"] if value == "__INSTRUCTION__" else value
+    records.append(dict(summ[-1], output=summ[-1]["output"] + " (edited)"))  # one id, two contents
+    path = write_jsonl(tmp / "batch.jsonl", records)
+    summary = scan([str(path)], tmp / "out", checks=[gx_check, gx_quality])
+    return tmp / "out", summary
+
+
+def test_each_expectation_catches_its_planted_row(planted: tuple[Path, dict[str, Any]]) -> None:
+    out, _ = planted
+    rows = {r["id"]: r for r in pq.read_table(out / QUARANTINE_FILE).to_pylist()}
+    for pid, (_, reason, column, label) in PLANTS.items():
+        assert pid in rows, pid
+        assert rows[pid]["reasons"] == [reason], pid
+        detail = json.loads(rows[pid]["findings"][0]["detail"])
+        assert detail["column"] == column
+        assert detail.get("label") == label
+
+
+def test_quarantine_holds_exactly_the_planted_rows(planted: tuple[Path, dict[str, Any]],
+                                                   superni_slice: list[dict[str, Any]]) -> None:
+    out, summary = planted
+    rows = pq.read_table(out / QUARANTINE_FILE).to_pylist()
+    dup_id = [r for r in superni_slice if r["task"] == SUMM][-1]["id"]
+    assert sorted(r["id"] for r in rows) == sorted([*PLANTS, dup_id, dup_id])
+    assert all(r["reasons"] == ["gx_expect_column_pair_values_a_to_identify_b"] for r in rows if r["id"] == dup_id)
+    assert summary["accepted"] == 421 - len(PLANTS) - 2
+
+
+def test_id_collision_is_critical_and_checked_across_chunks(tmp_path: Path,
+                                                            superni_slice: list[dict[str, Any]]) -> None:
+    """The reused id sits in another 100-row chunk than its twin: still caught, and the batch halts;
+    an exact copy (same id, same content) is not a collision."""
+    records = [dict(r) for r in superni_slice[:300]]
+    records[250]["id"] = records[10]["id"]
+    records.append(dict(records[20]))
+    path = write_jsonl(tmp_path / "in.jsonl", records)
+    summary = scan([str(path)], tmp_path / "out",
+                   checks=[build_check("gx_suite", suite="instruction_record", chunk_size=100)])
+    assert summary["verdict"] == "halt"
+    assert summary["reasons"] == {"gx_expect_column_pair_values_a_to_identify_b": 2}
+    assert any("expect_column_pair_values_a_to_identify_b(content_sha256): 2 of 301" in h
+               for h in summary["halt_reasons"])
+
+
+def test_chunked_and_whole_batch_validation_agree(tmp_path: Path, superni_slice: list[dict[str, Any]]) -> None:
+    records = [dict(r) for r in superni_slice[:400]]
+    for i in (3, 150, 399):
+        records[i]["output"] = ""
+    path = write_jsonl(tmp_path / "in.jsonl", records)
+    small = scan([str(path)], tmp_path / "a", checks=[build_check("gx_suite", suite="instruction_record",
+                                                                  chunk_size=64, data_docs=False)])
+    whole = scan([str(path)], tmp_path / "b", checks=[build_check("gx_suite", suite="instruction_record",
+                                                                  data_docs=False)])
+    assert small["reasons"] == whole["reasons"] == {"gx_expect_column_values_to_match_regex": 3}
+    assert small["checks"]["gx_instruction_record"]["metrics"]["statistics"] == \
+        whole["checks"]["gx_instruction_record"]["metrics"]["statistics"]
+
+
+def test_data_docs_are_written_next_to_outputs_and_linked(planted: tuple[Path, dict[str, Any]]) -> None:
+    out, summary = planted
+    for key in ("gx_instruction_record", "gx_instruction_quality"):
+        rel = summary["checks"][key]["artifacts"]["data_docs"]
+        page = (out / rel).read_text(encoding="utf-8")
+        assert rel.startswith("data_docs/") and "<html" in page.lower()
+        assert "expect_column" in page or "Expect" in page
+    report = (out / "report.html").read_text(encoding="utf-8")
+    assert 'href="data_docs/gx_instruction_quality.html"' in report
+
+
+def test_suite_summary_is_small_and_readable(planted: tuple[Path, dict[str, Any]]) -> None:
+    _, summary = planted
+    quality = summary["checks"]["gx_instruction_quality"]
+    assert len(json.dumps(quality)) < 10_000  # fits XCom and an alert message
+    assert quality["metrics"]["statistics"]["evaluated_expectations"] == 10
+    assert SST2 in quality["metrics"]["label_sets"]["derived"]
+
+
+def test_derive_label_sets_keeps_classification_tasks_only() -> None:
+    pairs = [("cls", "POS")] * 60 + [("cls", "NEG")] * 39 + [("cls", "James Bond")] + \
+            [("gen", f"free text {i}") for i in range(100)] + [("tiny", "x")] * 10
+    assert derive_label_sets(pairs) == {"cls": ["NEG", "POS"]}
+
+
+def test_repeated_fraction() -> None:
+    assert repeated_fraction("a b c a b c a b c", 3)[1] == pytest.approx(4 / 7)
+    assert repeated_fraction("one two three four", 3) == (4, 0.0)
+    assert repeated_fraction("", 3) == (0, 0.0)
