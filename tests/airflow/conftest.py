@@ -1,0 +1,53 @@
+"""Airflow test setup: a throw-away AIRFLOW_HOME and SQLite metadata DB, configured before Airflow loads.
+
+Airflow reads its configuration when ``airflow`` is first imported, so the environment is set here, at
+collection time, before any test module of this package imports it. The DB is reset once per session.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[2]
+DAGS = REPO / "dags"
+SAMPLES = REPO / "samples" / "nightly"
+
+_HOME = Path(tempfile.mkdtemp(prefix="tunegate-airflow-"))
+os.environ["AIRFLOW_HOME"] = str(_HOME)
+os.environ["AIRFLOW__CORE__LOAD_EXAMPLES"] = "False"
+os.environ["AIRFLOW__CORE__DAGS_FOLDER"] = str(DAGS)
+# Unpaused, the consumer DAG gets queued when the nightly DAG publishes its Asset (a paused one is skipped).
+os.environ["AIRFLOW__CORE__DAGS_ARE_PAUSED_AT_CREATION"] = "False"
+os.environ["TUNEGATE_DATA_ROOT"] = str(_HOME / "data")
+# The DAGs read these at parse time; a developer's own settings must not leak into the tests.
+for _var in ("TUNEGATE_INPUT_URI", "TUNEGATE_POLICY_FILE"):
+    os.environ.pop(_var, None)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def airflow_db() -> Iterator[Path]:
+    """A fresh metadata DB for the session; the temporary AIRFLOW_HOME is removed afterwards."""
+    from airflow.utils import db
+
+    db.resetdb()
+    yield _HOME
+    shutil.rmtree(_HOME, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def data_root() -> Path:
+    return Path(os.environ["TUNEGATE_DATA_ROOT"])
+
+
+@pytest.fixture(scope="session")
+def dagbag() -> Any:
+    from airflow.dag_processing.dagbag import DagBag
+
+    return DagBag(dag_folder=str(DAGS))

@@ -1,0 +1,57 @@
+"""Provider metadata: valid against Airflow's schema, listed by the providers manager, Airflow-free."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from importlib import resources
+
+import pytest
+
+from tests.airflow.conftest import REPO
+
+pytestmark = pytest.mark.airflow
+
+
+def test_provider_info_is_valid_against_airflows_schema() -> None:
+    import jsonschema
+
+    from tunegate import __version__
+    from tunegate.provider import get_provider_info
+
+    info = get_provider_info()
+    schema = json.loads(resources.files("airflow").joinpath("provider_info.schema.json").read_text())
+    jsonschema.validate(info, schema)
+    assert info["package-name"] == "tunegate"
+    assert info["versions"] == [__version__]
+    modules = info["operators"][0]["python-modules"]
+    assert modules == ["tunegate.operators.ingest", "tunegate.operators.validate", "tunegate.operators.scan",
+                       "tunegate.operators.gate"]
+
+
+def test_listed_modules_import() -> None:
+    import importlib
+
+    from tunegate.provider import get_provider_info
+
+    for module in get_provider_info()["operators"][0]["python-modules"]:
+        importlib.import_module(module)
+    for dotted in get_provider_info()["notifications"]:
+        module, _, cls = dotted.rpartition(".")
+        assert hasattr(importlib.import_module(module), cls), dotted
+
+
+def test_providers_manager_lists_tunegate() -> None:
+    from airflow.providers_manager import ProvidersManager
+
+    from tunegate import __version__
+
+    providers = ProvidersManager().providers
+    assert providers["tunegate"].version == __version__
+
+
+def test_provider_module_does_not_import_airflow() -> None:
+    code = "import sys, tunegate.provider as p; p.get_provider_info(); print('airflow' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=REPO)
+    assert out.stdout.strip() == "False"
