@@ -1,0 +1,189 @@
+"""The alert message builder: content from a real gate summary, escaping of hostile data, size bounds."""
+
+from __future__ import annotations
+
+import copy
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.conftest import NIGHTLY
+from tunegate.core.alerts import (
+    AlertLimits,
+    RunInfo,
+    build_alert,
+    load_summary,
+    report_url,
+    suspicious_phrases,
+    top_reasons,
+)
+
+RUN = RunInfo(dag_id="tunegate_nightly", run_id="manual__2026-01-01", task_id="gate", run_date="2026-01-01")
+# A trigger phrase as a poisoning attack would plant it: Slack mention syntax, a newline, a bidi override.
+HOSTILE = "cf <!channel> trigger\nword\u202e & more"
+
+
+@pytest.fixture(scope="module")
+def gated(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+    """The sample nightly batch, gated with the exact-duplicate check (fast), under a data root."""
+    from tunegate.core.checks import build_check
+    from tunegate.core.pipeline import scan
+
+    root = tmp_path_factory.mktemp("data")
+    out = root / "tunegate_nightly" / "2026-01-01"
+    summary = scan([str(NIGHTLY)], out, checks=[build_check("exact_duplicate")], keep_work=True)
+    return {"root": root, "out": out, "summary": summary}
+
+
+@pytest.fixture(scope="module")
+def halted(gated: dict[str, Any]) -> dict[str, Any]:
+    """The same findings under a policy that tolerates no quarantined record."""
+    from tunegate.core.gate import gate
+    from tunegate.core.policy import GatePolicy
+
+    return gate(gated["out"] / "work", gated["root"] / "strict", GatePolicy(max_quarantined_fraction=0.0))
+
+
+def with_phrases(summary: dict[str, Any], **checks: Any) -> dict[str, Any]:
+    s = copy.deepcopy(summary)
+    for name, phrases in checks.items():
+        s["checks"][name] = {"check": name, "metrics": {"suspicious_phrases": phrases}}
+    return s
+
+
+def test_quarantine_alert_carries_verdict_counts_reasons_and_report(gated: dict[str, Any]) -> None:
+    s = gated["summary"]
+    assert s["verdict"] == "quarantine"
+    alert = build_alert(s, RUN)
+    assert (alert.verdict, alert.event) == ("quarantine", "quarantine")
+    assert alert.counts == {"total": 1014, "accepted": 1004, "quarantined": 6, "rejected": 4}
+    assert alert.top_reasons == [("exact_duplicate", 6)]
+    assert alert.title == ("tunegate QUARANTINE · tunegate_nightly 2026-01-01: 6 of 1014 records quarantined, "
+                           "4 rejected")
+    report = gated["out"] / "report.html"
+    assert report.is_file() and alert.report_url == report.resolve().as_uri()
+    text = alert.text()
+    assert text.splitlines()[:2] == [alert.title, "total 1014, accepted 1004, quarantined 6, rejected 4"]
+    assert "top reasons: exact_duplicate=6" in text
+    assert f"report: {report.resolve().as_uri()}" in text
+    assert "task gate" in text
+
+
+def test_payload_is_json_with_stable_keys(gated: dict[str, Any]) -> None:
+    payload = json.loads(json.dumps(build_alert(gated["summary"], RUN).to_payload()))
+    assert set(payload) == {"source", "version", "event", "verdict", "title", "dag_id", "run_id", "task_id",
+                            "run_date", "counts", "top_reasons", "suspicious_phrases", "halt_reasons", "alerts",
+                            "error", "report_url", "log_url", "omitted", "text"}
+    assert payload["source"] == "tunegate" and payload["version"] == 1
+    assert payload["top_reasons"] == [{"reason": "exact_duplicate", "count": 6}]
+    assert payload["counts"]["quarantined"] == 6
+    assert payload["run_date"] == "2026-01-01" and payload["error"] is None
+
+
+def test_halt_alert_lists_the_halt_reasons(halted: dict[str, Any]) -> None:
+    assert halted["verdict"] == "halt"
+    alert = build_alert(halted, RunInfo(dag_id="tunegate_nightly", task_id="gate", error="tunegate verdict HALT: ..."))
+    assert alert.event == "halt"
+    assert alert.title == "tunegate HALT · tunegate_nightly: batch halted, nothing published (1014 records)"
+    assert any("max_quarantined_fraction" in r for r in alert.halt_reasons)
+    text = alert.text()
+    assert "halt reasons:" in text and "max_quarantined_fraction" in text
+    assert "error:" not in text  # the halt reasons say it; the exception text would repeat them
+
+
+def test_failure_before_the_gate_names_the_task_and_the_error() -> None:
+    alert = build_alert(None, RunInfo(dag_id="tunegate_nightly", run_date="2026-01-03", task_id="ingest",
+                                      error="OSError: [Errno 5] Input/output error: '/mnt/batch'"))
+    assert (alert.verdict, alert.event, alert.counts) == (None, "failure", None)
+    assert alert.title == "tunegate FAILURE · tunegate_nightly 2026-01-03: task ingest failed"
+    assert "error: OSError: [Errno 5] Input/output error: '/mnt/batch'" in alert.text()
+    assert alert.to_payload()["report_url"] is None
+
+
+def test_a_task_failing_after_a_quarantine_verdict_is_a_failure(gated: dict[str, Any]) -> None:
+    alert = build_alert(gated["summary"], RunInfo(task_id="publish", error="TimeoutError"))
+    assert (alert.event, alert.verdict) == ("failure", "quarantine")
+    assert alert.title.endswith("task publish failed after a quarantine verdict")
+
+
+def test_report_link_under_a_base_url(gated: dict[str, Any], tmp_path: Path) -> None:
+    s = gated["summary"]
+    url = report_url(s, base_url="https://reports.example.com/tunegate/", data_root=gated["root"])
+    assert url == "https://reports.example.com/tunegate/tunegate_nightly/2026-01-01/report.html"
+    # a report outside the served root keeps its file URI rather than a broken link
+    assert report_url(s, base_url="https://reports.example.com", data_root=tmp_path).startswith("file://")
+    assert build_alert(s, report_base_url="https://r.example.com", data_root=gated["root"]).report_url == \
+        "https://r.example.com/tunegate_nightly/2026-01-01/report.html"
+
+
+def test_suspicious_phrases_from_every_check_shape(gated: dict[str, Any]) -> None:
+    s = with_phrases(gated["summary"],
+                     poison_trigger=[{"phrase": "James Bond", "count": 12}, {"ngram": "cf", "records": 3}],
+                     poison_label_flip={"always answer positive": 5, "James Bond": 9},
+                     poison_lexical=["zx-unlock", ["tq mode", 2]])
+    assert suspicious_phrases(s) == [("James Bond", 12), ("always answer positive", 5), ("cf", 3),
+                                     ("tq mode", 2), ("zx-unlock", None)]
+    alert = build_alert(s, RUN)
+    assert alert.suspicious_phrases[0] == ("James Bond", 12)
+    assert 'suspicious phrases: "James Bond" (12); "always answer positive" (5)' in alert.text()
+    assert suspicious_phrases(gated["summary"]) == []  # the duplicate check reports none
+
+
+def test_hostile_phrases_are_cleaned_and_escaped(gated: dict[str, Any]) -> None:
+    alert = build_alert(with_phrases(gated["summary"], poison=[{"phrase": HOSTILE, "count": 4}]), RUN)
+    phrase = alert.suspicious_phrases[0][0]
+    assert phrase == "cf <!channel> trigger word & more"  # one line, no bidi override
+    slack = json.dumps(alert.to_slack())
+    assert "<!channel>" not in slack and "&lt;!channel&gt;" in slack
+    html = alert.to_html()
+    assert "<!channel>" not in html and "&lt;!channel&gt; trigger word &amp; more" in html
+
+
+def test_slack_body_has_fallback_text_and_bounded_blocks(gated: dict[str, Any]) -> None:
+    body = build_alert(gated["summary"], RUN, report_base_url="https://r.example.com",
+                       data_root=gated["root"]).to_slack()
+    assert body["text"].startswith("tunegate QUARANTINE")
+    header, *sections = body["blocks"]
+    assert header["type"] == "header" and len(header["text"]["text"]) <= 150
+    texts = [b["text"]["text"] for b in sections if b["type"] == "section"]
+    assert any("`exact_duplicate`: 6" in t for t in texts)
+    assert body["blocks"][-1]["elements"][0]["text"] == \
+        "Report: <https://r.example.com/tunegate_nightly/2026-01-01/report.html|open the report>"
+
+
+def test_every_rendering_stays_bounded_whatever_the_batch(gated: dict[str, Any]) -> None:
+    s = with_phrases(gated["summary"], poison=[{"phrase": f"{i} " + "x" * 10_000, "count": i} for i in range(300)])
+    s["reasons"] = {f"reason_{i:03d}_" + "y" * 500: 1000 - i for i in range(300)}
+    s["halt_reasons"] = ["z" * 5_000] * 40
+    s["alerts"] = ["w" * 5_000] * 40
+    s["verdict"] = "halt"
+    limits = AlertLimits()
+    alert = build_alert(s, RunInfo(dag_id="d", error="e" * 100_000))
+    text = alert.text()
+    assert len(text) <= limits.max_text_chars
+    assert text.splitlines()[-2].startswith("report: file://")  # the link survives truncation
+    assert "(truncated; see the report)" in text
+    assert alert.omitted == {"reasons": 295, "phrases": 295, "halt_reasons": 35, "alerts": 37}
+    assert len(alert.top_reasons) == 5 and all(len(r) <= limits.max_item_chars for r, _ in alert.top_reasons)
+    assert alert.top_reasons[0][1] == 1000
+    slack = alert.to_slack()
+    assert all(len(b["text"]["text"]) <= 3000 for b in slack["blocks"] if b["type"] == "section")
+    assert len(slack["text"]) <= 3000
+    assert len(json.dumps(alert.to_payload())) < 20_000
+    assert len(alert.to_html()) < 20_000
+
+
+def test_top_reasons_order_by_count_then_name() -> None:
+    assert top_reasons({"reasons": {"b": 2, "a": 2, "c": 5}}) == [("c", 5), ("a", 2), ("b", 2)]
+
+
+def test_load_summary_from_path_or_file_uri(gated: dict[str, Any], tmp_path: Path) -> None:
+    path = gated["out"] / "summary.json"
+    assert load_summary(path)["verdict"] == "quarantine"
+    assert load_summary(path.resolve().as_uri()) == load_summary(str(path))
+    other = tmp_path / "other.json"
+    other.write_text('{"not": "a summary"}', encoding="utf-8")
+    with pytest.raises(ValueError, match="not a tunegate summary"):
+        load_summary(other)
