@@ -210,7 +210,7 @@ def _mix(x: np.ndarray, seed: int) -> np.ndarray:
 
 @functools.cache
 def _is_word_char() -> np.ndarray:
-    """``\\w`` for every code point of the Basic Multilingual Plane (others count as non-word)."""
+    """``\\w`` for every code point of the Basic Multilingual Plane (the caller counts the others as word)."""
     import numpy as np
 
     return np.array([chr(i).isalnum() or i == 0x5F for i in range(0x10000)], dtype=bool)
@@ -286,18 +286,24 @@ class HashingEmbedder(Embedder):
         def substring(a: np.ndarray, b: np.ndarray) -> np.ndarray:
             return (prefix[b] - prefix[a]) * inv[a]  # type: ignore[no-any-return]
 
-        # characters: n-grams that contain no separator, i.e. lie inside one padded word
+        # characters: n-grams that contain no separator, i.e. lie inside one padded word; a padded word
+        # shorter than n (" :) ", an emoji) counts as one n-gram of its own, as in scikit-learn's char_wb
         char_rows, char_feats = [], []
+        sep_pos = np.flatnonzero(is_sep)
+        seg_start = np.concatenate(([0], sep_pos[:-1] + 1))
+        seg_len = sep_pos - seg_start
         for n in _CHAR_NGRAMS:
-            if length < n:
-                continue
-            a = np.arange(length - n + 1)
-            a = a[seps[a + n] == seps[a]]
-            char_rows.append(rec_before[a])
-            char_feats.append(_mix(substring(a, a + n), 100 + n))
+            if length >= n:
+                a = np.arange(length - n + 1)
+                a = a[seps[a + n] == seps[a]]
+                char_rows.append(rec_before[a])
+                char_feats.append(_mix(substring(a, a + n), 100 + n))
+            short = np.flatnonzero((seg_len > 0) & (seg_len < n))
+            char_rows.append(rec_before[seg_start[short]])
+            char_feats.append(_mix(substring(seg_start[short], sep_pos[short]), 100 + n))
         # words: maximal runs of word characters, and pairs of consecutive words of the same record
         small = np.minimum(c, np.uint64(0xFFFF)).astype(np.int64)
-        isw = _is_word_char()[small] & (c < np.uint64(0x10000))
+        isw = _is_word_char()[small] | (c > np.uint64(0xFFFF))  # beyond the BMP: emoji, rare scripts
         prev = np.concatenate(([False], isw[:-1]))
         nxt = np.concatenate((isw[1:], [False]))
         starts = np.flatnonzero(isw & ~prev)

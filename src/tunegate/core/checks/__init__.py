@@ -24,6 +24,8 @@ from tunegate.exceptions import ConfigError
 REGISTRY: dict[str, str] = {
     "exact_duplicate": "tunegate.core.checks.exact_duplicate:ExactDuplicateCheck",
     "gx_suite": "tunegate.core.checks.gx_suite:GxSuiteCheck",
+    "near_duplicate": "tunegate.core.checks.near_duplicate:NearDuplicateCheck",
+    "embedding_outlier": "tunegate.core.checks.outlier:EmbeddingOutlierCheck",
 }
 
 #: What ``tunegate scan`` runs when no ``--check`` is given.
