@@ -10,6 +10,9 @@
   *quarantine* write `accepted.parquet` and publish it as the Asset `tunegate_nightly_accepted`,
   which schedules `tunegate_finetune`.
 
+Alerts: the channels named by `TUNEGATE_ALERT_WEBHOOK_CONN_ID`, `TUNEGATE_ALERT_SLACK_CONN_ID` and
+`TUNEGATE_ALERT_EMAIL_TO` get a message on *quarantine* and when a task fails for good (a *halt* included).
+
 Params: `input_uri` (file, directory, glob or fsspec URL; default `$TUNEGATE_INPUT_URI`, else the bundled
 `samples/nightly`), `policy_file` (YAML/JSON gate policy; default `$TUNEGATE_POLICY_FILE`, else built-in).
 """
@@ -23,6 +26,7 @@ from pathlib import Path
 from airflow.sdk import DAG, Param
 
 from tunegate.exceptions import TunegateError
+from tunegate.notifications import notifiers_from_env
 from tunegate.operators import GateOperator, IngestOperator, ScanOperator, ValidateOperator, accepted_batch_asset
 from tunegate.operators._compat import AirflowFailException, retry_default_args
 
@@ -31,6 +35,8 @@ DAG_ID = "tunegate_nightly"
 _SAMPLE_INPUT = Path(__file__).resolve().parents[1] / "samples" / "nightly"
 DEFAULT_INPUT_URI = os.environ.get("TUNEGATE_INPUT_URI") or str(_SAMPLE_INPUT)
 DEFAULT_POLICY_FILE = os.environ.get("TUNEGATE_POLICY_FILE") or None
+# Alert channels named by TUNEGATE_ALERT_* variables (connection ids only; secrets stay in connections).
+ALERTS = notifiers_from_env()
 
 default_args = {
     "owner": "data-platform",
@@ -39,6 +45,8 @@ default_args = {
     **retry_default_args(retries=3, retry_delay=timedelta(minutes=2), max_retry_delay=timedelta(minutes=30),
                          transient=(OSError, TimeoutError), permanent=(AirflowFailException, TunegateError)),
     "execution_timeout": timedelta(hours=2),
+    # A task that fails for good (a halt included) alerts; retries do not.
+    **({"on_failure_callback": ALERTS} if ALERTS else {}),
 }
 
 with DAG(
@@ -63,6 +71,6 @@ with DAG(
     validate = ValidateOperator(task_id="validate")
     scan = ScanOperator(task_id="scan")
     gate = GateOperator(task_id="gate", policy_file="{{ params.policy_file or '' }}",
-                        outlets=[accepted_batch_asset(DAG_ID)])
+                        outlets=[accepted_batch_asset(DAG_ID)], on_quarantine=ALERTS or None)
 
     ingest >> validate >> scan >> gate

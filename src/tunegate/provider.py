@@ -25,7 +25,16 @@ OPERATOR_MODULES: tuple[str, ...] = (
 
 #: Notifier classes (``BaseNotifier`` subclasses), as ``module.Class``. A notifier is listed only once
 #: its module exists in the installed package, so metadata never points Airflow at a missing class.
-NOTIFIER_CLASSES: tuple[str, ...] = ()
+NOTIFIER_CLASSES: tuple[str, ...] = (
+    "tunegate.notifications.slack.TunegateSlackNotifier",
+    "tunegate.notifications.email.TunegateEmailNotifier",
+    "tunegate.notifications.webhook.TunegateWebhookNotifier",
+)
+
+#: Hooks with their own connection type (Slack and email reuse the slack/smtp providers' connections).
+HOOKS: tuple[tuple[str, str], ...] = (
+    ("tunegate.notifications.webhook.TunegateWebhookHook", "tunegate_webhook"),
+)
 
 
 def _module_exists(dotted: str) -> bool:
@@ -36,6 +45,7 @@ def _module_exists(dotted: str) -> bool:
 
 def get_provider_info() -> dict[str, Any]:
     """The provider metadata dict, in the shape of Airflow's ``provider_info.schema.json``."""
+    hooks = [(cls, conn_type) for cls, conn_type in HOOKS if _module_exists(cls.rsplit(".", 1)[0])]
     return {
         "package-name": "tunegate",
         "name": "tunegate",
@@ -50,5 +60,8 @@ def get_provider_info() -> dict[str, Any]:
             }
         ],
         "operators": [{"integration-name": _INTEGRATION, "python-modules": list(OPERATOR_MODULES)}],
+        "hooks": [{"integration-name": _INTEGRATION,
+                   "python-modules": sorted({cls.rsplit(".", 1)[0] for cls, _ in hooks})}] if hooks else [],
+        "connection-types": [{"hook-class-name": cls, "connection-type": conn_type} for cls, conn_type in hooks],
         "notifications": [name for name in NOTIFIER_CLASSES if _module_exists(name.rsplit(".", 1)[0])],
     }

@@ -37,9 +37,15 @@ def test_listed_modules_import() -> None:
 
     for module in get_provider_info()["operators"][0]["python-modules"]:
         importlib.import_module(module)
-    for dotted in get_provider_info()["notifications"]:
+    info = get_provider_info()
+    classes = info["notifications"] + [c["hook-class-name"] for c in info["connection-types"]]
+    assert len(info["notifications"]) == 3
+    for dotted in classes:
         module, _, cls = dotted.rpartition(".")
         assert hasattr(importlib.import_module(module), cls), dotted
+    for entry in info["connection-types"]:
+        module, _, cls = entry["hook-class-name"].rpartition(".")
+        assert getattr(importlib.import_module(module), cls).conn_type == entry["connection-type"]
 
 
 def test_providers_manager_lists_tunegate() -> None:
