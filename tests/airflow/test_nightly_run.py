@@ -113,6 +113,9 @@ def test_gate_publishes_the_accepted_batch_asset_with_its_extra(nightly: SimpleN
 def test_consumer_dag_is_queued_and_reads_the_batch_from_the_event(nightly: SimpleNamespace, dagbag: Any,
                                                                     caplog: pytest.LogCaptureFixture) -> None:
     from airflow.models.asset import AssetDagRunQueue
+    from airflow.sdk.api.datamodels._generated import AssetReferenceAssetEventDagRun
+    from airflow.sdk.execution_time.comms import AssetEventDagRunReferenceResult
+    from airflow.sdk.execution_time.context import TriggeringAssetEventsAccessor
     from airflow.utils.session import create_session
     from sqlalchemy import select
 
@@ -120,12 +123,16 @@ def test_consumer_dag_is_queued_and_reads_the_batch_from_the_event(nightly: Simp
         queued = session.scalars(select(AssetDagRunQueue.target_dag_id)).all()
     assert "tunegate_finetune" in queued  # the scheduler would start it now
 
-    from tunegate.operators import accepted_batch_asset
-
+    # What the task runner hands the consumer: Airflow's own accessor over the event in the metadata DB.
     [event] = _events("tunegate_nightly", nightly.dagrun.run_id)
+    reference = AssetEventDagRunReferenceResult(
+        asset=AssetReferenceAssetEventDagRun(name=event.name, uri=event.uri, extra={}), extra=event.extra,
+        source_task_id="gate", source_dag_id="tunegate_nightly", source_run_id=nightly.dagrun.run_id,
+        source_map_index=-1, source_aliases=[], timestamp=NIGHT)
+    triggering = TriggeringAssetEventsAccessor.build([reference])
     consumer = dagbag.get_dag("tunegate_finetune").get_task("train_placeholder")
     caplog.set_level("INFO")
-    batch = consumer.python_callable(triggering_asset_events={accepted_batch_asset(): [event]})
+    batch = consumer.python_callable(triggering_asset_events=triggering)
     assert batch["rows"] == nightly.summary["accepted"] == 1000
     assert batch["accepted_uri"] == event.extra["accepted_uri"]
     assert "PLACEHOLDER training step: would fine-tune on 1000 records" in caplog.text
