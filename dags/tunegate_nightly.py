@@ -28,7 +28,7 @@ from airflow.sdk import DAG, Param
 from tunegate.exceptions import TunegateError
 from tunegate.notifications import notifiers_from_env
 from tunegate.operators import GateOperator, IngestOperator, ScanOperator, ValidateOperator, accepted_batch_asset
-from tunegate.operators._compat import AirflowFailException, retry_default_args
+from tunegate.operators._compat import retry_default_args
 
 DAG_ID = "tunegate_nightly"
 # The bundled sample batch, when the DAG runs from a checkout (the demo); deployments set TUNEGATE_INPUT_URI.
@@ -40,10 +40,10 @@ ALERTS = notifiers_from_env()
 
 default_args = {
     "owner": "data-platform",
-    # Retry what can heal by itself (a network file system hiccup, a timeout); a data verdict, bad
-    # configuration or a bug fails at once.
+    # Retry what can heal by itself (a network file system or object store hiccup, a timeout, the Task
+    # Execution API briefly unreachable); a data verdict, bad configuration or input, or a bug fails at once.
     **retry_default_args(retries=3, retry_delay=timedelta(minutes=2), max_retry_delay=timedelta(minutes=30),
-                         transient=(OSError, TimeoutError), permanent=(AirflowFailException, TunegateError)),
+                         transient=(OSError, TimeoutError, "httpx.TransportError"), permanent=(TunegateError,)),
     "execution_timeout": timedelta(hours=2),
     # A task that fails for good (a halt included) alerts; retries do not.
     **({"on_failure_callback": ALERTS} if ALERTS else {}),

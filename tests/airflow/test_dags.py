@@ -68,6 +68,7 @@ def test_finetune_dag_is_scheduled_on_the_accepted_batch_asset(dagbag: Any) -> N
 
 
 def test_retry_policy_retries_transient_faults_only(dagbag: Any) -> None:
+    import httpx
     from airflow.sdk import RetryAction
 
     from tunegate.exceptions import ConfigError, InputError
@@ -78,6 +79,7 @@ def test_retry_policy_retries_transient_faults_only(dagbag: Any) -> None:
     decide = lambda exc: policy.evaluate(exc, try_number=1, max_tries=4).action  # noqa: E731
     assert decide(OSError("connection reset by peer")) is RetryAction.RETRY
     assert decide(TimeoutError()) is RetryAction.RETRY
+    assert decide(httpx.ConnectError("api-server restarting")) is RetryAction.RETRY
     assert decide(ConfigError("unknown check 'x'")) is RetryAction.FAIL
     assert decide(InputError("no such file")) is RetryAction.FAIL
     assert decide(KeyError("bug")) is RetryAction.FAIL

@@ -64,15 +64,18 @@ def triggering_events(context: Context, asset: Asset) -> list[Any]:
         return []
 
 
+ExceptionSpec = type[BaseException] | str  # a class, or its dotted path (imported when the DAG is parsed)
+
+
 def retry_default_args(*, retries: int, retry_delay: dt.timedelta, max_retry_delay: dt.timedelta,
-                       transient: tuple[type[BaseException], ...], permanent: tuple[type[BaseException], ...]
+                       transient: tuple[ExceptionSpec, ...], permanent: tuple[ExceptionSpec, ...]
                        ) -> dict[str, Any]:
     """``default_args`` that retry transient faults only.
 
     With a retry policy (Airflow 3.3+), an exception in ``permanent`` fails at once, one in ``transient``
     is retried with exponential backoff, and anything else (a bug) fails at once. Without one, Airflow
     retries every failure except ``AirflowFailException``, which is what tunegate's operators raise for
-    data verdicts and misconfiguration.
+    data verdicts and misconfiguration. ``AirflowFailException`` never consults the policy.
     """
     args: dict[str, Any] = {"retries": retries, "retry_delay": retry_delay, "retry_exponential_backoff": True,
                             "max_retry_delay": max_retry_delay}
