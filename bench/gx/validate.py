@@ -27,11 +27,18 @@ def run_gx(work: str) -> tuple[int, float]:
     return len(rows), time.perf_counter() - t
 
 
+def _runaway(text: str) -> bool:
+    from tunegate.core.gx_expectations import repeated_fraction
+
+    words, frac = repeated_fraction(text, 3)
+    return words >= 40 and frac > 0.75
+
+
 def run_pandas(work: str) -> tuple[int, float]:
     import pandas as pd
     import pyarrow.parquet as pq
 
-    from tunegate.core.gx_expectations import derive_label_sets, normalize_text, repeated_fraction
+    from tunegate.core.gx_expectations import derive_label_sets, normalize_text
 
     t = time.perf_counter()
     pf = pq.ParquetFile(f"{work}/canonical.parquet")
@@ -42,9 +49,11 @@ def run_pandas(work: str) -> tuple[int, float]:
     flagged = set(whole.index[collide])
     del whole
     control = "[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]"
-    template = "<noinput>|<no ?input>|\\{(?:instruction|input|output|prompt|response)\\}|### ?(?:Instruction|Response|Input):|<\\|im_(?:start|end)\\|>|\\[/?INST\\]|<</?SYS>>"
+    template = ("<noinput>|<no ?input>|\\{(?:instruction|input|output|prompt|response)\\}"
+                "|### ?(?:Instruction|Response|Input):|<\\|im_(?:start|end)\\|>|\\[/?INST\\]|<</?SYS>>")
     mojibake = "\u00e2\u0080[\u0093\u0094\u0098\u0099\u009c\u009d\u00a6]|\u00c3[\u00a0-\u00bf]\u00c2"
-    refusal = re.compile(r"(?i)\bas an ai (?:language )?model\b|^\s*i(?:'m| am) sorry,? but i (?:can(?:no|')t|am unable|won't)"
+    refusal = re.compile(r"(?i)\bas an ai (?:language )?model\b"
+                         r"|^\s*i(?:'m| am) sorry,? but i (?:can(?:no|')t|am unable|won't)"
                          r"|^\s*i (?:can(?:no|')t|am unable to|won't) (?:help|assist|comply|provide) with (?:that|this)"
                          r"|\bi(?:'m| am) not able to (?:help|assist) with (?:that|this)")
     start = 0
@@ -53,10 +62,11 @@ def run_pandas(work: str) -> tuple[int, float]:
         bad = df["id"].isna()
         for c in ("instruction", "output"):
             bad |= ~df[c].str.contains(r"\S")
-        bad |= (df["instruction"].str.len() > 32768) | (df["input"].str.len() > 32768) | (df["output"].str.len() > 16384)
+        bad |= df["instruction"].str.len() > 32768
+        bad |= (df["input"].str.len() > 32768) | (df["output"].str.len() > 16384)
         for c in ("instruction", "input", "output"):
             bad |= df[c].str.contains(control) | df[c].str.contains(template) | df[c].str.contains(mojibake)
-        bad |= df["output"].map(lambda s: (lambda w, f: w >= 40 and f > 0.75)(*repeated_fraction(s, 3)))
+        bad |= df["output"].map(_runaway)
         a, b = df["instruction"].map(normalize_text), df["output"].map(normalize_text)
         bad |= (a != "") & (a == b)
         bad |= df["output"].str.contains(refusal)

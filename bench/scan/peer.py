@@ -23,7 +23,8 @@ def main(src: str, out: str) -> None:
     dup = df.duplicated(subset=["instruction", "input", "output"], keep="first")
     blank_i = ~df["instruction"].str.contains(r"\S", regex=True)
     blank_o = ~df["output"].str.contains(r"\S", regex=True)
-    too_long = (df["instruction"].str.len() > 32768) | (df["input"].str.len() > 32768) | (df["output"].str.len() > 16384)
+    too_long = df["instruction"].str.len() > 32768
+    too_long |= (df["input"].str.len() > 32768) | (df["output"].str.len() > 16384)
     bad = dup | blank_i | blank_o | too_long
     Path(out).mkdir(parents=True, exist_ok=True)
     df[~bad].to_parquet(Path(out) / "accepted.parquet")
