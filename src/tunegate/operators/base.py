@@ -15,7 +15,7 @@ import os
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any
 
 from tunegate.exceptions import TunegateError
 from tunegate.operators._compat import AirflowFailException, BaseOperator, Context, run_date
@@ -44,8 +44,6 @@ class TunegateBaseOperator(BaseOperator):
 
     template_fields: Sequence[str] = ("run_dir",)
     ui_color: str = "#dbe9d8"
-    #: Short name of the stage for log lines.
-    stage: ClassVar[str] = "tunegate"
 
     def __init__(self, *, run_dir: str | None = None, **kwargs: Any) -> None:
         super().__init__(**kwargs)

@@ -35,7 +35,6 @@ class GateOperator(TunegateBaseOperator):
     """
 
     template_fields: Sequence[str] = ("policy_file", "policy_overrides", "run_dir")
-    stage = "gate"
 
     def __init__(self, *, policy_file: str | None = None, policy_overrides: Mapping[str, Any] | None = None,
                  on_quarantine: Callable[[Any], Any] | Sequence[Callable[[Any], Any]] | None = None,

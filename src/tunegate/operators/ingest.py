@@ -23,7 +23,6 @@ class IngestOperator(TunegateBaseOperator):
     """
 
     template_fields: Sequence[str] = ("inputs", "fmt", "run_dir")
-    stage = "ingest"
 
     def __init__(self, *, inputs: str | Sequence[str], fmt: str = "auto", batch_size: int = 10_000,
                  run_dir: str | None = None, **kwargs: Any) -> None:

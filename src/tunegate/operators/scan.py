@@ -18,7 +18,6 @@ class ScanOperator(TunegateBaseOperator):
     """
 
     template_fields: Sequence[str] = ("checks", "check_options", "run_dir")
-    stage = "scan"
 
     def __init__(self, *, checks: Sequence[str] | None = None,
                  check_options: Mapping[str, Mapping[str, Any]] | None = None, run_dir: str | None = None,

@@ -24,7 +24,6 @@ class ValidateOperator(TunegateBaseOperator):
     """
 
     template_fields: Sequence[str] = ("suites", "run_dir")
-    stage = "validate"
 
     def __init__(self, *, suites: Sequence[str] | None = None, chunk_size: int = 100_000, data_docs: bool = True,
                  run_dir: str | None = None, **kwargs: Any) -> None:
