@@ -138,8 +138,6 @@ class NearDuplicateCheck(EmbeddingCheck):
                  in_history: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Representative row of each flagged record (``-1`` for kept ones) and the similarity to it."""
         import numpy as np
-        import scipy.sparse as sp
-        from scipy.sparse.csgraph import connected_components
 
         n = len(vectors)
         t = self.threshold
@@ -150,12 +148,14 @@ class NearDuplicateCheck(EmbeddingCheck):
         rep_sim = np.zeros(n, dtype=np.float32)
         if len(src) == 0:
             return rep, rep_sim
-        graph = sp.coo_matrix((np.ones(len(src), dtype=np.int8), (src, dst)), shape=(n, n)).tocsr()
-        _, label = connected_components(graph, directed=False)
+        label = _components(n, src, dst)
         sizes = np.bincount(label)
         rows = np.flatnonzero(sizes[label] > 1)
         rows = rows[np.lexsort((rows, label[rows]))]  # by component, then batch order
-        undirected = (graph + graph.T).tocsr()
+        both_src, both_dst = np.concatenate((src, dst)), np.concatenate((dst, src))
+        order = np.argsort(both_src, kind="stable")
+        adj_dst = both_dst[order]
+        adj_ptr = np.searchsorted(both_src[order], np.arange(n + 1))
         is_rep = np.zeros(n, dtype=bool)
         reps: list[int] = []
         current = -1
@@ -167,7 +167,7 @@ class NearDuplicateCheck(EmbeddingCheck):
             if len(reps) <= _MAX_REPS_SCANNED:
                 candidates = reps
             else:  # a long chain of slowly drifting records: look only where the graph points
-                near = undirected.indices[undirected.indptr[i]:undirected.indptr[i + 1]]
+                near = adj_dst[adj_ptr[i]:adj_ptr[i + 1]]
                 candidates = sorted({int(rep[j]) if rep[j] >= 0 else int(j) for j in near
                                      if j < i and (rep[j] >= 0 or is_rep[j])})
             if candidates:
@@ -183,7 +183,6 @@ class NearDuplicateCheck(EmbeddingCheck):
     def _floods(self, contributors: list[str | None], involved: np.ndarray
                 ) -> tuple[list[Finding], list[BatchIssue], list[str]]:
         import numpy as np
-        from scipy.stats import binom
 
         known = np.array([c is not None and c != "" for c in contributors], dtype=bool)
         if not known.any():
@@ -205,7 +204,7 @@ class NearDuplicateCheck(EmbeddingCheck):
             d, m = int(per_dups[ci]), int(per_records[ci])
             if d < self.flood_min or rate >= 1.0:
                 continue
-            p_value = float(binom.sf(d - 1, m, rate))
+            p_value = binomial_tail(d, m, rate)
             if p_value >= alpha:
                 continue
             flooders.append(name)
@@ -218,3 +217,44 @@ class NearDuplicateCheck(EmbeddingCheck):
                                      f"contributor {name!r}: {d} of {m} records are near-duplicates ({share:.0%}) "
                                      f"against {rate:.1%} in the batch (binomial p={p_value:.2g})"))
         return findings, issues, flooders
+
+
+def _components(n: int, src: np.ndarray, dst: np.ndarray) -> np.ndarray:
+    """Connected-component label (smallest member) of each of ``n`` nodes, by min-label propagation
+    with pointer jumping (a few passes over the edges; scipy.sparse.csgraph costs seconds to import)."""
+    import numpy as np
+
+    label = np.arange(n)
+    while True:
+        m = np.minimum(label[src], label[dst])
+        new = label.copy()
+        np.minimum.at(new, src, m)
+        np.minimum.at(new, dst, m)
+        while True:  # pointer jumping: follow labels to their root
+            jumped = new[new]
+            if np.array_equal(jumped, new):
+                break
+            new = jumped
+        if np.array_equal(new, label):
+            return label
+        label = new
+
+
+def binomial_tail(d: int, m: int, p: float) -> float:
+    """``P(X >= d)`` for ``X ~ Binomial(m, p)``, summed in log space from the pmf recurrence."""
+    import math
+
+    import numpy as np
+
+    if d <= 0:
+        return 1.0
+    if d > m or p <= 0.0:
+        return 0.0
+    if p >= 1.0:
+        return 1.0
+    log_first = (math.lgamma(m + 1) - math.lgamma(d + 1) - math.lgamma(m - d + 1) + d * math.log(p)
+                 + (m - d) * math.log1p(-p))
+    i = np.arange(d, m, dtype=np.float64)
+    logs = log_first + np.concatenate(([0.0], np.cumsum(np.log((m - i) / (i + 1)) + math.log(p) - math.log1p(-p))))
+    top = float(logs.max())
+    return min(1.0, math.exp(top) * float(np.exp(logs - top).sum()))
