@@ -33,8 +33,10 @@ demo: venv
 	@$(BIN)/airflow db migrate > $(AIRFLOW_HOME)/migrate.log 2>&1 || (cat $(AIRFLOW_HOME)/migrate.log; exit 1)
 	@echo "running DAG tunegate_nightly for $(DEMO_DATE) on samples/nightly (log: $(AIRFLOW_HOME)/demo.log)"
 	@PATH=$(CURDIR)/$(BIN):$$PATH $(BIN)/airflow dags test tunegate_nightly $(DEMO_DATE) > $(AIRFLOW_HOME)/demo.log 2>&1; \
-		rc=$$?; $(BIN)/tunegate summary $(TUNEGATE_DATA_ROOT)/tunegate_nightly/$(DEMO_DATE); \
-		echo "DAG run exit code: $$rc (a halt verdict fails the run by design)"
+		rc=$$?; $(BIN)/tunegate summary $(TUNEGATE_DATA_ROOT)/tunegate_nightly/$(DEMO_DATE) || true; \
+		if [ $$rc -ne 0 ]; then tail -n 40 $(AIRFLOW_HOME)/demo.log; \
+			echo "DAG run failed (exit code $$rc; a halt verdict fails the run by design)"; fi; \
+		exit $$rc
 
 lint: venv
 	$(BIN)/ruff check src tests dags bench samples

@@ -15,7 +15,7 @@ h1{margin:0 0 .2rem}h2{margin-top:2rem;border-bottom:1px solid #d0d7de;padding-b
 .cards{display:flex;gap:1rem;flex-wrap:wrap;margin:1rem 0}.card{border:1px solid #d0d7de;border-radius:6px;
 padding:.6rem 1rem;min-width:130px}.card b{display:block;font-size:1.5rem}
 table{border-collapse:collapse;width:100%;margin:.5rem 0}td,th{border:1px solid #d0d7de;padding:.3rem .5rem;
-text-align:left;vertical-align:top}th{background:#f6f8fa}code,pre{font-family:ui-monospace,monospace;font-size:12px}
+text-align:left;vertical-align:top;overflow-wrap:anywhere}th{background:#f6f8fa}code,pre{font-family:ui-monospace,monospace;font-size:12px}
 pre{white-space:pre-wrap;word-break:break-word;margin:0;max-height:8em;overflow:auto}.muted{color:#656d76}
 li.halt{color:#cf222e}
 """
@@ -27,7 +27,9 @@ def _bar_chart(counts: dict[str, int], total: int) -> str:
         return "<p class=muted>No record was flagged.</p>"
     items = list(counts.items())[:15]
     peak = max(v for _, v in items)
-    width, bar_h, label_w = 760, 22, 260
+    bar_h = 22
+    label_w = min(12 + 7 * max(len(r) for r, _ in items), 520)  # ~7 px per character at 12 px
+    width = label_w + 480
     height = bar_h * len(items) + 10
     parts = [f'<svg role="img" aria-label="records per reason" width="{width}" height="{height}" '
              f'xmlns="http://www.w3.org/2000/svg" font-size="12" font-family="system-ui,sans-serif">']

@@ -199,10 +199,11 @@ class GxSuiteCheck(Check):
         for n, (exps, chunk_rows) in enumerate(passes):
             if not exps:
                 continue
-            suite = ctx.suites.add(gx.ExpectationSuite(name=f"{self.suite.name}__{n}", meta=spec.get("meta") or {},
+            pass_name = self.suite.name if n == 0 else f"{self.suite.name}__whole_batch"
+            suite = ctx.suites.add(gx.ExpectationSuite(name=pass_name, meta=spec.get("meta") or {},
                                                        expectations=[e | {"id": None} for e in exps]))
             definition = ctx.validation_definitions.add(
-                gx.ValidationDefinition(name=f"{self.key}__{n}", data=batch_def, suite=suite))
+                gx.ValidationDefinition(name=f"{self.key}__{pass_name}", data=batch_def, suite=suite))
             for e in suite.expectations:
                 cfg = e.configuration.kwargs
                 merged[str(e.id)] = _Merged(etype=e.expectation_type, column=cfg.get("column") or cfg.get("column_B"),
