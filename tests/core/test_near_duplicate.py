@@ -191,7 +191,7 @@ def test_a_damaged_index_is_a_clear_error_never_an_empty_history(two_nights: tup
     data[len(data) // 2] ^= 0xFF
     index.write_bytes(bytes(data))
     check = build_check("near_duplicate", history_dir=str(history))
-    with pytest.raises(HistoryError, match="does not match the sha256.*rebuild"):
+    with pytest.raises(HistoryError, match=r"does not match the sha256.*rebuild"):
         check.run(night2)
     with pytest.raises(HistoryError):  # and the publish step refuses to build on it
         update_history(history, night2.path)
@@ -210,7 +210,7 @@ def test_missing_history_files_are_a_clear_error(two_nights: tuple[Path, Canonic
         check.run(night2)
     ids_file.with_suffix(".moved").rename(ids_file)
     (history / "manifest.json").rename(history / "manifest.moved")
-    with pytest.raises(HistoryError, match="manifest.json is missing"):
+    with pytest.raises(HistoryError, match=r"manifest\.json is missing"):
         check.run(night2)
     (history / "manifest.moved").rename(history / "manifest.json")
     (history / "manifest.json").write_text("{not json", encoding="utf-8")

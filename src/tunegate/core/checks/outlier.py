@@ -5,12 +5,18 @@ reference is, in order of preference, ``reference_dir`` (a history-layout index 
 built with :func:`tunegate.core.history.update_history`), the history of accepted batches
 (``history_dir``), or the batch itself (self excluded) when neither exists yet.
 
-Threshold, set from the score distribution, not a fixed number: within each group (``task``, falling back
-to ``source``; or ``source``; or ``none``) with at least ``min_group`` records, a record is an
-``embedding_outlier`` when its robust z-score ``(score - median) / (1.4826 * MAD)`` exceeds ``z``
-(Iglewicz and Hoaglin's modified z-score; 3.5 is their recommended cut-off). Smaller groups, and groups
-whose MAD is 0, are judged against the pooled distribution of the whole batch. The detail carries the
+Threshold, set from the score distribution, not a fixed number: a record is an ``embedding_outlier`` when
+its robust z-score ``(score - median) / (1.4826 * MAD)`` exceeds ``z`` (Iglewicz and Hoaglin's modified
+z-score; 3.5 is their recommended cut-off), computed within its group (``task``, falling back to
+``source``; or ``source``; or ``none``). The median is the group's own from 5 records on (the batch's
+below); the MAD is the group's own from ``min_group`` records on, and below that (or when it is 0) the
+pooled MAD of every record around its own group's median, since scores differ in level between tasks
+but spread alike. The detail carries the
 group, the threshold, the median and MAD it came from, and the reference used, so a reviewer can see why.
+
+A whole task or source unlike the reference is therefore not flagged record by record (its records are
+judged against their own centre); the metrics list the groups with the highest median score
+(``farthest_groups``) so a new or shifted task shows in the report.
 """
 
 from __future__ import annotations
@@ -30,6 +36,7 @@ log = logging.getLogger(__name__)
 
 GROUP_BY = ("task", "source", "none")
 _MAD_SCALE = 1.4826  # MAD of a normal distribution times this is its standard deviation
+_MIN_CENTRE = 5  # a group's own median is its centre from this many records on
 
 
 class EmbeddingOutlierCheck(EmbeddingCheck):
@@ -93,6 +100,7 @@ class EmbeddingOutlierCheck(EmbeddingCheck):
                    "index": kind, "k": self.k, "z": self.z, "group_by": self.group_by,
                    "groups_own_threshold": len({g for g, o in zip(groups, own.tolist(), strict=True) if o}),
                    "outliers": len(findings), "score_median": round(float(np.median(score)), 4),
+                   "farthest_groups": self._farthest_groups(score, groups),
                    **self.options()}
         log.info("embedding_outlier: %d of %d records are outliers (reference: %s, %d groups with their own "
                  "threshold); %.1f s", len(findings), n, ref_name, metrics["groups_own_threshold"],
@@ -110,27 +118,39 @@ class EmbeddingOutlierCheck(EmbeddingCheck):
             return [s or "(none)" for s in sources]
         return [t or s or "(none)" for t, s in zip(tasks, sources, strict=True)]
 
+    def _farthest_groups(self, score: np.ndarray, groups: list[str], limit: int = 5) -> dict[str, float]:
+        """Median score of the groups farthest from the reference (for the report; a whole new task is judged
+        against its own centre, so its records are not outliers one by one)."""
+        import numpy as np
+
+        names, inverse = np.unique(np.array(groups, dtype=object), return_inverse=True)
+        sizes = np.bincount(inverse)
+        medians = {str(names[gi]): round(float(np.median(score[inverse == gi])), 4)
+                   for gi in np.flatnonzero(sizes >= _MIN_CENTRE).tolist()}
+        return dict(sorted(medians.items(), key=lambda kv: (-kv[1], kv[0]))[:limit])
+
     def _thresholds(self, score: np.ndarray, groups: list[str]
                     ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """Per record: threshold, the centre and MAD it came from, and whether the group had its own MAD."""
         import numpy as np
 
         n = len(score)
-        pooled_median = float(np.median(score))
-        pooled_mad = float(np.median(np.abs(score - pooled_median)))
-        median = np.full(n, pooled_median)
+        median = np.full(n, float(np.median(score)))  # groups under _MIN_CENTRE records: the pooled median
+        _, inverse = np.unique(np.array(groups, dtype=object), return_inverse=True)
+        sizes = np.bincount(inverse)
+        for gi in np.flatnonzero(sizes >= _MIN_CENTRE).tolist():
+            rows = inverse == gi
+            median[rows] = float(np.median(score[rows]))
+        deviation = np.abs(score - median)
+        pooled_mad = float(np.median(deviation))  # the typical spread of a record around its group's centre
         mad = np.full(n, pooled_mad)
         own = np.zeros(n, dtype=bool)
-        names, inverse = np.unique(np.array(groups, dtype=object), return_inverse=True)
-        for gi in range(len(names)):
-            rows = np.flatnonzero(inverse == gi)
-            if len(rows) < self.min_group:
-                continue
-            m = float(np.median(score[rows]))
-            d = float(np.median(np.abs(score[rows] - m)))
-            if d <= 0:
-                continue
-            median[rows], mad[rows] = m, d
-            own[rows] = True
+        for gi in np.flatnonzero(sizes >= self.min_group).tolist():
+            rows = inverse == gi
+            d = float(np.median(deviation[rows]))
+            if d > 0:
+                mad[rows] = d
+                own[rows] = True
         safe_mad = np.where(mad > 0, mad, np.inf)  # all scores equal: nothing stands out
         threshold = median + self.z * _MAD_SCALE * safe_mad
         return threshold, median, mad, own
