@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import gzip
+import itertools
 import json
 import random
 import sys
@@ -102,7 +103,7 @@ def main() -> int:
     if args.history_of:
         with open(args.history_of, encoding="utf-8") as f:
             history = [json.loads(line) for line in f]
-    weights = [1 / (i + 1) for i in range(500)]
+    cum_weights = list(itertools.accumulate(1 / (i + 1) for i in range(500)))
     contributors = [f"contributor-{i:03d}" for i in range(500)]
     args.out.parent.mkdir(parents=True, exist_ok=True)
     emitted: list[dict] = []
@@ -126,7 +127,7 @@ def main() -> int:
                 if len(a["output"].split()) > 3:
                     rec["output"] = splice(a["output"], b["output"])
             rec["id"] = f"{args.seed}-{i}"
-            rec["contributor"] = rng.choices(contributors, weights)[0]
+            rec["contributor"] = rng.choices(contributors, cum_weights=cum_weights)[0]
             line = json.dumps(rec, ensure_ascii=False)
             f.write(line + "\n")
             if not history and len(emitted) < 200_000:

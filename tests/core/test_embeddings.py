@@ -1,0 +1,104 @@
+"""The hashing embedder and the embedding cache, on records of the bundled slice."""
+
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+from tests.core.test_near_duplicate import make_batch
+from tunegate.core.embeddings import EmbeddingCache, EmbeddingSpec, build_embedder, embed_table, parse_fields
+from tunegate.exceptions import ConfigError
+
+FIELDS = ("instruction", "input", "output")
+
+
+def columns(records: list[dict[str, Any]]) -> dict[str, list[str]]:
+    return {f: [r[f] for r in records] for f in FIELDS}
+
+
+def test_a_vector_depends_on_the_record_alone(superni_slice: list[dict[str, Any]]) -> None:
+    emb = build_embedder(EmbeddingSpec())
+    some = superni_slice[:300]
+    alone = emb.embed(columns(some[100:101]))
+    among = emb.embed(columns(some))
+    assert alone.dtype == np.float32 and alone.shape == (1, 256)
+    np.testing.assert_array_equal(alone[0], among[100])  # bit for bit: cached and fresh vectors agree
+    np.testing.assert_allclose(np.linalg.norm(among, axis=1), 1.0, rtol=1e-5)
+
+
+def test_cosine_is_the_mean_of_the_field_cosines(superni_slice: list[dict[str, Any]]) -> None:
+    recs = superni_slice[::9][:400]
+    a, b = recs[::2], recs[1::2]  # 200 pairs, many of the same task (same definition)
+    whole_a, whole_b = (build_embedder(EmbeddingSpec()).embed(columns(x)) for x in (a, b))
+    whole = np.einsum("ij,ij->i", whole_a, whole_b)
+    per_field = []
+    for f in FIELDS:
+        emb = build_embedder(EmbeddingSpec(fields=(f,)))
+        per_field.append(np.einsum("ij,ij->i", emb.embed(columns(a)), emb.embed(columns(b))))
+    mean = np.mean(per_field, axis=0)
+    # the count sketch adds noise of about 1/sqrt(dim) to far pairs; near pairs are where it is exact enough
+    assert float(np.abs(whole - mean).mean()) < 0.05
+    assert float(np.corrcoef(whole, mean)[0, 1]) > 0.9
+
+
+def test_case_and_spacing_do_not_matter_and_empty_fields_match(superni_slice: list[dict[str, Any]]) -> None:
+    rec = next(r for r in superni_slice if len(r["input"]) > 80)
+    shouted = dict(rec, input="  ".join(rec["input"].upper().split()))
+    no_input = [dict(rec, input=""), dict(rec, input="")]
+    v = build_embedder(EmbeddingSpec()).embed(columns([rec, shouted, *no_input]))
+    assert float(v[0] @ v[1]) == pytest.approx(1.0, abs=1e-6)
+    assert float(v[2] @ v[3]) == pytest.approx(1.0, abs=1e-6)
+    assert float(v[0] @ v[2]) < 0.8
+
+
+def test_the_cache_returns_what_was_computed(tmp_path: Path, superni_slice: list[dict[str, Any]]) -> None:
+    batch = make_batch(tmp_path, "b", superni_slice[:500])
+    spec = EmbeddingSpec()
+    fresh = embed_table(batch, spec)
+    cached_once = embed_table(batch, spec, cache_dir=tmp_path / "cache")
+    cached_twice = embed_table(batch, spec, cache_dir=tmp_path / "cache")
+    np.testing.assert_array_equal(fresh, cached_once)
+    np.testing.assert_array_equal(fresh, cached_twice)
+    digests = batch.read_columns(["content_sha256"]).column(0).to_pylist()
+    found, vectors = EmbeddingCache(tmp_path / "cache", spec).get([digests[3], "0" * 64])
+    assert found.tolist() == [True, False]
+    np.testing.assert_array_equal(vectors[0], fresh[3])
+    # another configuration has its own folder: vectors never mix
+    assert not EmbeddingCache(tmp_path / "cache", EmbeddingSpec(fields=("output",))).get(digests[:1])[0].any()
+
+
+def test_cache_parts_are_merged(tmp_path: Path, superni_slice: list[dict[str, Any]]) -> None:
+    spec = EmbeddingSpec()
+    cache = EmbeddingCache(tmp_path, spec)
+    emb = build_embedder(spec)
+    recs = superni_slice[:40]
+    vecs = emb.embed(columns(recs))
+    digests = [f"{i:064x}" for i in range(len(recs))]
+    for i in range(0, 40, 2):
+        cache.put(digests[i:i + 2], vecs[i:i + 2])
+    assert len(list(cache.dir.glob("part-*.keys.npy"))) <= 16
+    found, got = cache.get(digests)
+    assert found.all()
+    np.testing.assert_array_equal(got, vecs)
+
+
+def test_fields_and_backends_are_validated() -> None:
+    assert parse_fields("prompt") == ("instruction", "input")
+    assert parse_fields("output+instruction") == ("instruction", "output")
+    with pytest.raises(ConfigError, match="embedding fields"):
+        EmbeddingSpec(fields="answer")  # type: ignore[arg-type]
+    with pytest.raises(ConfigError, match="dim"):
+        EmbeddingSpec(dim=3)
+    assert EmbeddingSpec(fields="all").fingerprint() == EmbeddingSpec().fingerprint()  # type: ignore[arg-type]
+    assert EmbeddingSpec(dim=128).fingerprint() != EmbeddingSpec().fingerprint()
+
+
+@pytest.mark.skipif(importlib.util.find_spec("sentence_transformers") is not None, reason="minilm extra installed")
+def test_minilm_without_its_extra_says_what_to_install(superni_slice: list[dict[str, Any]]) -> None:
+    emb = build_embedder(EmbeddingSpec(backend="minilm"))
+    with pytest.raises(ConfigError, match=r"pip install torch==2\.13\.0"):
+        emb.embed(columns(superni_slice[:2]))
