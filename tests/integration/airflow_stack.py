@@ -27,8 +27,10 @@ from typing import Any, TypeVar
 
 T = TypeVar("T")
 
-PG_HOST, PG_PORT, PG_USER = "127.0.0.1", 5432, "postgres"
-REDIS_HOST, REDIS_PORT = "127.0.0.1", 6379
+PG_HOST, PG_USER = "127.0.0.1", "postgres"
+PG_PORT = int(os.environ.get("TUNEGATE_IT_PG_PORT", "5432"))
+REDIS_HOST = "127.0.0.1"
+REDIS_PORT = int(os.environ.get("TUNEGATE_IT_REDIS_PORT", "6379"))
 #: Redis database used for the Celery broker (override with TUNEGATE_IT_REDIS_DB); the queue name is random
 #: per run, so concurrent runs on the same database do not take each other's tasks.
 REDIS_DB = int(os.environ.get("TUNEGATE_IT_REDIS_DB", "11"))

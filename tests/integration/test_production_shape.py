@@ -97,7 +97,9 @@ def nightly(stack: AirflowStack, webhook: WebhookReceiver) -> SimpleNamespace:
         raise TimeoutError(f"{exc}\n{_task_logs(stack, FINETUNE)}") from None
     stack.timings["consumer_run_s"] = time.monotonic() - t2
     stack.timings["total_s"] = sum(stack.timings.values())
-    print(f"\nintegration timings (s): {json.dumps({k: round(v, 1) for k, v in stack.timings.items()})}")
+    _, runs = stack.api("GET", f"/api/v2/dags/{NIGHTLY}/dagRuns")
+    print(f"\nintegration timings (s): {json.dumps({k: round(v, 1) for k, v in stack.timings.items()})}; "
+          f"{NIGHTLY} runs: {[r['dag_run_id'] for r in runs['dag_runs']]}; logs: {stack.logs}")
 
     date = (run.get("logical_date") or run["run_after"])[:10]
     return SimpleNamespace(run_id=run_id, run=run, run_dir=stack.root / "data" / NIGHTLY / date,
