@@ -70,8 +70,9 @@ def build_index(vectors: np.ndarray, params: IndexParams | None = None) -> Any:
 
 def new_index(sample: np.ndarray, params: IndexParams, n: int | None = None) -> Any:
     """An empty index for ``n`` vectors (default ``len(sample)``), trained on ``sample`` when IVF."""
-    import faiss
     import numpy as np
+
+    import faiss
 
     n = len(sample) if n is None else n
     d = sample.shape[1]
@@ -102,8 +103,9 @@ def add(index: Any, vectors: np.ndarray) -> None:
 
 def search(index: Any, queries: np.ndarray, k: int, nprobe: int = NPROBE) -> tuple[np.ndarray, np.ndarray]:
     """Top-``k`` inner products and positions for each query (``-1`` where fewer than ``k`` exist)."""
-    import faiss
     import numpy as np
+
+    import faiss
 
     ivf = faiss.try_extract_index_ivf(index)
     if ivf is not None:
@@ -152,8 +154,9 @@ def self_knn(vectors: np.ndarray, k: int, params: IndexParams | None = None) -> 
 
 def all_vectors(index: Any) -> np.ndarray:
     """Every vector an index holds, in position order (flat or IVF-Flat)."""
-    import faiss
     import numpy as np
+
+    import faiss
 
     n, d = index.ntotal, index.d
     if n == 0:

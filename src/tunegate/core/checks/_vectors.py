@@ -71,17 +71,39 @@ class EmbeddingCheck(Check):
             with np.load(path) as data:
                 return data["sims"], data["ids"], str(data["kind"])
         sims, ids, kind = self_knn(vectors, k, self.params)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        from tunegate.core.io import atomic_path, commit
-
-        tmp = atomic_path(path)
-        try:
-            with open(tmp, "wb") as f:
-                np.savez(f, sims=sims, ids=ids, kind=np.array(kind))
-            commit(tmp, path)
-        finally:
-            tmp.unlink(missing_ok=True)
+        _save_arrays(path, sims=sims, ids=ids, kind=np.array(kind))
         return sims, ids, kind
+
+    def history_knn(self, batch: CanonicalBatch, vectors: np.ndarray, history: History, k: int
+                    ) -> tuple[np.ndarray, np.ndarray]:
+        """The batch's ``k`` nearest history records, kept in the work directory for the other checks
+        (near_duplicate needs the first, embedding_outlier all ``k``: one search serves both)."""
+        import numpy as np
+
+        stat = batch.path.stat()
+        name = (f"hknn-{self.spec.fingerprint()}-k{k}-p{self.params.nprobe}-g{history.manifest.get('generation')}-"
+                f"{history.count}-{batch.num_rows}-{stat.st_size}-{stat.st_mtime_ns}.npz")
+        path = batch.work_dir / WORK_CACHE / name
+        if path.is_file():
+            with np.load(path) as data:
+                return data["sims"], data["ids"]
+        sims, ids = history.search(vectors, k, self.params.nprobe)
+        _save_arrays(path, sims=sims, ids=ids)
+        return sims, ids
 
     def options(self) -> dict[str, Any]:
         return {"embedding": self.spec.to_json(), "flat_max": self.params.flat_max, "nprobe": self.params.nprobe}
+
+
+def _save_arrays(path: Path, **arrays: Any) -> None:
+    import numpy as np
+
+    from tunegate.core.io import atomic_path, commit
+
+    tmp = atomic_path(path)
+    try:
+        with open(tmp, "wb") as f:
+            np.savez(f, **arrays)
+        commit(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)

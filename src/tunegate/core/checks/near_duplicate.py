@@ -41,6 +41,7 @@ log = logging.getLogger(__name__)
 #: copy scores >= 0.95; distinct records between 0.90 and 0.92 are mostly same-template pairs that differ
 #: in the one short field that matters (``2 0 -> 2`` vs ``4 2 -> 2``).
 DEFAULT_THRESHOLD = 0.95
+_HISTORY_K = 10  # one history search of k=10 serves embedding_outlier too (same cost as k=1 on IVF)
 _MAX_REPS_SCANNED = 256  # above this many representatives in one component, compare with neighbours' only
 
 
@@ -83,7 +84,7 @@ class NearDuplicateCheck(EmbeddingCheck):
         hist_sim = np.full(n, -np.inf, dtype=np.float32)
         hist_pos = np.full(n, -1, dtype=np.int64)
         if history is not None and history.count:
-            s, p = history.search(vectors, 1, self.params.nprobe)
+            s, p = self.history_knn(batch, vectors, history, _HISTORY_K)
             hist_sim, hist_pos = s[:, 0], p[:, 0]
         in_history = hist_sim >= self.threshold
 

@@ -81,7 +81,7 @@ class EmbeddingOutlierCheck(EmbeddingCheck):
         if n < 2:
             return CheckResult(self.key, [], issues, {"records": n, "reference": ref_name})
         if reference is not None:
-            sims, _ = reference.search(vectors, self.k, self.params.nprobe)
+            sims, _ = self.history_knn(batch, vectors, reference, self.k)
             kind = reference.kind
         else:
             sims, _, kind = self.batch_knn(batch, vectors, self.k)
