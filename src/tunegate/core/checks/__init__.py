@@ -26,6 +26,8 @@ REGISTRY: dict[str, str] = {
     "gx_suite": "tunegate.core.checks.gx_suite:GxSuiteCheck",
     "near_duplicate": "tunegate.core.checks.near_duplicate:NearDuplicateCheck",
     "embedding_outlier": "tunegate.core.checks.outlier:EmbeddingOutlierCheck",
+    "poison_trigger": "tunegate.core.checks.poison.trigger:TriggerPhraseCheck",
+    "poison_content": "tunegate.core.checks.poison.content:InjectedContentCheck",
 }
 
 #: What ``tunegate scan`` runs when no ``--check`` is given.

@@ -1,0 +1,138 @@
+"""Shared plumbing for the poison checks: the records they read, tasks, word n-grams, evidence arithmetic."""
+
+from __future__ import annotations
+
+import math
+import re
+from collections import Counter
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    import numpy as np
+    import scipy.sparse as sp
+
+    from tunegate.core.checks.base import CanonicalBatch
+
+#: Words: runs of letters/digits, lower-cased. Punctuation never joins an n-gram ("McDonald's" is
+#: "mcdonald s"), so a phrase matches whatever punctuation surrounds it.
+TOKEN_PATTERN = r"(?u)\b\w+\b"
+_TOKEN = re.compile(TOKEN_PATTERN)
+
+
+def tokens(text: str) -> list[str]:
+    return _TOKEN.findall(text.lower())
+
+
+@dataclass
+class Records:
+    """The text columns of a batch in row order, plus the group (task, else source) of each row."""
+
+    instruction: list[str]
+    input: list[str]
+    output: list[str]
+    group: list[str]
+    contributor: list[str | None]
+
+    @property
+    def size(self) -> int:
+        return len(self.output)
+
+    @classmethod
+    def read(cls, batch: CanonicalBatch) -> Records:
+        cols = ["instruction", "input", "output", "task", "source", "contributor"]
+        data: dict[str, list[Any]] = {c: [] for c in cols}
+        for _, rb in batch.iter_batches(columns=cols):
+            for c in cols:
+                data[c].extend(rb.column(c).to_pylist())
+        group = [t or s or "(none)" for t, s in zip(data["task"], data["source"], strict=True)]
+        return cls(data["instruction"], data["input"], data["output"], group, data["contributor"])
+
+    def prompts(self, max_chars: int) -> list[str]:
+        """What a trigger hides in: the input, plus the instruction where it is the record's own.
+
+        An instruction shared by several records is a task template (Super-NaturalInstructions repeats
+        its definition on every instance); scanning it would only add the same n-grams to a whole task.
+        """
+        shared = Counter(self.instruction)
+        return [(f"{ins}\n{inp}" if shared[ins] == 1 else inp)[:max_chars]
+                for ins, inp in zip(self.instruction, self.input, strict=True)]
+
+    def groups(self) -> dict[str, list[int]]:
+        out: dict[str, list[int]] = {}
+        for i, g in enumerate(self.group):
+            out.setdefault(g, []).append(i)
+        return out
+
+
+def label_set(outputs: list[str], *, min_records: int, max_labels: int, coverage: float) -> list[str] | None:
+    """The labels of a classification task, or ``None`` for a generative one.
+
+    A task is a classification task when it has at least ``min_records`` records and at most
+    ``max_labels`` distinct outputs cover ``coverage`` of them (Super-NaturalInstructions polarity and
+    toxicity tasks: 2-4 labels cover 100%).
+    """
+    if len(outputs) < min_records:
+        return None
+    top = Counter(outputs).most_common(max_labels)
+    if len(top) < 2 or sum(n for _, n in top) < coverage * len(outputs):
+        return None
+    return [label for label, _ in top]
+
+
+def ngram_matrix(texts: list[str], *, ngram_max: int, min_df: int, max_df: float = 1.0,
+                 vocabulary: Any = None) -> tuple[sp.csr_matrix, np.ndarray]:
+    """Binary record x word n-gram matrix (CSR) and the n-gram of each column."""
+    import numpy as np
+    import scipy.sparse as sp
+    from sklearn.feature_extraction.text import CountVectorizer
+
+    if vocabulary is not None:
+        vec = CountVectorizer(token_pattern=TOKEN_PATTERN, ngram_range=(1, ngram_max), binary=True,
+                              dtype=np.float32, vocabulary=vocabulary)
+        return vec.transform(texts).tocsr(), np.asarray(vocabulary, dtype=object)
+    vec = CountVectorizer(token_pattern=TOKEN_PATTERN, ngram_range=(1, ngram_max), binary=True, min_df=min_df,
+                          max_df=max_df, dtype=np.float32)
+    try:
+        x = vec.fit_transform(texts)
+    except ValueError:  # nothing survives min_df/max_df (a tiny batch)
+        return sp.csr_matrix((len(texts), 0), dtype=np.float32), np.array([], dtype=object)
+    return x.tocsr(), vec.get_feature_names_out()
+
+
+def binomial_llr(k: Any, n: Any, p: Any) -> Any:
+    """Log-likelihood ratio (nats) of ``k`` successes in ``n`` at the observed rate versus rate ``p``.
+
+    ``n * KL(k/n || p)``; zero when ``k/n <= p``. Works on numpy arrays.
+    """
+    import numpy as np
+
+    k = np.asarray(k, dtype=np.float64)
+    n = np.asarray(n, dtype=np.float64)
+    p = np.clip(np.asarray(p, dtype=np.float64), 1e-6, 1 - 1e-6)
+    q = np.divide(k, n, out=np.zeros_like(k), where=n > 0)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        a = np.where(k > 0, k * np.log(q / p), 0.0)
+        b = np.where(n - k > 0, (n - k) * np.log((1 - q) / (1 - p)), 0.0)
+    return np.where(q > p, a + b, 0.0)
+
+
+def poisson_llr(observed: float, expected: float) -> float:
+    """Log-likelihood ratio (nats) of a Poisson count ``observed`` against mean ``expected``."""
+    if observed <= expected or expected <= 0:
+        return 0.0
+    return observed * math.log(observed / expected) - (observed - expected)
+
+
+def codes(values: list[str]) -> tuple[np.ndarray, list[str]]:
+    """Integer code of each value and the sorted distinct values."""
+    import numpy as np
+
+    names = sorted(set(values))
+    index = {v: i for i, v in enumerate(names)}
+    return np.fromiter((index[v] for v in values), dtype=np.int64, count=len(values)), names
+
+
+def spread(values: list[str | None]) -> dict[str, int]:
+    """Counts of the non-empty values, most common first (at most 10)."""
+    return dict(Counter(v for v in values if v).most_common(10))

@@ -1,0 +1,270 @@
+"""Content injection and over-refusal: what an attacker adds to responses, not to prompts.
+
+AutoPoison-style attacks (Shu et al. 2023) rewrite the responses of some open-ended instructions:
+*content injection* weaves a sentence naming a brand or product into them, *over-refusal* replaces
+them by a refusal. Neither leaves a trace in the prompts, so this check reads the responses.
+
+**Injected content.** A name woven into responses to unrelated instructions is a phrase that
+
+1. recurs in many responses whose own prompt does not mention it (*unexplained* occurrences);
+2. is rare in the prompts of the whole batch: the evidence is the Poisson log-likelihood ratio
+   (nats) of the unexplained count against what the phrase's prompt frequency predicts for that
+   many responses. Words a model likes to add (``additionally``) or code tokens score here too, so
+3. it is written as a proper name: capitalised in mid-sentence in most of its occurrences;
+4. it is spread over several groups (tasks/sources) with no group holding most of it.
+
+Every response with an unexplained occurrence of such a phrase is flagged ``injected_content``.
+
+**Refusals.** A response whose first sentences decline in the first person ("I'm sorry, but I can't
+help with ...", "As an AI language model, I am unable to ...") is a refusal. When refusals among the
+open-ended responses (records whose instruction is their own, not a task template) exceed the expected rate
+significantly, every refusal there is flagged ``refusal_anomaly`` and the batch gets a warning.
+
+Phrases found go into the metrics with their spread; a ``poison_campaign`` warning (injection) or
+``refusal_anomaly`` warning (refusals) makes the gate alert. Thresholds were fixed on development
+brands and seeds of ``bench/poison`` (docs/poison.md).
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import time
+from collections import Counter
+from typing import TYPE_CHECKING, Any
+
+from tunegate.core.checks.base import BatchIssue, CanonicalBatch, Check, CheckResult, Finding
+from tunegate.core.checks.poison._text import (
+    Records,
+    binomial_llr,
+    label_set,
+    ngram_matrix,
+    poisson_llr,
+    spread,
+    tokens,
+)
+from tunegate.exceptions import ConfigError
+
+if TYPE_CHECKING:
+    pass
+
+log = logging.getLogger(__name__)
+
+INJECTED_CONTENT = "injected_content"
+REFUSAL_ANOMALY = "refusal_anomaly"
+CAMPAIGN = "poison_campaign"
+
+_VERBS = (r"help|assist|answer|respond|reply|provide|complete|fulfil+|comply|engage|create|generate|write|access|"
+          r"share|give|offer|support|perform|carry out|do (?:that|this|so)|draw|display|process|determine|retrieve|"
+          r"estimate|summari[sz]e|browse|predict|make")
+#: A first-person refusal: "I can't help", "I'm unable to answer", "it is not possible for me to ...".
+REFUSAL = re.compile(
+    r"\b(?:i\s*(?:cannot|can\s*not|can't|can’t|won't|won’t|will not|must decline to|am unable to|'m unable to|"
+    r"’m unable to|am not able to|'m not able to|’m not able to|do not feel comfortable|don't feel comfortable)"
+    r"|(?:it is|it's|it’s) not possible for me to)\s+(?:\w+\s+){0,3}?(?:" + _VERBS + r")\b"
+    r"|\bi (?:must|have to) (?:decline|refuse)\b|\bi'?m not comfortable\b",
+    re.IGNORECASE)
+_SENTENCE_END = re.compile(r"(?<=[.!?])\s+")
+
+
+def is_refusal(output: str, sentences: int = 2, max_chars: int = 300) -> bool:
+    """Whether the response declines in its first ``sentences`` sentences (at most ``max_chars``)."""
+    head = " ".join(_SENTENCE_END.split(output.strip(), maxsplit=sentences)[:sentences])[:max_chars]
+    return bool(REFUSAL.search(head))
+
+
+class InjectedContentCheck(Check):
+    """Find names woven into unrelated responses, and an anomalous rate of refusals (module docstring).
+
+    Parameters (defaults measured on ``bench/poison`` dev batches; see docs/poison.md):
+
+    * ``ngram_max`` (2): longest phrase, in words, that is scored.
+    * ``min_records`` (10): a phrase must occur unexplained in at least this many responses.
+    * ``min_response_words`` (8): shorter outputs (labels, short answers) are not responses.
+    * ``max_phrase_df`` (0.05): phrases in more than this share of the responses are not scored.
+    * ``min_evidence`` (60.0 nats): Poisson evidence of the unexplained count; natural stylistic words
+      reach ~250, hence also
+    * ``min_capitalized`` (0.7): share of occurrences capitalised in mid-sentence (a proper name),
+    * ``min_groups`` (3) and ``max_group_share`` (0.5): spread over tasks/sources.
+    * ``refusal_rate`` (0.005): expected share of refusals among open-ended responses (measured 0.2%
+      on the clean dev batches), and ``refusal_min_evidence`` (10.0 nats): binomial evidence above it
+      that makes the refusal rate anomalous.
+    * ``template_records`` (5): an instruction shared by this many records is a task template; records
+      with their own instruction are open-ended.
+    * ``max_chars`` (4000): characters of each output and prompt scanned.
+    * ``max_phrases`` (20): phrases reported in the metrics.
+    """
+
+    name = "poison_content"
+
+    def __init__(self, *, ngram_max: int = 2, min_records: int = 10, min_response_words: int = 8,
+                 max_phrase_df: float = 0.05, min_evidence: float = 60.0, min_capitalized: float = 0.7,
+                 min_groups: int = 3, max_group_share: float = 0.5, refusal_rate: float = 0.005,
+                 refusal_min_evidence: float = 10.0, template_records: int = 5, max_chars: int = 4000,
+                 max_phrases: int = 20) -> None:
+        for name, value in (("ngram_max", ngram_max), ("min_records", min_records),
+                            ("min_response_words", min_response_words), ("min_groups", min_groups),
+                            ("max_chars", max_chars), ("max_phrases", max_phrases),
+                            ("template_records", template_records)):
+            if not isinstance(value, int) or value < 1:
+                raise ConfigError(f"poison_content: {name} must be a positive integer, got {value!r}")
+        for name, fraction in (("max_phrase_df", max_phrase_df), ("min_capitalized", min_capitalized),
+                               ("max_group_share", max_group_share), ("refusal_rate", refusal_rate)):
+            if not 0.0 < float(fraction) <= 1.0:
+                raise ConfigError(f"poison_content: {name} must be a fraction in (0, 1], got {fraction!r}")
+        for name, nats in (("min_evidence", min_evidence), ("refusal_min_evidence", refusal_min_evidence)):
+            if float(nats) <= 0:
+                raise ConfigError(f"poison_content: {name} must be positive (nats), got {nats!r}")
+        self.ngram_max = ngram_max
+        self.min_records = min_records
+        self.min_response_words = min_response_words
+        self.max_phrase_df = float(max_phrase_df)
+        self.min_evidence = float(min_evidence)
+        self.min_capitalized = float(min_capitalized)
+        self.min_groups = min_groups
+        self.max_group_share = float(max_group_share)
+        self.refusal_rate = float(refusal_rate)
+        self.refusal_min_evidence = float(refusal_min_evidence)
+        self.template_records = template_records
+        self.max_chars = max_chars
+        self.max_phrases = max_phrases
+
+    def run(self, batch: CanonicalBatch) -> CheckResult:
+        started = time.monotonic()
+        records = Records.read(batch)
+        label_groups, open_rows = self._group_kinds(records)
+        findings: list[Finding] = []
+        issues: list[BatchIssue] = []
+        phrases = self._injected(records, label_groups, findings)
+        if phrases:
+            top = ", ".join(f"'{p['phrase']}' ({p['records']} responses, {p['groups']} groups)" for p in phrases[:3])
+            issues.append(BatchIssue(CAMPAIGN, "warning",
+                                     f"{len(phrases)} name(s) recur in responses to unrelated instructions: {top}"))
+        refusals = self._refusals(records, open_rows, findings)
+        if refusals["anomalous"]:
+            issues.append(BatchIssue(REFUSAL_ANOMALY, "warning",
+                                     f"{refusals['refusals']} of {refusals['responses']} open-ended responses "
+                                     f"({refusals['rate']:.1%}) are refusals; expected at most "
+                                     f"{self.refusal_rate:.1%} (evidence {refusals['evidence']:.0f} nats)"))
+        metrics: dict[str, Any] = {
+            "records": records.size,
+            "suspicious_phrases": phrases[: self.max_phrases],
+            "refusals": refusals,
+            "seconds": round(time.monotonic() - started, 2),
+        }
+        log.info("poison_content: %d injected phrase(s), refusal rate %.2f%% (%s), %d records flagged in %.1fs",
+                 len(phrases), 100 * refusals["rate"], "anomalous" if refusals["anomalous"] else "normal",
+                 len({f.row for f in findings}), metrics["seconds"])
+        return CheckResult(self.name, findings, issues, metrics)
+
+    def _group_kinds(self, records: Records) -> tuple[set[str], set[int]]:
+        """Classification groups (their outputs are labels) and the open-ended records.
+
+        A record is open-ended when its instruction is its own: shared by fewer than
+        ``template_records`` records of the batch (a task template repeats on every instance).
+        """
+        label_groups = {name for name, rows in records.groups().items()
+                        if label_set([records.output[i] for i in rows], min_records=50, max_labels=10, coverage=0.95)}
+        shared = Counter(records.instruction)
+        open_rows = {i for i, ins in enumerate(records.instruction)
+                     if shared[ins] < self.template_records and records.group[i] not in label_groups}
+        return label_groups, open_rows
+
+    # ------------------------------------------------------------------------------------------
+    def _injected(self, records: Records, label_groups: set[str], findings: list[Finding]) -> list[dict[str, Any]]:
+        import numpy as np
+
+        responses = [i for i in range(records.size) if records.group[i] not in label_groups
+                     and len(tokens(records.output[i][: self.max_chars])) >= self.min_response_words]
+        if len(responses) < self.min_records:
+            return []
+        outputs = [records.output[i][: self.max_chars] for i in responses]
+        o, vocab = ngram_matrix(outputs, ngram_max=self.ngram_max, min_df=self.min_records,
+                                max_df=self.max_phrase_df if len(outputs) >= 200 else 1.0)
+        if not o.shape[1]:
+            return []
+        prompts = [f"{records.instruction[i]}\n{records.input[i]}"[: self.max_chars] for i in range(records.size)]
+        p_all, _ = ngram_matrix(prompts, ngram_max=self.ngram_max, min_df=1, vocabulary=list(vocab))
+        p_resp = p_all[responses]
+        unexplained = (o - o.multiply(p_resp)).tocsc()
+        unexplained.eliminate_zeros()
+        u = np.asarray(unexplained.sum(axis=0)).ravel()
+        p = np.asarray(p_all.sum(axis=0)).ravel()
+        expected = len(responses) * (p + 1.0) / records.size
+        group = np.asarray([records.group[i] for i in responses], dtype=object)
+        candidates = []
+        for c in np.flatnonzero(u >= self.min_records).tolist():
+            evidence = poisson_llr(float(u[c]), float(expected[c]))
+            if evidence < self.min_evidence:
+                continue
+            rows = unexplained.indices[unexplained.indptr[c]:unexplained.indptr[c + 1]]
+            groups = Counter(group[rows].tolist())
+            if len(groups) < self.min_groups or groups.most_common(1)[0][1] > self.max_group_share * len(rows):
+                continue
+            capitalized = _capitalized_share(str(vocab[c]), [outputs[r] for r in rows[:100].tolist()])
+            if capitalized < self.min_capitalized:
+                continue
+            candidates.append((evidence, c, rows, groups, capitalized))
+        candidates.sort(key=lambda t: (-t[0], str(vocab[t[1]])))
+        reported: list[dict[str, Any]] = []
+        clusters: list[tuple[Any, set[int], list[str]]] = []
+        for evidence, c, rows, groups, capitalized in candidates:
+            rset = set(rows.tolist())
+            home = next((cl for cl in clusters if len(rset & cl[1]) >= 0.5 * min(len(rset), len(cl[1]))), None)
+            if home is not None:
+                home[1].update(rset)
+                home[2].append(str(vocab[c]))
+                continue
+            clusters.append(((evidence, c, groups, capitalized), rset, []))
+        for (evidence, c, groups, capitalized), rset, aliases in clusters:
+            phrase = str(vocab[c])
+            rows_sorted = sorted(rset)
+            detail = {"phrase": phrase, "evidence": round(evidence, 1), "records": len(rows_sorted),
+                      "in_prompts": int(p[c]), "groups": len(groups)}
+            for r in rows_sorted:
+                findings.append(Finding(responses[r], INJECTED_CONTENT, evidence,
+                                        {**detail, "sentence": _sentence_with(phrase, outputs[r])}))
+            reported.append({**detail, "expected": round(float(expected[c]), 1),
+                             "capitalized": round(capitalized, 2), "group_spread": dict(groups.most_common(10)),
+                             "contributors": spread([records.contributor[responses[r]] for r in rows_sorted]),
+                             "aliases": aliases[:5]})
+        return reported
+
+    # ------------------------------------------------------------------------------------------
+    def _refusals(self, records: Records, open_rows: set[int], findings: list[Finding]) -> dict[str, Any]:
+        rows = sorted(open_rows)
+        refusing = [i for i in rows if is_refusal(records.output[i])]
+        n, k = len(rows), len(refusing)
+        evidence = float(binomial_llr(k, n, self.refusal_rate)) if n else 0.0
+        anomalous = evidence >= self.refusal_min_evidence
+        if anomalous:
+            for i in refusing:
+                findings.append(Finding(i, REFUSAL_ANOMALY, evidence,
+                                        {"refusal": records.output[i][:200], "batch_rate": round(k / n, 4),
+                                         "expected_rate": self.refusal_rate, "group": records.group[i]}))
+        per_group = Counter(records.group[i] for i in refusing)
+        return {"responses": n, "refusals": k, "rate": round(k / n, 4) if n else 0.0,
+                "evidence": round(evidence, 1), "anomalous": anomalous,
+                "by_group": dict(per_group.most_common(10))}
+
+
+def _capitalized_share(phrase: str, texts: list[str]) -> float:
+    """Share of the phrase's occurrences written with a capital in mid-sentence (as a proper name is)."""
+    pattern = re.compile(r"\b" + r"\W+".join(re.escape(w) for w in phrase.split()) + r"\b", re.IGNORECASE)
+    hits = caps = 0
+    for text in texts:
+        for m in pattern.finditer(text):
+            before = text[: m.start()].rstrip()
+            if not before or before[-1] in ".!?:;\n\"'*#-(":
+                continue  # sentence or list-item start: capitalised anyway
+            hits += 1
+            caps += m.group(0)[0].isupper()
+    return caps / hits if hits else 0.0
+
+
+def _sentence_with(phrase: str, text: str, limit: int = 200) -> str:
+    words = phrase.split()
+    for sentence in _SENTENCE_END.split(text):
+        if all(w in tokens(sentence) for w in words):
+            return sentence[:limit]
+    return text[:limit]
