@@ -37,6 +37,10 @@ def _parser() -> argparse.ArgumentParser:
                    help="Great Expectations suite to validate (repeatable; default: instruction_record and "
                         "instruction_quality)")
     s.add_argument("--no-suite", action="store_true", help="run no Great Expectations suite")
+    s.add_argument("--history", metavar="DIR",
+                   help="history of accepted batches: near_duplicate/embedding_outlier compare against it, and "
+                        "a batch that does not halt is added to it")
+    s.add_argument("--batch-id", metavar="ID", help="name of this batch in the history (default: DIR's name)")
     s.add_argument("--max-quarantined-fraction", type=float, metavar="F", help="override the policy's value")
     s.add_argument("--max-rejected-fraction", type=float, metavar="F", help="override the policy's value")
     s.add_argument("--keep-work", action="store_true", help="keep DIR/work (canonical table and findings)")
@@ -86,9 +90,9 @@ def _scan(args: argparse.Namespace) -> int:
     expand_inputs(args.inputs)  # fail on a missing input in milliseconds, before GX is imported
     policy = load_policy(args.policy, max_quarantined_fraction=args.max_quarantined_fraction,
                          max_rejected_fraction=args.max_rejected_fraction)
-    checks = build_checks(args.checks, [] if args.no_suite else args.suites)
+    checks = build_checks(args.checks, [] if args.no_suite else args.suites, history_dir=args.history)
     summary = scan(args.inputs, args.out, fmt=args.format, policy=policy, checks=checks, keep_work=args.keep_work,
-                   batch_size=args.batch_size)
+                   batch_size=args.batch_size, history_dir=args.history, batch_id=args.batch_id)
     if args.json:
         print(json.dumps(summary, indent=2, sort_keys=True))
         return EXIT_HALT if summary["verdict"] == "halt" else EXIT_OK

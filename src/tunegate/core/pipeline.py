@@ -21,18 +21,31 @@ WORK_DIR = "work"
 DEFAULT_SUITES: tuple[str, ...] = ("instruction_record", "instruction_quality")
 
 
-def build_checks(checks: list[str] | None = None, suites: list[str] | None = None) -> list[Check]:
-    """The configured checks: named checks (default :data:`DEFAULT_CHECKS`) plus one GX check per suite."""
-    built = [build_check(name) for name in (DEFAULT_CHECKS if checks is None else checks)]
+#: Checks that read and write the persisted history of accepted records (see tunegate.core.history).
+HISTORY_CHECKS = frozenset({"near_duplicate", "embedding_outlier"})
+
+
+def build_checks(checks: list[str] | None = None, suites: list[str] | None = None, *,
+                 history_dir: str | None = None) -> list[Check]:
+    """The configured checks: named checks (default :data:`DEFAULT_CHECKS`) plus one GX check per suite.
+
+    ``history_dir`` is handed to the checks that compare against the history of accepted batches.
+    """
+    names = DEFAULT_CHECKS if checks is None else checks
+    built = [build_check(name, **({"history_dir": history_dir} if history_dir and name in HISTORY_CHECKS else {}))
+             for name in names]
     built += [build_check("gx_suite", suite=s) for s in (DEFAULT_SUITES if suites is None else suites)]
     return built
 
 
 def scan(inputs: list[str], out_dir: str | Path, *, fmt: str = "auto", policy: GatePolicy | None = None,
-         checks: list[Check] | None = None, keep_work: bool = False, batch_size: int = 10_000) -> dict[str, Any]:
+         checks: list[Check] | None = None, keep_work: bool = False, batch_size: int = 10_000,
+         history_dir: str | None = None, batch_id: str | None = None) -> dict[str, Any]:
     """Run the gate over ``inputs`` and write the outputs under ``out_dir``; returns the summary.
 
-    Checks are built before any input is read, so a misconfiguration fails before work starts.
+    Checks are built before any input is read, so a misconfiguration fails before work starts. With
+    ``history_dir``, the accepted records of a batch that did not halt are added to the history
+    (``summary["history"]`` says what was added), so tomorrow's near-duplicate check sees them.
     """
     checks = build_checks() if checks is None else checks
     out = Path(out_dir)
@@ -42,6 +55,14 @@ def scan(inputs: list[str], out_dir: str | Path, *, fmt: str = "auto", policy: G
     ingest(inputs, work, fmt=fmt, batch_size=batch_size)
     run_checks(str(work), checks)
     summary = gate(work, out, policy)
+    if history_dir and summary["verdict"] != "halt":
+        from tunegate.core.gate import ACCEPTED_FILE, SUMMARY_FILE
+        from tunegate.core.history import update_history
+        from tunegate.core.io import write_json_atomic
+
+        summary["history"] = update_history(history_dir, out / ACCEPTED_FILE, batch_id=batch_id or out.name,
+                                            cache_dir=work)
+        write_json_atomic(out / SUMMARY_FILE, summary)
     if not keep_work:
         shutil.rmtree(work, ignore_errors=True)
     return summary
