@@ -310,15 +310,17 @@ def refusal_poison(batch: Batch, seed: int, *, n: int = 100) -> Batch:
 
 
 def poison(batch: Batch, corpora: Corpora, attack: str, *, trigger: str, brand: str, seed: int,
-           variant: str = "repeat") -> Batch:
+           variant: str = "repeat", per_task: int = 20, responses: int = 100) -> Batch:
+    """``batch`` with one attack planted: ``per_task`` records in each of 5 tasks (trigger attacks) or
+    ``responses`` open-ended responses (injection, refusal)."""
     if attack == "dirty_label":
-        return label_poison(batch, corpora, trigger, seed, clean=False)
+        return label_poison(batch, corpora, trigger, seed, clean=False, per_task=per_task)
     if attack == "clean_label":
-        return label_poison(batch, corpora, trigger, seed, clean=True)
+        return label_poison(batch, corpora, trigger, seed, clean=True, per_task=per_task)
     if attack == "degenerate":
-        return degenerate_poison(batch, corpora, trigger, seed, variant=variant)
+        return degenerate_poison(batch, corpora, trigger, seed, variant=variant, per_task=per_task)
     if attack == "injection":
-        return injection_poison(batch, brand, seed)
+        return injection_poison(batch, brand, seed, n=responses)
     if attack == "refusal":
-        return refusal_poison(batch, seed)
+        return refusal_poison(batch, seed, n=responses)
     raise ValueError(f"unknown attack {attack!r}; known: {', '.join(ATTACKS)}")

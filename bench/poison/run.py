@@ -13,6 +13,7 @@ checks, gate); mean and worst over seeds. Exits 77 (skipped) when the corpora ar
 from __future__ import annotations
 
 import argparse
+import importlib
 import json
 import os
 import platform
@@ -84,7 +85,8 @@ def scan_batch(batch: Batch, workdir: Path, checks: tuple[str, ...]) -> dict[str
     }
 
 
-def run(split: str, corpora_dir: Path, checks: tuple[str, ...], only: set[str] | None) -> dict[str, Any]:
+def run(split: str, corpora_dir: Path, checks: tuple[str, ...], only: set[str] | None, *, per_task: int = 20,
+        responses: int = 100) -> dict[str, Any]:
     cfg = SPLITS[split]
     corpora = Corpora.load(corpora_dir)
     rows: list[dict[str, Any]] = []
@@ -95,7 +97,8 @@ def run(split: str, corpora_dir: Path, checks: tuple[str, ...], only: set[str] |
         plan = [("clean twin", None, "")] + [r for r in RUNS if only is None or r[0] in only or r[1] in only]
         for label, attack, variant in plan:
             batch = clean if attack is None else poison(clean, corpora, attack, trigger=trigger, brand=brand,
-                                                        seed=seed, variant=variant or "repeat")
+                                                        seed=seed, variant=variant or "repeat", per_task=per_task,
+                                                        responses=responses)
             with tempfile.TemporaryDirectory(prefix="tunegate-poison-") as tmp:
                 res = scan_batch(batch, Path(tmp), checks)
             res.update(attack=label, seed=seed, trigger=trigger if attack in (None, "dirty_label", "clean_label",
@@ -105,7 +108,8 @@ def run(split: str, corpora_dir: Path, checks: tuple[str, ...], only: set[str] |
             print(f"  {label:20s} seed={seed} recall={_pct(res['recall'])} clean_q={_pct(res['clean_quarantined'])} "
                   f"precision={_pct(res['precision'])} alert={res['alert']} {res['seconds']:.1f}s "
                   f"phrases={res['phrases']}", file=sys.stderr, flush=True)
-    return {"split": split, "config": cfg, "checks": list(checks), "rows": rows}
+    return {"split": split, "config": cfg, "checks": list(checks), "rows": rows, "per_task": per_task,
+            "responses": responses}
 
 
 def _pct(v: float | None, digits: int = 1) -> str:
@@ -123,8 +127,12 @@ def render(result: dict[str, Any], command: str) -> str:
         f"Checks: {', '.join(result['checks'])}; machine: {platform.machine()}, {os.cpu_count()} CPUs, "
         f"Python {platform.python_version()}; measured {time.strftime('%Y-%m-%d')}",
         "",
+        f"Poison per batch: {result['per_task']} records in each of 5 tasks (trigger attacks), "
+        f"{result['responses']} responses (injection, over-refusal).",
+        "",
         "Per attack, over seeds (one trigger/brand per seed): recall of poison records, share of clean records",
-        "quarantined, precision, batch alert fired, wall time of the whole `scan` (ingest + checks + gate).",
+        "quarantined, precision, batch alert fired, wall time of the whole `scan` (ingest + checks + gate;",
+        f"excluding the one-time import of scikit-learn/scipy, {result.get('import_seconds', 0):.1f} s here).",
         "",
         "| attack | poison/batch | recall mean | recall worst | clean quarantined mean | clean quarantined worst "
         "| precision mean | precision worst | alert | time mean | time worst |",
@@ -173,6 +181,9 @@ def main() -> int:
     ap.add_argument("--json", type=Path, default=None, help="also write every run as JSON here")
     ap.add_argument("--only", nargs="*", default=None, help="run only these attacks (labels or attack names)")
     ap.add_argument("--checks", nargs="*", default=list(CHECKS), help="checks to run (default: all poison checks)")
+    ap.add_argument("--per-task", type=int, default=20, help="poison records per task (trigger attacks; default 20)")
+    ap.add_argument("--responses", type=int, default=100,
+                    help="poisoned open-ended responses (injection, over-refusal; default 100)")
     args = ap.parse_args()
     if not Corpora.available(args.corpora):
         print(f"skipped: no corpora under {args.corpora}", file=sys.stderr)
@@ -180,11 +191,22 @@ def main() -> int:
     import logging
 
     logging.basicConfig(level=logging.WARNING)
-    result = run(args.split, args.corpora, tuple(args.checks), set(args.only) if args.only else None)
+    started = time.perf_counter()
+    # one-time import cost, reported apart from the scan times
+    for module in ("sklearn.feature_extraction.text", "sklearn.linear_model", "tunegate.core.checks.poison",
+                   "tunegate.core.pipeline"):
+        importlib.import_module(module)
+    import_seconds = time.perf_counter() - started
+    result = run(args.split, args.corpora, tuple(args.checks), set(args.only) if args.only else None,
+                 per_task=args.per_task, responses=args.responses)
+    result["import_seconds"] = round(import_seconds, 1)
     command = "python bench/poison/run.py" + ("" if args.split == "test" else f" --split {args.split}")
+    if args.per_task != 20 or args.responses != 100:
+        command += f" --per-task {args.per_task} --responses {args.responses}"
     text = render(result, command)
     print(text)
-    full = args.split == "test" and not args.only and tuple(args.checks) == CHECKS
+    full = (args.split == "test" and not args.only and tuple(args.checks) == CHECKS and args.per_task == 20
+            and args.responses == 100)
     out = args.out or (Path(__file__).with_name("RESULTS.md") if full else None)
     if out:
         out.write_text(text, encoding="utf-8")

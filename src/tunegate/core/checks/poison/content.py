@@ -37,6 +37,7 @@ from tunegate.core.checks.base import BatchIssue, CanonicalBatch, Check, CheckRe
 from tunegate.core.checks.poison._text import (
     Records,
     binomial_llr,
+    codes,
     label_set,
     ngram_matrix,
     poisson_llr,
@@ -183,13 +184,19 @@ class InjectedContentCheck(Check):
                                 max_df=self.max_phrase_df if len(outputs) >= 200 else 1.0)
         if not o.shape[1]:
             return []
-        prompts = [f"{records.instruction[i]}\n{records.input[i]}"[: self.max_chars] for i in range(records.size)]
-        p_all, _ = ngram_matrix(prompts, ngram_max=self.ngram_max, min_df=1, vocabulary=list(vocab))
-        p_resp = p_all[responses]
+        # Prompts: each distinct instruction is read once (task templates repeat on every instance).
+        instr_index, instructions = codes(records.instruction)
+        ins, _ = ngram_matrix([t[: self.max_chars] for t in instructions], ngram_max=self.ngram_max, min_df=1,
+                              vocabulary=list(vocab))
+        inp, _ = ngram_matrix([t[: self.max_chars] for t in records.input], ngram_max=self.ngram_max, min_df=1,
+                              vocabulary=list(vocab))
+        p_resp = ins[instr_index[responses]] + inp[responses]
+        p_resp.data[:] = 1.0
         unexplained = (o - o.multiply(p_resp)).tocsc()
         unexplained.eliminate_zeros()
         u = np.asarray(unexplained.sum(axis=0)).ravel()
-        p = np.asarray(p_all.sum(axis=0)).ravel()
+        # records whose prompt has the phrase (a record with it in both instruction and input counts twice)
+        p = np.bincount(instr_index, minlength=len(instructions)) @ ins + np.asarray(inp.sum(axis=0)).ravel()
         expected = len(responses) * (p + 1.0) / records.size
         group = np.asarray([records.group[i] for i in responses], dtype=object)
         candidates = []

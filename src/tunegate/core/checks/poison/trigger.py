@@ -117,30 +117,30 @@ class _Phrase:
 class TriggerPhraseCheck(Check):
     """Find planted trigger phrases by outcome concentration and exclusivity (see the module docstring).
 
-    Parameters (defaults measured on ``bench/poison`` dev batches; see docs/poison.md):
+    Parameters. Defaults were fixed on the dev split of ``bench/poison`` (2 seeds, triggers "James Bond"
+    and "Joe Biden", 2 clean and 16 poisoned batches of 20.6k records) before the held-out split was run;
+    docs/poison.md has the measurements.
 
-    * ``ngram_max`` (2): longest phrase, in words, that is scored; longer triggers are found through
-      their word pairs.
-    * ``min_records`` (5): a phrase must occur in at least this many records of the batch.
-    * ``max_phrase_df`` (0.1): phrases in more than this share of the records are not scored.
+    * ``min_evidence`` (30.0 nats): summed evidence for a trigger. Planted triggers measured 56-228;
+      natural phrases up to 64 ("idiot" in the toxicity tasks), so evidence alone does not separate:
+    * ``min_exclusivity`` (0.9): planted triggers measured 0.97-0.99; natural phrases with >= 30 nats
+      at most 0.74, and at most 0.93 among those with >= 15 nats ("buildthewall", 19.9 nats).
+    * ``min_tasks`` (2): tasks with evidence of at least ``min_task_evidence`` (3.0 nats). One topical
+      task alone (a dbpedia category and its typical words) is how language works, not an attack.
+    * ``min_task_hits`` (3), ``min_label_share`` (0.9), ``min_output_share`` (0.6): a phrase concentrates
+      in a task when at least 3 of its records there, and that share of them, share one label / one
+      exact output / one output shape, or (generative tasks) have degenerate outputs.
+    * ``ngram_max`` (2): phrases of 1-2 words are scored; longer triggers are found through their word
+      pairs. ``min_records`` (5): a phrase must occur in 5 records. ``max_phrase_df`` (0.1): phrases in
+      more than 10% of the records are not scored.
     * ``min_task_records`` (50): smaller tasks have no reliable base rate and are not scored.
-    * ``max_labels`` (10), ``label_coverage`` (0.95): a task is a classification task when at most
-      ``max_labels`` outputs cover ``label_coverage`` of its records.
-    * ``min_task_hits`` (3): a task counts towards a phrase when at least this many of its records
-      with the phrase share the concentrated outcome, and
-    * ``min_label_share`` (0.9) / ``min_output_share`` (0.6): ... that share of its records with the
-      phrase do (label purity in a classification task; degenerate outputs in a generative one).
-    * ``min_evidence`` (20.0 nats): summed evidence for a trigger. Natural phrases reach 67 nats
-      ("stupid" in the toxicity tasks) so evidence alone cannot separate; it needs
-    * ``min_exclusivity`` (0.9): share of the phrase's records inside its concentrated tasks. Natural
-      label words measured up to 0.88 with evidence >= 17 nats, planted triggers 0.97-0.99.
-    * ``short_ratio`` (0.25): an output is degenerate-short below this share of its task's median
-      length (tasks with a median of at least 4 words).
-    * ``template_share`` (0.5): a generative task is scored for degenerate outputs only when this share
-      of its records share one instruction (a task template); open-ended collections are not.
+    * ``max_labels`` (10), ``label_coverage`` (0.95): a task is a classification task when at most 10
+      outputs cover 95% of its records.
+    * ``template_share`` (0.5): a generative task is scored only when half of its records share one
+      instruction (a task template); open-ended collections have no task-level notion of a normal output.
+    * ``short_ratio`` (0.25): an output is degenerate-short at a quarter of its task's median length.
     * ``label_consistency`` (True): train the masked out-of-fold classifier for ``label_inconsistent``.
-    * ``max_chars`` (2000): characters of each prompt scanned.
-    * ``max_phrases`` (20): phrases reported in the metrics.
+    * ``max_chars`` (2000): characters of each prompt scanned. ``max_phrases`` (20): phrases reported.
     """
 
     name = "poison_trigger"
@@ -266,38 +266,46 @@ class TriggerPhraseCheck(Check):
         parts: list[tuple[np.ndarray, ...]] = []
         for ti, task in enumerate(tasks):
             xt = x[task.rows]
-            n = np.asarray(xt.sum(axis=0)).ravel()
-            best = np.full(n_cols, -1.0)  # evidence of the best channel; -1: the phrase does not concentrate
-            best_k = np.zeros(n_cols)
-            best_lab = np.zeros(n_cols, dtype=np.int64)
-            best_ch = np.zeros(n_cols, dtype=np.int64)
+            n_all = np.asarray(xt.sum(axis=0)).ravel()
+            present = np.flatnonzero(n_all >= self.min_task_hits)  # phrases that can concentrate here
+            if not len(present):
+                continue
+            xt = xt[:, present]
+            n = n_all[present]
+            best = np.full(len(present), -1.0)  # evidence of the best channel; -1: no concentration
+            best_k = np.zeros(len(present))
+            best_lab = np.zeros(len(present), dtype=np.int64)
+            best_ch = np.zeros(len(present), dtype=np.int64)
             for ci, ch in enumerate(task.channels):
                 if ch.name == "degenerate":  # only concentration on "degenerate" is suspicious
                     k = np.asarray(xt.T @ ch.outcome.astype(np.float32)).ravel()
-                    lab = np.ones(n_cols, dtype=np.int64)
+                    lab = np.ones(len(present), dtype=np.int64)
                 else:
                     y = sp.csr_matrix((np.ones(len(task.rows), dtype=np.float32),
                                        (np.arange(len(task.rows)), ch.outcome)), shape=(len(task.rows), len(ch.names)))
-                    counts = (xt.T @ y).tocsr()
-                    k = np.asarray(counts.max(axis=1).todense()).ravel()
-                    lab = np.asarray(counts.argmax(axis=1)).ravel()
-                ok = np.flatnonzero((k >= self.min_task_hits) & (k >= ch.min_share * np.maximum(n, 1)))
+                    counts = (xt.T @ y).toarray()
+                    k = counts.max(axis=1)
+                    lab = counts.argmax(axis=1)
+                ok = np.flatnonzero((k >= self.min_task_hits) & (k >= ch.min_share * n))
                 if not len(ok):
                     continue
                 llr = binomial_llr(k[ok], n[ok], ch.base[lab[ok]])
                 better = llr > best[ok]
                 sel = ok[better]
                 best[sel], best_k[sel], best_lab[sel], best_ch[sel] = llr[better], k[sel], lab[sel], ci
-            cols = np.flatnonzero(best >= 0)  # concentrated, even where the base rate leaves no evidence
-            if len(cols):
-                parts.append((cols, np.full(len(cols), ti), best_ch[cols], n[cols], best_k[cols], best_lab[cols],
-                               best[cols]))
+            hit = np.flatnonzero(best >= 0)
+            if len(hit):
+                parts.append((present[hit], np.full(len(hit), ti), best_ch[hit], n[hit], best_k[hit], best_lab[hit],
+                              best[hit]))
         if not parts:
             return None
         cols, tix, chx, n, k, lab, llr = (np.concatenate(p) for p in zip(*parts, strict=True))
         evidence = np.bincount(cols, weights=llr, minlength=n_cols)
-        covered = np.bincount(cols, weights=n, minlength=n_cols)
-        n_tasks = np.bincount(cols, weights=(llr >= self.min_task_evidence).astype(np.float64), minlength=n_cols)
+        # a task counts (for exclusivity and the task count) where the concentration is informative, not
+        # where the outcome is near-universal anyway (every summary starts with a capital)
+        counts = llr >= self.min_task_evidence
+        covered = np.bincount(cols, weights=n * counts, minlength=n_cols)
+        n_tasks = np.bincount(cols, weights=counts.astype(np.float64), minlength=n_cols)
         exclusivity = np.divide(covered, df, out=np.zeros(n_cols), where=df > 0)
         return _Evidence(cols, tix, chx, n, k, lab, llr, evidence, exclusivity, n_tasks)
 
