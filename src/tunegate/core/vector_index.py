@@ -30,6 +30,7 @@ NPROBE = 16
 _TRAIN_PER_LIST = 40  # k-means training points per cell (FAISS warns below 39)
 _KMEANS_ITERATIONS = 10
 _SEARCH_BATCH = 16_384
+_JOIN_BLOCK = 1 << 24  # scores per block of the IVF self-join (64 MB)
 
 
 @dataclass(frozen=True)
@@ -125,16 +126,28 @@ def search(index: Any, queries: np.ndarray, k: int, nprobe: int = NPROBE) -> tup
 
 
 def self_knn(vectors: np.ndarray, k: int, params: IndexParams | None = None) -> tuple[np.ndarray, np.ndarray, str]:
-    """Each vector's ``k`` nearest other vectors: ``(sims, positions, index kind)``; self is excluded."""
+    """Each vector's ``k`` nearest other vectors: ``(sims, positions, index kind)``; self is excluded.
+
+    Up to ``flat_max`` vectors: exact flat search. Above: an IVF self-join. The vectors are clustered into
+    ``nlist`` cells (k-means, as IVF does); each cell's members are compared, with one matrix product
+    per cell, against the members of the ``nprobe`` cells whose centroids are nearest to its own
+    centroid. That is the work of an IVF search with ``nprobe`` probes, done as dense matrix products
+    instead of one query at a time (several times faster here), with the probes chosen per cell rather
+    than per vector; recall against exact search is measured in ``bench/faiss``.
+    """
     import numpy as np
 
     params = params or IndexParams()
     n = len(vectors)
     started = time.perf_counter()
-    index = build_index(vectors, params)
-    kind = index_kind(index)
     kk = min(k + 1, max(n, 1))
-    sims, ids = search(index, vectors, kk, params.nprobe)
+    if n <= params.flat_max:
+        index = build_index(vectors, params)
+        sims, ids = search(index, vectors, kk, params.nprobe)
+        kind = "flat"
+    else:
+        sims, ids = _ivf_self_join(vectors, kk, params)
+        kind = "ivf"
     rows = np.arange(n)[:, None]
     is_self = ids == rows
     # Drop self where it was found; otherwise (ties among exact copies pushed it out) drop the last hit.
@@ -150,6 +163,43 @@ def self_knn(vectors: np.ndarray, k: int, params: IndexParams | None = None) -> 
     log.info("vector index: self kNN (k=%d) of %d vectors with %s in %.1f s", k, n, kind,
              time.perf_counter() - started)
     return sims, ids, kind
+
+
+def _ivf_self_join(vectors: np.ndarray, k: int, params: IndexParams) -> tuple[np.ndarray, np.ndarray]:
+    import numpy as np
+
+    import faiss
+
+    n = len(vectors)
+    ivf = new_index(vectors, params)  # trains the cells
+    quantizer = faiss.downcast_index(ivf.quantizer)
+    nlist = int(ivf.nlist)
+    _, cell = search(quantizer, vectors, 1)
+    cell = cell[:, 0]
+    order = np.argsort(cell, kind="stable")
+    bounds = np.searchsorted(cell[order], np.arange(nlist + 1))
+    centroids = quantizer.reconstruct_n(0, nlist)
+    _, near = quantizer.search(np.ascontiguousarray(centroids, dtype=np.float32), min(params.nprobe, nlist))
+    sims = np.full((n, k), -np.inf, dtype=np.float32)
+    ids = np.full((n, k), -1, dtype=np.int64)
+    for c in range(nlist):
+        members = order[bounds[c]:bounds[c + 1]]
+        if len(members) == 0:
+            continue
+        cand = np.concatenate([order[bounds[j]:bounds[j + 1]] for j in near[c] if j >= 0])
+        cand_vectors = vectors[cand]
+        kc = min(k, len(cand))
+        step = max(1, _JOIN_BLOCK // len(cand))  # bounds the score block of a crowded cell
+        for lo in range(0, len(members), step):
+            rows = members[lo:lo + step]
+            scores = vectors[rows] @ cand_vectors.T  # one BLAS product per cell (or block of it)
+            top = np.argpartition(-scores, kc - 1, axis=1)[:, :kc] if kc < len(cand) else \
+                np.broadcast_to(np.arange(len(cand)), (len(rows), len(cand)))
+            top_scores = np.take_along_axis(scores, top, axis=1)
+            rank = np.argsort(-top_scores, axis=1, kind="stable")
+            sims[rows, :kc] = np.take_along_axis(top_scores, rank, axis=1)
+            ids[rows, :kc] = cand[np.take_along_axis(top, rank, axis=1)]
+    return sims, ids
 
 
 def all_vectors(index: Any) -> np.ndarray:
