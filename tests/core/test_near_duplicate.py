@@ -253,3 +253,11 @@ def test_concurrent_update_is_refused(two_nights: tuple[Path, CanonicalBatch]) -
 def test_misconfiguration_fails_at_construction(options: dict[str, Any], message: str) -> None:
     with pytest.raises(ConfigError, match=message):
         build_check("near_duplicate", **options)
+
+
+def test_the_ivf_self_join_agrees_with_exact_search(slice_batch: CanonicalBatch) -> None:
+    exact = build_check("near_duplicate").run(slice_batch)
+    ivf = build_check("near_duplicate", flat_max=500).run(slice_batch)
+    assert ivf.metrics["batch_index"] == "ivf" and exact.metrics["batch_index"] == "flat"
+    assert [(f.row, f.detail["representative"]) for f in ivf.findings] == \
+        [(f.row, f.detail["representative"]) for f in exact.findings]
