@@ -71,9 +71,8 @@ def build_index(vectors: np.ndarray, params: IndexParams | None = None) -> Any:
 
 def new_index(sample: np.ndarray, params: IndexParams, n: int | None = None) -> Any:
     """An empty index for ``n`` vectors (default ``len(sample)``), trained on ``sample`` when IVF."""
-    import numpy as np
-
     import faiss
+    import numpy as np
 
     n = len(sample) if n is None else n
     d = sample.shape[1]
@@ -104,9 +103,8 @@ def add(index: Any, vectors: np.ndarray) -> None:
 
 def search(index: Any, queries: np.ndarray, k: int, nprobe: int = NPROBE) -> tuple[np.ndarray, np.ndarray]:
     """Top-``k`` inner products and positions for each query (``-1`` where fewer than ``k`` exist)."""
-    import numpy as np
-
     import faiss
+    import numpy as np
 
     ivf = faiss.try_extract_index_ivf(index)
     if ivf is not None:
@@ -166,9 +164,8 @@ def self_knn(vectors: np.ndarray, k: int, params: IndexParams | None = None) -> 
 
 
 def _ivf_self_join(vectors: np.ndarray, k: int, params: IndexParams) -> tuple[np.ndarray, np.ndarray]:
-    import numpy as np
-
     import faiss
+    import numpy as np
 
     n = len(vectors)
     ivf = new_index(vectors, params)  # trains the cells
@@ -204,9 +201,8 @@ def _ivf_self_join(vectors: np.ndarray, k: int, params: IndexParams) -> tuple[np
 
 def all_vectors(index: Any) -> np.ndarray:
     """Every vector an index holds, in position order (flat or IVF-Flat)."""
-    import numpy as np
-
     import faiss
+    import numpy as np
 
     n, d = index.ntotal, index.d
     if n == 0:
