@@ -115,12 +115,35 @@ class History:
                               "`python -m tunegate.core.history rebuild DIR --backend ... --fields ...`")
 
 
+#: The last history loaded in this process: the checks of one run read the same generation (one load).
+_LOADED: dict[tuple[str, str, int, int], History] = {}
+
+
 def open_history(history_dir: str | Path, *, verify: bool = True) -> History:
     """Load the history for reading. A missing or empty directory is a new, empty history.
 
     ``verify`` checks each file against the sha256 in the manifest (about 1 s per GB); a mismatch, a
-    missing file or an unreadable index raises :class:`HistoryError` with the way to recover.
+    missing file or an unreadable index raises :class:`HistoryError` with the way to recover. A generation
+    already loaded by this process, whose index file is unchanged (size and mtime), is not read again.
     """
+    path = Path(history_dir)
+    try:
+        manifest_text = (path / MANIFEST).read_text(encoding="utf-8")
+        index_name = json.loads(manifest_text)["index"]["file"]
+        st = (path / index_name).stat()
+        key = (str(path.resolve()), hashlib.sha256(manifest_text.encode()).hexdigest(), st.st_size, st.st_mtime_ns)
+    except (OSError, ValueError, KeyError, TypeError):
+        key = None  # no manifest, or not one with an index: load (and report) the usual way
+    if key is not None and key in _LOADED:
+        return _LOADED[key]
+    history = _load_history(path, verify=verify)
+    if key is not None and history.count:
+        _LOADED.clear()
+        _LOADED[key] = history
+    return history
+
+
+def _load_history(history_dir: Path, *, verify: bool) -> History:
     import faiss
     import pyarrow.parquet as pq
 
@@ -225,7 +248,7 @@ def update_history(history_dir: str | Path, accepted: str | Path, *, batch_id: s
     if not source.is_file():
         raise HistoryError(f"accepted batch {source} does not exist; nothing added to history {path}")
     with _locked(path):
-        current = open_history(path)
+        current = _load_history(path, verify=True)  # never the in-process copy: this one gets added to
         if current.count and spec is not None:
             current.check_spec(spec)
         use_spec = current.spec or spec or EmbeddingSpec()

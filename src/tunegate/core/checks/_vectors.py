@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Any
 
 from tunegate.core.checks.base import CanonicalBatch, Check
 from tunegate.core.embeddings import EmbeddingSpec, embed_table
-from tunegate.core.vector_index import FLAT_MAX, NPROBE, IndexParams
+from tunegate.core.vector_index import FLAT_MAX, HISTORY_NPROBE, NPROBE, IndexParams
 from tunegate.exceptions import ConfigError
 
 if TYPE_CHECKING:
@@ -35,10 +35,10 @@ class EmbeddingCheck(Check):
     def __init__(self, *, embedding: str = "hashing", fields: str = "instruction+input+output", dim: int = 256,
                  max_chars: int = 2000, model_path: str | None = None, cache_dir: str | None = None,
                  history_dir: str | None = None, flat_max: int = FLAT_MAX, nprobe: int = NPROBE,
-                 verify_history: bool = True) -> None:
+                 history_nprobe: int = HISTORY_NPROBE, verify_history: bool = True) -> None:
         self.spec = EmbeddingSpec(backend=embedding, fields=fields, dim=dim, max_chars=max_chars,  # type: ignore[arg-type]
                                   model_path=model_path)
-        self.params = IndexParams(flat_max=flat_max, nprobe=nprobe)
+        self.params = IndexParams(flat_max=flat_max, nprobe=nprobe, history_nprobe=history_nprobe)
         self.cache_dir = cache_dir
         self.history_dir = history_dir
         self.verify_history = bool(verify_history)
@@ -81,18 +81,20 @@ class EmbeddingCheck(Check):
         import numpy as np
 
         stat = batch.path.stat()
-        name = (f"hknn-{self.spec.fingerprint()}-k{k}-p{self.params.nprobe}-g{history.manifest.get('generation')}-"
+        name = (f"hknn-{self.spec.fingerprint()}-k{k}-p{self.params.history_nprobe}-"
+                f"g{history.manifest.get('generation')}-"
                 f"{history.count}-{batch.num_rows}-{stat.st_size}-{stat.st_mtime_ns}.npz")
         path = batch.work_dir / WORK_CACHE / name
         if path.is_file():
             with np.load(path) as data:
                 return data["sims"], data["ids"]
-        sims, ids = history.search(vectors, k, self.params.nprobe)
+        sims, ids = history.search(vectors, k, self.params.history_nprobe)
         _save_arrays(path, sims=sims, ids=ids)
         return sims, ids
 
     def options(self) -> dict[str, Any]:
-        return {"embedding": self.spec.to_json(), "flat_max": self.params.flat_max, "nprobe": self.params.nprobe}
+        return {"embedding": self.spec.to_json(), "flat_max": self.params.flat_max, "nprobe": self.params.nprobe,
+                "history_nprobe": self.params.history_nprobe}
 
 
 def _save_arrays(path: Path, **arrays: Any) -> None:
