@@ -101,6 +101,7 @@ class _Evidence:
     evidence: np.ndarray  # per column: summed evidence
     exclusivity: np.ndarray  # per column
     n_tasks: np.ndarray  # per column: tasks with positive evidence
+    covered: np.ndarray  # per column: records in those tasks
 
 
 @dataclass
@@ -194,7 +195,11 @@ class TriggerPhraseCheck(Check):
         x, vocab = ngram_matrix(prompts, ngram_max=self.ngram_max, min_df=self.min_records,
                                 max_df=self.max_phrase_df if records.size >= 100 else 1.0)
         tasks = self._tasks(records, prompts)
-        df = np.asarray(x.sum(axis=0)).ravel()
+        # Exclusivity is measured where a phrase has an outcome to steer: in the scored tasks. Its
+        # occurrences in open-ended prompts (a trigger that is also a real name) neither support nor
+        # contradict a campaign.
+        scored = np.concatenate([t.rows for t in tasks]) if tasks else np.zeros(0, dtype=np.int64)
+        df = np.asarray(x[scored].sum(axis=0)).ravel()
         phrases = self._score(x, vocab, df, tasks, prompts)
         findings: list[Finding] = []
         reported: list[dict[str, Any]] = []
@@ -307,7 +312,7 @@ class TriggerPhraseCheck(Check):
         covered = np.bincount(cols, weights=n * counts, minlength=n_cols)
         n_tasks = np.bincount(cols, weights=counts.astype(np.float64), minlength=n_cols)
         exclusivity = np.divide(covered, df, out=np.zeros(n_cols), where=df > 0)
-        return _Evidence(cols, tix, chx, n, k, lab, llr, evidence, exclusivity, n_tasks)
+        return _Evidence(cols, tix, chx, n, k, lab, llr, evidence, exclusivity, n_tasks, covered)
 
     def _score(self, x: sp.csr_matrix, vocab: np.ndarray, df: np.ndarray, tasks: list[_Task], prompts: list[str]
                ) -> list[_Phrase]:
@@ -343,12 +348,18 @@ class TriggerPhraseCheck(Check):
                 home.append(c)
         phrases: list[_Phrase] = []
         for cl in clusters:
-            # named by its most widespread member (the whole trigger rather than one of its words)
-            head = max(cl, key=lambda m: (len(rows_of[m]), len(str(vocab[m]).split()), evidence[m]))
+            # Named by the member that explains most of the campaign exclusively (covered records x
+            # exclusivity): the whole trigger rather than one of its words (which also occurs naturally)
+            # or a context bigram of a few poison records. Flagged: every record with that phrase, and
+            # the records of the other members inside the tasks the campaign concentrates in.
+            score = {m: float(ev.covered[m] * exclusivity[m]) for m in cl}
+            top = max(score.values())
+            head = max((m for m in cl if score[m] >= 0.9 * top), key=lambda m: (len(str(vocab[m]).split()), score[m]))
             sel = cols == head
             detail = sorted(zip(tix[sel].tolist(), chx[sel].tolist(), n[sel].astype(int).tolist(),
                                 k[sel].astype(int).tolist(), lab[sel].tolist(), strict=True), key=lambda t: -t[2])
-            rows = np.unique(np.concatenate([rows_of[m] for m in cl]))
+            in_tasks = np.unique(np.concatenate([tasks[t].rows for t, *_ in detail]))
+            rows = np.unique(np.concatenate([rows_of[head]] + [np.intersect1d(rows_of[m], in_tasks) for m in cl]))
             phrases.append(_Phrase(int(head), str(vocab[head]), float(evidence[cl].max()), float(exclusivity[head]),
                                    rows, detail, [str(vocab[m]) for m in cl if m != head]))
         phrases.sort(key=lambda p: -p.evidence)
