@@ -249,6 +249,7 @@ def test_concurrent_update_is_refused(two_nights: tuple[Path, CanonicalBatch]) -
     ({"flood_alpha": 2}, "flood_alpha"),
     ({"embedding": "static"}, "needs model_path"),
     ({"thresold": 0.9}, "unexpected keyword"),
+    ({"embedding": "minilm"}, "no calibrated threshold"),
 ])
 def test_misconfiguration_fails_at_construction(options: dict[str, Any], message: str) -> None:
     with pytest.raises(ConfigError, match=message):
