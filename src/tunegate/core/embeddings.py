@@ -667,3 +667,29 @@ def embed_table(source: CanonicalBatch | str | Path, spec: EmbeddingSpec, *, cac
     elapsed = time.perf_counter() - started
     log.info("embeddings: %d records with %s in %.1f s (%d from cache)", n, spec.describe(), elapsed, hits)
     return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m tunegate.core.embeddings distill DIR``: build the ``static`` model once, offline."""
+    import argparse
+    import sys
+
+    from tunegate.exceptions import TunegateError
+
+    p = argparse.ArgumentParser(prog="python -m tunegate.core.embeddings", description=main.__doc__)
+    sub = p.add_subparsers(dest="command", required=True)
+    d = sub.add_parser("distill", help="distill the bundled all-MiniLM-L6-v2 into a model2vec static model")
+    d.add_argument("dir")
+    d.add_argument("--dims", type=int, default=256, help="PCA dimensions per field (default 256)")
+    args = p.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        print(distill_static_model(args.dir, pca_dims=args.dims))
+    except TunegateError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":  # pragma: no cover
+    raise SystemExit(main())
