@@ -56,12 +56,14 @@ def scan(inputs: list[str], out_dir: str | Path, *, fmt: str = "auto", policy: G
     run_checks(str(work), checks)
     summary = gate(work, out, policy)
     if history_dir and summary["verdict"] != "halt":
+        from tunegate.core.checks._vectors import WORK_CACHE
         from tunegate.core.gate import ACCEPTED_FILE, SUMMARY_FILE
         from tunegate.core.history import update_history
         from tunegate.core.io import write_json_atomic
 
+        # the checks' vectors are in the work dir's cache: the history reuses them instead of re-embedding
         summary["history"] = update_history(history_dir, out / ACCEPTED_FILE, batch_id=batch_id or out.name,
-                                            cache_dir=work)
+                                            cache_dir=work / WORK_CACHE)
         write_json_atomic(out / SUMMARY_FILE, summary)
     if not keep_work:
         shutil.rmtree(work, ignore_errors=True)
