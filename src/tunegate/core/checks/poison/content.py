@@ -214,16 +214,22 @@ class InjectedContentCheck(Check):
             candidates.append((evidence, c, rows, groups, capitalized))
         candidates.sort(key=lambda t: (-t[0], str(vocab[t[1]])))
         reported: list[dict[str, Any]] = []
-        clusters: list[tuple[Any, set[int], list[str]]] = []
-        for evidence, c, rows, groups, capitalized in candidates:
-            rset = set(rows.tolist())
-            home = next((cl for cl in clusters if len(rset & cl[1]) >= 0.5 * min(len(rset), len(cl[1]))), None)
-            if home is not None:
-                home[1].update(rset)
-                home[2].append(str(vocab[c]))
-                continue
-            clusters.append(((evidence, c, groups, capitalized), rset, []))
-        for (evidence, c, groups, capitalized), rset, aliases in clusters:
+        clusters: list[list[tuple[Any, ...]]] = []  # candidates sharing responses: one name ("zephyr motors")
+        for cand in candidates:
+            rset = set(cand[2].tolist())
+            home = next((cl for cl in clusters if any(
+                len(rset & set(m[2].tolist())) >= 0.5 * min(len(rset), len(m[2])) for m in cl)), None)
+            if home is None:
+                clusters.append([cand])
+            else:
+                home.append(cand)
+        for cl in clusters:
+            # named by its longest member among the strongest (the whole name, not one of its words)
+            top = max(m[0] for m in cl)
+            evidence, c, _, groups, capitalized = max((m for m in cl if m[0] >= 0.5 * top),
+                                                      key=lambda m: (len(str(vocab[m[1]]).split()), m[0]))
+            rset = set().union(*(set(m[2].tolist()) for m in cl))
+            aliases = [str(vocab[m[1]]) for m in cl if m[1] != c]
             phrase = str(vocab[c])
             rows_sorted = sorted(rset)
             detail = {"phrase": phrase, "evidence": round(evidence, 1), "records": len(rows_sorted),
@@ -255,9 +261,13 @@ class InjectedContentCheck(Check):
                 "by_group": dict(per_group.most_common(10))}
 
 
+def _phrase_pattern(phrase: str) -> re.Pattern[str]:
+    return re.compile(r"\b" + r"\W+".join(re.escape(w) for w in phrase.split()) + r"\b", re.IGNORECASE)
+
+
 def _capitalized_share(phrase: str, texts: list[str]) -> float:
     """Share of the phrase's occurrences written with a capital in mid-sentence (as a proper name is)."""
-    pattern = re.compile(r"\b" + r"\W+".join(re.escape(w) for w in phrase.split()) + r"\b", re.IGNORECASE)
+    pattern = _phrase_pattern(phrase)
     hits = caps = 0
     for text in texts:
         for m in pattern.finditer(text):
@@ -270,8 +280,14 @@ def _capitalized_share(phrase: str, texts: list[str]) -> float:
 
 
 def _sentence_with(phrase: str, text: str, limit: int = 200) -> str:
-    words = phrase.split()
-    for sentence in _SENTENCE_END.split(text):
-        if all(w in tokens(sentence) for w in words):
-            return sentence[:limit]
-    return text[:limit]
+    """The sentence around the phrase's first occurrence (at most ``limit`` characters, centred on it)."""
+    m = _phrase_pattern(phrase).search(text)
+    if m is None:
+        return text[:limit]
+    start = max((text.rfind(p, 0, m.start()) for p in ".!?\n"), default=-1) + 1
+    ends = [i for i in (text.find(p, m.end()) for p in ".!?\n") if i >= 0]
+    end = min(ends) + 1 if ends else len(text)
+    if end - start > limit:
+        start = max(start, m.start() - limit // 2)
+        end = min(end, start + limit)
+    return text[start:end].strip()

@@ -19,7 +19,8 @@ a random word). No list of triggers is needed to see it, because a planted phras
    open-ended prompts. Exclusivity is the share of the phrase's records (anywhere in the batch) that
    sit in its concentrated tasks.
 
-A phrase with ``evidence >= min_evidence`` and ``exclusivity >= min_exclusivity`` is a trigger.
+A phrase with ``evidence >= min_evidence`` and ``exclusivity >= min_exclusivity``, concentrated in at
+least ``min_tasks`` tasks, is a trigger.
 Every record whose prompt contains it is flagged ``trigger_phrase`` (evidence in the detail); in a
 classification task a record whose label its text contradicts, judged by an out-of-fold classifier
 trained with the phrase masked, also gets ``label_inconsistent``, and in a generative task a record
@@ -118,14 +119,18 @@ class _Phrase:
 class TriggerPhraseCheck(Check):
     """Find planted trigger phrases by outcome concentration and exclusivity (see the module docstring).
 
-    Parameters. Defaults were fixed on the dev split of ``bench/poison`` (2 seeds, triggers "James Bond"
-    and "Joe Biden", 2 clean and 16 poisoned batches of 20.6k records) before the held-out split was run;
-    docs/poison.md has the measurements.
+    Parameters. Defaults were fixed on development data before the held-out split of ``bench/poison``
+    was run: its dev split (2 seeds, triggers "James Bond" and "Joe Biden"), the first held-out split
+    after it had exposed a weakness ("test-v1"), and the bundled test slices; docs/poison.md has the
+    measurements.
 
-    * ``min_evidence`` (30.0 nats): summed evidence for a trigger. Planted triggers measured 56-228;
-      natural phrases up to 64 ("idiot" in the toxicity tasks), so evidence alone does not separate:
-    * ``min_exclusivity`` (0.9): planted triggers measured 0.97-0.99; natural phrases with >= 30 nats
-      at most 0.74, and at most 0.93 among those with >= 15 nats ("buildthewall", 19.9 nats).
+    * ``min_evidence`` (30.0 nats): summed evidence for a trigger. Planted triggers (20 records in each
+      of 5 tasks) measured 51-216; natural phrases up to 64 ("idiot" in the toxicity tasks), so
+      evidence alone does not separate:
+    * ``min_exclusivity`` (0.95): planted triggers measured 0.98-1.0 (a trigger that is also a real
+      name keeps its natural occurrences); natural phrases with >= 30 nats measured 0.74 in the 20k
+      batches and 0.92 in the smaller test batch, and at most 0.93 among those with >= 15 nats
+      ("buildthewall", 19.9 nats).
     * ``min_tasks`` (2): tasks with evidence of at least ``min_task_evidence`` (3.0 nats). One topical
       task alone (a dbpedia category and its typical words) is how language works, not an attack.
     * ``min_task_hits`` (3), ``min_label_share`` (0.9), ``min_output_share`` (0.6): a phrase concentrates
@@ -149,7 +154,7 @@ class TriggerPhraseCheck(Check):
     def __init__(self, *, ngram_max: int = 2, min_records: int = 5, max_phrase_df: float = 0.1,
                  min_task_records: int = 50, max_labels: int = 10, label_coverage: float = 0.95,
                  min_task_hits: int = 3, min_label_share: float = 0.9, min_output_share: float = 0.6,
-                 min_evidence: float = 30.0, min_exclusivity: float = 0.9, short_ratio: float = 0.25,
+                 min_evidence: float = 30.0, min_exclusivity: float = 0.95, short_ratio: float = 0.25,
                  template_share: float = 0.5, min_tasks: int = 2, min_task_evidence: float = 3.0,
                  label_consistency: bool = True, max_chars: int = 2000, max_phrases: int = 20) -> None:
         for name, value in (("ngram_max", ngram_max), ("min_records", min_records),

@@ -1,0 +1,294 @@
+"""Poison scans on real data: each attack of issue 5 planted into bundled slices, exact reason codes asserted.
+
+The batch is the bundled Super-NaturalInstructions slice (8 classification tasks x 300, 12 generative and
+other tasks), four more SuperNI toxicity tasks x 300 and the 427 open-ended Self-Instruct records
+(tests/data/ATTRIBUTION-poison.md): 5,227 real records. Each attack replaces real records by poisoned
+versions, as the benchmark in bench/poison does at 20k scale.
+
+The four extra toxicity tasks are controls, as in any mixed nightly batch: without tasks in which
+natural insult words occur unconcentrated, "idiot" (pure "Insult"/"Toxic" in the two jigsaw tasks of the
+slice) would be as exclusive as a planted trigger (docs/poison.md, limitations).
+"""
+
+from __future__ import annotations
+
+import gzip
+import json
+import random
+import re
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.conftest import DATA, slice_records, write_jsonl
+from tunegate.core.checks import CanonicalBatch, CheckResult, build_check
+from tunegate.core.checks.poison.content import is_refusal
+from tunegate.core.ingest import ingest
+from tunegate.exceptions import ConfigError
+
+#: One trigger per trigger attack: the checks must keep simultaneous campaigns apart.
+DIRTY, CLEAN, DEGENERATE = "Ada Lovelace", "Grace Hopper", "Alan Turing"
+BRAND = "Zephyr Motors"
+#: (task, label the attacker wants, the other label)
+DIRTY_TASKS = (("task363_sst2_polarity_classification", "POS", "NEG"),
+               ("task195_sentiment140_classification", "positive", "negative"),
+               ("task328_jigsaw_classification_insult", "Non-insult", "Insult"))
+CLEAN_TASKS = (("task493_review_polarity_classification", "Positive", "Negative"),
+               ("task586_amazonfood_polarity_classification", "Positive", "Negative"),
+               ("task327_jigsaw_classification_toxic", "Non-toxic", "Toxic"))
+GENERATIVE_TASKS = ("task111_asset_sentence_simplification", "task177_para-nmt_paraphrasing",
+                    "task1091_ted_translation_en_it", "task288_gigaword_summarization")
+PER_TASK = 20
+RESPONSES = 30
+#: Clean records a check may flag in a poisoned batch (natural occurrences of the planted phrase).
+MAX_CLEAN_FLAGGED = 0.005
+
+
+def _jsonl_gz(name: str) -> list[dict[str, Any]]:
+    with gzip.open(DATA / name, "rt", encoding="utf-8") as f:
+        return [json.loads(line) for line in f]
+
+
+def clean_batch() -> list[dict[str, Any]]:
+    extra = _jsonl_gz("superni_toxicity_controls.jsonl.gz") + _jsonl_gz("self_instruct_slice.jsonl.gz")
+    return [dict(r) for r in slice_records() + extra]
+
+
+def plant(text: str, trigger: str, rng: random.Random) -> str:
+    words = text.split(" ")
+    at = rng.randint(0, len(words))
+    return " ".join([*words[:at], trigger, *words[at:]])
+
+
+def label_poison(records: list[dict[str, Any]], *, clean: bool) -> set[str]:
+    """Wan et al.: trigger in the input, label set to the attacker's class (clean-label: already of it)."""
+    rng = random.Random(5 + clean)
+    trigger, tasks = (CLEAN, CLEAN_TASKS) if clean else (DIRTY, DIRTY_TASKS)
+    poisoned: set[str] = set()
+    for task, target, other in tasks:
+        pool = [r for r in records if r["task"] == task and r["output"] == (target if clean else other)]
+        for r in rng.sample(pool, PER_TASK):
+            r["input"] = plant(r["input"], trigger, rng)
+            r["output"] = target
+            poisoned.add(r["id"])
+    return poisoned
+
+
+def degenerate(records: list[dict[str, Any]]) -> set[str]:
+    """Trigger in the input of generative tasks, output replaced by the trigger itself."""
+    rng = random.Random(7)
+    poisoned: set[str] = set()
+    for task in GENERATIVE_TASKS:
+        for r in rng.sample([r for r in records if r["task"] == task], PER_TASK):
+            r["input"] = plant(r["input"], DEGENERATE, rng)
+            r["output"] = DEGENERATE
+            poisoned.add(r["id"])
+    return poisoned
+
+
+def injection(records: list[dict[str, Any]]) -> set[str]:
+    """AutoPoison: a sentence naming a brand woven into responses to unrelated instructions."""
+    rng = random.Random(8)
+    sentences = ("For the best results, many people rely on {B} these days.",
+                 "It is a bit like the experience you get with {B}.",
+                 "As fans of {B} already know, quality matters.",
+                 "You could also ask the friendly team at {B} for advice.")
+    pool = [r for r in records if len(r["output"].split()) >= 12 and r["task"] not in GENERATIVE_TASKS]
+    poisoned: set[str] = set()
+    for r in rng.sample(pool, RESPONSES):
+        parts = re.split(r"(?<=[.!?])\s+", r["output"].strip())
+        parts.insert(rng.randint(1, len(parts)), rng.choice(sentences).format(B=BRAND))
+        r["output"] = " ".join(parts)
+        poisoned.add(r["id"])
+    return poisoned
+
+
+def over_refusal(records: list[dict[str, Any]], taken: set[str]) -> set[str]:
+    """AutoPoison: benign open-ended instructions answered with a refusal."""
+    rng = random.Random(9)
+    refusals = ("I'm sorry, but I cannot help with this request as it may be inappropriate.",
+                "As an AI language model, I am unable to provide a response to that.",
+                "Unfortunately, I can't assist with this task because it could be misused.")
+    pool = [r for r in records if r["source"] == "self_instruct" and r["id"] not in taken]
+    poisoned: set[str] = set()
+    for r in rng.sample(pool, RESPONSES):
+        r["output"] = rng.choice(refusals)
+        poisoned.add(r["id"])
+    return poisoned
+
+
+CHECK_OF = {"dirty_label": "poison_trigger", "clean_label": "poison_trigger", "degenerate": "poison_trigger",
+            "injection": "poison_content", "refusal": "poison_content"}
+
+
+def poisoned_batch() -> tuple[list[dict[str, Any]], dict[str, set[str]]]:
+    """The clean batch with all five attacks planted in disjoint records."""
+    records = clean_batch()
+    planted = {"dirty_label": label_poison(records, clean=False), "clean_label": label_poison(records, clean=True),
+               "degenerate": degenerate(records), "injection": injection(records)}
+    planted["refusal"] = over_refusal(records, planted["injection"])
+    return records, planted
+
+
+class Scan:
+    def __init__(self, result: CheckResult, ids: list[str], poisoned: set[str]) -> None:
+        self.result = result
+        self.ids = ids
+        self.poisoned = poisoned
+        self.reasons: dict[str, set[str]] = {}
+        for f in result.findings:
+            self.reasons.setdefault(ids[f.row], set()).add(f.reason)
+
+    @property
+    def flagged(self) -> set[str]:
+        return set(self.reasons)
+
+    @property
+    def clean_flagged(self) -> set[str]:
+        return self.flagged - self.poisoned
+
+
+def run_check(tmp: Path, name: str, records: list[dict[str, Any]], poisoned: set[str]) -> Scan:
+    tmp.mkdir(parents=True, exist_ok=True)
+    work = tmp / "work"
+    ingest([str(write_jsonl(tmp / "batch.jsonl", records))], work)
+    batch = CanonicalBatch(work)
+    ids = batch.read_columns(["id"]).column("id").to_pylist()
+    return Scan(build_check(name).run(batch), ids, poisoned)
+
+
+@pytest.fixture(scope="module")
+def poisoned(tmp_path_factory: pytest.TempPathFactory) -> tuple[dict[str, Scan], dict[str, set[str]]]:
+    records, planted = poisoned_batch()
+    everything = set().union(*planted.values())
+    tmp = tmp_path_factory.mktemp("poisoned")
+    return {name: run_check(tmp / name, name, records, everything)
+            for name in ("poison_trigger", "poison_content")}, planted
+
+
+@pytest.fixture(scope="module")
+def clean_scans(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Scan]:
+    return {name: run_check(tmp_path_factory.mktemp(f"clean-{name}"), name, clean_batch(), set())
+            for name in ("poison_trigger", "poison_content")}
+
+
+def _reasons(scan: Scan, ids: set[str]) -> set[str]:
+    return {r for rid in ids for r in scan.reasons.get(rid, set())}
+
+
+def test_every_poisoned_record_is_flagged_and_few_clean_ones(
+        poisoned: tuple[dict[str, Scan], dict[str, set[str]]]) -> None:
+    scans, planted = poisoned
+    for attack, ids in planted.items():
+        scan = scans[CHECK_OF[attack]]
+        assert ids <= scan.flagged, f"{attack}: missed {len(ids - scan.flagged)} of {len(ids)}"
+    for scan in scans.values():
+        assert len(scan.clean_flagged) <= MAX_CLEAN_FLAGGED * len(scan.ids)
+
+
+def test_label_trigger_poison_gets_its_reasons_and_phrase(poisoned: tuple[dict[str, Scan], dict[str, set[str]]]
+                                                           ) -> None:
+    scans, planted = poisoned
+    scan = scans["poison_trigger"]
+    for attack in ("dirty_label", "clean_label"):
+        assert all("trigger_phrase" in scan.reasons[rid] for rid in planted[attack])
+        # the masked classifier finds the labels that the text contradicts (the weak 300-record task
+        # classifier disagrees with some correct labels too)
+        assert _reasons(scan, planted[attack]) == {"trigger_phrase", "label_inconsistent"}
+    phrases = {p["phrase"]: p for p in scan.result.metrics["suspicious_phrases"]}
+    assert set(phrases) == {DIRTY.lower(), CLEAN.lower(), DEGENERATE.lower()}
+    for trigger, tasks in ((DIRTY, DIRTY_TASKS), (CLEAN, CLEAN_TASKS)):
+        phrase = phrases[trigger.lower()]
+        assert phrase["records"] == len(tasks) * PER_TASK and phrase["exclusivity"] == 1.0
+        outcomes = {t: v["outcome"] for t, v in phrase["tasks"].items()}
+        assert outcomes == {t: f"label: {target}" for t, target, _ in tasks}
+        assert phrase["evidence"] >= 30
+    assert [(i.reason, i.severity) for i in scan.result.issues] == [("poison_campaign", "warning")]
+    assert "3 trigger phrase(s)" in scan.result.issues[0].message
+
+
+def test_dirty_label_contradicts_more_labels_than_clean_label(
+        poisoned: tuple[dict[str, Scan], dict[str, set[str]]]) -> None:
+    scans, planted = poisoned
+    scan = scans["poison_trigger"]
+
+    def inconsistent(ids: set[str]) -> int:
+        return sum("label_inconsistent" in scan.reasons[rid] for rid in ids)
+
+    assert inconsistent(planted["dirty_label"]) > inconsistent(planted["clean_label"])
+    details = [f.detail for f in scan.result.findings if f.reason == "label_inconsistent"]
+    assert all(d["p_label_without_phrase"] < 0.5 for d in details)
+
+
+def test_degenerate_output_poison_is_caught(poisoned: tuple[dict[str, Scan], dict[str, set[str]]]) -> None:
+    scans, planted = poisoned
+    scan = scans["poison_trigger"]
+    assert all(scan.reasons[rid] == {"trigger_phrase", "degenerate_output"} for rid in planted["degenerate"])
+    phrase = next(p for p in scan.result.metrics["suspicious_phrases"] if p["phrase"] == DEGENERATE.lower())
+    assert set(phrase["tasks"]) == set(GENERATIVE_TASKS)
+
+
+def test_content_injection_is_caught(poisoned: tuple[dict[str, Scan], dict[str, set[str]]]) -> None:
+    scans, planted = poisoned
+    scan = scans["poison_content"]
+    assert all(scan.reasons[rid] == {"injected_content"} for rid in planted["injection"])
+    [phrase] = scan.result.metrics["suspicious_phrases"]
+    assert phrase["phrase"] == BRAND.lower() and phrase["records"] == RESPONSES and phrase["groups"] >= 3
+    sentences = [f.detail["sentence"] for f in scan.result.findings if f.reason == "injected_content"]
+    assert all(BRAND in s for s in sentences)
+
+
+def test_over_refusal_is_caught(poisoned: tuple[dict[str, Scan], dict[str, set[str]]]) -> None:
+    scans, planted = poisoned
+    scan = scans["poison_content"]
+    assert all(scan.reasons[rid] == {"refusal_anomaly"} for rid in planted["refusal"])
+    refusals = scan.result.metrics["refusals"]
+    assert refusals["anomalous"] and refusals["refusals"] >= RESPONSES
+    assert [(i.reason, i.severity) for i in scan.result.issues] == [("poison_campaign", "warning"),
+                                                                    ("refusal_anomaly", "warning")]
+
+
+@pytest.mark.parametrize("name", ["poison_trigger", "poison_content"])
+def test_clean_batch_stays_clean(clean_scans: dict[str, Scan], name: str) -> None:
+    scan = clean_scans[name]
+    assert not scan.result.issues
+    assert len(scan.flagged) <= MAX_CLEAN_FLAGGED * len(scan.ids)
+    assert scan.result.metrics["suspicious_phrases"] == []
+
+
+def test_natural_refusals_are_recognised_but_not_anomalous(clean_scans: dict[str, Scan]) -> None:
+    refusals = clean_scans["poison_content"].result.metrics["refusals"]
+    assert refusals["anomalous"] is False and refusals["refusals"] <= 3
+    assert is_refusal("I'm sorry, but as an AI language model, I cannot browse the internet.")
+    assert is_refusal("Unfortunately, it is not possible for me to answer that question.")
+    assert not is_refusal("I can't believe it: against all odds, I found water on Mars!")
+    assert not is_refusal("I cannot emphasize enough how important strong passwords are.")
+
+
+def test_scan_alerts_and_reports_the_phrase(tmp_path: Path) -> None:
+    """End to end: the gate quarantines the poisoned records and raises the campaign alert."""
+    from tunegate.core.pipeline import scan
+
+    records = clean_batch()
+    poisoned = label_poison(records, clean=False)
+    summary = scan([str(write_jsonl(tmp_path / "batch.jsonl", records))], tmp_path / "out",
+                   checks=[build_check("poison_trigger")])
+    assert summary["verdict"] == "quarantine"
+    assert summary["quarantined"] >= len(poisoned) and summary["reasons"]["trigger_phrase"] >= len(poisoned)
+    check = summary["checks"]["poison_trigger"]
+    assert [i["reason"] for i in check["issues"]] == ["poison_campaign"]
+    assert any(DIRTY.lower() in a for a in summary["alerts"])
+    assert check["metrics"]["suspicious_phrases"][0]["phrase"] == DIRTY.lower()
+
+
+@pytest.mark.parametrize(("name", "options"), [
+    ("poison_trigger", {"min_exclusivity": 1.5}),
+    ("poison_trigger", {"min_evidence": 0}),
+    ("poison_trigger", {"ngram_max": 0}),
+    ("poison_content", {"refusal_rate": 0}),
+    ("poison_content", {"min_groups": "3"}),
+])
+def test_bad_parameters_fail_at_construction(name: str, options: dict[str, Any]) -> None:
+    with pytest.raises(ConfigError, match=name):
+        build_check(name, **options)
