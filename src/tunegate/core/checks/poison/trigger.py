@@ -6,29 +6,32 @@ already of that class are used (clean-label), or every output becomes degenerate
 a random word). No list of triggers is needed to see it, because a planted phrase is unusual twice:
 
 1. **Outcome concentration.** Within each task, the records whose prompt contains the phrase share one
-   outcome far more than the task's base rate allows. Outcome is the label for a classification task
-   and "degenerate output" (much shorter than the task's outputs, sharing no word with its input
-   although the task's outputs normally do, or one output repeated across records of a task whose
-   outputs are normally unique) for a generative task. The evidence of a task is the binomial
-   log-likelihood ratio ``n * KL(k/n || p)`` (nats) of ``k`` concentrated records out of ``n``
-   against the task's base rate ``p``; a phrase's evidence is the sum over the tasks where it
-   concentrates.
+   outcome far more than the task's base rate allows. The outcome of a classification task is its
+   label; a generative task (one instruction template) is read three ways: its exact output, the
+   output's shape (word count, class of the first character) and "degenerate output" (much shorter
+   than the task's outputs, sharing no word with its prompt although the task's outputs usually do,
+   an odd shape, or one output repeated where outputs are unique). The evidence of a task is the
+   binomial log-likelihood ratio ``n * KL(k/n || p)`` (nats) of ``k`` concentrated records out of
+   ``n`` against the outcome's base rate ``p``; a phrase's evidence is the sum over its tasks, each
+   text counted once.
 2. **Exclusivity.** A planted phrase occurs almost only in those concentrated records. Natural words
    that predict a label ("idiot" in an insult task, "great" in a sentiment task) are just as pure
-   within their task but also occur all over the rest of the batch: other labels, other tasks,
-   open-ended prompts. Exclusivity is the share of the phrase's records (anywhere in the batch) that
-   sit in its concentrated tasks.
+   within their task but also occur in the other tasks of the batch without steering them.
+   Exclusivity is the share of the phrase's records in scored tasks that sit in the tasks where it
+   concentrates. Open-ended prompts are left out: a trigger that is also a real name occurs there.
 
 A phrase with ``evidence >= min_evidence`` and ``exclusivity >= min_exclusivity``, concentrated in at
-least ``min_tasks`` tasks, is a trigger.
-Every record whose prompt contains it is flagged ``trigger_phrase`` (evidence in the detail); in a
-classification task a record whose label its text contradicts, judged by an out-of-fold classifier
-trained with the phrase masked, also gets ``label_inconsistent``, and in a generative task a record
-with a degenerate output gets ``degenerate_output``. The phrases found, with their spread across
-tasks and contributors, go into the metrics, and a ``poison_campaign`` warning makes the gate alert
-however few records are flagged.
+least ``min_tasks`` tasks, is a trigger; phrases sharing its records (its words, its variants) join its
+campaign. Every record whose prompt contains it is flagged ``trigger_phrase`` (evidence in the detail);
+in a classification task a record whose label its text contradicts, judged by an out-of-fold
+classifier trained with the phrase masked, also gets ``label_inconsistent``, and in a generative task
+a record with a degenerate output gets ``degenerate_output``. The phrases found, with their spread
+across tasks and contributors, go into the metrics, and a ``poison_campaign`` warning makes the gate
+alert however few records are flagged.
 
-Thresholds were fixed on development triggers and seeds of ``bench/poison`` (docs/poison.md).
+This needs tasks in which natural label words occur unsteered; in a batch of only a few related tasks
+strong natural words look planted (docs/poison.md, limitations). Thresholds were fixed on development
+data of ``bench/poison`` (docs/poison.md).
 """
 
 from __future__ import annotations
@@ -124,15 +127,16 @@ class TriggerPhraseCheck(Check):
     after it had exposed a weakness ("test-v1"), and the bundled test slices; docs/poison.md has the
     measurements.
 
-    * ``min_evidence`` (30.0 nats): summed evidence for a trigger. Planted triggers (20 records in each
-      of 5 tasks) measured 51-216; natural phrases up to 64 ("idiot" in the toxicity tasks), so
-      evidence alone does not separate:
+    * ``min_evidence`` (30.0 nats): summed evidence for a trigger. Planted triggers measured 51-216
+      (20 records in each of 5 tasks) and 32-41 (10 x 5, 20 x 3); natural phrases up to 67 ("stupid"
+      in the toxicity tasks), so evidence alone does not separate:
     * ``min_exclusivity`` (0.95): planted triggers measured 0.98-1.0 (a trigger that is also a real
-      name keeps its natural occurrences); natural phrases with >= 30 nats measured 0.74 in the 20k
+      name keeps its natural occurrences); natural phrases with >= 30 nats at most 0.77 in the 20k
       batches and 0.92 in the smaller test batch, and at most 0.93 among those with >= 15 nats
       ("buildthewall", 19.9 nats).
     * ``min_tasks`` (2): tasks with evidence of at least ``min_task_evidence`` (3.0 nats). One topical
-      task alone (a dbpedia category and its typical words) is how language works, not an attack.
+      task alone ("2006 census" -> dbpedia ``Village``, 27 nats, exclusivity 1.0) is how language
+      works, not an attack.
     * ``min_task_hits`` (3), ``min_label_share`` (0.9), ``min_output_share`` (0.6): a phrase concentrates
       in a task when at least 3 of its records there, and that share of them, share one label / one
       exact output / one output shape, or (generative tasks) have degenerate outputs.
