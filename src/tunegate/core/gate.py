@@ -13,7 +13,6 @@ recomputes a check. Writes, atomically, into the output directory:
 from __future__ import annotations
 
 import logging
-import shutil
 from collections import Counter
 from pathlib import Path
 from typing import Any
@@ -21,7 +20,7 @@ from typing import Any
 from tunegate import __version__
 from tunegate.core.checks.base import load_findings, load_summaries
 from tunegate.core.ingest import CANONICAL_FILE, REJECTED_FILE, IngestResult
-from tunegate.core.io import atomic_path, commit, write_json_atomic, write_text_atomic
+from tunegate.core.io import atomic_path, commit, copy_atomic, write_json_atomic, write_text_atomic
 from tunegate.core.policy import GatePolicy
 
 log = logging.getLogger(__name__)
@@ -104,12 +103,7 @@ def gate(work_dir: str | Path, out_dir: str | Path, policy: GatePolicy | None = 
 
     rejected_src = work / REJECTED_FILE
     if rejected_src.resolve() != (out / REJECTED_FILE).resolve():
-        tmp = atomic_path(out / REJECTED_FILE)
-        try:
-            shutil.copyfile(rejected_src, tmp)
-            commit(tmp, out / REJECTED_FILE)
-        finally:
-            tmp.unlink(missing_ok=True)
+        copy_atomic(rejected_src, out / REJECTED_FILE)
 
     _publish_artifacts(work, out, check_summaries)
     rejected = ingest.rejected
@@ -159,13 +153,7 @@ def _publish_artifacts(work: Path, out: Path, check_summaries: list[dict[str, An
                 s["artifacts"].pop(name)
                 continue
             target = out / DATA_DOCS_DIR / Path(rel).name
-            target.parent.mkdir(parents=True, exist_ok=True)
-            tmp = atomic_path(target)
-            try:
-                shutil.copyfile(src, tmp)
-                commit(tmp, target)
-            finally:
-                tmp.unlink(missing_ok=True)
+            copy_atomic(src, target)
             s["artifacts"][name] = f"{DATA_DOCS_DIR}/{target.name}"
 
 

@@ -107,6 +107,18 @@ def write_json_atomic(path: Path, obj: Any) -> None:
         tmp.unlink(missing_ok=True)
 
 
+def copy_atomic(src: Path, dst: Path) -> None:
+    """Copy ``src`` to ``dst`` through a temporary sibling, so ``dst`` is never seen half-written."""
+    import shutil
+
+    tmp = atomic_path(dst)
+    try:
+        shutil.copyfile(src, tmp)
+        commit(tmp, dst)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
 def write_text_atomic(path: Path, text: str) -> None:
     tmp = atomic_path(path)
     try:
