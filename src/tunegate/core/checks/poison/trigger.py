@@ -37,6 +37,7 @@ data of ``bench/poison`` (docs/poison.md).
 from __future__ import annotations
 
 import logging
+import re
 import time
 from collections import Counter
 from dataclasses import dataclass
@@ -85,6 +86,10 @@ class _Task:
     rows: np.ndarray
     channels: list[_Channel]
     why: list[str] | None = None  # "output" tasks: which degeneracy each record shows ("" if none)
+
+    @property
+    def family(self) -> str:
+        return task_family(self.name)
 
     @property
     def labels(self) -> _Channel:
@@ -160,8 +165,10 @@ class TriggerPhraseCheck(Check):
                  min_task_hits: int = 3, min_label_share: float = 0.9, min_output_share: float = 0.6,
                  min_evidence: float = 30.0, min_exclusivity: float = 0.95, short_ratio: float = 0.25,
                  template_share: float = 0.5, min_tasks: int = 2, min_task_evidence: float = 3.0,
-                 label_consistency: bool = True, max_chars: int = 2000, max_phrases: int = 20) -> None:
+                 label_consistency: bool = True, max_chars: int = 2000, max_phrases: int = 20,
+                 context_words: int = 5, max_label_words: int = 6) -> None:
         for name, value in (("ngram_max", ngram_max), ("min_records", min_records),
+                            ("context_words", context_words), ("max_label_words", max_label_words),
                             ("min_task_records", min_task_records), ("max_labels", max_labels),
                             ("min_task_hits", min_task_hits), ("max_chars", max_chars), ("min_tasks", min_tasks),
                             ("max_phrases", max_phrases)):
@@ -193,6 +200,8 @@ class TriggerPhraseCheck(Check):
         self.label_consistency = label_consistency
         self.max_chars = max_chars
         self.max_phrases = max_phrases
+        self.context_words = context_words
+        self.max_label_words = max_label_words
 
     # ------------------------------------------------------------------------------------------
     def run(self, batch: CanonicalBatch) -> CheckResult:
@@ -338,7 +347,7 @@ class TriggerPhraseCheck(Check):
                               & (n_tasks >= self.min_tasks))
         kept = []
         for c in hits.tolist():  # count each distinct text once (tasks built on the same texts)
-            e, t = self._distinct_evidence(c, ev, tasks, xc, prompts)
+            e, t = self._distinct_evidence(c, ev, tasks, xc, prompts, str(vocab[c]))
             evidence[c], n_tasks[c] = e, t
             if e >= self.min_evidence and t >= self.min_tasks:
                 kept.append(c)
@@ -374,26 +383,36 @@ class TriggerPhraseCheck(Check):
         phrases.sort(key=lambda p: -p.evidence)
         return phrases
 
-    def _distinct_evidence(self, c: int, ev: _Evidence, tasks: list[_Task], xc: sp.csc_matrix, prompts: list[str]
-                           ) -> tuple[float, int]:
-        """Evidence of phrase ``c`` counting each text once.
+    def _distinct_evidence(self, c: int, ev: _Evidence, tasks: list[_Task], xc: sp.csc_matrix, prompts: list[str],
+                           phrase: str) -> tuple[float, int]:
+        """Evidence of phrase ``c`` counting each underlying example and each dataset once.
 
-        Some tasks label the same texts along different dimensions (HatEval: hateful, aggressive,
-        targeted): a phrase concentrated in all of them is one observation, not three. Tasks are taken
-        strongest first; one whose records with the phrase mostly repeat texts already counted adds no
-        evidence.
+        One dataset often appears as several tasks: P3 ships every example under 5-10 prompt templates
+        (``amazon_polarity_Is_this_review``, ``amazon_polarity_user_satisfied``, ...), HatEval labels the
+        same tweets along three dimensions. A phrase concentrated in all of them is one observation, not
+        eight. Two guards, tasks taken strongest first:
+
+        * a task of a family already counted (:func:`task_family`: the same name prefix) adds nothing;
+        * a task whose records with the phrase mostly repeat examples already counted adds nothing. An
+          example is the phrase in its context (:func:`phrase_context`, the words around it), which
+          survives a different template around the same text.
         """
         import numpy as np
 
         rows = set(xc.indices[xc.indptr[c]:xc.indptr[c + 1]].tolist())
+        words = phrase.split()
         seen: set[str] = set()
+        families: set[str] = set()
         total, count = 0.0, 0
         sel = np.flatnonzero(ev.cols == c)
         for j in sel[np.argsort(-ev.llr[sel])].tolist():
-            texts = {prompts[r].strip().lower() for r in tasks[int(ev.tix[j])].rows.tolist() if r in rows}
-            if len(texts & seen) < 0.5 * len(texts):
+            task = tasks[int(ev.tix[j])]
+            texts = {phrase_context(prompts[r], words, self.context_words)
+                     for r in task.rows.tolist() if r in rows}
+            if task.family not in families and len(texts & seen) < 0.5 * len(texts):
                 total += float(ev.llr[j])
                 count += int(ev.llr[j] >= self.min_task_evidence)
+                families.add(task.family)
             seen |= texts
         return total, count
 
@@ -452,6 +471,33 @@ class TriggerPhraseCheck(Check):
             "label_inconsistent": inconsistent,
             "aliases": ph.aliases[:5],
         }
+
+
+_NAME_PART = re.compile(r"[^0-9a-z]+")
+_NUMBERED_TASK = re.compile(r"^task\d+$")
+
+
+def task_family(name: str) -> str:
+    """The dataset a task name belongs to: its first two name parts (``amazon_polarity_user_satisfied``
+    -> ``amazon_polarity``; P3 names a dataset's prompt templates this way), or a numbered task id on
+    its own (SuperNI ``task363_sst2_polarity_classification`` -> ``task363``)."""
+    parts = [p for p in _NAME_PART.split(name.lower()) if p]
+    if not parts:
+        return name
+    if _NUMBERED_TASK.match(parts[0]):
+        return parts[0]
+    return "_".join(parts[:2])
+
+
+def phrase_context(prompt: str, words: list[str], width: int) -> str:
+    """The phrase's first occurrence in ``prompt`` with ``width`` words either side, lower-cased: the same
+    example under another prompt template gives the same context. Whole prompt when not found."""
+    toks = tokens(prompt)
+    n = len(words)
+    for i in range(len(toks) - n + 1):
+        if toks[i:i + n] == words:
+            return " ".join(toks[max(0, i - width):i + n + width])
+    return " ".join(toks)
 
 
 def _shares(outcome: np.ndarray, size: int) -> np.ndarray:
