@@ -65,17 +65,22 @@ class Records:
         return out
 
 
-def label_set(outputs: list[str], *, min_records: int, max_labels: int, coverage: float) -> list[str] | None:
-    """The labels of a classification task, or ``None`` for a generative one.
+def label_set(outputs: list[str], *, min_records: int, max_labels: int, coverage: float, max_words: int = 6
+              ) -> list[str] | None:
+    """The labels of a classification task, or ``None`` when its outputs are not labels.
 
-    A task is a classification task when it has at least ``min_records`` records and at most
-    ``max_labels`` distinct outputs cover ``coverage`` of them (Super-NaturalInstructions polarity and
-    toxicity tasks: 2-4 labels cover 100%).
+    Outputs are labels when the task has at least ``min_records`` records and a small closed set of short
+    outputs that repeat: at most ``max_labels`` distinct outputs, each of at most ``max_words`` words,
+    cover ``coverage`` of the records (Super-NaturalInstructions polarity and toxicity tasks: 2-4 labels
+    of 1-3 words cover 100%). Open-ended answers never qualify, so they are never scored for label
+    concentration.
     """
     if len(outputs) < min_records:
         return None
     top = Counter(outputs).most_common(max_labels)
     if len(top) < 2 or sum(n for _, n in top) < coverage * len(outputs):
+        return None
+    if any(len(tokens(label)) > max_words for label, _ in top):
         return None
     return [label for label, _ in top]
 

@@ -54,6 +54,9 @@ log = logging.getLogger(__name__)
 INJECTED_CONTENT = "injected_content"
 REFUSAL_ANOMALY = "refusal_anomaly"
 CAMPAIGN = "poison_campaign"
+#: ``metrics["status"]`` when the batch cannot support a test, with an ``info`` issue SKIPPED
+INSUFFICIENT = "insufficient_data"
+SKIPPED = "check_skipped"
 
 _VERBS = (r"help|assist|answer|respond|reply|provide|complete|fulfil+|comply|engage|create|generate|write|access|"
           r"share|give|offer|support|perform|carry out|do (?:that|this|so)|draw|display|process|determine|retrieve|"
@@ -102,11 +105,12 @@ class InjectedContentCheck(Check):
                  max_phrase_df: float = 0.05, min_evidence: float = 60.0, min_capitalized: float = 0.7,
                  min_groups: int = 3, max_group_share: float = 0.5, refusal_rate: float = 0.005,
                  refusal_min_evidence: float = 10.0, template_records: int = 5, max_chars: int = 4000,
-                 max_phrases: int = 20) -> None:
+                 max_phrases: int = 20, min_responses: int = 200, refusal_min_responses: int = 200) -> None:
         for name, value in (("ngram_max", ngram_max), ("min_records", min_records),
                             ("min_response_words", min_response_words), ("min_groups", min_groups),
                             ("max_chars", max_chars), ("max_phrases", max_phrases),
-                            ("template_records", template_records)):
+                            ("template_records", template_records), ("min_responses", min_responses),
+                            ("refusal_min_responses", refusal_min_responses)):
             if not isinstance(value, int) or value < 1:
                 raise ConfigError(f"poison_content: {name} must be a positive integer, got {value!r}")
         for name, fraction in (("max_phrase_df", max_phrase_df), ("min_capitalized", min_capitalized),
@@ -129,6 +133,8 @@ class InjectedContentCheck(Check):
         self.template_records = template_records
         self.max_chars = max_chars
         self.max_phrases = max_phrases
+        self.min_responses = min_responses
+        self.refusal_min_responses = refusal_min_responses
 
     def run(self, batch: CanonicalBatch) -> CheckResult:
         started = time.monotonic()
@@ -136,25 +142,50 @@ class InjectedContentCheck(Check):
         label_groups, open_rows = self._group_kinds(records)
         findings: list[Finding] = []
         issues: list[BatchIssue] = []
-        phrases = self._injected(records, label_groups, findings)
+        skipped: list[str] = []
+        responses = [i for i in range(records.size) if records.group[i] not in label_groups
+                     and len(tokens(records.output[i][: self.max_chars])) >= self.min_response_words]
+        response_groups = len({records.group[i] for i in responses})
+        phrases: list[dict[str, Any]] = []
+        if len(responses) < self.min_responses or response_groups < self.min_groups:
+            # a name is "injected" when it recurs across groups far beyond what the prompts explain: with
+            # few responses or groups neither the count nor the spread means anything
+            skipped.append(f"injected-content scan skipped: {len(responses)} responses of >= "
+                           f"{self.min_response_words} words in {response_groups} group(s); it needs >= "
+                           f"{self.min_responses} responses in >= {self.min_groups} groups")
+        else:
+            phrases = self._injected(records, responses, findings)
         if phrases:
             top = ", ".join(f"'{p['phrase']}' ({p['records']} responses, {p['groups']} groups)" for p in phrases[:3])
             issues.append(BatchIssue(CAMPAIGN, "warning",
                                      f"{len(phrases)} name(s) recur in responses to unrelated instructions: {top}"))
-        refusals = self._refusals(records, open_rows, findings)
+        if len(open_rows) < self.refusal_min_responses:
+            skipped.append(f"refusal-rate test skipped: {len(open_rows)} open-ended responses; a rate of "
+                           f"{self.refusal_rate:.1%} needs >= {self.refusal_min_responses}")
+            refusals = self._refusals(records, open_rows, findings, test=False)
+        else:
+            refusals = self._refusals(records, open_rows, findings, test=True)
         if refusals["anomalous"]:
             issues.append(BatchIssue(REFUSAL_ANOMALY, "warning",
                                      f"{refusals['refusals']} of {refusals['responses']} open-ended responses "
                                      f"({refusals['rate']:.1%}) are refusals; expected at most "
                                      f"{self.refusal_rate:.1%} (evidence {refusals['evidence']:.0f} nats)"))
+        status_reason = "; ".join(skipped) or (f"{len(responses)} responses in {response_groups} groups and "
+                                              f"{len(open_rows)} open-ended responses scanned")
+        if skipped:
+            issues.append(BatchIssue(SKIPPED, "info", status_reason))
         metrics: dict[str, Any] = {
+            "status": INSUFFICIENT if skipped else "ok",
+            "status_reason": status_reason,
             "records": records.size,
+            "responses": len(responses),
             "suspicious_phrases": phrases[: self.max_phrases],
             "refusals": refusals,
             "seconds": round(time.monotonic() - started, 2),
         }
-        log.info("poison_content: %d injected phrase(s), refusal rate %.2f%% (%s), %d records flagged in %.1fs",
-                 len(phrases), 100 * refusals["rate"], "anomalous" if refusals["anomalous"] else "normal",
+        log.info("poison_content: %s; %d injected phrase(s), refusal rate %.2f%% (%s), %d records flagged in %.1fs",
+                 metrics["status"], len(phrases), 100 * refusals["rate"],
+                 "anomalous" if refusals["anomalous"] else "not tested" if refusals["tested"] is False else "normal",
                  len({f.row for f in findings}), metrics["seconds"])
         return CheckResult(self.name, findings, issues, metrics)
 
@@ -172,13 +203,9 @@ class InjectedContentCheck(Check):
         return label_groups, open_rows
 
     # ------------------------------------------------------------------------------------------
-    def _injected(self, records: Records, label_groups: set[str], findings: list[Finding]) -> list[dict[str, Any]]:
+    def _injected(self, records: Records, responses: list[int], findings: list[Finding]) -> list[dict[str, Any]]:
         import numpy as np
 
-        responses = [i for i in range(records.size) if records.group[i] not in label_groups
-                     and len(tokens(records.output[i][: self.max_chars])) >= self.min_response_words]
-        if len(responses) < self.min_records:
-            return []
         outputs = [records.output[i][: self.max_chars] for i in responses]
         o, vocab = ngram_matrix(outputs, ngram_max=self.ngram_max, min_df=self.min_records,
                                 max_df=self.max_phrase_df if len(outputs) >= 200 else 1.0)
@@ -244,11 +271,12 @@ class InjectedContentCheck(Check):
         return reported
 
     # ------------------------------------------------------------------------------------------
-    def _refusals(self, records: Records, open_rows: set[int], findings: list[Finding]) -> dict[str, Any]:
+    def _refusals(self, records: Records, open_rows: set[int], findings: list[Finding], *, test: bool
+                  ) -> dict[str, Any]:
         rows = sorted(open_rows)
         refusing = [i for i in rows if is_refusal(records.output[i])]
         n, k = len(rows), len(refusing)
-        evidence = float(binomial_llr(k, n, self.refusal_rate)) if n else 0.0
+        evidence = float(binomial_llr(k, n, self.refusal_rate)) if n and test else 0.0
         anomalous = evidence >= self.refusal_min_evidence
         if anomalous:
             for i in refusing:
@@ -257,7 +285,7 @@ class InjectedContentCheck(Check):
                                          "expected_rate": self.refusal_rate, "group": records.group[i]}))
         per_group = Counter(records.group[i] for i in refusing)
         return {"responses": n, "refusals": k, "rate": round(k / n, 4) if n else 0.0,
-                "evidence": round(evidence, 1), "anomalous": anomalous,
+                "evidence": round(evidence, 1), "anomalous": anomalous, "tested": test,
                 "by_group": dict(per_group.most_common(10))}
 
 

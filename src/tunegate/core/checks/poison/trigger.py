@@ -64,6 +64,9 @@ TRIGGER_PHRASE = "trigger_phrase"
 LABEL_INCONSISTENT = "label_inconsistent"
 DEGENERATE_OUTPUT = "degenerate_output"
 CAMPAIGN = "poison_campaign"
+#: ``metrics["status"]`` when the batch cannot support the statistics, with an ``info`` issue SKIPPED
+INSUFFICIENT = "insufficient_data"
+SKIPPED = "check_skipped"
 
 
 @dataclass
@@ -166,7 +169,7 @@ class TriggerPhraseCheck(Check):
                  min_evidence: float = 30.0, min_exclusivity: float = 0.95, short_ratio: float = 0.25,
                  template_share: float = 0.5, min_tasks: int = 2, min_task_evidence: float = 3.0,
                  label_consistency: bool = True, max_chars: int = 2000, max_phrases: int = 20,
-                 context_words: int = 5, max_label_words: int = 6) -> None:
+                 context_words: int = 5, max_label_words: int = 6, max_family_evidence: float = 15.0) -> None:
         for name, value in (("ngram_max", ngram_max), ("min_records", min_records),
                             ("context_words", context_words), ("max_label_words", max_label_words),
                             ("min_task_records", min_task_records), ("max_labels", max_labels),
@@ -180,8 +183,9 @@ class TriggerPhraseCheck(Check):
                                ("template_share", template_share)):
             if not 0.0 < float(fraction) <= 1.0:
                 raise ConfigError(f"poison_trigger: {name} must be a fraction in (0, 1], got {fraction!r}")
-        if min_evidence <= 0:
-            raise ConfigError(f"poison_trigger: min_evidence must be positive (nats), got {min_evidence!r}")
+        for name, nats in (("min_evidence", min_evidence), ("max_family_evidence", max_family_evidence)):
+            if float(nats) <= 0:
+                raise ConfigError(f"poison_trigger: {name} must be positive (nats), got {nats!r}")
         self.ngram_max = ngram_max
         self.min_records = min_records
         self.max_phrase_df = float(max_phrase_df)
@@ -202,6 +206,7 @@ class TriggerPhraseCheck(Check):
         self.max_phrases = max_phrases
         self.context_words = context_words
         self.max_label_words = max_label_words
+        self.max_family_evidence = float(max_family_evidence)
 
     # ------------------------------------------------------------------------------------------
     def run(self, batch: CanonicalBatch) -> CheckResult:
@@ -213,19 +218,31 @@ class TriggerPhraseCheck(Check):
         x, vocab = ngram_matrix(prompts, ngram_max=self.ngram_max, min_df=self.min_records,
                                 max_df=self.max_phrase_df if records.size >= 100 else 1.0)
         tasks = self._tasks(records, prompts)
-        # Exclusivity is measured where a phrase has an outcome to steer: in the scored tasks. Its
-        # occurrences in open-ended prompts (a trigger that is also a real name) neither support nor
-        # contradict a campaign.
-        scored = np.concatenate([t.rows for t in tasks]) if tasks else np.zeros(0, dtype=np.int64)
-        df = np.asarray(x[scored].sum(axis=0)).ravel()
-        phrases = self._score(x, vocab, df, tasks, prompts)
+        families = sorted({t.family for t in tasks})
         findings: list[Finding] = []
         reported: list[dict[str, Any]] = []
+        issues: list[BatchIssue] = []
+        status, status_reason = "ok", ""
+        phrases: list[_Phrase] = []
+        if len(families) < self.min_tasks:
+            # a campaign is concentration in >= min_tasks datasets: with fewer there is nothing to score, and
+            # saying "no trigger" would be a guess
+            status = INSUFFICIENT
+            status_reason = (f"trigger scan skipped: {len(tasks)} scorable task(s) from {len(families)} dataset(s) "
+                             f"(a scorable task has >= {self.min_task_records} records with label outputs or one "
+                             f"instruction template); a trigger campaign needs >= {self.min_tasks} datasets")
+            issues.append(BatchIssue(SKIPPED, "info", status_reason))
+        else:
+            # Exclusivity is measured where a phrase has an outcome to steer: in the scored tasks. Its
+            # occurrences in open-ended prompts (a trigger that is also a real name) neither support nor
+            # contradict a campaign.
+            scored = np.concatenate([t.rows for t in tasks])
+            df = np.asarray(x[scored].sum(axis=0)).ravel()
+            phrases = self._score(x, vocab, df, tasks, prompts)
         for ph in phrases:
             findings += self._flag(ph, tasks, x, vocab, records)
             if len(reported) < self.max_phrases:
                 reported.append(self._describe(ph, tasks, records, findings))
-        issues = []
         if phrases:
             top = ", ".join(f"'{p['phrase']}' ({p['records']} records, {len(p['tasks'])} tasks, "
                             f"evidence {p['evidence']:.0f} nats)" for p in reported[:3])
@@ -233,15 +250,18 @@ class TriggerPhraseCheck(Check):
                                      f"{len(phrases)} trigger phrase(s) steer the outcomes of the records "
                                      f"that contain them: {top}"))
         metrics: dict[str, Any] = {
+            "status": status,
+            "status_reason": status_reason or (f"{len(tasks)} task(s) from {len(families)} dataset(s) scored"),
             "records": records.size,
             "label_tasks": sum(t.kind == "label" for t in tasks),
             "output_tasks": sum(t.kind == "output" for t in tasks),
+            "datasets": len(families),
             "phrases_scored": int(x.shape[1]),
             "suspicious_phrases": reported,
             "seconds": round(time.monotonic() - started, 2),
         }
-        log.info("poison_trigger: %d trigger phrase(s), %d records flagged, %d phrases scored over %d tasks "
-                 "in %.1fs", len(phrases), len({f.row for f in findings}), x.shape[1], len(tasks),
+        log.info("poison_trigger: %s; %d trigger phrase(s), %d records flagged, %d phrases scored over %d tasks "
+                 "in %.1fs", status, len(phrases), len({f.row for f in findings}), x.shape[1], len(tasks),
                  metrics["seconds"])
         return CheckResult(self.name, findings, issues, metrics)
 
@@ -257,7 +277,7 @@ class TriggerPhraseCheck(Check):
                 continue
             outputs = [records.output[i] for i in rows]
             labels = label_set(outputs, min_records=self.min_task_records, max_labels=self.max_labels,
-                               coverage=self.label_coverage)
+                               coverage=self.label_coverage, max_words=self.max_label_words)
             idx = np.asarray(rows, dtype=np.int64)
             if labels is not None:
                 index = {label: i for i, label in enumerate(labels)}
@@ -347,7 +367,7 @@ class TriggerPhraseCheck(Check):
                               & (n_tasks >= self.min_tasks))
         kept = []
         for c in hits.tolist():  # count each distinct text once (tasks built on the same texts)
-            e, t = self._distinct_evidence(c, ev, tasks, xc, prompts, str(vocab[c]))
+            e, t = self._distinct_evidence(c, ev, tasks, xc, prompts, phrase=str(vocab[c]))
             evidence[c], n_tasks[c] = e, t
             if e >= self.min_evidence and t >= self.min_tasks:
                 kept.append(c)
@@ -383,7 +403,7 @@ class TriggerPhraseCheck(Check):
         phrases.sort(key=lambda p: -p.evidence)
         return phrases
 
-    def _distinct_evidence(self, c: int, ev: _Evidence, tasks: list[_Task], xc: sp.csc_matrix, prompts: list[str],
+    def _distinct_evidence(self, c: int, ev: _Evidence, tasks: list[_Task], xc: sp.csc_matrix, prompts: list[str], *,
                            phrase: str) -> tuple[float, int]:
         """Evidence of phrase ``c`` counting each underlying example and each dataset once.
 
@@ -396,6 +416,9 @@ class TriggerPhraseCheck(Check):
         * a task whose records with the phrase mostly repeat examples already counted adds nothing. An
           example is the phrase in its context (:func:`phrase_context`, the words around it), which
           survives a different template around the same text.
+
+        A family adds at most ``max_family_evidence``: evidence of natural cues grows with the size of
+        a dataset, a campaign is spread over datasets.
         """
         import numpy as np
 
@@ -410,7 +433,7 @@ class TriggerPhraseCheck(Check):
             texts = {phrase_context(prompts[r], words, self.context_words)
                      for r in task.rows.tolist() if r in rows}
             if task.family not in families and len(texts & seen) < 0.5 * len(texts):
-                total += float(ev.llr[j])
+                total += min(float(ev.llr[j]), self.max_family_evidence)
                 count += int(ev.llr[j] >= self.min_task_evidence)
                 families.add(task.family)
             seen |= texts
@@ -478,14 +501,15 @@ _NUMBERED_TASK = re.compile(r"^task\d+$")
 
 
 def task_family(name: str) -> str:
-    """The dataset a task name belongs to: its first two name parts (``amazon_polarity_user_satisfied``
-    -> ``amazon_polarity``; P3 names a dataset's prompt templates this way), or a numbered task id on
-    its own (SuperNI ``task363_sst2_polarity_classification`` -> ``task363``)."""
+    """The dataset a task name belongs to. Tasks of one dataset share their texts' distribution (and often
+    the texts): P3 names a dataset's prompt templates ``<dataset>_<template>``
+    (``amazon_polarity_user_satisfied`` -> ``amazon_polarity``, its first two name parts); SuperNI names
+    its tasks ``task<N>_<dataset>_<what>`` (``task327_jigsaw_classification_toxic`` -> ``jigsaw``)."""
     parts = [p for p in _NAME_PART.split(name.lower()) if p]
     if not parts:
         return name
     if _NUMBERED_TASK.match(parts[0]):
-        return parts[0]
+        return parts[1] if len(parts) > 1 else parts[0]
     return "_".join(parts[:2])
 
 
