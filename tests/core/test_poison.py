@@ -253,6 +253,7 @@ def test_over_refusal_is_caught(poisoned: tuple[dict[str, Scan], dict[str, set[s
 def test_clean_batch_stays_clean(clean_scans: dict[str, Scan], name: str) -> None:
     scan = clean_scans[name]
     assert not scan.result.issues
+    assert scan.result.metrics["status"] == "ok" and scan.result.metrics["status_reason"]
     assert len(scan.flagged) <= MAX_CLEAN_FLAGGED * len(scan.ids)
     assert scan.result.metrics["suspicious_phrases"] == []
 
@@ -292,3 +293,86 @@ def test_scan_alerts_and_reports_the_phrase(tmp_path: Path) -> None:
 def test_bad_parameters_fail_at_construction(name: str, options: dict[str, Any]) -> None:
     with pytest.raises(ConfigError, match=name):
         build_check(name, **options)
+
+
+# --------------------------------------------------------------------------------------------------
+# False alarms on clean data, and batches too small to judge
+
+
+#: P3-style prompt templates: (template name, prompt around the text, label of the positive / negative class)
+TEMPLATES = (("Is_this_review", "{text}\nIs this review positive or negative?", "Positive", "Negative"),
+             ("user_satisfied", "Here is a review left by a customer:\n{text}\nWas the customer satisfied?",
+              "satisfied", "dissatisfied"),
+             ("flattering_or_not", "Review: {text}\nIs this review flattering or not flattering?", "flattering",
+              "not flattering"),
+             ("would_recommend", "{text}\nWould the writer recommend it? Answer Yes or No.", "Yes", "No"))
+
+
+def template_variants(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The slice's polarity examples rendered under several prompt templates, one task per template, as P3
+    ships them (``amazon_polarity_Is_this_review``, ``amazon_polarity_user_satisfied``, ...)."""
+    out = []
+    for dataset, task, positive in (("sst2_polarity", "task363_sst2_polarity_classification", "POS"),
+                                    ("review_polarity", "task493_review_polarity_classification", "Positive")):
+        for name, prompt, pos, neg in TEMPLATES:
+            for r in records:
+                if r["task"] == task:
+                    out.append({"id": f"{r['id']}-{name}", "instruction": prompt.format(text=r["input"]), "input": "",
+                                "output": pos if r["output"] == positive else neg, "task": f"{dataset}_{name}",
+                                "source": "p3_style"})
+    return out
+
+
+def test_template_variants_of_one_dataset_are_one_observation(tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+                                                              ) -> None:
+    """P3 repeats each example under 5-10 templates: natural sentiment words concentrate in every variant.
+    Counted once per dataset and example, they raise nothing; counted per task, they looked like campaigns
+    (2,400 records: 2 datasets x 4 templates, like P3's amazon_polarity and yelp_review_full)."""
+    from tunegate.core.checks.poison import trigger
+
+    records = template_variants(clean_batch())
+    scan = run_check(tmp_path / "guarded", "poison_trigger", records, set())
+    assert scan.result.issues == [] and scan.flagged == set()
+    assert scan.result.metrics["status"] == "ok"
+    # without the two guards (every task its own dataset, every prompt its own example) the same batch
+    # raises a false campaign ("waste": 12 negative reviews counted four times): the guards, not the
+    # thresholds, keep it clean
+    monkeypatch.setattr(trigger, "task_family", lambda name: name)
+    monkeypatch.setattr(trigger, "phrase_context", lambda prompt, words, width: prompt)
+    unguarded = run_check(tmp_path / "unguarded", "poison_trigger", records, set())
+    assert [i.reason for i in unguarded.result.issues] == ["poison_campaign"]
+    assert unguarded.result.metrics["suspicious_phrases"][0]["phrase"] == "waste"
+
+
+def test_task_family_and_phrase_context() -> None:
+    from tunegate.core.checks.poison.trigger import phrase_context, task_family
+
+    assert task_family("amazon_polarity_Is_this_review") == task_family("amazon_polarity_user_satisfied")
+    assert task_family("task327_jigsaw_classification_toxic") == task_family("task328_jigsaw_classification_insult")
+    assert task_family("task363_sst2_polarity_classification") != task_family("task195_sentiment140_classification")
+    text = "I bought it for my mom and she loves it , great value"
+    assert (phrase_context(f"Review: {text}\nIs this review positive?", ["loves"], 3)
+            == phrase_context(f"Here is a review: {text}\nWas the customer satisfied?", ["loves"], 3)
+            == "mom and she loves it great value")
+
+
+def test_too_small_batch_says_so_instead_of_guessing(tmp_path: Path) -> None:
+    """150 records (no task with 50, too few responses): both checks report insufficient data, flag nothing."""
+    records = random.Random(3).sample(clean_batch(), 150)
+    for name in ("poison_trigger", "poison_content"):
+        result = run_check(tmp_path / name, name, records, set()).result
+        assert result.findings == []
+        assert result.metrics["status"] == "insufficient_data"
+        assert [(i.reason, i.severity) for i in result.issues] == [("check_skipped", "info")]
+        assert result.issues[0].message == result.metrics["status_reason"]
+    content = run_check(tmp_path / "again", "poison_content", records, set()).result
+    assert "refusal-rate test skipped" in content.metrics["status_reason"]
+    assert content.metrics["refusals"]["tested"] is False
+
+
+def test_one_dataset_alone_is_too_uniform_for_a_campaign(tmp_path: Path) -> None:
+    """A batch of two tasks of one dataset (jigsaw) cannot show a campaign across datasets: it says so."""
+    records = [r for r in clean_batch() if r["task"].startswith(("task327_jigsaw", "task328_jigsaw"))]
+    result = run_check(tmp_path, "poison_trigger", records, set()).result
+    assert result.metrics["status"] == "insufficient_data" and result.findings == []
+    assert "1 dataset(s)" in result.metrics["status_reason"]
