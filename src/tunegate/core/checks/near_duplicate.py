@@ -24,7 +24,11 @@ thousands of copies ends as one cluster although each record sees only ``k`` nei
 from __future__ import annotations
 
 import logging
+import math
+import re
 import time
+from collections import Counter
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
 from tunegate.core.checks._vectors import EmbeddingCheck
@@ -33,6 +37,8 @@ from tunegate.exceptions import ConfigError
 
 if TYPE_CHECKING:
     import numpy as np
+
+    from tunegate.core.history import History
 
 log = logging.getLogger(__name__)
 
@@ -47,6 +53,7 @@ DEFAULT_THRESHOLD = 0.95
 DEFAULT_THRESHOLDS = {"hashing": DEFAULT_THRESHOLD, "static": 0.98}
 _HISTORY_K = 10  # one history search of k=10 serves embedding_outlier too (same cost as k=1 on IVF)
 _MAX_REPS_SCANNED = 256  # above this many representatives in one component, compare with neighbours' only
+_MAX_VERIFIED = 8  # candidates verified per record, most similar first (bounds the work in template clusters)
 
 
 class NearDuplicateCheck(EmbeddingCheck):
@@ -89,32 +96,50 @@ class NearDuplicateCheck(EmbeddingCheck):
             issues += [BatchIssue("history_missing", "info", note) for note in history.notes]
         vectors = self.vectors(batch)
 
-        # 1. against the history: the best match of each record
-        hist_sim = np.full(n, -np.inf, dtype=np.float32)
-        hist_pos = np.full(n, -1, dtype=np.int64)
+        # candidates: the history records and batch neighbours at or above the threshold (FAISS, recall);
+        # then each candidate pair is verified on its text (precision), see pair_difference
+        hist_sim = np.full((n, 1), -np.inf, dtype=np.float32)
+        hist_pos = np.full((n, 1), -1, dtype=np.int64)
         if history is not None and history.count:
-            s, p = self.history_knn(batch, vectors, history, _HISTORY_K)
-            hist_sim, hist_pos = s[:, 0], p[:, 0]
-        in_history = hist_sim >= self.threshold
-
-        # 2. within the batch: kNN graph -> components -> representatives in batch order
-        rep = np.full(n, -1, dtype=np.int64)
-        rep_sim = np.zeros(n, dtype=np.float32)
+            hist_sim, hist_pos = self.history_knn(batch, vectors, history, _HISTORY_K)
+        sims = np.zeros((n, 0), dtype=np.float32)
+        nbrs = np.zeros((n, 0), dtype=np.int64)
         kind = "none"
         if n > 1:
             sims, nbrs, kind = self.batch_knn(batch, vectors, self.k)
-            rep, rep_sim = self._cluster(vectors, sims, nbrs, in_history)
+        hist_cand = (hist_sim >= self.threshold) & (hist_pos >= 0)
+        batch_cand = (sims >= self.threshold) & (nbrs >= 0)
+        needed = np.asarray(hist_cand.any(axis=1) | batch_cand.any(axis=1), dtype=bool)
+        needed[nbrs[batch_cand]] = True
+        verifier = PairVerifier(self.spec.fields)
+        verifier.load_batch(batch, np.flatnonzero(needed), digests)
+        hist_match = np.full(n, -1, dtype=np.int64)
+        hist_best = np.zeros(n, dtype=np.float32)
+        if hist_cand.any():
+            assert history is not None
+            issues += verifier.load_history(history, np.unique(hist_pos[hist_cand]))
+            for row in np.flatnonzero(hist_cand.any(axis=1)).tolist():
+                for c in np.flatnonzero(hist_cand[row]).tolist()[:_MAX_VERIFIED]:
+                    if verifier.same_as_history(row, int(hist_pos[row, c])):
+                        hist_match[row], hist_best[row] = hist_pos[row, c], hist_sim[row, c]
+                        break
+        in_history = hist_match >= 0
+
+        rep = np.full(n, -1, dtype=np.int64)
+        rep_sim = np.zeros(n, dtype=np.float32)
+        if n > 1:
+            rep, rep_sim = self._cluster(vectors, sims, nbrs, in_history, verifier.same)
 
         findings: list[Finding] = []
         hist_ids: list[Any] = []
         hist_batch: list[Any] = []
         batch_names: list[str] = []
         if history is not None and in_history.any():
-            hist_ids = history.column("id", hist_pos[in_history])
-            hist_batch = history.column("batch", hist_pos[in_history])
+            hist_ids = history.column("id", hist_match[in_history])
+            hist_batch = history.column("batch", hist_match[in_history])
             batch_names = [b["batch_id"] for b in history.manifest["batches"]]
         for row, rid, b in zip(np.flatnonzero(in_history).tolist(), hist_ids, hist_batch, strict=True):
-            sim = float(hist_sim[row])
+            sim = float(hist_best[row])
             findings.append(Finding(row, "near_duplicate", round(sim, 4), {
                 "representative": rid, "similarity": round(sim, 4), "in": "history",
                 "history_batch": batch_names[b] if b is not None and b < len(batch_names) else None}))
@@ -134,6 +159,8 @@ class NearDuplicateCheck(EmbeddingCheck):
         clusters = int((sizes > 0).sum())
         metrics = {
             "records": n, "threshold": self.threshold, "k": self.k, "batch_index": kind,
+            "candidate_pairs_verified": verifier.verified, "candidate_pairs_distinct": verifier.distinct,
+            "distinct_because": dict(verifier.reasons.most_common(8)),
             "history_records": history.count if history is not None else 0,
             "history_index": history.kind if history is not None else "none",
             "near_duplicates_of_history": int(in_history.sum()), "near_duplicates_in_batch": len(members),
@@ -144,8 +171,8 @@ class NearDuplicateCheck(EmbeddingCheck):
                  len(members), clusters, len(flooders), time.perf_counter() - started)
         return CheckResult(self.key, findings, issues, metrics)
 
-    def _cluster(self, vectors: np.ndarray, sims: np.ndarray, nbrs: np.ndarray,
-                 in_history: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    def _cluster(self, vectors: np.ndarray, sims: np.ndarray, nbrs: np.ndarray, in_history: np.ndarray,
+                 same: Callable[[int, int], bool]) -> tuple[np.ndarray, np.ndarray]:
         """Representative row of each flagged record (``-1`` for kept ones) and the similarity to it."""
         import numpy as np
 
@@ -182,9 +209,10 @@ class NearDuplicateCheck(EmbeddingCheck):
                                      if j < i and (rep[j] >= 0 or is_rep[j])})
             if candidates:
                 s = vectors[candidates] @ vectors[i]
-                best = int(np.argmax(s))
-                if s[best] >= t:
-                    rep[i], rep_sim[i] = candidates[best], s[best]
+                order = np.argsort(-s, kind="stable")[:_MAX_VERIFIED]
+                match = next((int(c) for c in order.tolist() if s[c] >= t and same(i, candidates[c])), -1)
+                if match >= 0:
+                    rep[i], rep_sim[i] = candidates[match], s[match]
                     continue
             reps.append(i)
             is_rep[i] = True
@@ -268,3 +296,318 @@ def binomial_tail(d: int, m: int, p: float) -> float:
     logs = log_first + np.concatenate(([0.0], np.cumsum(np.log((m - i) / (i + 1)) + math.log(p) - math.log1p(-p))))
     top = float(logs.max())
     return min(1.0, math.exp(top) * float(np.exp(logs - top).sum()))
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Verification: is a candidate pair the same training example said again?
+
+_WORD = re.compile(r"\w+")
+#: Answers of up to this many words must be equal word for word (after lower-casing, dropping punctuation):
+#: a label, a number, a star rating, a short span.
+SHORT_ANSWER_WORDS = 8
+#: Fields of fewer shared words than this tolerate no changed word (``cat`` vs ``cats`` is another input).
+_MIN_TOLERANT = 8
+#: A word replaced by another (not a typo) is an edit only in a text of this many shared words: in a short
+#: sentence it makes another sentence (``A man is talking`` vs ``A man is eating``).
+_MIN_SUBSTITUTION = 20
+#: Share of the shared words that may be substituted, added or dropped (at least one from _MIN_TOLERANT on).
+_CHANGED_SHARE = 0.05
+#: A run of this many changed words on one side is new content (a question, a sentence), never an edit.
+_NEW_CONTENT_RUN = 3
+#: Changes only at the start or end of a field (a prompt template's wrapper) are tolerated around a shared
+#: core of at least this many words that is at least as long as the changes.
+_WRAPPER_CORE = 20
+#: Text before or after the shared passage is a template's wrapper when 80% of its trigrams occur in this
+#: many of the records read for verification (a record's own text occurs in it and its copies only).
+TEMPLATE_MIN_RECORDS = 5
+_TEMPLATE_SHARE = 0.8
+_ANCHOR_WORDS = 5  # a shared run this long anchors the core (shorter ones are template words by chance)
+_TYPO_RATIO = 0.75  # character similarity of a changed run that makes it a typo, not another word
+
+
+#: Characters of each field that verification reads: far more than the embedding's ``max_chars``, so that a
+#: question after a long passage is seen (two questions about one article differ after 2,000 characters).
+VERIFY_CHARS = 20_000
+#: Last token of the words of a field longer than ``max_chars``: what follows the cut is not compared.
+CUT = "\x00cut"
+
+
+def field_words(text: str | None, max_chars: int) -> tuple[str, ...]:
+    """Lower-cased words of a field (punctuation, case and spacing are not what makes an example); a field
+    of punctuation alone (``:)``) is one token of its non-space characters. A field cut at ``max_chars``
+    (as the embedding cuts it) ends with :data:`CUT`, and its last, possibly partial, word is dropped."""
+    raw = text or ""
+    t = raw[:max_chars].lower()
+    words = _WORD.findall(t)
+    if len(raw) > max_chars:
+        return (*words[:-1], CUT)
+    if words:
+        return tuple(words)
+    rest = "".join(t.split())
+    return (rest,) if rest else ()
+
+
+def field_difference(a: tuple[str, ...], b: tuple[str, ...], *, answer: bool = False,
+                     is_wrapper: Callable[[tuple[str, ...], tuple[str, ...]], bool] | None = None) -> str | None:
+    """Why two versions of one field are not the same text said again, or ``None`` when they are (or are
+    both empty: no evidence either way; the caller requires evidence from at least one field).
+
+    ``is_wrapper(region, core)``: whether a run of words around the shared ``core`` is template text (far
+    more frequent in the batch than the core). What differs before or after a long shared passage is
+    tolerated as another template's wrapper only then; otherwise it is what is asked (a question about
+    the passage, a review inside a rating template). Without ``is_wrapper``, no wrapper is tolerated."""
+    from difflib import SequenceMatcher
+
+    if a == b:
+        return None
+    if not a or not b:
+        return "empty on one side"
+    longest = max(len(a), len(b))
+    if answer and longest <= SHORT_ANSWER_WORDS:
+        return "a different short answer"
+    if min(len(a), len(b)) >= _WRAPPER_CORE and sorted(a) == sorted(b):
+        return None  # the same words reordered (sentences moved)
+    ops = SequenceMatcher(None, a, b, autojunk=False).get_opcodes()
+    why = _edit_difference(a, b, ops)
+    if why is None or answer:
+        return why
+    # Not an edit of the whole field: maybe another prompt template around the same passage and question.
+    # The wrapper is what lies before the first and after the last long shared run; it may differ if the
+    # core dominates and the differing text is template text (see is_wrapper).
+    anchors = [k for k, (tag, i1, i2, _, _) in enumerate(ops) if tag == "equal" and i2 - i1 >= _ANCHOR_WORDS]
+    if not anchors:
+        return why
+    first, last = ops[anchors[0]], ops[anchors[-1]]
+    core_ops = ops[anchors[0]:anchors[-1] + 1]
+    shared = sum(i2 - i1 for tag, i1, i2, _, _ in core_ops if tag == "equal")
+    # a tail cut at VERIFY_CHARS is where the other side's wrapper pushed the cut, not a difference
+    tails = () if a[-1] == CUT and b[-1] == CUT else tuple(t for t in (a[last[2]:], b[last[4]:]) if CUT not in t)
+    regions = [r for r in (a[:first[1]], b[:first[3]], *tails) if r]
+    if shared < _WRAPPER_CORE or sum(map(len, regions)) > shared:
+        return why
+    core = max((op for op in core_ops if op[0] == "equal"), key=lambda op: op[2] - op[1])
+    if is_wrapper is None or not all(is_wrapper(r, a[core[1]:core[2]]) for r in regions):
+        return why
+    return _edit_difference(a, b, core_ops)
+
+
+def _edit_difference(a: tuple[str, ...], b: tuple[str, ...], ops: Sequence[tuple[str, int, int, int, int]]
+                     ) -> str | None:
+    """Why the opcodes ``ops`` of ``a`` against ``b`` are more than a light edit, or ``None``."""
+    shared = sum(i2 - i1 for tag, i1, i2, _, _ in ops if tag == "equal")
+    longest = max(ops[-1][2] - ops[0][1], ops[-1][4] - ops[0][3])
+    if 2 * shared < longest:
+        return "mostly different words"
+    changed = 0
+    for tag, i1, i2, j1, j2 in ops:
+        if tag == "equal":
+            continue
+        pa, pb = a[i1:i2], b[j1:j2]
+        if "".join(pa) == "".join(pb):
+            continue  # a word split or joined
+        if any(ch.isdigit() for w in pa + pb for ch in w):
+            if shared >= _MIN_SUBSTITUTION and len(pa) == len(pb) == 1 and _one_char_apart(pa[0], pb[0]):
+                continue  # a typo in a number inside a long text (2016 -> 206)
+            return "a number differs"
+        if shared >= _MIN_TOLERANT and pa and pb and _is_typo(pa, pb):
+            continue
+        if max(len(pa), len(pb)) >= _NEW_CONTENT_RUN:
+            return "different content (a run of 3+ words)"
+        if pa and pb and shared < _MIN_SUBSTITUTION:
+            return "a different word in a short text"
+        changed += max(len(pa), len(pb))
+    allowed = max(math.ceil(_CHANGED_SHARE * shared), 1 if shared >= _MIN_TOLERANT else 0)
+    if changed > allowed:
+        return f"{changed} of {longest} words differ"
+    return None
+
+
+def _one_char_apart(x: str, y: str) -> bool:
+    """One character inserted, dropped or replaced."""
+    if len(x) < len(y):
+        x, y = y, x
+    if len(x) - len(y) > 1:
+        return False
+    i = next((k for k, (p, q) in enumerate(zip(x, y, strict=False)) if p != q), len(y))
+    return x[i + 1:] == (y[i + 1:] if len(x) == len(y) else y[i:])
+
+
+def _is_typo(pa: tuple[str, ...], pb: tuple[str, ...]) -> bool:
+    from difflib import SequenceMatcher
+
+    ja, jb = " ".join(pa), " ".join(pb)
+    return len(pa) == len(pb) <= 2 and SequenceMatcher(None, ja, jb, autojunk=False).ratio() >= _TYPO_RATIO
+
+
+def pair_difference(a: Sequence[tuple[str, ...]], b: Sequence[tuple[str, ...]], fields: Sequence[str],
+                    templates: TemplateIndex | None = None) -> str | None:
+    """Why records ``a`` and ``b`` (word tuples per field, in ``fields`` order) are distinct, or ``None``
+    when they are the same example: every field non-empty on either side agrees, and at least one does."""
+    evidence = False
+    check = None if templates is None else templates.is_wrapper
+    for name, fa, fb in zip(fields, a, b, strict=True):
+        why = field_difference(fa, fb, answer=name == "output", is_wrapper=check)
+        if why is not None:
+            return f"{name}: {why}"
+        evidence = evidence or bool(fa)
+    return None if evidence else "every field is empty"
+
+
+class TemplateIndex:
+    """Document frequency of word 1-3-grams over the records that verification reads, in a fixed-size
+    count-min sketch (two hashed tables of ``2**22`` counters: 32 MiB whatever the batch), so that a run of
+    words can be told to be template text (in at least ``min_records`` records) or the record's own."""
+
+    _BITS = 22
+
+    def __init__(self, min_records: int = TEMPLATE_MIN_RECORDS) -> None:
+        import numpy as np
+
+        self.min_records = min_records
+        self._tables = np.zeros((2, 1 << self._BITS), dtype=np.int32)
+        self._pending: list[int] = []
+
+    @staticmethod
+    def _grams(words: tuple[str, ...]) -> set[int]:
+        return {hash(words[i:i + n]) for n in (1, 2, 3) for i in range(len(words) - n + 1)}
+
+    def add(self, prompt_fields: Sequence[tuple[str, ...]]) -> None:
+        grams: set[int] = set()
+        for words in prompt_fields:
+            grams |= self._grams(words)
+        self._pending.extend(grams)
+        if len(self._pending) > 1_000_000:
+            self._flush()
+
+    def _flush(self) -> None:
+        import numpy as np
+
+        if not self._pending:
+            return
+        h = np.array(self._pending, dtype=np.int64).view(np.uint64)
+        mask = np.uint64((1 << self._BITS) - 1)
+        np.add.at(self._tables[0], (h & mask).astype(np.int64), 1)
+        np.add.at(self._tables[1], ((h >> np.uint64(self._BITS)) & mask).astype(np.int64), 1)
+        self._pending = []
+
+    def frequency(self, words: tuple[str, ...]) -> int:
+        self._flush()
+        h = hash(words) & ((1 << 64) - 1)
+        mask = (1 << self._BITS) - 1
+        return int(min(self._tables[0][h & mask], self._tables[1][(h >> self._BITS) & mask]))
+
+    def is_wrapper(self, region: tuple[str, ...], core: tuple[str, ...]) -> bool:
+        """Whether most of the region's trigrams (the whole region when shorter) occur in at least
+        ``min_records`` records and in twice as many records as the core's typical trigram: a template
+        is used across many examples, while a question about a passage occurs where the passage does."""
+        core_grams = [core[i:i + 3] for i in range(0, len(core) - 2, max(1, (len(core) - 2) // 16))]
+        core_freq = sorted(self.frequency(g) for g in core_grams)[len(core_grams) // 2] if core_grams else 0
+        need = max(self.min_records, 2 * core_freq)
+        n = min(3, len(region))
+        grams = [region[i:i + n] for i in range(len(region) - n + 1)]
+        return sum(self.frequency(g) >= need for g in grams) >= _TEMPLATE_SHARE * len(grams)
+
+
+class PairVerifier:
+    """The text of the records in candidate pairs (batch and history), and the verdict on a pair.
+
+    Holds, for the rows in at least one candidate pair only, their words per field (each field cut at
+    ``max_chars``, as the embedding is): bounded by the candidates, not the batch."""
+
+    def __init__(self, fields: Sequence[str], max_chars: int = VERIFY_CHARS) -> None:
+        self.fields = tuple(fields)
+        self.max_chars = max_chars
+        self.templates = TemplateIndex()
+        self._rows: dict[int, tuple[tuple[str, ...], ...]] = {}
+        self._digests: list[str] = []
+        self._history: dict[int, tuple[tuple[str, ...], ...]] = {}
+        self._history_digest: dict[int, str] = {}
+        self._seen: dict[tuple[int, int], bool] = {}
+        self.verified = 0
+        self.distinct = 0
+        self.reasons: Counter[str] = Counter()
+
+    def _words(self, record: dict[str, Any]) -> tuple[tuple[str, ...], ...]:
+        words = tuple(field_words(record.get(f), self.max_chars) for f in self.fields)
+        self.templates.add([w for f, w in zip(self.fields, words, strict=True) if f != "output"])
+        return words
+
+    def load_batch(self, batch: CanonicalBatch, rows: np.ndarray, digests: list[str]) -> None:
+        import numpy as np
+
+        self._digests = digests
+        if not len(rows):
+            return
+        for first, chunk in batch.iter_batches(list(self.fields), batch_size=20_000):
+            inside = rows[(rows >= first) & (rows < first + chunk.num_rows)]
+            if not len(inside):
+                continue
+            records = chunk.take(np.asarray(inside - first)).to_pylist()
+            for row, record in zip(inside.tolist(), records, strict=True):
+                self._rows[row] = self._words(record)
+
+    def load_history(self, history: History, positions: np.ndarray) -> list[BatchIssue]:
+        """Read the text of these history records from the accepted batches the manifest lists, by
+        ``content_sha256`` (the history keeps ids, not text). A batch file that is gone or no longer holds
+        the record leaves its matches unverified, hence not flagged, with a warning."""
+        import pyarrow as pa
+        import pyarrow.compute as pc
+        import pyarrow.parquet as pq
+
+        digests = history.column("content_sha256", positions)
+        numbers = history.column("batch", positions)
+        batches = history.manifest.get("batches", [])
+        wanted: dict[int, dict[str, list[int]]] = {}
+        for pos, digest, number in zip(positions.tolist(), digests, numbers, strict=True):
+            self._history_digest[pos] = digest
+            wanted.setdefault(int(number) if number is not None else -1, {}).setdefault(digest, []).append(pos)
+        missing = 0
+        for number, by_digest in wanted.items():
+            source = batches[number].get("source") if 0 <= number < len(batches) else None
+            found: set[str] = set()
+            if source:
+                try:
+                    file = pq.ParquetFile(source)
+                    for chunk in file.iter_batches(batch_size=20_000, columns=["content_sha256", *self.fields]):
+                        keep = pc.is_in(chunk.column(0), value_set=pa.array(list(by_digest), pa.string()))
+                        for record in chunk.filter(keep).to_pylist():
+                            if record["content_sha256"] in found:
+                                continue
+                            found.add(record["content_sha256"])
+                            words = self._words(record)
+                            for pos in by_digest[record["content_sha256"]]:
+                                self._history[pos] = words
+                except (OSError, ValueError, KeyError, pa.ArrowException) as exc:
+                    log.warning("near_duplicate: cannot read history batch %s: %s", source, exc)
+            missing += sum(len(p) for d, p in by_digest.items() if d not in found)
+        if not missing:
+            return []
+        return [BatchIssue("history_text_missing", "warning",
+                           f"{missing} history records matched by similarity could not be read back from their "
+                           "accepted batch files (moved or deleted): those matches are not verified, so not flagged")]
+
+    def _verdict(self, a: tuple[tuple[str, ...], ...], b: tuple[tuple[str, ...], ...]) -> bool:
+        self.verified += 1
+        why = pair_difference(a, b, self.fields, self.templates)
+        if why is not None:
+            self.distinct += 1
+            self.reasons[why.split(": ")[0] + ": " + re.sub(r"\d+", "N", why.split(": ", 1)[-1])] += 1
+        return why is None
+
+    def same(self, i: int, j: int) -> bool:
+        """Whether batch rows ``i`` and ``j`` are the same example (exact copies are, without reading)."""
+        if self._digests and self._digests[i] == self._digests[j]:
+            return True
+        key = (min(i, j), max(i, j))
+        if key not in self._seen:
+            if i not in self._rows or j not in self._rows:
+                return False
+            self._seen[key] = self._verdict(self._rows[i], self._rows[j])
+        return self._seen[key]
+
+    def same_as_history(self, row: int, pos: int) -> bool:
+        if self._digests and self._history_digest.get(pos) == self._digests[row]:
+            return True
+        if row not in self._rows or pos not in self._history:
+            return False
+        return self._verdict(self._rows[row], self._history[pos])
