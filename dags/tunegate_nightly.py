@@ -1,20 +1,31 @@
 """
 ### tunegate_nightly: gate tonight's instruction-tuning batch before anything trains on it
 
-`ingest -> validate -> scan -> gate`, once a day. Every task works in the run directory
+`ingest -> validate -> scan -> gate -> publish`, once a day. Every task works in the run directory
 `{TUNEGATE_DATA_ROOT}/tunegate_nightly/{logical date}/` (a rerun overwrites that night only):
 
-* **ingest** reads the input into `work/canonical.parquet` (unparseable records go to `rejected.jsonl`);
-* **validate** runs the Great Expectations suites, **scan** the duplicate and poisoning checks;
+* **ingest** reads the input (`input_uri`, templated per night, e.g. `s3://bucket/batches/{{ ds }}/`, through
+  the Airflow connection `storage_conn_id`) into `work/canonical.parquet`; unparseable records go to
+  `rejected.jsonl`;
+* **validate** runs the Great Expectations suites; **scan** runs every check of the policy: by default exact
+  and near duplicates (within the night and against the history of accepted nights), embedding outliers,
+  and both poison scans (trigger phrases, injected content);
 * **gate** applies the policy: *halt* fails the run (never retried) and publishes nothing; *pass* and
-  *quarantine* write `accepted.parquet` and publish it as the Asset `tunegate_nightly_accepted`,
-  which schedules `tunegate_finetune`.
+  *quarantine* write `accepted.parquet`;
+* **publish** adds the accepted records to the history (`history_dir`; a rerun of a night replaces that
+  night's contribution) and emits the Asset `tunegate_nightly_accepted`, which schedules `tunegate_finetune`.
 
 Alerts: the channels named by `TUNEGATE_ALERT_WEBHOOK_CONN_ID`, `TUNEGATE_ALERT_SLACK_CONN_ID` and
 `TUNEGATE_ALERT_EMAIL_TO` get a message on *quarantine* and when a task fails for good (a *halt* included).
 
-Params: `input_uri` (file, directory, glob or fsspec URL; default `$TUNEGATE_INPUT_URI`, else the bundled
-`samples/nightly`), `policy_file` (YAML/JSON gate policy; default `$TUNEGATE_POLICY_FILE`, else built-in).
+Params (all render to real types):
+* `input_uri`: file, directory, glob or fsspec URL (default `$TUNEGATE_INPUT_URI`, else the bundled `samples/nightly`);
+* `policy_file`: YAML/JSON policy: gate settings, `checks:` (which checks run, their options) and `suites:`
+  (default `$TUNEGATE_POLICY_FILE`, else the built-in defaults: every check on);
+* `checks`: a list of check names to run instead of the policy's (null: the policy's);
+* `history_dir`: where the history lives (null: `$TUNEGATE_HISTORY_DIR`, else
+  `{TUNEGATE_DATA_ROOT}/tunegate_nightly/history`; empty string: no history);
+* `storage_conn_id`: Airflow connection for object storage inputs (null: `$TUNEGATE_STORAGE_CONN_ID`, else none).
 """
 
 from __future__ import annotations
@@ -27,7 +38,14 @@ from airflow.sdk import DAG, Param
 
 from tunegate.exceptions import TunegateError
 from tunegate.notifications import notifiers_from_env
-from tunegate.operators import GateOperator, IngestOperator, ScanOperator, ValidateOperator, accepted_batch_asset
+from tunegate.operators import (
+    GateOperator,
+    IngestOperator,
+    PublishOperator,
+    ScanOperator,
+    ValidateOperator,
+    accepted_batch_asset,
+)
 from tunegate.operators._compat import retry_default_args
 
 DAG_ID = "tunegate_nightly"
@@ -35,6 +53,8 @@ DAG_ID = "tunegate_nightly"
 _SAMPLE_INPUT = Path(__file__).resolve().parents[1] / "samples" / "nightly"
 DEFAULT_INPUT_URI = os.environ.get("TUNEGATE_INPUT_URI") or str(_SAMPLE_INPUT)
 DEFAULT_POLICY_FILE = os.environ.get("TUNEGATE_POLICY_FILE") or None
+DEFAULT_HISTORY_DIR = os.environ.get("TUNEGATE_HISTORY_DIR") or None
+DEFAULT_STORAGE_CONN_ID = os.environ.get("TUNEGATE_STORAGE_CONN_ID") or None
 # Alert channels named by TUNEGATE_ALERT_* variables (connection ids only; secrets stay in connections).
 ALERTS = notifiers_from_env()
 
@@ -59,18 +79,29 @@ with DAG(
     max_active_runs=1,
     dagrun_timeout=timedelta(hours=6),
     default_args=default_args,
+    # Params reach the operators as real lists and nulls, not their string renderings.
+    render_template_as_native_obj=True,
     params={
         "input_uri": Param(DEFAULT_INPUT_URI, type="string", minLength=1,
-                           description="File, directory, glob or fsspec URL of tonight's batch"),
+                           description="File, directory, glob or fsspec URL of tonight's batch; may use {{ ds }}"),
         "policy_file": Param(DEFAULT_POLICY_FILE, type=["null", "string"],
-                             description="YAML or JSON gate policy; empty for the built-in defaults"),
+                             description="YAML or JSON policy (gate settings, checks:, suites:); null for defaults"),
+        "checks": Param(None, type=["null", "array"], items={"type": "string"},
+                        description="Run exactly these checks instead of the policy's; null for the policy's"),
+        "history_dir": Param(DEFAULT_HISTORY_DIR, type=["null", "string"],
+                             description="History of accepted nights; null for the default under the data root, "
+                                         "empty for none"),
+        "storage_conn_id": Param(DEFAULT_STORAGE_CONN_ID, type=["null", "string"],
+                                 description="Airflow connection for object-storage inputs (s3://...)"),
     },
     tags=["tunegate", "curation"],
 ) as dag:
     ingest = IngestOperator(task_id="ingest", inputs="{{ params.input_uri }}")
-    validate = ValidateOperator(task_id="validate")
-    scan = ScanOperator(task_id="scan")
-    gate = GateOperator(task_id="gate", policy_file="{{ params.policy_file or '' }}",
-                        outlets=[accepted_batch_asset(DAG_ID)], on_quarantine=ALERTS or None)
+    validate = ValidateOperator(task_id="validate", policy_file="{{ params.policy_file }}")
+    scan = ScanOperator(task_id="scan", policy_file="{{ params.policy_file }}", checks="{{ params.checks }}",
+                        history_dir="{{ params.history_dir }}")
+    gate = GateOperator(task_id="gate", policy_file="{{ params.policy_file }}", on_quarantine=ALERTS or None)
+    publish = PublishOperator(task_id="publish", history_dir="{{ params.history_dir }}",
+                              policy_file="{{ params.policy_file }}", outlets=[accepted_batch_asset(DAG_ID)])
 
-    ingest >> validate >> scan >> gate
+    ingest >> validate >> scan >> gate >> publish

@@ -12,6 +12,7 @@ import json
 import logging
 import sys
 from pathlib import Path
+from typing import Any
 
 from tunegate import __version__
 from tunegate.exceptions import TunegateError
@@ -32,10 +33,15 @@ def _parser() -> argparse.ArgumentParser:
     s.add_argument("--format", default="auto", choices=FORMATS, help="input format (default: auto-detect)")
     s.add_argument("--policy", metavar="FILE", help="gate policy, YAML or JSON (see docs/policy.md)")
     s.add_argument("--check", action="append", dest="checks", metavar="NAME",
-                   help="run this check (repeatable; default: exact_duplicate)")
+                   help="run only these checks (repeatable; default: the policy's checks, which are all of "
+                        "exact_duplicate, near_duplicate, embedding_outlier, poison_trigger, poison_content)")
+    s.add_argument("--skip-check", action="append", dest="skip_checks", metavar="NAME",
+                   help="turn this check off (repeatable)")
+    s.add_argument("--option", action="append", dest="options", metavar="CHECK.KEY=VALUE",
+                   help="set a check option, e.g. near_duplicate.threshold=0.97 (repeatable; VALUE is YAML)")
     s.add_argument("--suite", action="append", dest="suites", metavar="NAME_OR_PATH",
-                   help="Great Expectations suite to validate (repeatable; default: instruction_record and "
-                        "instruction_quality)")
+                   help="Great Expectations suite to validate (repeatable; default: the policy's suites, "
+                        "instruction_record and instruction_quality)")
     s.add_argument("--no-suite", action="store_true", help="run no Great Expectations suite")
     s.add_argument("--history", metavar="DIR",
                    help="history of accepted batches: near_duplicate/embedding_outlier compare against it, and "
@@ -82,21 +88,46 @@ def _summary(args: argparse.Namespace) -> int:
 
 def _scan(args: argparse.Namespace) -> int:
     from tunegate.core.io import expand_inputs
-    from tunegate.core.pipeline import build_checks, scan
+    from tunegate.core.pipeline import scan
     from tunegate.core.policy import load_policy
 
     if args.batch_size < 1:
         raise TunegateError("--batch-size must be a positive number")
     expand_inputs(args.inputs)  # fail on a missing input in milliseconds, before GX is imported
     policy = load_policy(args.policy, max_quarantined_fraction=args.max_quarantined_fraction,
-                         max_rejected_fraction=args.max_rejected_fraction)
-    checks = build_checks(args.checks, [] if args.no_suite else args.suites, history_dir=args.history)
-    summary = scan(args.inputs, args.out, fmt=args.format, policy=policy, checks=checks, keep_work=args.keep_work,
+                         max_rejected_fraction=args.max_rejected_fraction,
+                         suites=[] if args.no_suite else args.suites)
+    if args.checks is not None:
+        policy = policy.with_overrides(checks=list(args.checks))
+    changes: dict[str, Any] = {name: False for name in args.skip_checks or []}
+    for item in args.options or []:
+        check, key, value = _parse_option(item)
+        if changes.get(check) is False:
+            raise TunegateError(f"--option {item}: check {check!r} is turned off by --skip-check")
+        changes.setdefault(check, {})[key] = value
+    if changes:
+        policy = policy.with_overrides(checks=changes)
+    summary = scan(args.inputs, args.out, fmt=args.format, policy=policy, keep_work=args.keep_work,
                    batch_size=args.batch_size, history_dir=args.history, batch_id=args.batch_id)
     if args.json:
         print(json.dumps(summary, indent=2, sort_keys=True))
         return EXIT_HALT if summary["verdict"] == "halt" else EXIT_OK
     return _print_summary(summary)
+
+
+def _parse_option(item: str) -> tuple[str, str, Any]:
+    """``CHECK.KEY=VALUE`` -> ``(check, key, value)``; VALUE is read as YAML (numbers, booleans, lists)."""
+    import yaml
+
+    target, sep, raw = item.partition("=")
+    check, dot, key = target.partition(".")
+    if not sep or not dot or not check or not key:
+        raise TunegateError(f"--option {item!r}: expected CHECK.KEY=VALUE, e.g. near_duplicate.threshold=0.97")
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else raw
+    except yaml.YAMLError:
+        value = raw
+    return check.strip(), key.strip(), value
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -21,6 +21,7 @@ OPERATOR_MODULES: tuple[str, ...] = (
     "tunegate.operators.validate",
     "tunegate.operators.scan",
     "tunegate.operators.gate",
+    "tunegate.operators.publish",
 )
 
 #: Notifier classes (``BaseNotifier`` subclasses), as ``module.Class``. A notifier is listed only once

@@ -123,6 +123,7 @@ def gate(work_dir: str | Path, out_dir: str | Path, policy: GatePolicy | None = 
         "halt_reasons": halt_reasons,
         "alerts": alerts,
         "checks": {s["check"]: s for s in check_summaries},
+        "check_status": _check_status(policy, check_summaries),
         "inputs": [{"path": i.path, "sha256": i.sha256, "records": i.records, "rejected": i.rejected}
                    for i in ingest.inputs],
         "policy": policy.to_json(),
@@ -155,6 +156,26 @@ def _publish_artifacts(work: Path, out: Path, check_summaries: list[dict[str, An
             target = out / DATA_DOCS_DIR / Path(rel).name
             copy_atomic(src, target)
             s["artifacts"][name] = f"{DATA_DOCS_DIR}/{target.name}"
+
+
+def _check_status(policy: GatePolicy, check_summaries: list[dict[str, Any]]) -> dict[str, dict[str, str]]:
+    """Per check: ``ok``, ``insufficient_data`` (it said the batch is too small or too uniform to judge, and
+    why) or ``disabled`` (the policy turned it off): every check of the product appears, run or not."""
+    status: dict[str, dict[str, str]] = {}
+    for s in check_summaries:
+        metrics = s.get("metrics") or {}
+        entry = {"status": str(metrics.get("status", "ok"))}
+        if metrics.get("status_reason"):
+            entry["reason"] = str(metrics["status_reason"])
+        status[s["check"]] = entry
+    from tunegate.core.policy import configurable_checks
+
+    disabled = set(policy.disabled_checks())
+    for name in configurable_checks():
+        if name not in status:
+            status[name] = {"status": "disabled",
+                            "reason": "turned off by the policy" if name in disabled else "not run (the run's checks)"}
+    return status
 
 
 def _sample(qb: Any, i: int, row_findings: list[dict[str, Any]], reason: str) -> dict[str, Any]:

@@ -14,7 +14,14 @@ Layout of ``HISTORY_DIR`` (kept next to the curated data)::
     ids-<generation>.parquet position -> id, content_sha256, task, source, contributor, batch
 
 An update writes the next generation's files (temp file + rename), then the manifest (temp + rename),
-then deletes the previous generation: a crash at any point leaves the previous generation intact. A
+then deletes the previous generation: a crash at any point leaves the previous generation intact. One
+writer at a time: an OS-level lock (``filelock``) that dies with its holder, so a killed update never
+leaves a lock for a person to delete.
+
+Batches are named (``batch_id``: the night's date under Airflow, the output folder's name in the CLI).
+Adding a batch whose name is already there *replaces* that batch's contribution (a rerun of a night),
+and the checks of a rerun compare against the history *without* their own earlier contribution, so a
+rerun never finds its own records as near-duplicates of themselves. A
 missing or damaged file (checked against the manifest's sha256) is a :class:`HistoryError` that says how
 to recover: :func:`rebuild_history` re-embeds the accepted batches the manifest lists. Nothing is ever
 treated as an empty history except a directory that does not exist or is empty.
@@ -23,12 +30,11 @@ treated as an empty history except a directory that does not exist or is empty.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import hashlib
 import json
 import logging
-import os
 import re
-import socket
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -48,6 +54,10 @@ log = logging.getLogger(__name__)
 
 MANIFEST = "manifest.json"
 LOCK = ".update.lock"
+#: Seconds an update waits for another writer of the same history before giving up.
+LOCK_TIMEOUT = 600.0
+#: Extra neighbours searched when a batch's own earlier contribution is excluded from a search.
+_EXCLUDE_SLACK = 16
 FORMAT = 1
 ID_COLUMNS: tuple[str, ...] = ("id", "content_sha256", "task", "source", "contributor")
 #: Re-train the IVF cells once the history has grown this many times since they were trained: cells
@@ -74,6 +84,8 @@ class History:
     index: Any = None
     ids: pa.Table | None = None
     notes: list[str] = field(default_factory=list)
+    #: positions hidden from :meth:`search` (the current batch's earlier contribution, on a rerun)
+    excluded: np.ndarray | None = None
 
     @property
     def count(self) -> int:
@@ -96,7 +108,33 @@ class History:
         if self.index is None:
             n = len(queries)
             return np.full((n, k), -np.inf, dtype=np.float32), np.full((n, k), -1, dtype=np.int64)
-        return search(self.index, queries, k, nprobe or NPROBE)
+        if self.excluded is None or not self.excluded.any():
+            return search(self.index, queries, k, nprobe or NPROBE)
+        # Search a little deeper and drop the hidden positions: a record of a rerun finds its own earlier
+        # copy first, and the copies of its in-batch near-duplicates after it.
+        sims, pos = search(self.index, queries, k + _EXCLUDE_SLACK, nprobe or NPROBE)
+        hidden = (pos >= 0) & self.excluded[np.clip(pos, 0, None)]
+        sims = np.where(hidden, -np.inf, sims).astype(np.float32)
+        pos = np.where(hidden, -1, pos)
+        order = np.argsort(-sims, axis=1, kind="stable")[:, :k]
+        return np.take_along_axis(sims, order, axis=1), np.take_along_axis(pos, order, axis=1)
+
+    def batch_names(self) -> list[str]:
+        return [str(b["batch_id"]) for b in self.manifest.get("batches", [])]
+
+    def without_batch(self, batch_id: str | None) -> History:
+        """This history with ``batch_id``'s contribution hidden from searches (a no-op if it is not there)."""
+        import numpy as np
+
+        names = self.batch_names()
+        if batch_id is None or batch_id not in names or self.ids is None:
+            return self
+        number = names.index(batch_id)
+        excluded = np.asarray(self.ids.column("batch").to_numpy(zero_copy_only=False) == number, dtype=bool)
+        note = (f"history {self.dir}: batch {batch_id!r} is already there ({int(excluded.sum())} records): a rerun, "
+                "compared against the history without them")
+        log.info("%s", note)
+        return dataclasses.replace(self, excluded=excluded, notes=[*self.notes, note])
 
     def column(self, name: str, positions: Any) -> list[Any]:
         """Values of an id-map column at history positions."""
@@ -209,23 +247,18 @@ def _sha256(path: Path) -> str:
 
 
 @contextlib.contextmanager
-def _locked(path: Path) -> Iterator[None]:
-    """One writer at a time. A lock left by a crashed writer must be removed by hand (it names its owner)."""
+def _locked(path: Path, timeout: float = LOCK_TIMEOUT) -> Iterator[None]:
+    """One writer at a time, through an OS-level lock (flock) that is released when its holder dies."""
+    from filelock import FileLock, Timeout
+
     path.mkdir(parents=True, exist_ok=True)
-    lock = path / LOCK
+    lock = FileLock(str(path / LOCK), timeout=timeout)
     try:
-        fd = os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
-    except FileExistsError:
-        owner = lock.read_text(encoding="utf-8", errors="replace").strip() if lock.exists() else "?"
-        raise HistoryError(f"history {path} is being updated by another process ({owner}); if none is running, "
-                           f"delete {lock}") from None
-    try:
-        os.write(fd, f"pid {os.getpid()} on {socket.gethostname()} since {time.strftime('%Y-%m-%dT%H:%M:%S')}\n"
-                 .encode())
-        os.close(fd)
-        yield
-    finally:
-        lock.unlink(missing_ok=True)
+        with lock:
+            yield
+    except Timeout:
+        raise HistoryError(f"history {path} is being updated by another process; waited {timeout:.0f} s for it "
+                           "(the lock is released when that process ends)") from None
 
 
 # --------------------------------------------------------------------------------------------------
@@ -239,6 +272,8 @@ def update_history(history_dir: str | Path, accepted: str | Path, *, batch_id: s
 
     Call it after the gate when the verdict is not ``halt``. Idempotent: a file already added (same
     sha256) adds nothing, and records whose ``content_sha256`` is already in the history are skipped.
+    A batch whose ``batch_id`` is already in the history (a rerun of that night) *replaces* that batch's
+    contribution: its earlier records are removed before the new ones are added.
     ``spec`` is only used to start a new history (default: the ``hashing`` backend over all fields);
     an existing history keeps its own, and a different ``spec`` is a :class:`ConfigError`. Pass the
     checks' ``cache_dir`` to reuse the vectors they computed. Returns a small summary.
@@ -253,11 +288,46 @@ def update_history(history_dir: str | Path, accepted: str | Path, *, batch_id: s
             current.check_spec(spec)
         use_spec = current.spec or spec or EmbeddingSpec()
         digest = _sha256(source)
+        name = batch_id or source.parent.name
         if any(b["source_sha256"] == digest for b in current.manifest["batches"]):
             log.info("history: %s (sha256 %s) is already in %s; nothing added", source, digest[:12], path)
-            return _summary(current.manifest, added=0, skipped=0, note="batch already in history")
-        return _write_next(path, current, [(source, digest, batch_id or source.parent.name)], spec=use_spec,
-                           cache_dir=cache_dir, params=params or IndexParams())
+            return _summary(current.manifest, added=0, skipped=0, replaced=0, note="batch already in history")
+        replaced = 0
+        if name in current.batch_names():
+            current, replaced = _drop_batch(current, name)
+        summary = _write_next(path, current, [(source, digest, name)], spec=use_spec, cache_dir=cache_dir,
+                              params=params or IndexParams())
+        return {**summary, "replaced": replaced}
+
+
+def _drop_batch(current: History, batch_id: str) -> tuple[History, int]:
+    """``current`` without ``batch_id``'s records (in memory; the caller writes the next generation).
+
+    The index keeps its trained cells (a clone, emptied and refilled): only the vectors move."""
+    import faiss
+    import numpy as np
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    number = current.batch_names().index(batch_id)
+    batches = [b for i, b in enumerate(current.manifest["batches"]) if i != number]
+    assert current.ids is not None and current.index is not None  # a named batch means a non-empty history
+    batch_col = current.ids.column("batch")
+    keep_mask = np.asarray(pc.not_equal(batch_col, number).to_numpy(zero_copy_only=False), dtype=bool)
+    removed = int((~keep_mask).sum())
+    vectors = all_vectors(current.index)[keep_mask]
+    index = faiss.clone_index(current.index)
+    index.reset()
+    if len(vectors):
+        add(index, vectors)
+    ids = current.ids.filter(pa.array(keep_mask))
+    renumbered = pc.if_else(pc.greater(ids.column("batch"), number), pc.subtract(ids.column("batch"), 1),
+                            ids.column("batch")).cast(pa.int32())
+    ids = ids.set_column(ids.schema.get_field_index("batch"), "batch", renumbered)
+    manifest = {**current.manifest, "batches": batches, "count": int(index.ntotal)}
+    log.info("history: batch %r is already in %s: its %d records are replaced", batch_id, current.dir, removed)
+    kept = History(current.dir, manifest, index if index.ntotal else None, ids if ids.num_rows else None)
+    return kept, removed
 
 
 def rebuild_history(history_dir: str | Path, *, spec: EmbeddingSpec | None = None,

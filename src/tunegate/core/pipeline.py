@@ -1,41 +1,95 @@
-"""``scan``: the whole flow in one process (ingest -> checks -> gate), as the CLI and CI use it.
+"""``scan``: the whole flow in one process (ingest -> checks -> gate -> publish), as the CLI and CI use it.
 
-The Airflow DAG runs the same three stages as separate tasks over the same work directory.
+The Airflow DAG runs the same stages as separate tasks over the same work directory; both build their
+checks from the same policy (:func:`build_checks`) and add a night to the history through the same
+:func:`publish`.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import shutil
 from pathlib import Path
 from typing import Any
 
-from tunegate.core.checks import DEFAULT_CHECKS, Check, build_check, run_checks
-from tunegate.core.gate import gate
+from tunegate.core.checks import Check, build_check, run_checks
+from tunegate.core.gate import ACCEPTED_FILE, SUMMARY_FILE, gate
 from tunegate.core.ingest import ingest
-from tunegate.core.policy import GatePolicy
+from tunegate.core.policy import DEFAULT_SUITES, GatePolicy
+from tunegate.exceptions import TunegateError
 
 log = logging.getLogger(__name__)
 
 WORK_DIR = "work"
-DEFAULT_SUITES: tuple[str, ...] = ("instruction_record", "instruction_quality")
+__all__ = ["DEFAULT_SUITES", "HISTORY_CHECKS", "WORK_DIR", "build_checks", "history_spec", "publish", "scan"]
 
-
-#: Checks that read and write the persisted history of accepted records (see tunegate.core.history).
+#: Checks that read the persisted history of accepted records (see tunegate.core.history).
 HISTORY_CHECKS = frozenset({"near_duplicate", "embedding_outlier"})
 
 
-def build_checks(checks: list[str] | None = None, suites: list[str] | None = None, *,
-                 history_dir: str | None = None) -> list[Check]:
-    """The configured checks: named checks (default :data:`DEFAULT_CHECKS`) plus one GX check per suite.
+def build_checks(policy: GatePolicy | None = None, *, history_dir: str | Path | None = None,
+                 batch_id: str | None = None, gx: bool = True, checks: bool = True) -> list[Check]:
+    """The checks a policy turns on (default: all), then one Great Expectations check per suite.
 
-    ``history_dir`` is handed to the checks that compare against the history of accepted batches.
+    ``history_dir`` and ``batch_id`` go to the checks that compare against the history of accepted
+    batches (a rerun of ``batch_id`` is compared against the history without its earlier contribution).
+    ``gx=False`` leaves out the suites, ``checks=False`` everything but the suites (the DAG runs them as
+    separate tasks).
     """
-    names = DEFAULT_CHECKS if checks is None else checks
-    built = [build_check(name, **({"history_dir": history_dir} if history_dir and name in HISTORY_CHECKS else {}))
-             for name in names]
-    built += [build_check("gx_suite", suite=s) for s in (DEFAULT_SUITES if suites is None else suites)]
+    policy = policy or GatePolicy()
+    built: list[Check] = []
+    if checks:
+        for name, options in policy.enabled_checks():
+            if name in HISTORY_CHECKS and history_dir is not None:
+                options = {**options, "history_dir": str(history_dir), "batch_id": batch_id}
+            built.append(build_check(name, **options))
+    if gx:
+        built += [build_check("gx_suite", suite=s) for s in policy.suites]
     return built
+
+
+def history_spec(policy: GatePolicy) -> Any:
+    """The embedding a new history is started with: the one the policy's history checks use."""
+    from tunegate.core.checks._vectors import EmbeddingCheck
+    from tunegate.core.embeddings import EmbeddingSpec
+
+    for name, options in policy.enabled_checks():
+        if name in HISTORY_CHECKS:
+            check = build_check(name, **options)
+            if isinstance(check, EmbeddingCheck):
+                return check.spec
+    return EmbeddingSpec()
+
+
+def publish(out_dir: str | Path, history_dir: str | Path, *, batch_id: str | None = None,
+            policy: GatePolicy | None = None, cache_dir: str | Path | None = None) -> dict[str, Any]:
+    """Add a gated batch's accepted records to the history: the one publish step of the CLI and the DAG.
+
+    A halted batch never enters (returns ``{"added": 0, ...}`` and changes nothing). ``batch_id`` names the
+    batch in the history (default: the output folder's name); publishing a name that is already there
+    replaces that batch's contribution, so a rerun of a night never adds it twice. The result is also
+    written into ``summary.json`` under ``history``.
+    """
+    from tunegate.core.history import update_history
+    from tunegate.core.io import write_json_atomic
+
+    out = Path(out_dir)
+    summary_path = out / SUMMARY_FILE
+    try:
+        summary = json.loads(summary_path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise TunegateError(f"{summary_path}: cannot read the gate's summary ({exc}); has the gate run?") from exc
+    name = batch_id or out.resolve().name
+    if summary.get("verdict") == "halt":
+        log.warning("publish: %s halted; nothing is added to the history %s", out, history_dir)
+        return {"added": 0, "batch_id": name, "dir": str(history_dir), "note": "halted batches never enter"}
+    spec = history_spec(policy or GatePolicy.from_mapping(summary.get("policy", {})))
+    result = update_history(history_dir, out / ACCEPTED_FILE, batch_id=name, spec=spec, cache_dir=cache_dir)
+    result = {**result, "batch_id": name, "dir": str(Path(history_dir).resolve())}
+    summary["history"] = result
+    write_json_atomic(summary_path, summary)
+    return result
 
 
 def scan(inputs: list[str], out_dir: str | Path, *, fmt: str = "auto", policy: GatePolicy | None = None,
@@ -43,12 +97,14 @@ def scan(inputs: list[str], out_dir: str | Path, *, fmt: str = "auto", policy: G
          history_dir: str | None = None, batch_id: str | None = None) -> dict[str, Any]:
     """Run the gate over ``inputs`` and write the outputs under ``out_dir``; returns the summary.
 
-    Checks are built before any input is read, so a misconfiguration fails before work starts. With
-    ``history_dir``, the accepted records of a batch that did not halt are added to the history
-    (``summary["history"]`` says what was added), so tomorrow's near-duplicate check sees them.
+    Checks are built (from ``policy`` unless given) before any input is read, so a misconfiguration
+    fails before work starts. With ``history_dir``, the accepted records of a batch that did not halt
+    are added to the history (``summary["history"]`` says what was added), so tomorrow's checks see them.
     """
-    checks = build_checks() if checks is None else checks
+    policy = policy or GatePolicy()
     out = Path(out_dir)
+    name = batch_id or out.resolve().name
+    checks = build_checks(policy, history_dir=history_dir, batch_id=name) if checks is None else checks
     work = out / WORK_DIR
     if work.exists():
         shutil.rmtree(work)  # a rerun starts clean: stale findings of another batch must not leak in
@@ -57,14 +113,9 @@ def scan(inputs: list[str], out_dir: str | Path, *, fmt: str = "auto", policy: G
     summary = gate(work, out, policy)
     if history_dir and summary["verdict"] != "halt":
         from tunegate.core.checks._vectors import WORK_CACHE
-        from tunegate.core.gate import ACCEPTED_FILE, SUMMARY_FILE
-        from tunegate.core.history import update_history
-        from tunegate.core.io import write_json_atomic
 
         # the checks' vectors are in the work dir's cache: the history reuses them instead of re-embedding
-        summary["history"] = update_history(history_dir, out / ACCEPTED_FILE, batch_id=batch_id or out.name,
-                                            cache_dir=work / WORK_CACHE)
-        write_json_atomic(out / SUMMARY_FILE, summary)
+        summary["history"] = publish(out, history_dir, batch_id=name, policy=policy, cache_dir=work / WORK_CACHE)
     if not keep_work:
         shutil.rmtree(work, ignore_errors=True)
     return summary

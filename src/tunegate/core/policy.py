@@ -1,18 +1,48 @@
-"""The gate policy: which findings set a record aside, and when the whole batch halts.
+"""The policy: which checks run with which options, which findings set a record aside, when a batch halts.
 
-Defaults live here; a YAML or JSON file overrides them, and explicit arguments (CLI flags, operator
-arguments) override the file. Unknown keys and out-of-range values fail at construction.
+One configuration surface for the CLI and the Airflow DAG. Defaults live here; a YAML or JSON file
+overrides them, and explicit arguments (CLI flags, operator arguments) override the file. Unknown keys,
+unknown check names or options, unknown reason codes and out-of-range values fail at load, with a
+message that names the key and lists what is allowed.
+
+A policy file, every key optional::
+
+    max_quarantined_fraction: 0.25      # gate settings (see GatePolicy's fields)
+    ignore_reasons: [embedding_outlier]
+    checks:                              # default: every check on, with its documented defaults
+      near_duplicate: {threshold: 0.97}  # options of one check
+      embedding_outlier: false           # opting out is explicit
+    suites: [instruction_record, instruction_quality]   # Great Expectations suites ([] for none)
 """
 
 from __future__ import annotations
 
 import dataclasses
+import inspect
 import json
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from tunegate.core.reasons import SEVERITIES, known_reasons
 from tunegate.exceptions import ConfigError
+
+#: Checks every run gets unless the policy turns them off, in the order they run.
+DEFAULT_CHECKS: tuple[str, ...] = ("exact_duplicate", "near_duplicate", "embedding_outlier", "poison_trigger",
+                                   "poison_content")
+#: Great Expectations suites every run validates unless the policy says otherwise.
+DEFAULT_SUITES: tuple[str, ...] = ("instruction_record", "instruction_quality")
+#: Check options a run sets, not a policy: where the history lives and which batch this is.
+RUN_OPTIONS: dict[str, str] = {
+    "history_dir": "the history location is set per run (`tunegate scan --history DIR`, DAG param `history_dir`)",
+    "batch_id": "the batch id is set per run (`tunegate scan --batch-id`, the DAG's logical date)",
+}
+_REASON_LISTS = ("quarantine_reasons", "ignore_reasons", "halt_reasons")
+
+
+def _default_checks() -> dict[str, Any]:
+    return {name: {} for name in DEFAULT_CHECKS}
 
 
 @dataclass(frozen=True)
@@ -34,22 +64,39 @@ class GatePolicy:
     min_accepted: int = 1
     #: Free-form labels carried into the summary (owner, ticket, ...).
     labels: dict[str, str] = field(default_factory=dict)
+    #: Which checks run and their options: ``{name: {option: value}}`` for a check that runs, ``False`` for
+    #: one turned off. Given as a mapping, checks it does not name keep their defaults (on); given as a
+    #: list of names, exactly those run. Normalized to every registered check, in run order.
+    checks: Mapping[str, Any] = field(default_factory=_default_checks)
+    #: Great Expectations suites (names under ``expectations/`` or paths to suite JSON files).
+    suites: tuple[str, ...] = DEFAULT_SUITES
 
     def __post_init__(self) -> None:
         for name in ("max_quarantined_fraction", "max_rejected_fraction"):
             value = getattr(self, name)
-            if not isinstance(value, (int, float)) or not 0.0 <= float(value) <= 1.0:
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0.0 <= float(value) <= 1.0:
                 raise ConfigError(f"policy {name} must be a fraction between 0 and 1, got {value!r}")
-        if not isinstance(self.min_accepted, int) or self.min_accepted < 0:
+        if isinstance(self.min_accepted, bool) or not isinstance(self.min_accepted, int) or self.min_accepted < 0:
             raise ConfigError(f"policy min_accepted must be a non-negative integer, got {self.min_accepted!r}")
-        for name in ("quarantine_reasons", "ignore_reasons", "halt_severities", "halt_reasons"):
+        for name in (*_REASON_LISTS, "halt_severities", "suites"):
             value = getattr(self, name)
-            if isinstance(value, str) or not all(isinstance(v, str) for v in value):
+            if isinstance(value, str) or not isinstance(value, Sequence) or not all(isinstance(v, str) for v in value):
                 raise ConfigError(f"policy {name} must be a list of strings, got {value!r}")
             object.__setattr__(self, name, tuple(value))
-        unknown = set(self.halt_severities) - {"critical", "warning", "info"}
+        if not isinstance(self.labels, Mapping):
+            raise ConfigError(f"policy labels must be a mapping of strings, got {self.labels!r}")
+        unknown = sorted(set(self.halt_severities) - set(SEVERITIES))
         if unknown:
-            raise ConfigError(f"policy halt_severities has unknown severities {sorted(unknown)}")
+            raise ConfigError(f"policy halt_severities has unknown severities {unknown}; allowed: {list(SEVERITIES)}")
+        object.__setattr__(self, "checks", normalize_checks(self.checks))
+        expectation_types = _suite_expectation_types(self.suites)
+        known = known_reasons(expectation_types)
+        for name in _REASON_LISTS:
+            bad = sorted(set(getattr(self, name)) - known)
+            if bad:
+                raise ConfigError(f"policy {name} names unknown reason codes {bad}; known: {', '.join(sorted(known))}")
+
+    # ---------------------------------------------------------------------------------------------
 
     def quarantines(self, reason: str) -> bool:
         if reason in self.ignore_reasons:
@@ -59,21 +106,47 @@ class GatePolicy:
     def halts_on(self, severity: str, reason: str) -> bool:
         return severity in self.halt_severities or reason in self.halt_reasons
 
+    def enabled_checks(self) -> list[tuple[str, dict[str, Any]]]:
+        """``(name, options)`` of the checks that run, in run order."""
+        return [(name, dict(opts)) for name, opts in self.checks.items() if opts is not False]
+
+    def disabled_checks(self) -> list[str]:
+        return [name for name, opts in self.checks.items() if opts is False]
+
     def with_overrides(self, **overrides: Any) -> GatePolicy:
-        """A copy with the given non-``None`` fields replaced (CLI flags and operator arguments)."""
+        """A copy with the given non-``None`` fields replaced (CLI flags and operator arguments).
+
+        ``checks`` given as a mapping is merged into the current checks (``{"near_duplicate": {"k": 20}}``
+        changes one option, ``{"embedding_outlier": False}`` turns one check off); as a list it replaces them.
+        """
         overrides = {k: v for k, v in overrides.items() if v is not None}
         _check_keys(overrides, "override")
+        if isinstance(overrides.get("checks"), Mapping):
+            overrides["checks"] = merge_checks(self.checks, overrides["checks"])
         return dataclasses.replace(self, **overrides)
 
     def to_json(self) -> dict[str, Any]:
-        return {k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(self).items()}
+        out: dict[str, Any] = {}
+        for f in dataclasses.fields(self):
+            value = getattr(self, f.name)
+            if isinstance(value, tuple):
+                value = list(value)
+            elif isinstance(value, Mapping):
+                value = {k: (dict(v) if isinstance(v, Mapping) else v) for k, v in value.items()}
+            out[f.name] = value
+        return out
 
     @classmethod
-    def from_mapping(cls, data: dict[str, Any], *, source: str = "policy") -> GatePolicy:
-        if not isinstance(data, dict):
-            raise ConfigError(f"{source}: a policy must be a mapping of settings")
-        _check_keys(data, source)
-        return cls(**data)
+    def from_mapping(cls, data: Mapping[str, Any], *, source: str | None = None) -> GatePolicy:
+        if not isinstance(data, Mapping):
+            raise ConfigError(f"{source or 'policy'}: a policy must be a mapping of settings")
+        _check_keys(data, source or "policy")
+        try:
+            return cls(**data)
+        except ConfigError as exc:
+            if source is None:
+                raise
+            raise ConfigError(f"{source}: {exc}") from None
 
     @classmethod
     def from_file(cls, path: str | Path) -> GatePolicy:
@@ -94,7 +167,7 @@ class GatePolicy:
         return cls.from_mapping(data, source=str(p))
 
 
-def _check_keys(data: dict[str, Any], source: str) -> None:
+def _check_keys(data: Mapping[str, Any], source: str) -> None:
     known = {f.name for f in dataclasses.fields(GatePolicy)}
     unknown = sorted(set(data) - known)
     if unknown:
@@ -104,3 +177,114 @@ def _check_keys(data: dict[str, Any], source: str) -> None:
 def load_policy(path: str | Path | None = None, **overrides: Any) -> GatePolicy:
     base = GatePolicy.from_file(path) if path else GatePolicy()
     return base.with_overrides(**overrides)
+
+
+# -------------------------------------------------------------------------------------------------
+# the checks section
+
+
+def configurable_checks() -> tuple[str, ...]:
+    """Names a policy's ``checks`` section accepts: every registered check except the GX one (``suites``)."""
+    from tunegate.core.checks import REGISTRY
+
+    ordered = [n for n in DEFAULT_CHECKS if n in REGISTRY]
+    return (*ordered, *sorted(n for n in REGISTRY if n not in ordered and n != "gx_suite"))
+
+
+def check_options(name: str) -> dict[str, Any]:
+    """The options a check accepts (keyword parameters of its class and bases) and their defaults."""
+    from tunegate.core.checks import check_class
+
+    options: dict[str, Any] = {}
+    for klass in check_class(name).__mro__:
+        init = klass.__dict__.get("__init__")
+        if init is None:
+            continue
+        for p in inspect.signature(init).parameters.values():
+            if p.kind in (p.KEYWORD_ONLY, p.POSITIONAL_OR_KEYWORD) and p.name != "self" and p.name not in options:
+                options[p.name] = None if p.default is inspect.Parameter.empty else p.default
+    return options
+
+
+def normalize_checks(spec: Any) -> dict[str, Any]:
+    """Validate a ``checks`` setting and return ``{name: options | False}`` for every configurable check."""
+    names = configurable_checks()
+    if isinstance(spec, Mapping):
+        merged = merge_checks(_default_checks_all(names), spec)
+    elif isinstance(spec, Sequence) and not isinstance(spec, str):
+        if not all(isinstance(n, str) for n in spec):
+            raise ConfigError(f"checks: a list of check names expected, got {list(spec)!r}")
+        _known_names(spec, names)
+        merged = {n: ({} if n in spec else False) for n in names}
+    else:
+        raise ConfigError(f"checks must be a mapping {{check: options or false}} or a list of check names, "
+                          f"got {spec!r}; checks: {', '.join(names)}")
+    for name, opts in merged.items():
+        if opts is not False:
+            _validate_options(name, opts)
+    return merged
+
+
+def _default_checks_all(names: Sequence[str]) -> dict[str, Any]:
+    return {n: ({} if n in DEFAULT_CHECKS else False) for n in names}
+
+
+def merge_checks(base: Mapping[str, Any], changes: Mapping[str, Any]) -> dict[str, Any]:
+    """``base`` with ``changes`` applied: ``false`` turns a check off, ``true``/``null``/``{}`` turns it on with
+    its options, a mapping sets options (``enabled: false`` inside it turns the check off)."""
+    names = configurable_checks()
+    _known_names(list(changes), names)
+    out = {n: base.get(n, {} if n in DEFAULT_CHECKS else False) for n in names}
+    for name, value in changes.items():
+        if value is False:
+            out[name] = False
+        elif value is True or value is None:
+            out[name] = dict(out[name]) if isinstance(out[name], Mapping) else {}
+        elif isinstance(value, Mapping):
+            opts = dict(value)
+            enabled = opts.pop("enabled", True)
+            if not isinstance(enabled, bool):
+                raise ConfigError(f"checks.{name}.enabled must be true or false, got {enabled!r}")
+            previous = out[name] if isinstance(out[name], Mapping) else {}
+            out[name] = {**previous, **opts} if enabled else False
+        else:
+            raise ConfigError(f"checks.{name}: expected true, false or a mapping of options, got {value!r}")
+    return out
+
+
+def _known_names(given: Sequence[str], names: Sequence[str]) -> None:
+    unknown = [n for n in given if n not in names]
+    if unknown:
+        hint = " (Great Expectations suites go under `suites:`)" if "gx_suite" in unknown else ""
+        raise ConfigError(f"checks: unknown check(s) {unknown}{hint}; known: {', '.join(names)}")
+
+
+def _validate_options(name: str, options: Mapping[str, Any]) -> None:
+    from tunegate.core.checks import build_check
+
+    allowed = check_options(name)
+    for key in options:
+        if key in RUN_OPTIONS:
+            raise ConfigError(f"checks.{name}.{key} cannot be set in a policy: {RUN_OPTIONS[key]}")
+        if key not in allowed:
+            listed = ", ".join(f"{k} (default {v!r})" for k, v in allowed.items() if k not in RUN_OPTIONS)
+            raise ConfigError(f"checks.{name}: unknown option {key!r}; allowed: {listed}")
+    try:
+        build_check(name, **options)  # the check validates values: what it rejects, the policy rejects
+    except ConfigError as exc:
+        raise ConfigError(f"checks.{name}: {exc}") from None
+
+
+def _suite_expectation_types(suites: Sequence[str]) -> set[str]:
+    """Expectation types of the suites (read from their JSON; Great Expectations is not imported)."""
+    from tunegate.core.checks.gx_suite import resolve_suite
+
+    types: set[str] = set()
+    for suite in suites:
+        path = resolve_suite(suite)
+        try:
+            data = json.loads(path.read_text(encoding="utf-8"))
+            types.update(str(e["type"]) for e in data.get("expectations", []))
+        except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
+            raise ConfigError(f"suites: {path} is not a readable Great Expectations suite ({exc})") from exc
+    return types

@@ -1,6 +1,7 @@
 """Airflow operators: thin shells over :mod:`tunegate.core`, one stage each.
 
-    IngestOperator  -> ValidateOperator -> ScanOperator -> GateOperator (outlet: the accepted-batch Asset)
+    IngestOperator -> ValidateOperator -> ScanOperator -> GateOperator -> PublishOperator
+                                                                          (history + the accepted-batch Asset)
 
 Each operator's ``execute`` calls one core function over the run directory and returns a small dict
 (URIs and counts); data moves between tasks only as files. Importing this package imports Airflow's
@@ -13,6 +14,7 @@ from tunegate.operators.assets import accepted_batch_asset, batch_extra, latest_
 from tunegate.operators.base import DATA_ROOT_ENV, TunegateBaseOperator
 from tunegate.operators.gate import GateOperator
 from tunegate.operators.ingest import IngestOperator
+from tunegate.operators.publish import PublishOperator
 from tunegate.operators.scan import ScanOperator
 from tunegate.operators.validate import ValidateOperator
 
@@ -20,6 +22,7 @@ __all__ = [
     "DATA_ROOT_ENV",
     "GateOperator",
     "IngestOperator",
+    "PublishOperator",
     "ScanOperator",
     "TunegateBaseOperator",
     "ValidateOperator",

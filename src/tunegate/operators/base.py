@@ -5,6 +5,7 @@ overwrites that night only::
 
     {TUNEGATE_DATA_ROOT}/{dag_id}/{YYYY-MM-DD}/        outputs of the gate (accepted.parquet, report.html, ...)
     {TUNEGATE_DATA_ROOT}/{dag_id}/{YYYY-MM-DD}/work/   the stages' working files (canonical table, findings)
+    {TUNEGATE_DATA_ROOT}/{dag_id}/history/              the history of accepted nights (default location)
 
 Tasks hand each other nothing but this directory (and small counts through XCom).
 """
@@ -12,7 +13,7 @@ Tasks hand each other nothing but this directory (and small counts through XCom)
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -24,6 +25,31 @@ from tunegate.operators._compat import AirflowFailException, BaseOperator, Conte
 #: a directory that every Airflow worker can read and write (a shared volume in a Celery deployment).
 DATA_ROOT_ENV = "TUNEGATE_DATA_ROOT"
 WORK_DIR = "work"  # same name as tunegate.core.pipeline.WORK_DIR (not imported: that module loads fsspec)
+HISTORY_DIR = "history"
+
+
+def load_run_policy(policy_file: str | None, *, checks: Sequence[str] | str | None = None,
+                    check_options: Mapping[str, Mapping[str, Any]] | None = None,
+                    suites: Sequence[str] | str | None = None, **overrides: Any) -> Any:
+    """The run's :class:`~tunegate.core.policy.GatePolicy`: the file (or the defaults), then the operator's
+    overrides. ``checks`` (a list) replaces the policy's checks; ``check_options`` changes options."""
+    from tunegate.core.policy import load_policy
+
+    if isinstance(checks, str):
+        checks = [checks]
+    if isinstance(suites, str):
+        suites = [suites]
+    policy = load_policy(policy_file or None, suites=None if suites is None else list(suites), **overrides)
+    if checks is not None:
+        policy = policy.with_overrides(checks=list(checks))
+    if check_options:
+        policy = policy.with_overrides(checks={k: dict(v) for k, v in check_options.items()})
+    return policy
+
+
+def batch_id_for(task: BaseOperator, context: Context) -> str:
+    """The night's name in the history: ``{dag_id}/{YYYY-MM-DD}`` (a rerun of the night replaces it)."""
+    return f"{task.dag_id}/{run_date(context)}"
 
 
 @contextmanager
@@ -49,6 +75,15 @@ class TunegateBaseOperator(BaseOperator):
         super().__init__(**kwargs)
         self.run_dir = run_dir
 
+    def render_template_fields(self, context: Context, jinja_env: Any = None) -> None:
+        """Render twice where needed: a DAG param's *value* may itself be a template, e.g. an input URI
+        ``s3://bucket/batches/{{ ds }}/`` given as ``input_uri`` and used as ``{{ params.input_uri }}``."""
+        super().render_template_fields(context, jinja_env)
+        for name in self.template_fields:
+            value = getattr(self, name, None)
+            if _has_template(value):
+                setattr(self, name, self.render_template(value, context, jinja_env))
+
     def resolve_run_dir(self, context: Context) -> Path:
         if self.run_dir:
             return Path(self.run_dir)
@@ -61,6 +96,21 @@ class TunegateBaseOperator(BaseOperator):
 
     def resolve_work_dir(self, context: Context) -> Path:
         return self.resolve_run_dir(context) / WORK_DIR
+
+    def resolve_history_dir(self, history_dir: str | None) -> str | None:
+        """``None`` -> ``{TUNEGATE_DATA_ROOT}/{dag_id}/history``; ``""`` -> no history; else the path given."""
+        if history_dir is None:
+            root = os.environ.get(DATA_ROOT_ENV)
+            return str(Path(root) / self.dag_id / HISTORY_DIR) if root else None
+        return str(history_dir) or None
+
+
+def _has_template(value: Any) -> bool:
+    if isinstance(value, str):
+        return "{{" in value or "{%" in value
+    if isinstance(value, (list, tuple)):
+        return any(_has_template(v) for v in value)
+    return False
 
 
 def check_results_digest(work_dir: Path, results: Sequence[Any]) -> dict[str, Any]:

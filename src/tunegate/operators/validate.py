@@ -6,7 +6,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from tunegate.operators._compat import Context
-from tunegate.operators.base import TunegateBaseOperator, check_results_digest, fail_on_tunegate_error
+from tunegate.operators.base import TunegateBaseOperator, check_results_digest, fail_on_tunegate_error, load_run_policy
 
 
 class ValidateOperator(TunegateBaseOperator):
@@ -17,32 +17,32 @@ class ValidateOperator(TunegateBaseOperator):
     files that use this operator parse in milliseconds. The operator never decides: a failed critical
     expectation is a batch issue that the gate turns into a halt through its policy.
 
-    :param suites: suite names or paths (templated); ``None`` means tunegate's default suites.
+    :param policy_file: YAML or JSON policy (templated); its ``suites`` say which suites run.
+    :param suites: suite names or paths (templated); ``None`` means the policy's (by default tunegate's two).
     :param chunk_size: rows validated at a time (bounds memory).
     :param data_docs: also render GX Data Docs, published next to the report by the gate.
     :param run_dir: overrides ``{TUNEGATE_DATA_ROOT}/{dag_id}/{logical date}`` (templated).
     """
 
-    template_fields: Sequence[str] = ("suites", "run_dir")
+    template_fields: Sequence[str] = ("policy_file", "suites", "run_dir")
 
-    def __init__(self, *, suites: Sequence[str] | None = None, chunk_size: int = 100_000, data_docs: bool = True,
-                 run_dir: str | None = None, **kwargs: Any) -> None:
+    def __init__(self, *, policy_file: str | None = None, suites: Sequence[str] | None = None,
+                 chunk_size: int = 100_000, data_docs: bool = True, run_dir: str | None = None,
+                 **kwargs: Any) -> None:
         super().__init__(run_dir=run_dir, **kwargs)
+        self.policy_file = policy_file
         self.suites = suites
         self.chunk_size = chunk_size
         self.data_docs = data_docs
 
     def execute(self, context: Context) -> dict[str, Any]:
         from tunegate.core.checks import build_check, run_checks
-        from tunegate.core.pipeline import DEFAULT_SUITES
 
         work = self.resolve_work_dir(context)
-        suites = DEFAULT_SUITES if self.suites is None else self.suites
-        if isinstance(suites, str):
-            suites = [suites]
         with fail_on_tunegate_error():
+            policy = load_run_policy(self.policy_file, suites=self.suites)
             checks = [build_check("gx_suite", suite=s, chunk_size=self.chunk_size, data_docs=self.data_docs)
-                      for s in suites]
+                      for s in policy.suites]
             results = run_checks(str(work), checks)
         for r in results:
             self.log.info("validate: %s flagged %d records %s, %d batch issues", r.check,

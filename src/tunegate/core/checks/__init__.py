@@ -1,7 +1,8 @@
 """Checks and their registry. A check is named in the CLI, the policy and the operators by its name.
 
 The registry maps a name to ``module:Class`` so that naming a check imports nothing heavy until it
-is built. Later checks (near-duplicates, outliers, poison scans) register here.
+is built. Which of them run, and with which options, is the policy's ``checks`` section
+(:mod:`tunegate.core.policy`); by default all of them do.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from tunegate.core.checks.base import (
     load_summaries,
     save_result,
 )
+from tunegate.core.policy import DEFAULT_CHECKS, DEFAULT_SUITES
 from tunegate.exceptions import ConfigError
 
 REGISTRY: dict[str, str] = {
@@ -30,17 +32,20 @@ REGISTRY: dict[str, str] = {
     "poison_content": "tunegate.core.checks.poison.content:InjectedContentCheck",
 }
 
-#: What ``tunegate scan`` runs when no ``--check`` is given.
-DEFAULT_CHECKS: tuple[str, ...] = ("exact_duplicate",)
 
-
-def build_check(name: str, **options: Any) -> Check:
-    """Build a registered check; unknown names and bad options fail here, with what to change."""
+def check_class(name: str) -> type[Check]:
+    """The class of a registered check (imports its module: light, heavy libraries load when it runs)."""
     target = REGISTRY.get(name)
     if target is None:
         raise ConfigError(f"unknown check {name!r}; known checks: {', '.join(sorted(REGISTRY))}")
     module, _, cls_name = target.partition(":")
-    cls = getattr(importlib.import_module(module), cls_name)
+    cls: type[Check] = getattr(importlib.import_module(module), cls_name)
+    return cls
+
+
+def build_check(name: str, **options: Any) -> Check:
+    """Build a registered check; unknown names and bad options fail here, with what to change."""
+    cls = check_class(name)
     try:
         check: Check = cls(**options)
     except TypeError as exc:
@@ -61,6 +66,7 @@ def run_checks(work_dir: str, checks: list[Check]) -> list[CheckResult]:
 
 __all__ = [
     "DEFAULT_CHECKS",
+    "DEFAULT_SUITES",
     "REGISTRY",
     "BatchIssue",
     "CanonicalBatch",
@@ -68,6 +74,7 @@ __all__ = [
     "CheckResult",
     "Finding",
     "build_check",
+    "check_class",
     "load_findings",
     "load_summaries",
     "run_checks",

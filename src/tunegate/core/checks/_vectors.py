@@ -35,13 +35,15 @@ class EmbeddingCheck(Check):
     def __init__(self, *, embedding: str = "hashing", fields: str = "instruction+input+output", dim: int = 256,
                  max_chars: int = 2000, model_path: str | None = None, cache_dir: str | None = None,
                  history_dir: str | None = None, flat_max: int = FLAT_MAX, nprobe: int = NPROBE,
-                 history_nprobe: int = HISTORY_NPROBE, verify_history: bool = True) -> None:
+                 history_nprobe: int = HISTORY_NPROBE, verify_history: bool = True,
+                 batch_id: str | None = None) -> None:
         self.spec = EmbeddingSpec(backend=embedding, fields=fields, dim=dim, max_chars=max_chars,  # type: ignore[arg-type]
                                   model_path=model_path)
         self.params = IndexParams(flat_max=flat_max, nprobe=nprobe, history_nprobe=history_nprobe)
         self.cache_dir = cache_dir
         self.history_dir = history_dir
         self.verify_history = bool(verify_history)
+        self.batch_id = batch_id  # on a rerun, this batch's earlier contribution is hidden from history searches
         for name, value in (("cache_dir", cache_dir), ("history_dir", history_dir)):
             if value is not None and not isinstance(value, (str, Path)):
                 raise ConfigError(f"check {self.name!r}: {name} must be a path, got {value!r}")
@@ -53,7 +55,7 @@ class EmbeddingCheck(Check):
     def open_history(self, path: str | Path) -> History:
         from tunegate.core.history import open_history
 
-        history = open_history(path, verify=self.verify_history)
+        history = open_history(path, verify=self.verify_history).without_batch(self.batch_id)
         history.check_spec(self.spec)
         return history
 
