@@ -14,12 +14,14 @@ from __future__ import annotations
 import json
 import logging
 import time
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from tunegate.core.io import atomic_path, commit, expand_inputs, sha256_file, write_json_atomic
-from tunegate.core.readers import Rejection, read_file
+from tunegate.core.io import Storage, atomic_path, commit, expand_inputs, sha256_file, write_json_atomic
+from tunegate.core.readers import InputOptions, Rejection, read_file
+from tunegate.exceptions import ConfigError
 
 log = logging.getLogger(__name__)
 
@@ -40,6 +42,8 @@ class InputFile:
 class IngestResult:
     work_dir: str
     inputs: list[InputFile] = field(default_factory=list)
+    #: The :class:`InputOptions` the inputs were read with (``InputOptions.to_json``).
+    options: dict[str, Any] = field(default_factory=dict)
 
     @property
     def records(self) -> int:
@@ -54,20 +58,26 @@ class IngestResult:
         return self.records + self.rejected
 
     def to_json(self) -> dict[str, Any]:
-        return {"work_dir": self.work_dir, "inputs": [asdict(i) for i in self.inputs],
+        return {"work_dir": self.work_dir, "inputs": [asdict(i) for i in self.inputs], "options": self.options,
                 "records": self.records, "rejected": self.rejected, "total": self.total}
 
     @classmethod
     def load(cls, work_dir: str | Path) -> IngestResult:
         data = json.loads((Path(work_dir) / INGEST_FILE).read_text(encoding="utf-8"))
-        return cls(work_dir=data["work_dir"], inputs=[InputFile(**i) for i in data["inputs"]])
+        return cls(work_dir=data["work_dir"], inputs=[InputFile(**i) for i in data["inputs"]],
+                   options=data.get("options", {}))
 
 
-def ingest(inputs: list[str], work_dir: str | Path, *, fmt: str = "auto", batch_size: int = 10_000,
+def ingest(inputs: list[str], work_dir: str | Path, *, fmt: str = "auto", options: InputOptions | None = None,
+           filesystem: Any = None, storage_options: Mapping[str, Any] | None = None, batch_size: int = 10_000,
            progress_every: int = 100_000) -> IngestResult:
-    """Read ``inputs`` (paths, globs, directories or fsspec URLs) into ``work_dir``.
+    """Read ``inputs`` (paths, globs, directories, object-storage prefixes, ``save_to_disk`` folders or fsspec
+    URLs) into ``work_dir``.
 
-    Memory stays bounded by ``batch_size`` records. Raises :class:`~tunegate.exceptions.InputError`
+    ``options`` says how to read them (container, layout, column map); the older ``fmt`` names one of
+    :data:`~tunegate.core.readers.FORMATS` instead. ``filesystem`` (an fsspec filesystem, e.g. built from an
+    Airflow connection) serves the URLs of its protocols; ``storage_options`` configure fsspec for other
+    URLs. Memory stays bounded by ``batch_size`` records. Raises :class:`~tunegate.exceptions.InputError`
     for a file that cannot be read at all, before any output is committed.
     """
     import pyarrow as pa
@@ -75,10 +85,15 @@ def ingest(inputs: list[str], work_dir: str | Path, *, fmt: str = "auto", batch_
 
     from tunegate.core.schema import canonical_schema
 
+    if options is None:
+        options = InputOptions.from_format(fmt)
+    elif fmt != "auto":
+        raise ConfigError(f"pass either fmt={fmt!r} or options, not both")
+    storage = Storage(filesystem=filesystem, storage_options=dict(storage_options or {}))
     work = Path(work_dir)
     work.mkdir(parents=True, exist_ok=True)
-    files = expand_inputs(inputs)
-    result = IngestResult(work_dir=str(work))
+    files = expand_inputs(inputs, storage)
+    result = IngestResult(work_dir=str(work), options=options.to_json())
     schema = canonical_schema()
     derived_ids: dict[str, int] = {}  # content hash -> occurrences, only for records without an id
     started = time.monotonic()
@@ -91,9 +106,9 @@ def ingest(inputs: list[str], work_dir: str | Path, *, fmt: str = "auto", batch_
                 open(tmp_rejected, "w", encoding="utf-8") as rejected_out:
             rows: list[dict[str, Any]] = []
             for path in files:
-                entry = InputFile(path=path, sha256=sha256_file(path))
+                entry = InputFile(path=path, sha256=sha256_file(path, storage))
                 result.inputs.append(entry)
-                for item in read_file(path, fmt, batch_size=batch_size):
+                for item in read_file(path, batch_size=batch_size, options=options, storage=storage):
                     if isinstance(item, Rejection):
                         entry.rejected += 1
                         rejected_out.write(json.dumps(item.to_json(), ensure_ascii=False) + "\n")

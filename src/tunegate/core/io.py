@@ -1,4 +1,4 @@
-"""File-system helpers: fsspec opening, hashing, atomic writes."""
+"""File-system helpers: fsspec opening (local, object storage, the Hugging Face hub), hashing, atomic writes."""
 
 from __future__ import annotations
 
@@ -6,8 +6,9 @@ import hashlib
 import json
 import os
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
 
@@ -16,33 +17,140 @@ import fsspec
 from tunegate.exceptions import InputError
 
 _HASH_BLOCK = 1 << 20
+_GLOB_CHARS = "*?["
+
+#: Files that mark a ``datasets.Dataset.save_to_disk`` folder (``state.json``) or a ``DatasetDict`` one.
+HF_DATASET_STATE = "state.json"
+HF_DATASET_DICT = "dataset_dict.json"
 
 
-def expand_inputs(inputs: list[str]) -> list[str]:
-    """Expand directories and globs into a sorted, de-duplicated list of file URLs.
+@dataclass(frozen=True)
+class Storage:
+    """How input URLs are reached.
 
-    A local directory expands to the data files directly inside it. A path that matches nothing is an
-    :class:`InputError` naming it.
+    ``filesystem`` (an fsspec filesystem, e.g. the one an Airflow connection configures) serves the URLs of
+    its own protocols; every other URL gets a filesystem from fsspec, with ``storage_options`` for
+    non-local protocols. The default reaches local paths and URLs with the environment's own settings.
+    """
+
+    filesystem: Any = None
+    storage_options: Mapping[str, Any] = field(default_factory=dict)
+
+    def resolve(self, url: str) -> tuple[Any, str]:
+        """``(filesystem, path)`` for ``url``; the path has no protocol."""
+        protocol = url.split("://", 1)[0] if "://" in url else "file"
+        if self.filesystem is not None and protocol in _protocols(self.filesystem):
+            return self.filesystem, str(self.filesystem._strip_protocol(url))
+        options = dict(self.storage_options) if protocol not in ("file", "local") else {}
+        fs, path = fsspec.core.url_to_fs(url, **options)
+        return fs, str(path)
+
+    def url(self, fs: Any, path: str) -> str:
+        """A URL that :meth:`resolve` maps back to ``(fs, path)`` (local paths stay plain paths)."""
+        if _protocols(fs)[0] in ("file", "local"):
+            return path
+        return str(fs.unstrip_protocol(path))
+
+
+DEFAULT_STORAGE = Storage()
+
+
+def _protocols(fs: Any) -> tuple[str, ...]:
+    return (fs.protocol,) if isinstance(fs.protocol, str) else tuple(fs.protocol)
+
+
+def hf_disk_kind(fs: Any, path: str) -> str | None:
+    """``"dataset"`` or ``"dataset_dict"`` for a ``save_to_disk`` folder, else ``None``."""
+    base = path.rstrip("/")
+    if fs.isfile(f"{base}/{HF_DATASET_DICT}"):
+        return "dataset_dict"
+    if fs.isfile(f"{base}/{HF_DATASET_STATE}"):
+        return "dataset"
+    return None
+
+
+def hf_disk_shards(fs: Any, path: str) -> list[tuple[str | None, str]]:
+    """``(split, arrow file path)`` of a ``save_to_disk`` folder, in the order ``datasets`` reads them.
+
+    ``split`` is ``None`` for a single ``Dataset`` folder. The order comes from ``dataset_dict.json``
+    (splits) and each split's ``state.json`` (data files), not from a directory listing.
+    """
+    base = path.rstrip("/")
+    kind = hf_disk_kind(fs, base)
+    if kind is None:
+        raise InputError(f"not a datasets save_to_disk folder (no {HF_DATASET_STATE} or {HF_DATASET_DICT})",
+                         path=path)
+    if kind == "dataset":
+        return [(None, f) for f in _state_files(fs, base)]
+    splits = _read_json(fs, f"{base}/{HF_DATASET_DICT}").get("splits")
+    if not isinstance(splits, list) or not all(isinstance(s, str) for s in splits):
+        raise InputError(f"{HF_DATASET_DICT} has no list of 'splits'", path=path)
+    return [(split, f) for split in splits for f in _state_files(fs, f"{base}/{split}")]
+
+
+def _state_files(fs: Any, folder: str) -> list[str]:
+    state = _read_json(fs, f"{folder}/{HF_DATASET_STATE}")
+    files = state.get("_data_files")
+    if not isinstance(files, list) or not all(isinstance(f, dict) and isinstance(f.get("filename"), str)
+                                              for f in files):
+        raise InputError(f"{HF_DATASET_STATE} has no list of '_data_files'", path=folder)
+    return [f"{folder}/{f['filename']}" for f in files]
+
+
+def _read_json(fs: Any, path: str) -> dict[str, Any]:
+    try:
+        with fs.open(path, "rb") as f:
+            data = json.loads(f.read().decode("utf-8"))
+    except FileNotFoundError as exc:
+        raise InputError("no such file", path=path) from exc
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise InputError(f"not valid JSON: {exc}", path=path) from exc
+    if not isinstance(data, dict):
+        raise InputError("expected a JSON object", path=path)
+    return data
+
+
+def expand_inputs(inputs: list[str], storage: Storage = DEFAULT_STORAGE) -> list[str]:
+    """Expand directories, prefixes and globs into a sorted, de-duplicated list of input URLs.
+
+    A directory (local, or a prefix on object storage) expands to the data files directly inside it and
+    to the ``save_to_disk`` folders directly inside it; a ``save_to_disk`` folder is one input (read
+    through its ``state.json``). A path that matches nothing is an :class:`InputError` naming it.
     """
     out: list[str] = []
     for spec in inputs:
-        fs, _, paths = fsspec.get_fs_token_paths(spec)
+        fs, path = storage.resolve(spec)
+        paths = sorted(fs.glob(path)) if any(c in path for c in _GLOB_CHARS) else [path]
         if not paths:
             raise InputError("no such file", path=spec)
         for p in paths:
             if fs.isdir(p):
-                children = sorted(c for c in fs.ls(p, detail=False) if _looks_like_data(c) and fs.isfile(c))
-                if not children:
-                    raise InputError("directory holds no data files (.json, .jsonl, .parquet, .csv)", path=spec)
-                out.extend(_unstrip(fs, c) for c in children)
+                out.extend(storage.url(fs, c) for c in _dir_inputs(fs, p, spec))
             elif fs.exists(p):
-                out.append(_unstrip(fs, p))
+                out.append(storage.url(fs, p))
             else:
                 raise InputError("no such file", path=spec)
     return list(dict.fromkeys(out))
 
 
-_DATA_SUFFIXES = (".json", ".jsonl", ".ndjson", ".parquet", ".csv", ".tsv")
+def _dir_inputs(fs: Any, path: str, spec: str) -> list[str]:
+    if hf_disk_kind(fs, path):
+        return [path.rstrip("/")]
+    found: list[str] = []
+    for entry in sorted(fs.ls(path, detail=True), key=lambda e: str(e["name"])):
+        name = str(entry["name"]).rstrip("/")
+        if entry.get("type") == "directory":
+            if hf_disk_kind(fs, name):
+                found.append(name)
+        elif _looks_like_data(name):
+            found.append(name)
+    if not found:
+        raise InputError("directory holds no data files (.json, .jsonl, .parquet, .csv, .tsv, .arrow) "
+                         "and no datasets save_to_disk folders", path=spec)
+    return found
+
+
+_DATA_SUFFIXES = (".json", ".jsonl", ".ndjson", ".parquet", ".csv", ".tsv", ".arrow")
 
 
 def _looks_like_data(path: str) -> bool:
@@ -52,20 +160,12 @@ def _looks_like_data(path: str) -> bool:
     return name.endswith(_DATA_SUFFIXES)
 
 
-def _unstrip(fs: Any, path: str) -> str:
-    """Give back a URL that fsspec can reopen (local paths stay plain paths)."""
-    protocol = fs.protocol if isinstance(fs.protocol, str) else fs.protocol[0]
-    if protocol in ("file", "local"):
-        return path
-    return str(fs.unstrip_protocol(path))
-
-
 @contextmanager
-def open_binary(url: str, *, decompress: bool = True) -> Iterator[IO[bytes]]:
+def open_binary(url: str, *, decompress: bool = True, storage: Storage = DEFAULT_STORAGE) -> Iterator[IO[bytes]]:
     """Open a local path or fsspec URL for reading bytes, decompressing by suffix."""
     try:
-        of = fsspec.open(url, "rb", compression="infer" if decompress else None)
-        with of as f:
+        fs, path = storage.resolve(url)
+        with fs.open(path, "rb", compression="infer" if decompress else None) as f:
             yield f
     except FileNotFoundError as exc:
         raise InputError("no such file", path=url) from exc
@@ -75,12 +175,18 @@ def open_binary(url: str, *, decompress: bool = True) -> Iterator[IO[bytes]]:
         raise InputError("permission denied", path=url) from exc
 
 
-def sha256_file(url: str) -> str:
-    """sha256 of the file's stored bytes (compressed, as on disk), read in 1 MiB blocks."""
+def sha256_file(url: str, storage: Storage = DEFAULT_STORAGE) -> str:
+    """sha256 of the file's stored bytes (compressed, as on disk), read in 1 MiB blocks.
+
+    For a ``save_to_disk`` folder: of its Arrow data files' bytes, concatenated in reading order.
+    """
     h = hashlib.sha256()
-    with open_binary(url, decompress=False) as f:
-        while block := f.read(_HASH_BLOCK):
-            h.update(block)
+    fs, path = storage.resolve(url)
+    files = [f for _, f in hf_disk_shards(fs, path)] if fs.isdir(path) else [path]
+    for file in files:
+        with open_binary(storage.url(fs, file), decompress=False, storage=storage) as f:
+            while block := f.read(_HASH_BLOCK):
+                h.update(block)
     return h.hexdigest()
 
 

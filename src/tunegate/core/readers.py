@@ -1,16 +1,19 @@
-"""Readers: turn Alpaca, Dolly, ShareGPT, OpenAI chat, Super-NaturalInstructions, Parquet and CSV
-input into canonical records, streaming, with every unusable record turned into a :class:`Rejection`.
+"""Readers: turn instruction-tuning data, as users hold it, into canonical records, streaming, with every
+unusable record turned into a :class:`Rejection`.
 
-Two layers:
+Three independent choices, held in one :class:`InputOptions`:
 
-* a *container* reader yields ``(line, object)`` pairs or rejections: JSON Lines, a JSON array, a
-  Super-NaturalInstructions task file, Parquet, CSV;
-* a *record* normalizer maps one object of a known *record format* (alpaca, dolly, openai, sharegpt)
-  onto the canonical fields, or raises :class:`RecordError` with a message saying what is wrong.
+* the *container* (how records are stored): ``jsonl``, ``json`` (an array, or a Super-NaturalInstructions
+  task file), ``parquet``, ``csv``, ``tsv``, ``arrow`` (Arrow IPC, stream or file format) or ``hf-disk``
+  (a ``datasets`` ``save_to_disk`` folder, a ``Dataset`` or a ``DatasetDict``);
+* the *layout* (which fields a record has): ``alpaca``, ``dolly``, ``openai``, ``sharegpt``, ``superni``
+  or ``canonical`` (tunegate's own output);
+* a *column map* renaming the user's columns onto canonical fields (``prompt`` -> ``instruction``), applied
+  before the layout reads a record.
 
-``auto`` detects the container from the suffix and the first bytes, and the record format from the
-first record's keys. Errors that concern the whole file (missing, empty, unknown format) raise
-:class:`~tunegate.exceptions.InputError`; errors that concern one record never do.
+``auto`` detects the container from the suffix and the first bytes, and the layout from the first
+record's keys (after the column map). Errors that concern the whole file (missing, empty, unknown
+format) raise :class:`~tunegate.exceptions.InputError`; errors that concern one record never do.
 """
 
 from __future__ import annotations
@@ -20,20 +23,137 @@ import csv
 import io
 import json
 import re
-from collections.abc import Iterable, Iterator
-from dataclasses import dataclass
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from types import MappingProxyType
 from typing import Any
 
-from tunegate.core.io import open_binary
+from tunegate.core.io import DEFAULT_STORAGE, Storage, hf_disk_kind, hf_disk_shards, open_binary
 from tunegate.core.schema import content_sha256
-from tunegate.exceptions import InputError
+from tunegate.exceptions import ConfigError, InputError
 
+#: The old single ``fmt`` names (CLI ``--format``, ``IngestOperator(fmt=)``), kept working.
 FORMATS = ("auto", "alpaca", "dolly", "sharegpt", "openai", "superni", "parquet", "csv")
-RECORD_FORMATS = ("alpaca", "dolly", "openai", "sharegpt")
+CONTAINERS = ("auto", "jsonl", "json", "parquet", "csv", "tsv", "arrow", "hf-disk")
+LAYOUTS = ("auto", "alpaca", "dolly", "sharegpt", "openai", "superni", "canonical")
+RECORD_FORMATS = ("alpaca", "dolly", "openai", "sharegpt", "canonical")  # layouts that map one object
+#: Fields a column map may target: the input fields of the canonical schema.
+CANONICAL_FIELDS = ("id", "instruction", "input", "output", "task", "source", "contributor", "messages")
+#: Layouts that read canonical field names, so a column map means something to them.
+_MAPPABLE_LAYOUTS = ("auto", "alpaca", "canonical", "openai")
+_FORMAT_TO_OPTIONS = {
+    "auto": ("auto", "auto"),
+    "alpaca": ("auto", "alpaca"),
+    "dolly": ("auto", "dolly"),
+    "sharegpt": ("auto", "sharegpt"),
+    "openai": ("auto", "openai"),
+    "superni": ("json", "superni"),
+    "parquet": ("parquet", "auto"),
+    "csv": ("csv", "auto"),
+}
 
 _RAW_LIMIT = 2000  # characters of raw input kept in a rejection: enough to see it, bounded for huge lines
 _TEXT_CHUNK = 1 << 20
 _SURROGATE = re.compile("[\udc80-\udcff]")
+
+
+@dataclass(frozen=True)
+class InputOptions:
+    """How to read the inputs: container, record layout, column map and ``DatasetDict`` splits.
+
+    The policy file's ``input:`` section, the CLI and the operators build this same object.
+    """
+
+    #: ``auto`` or one of :data:`CONTAINERS`.
+    container: str = "auto"
+    #: ``auto`` or one of :data:`LAYOUTS`.
+    layout: str = "auto"
+    #: ``{source column: canonical field}``, e.g. ``{"prompt": "instruction", "completion": "output"}``.
+    #: A mapped column replaces a field of the same name; a record without the source column keeps its
+    #: own field of that name.
+    columns: Mapping[str, str] = field(default_factory=dict)
+    #: Splits of a ``DatasetDict`` folder to read; empty means all of them, in the folder's order.
+    splits: tuple[str, ...] = ()
+
+    def __post_init__(self) -> None:
+        if self.container not in CONTAINERS:
+            raise ConfigError(f"input container {self.container!r} is unknown; allowed: {', '.join(CONTAINERS)}")
+        if self.layout not in LAYOUTS:
+            raise ConfigError(f"input layout {self.layout!r} is unknown; allowed: {', '.join(LAYOUTS)}")
+        if self.layout == "superni" and self.container not in ("auto", "json"):
+            raise ConfigError(f"input layout 'superni' reads Super-NaturalInstructions task files, a 'json' "
+                              f"container, not {self.container!r}")
+        if not isinstance(self.columns, Mapping):
+            raise ConfigError(f"input columns must be a mapping of source column to canonical field, "
+                              f"got {self.columns!r}")
+        targets: dict[str, str] = {}
+        for src, dst in self.columns.items():
+            if not isinstance(src, str) or not src:
+                raise ConfigError(f"input columns: source column {src!r} must be a non-empty string")
+            if dst not in CANONICAL_FIELDS:
+                raise ConfigError(f"input columns: {src!r} maps onto {dst!r}, which is not a canonical field; "
+                                  f"allowed: {', '.join(CANONICAL_FIELDS)}")
+            if dst in targets:
+                raise ConfigError(f"input columns: {targets[dst]!r} and {src!r} both map onto {dst!r}")
+            targets[dst] = src
+        if self.columns and self.layout not in _MAPPABLE_LAYOUTS:
+            raise ConfigError(f"input columns rename onto canonical fields, which layout {self.layout!r} does "
+                              f"not read; use layout {', '.join(repr(x) for x in _MAPPABLE_LAYOUTS)}")
+        object.__setattr__(self, "columns", MappingProxyType(dict(self.columns)))
+        splits = self.splits
+        if isinstance(splits, str) or not isinstance(splits, Sequence) or not all(
+                isinstance(x, str) and x for x in splits):
+            raise ConfigError(f"input splits must be a list of split names, got {splits!r}")
+        object.__setattr__(self, "splits", tuple(splits))
+
+    @classmethod
+    def from_mapping(cls, data: Mapping[str, Any], *, source: str | None = None) -> InputOptions:
+        """Build from a policy file's ``input:`` section (or any mapping); errors name ``source``.
+
+        ``columns`` may be a mapping or a list of ``"SRC=DST"`` strings (the CLI's ``--column``).
+        """
+        where = f"{source}: " if source else ""
+        if not isinstance(data, Mapping):
+            raise ConfigError(f"{where}the input section must be a mapping, got {type(data).__name__}")
+        known = [f for f in cls.__dataclass_fields__]
+        unknown = sorted(set(data) - set(known))
+        if unknown:
+            raise ConfigError(f"{where}unknown input settings {unknown}; allowed: {known}")
+        values = dict(data)
+        if "columns" in values and not isinstance(values["columns"], Mapping):
+            values["columns"] = parse_columns(values["columns"], source=source)
+        try:
+            return cls(**values)
+        except ConfigError as exc:
+            raise ConfigError(f"{where}{exc}") from None
+
+    @classmethod
+    def from_format(cls, fmt: str) -> InputOptions:
+        """The options an old ``fmt`` name stands for (``superni`` -> json container + superni layout)."""
+        if fmt not in _FORMAT_TO_OPTIONS:
+            raise ConfigError(f"unknown format {fmt!r}; choose one of {', '.join(FORMATS)}")
+        container, layout = _FORMAT_TO_OPTIONS[fmt]
+        return cls(container=container, layout=layout)
+
+    def to_json(self) -> dict[str, Any]:
+        return {"container": self.container, "layout": self.layout, "columns": dict(self.columns),
+                "splits": list(self.splits)}
+
+
+def parse_columns(specs: Any, *, source: str | None = None) -> dict[str, str]:
+    """``["prompt=instruction", ...]`` -> ``{"prompt": "instruction", ...}``; a bad entry is a ConfigError."""
+    where = f"{source}: " if source else ""
+    if isinstance(specs, str) or not isinstance(specs, Sequence):
+        raise ConfigError(f"{where}input columns must be a mapping or a list of 'SRC=DST' strings, got {specs!r}")
+    out: dict[str, str] = {}
+    for spec in specs:
+        src, sep, dst = spec.partition("=") if isinstance(spec, str) else ("", "", "")
+        if not sep or not src.strip() or not dst.strip():
+            raise ConfigError(f"{where}input column map {spec!r} is not 'SRC=DST' (e.g. 'prompt=instruction')")
+        if src.strip() in out:
+            raise ConfigError(f"{where}input column {src.strip()!r} is mapped twice")
+        out[src.strip()] = dst.strip()
+    return out
 
 
 class RecordError(ValueError):
@@ -169,6 +289,13 @@ def normalize(obj: Any, record_format: str) -> dict[str, Any]:
         messages = _turns(obj.get("conversations"), "conversations", "from", "value")
         instruction, input_, output = _project_chat(messages)
         task = _opt(obj, "task", "category")
+    elif record_format == "canonical":  # tunegate's own output: the fields as they are, messages optional
+        instruction = _text(obj, "instruction", required=True)
+        input_ = _text(obj, "input", required=False)
+        output = _text(obj, "output", required=True)
+        task = _opt(obj, "task")
+        if obj.get("messages") is not None:
+            messages = _turns(obj["messages"], "messages", "role", "content")
     else:  # pragma: no cover - guarded by callers
         raise ValueError(f"unknown record format {record_format!r}")
     return {
@@ -185,6 +312,8 @@ def normalize(obj: Any, record_format: str) -> dict[str, Any]:
 
 def detect_record_format(keys: Iterable[str]) -> str | None:
     keys = set(keys)
+    if {"content_sha256", "instruction", "output"} <= keys:
+        return "canonical"
     if "messages" in keys:
         return "openai"
     if "conversations" in keys:
@@ -364,11 +493,45 @@ def _iter_parquet(f: Any, path: str, batch_size: int) -> Iterator[tuple[int, Any
         pf = pq.ParquetFile(f)
     except (pa.ArrowInvalid, OSError) as exc:
         raise InputError(f"not a readable Parquet file: {exc}", path=path) from exc
+    yield from _iter_rows(pf.iter_batches(batch_size=batch_size), path, batch_size)
+
+
+def _iter_arrow(f: Any, path: str, head: bytes, batch_size: int) -> Iterator[tuple[int, Any] | Rejection]:
+    """Arrow IPC: the file format (``ARROW1`` magic) or the stream format that ``datasets`` writes."""
+    import pyarrow as pa
+
+    try:
+        if head.startswith(b"ARROW1"):
+            file_reader = pa.ipc.open_file(f)
+            batches: Iterator[Any] = (file_reader.get_batch(i) for i in range(file_reader.num_record_batches))
+        else:
+            batches = iter(pa.ipc.open_stream(f))
+    except (pa.ArrowInvalid, OSError) as exc:
+        raise InputError(f"not a readable Arrow IPC file or stream: {exc}", path=path) from exc
+    yield from _iter_rows(batches, path, batch_size)
+
+
+def _iter_rows(batches: Iterator[Any], path: str, batch_size: int) -> Iterator[tuple[int, Any] | Rejection]:
+    """Rows of Arrow record batches as dicts, ``batch_size`` rows converted at a time (bounded memory).
+
+    Damage part-way through (a truncated file) keeps the rows before it and rejects the rest as one entry.
+    """
+    import pyarrow as pa
+
     position = 0
-    for batch in pf.iter_batches(batch_size=batch_size):
-        for row in batch.to_pylist():
-            position += 1
-            yield position, row
+    while True:
+        try:
+            batch = next(batches)
+        except StopIteration:
+            return
+        except (pa.ArrowInvalid, OSError) as exc:
+            yield Rejection(path, position + 1, "", f"unreadable Arrow data after row {position}: {exc}; "
+                            "the rest of the file is unreadable")
+            return
+        for offset in range(0, batch.num_rows, batch_size):
+            for row in batch.slice(offset, batch_size).to_pylist():
+                position += 1
+                yield position, row
 
 
 def _iter_csv(f: Any, path: str, delimiter: str) -> Iterator[tuple[int, Any] | Rejection]:
@@ -411,18 +574,36 @@ def _iter_csv(f: Any, path: str, delimiter: str) -> Iterator[tuple[int, Any] | R
 # --------------------------------------------------------------------------------------------------
 # Detection and the public entry point
 
+_SNIFF = 64 * 1024
+_ARROW_STREAM_MARK = b"\xff\xff\xff\xff"  # continuation marker that starts an Arrow IPC stream message
 
-def _container_of(path: str, head: bytes, fmt: str) -> str:
-    name = path.lower()
+
+def _strip_compression(path: str) -> str:
+    name = path.lower().rstrip("/")
     for comp in (".gz", ".bz2", ".xz", ".zst"):
         name = name.removesuffix(comp)
-    if fmt == "parquet" or (fmt == "auto" and name.endswith(".parquet")):
-        return "parquet"
-    if fmt == "csv" or (fmt == "auto" and name.endswith((".csv", ".tsv"))):
-        return "tsv" if name.endswith(".tsv") else "csv"
-    if fmt == "superni":
+    return name
+
+
+def _container_of(path: str, head: bytes, options: InputOptions) -> str:
+    """The container to read ``path`` with: a name of :data:`CONTAINERS`, or ``json_array`` / ``superni``."""
+    name = _strip_compression(path)
+    container = options.container
+    if container == "auto":
+        for suffix, kind in ((".parquet", "parquet"), (".csv", "csv"), (".tsv", "tsv"), (".arrow", "arrow")):
+            if name.endswith(suffix):
+                container = kind
+    if container == "csv" and name.endswith(".tsv"):  # the old --format csv read .tsv files tab-separated
+        return "tsv"
+    if options.layout == "superni":
         return "superni"
+    if container in ("parquet", "csv", "tsv", "arrow", "jsonl"):
+        return container
     stripped = head.lstrip(b" \t\r\n\xef\xbb\xbf")
+    if container == "auto" and head.startswith(b"PAR1"):
+        return "parquet"
+    if container == "auto" and head.startswith((b"ARROW1", _ARROW_STREAM_MARK)):
+        return "arrow"
     if not stripped:
         raise InputError("file is empty", path=path)
     if stripped.startswith(b"["):
@@ -437,54 +618,135 @@ def _container_of(path: str, head: bytes, fmt: str) -> str:
             # are rejected one by one with their line numbers.
             if b'"Instances"' in head or b'"Definition"' in head:
                 return "superni"
-        return "jsonl"
-    if name.endswith(".parquet") or head.startswith(b"PAR1"):
-        return "parquet"
-    raise InputError(f"unknown format (starts with {stripped[:16]!r}); pass --format", path=path)
+        return "superni" if container == "json" else "jsonl"
+    raise InputError(f"unknown format (starts with {stripped[:16]!r}); pass a container (--container) "
+                     f"or --format", path=path)
 
 
-_SNIFF = 64 * 1024
+def _is_folder(url: str, options: InputOptions, storage: Storage) -> tuple[Any, str] | None:
+    """``(fs, path)`` when ``url`` is a ``save_to_disk`` folder to read as ``hf-disk``, else ``None``."""
+    if options.container not in ("auto", "hf-disk"):
+        return None
+    if options.container == "auto" and _strip_compression(url).endswith(
+            (".json", ".jsonl", ".ndjson", ".parquet", ".csv", ".tsv", ".arrow")):
+        return None  # a data file: spare object storage the extra round trip
+    fs, path = storage.resolve(url)
+    if fs.isdir(path):
+        if hf_disk_kind(fs, path) is None:
+            raise InputError("is a directory, not a datasets save_to_disk folder", path=url)
+        return fs, path
+    if options.container == "hf-disk":
+        raise InputError("container 'hf-disk' needs a datasets save_to_disk folder", path=url)
+    return None
 
 
-def read_file(path: str, fmt: str = "auto", *, batch_size: int = 10_000) -> Iterator[dict[str, Any] | Rejection]:
-    """Yield canonical records (dicts with every canonical column) and rejections for one file, in order."""
+def read_file(path: str, fmt: str = "auto", *, batch_size: int = 10_000, options: InputOptions | None = None,
+              storage: Storage = DEFAULT_STORAGE) -> Iterator[dict[str, Any] | Rejection]:
+    """Yield canonical records (dicts with every canonical column) and rejections for one input, in order.
+
+    ``path`` is a file or a ``save_to_disk`` folder (local or any fsspec URL). ``options`` says how to read
+    it; the older ``fmt`` names one of :data:`FORMATS` instead (not both).
+    """
+    options = _options(fmt, options, path)
+    folder = _is_folder(path, options, storage)
+    if folder is not None:
+        yield from _read_hf_disk(path, *folder, options=options, storage=storage, batch_size=batch_size)
+        return
+    with open_binary(path, storage=storage) as f:
+        head, f = _peek(f)
+        yield from _normalize_stream(_items(f, path, head, options, batch_size), path, options)
+
+
+def _options(fmt: str, options: InputOptions | None, path: str) -> InputOptions:
+    if options is not None:
+        if fmt != "auto":
+            raise ConfigError(f"pass either fmt={fmt!r} or options, not both")
+        return options
     if fmt not in FORMATS:
         raise InputError(f"unknown format {fmt!r}; choose one of {', '.join(FORMATS)}", path=path)
-    with open_binary(path) as f:
-        head = f.peek(_SNIFF)[:_SNIFF] if hasattr(f, "peek") else b""
-        if not head:
-            buffered = io.BufferedReader(f, buffer_size=_SNIFF)  # type: ignore[arg-type,type-var]
-            head = buffered.peek(_SNIFF)[:_SNIFF]
-            f = buffered
-        container = _container_of(path, head, fmt)
-        if container in ("parquet", "csv", "tsv") and not head and fmt == "auto":
-            raise InputError("file is empty", path=path)
-        record_format = fmt if fmt in RECORD_FORMATS else None
-        if container == "jsonl":
-            items: Iterator[tuple[int, Any] | Rejection] = _iter_jsonl(f, path)
-        elif container == "json_array":
-            items = iter(_JsonArrayStream(f, path))
-        elif container == "superni":
-            items = _iter_superni(f, path)
-            record_format = "alpaca"
-        elif container == "parquet":
-            items = _iter_parquet(f, path, batch_size)
-        else:
-            if not head.strip():
-                raise InputError("file is empty", path=path)
-            items = _iter_csv(f, path, "\t" if container == "tsv" else ",")
-        yield from _normalize_stream(items, path, record_format)
+    return InputOptions.from_format(fmt)
 
 
-def _normalize_stream(items: Iterator[tuple[int, Any] | Rejection], path: str,
-                      record_format: str | None) -> Iterator[dict[str, Any] | Rejection]:
+def _peek(f: Any) -> tuple[bytes, Any]:
+    head = f.peek(_SNIFF)[:_SNIFF] if hasattr(f, "peek") else b""
+    if not head:
+        buffered = io.BufferedReader(f, buffer_size=_SNIFF)
+        head = buffered.peek(_SNIFF)[:_SNIFF]
+        f = buffered
+    return bytes(head), f
+
+
+def _items(f: Any, path: str, head: bytes, options: InputOptions,
+           batch_size: int) -> Iterator[tuple[int, Any] | Rejection]:
+    container = _container_of(path, head, options)
+    if container in ("parquet", "arrow", "csv", "tsv") and not head.strip():
+        raise InputError("file is empty", path=path)
+    if container == "jsonl":
+        return _iter_jsonl(f, path)
+    if container == "json_array":
+        return iter(_JsonArrayStream(f, path))
+    if container == "superni":
+        return _iter_superni(f, path)
+    if container == "parquet":
+        return _iter_parquet(f, path, batch_size)
+    if container == "arrow":
+        return _iter_arrow(f, path, head, batch_size)
+    return _iter_csv(f, path, "\t" if container == "tsv" else ",")
+
+
+def _read_hf_disk(url: str, fs: Any, folder: str, *, options: InputOptions, storage: Storage,
+                  batch_size: int) -> Iterator[dict[str, Any] | Rejection]:
+    """A ``save_to_disk`` folder: its Arrow shards in order; a record's ``source`` defaults to its split."""
+    shards = hf_disk_shards(fs, folder)
+    present = list(dict.fromkeys(split for split, _ in shards if split is not None))
+    missing = [s for s in options.splits if s not in present]
+    if missing and present:
+        raise InputError(f"no split(s) {missing} in this DatasetDict; it has {present}", path=url)
     seen_any = False
+    for split, shard in shards:
+        if split is not None and options.splits and split not in options.splits:
+            continue
+        shard_url = storage.url(fs, shard)
+        with open_binary(shard_url, decompress=False, storage=storage) as f:
+            head, f = _peek(f)
+            items = _iter_arrow(f, shard_url, head, batch_size)
+            for item in _normalize_stream(items, shard_url, options, default_source=split, require_records=False):
+                seen_any = True
+                yield item
+    if not seen_any:
+        raise InputError("dataset holds no records", path=url)
+
+
+def _map_columns(obj: dict[str, Any], columns: Mapping[str, str]) -> dict[str, Any]:
+    """Rename mapped columns; a mapped column replaces a field of the same name (when it is present)."""
+    out = {k: v for k, v in obj.items() if k not in columns}
+    for src, dst in columns.items():
+        if src in obj:
+            out[dst] = obj[src]
+    return out
+
+
+def _explain(message: str, columns: Mapping[str, str]) -> str:
+    for src, dst in columns.items():
+        if f"{dst!r}" in message:
+            return f"{message} (mapped from column {src!r})"
+    return message
+
+
+def _normalize_stream(items: Iterator[tuple[int, Any] | Rejection], path: str, options: InputOptions, *,
+                      default_source: str | None = None,
+                      require_records: bool = True) -> Iterator[dict[str, Any] | Rejection]:
+    seen_any = False
+    columns = options.columns
+    record_format: str | None = options.layout if options.layout in RECORD_FORMATS else None
     for item in items:
         seen_any = True
         if isinstance(item, Rejection):
             yield item
             continue
         line, obj = item
+        if columns and isinstance(obj, dict):
+            obj = _map_columns(obj, columns)
         if record_format is None:
             if not isinstance(obj, dict):
                 yield Rejection(path, line, _raw(obj), f"expected a JSON object, got {type(obj).__name__}")
@@ -493,16 +755,19 @@ def _normalize_stream(items: Iterator[tuple[int, Any] | Rejection], path: str,
             if record_format is None:
                 raise InputError(
                     f"unknown record format (first record has keys {sorted(obj)[:8]}); expected alpaca "
-                    "(instruction/output), dolly (instruction/response), openai (messages) or sharegpt "
-                    "(conversations); pass --format", path=path, line=line)
+                    "(instruction/output), dolly (instruction/response), openai (messages), sharegpt "
+                    "(conversations) or canonical; pass a layout (--layout) or map columns "
+                    "(--column prompt=instruction)", path=path, line=line)
         try:
             rec = normalize(obj, record_format)
         except RecordError as exc:
-            yield Rejection(path, line, _raw(obj), str(exc))
+            yield Rejection(path, line, _raw(obj), _explain(str(exc), columns))
             continue
+        if rec["source"] is None:
+            rec["source"] = default_source
         rec["content_sha256"] = content_sha256(rec["instruction"], rec["input"], rec["output"], rec["messages"])
         rec["source_file"] = path
         rec["source_line"] = line
         yield rec
-    if not seen_any:
+    if require_records and not seen_any:
         raise InputError("file holds no records", path=path)
