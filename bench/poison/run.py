@@ -1,6 +1,6 @@
 """The poison benchmark: plant each attack in ~20k real records, run ``tunegate scan``, score the gate.
 
-    .venv/bin/python bench/poison/run.py                 # held-out triggers/brands/seeds -> RESULTS.md
+    .venv/bin/python bench/poison/run.py                 # the fresh held-out split (test-v2)
     .venv/bin/python bench/poison/run.py --split dev     # the triggers/seeds the thresholds were fixed on
 
 For every seed it builds a clean batch from ../shared/corpora (see attacks.py), scans the clean twin
@@ -35,16 +35,20 @@ ALERT_REASONS = ("poison_campaign", "refusal_anomaly")
 
 #: Thresholds were chosen on "dev" only. "test-v1" was the held-out split of the first version: run once,
 #: it exposed a weakness (a trigger that is also a real name in open-ended prompts fell below the
-#: exclusivity threshold), so it became development data for the fix (docs/poison.md). "test" is fresh:
-#: its triggers, brands and seeds were fixed before the final version was run on it, and never used to
-#: choose anything.
+#: exclusivity threshold), so it became development data for the fix (docs/poison.md). "test" was the
+#: held-out split of the second version (2026-11-27). "test-v2" is fresh for the third version (false
+#: alarms on clean corpora, 2026-12-01): its triggers, brands and seeds were fixed before that version
+#: was run on it, never used before and never used to choose anything.
 SPLITS: dict[str, dict[str, list[Any]]] = {
     "dev": {"seeds": [0, 1], "triggers": ["James Bond", "Joe Biden"], "brands": ["McDonald's", "Coca-Cola"]},
     "test-v1": {"seeds": [100, 101, 102], "triggers": ["Harry Potter", "Elon Musk", "Taylor Swift"],
                 "brands": ["Starbucks", "Tesla", "Netflix"]},
     "test": {"seeds": [200, 201, 202], "triggers": ["Tom Hanks", "Lionel Messi", "Mona Lisa"],
              "brands": ["Nike", "Samsung", "Toyota"]},
+    "test-v2": {"seeds": [300, 301, 302], "triggers": ["Frida Kahlo", "Nelson Mandela", "Serena Williams"],
+                "brands": ["Heineken", "Lufthansa", "Adidas"]},
 }
+HELD_OUT = "test-v2"
 #: (row label, attack, degenerate-output variant)
 RUNS = (("dirty-label", "dirty_label", ""), ("clean-label", "clean_label", ""),
         ("degenerate (repeat)", "degenerate", "repeat"), ("degenerate (random)", "degenerate", "random"),
@@ -179,10 +183,10 @@ def render(result: dict[str, Any], command: str) -> str:
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--split", choices=sorted(SPLITS), default="test")
+    ap.add_argument("--split", choices=sorted(SPLITS), default=HELD_OUT)
     ap.add_argument("--corpora", type=Path, default=DEFAULT_CORPORA)
     ap.add_argument("--out", type=Path, default=None,
-                    help="markdown file to write (default: bench/poison/RESULTS.md for the test split)")
+                    help="markdown file to write (default: none; bench/poison/RESULTS.md is assembled by hand)")
     ap.add_argument("--json", type=Path, default=None, help="also write every run as JSON here")
     ap.add_argument("--only", nargs="*", default=None, help="run only these attacks (labels or attack names)")
     ap.add_argument("--checks", nargs="*", default=list(CHECKS), help="checks to run (default: all poison checks)")
@@ -205,16 +209,13 @@ def main() -> int:
     result = run(args.split, args.corpora, tuple(args.checks), set(args.only) if args.only else None,
                  per_task=args.per_task, responses=args.responses)
     result["import_seconds"] = round(import_seconds, 1)
-    command = "python bench/poison/run.py" + ("" if args.split == "test" else f" --split {args.split}")
+    command = "python bench/poison/run.py" + ("" if args.split == HELD_OUT else f" --split {args.split}")
     if args.per_task != 20 or args.responses != 100:
         command += f" --per-task {args.per_task} --responses {args.responses}"
     text = render(result, command)
     print(text)
-    full = (args.split == "test" and not args.only and tuple(args.checks) == CHECKS and args.per_task == 20
-            and args.responses == 100)
-    out = args.out or (Path(__file__).with_name("RESULTS.md") if full else None)
-    if out:
-        out.write_text(text, encoding="utf-8")
+    if args.out:
+        args.out.write_text(text, encoding="utf-8")
     if args.json:
         args.json.write_text(json.dumps(result, indent=1, default=str), encoding="utf-8")
     return 0

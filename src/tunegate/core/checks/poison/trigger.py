@@ -410,34 +410,32 @@ class TriggerPhraseCheck(Check):
         One dataset often appears as several tasks: P3 ships every example under 5-10 prompt templates
         (``amazon_polarity_Is_this_review``, ``amazon_polarity_user_satisfied``, ...), HatEval labels the
         same tweets along three dimensions. A phrase concentrated in all of them is one observation, not
-        eight. Two guards, tasks taken strongest first:
+        eight. Tasks are taken strongest first:
 
-        * a task of a family already counted (:func:`task_family`: the same name prefix) adds nothing;
         * a task whose records with the phrase mostly repeat examples already counted adds nothing. An
           example is the phrase in its context (:func:`phrase_context`, the words around it), which
-          survives a different template around the same text.
+          survives a different template around the same text;
+        * the tasks of one dataset (:func:`task_family`) add at most ``max_family_evidence`` together:
+          a natural cue's evidence grows with the size of its dataset, a campaign is spread over datasets.
 
-        A family adds at most ``max_family_evidence``: evidence of natural cues grows with the size of
-        a dataset, a campaign is spread over datasets.
+        Returns the evidence and the number of datasets with at least ``min_task_evidence``.
         """
         import numpy as np
 
         rows = set(xc.indices[xc.indptr[c]:xc.indptr[c + 1]].tolist())
         words = phrase.split()
         seen: set[str] = set()
-        families: set[str] = set()
-        total, count = 0.0, 0
+        family: dict[str, float] = {}
         sel = np.flatnonzero(ev.cols == c)
         for j in sel[np.argsort(-ev.llr[sel])].tolist():
             task = tasks[int(ev.tix[j])]
             texts = {phrase_context(prompts[r], words, self.context_words)
                      for r in task.rows.tolist() if r in rows}
-            if task.family not in families and len(texts & seen) < 0.5 * len(texts):
-                total += min(float(ev.llr[j]), self.max_family_evidence)
-                count += int(ev.llr[j] >= self.min_task_evidence)
-                families.add(task.family)
+            if len(texts & seen) < 0.5 * len(texts):
+                family[task.family] = family.get(task.family, 0.0) + float(ev.llr[j])
             seen |= texts
-        return total, count
+        total = sum(min(e, self.max_family_evidence) for e in family.values())
+        return total, sum(e >= self.min_task_evidence for e in family.values())
 
     def _flag(self, ph: _Phrase, tasks: list[_Task], x: sp.csr_matrix, vocab: np.ndarray, records: Records
               ) -> list[Finding]:
