@@ -302,6 +302,8 @@ def binomial_tail(d: int, m: int, p: float) -> float:
 # Verification: is a candidate pair the same training example said again?
 
 _WORD = re.compile(r"\w+")
+_TOKEN = re.compile(r"\w+|[^\w\s]+")
+_SENTENCE_PUNCTUATION = ".,!?;:'\"`#@-\u2026\u2019\u201c\u201d"
 #: Answers of up to this many words must be equal word for word (after lower-casing, dropping punctuation):
 #: a label, a number, a star rating, a short span.
 SHORT_ANSWER_WORDS = 8
@@ -310,6 +312,21 @@ _MIN_TOLERANT = 8
 #: A word replaced by another (not a typo) is an edit only in a text of this many shared words: in a short
 #: sentence it makes another sentence (``A man is talking`` vs ``A man is eating``).
 _MIN_SUBSTITUTION = 20
+#: Closed-class English words. Adding or dropping one in a short text changes its grammar, not its wording:
+#: CoLA's minimal pairs ("The more people (that) arrive, the louder it gets") are distinct examples, while an
+#: added "really" or "new" is the edit a re-submission shows.
+_FUNCTION_WORDS = frozenset((
+    "a", "an", "the", "this", "that", "these", "those", "some", "any", "each", "every", "no", "all", "both",
+    "either", "neither", "i", "me", "my", "mine", "we", "us", "our", "you", "your", "yours", "he", "him", "his",
+    "she", "her", "hers", "it", "its", "they", "them", "their", "theirs", "one", "myself", "yourself", "himself",
+    "herself", "itself", "ourselves", "themselves", "someone", "everyone", "anyone", "noone", "nobody", "who",
+    "whom", "whose", "which", "what", "where", "when", "why", "how", "whether", "if", "than", "as", "so", "because",
+    "since", "while", "although", "though", "and", "or", "nor", "but", "not", "to", "of", "in", "on", "at", "by",
+    "for", "with", "from", "about", "into", "onto", "over", "under", "up", "down", "out", "off", "upon", "is",
+    "are", "was", "were", "be", "been", "being", "am", "do", "does", "did", "have", "has", "had", "can", "could",
+    "will", "would", "shall", "should", "may", "might", "must", "there", "here", "then", "t", "s", "d", "ll", "re",
+    "ve", "m"
+))
 #: Share of the shared words that may be substituted, added or dropped (at least one from _MIN_TOLERANT on).
 _CHANGED_SHARE = 0.05
 #: A run of this many changed words on one side is new content (a question, a sentence), never an edit.
@@ -333,18 +350,21 @@ CUT = "\x00cut"
 
 
 def field_words(text: str | None, max_chars: int) -> tuple[str, ...]:
-    """Lower-cased words of a field (punctuation, case and spacing are not what makes an example); a field
-    of punctuation alone (``:)``) is one token of its non-space characters. A field cut at ``max_chars``
-    (as the embedding cuts it) ends with :data:`CUT`, and its last, possibly partial, word is dropped."""
+    """Lower-cased words of a field: case, spacing and sentence punctuation are not what makes an example.
+
+    In a short field (fewer than 8 words) symbols count too (``;)`` vs ``:-(``, ``$$$$``), except sentence
+    punctuation and the ``#``/``@`` of tags (``Huh..`` is ``huh?``, ``#MAGA`` is ``MAGA!``). A field cut at
+    ``max_chars`` ends with :data:`CUT`, and its last, possibly partial, word is dropped."""
     raw = text or ""
     t = raw[:max_chars].lower()
     words = _WORD.findall(t)
     if len(raw) > max_chars:
         return (*words[:-1], CUT)
-    if words:
+    if len(words) >= _MIN_TOLERANT:
         return tuple(words)
+    tokens = tuple(w for w in _TOKEN.findall(t) if w.strip(_SENTENCE_PUNCTUATION))
     rest = "".join(t.split())
-    return (rest,) if rest else ()
+    return tokens or ((rest,) if rest else ())
 
 
 def field_difference(a: tuple[str, ...], b: tuple[str, ...], *, answer: bool = False,
@@ -399,6 +419,8 @@ def _edit_difference(a: tuple[str, ...], b: tuple[str, ...], ops: Sequence[tuple
     if 2 * shared < longest:
         return "mostly different words"
     changed = 0
+    number_typo = False
+    swaps: set[tuple[tuple[str, ...], tuple[str, ...]]] = set()
     for tag, i1, i2, j1, j2 in ops:
         if tag == "equal":
             continue
@@ -406,17 +428,23 @@ def _edit_difference(a: tuple[str, ...], b: tuple[str, ...], ops: Sequence[tuple
         if "".join(pa) == "".join(pb):
             continue  # a word split or joined
         if any(ch.isdigit() for w in pa + pb for ch in w):
-            if shared >= _MIN_SUBSTITUTION and len(pa) == len(pb) == 1 and _one_char_apart(pa[0], pb[0]):
-                continue  # a typo in a number inside a long text (2016 -> 206)
+            if (shared >= _MIN_SUBSTITUTION and len(pa) == len(pb) == 1 and _one_char_apart(pa[0], pb[0])
+                    and not number_typo):
+                number_typo = True
+                continue  # one typo in a number inside a long text (2016 -> 206)
             return "a number differs"
         if shared >= _MIN_TOLERANT and pa and pb and _is_typo(pa, pb):
             continue
         if max(len(pa), len(pb)) >= _NEW_CONTENT_RUN:
             return "different content (a run of 3+ words)"
-        if pa and pb and shared < _MIN_SUBSTITUTION:
+        if shared < _MIN_SUBSTITUTION and ((pa and pb) or _FUNCTION_WORDS.intersection(pa + pb)):
             return "a different word in a short text"
+        if pa and pb:
+            if (pa, pb) in swaps:
+                return "the same word replaced throughout (another name or entity)"
+            swaps.add((pa, pb))
         changed += max(len(pa), len(pb))
-    allowed = max(math.ceil(_CHANGED_SHARE * shared), 1 if shared >= _MIN_TOLERANT else 0)
+    allowed = math.ceil(_CHANGED_SHARE * shared) if shared >= _MIN_TOLERANT else 0
     if changed > allowed:
         return f"{changed} of {longest} words differ"
     return None
