@@ -9,13 +9,16 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import FORMATS
-from tunegate.core.readers import Rejection, read_file
-from tunegate.exceptions import InputError
+from tunegate.core.ingest import IngestResult, ingest
+from tunegate.core.io import expand_inputs, sha256_file
+from tunegate.core.readers import CANONICAL_FIELDS, CONTAINERS, LAYOUTS, InputOptions, Rejection, read_file
+from tunegate.exceptions import ConfigError, InputError
 
 
-def _records(path: Path | str, fmt: str = "auto") -> tuple[list[dict], list[Rejection]]:
+def _records(path: Path | str, fmt: str = "auto", options: InputOptions | None = None,
+             batch_size: int = 10_000) -> tuple[list[dict], list[Rejection]]:
     recs, rejs = [], []
-    for item in read_file(str(path), fmt):
+    for item in read_file(str(path), fmt, options=options, batch_size=batch_size):
         (rejs if isinstance(item, Rejection) else recs).append(item)
     return recs, rejs
 
@@ -181,3 +184,201 @@ def test_streaming_json_array_across_read_blocks(tmp_path: Path) -> None:
     recs, rejs = _records(path)
     assert rejs == [] and [len(r["output"]) for r in recs] == [len(big), 1]
     assert recs[1]["source_line"] == 6
+
+
+# --------------------------------------------------------------------------------------------------
+# Hugging Face datasets folders, Arrow files, column maps, layouts
+
+
+def _assert_alpaca(recs: list[dict], reference: list[dict]) -> None:
+    assert [(r["id"], r["instruction"], r["input"], r["output"]) for r in recs] == [
+        (r["id"], r["instruction"], r["input"], r["output"]) for r in reference]
+
+
+def test_save_to_disk_folder_reads_like_the_json_it_came_from(tmp_path: Path, reference: list[dict]) -> None:
+    import datasets
+
+    folder = tmp_path / "nightly" / "ds"
+    datasets.Dataset.from_list(reference).save_to_disk(str(folder))
+    recs, rejs = _records(folder, batch_size=7)  # smaller than a record batch: sliced, nothing lost
+    assert rejs == []
+    _assert_alpaca(recs, reference)
+    assert {r["source_file"] for r in recs} == {str(folder / "data-00000-of-00001.arrow")}
+    assert [r["source_line"] for r in recs] == list(range(1, 21))
+    assert {r["source"] for r in recs} == {None}  # a plain Dataset has no split to name
+    # a directory holding the folder expands to it (one input), and ingest hashes its Arrow bytes
+    assert expand_inputs([str(tmp_path / "nightly")]) == [str(folder)]
+    result = ingest([str(tmp_path / "nightly")], tmp_path / "work")
+    assert (result.records, result.rejected) == (20, 0)
+    assert IngestResult.load(tmp_path / "work").inputs[0].sha256 == sha256_file(str(folder))
+
+
+def test_dataset_dict_folder_reads_every_split_and_names_it(tmp_path: Path, reference: list[dict]) -> None:
+    import datasets
+
+    folder = tmp_path / "dd"
+    datasets.DatasetDict({"train": datasets.Dataset.from_list(reference[:15]),
+                          "test": datasets.Dataset.from_list(reference[15:])}).save_to_disk(str(folder))
+    recs, rejs = _records(folder)
+    assert rejs == []
+    _assert_alpaca(recs, reference)  # splits in the folder's order: train, then test
+    assert [r["source"] for r in recs] == ["train"] * 15 + ["test"] * 5
+    assert recs[15]["source_file"] == str(folder / "test" / "data-00000-of-00001.arrow")
+    assert recs[15]["source_line"] == 1
+
+    recs, _ = _records(folder, options=InputOptions(splits=("test",)))
+    _assert_alpaca(recs, reference[15:])
+    with pytest.raises(InputError, match=r"no split\(s\) \['validation'\].*\['train', 'test'\]"):
+        _records(folder, options=InputOptions(splits=("validation",)))
+
+
+def test_split_name_does_not_replace_a_records_own_source(tmp_path: Path, reference: list[dict]) -> None:
+    import datasets
+
+    rows = [{**r, "source": "superni"} for r in reference[:3]]
+    datasets.DatasetDict({"train": datasets.Dataset.from_list(rows)}).save_to_disk(str(tmp_path / "dd"))
+    recs, _ = _records(tmp_path / "dd")
+    assert [r["source"] for r in recs] == ["superni"] * 3
+
+
+def test_a_plain_directory_is_not_a_dataset(tmp_path: Path) -> None:
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(InputError, match="not a datasets save_to_disk folder"):
+        _records(tmp_path / "empty")
+
+
+@pytest.mark.parametrize("ipc", ["stream", "file"])
+def test_arrow_ipc_stream_and_file_formats(tmp_path: Path, reference: list[dict], ipc: str) -> None:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    table = pq.read_table(FORMATS / "alpaca.parquet")
+    path = tmp_path / f"alpaca-{ipc}.arrow"
+    opener = pa.ipc.new_stream if ipc == "stream" else pa.ipc.new_file
+    with opener(str(path), table.schema) as writer:
+        for batch in table.to_batches(max_chunksize=8):  # several record batches
+            writer.write_batch(batch)
+    recs, rejs = _records(path)
+    assert rejs == []
+    _assert_alpaca(recs, reference)
+    renamed = tmp_path / f"alpaca-{ipc}.bin"  # no suffix: detected from the first bytes
+    path.rename(renamed)
+    assert len(_records(renamed)[0]) == 20
+
+
+def test_truncated_arrow_stream_keeps_what_precedes_and_rejects_the_rest(tmp_path: Path) -> None:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    table = pq.read_table(FORMATS / "alpaca.parquet")
+    path = tmp_path / "cut.arrow"
+    with pa.ipc.new_stream(str(path), table.schema) as writer:
+        for batch in table.to_batches(max_chunksize=10):
+            writer.write_batch(batch)
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) - 200])  # damage the second batch
+    recs, rejs = _records(path)
+    assert len(recs) == 10
+    assert len(rejs) == 1 and rejs[0].source_line == 11 and "rest of the file is unreadable" in rejs[0].error
+
+
+@pytest.fixture
+def prompt_completion(tmp_path: Path, reference: list[dict]) -> Path:
+    """The reference records as a prompt/completion Parquet file (the shape of many hub datasets)."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    rows = [{"uid": r["id"], "prompt": r["instruction"], "context": r["input"], "completion": r["output"]}
+            for r in reference]
+    path = tmp_path / "pc.parquet"
+    pq.write_table(pa.Table.from_pylist(rows), path)
+    return path
+
+
+def test_column_map_reads_prompt_completion_parquet(prompt_completion: Path, reference: list[dict]) -> None:
+    with pytest.raises(InputError, match=r"unknown record format.*--column"):
+        _records(prompt_completion)
+    options = InputOptions.from_mapping({"columns": ["prompt=instruction", "completion=output", "context=input",
+                                                     "uid=id"]})
+    recs, rejs = _records(prompt_completion, options=options)
+    assert rejs == []
+    _assert_alpaca(recs, reference)
+
+
+def test_record_without_a_mapped_column_is_rejected_naming_it(tmp_path: Path) -> None:
+    path = tmp_path / "pc.jsonl"
+    path.write_text('{"prompt": "a", "completion": "b"}\n{"prompt": "c"}\n', encoding="utf-8")
+    options = InputOptions(columns={"prompt": "instruction", "completion": "output"})
+    recs, rejs = _records(path, options=options)
+    assert [r["output"] for r in recs] == ["b"]
+    assert [(r.source_line, r.error) for r in rejs] == [
+        (2, "missing required field 'output' (mapped from column 'completion')")]
+
+
+def test_layout_detection_versus_an_explicit_layout() -> None:
+    recs, _ = _records(FORMATS / "dolly.jsonl")  # auto: instruction + response -> dolly
+    assert len(recs) == 20 and recs[0]["task"] == "task363_sst2_polarity_classification"
+    # forced alpaca: every record lacks 'output' and is rejected with its line, none dropped
+    recs, rejs = _records(FORMATS / "dolly.jsonl", options=InputOptions(layout="alpaca"))
+    assert recs == [] and len(rejs) == 20
+    assert {r.error for r in rejs} == {"missing required field 'output'"}
+    assert [r.source_line for r in rejs] == list(range(1, 21))
+
+
+def test_container_is_chosen_apart_from_the_suffix(tmp_path: Path) -> None:
+    path = tmp_path / "batch.txt"
+    path.write_bytes((FORMATS / "alpaca.csv").read_bytes())
+    with pytest.raises(InputError, match="unknown format"):
+        _records(path)
+    recs, rejs = _records(path, options=InputOptions(container="csv"))
+    assert len(recs) == 20 and rejs == []
+
+
+def test_canonical_output_reads_back_with_its_conversation(tmp_path: Path) -> None:
+    result = ingest([str(FORMATS / "openai.jsonl")], tmp_path / "work")
+    canonical = tmp_path / "work" / "canonical.parquet"
+    recs, rejs = _records(canonical)  # auto-detected as the canonical layout (content_sha256 column)
+    assert rejs == [] and len(recs) == result.records == 20
+    first, _ = _records(FORMATS / "openai.jsonl")
+    assert [r["content_sha256"] for r in recs] == [r["content_sha256"] for r in first]
+    assert recs[0]["messages"] == first[0]["messages"]
+
+
+def test_old_format_names_map_onto_container_and_layout() -> None:
+    assert InputOptions.from_format("superni") == InputOptions(container="json", layout="superni")
+    assert InputOptions.from_format("csv") == InputOptions(container="csv")
+    assert InputOptions.from_format("dolly") == InputOptions(layout="dolly")
+    recs, _ = _records(FORMATS / "task363_sst2_polarity_classification.json", "superni")
+    assert len(recs) == 10
+    with pytest.raises(ConfigError, match="either fmt='csv' or options"):
+        _records(FORMATS / "alpaca.csv", "csv", options=InputOptions())
+
+
+@pytest.mark.parametrize(
+    ("data", "message"),
+    [
+        ({"format": "csv"}, "unknown input settings ['format']; allowed: ['container', 'layout', 'columns', 'splits']"),
+        ({"container": "xlsx"}, "input container 'xlsx' is unknown; allowed: " + ", ".join(CONTAINERS)),
+        ({"layout": "llama"}, "input layout 'llama' is unknown; allowed: " + ", ".join(LAYOUTS)),
+        ({"columns": {"prompt": "question"}},
+         "'prompt' maps onto 'question', which is not a canonical field; allowed: " + ", ".join(CANONICAL_FIELDS)),
+        ({"columns": {"prompt": "instruction", "question": "instruction"}},
+         "'prompt' and 'question' both map onto 'instruction'"),
+        ({"columns": ["prompt"]}, "input column map 'prompt' is not 'SRC=DST'"),
+        ({"columns": {"q": "instruction"}, "layout": "dolly"}, "which layout 'dolly' does not read"),
+        ({"layout": "superni", "container": "parquet"}, "reads Super-NaturalInstructions task files"),
+        ({"splits": "train"}, "input splits must be a list of split names"),
+    ],
+)
+def test_bad_input_options_name_the_key_and_what_is_allowed(data: dict, message: str) -> None:
+    with pytest.raises(ConfigError) as exc:
+        InputOptions.from_mapping(data, source="policy.yaml")
+    assert str(exc.value).startswith("policy.yaml: ") and message in str(exc.value)
+
+
+def test_input_options_are_frozen_and_round_trip() -> None:
+    options = InputOptions.from_mapping({"container": "parquet", "columns": {"prompt": "instruction"},
+                                         "splits": ["train"]})
+    assert InputOptions.from_mapping(options.to_json()) == options
+    with pytest.raises(TypeError):
+        options.columns["x"] = "output"  # type: ignore[index]
