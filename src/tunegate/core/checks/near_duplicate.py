@@ -339,6 +339,7 @@ _WRAPPER_CORE = 20
 TEMPLATE_MIN_RECORDS = 5
 _TEMPLATE_SHARE = 0.8
 _ANCHOR_WORDS = 5  # a shared run this long anchors the core (shorter ones are template words by chance)
+_MOVED_RUN = 5  # a run of this many words dropped in one place and added unchanged elsewhere moved
 _TYPO_RATIO = 0.75  # character similarity of a changed run that makes it a typo, not another word
 
 
@@ -385,8 +386,6 @@ def field_difference(a: tuple[str, ...], b: tuple[str, ...], *, answer: bool = F
     longest = max(len(a), len(b))
     if answer and longest <= SHORT_ANSWER_WORDS:
         return "a different short answer"
-    if min(len(a), len(b)) >= _WRAPPER_CORE and sorted(a) == sorted(b):
-        return None  # the same words reordered (sentences moved)
     ops = SequenceMatcher(None, a, b, autojunk=False).get_opcodes()
     why = _edit_difference(a, b, ops)
     if why is None or answer:
@@ -413,18 +412,28 @@ def field_difference(a: tuple[str, ...], b: tuple[str, ...], *, answer: bool = F
 
 def _edit_difference(a: tuple[str, ...], b: tuple[str, ...], ops: Sequence[tuple[str, int, int, int, int]]
                      ) -> str | None:
-    """Why the opcodes ``ops`` of ``a`` against ``b`` are more than a light edit, or ``None``."""
-    shared = sum(i2 - i1 for tag, i1, i2, _, _ in ops if tag == "equal")
+    """Why the opcodes ``ops`` of ``a`` against ``b`` are more than a light edit, or ``None``.
+
+    A run of words dropped in one place and added unchanged in another (a sentence moved) is no change."""
+    dropped = Counter(a[i1:i2] for tag, i1, i2, _, _ in ops if tag in ("delete", "replace") and i2 - i1 >= _MOVED_RUN)
+    added = Counter(b[j1:j2] for tag, _, _, j1, j2 in ops if tag in ("insert", "replace") and j2 - j1 >= _MOVED_RUN)
+    moved = dropped & added
+    shared = sum(i2 - i1 for tag, i1, i2, _, _ in ops if tag == "equal") + sum(len(r) * c for r, c in moved.items())
     longest = max(ops[-1][2] - ops[0][1], ops[-1][4] - ops[0][3])
     if 2 * shared < longest:
         return "mostly different words"
     changed = 0
     number_typo = False
     swaps: set[tuple[tuple[str, ...], tuple[str, ...]]] = set()
+    drops_left, adds_left = Counter(moved), Counter(moved)
     for tag, i1, i2, j1, j2 in ops:
         if tag == "equal":
             continue
         pa, pb = a[i1:i2], b[j1:j2]
+        side = drops_left if not pb else adds_left if not pa else None
+        if side is not None and side[pa or pb] > 0:
+            side[pa or pb] -= 1
+            continue
         if "".join(pa) == "".join(pb):
             continue  # a word split or joined
         if any(ch.isdigit() for w in pa + pb for ch in w):
