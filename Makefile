@@ -9,6 +9,7 @@ export AIRFLOW__CORE__LOAD_EXAMPLES := False
 export AIRFLOW__CORE__DAGS_FOLDER := $(CURDIR)/dags
 export TUNEGATE_DATA_ROOT ?= $(CURDIR)/out
 DEMO_DATE ?= 2026-01-01
+DEMO_DATE_2 ?= 2026-01-02
 
 .PHONY: venv demo test lint typecheck pytest test-fast lock clean
 
@@ -27,16 +28,22 @@ $(VENV)/.installed: pyproject.toml requirements/lock.txt
 	fi
 	@touch $@
 
-# Run the nightly curation DAG on the bundled sample batch (planted problems included), then print the verdict.
+# Run the nightly curation DAG for two nights on the bundled sample batches (planted problems included): night
+# one starts the history, night two is checked against it (its resubmitted edits of night one are caught).
 demo: venv
 	@mkdir -p $(AIRFLOW_HOME)
 	@$(BIN)/airflow db migrate > $(AIRFLOW_HOME)/migrate.log 2>&1 || (cat $(AIRFLOW_HOME)/migrate.log; exit 1)
-	@echo "running DAG tunegate_nightly for $(DEMO_DATE) on samples/nightly (log: $(AIRFLOW_HOME)/demo.log)"
-	@PATH=$(CURDIR)/$(BIN):$$PATH $(BIN)/airflow dags test tunegate_nightly $(DEMO_DATE) > $(AIRFLOW_HOME)/demo.log 2>&1; \
-		rc=$$?; $(BIN)/tunegate summary $(TUNEGATE_DATA_ROOT)/tunegate_nightly/$(DEMO_DATE) || true; \
-		if [ $$rc -ne 0 ]; then tail -n 40 $(AIRFLOW_HOME)/demo.log; \
-			echo "DAG run failed (exit code $$rc; a halt verdict fails the run by design)"; fi; \
-		exit $$rc
+	@rm -rf $(TUNEGATE_DATA_ROOT)/tunegate_nightly/history  # a fresh history each demo (reruns would replace nights anyway)
+	@for night in 1 2; do \
+		if [ $$night = 1 ]; then date=$(DEMO_DATE); conf='{}'; input=samples/nightly; \
+		else date=$(DEMO_DATE_2); conf='{"input_uri": "$(CURDIR)/samples/nightly-2"}'; input=samples/nightly-2; fi; \
+		echo "running DAG tunegate_nightly for $$date on $$input (log: $(AIRFLOW_HOME)/demo-$$night.log)"; \
+		PATH=$(CURDIR)/$(BIN):$$PATH $(BIN)/airflow dags test tunegate_nightly $$date -c "$$conf" \
+			> $(AIRFLOW_HOME)/demo-$$night.log 2>&1; \
+		rc=$$?; $(BIN)/tunegate summary $(TUNEGATE_DATA_ROOT)/tunegate_nightly/$$date || true; \
+		if [ $$rc -ne 0 ]; then tail -n 40 $(AIRFLOW_HOME)/demo-$$night.log; \
+			echo "DAG run failed (exit code $$rc; a halt verdict fails the run by design)"; exit $$rc; fi; \
+	done
 
 lint: venv
 	$(BIN)/ruff check src tests dags bench samples

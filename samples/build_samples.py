@@ -6,6 +6,7 @@ Writes:
   tests/data/superni_slice.jsonl.gz   real Super-NaturalInstructions records (Apache-2.0, see ATTRIBUTION.md)
   tests/data/formats/*                the same records re-encoded in every input format tunegate reads
   samples/nightly/batch.jsonl         the demo batch: real records plus planted problems (listed below)
+  samples/nightly-2/batch.jsonl       the demo's second night: new real records plus light edits of night one's
 Deterministic: a fixed seed and sorted selections, so a rebuild reproduces the committed files byte for byte.
 """
 
@@ -70,6 +71,7 @@ def main() -> None:
             gz.write((json.dumps(rec, ensure_ascii=False) + "\n").encode("utf-8"))
     _formats(records, data / "formats")
     _nightly(records, ROOT / "samples" / "nightly")
+    _nightly_two(records, ROOT / "samples" / "nightly" / "batch.jsonl", ROOT / "samples" / "nightly-2")
     print(f"{len(records)} records from {len(quota)} tasks")
 
 
@@ -134,6 +136,41 @@ def _nightly(records: list[dict], out: Path) -> None:
     order = list(range(len(lines)))
     rng.shuffle(order)
     (out / "batch.jsonl").write_bytes(b"\n".join(lines[i] for i in order) + b"\n")
+
+
+def _nightly_two(records: list[dict], night_one: Path, out: Path) -> None:
+    """The demo's second night: 400 real records night one did not have, plus 12 light edits (a typo, doubled
+    spaces, an inserted word) of records night one accepted: the history catches them as near-duplicates."""
+    out.mkdir(parents=True, exist_ok=True)
+    first = []
+    for line in night_one.read_bytes().splitlines():
+        try:
+            rec = json.loads(line)
+        except ValueError:
+            continue  # the planted malformed lines
+        if isinstance(rec, dict) and isinstance(rec.get("output"), str) and rec["output"]:
+            first.append(rec)
+    seen = {r["id"] for r in first}
+    rng = random.Random(8)
+    fresh = sorted(rng.sample([r for r in records if r["id"] not in seen], 400), key=lambda r: r["id"])
+    originals = sorted(rng.sample([r for r in first if len(r["input"]) >= 120 and not r["id"].startswith("planted")],
+                                  12), key=lambda r: r["id"])
+    edits = []
+    for n, rec in enumerate(originals):
+        words = rec["input"].split(" ")
+        if n % 3 == 0:
+            i = rng.randrange(1, len(rec["input"]) - 1)
+            text = rec["input"][:i] + rec["input"][i + 1:]
+        elif n % 3 == 1:
+            text = "  ".join(words)
+        else:
+            words.insert(len(words) // 2, "really")
+            text = " ".join(words)
+        edits.append(rec | {"id": f"resubmitted-{rec['id']}", "input": text})
+    batch = fresh + edits
+    rng.shuffle(batch)
+    (out / "batch.jsonl").write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in batch),
+                                     encoding="utf-8")
 
 
 if __name__ == "__main__":

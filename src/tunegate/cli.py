@@ -66,6 +66,16 @@ def _print_summary(summary: dict[str, object]) -> int:
     from tunegate.core.gate import halt_message
 
     print(halt_message(summary))  # type: ignore[arg-type]
+    status: dict[str, dict[str, str]] = summary.get("check_status") or {}  # type: ignore[assignment]
+    if status:
+        print("  checks: " + ", ".join(f"{name} {s['status']}" for name, s in status.items()))
+        for name, s in status.items():
+            if s["status"] == "insufficient_data":
+                print(f"    {name}: {s.get('reason', 'too little data to judge')}")
+    history: dict[str, object] = summary.get("history") or {}  # type: ignore[assignment]
+    if history:
+        print(f"  history: +{history.get('added', 0)} records as {history.get('batch_id')!s} "
+              f"({history.get('history_records', 0)} in all) in {history.get('dir')}")
     out = Path(str(summary["out_dir"]))
     outputs: dict[str, str] = summary["outputs"]  # type: ignore[assignment]
     for name in ("accepted", "quarantine", "rejected", "summary"):
@@ -135,7 +145,10 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING if args.quiet else logging.INFO,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
-    logging.getLogger("great_expectations").setLevel(logging.WARNING)
+    from tunegate.core.progress import configure, quiet_libraries
+
+    quiet_libraries()
+    configure(bars=not args.quiet)  # bars on a terminal; log lines when stderr is a file or a pipe
     try:
         return _summary(args) if args.command == "summary" else _scan(args)
     except TunegateError as exc:

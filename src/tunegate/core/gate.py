@@ -175,7 +175,8 @@ def _check_status(policy: GatePolicy, check_summaries: list[dict[str, Any]]) -> 
         if name not in status:
             status[name] = {"status": "disabled",
                             "reason": "turned off by the policy" if name in disabled else "not run (the run's checks)"}
-    return status
+    order = {name: i for i, name in enumerate(configurable_checks())}
+    return dict(sorted(status.items(), key=lambda kv: (order.get(kv[0], len(order)), kv[0])))
 
 
 def _sample(qb: Any, i: int, row_findings: list[dict[str, Any]], reason: str) -> dict[str, Any]:

@@ -79,14 +79,23 @@ def render_report(summary: dict[str, Any], samples: dict[str, list[dict[str, Any
         out.append("<p class=muted>Reported but not quarantined (policy): "
                    + escape(", ".join(f"{k}={v}" for k, v in summary["reported_only"].items())) + "</p>")
 
-    out.append("<h2>Checks</h2><table><tr><th>check</th><th>flagged records</th><th>reasons</th>"
+    out.append("<h2>Checks</h2><table><tr><th>check</th><th>status</th><th>flagged records</th><th>reasons</th>"
                "<th>batch issues</th><th>artifacts</th></tr>")
-    for name, s in summary["checks"].items():
+    status: dict[str, dict[str, str]] = summary.get("check_status") or {name: {"status": "ok"}
+                                                                          for name in summary["checks"]}
+    for name, st in status.items():
+        state = escape(st["status"]) + (f"<br><span class=muted>{escape(st['reason'])}</span>" if st.get("reason")
+                                        else "")
+        s = summary["checks"].get(name)
+        if s is None:  # turned off: listed so the reader sees what did not run
+            out.append(f"<tr><td><code>{escape(name)}</code></td><td>{state}</td><td colspan=4 class=muted>"
+                       "not run</td></tr>")
+            continue
         issues = "<br>".join(f"<b>{escape(i['severity'])}</b> {escape(i['message'])}" for i in s["issues"]) or "none"
         reasons = ", ".join(f"{escape(k)}={v}" for k, v in s["reasons"].items()) or "none"
         arts = "<br>".join(f'<a href="{escape(v)}">{escape(k)}</a>' for k, v in s.get("artifacts", {}).items())
-        out.append(f"<tr><td><code>{escape(name)}</code></td><td>{s['flagged_records']}</td><td>{reasons}</td>"
-                   f"<td>{issues}</td><td>{arts}</td></tr>")
+        out.append(f"<tr><td><code>{escape(name)}</code></td><td>{state}</td><td>{s['flagged_records']}</td>"
+                   f"<td>{reasons}</td><td>{issues}</td><td>{arts}</td></tr>")
     out.append("</table>")
 
     if samples:

@@ -75,6 +75,12 @@ class TunegateBaseOperator(BaseOperator):
         super().__init__(**kwargs)
         self.run_dir = run_dir
 
+    def pre_execute(self, context: Context) -> None:
+        from tunegate.core.progress import quiet_libraries
+
+        quiet_libraries()  # progress goes to the task log at a bounded rate; library chatter does not
+        super().pre_execute(context)
+
     def render_template_fields(self, context: Context, jinja_env: Any = None) -> None:
         """Render twice where needed: a DAG param's *value* may itself be a template, e.g. an input URI
         ``s3://bucket/batches/{{ ds }}/`` given as ``input_uri`` and used as ``{{ params.input_uri }}``."""

@@ -55,12 +55,16 @@ def build_check(name: str, **options: Any) -> Check:
 
 def run_checks(work_dir: str, checks: list[Check]) -> list[CheckResult]:
     """Run each check over ``WORK/canonical.parquet`` and persist its findings under ``WORK/findings``."""
+    from tunegate.core.progress import progress
+
     batch = CanonicalBatch(work_dir)
     results = []
-    for check in checks:
-        result = check.run(batch)
-        save_result(work_dir, result)
-        results.append(result)
+    with progress(f"checks over {batch.num_rows:,} records", len(checks), "checks") as tracker:
+        for check in checks:
+            result = check.run(batch)
+            save_result(work_dir, result)
+            results.append(result)
+            tracker.update()
     return results
 
 
