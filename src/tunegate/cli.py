@@ -54,6 +54,24 @@ def _parser() -> argparse.ArgumentParser:
     s.add_argument("--json", action="store_true", help="print summary.json to stdout instead of the short summary")
     s.add_argument("-q", "--quiet", action="store_true", help="log warnings only")
     s.add_argument("--debug", action="store_true", help="show tracebacks of internal errors")
+    h = sub.add_parser("history", help="operate the history of accepted batches (show, update, rebuild)",
+                       description="Exit codes: 0 done, 2 unusable history or bad arguments.")
+    hsub = h.add_subparsers(dest="history_command", required=True)
+    hs = hsub.add_parser("show", help="verify the files and print a summary of the history")
+    hs.add_argument("dir", metavar="HISTORY_DIR")
+    hu = hsub.add_parser("update", help="add an accepted.parquet to the history (replaces a batch of the same id)")
+    hu.add_argument("dir", metavar="HISTORY_DIR")
+    hu.add_argument("accepted", metavar="ACCEPTED_PARQUET")
+    hu.add_argument("--batch-id", help="name of the batch (default: the folder holding ACCEPTED_PARQUET)")
+    hu.add_argument("--cache-dir", help="embedding cache to reuse (e.g. OUT/work/embeddings)")
+    hr = hsub.add_parser("rebuild", help="re-embed the accepted batches listed in the manifest")
+    hr.add_argument("dir", metavar="HISTORY_DIR")
+    hr.add_argument("--backend", help="switch the embedding backend")
+    hr.add_argument("--fields", help="switch the embedded fields, e.g. instruction+input")
+    hr.add_argument("--cache-dir", help="embedding cache to reuse")
+    for parser in (h, hs, hu, hr):
+        parser.add_argument("--debug", action="store_true", help=argparse.SUPPRESS)
+        parser.add_argument("-q", "--quiet", action="store_true", help=argparse.SUPPRESS)
     m = sub.add_parser("summary", help="print the verdict and output paths of a finished batch directory",
                        description="Exit code: 0 pass or quarantine, 1 halt, 2 no summary.json in DIR.")
     m.add_argument("dir", metavar="DIR", help="a batch output directory (holds summary.json)")
@@ -94,6 +112,20 @@ def _summary(args: argparse.Namespace) -> int:
     except json.JSONDecodeError as exc:
         raise TunegateError(f"{path}: not valid JSON ({exc.msg})") from exc
     return _print_summary(summary)
+
+
+def _history(args: argparse.Namespace) -> int:
+    from tunegate.core import history
+
+    if args.history_command == "show":
+        out = history.describe_history(args.dir)
+    elif args.history_command == "update":
+        out = history.update_history(args.dir, args.accepted, batch_id=args.batch_id, cache_dir=args.cache_dir)
+    else:
+        spec = history.switched_spec(args.dir, backend=args.backend, fields=args.fields)
+        out = history.rebuild_history(args.dir, spec=spec, cache_dir=args.cache_dir)
+    print(json.dumps(out, indent=2, sort_keys=True))
+    return EXIT_OK
 
 
 def _scan(args: argparse.Namespace) -> int:
@@ -150,7 +182,8 @@ def main(argv: list[str] | None = None) -> int:
     quiet_libraries()
     configure(bars=not args.quiet)  # bars on a terminal; log lines when stderr is a file or a pipe
     try:
-        return _summary(args) if args.command == "summary" else _scan(args)
+        command = {"summary": _summary, "history": _history, "scan": _scan}[args.command]
+        return command(args)
     except TunegateError as exc:
         print(f"tunegate: error: {exc}", file=sys.stderr)
         return EXIT_USAGE

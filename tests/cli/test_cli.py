@@ -63,10 +63,36 @@ def test_format_flag_and_multiple_inputs(tmp_path: Path) -> None:
 def test_policy_file_flag(tmp_path: Path, superni_slice: list[dict]) -> None:
     dup = write_jsonl(tmp_path / "dup.jsonl", superni_slice[:10] + superni_slice[:1])
     policy = tmp_path / "policy.json"
-    policy.write_text(json.dumps({"quarantine_reasons": ["near_duplicate"]}), encoding="utf-8")
+    policy.write_text(json.dumps({"quarantine_reasons": ["trigger_phrase"]}), encoding="utf-8")
     assert main(["scan", str(dup), "--out", str(tmp_path / "o"), "--no-suite", "--policy", str(policy), "-q"]) == 0
     summary = json.loads((tmp_path / "o" / "summary.json").read_text(encoding="utf-8"))
-    assert summary["accepted"] == 11 and summary["reported_only"] == {"exact_duplicate": 1}
+    # the copy is found by both duplicate checks, reported, and kept: the policy quarantines another reason
+    assert summary["accepted"] == 11 and summary["reported_only"] == {"exact_duplicate": 1, "near_duplicate": 1}
+
+
+def test_check_flags_turn_checks_off_and_set_options(tmp_path: Path, superni_slice: list[dict]) -> None:
+    batch = write_jsonl(tmp_path / "b.jsonl", superni_slice[:60])
+    assert main(["scan", str(batch), "--out", str(tmp_path / "o"), "--no-suite", "--skip-check", "poison_trigger",
+                 "--skip-check", "poison_content", "--option", "near_duplicate.threshold=0.99",
+                 "--option", "embedding_outlier.z=5", "-q"]) == 0
+    summary = json.loads((tmp_path / "o" / "summary.json").read_text(encoding="utf-8"))
+    assert summary["check_status"]["poison_trigger"]["status"] == "disabled"
+    assert summary["checks"]["near_duplicate"]["metrics"]["threshold"] == 0.99
+    assert summary["policy"]["checks"]["embedding_outlier"] == {"z": 5}
+    assert list(summary["checks"]) == ["embedding_outlier", "exact_duplicate", "near_duplicate"]
+
+
+@pytest.mark.parametrize(("flags", "message"), [
+    (["--option", "near_duplicate.treshold=0.9"], "checks.near_duplicate: unknown option 'treshold'"),
+    (["--option", "near_duplicate=0.9"], "expected CHECK.KEY=VALUE"),
+    (["--skip-check", "near_dupe"], "unknown check(s) ['near_dupe']"),
+    (["--check", "exact_duplicate", "--check", "bogus"], "unknown check(s) ['bogus']"),
+])
+def test_bad_check_flags_are_exit_2_naming_the_key(tmp_path: Path, flags: list[str], message: str) -> None:
+    batch = write_jsonl(tmp_path / "b.jsonl", [{"instruction": "x", "input": "", "output": "y"}])
+    proc = _run("scan", str(batch), "--out", str(tmp_path / "o"), "--no-suite", "-q", *flags)
+    assert proc.returncode == 2, proc.stderr
+    assert message in proc.stderr and "Traceback" not in proc.stderr
 
 
 @pytest.mark.parametrize(

@@ -71,7 +71,7 @@ class HistoryError(TunegateError):
 
 
 def _recovery(history_dir: Path) -> str:
-    return (f"recover with `python -m tunegate.core.history rebuild {history_dir}` (re-embeds the accepted "
+    return (f"recover with `tunegate history rebuild {history_dir}` (re-embeds the accepted "
             "batches its manifest lists), or move the directory away to start an empty history")
 
 
@@ -150,7 +150,7 @@ class History:
         if self.count and have is not None and have.fingerprint() != spec.fingerprint():
             raise ConfigError(f"history {self.dir} holds {have.describe()} vectors but the check is configured for "
                               f"{spec.describe()}; configure the same embedding, or rebuild the history with "
-                              "`python -m tunegate.core.history rebuild DIR --backend ... --fields ...`")
+                              "`tunegate history rebuild DIR --backend ... --fields ...`")
 
 
 #: The last history loaded in this process: the checks of one run read the same generation (one load).
@@ -450,52 +450,23 @@ def _id_schema() -> pa.Schema:
     return pa.schema([(c, pa.string()) for c in ID_COLUMNS] + [("batch", pa.int32())])
 
 
+def describe_history(history_dir: str | Path) -> dict[str, Any]:
+    """Load and verify a history; a small summary of it (for ``tunegate history show``)."""
+    h = open_history(history_dir)
+    return _summary(h.manifest, embedding=h.manifest.get("embedding"), notes=h.notes,
+                    batch_ids=h.batch_names())
+
+
+def switched_spec(history_dir: str | Path, *, backend: str | None, fields: str | None) -> EmbeddingSpec | None:
+    """The history's embedding with a new backend and/or fields (``None`` when neither changes)."""
+    if not backend and not fields:
+        return None
+    old = _read_manifest(Path(history_dir))["embedding"]
+    return EmbeddingSpec.from_json({**old, **({"backend": backend} if backend else {}),
+                                    **({"fields": fields} if fields else {})})
+
+
 def _summary(manifest: dict[str, Any], **extra: Any) -> dict[str, Any]:
     return {"history_records": manifest.get("count", 0), "generation": manifest.get("generation", 0),
             "index": manifest.get("index", {}).get("type", "empty"), "batches": len(manifest.get("batches", [])),
             **extra}
-
-
-def main(argv: list[str] | None = None) -> int:
-    """``python -m tunegate.core.history update|rebuild|show DIR ...``: operate a history by hand."""
-    import argparse
-    import sys
-
-    p = argparse.ArgumentParser(prog="python -m tunegate.core.history", description=main.__doc__)
-    sub = p.add_subparsers(dest="command", required=True)
-    u = sub.add_parser("update", help="add an accepted.parquet to the history")
-    u.add_argument("dir")
-    u.add_argument("accepted")
-    u.add_argument("--batch-id")
-    u.add_argument("--cache-dir")
-    r = sub.add_parser("rebuild", help="re-embed the accepted batches listed in the manifest")
-    r.add_argument("dir")
-    r.add_argument("--backend", help="switch the embedding backend")
-    r.add_argument("--fields", help="switch the embedded fields, e.g. instruction+input")
-    r.add_argument("--cache-dir")
-    s = sub.add_parser("show", help="print the manifest summary and verify the files")
-    s.add_argument("dir")
-    args = p.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    try:
-        if args.command == "update":
-            out = update_history(args.dir, args.accepted, batch_id=args.batch_id, cache_dir=args.cache_dir)
-        elif args.command == "rebuild":
-            spec = None
-            if args.backend or args.fields:
-                old = _read_manifest(Path(args.dir))["embedding"]
-                spec = EmbeddingSpec.from_json({**old, **({"backend": args.backend} if args.backend else {}),
-                                                **({"fields": args.fields} if args.fields else {})})
-            out = rebuild_history(args.dir, spec=spec, cache_dir=args.cache_dir)
-        else:
-            h = open_history(args.dir)
-            out = _summary(h.manifest, embedding=h.manifest.get("embedding"), notes=h.notes)
-    except TunegateError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    print(json.dumps(out, indent=2, sort_keys=True))
-    return 0
-
-
-if __name__ == "__main__":  # pragma: no cover
-    raise SystemExit(main())

@@ -1,0 +1,91 @@
+"""The policy file is the one configuration surface: checks, their options, suites and gate settings,
+validated at load with messages that name the key and list what is allowed."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from tunegate.core.pipeline import build_checks
+from tunegate.core.policy import DEFAULT_CHECKS, GatePolicy, load_policy
+from tunegate.exceptions import ConfigError
+
+
+def _write(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "policy.yaml"
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
+def test_no_configuration_runs_the_whole_gate() -> None:
+    policy = GatePolicy()
+    assert [name for name, _ in policy.enabled_checks()] == list(DEFAULT_CHECKS) == [
+        "exact_duplicate", "near_duplicate", "embedding_outlier", "poison_trigger", "poison_content"]
+    assert policy.suites == ("instruction_record", "instruction_quality")
+    keys = [c.key for c in build_checks(policy)]
+    assert keys == [*DEFAULT_CHECKS, "gx_instruction_record", "gx_instruction_quality"]
+
+
+def test_a_checks_section_turns_one_off_and_changes_an_option(tmp_path: Path) -> None:
+    policy = load_policy(_write(tmp_path, "checks:\n  embedding_outlier: false\n"
+                                          "  near_duplicate: {threshold: 0.97, k: 20}\nsuites: []\n"))
+    assert policy.disabled_checks() == ["embedding_outlier"]
+    checks = {c.key: c for c in build_checks(policy)}
+    assert set(checks) == {"exact_duplicate", "near_duplicate", "poison_trigger", "poison_content"}
+    assert (checks["near_duplicate"].threshold, checks["near_duplicate"].k) == (0.97, 20)  # type: ignore[attr-defined]
+    # written into the summary as given, and read back to the same policy
+    assert GatePolicy.from_mapping(policy.to_json()) == policy
+
+
+def test_a_list_of_checks_runs_exactly_those(tmp_path: Path) -> None:
+    policy = load_policy(_write(tmp_path, "checks: [exact_duplicate, poison_content]\n"))
+    assert [n for n, _ in policy.enabled_checks()] == ["exact_duplicate", "poison_content"]
+
+
+def test_overrides_merge_into_the_file(tmp_path: Path) -> None:
+    policy = load_policy(_write(tmp_path, "checks:\n  near_duplicate: {threshold: 0.97}\n"))
+    changed = policy.with_overrides(checks={"near_duplicate": {"k": 5}, "poison_trigger": False})
+    assert dict(changed.enabled_checks())["near_duplicate"] == {"threshold": 0.97, "k": 5}
+    assert changed.disabled_checks() == ["poison_trigger"]
+    back_on = changed.with_overrides(checks={"poison_trigger": True})
+    assert back_on.disabled_checks() == []
+
+
+@pytest.mark.parametrize(("text", "message"), [
+    ("checks:\n  nearest_duplicate: {}\n",
+     "checks: unknown check(s) ['nearest_duplicate']; known: exact_duplicate, near_duplicate"),
+    ("checks:\n  gx_suite: {}\n", "Great Expectations suites go under `suites:`"),
+    ("checks:\n  near_duplicate: {treshold: 0.9}\n",
+     "checks.near_duplicate: unknown option 'treshold'; allowed: threshold (default None), k (default 10)"),
+    ("checks:\n  near_duplicate: {threshold: 1.5}\n",
+     "checks.near_duplicate: near_duplicate threshold must be a cosine similarity in (0, 1], got 1.5"),
+    ("checks:\n  near_duplicate: {history_dir: /tmp/h}\n",
+     "checks.near_duplicate.history_dir cannot be set in a policy: the history location is set per run"),
+    ("checks:\n  near_duplicate: maybe\n", "checks.near_duplicate: expected true, false or a mapping of options"),
+    ("checks:\n  near_duplicate: {enabled: sometimes}\n", "checks.near_duplicate.enabled must be true or false"),
+    ("checks: near_duplicate\n", "checks must be a mapping"),
+    ("suites: [no_such_suite]\n", "unknown expectation suite 'no_such_suite'; known suites: instruction_quality"),
+    ("ignore_reasons: [near_dup]\n", "ignore_reasons names unknown reason codes ['near_dup']; known: check_skipped"),
+    ("halt_reasons: [poison_campagin]\n", "halt_reasons names unknown reason codes ['poison_campagin']"),
+    ("quarantine_reasons: [gx_expect_column_values_to_be_unicorns]\n", "names unknown reason codes"),
+    ("halt_severities: [fatal]\n", "unknown severities ['fatal']; allowed: ['critical', 'warning', 'info']"),
+    ("max_quarantined_fraction: 2\n", "max_quarantined_fraction must be a fraction between 0 and 1, got 2"),
+    ("chekcs: {}\n", "unknown policy settings ['chekcs']"),
+])
+def test_a_bad_policy_fails_at_load_naming_the_key(tmp_path: Path, text: str, message: str) -> None:
+    path = _write(tmp_path, text)
+    with pytest.raises(ConfigError) as err:
+        load_policy(path)
+    assert message in str(err.value)
+    assert str(path) in str(err.value)  # which file
+
+
+def test_reason_codes_of_the_configured_suites_are_known(tmp_path: Path) -> None:
+    policy = load_policy(_write(tmp_path, "ignore_reasons: [gx_expect_column_values_to_not_match_regex_list, "
+                                          "embedding_outlier]\nhalt_reasons: [poison_campaign]\n"))
+    assert policy.quarantines("near_duplicate") and not policy.quarantines("embedding_outlier")
+    # a suite's reasons are known only when that suite runs
+    with pytest.raises(ConfigError, match="unknown reason codes"):
+        load_policy(_write(tmp_path, "suites: [instruction_record]\n"
+                                     "ignore_reasons: [gx_expect_column_values_to_not_match_regex_list]\n"))
