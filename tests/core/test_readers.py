@@ -213,6 +213,14 @@ def test_save_to_disk_folder_reads_like_the_json_it_came_from(tmp_path: Path, re
     assert IngestResult.load(tmp_path / "work").inputs[0].sha256 == sha256_file(str(folder))
 
 
+def test_save_to_disk_of_a_selection_reads_exactly_its_rows(tmp_path: Path, reference: list[dict]) -> None:
+    import datasets
+
+    datasets.Dataset.from_list(reference).select([7, 2, 5]).save_to_disk(str(tmp_path / "sel"))
+    recs, _ = _records(tmp_path / "sel")
+    assert [r["id"] for r in recs] == [reference[i]["id"] for i in (7, 2, 5)]
+
+
 def test_dataset_dict_folder_reads_every_split_and_names_it(tmp_path: Path, reference: list[dict]) -> None:
     import datasets
 
