@@ -262,3 +262,124 @@ def test_the_ivf_self_join_agrees_with_exact_search(slice_batch: CanonicalBatch)
     assert ivf.metrics["batch_index"] == "ivf" and exact.metrics["batch_index"] == "flat"
     assert [(f.row, f.detail["representative"]) for f in ivf.findings] == \
         [(f.row, f.detail["representative"]) for f in exact.findings]
+
+
+# --- the rule: a near-duplicate is the same training example said again ------------------------------------
+
+
+def _self_instruct() -> list[dict[str, Any]]:
+    import gzip
+    import json
+
+    from tests.conftest import DATA
+
+    with gzip.open(DATA / "self_instruct_slice.jsonl.gz", "rt", encoding="utf-8") as f:
+        return [json.loads(line) for line in f]
+
+
+def test_records_sharing_a_task_definition_but_not_what_is_asked_are_distinct(slice_batch: CanonicalBatch) -> None:
+    """FAISS proposes them (>= 0.95: one long definition shared, a short input that differs); the text says no."""
+    result = build_check("near_duplicate").run(slice_batch)
+    ids = ids_of(slice_batch)
+    pairs = {frozenset((ids[f.row], f.detail["representative"])) for f in result.findings}
+    # "Comment: ;)" vs "Comment: :)" (toxicity), "Comment:" vs "Comment: ;-))))", two tweets that share a
+    # run of @USER mentions but say different things
+    for a, b in (("task327-00727", "task327-01145"), ("task328-01662", "task328-01780"),
+                 ("task286-00603", "task286-01027")):
+        assert frozenset((a, b)) not in pairs
+    assert result.metrics["candidate_pairs_distinct"] >= 3
+    assert "input: a different word in a short text" in result.metrics["distinct_because"]
+    assert result.metrics["status"] == "ok"
+
+
+def test_a_different_answer_makes_an_edited_copy_distinct(superni_slice: list[dict[str, Any]]) -> None:
+    from tunegate.core.checks.near_duplicate import field_words, pair_difference
+
+    fields = ("instruction", "input", "output")
+    by_id = {r["id"]: r for r in superni_slice}
+    story, edited = by_id["task288-00152"], by_id["task288-00271"]  # one wire story, two wordings: a pair
+
+    def words(rec: dict[str, Any]) -> list[tuple[str, ...]]:
+        return [field_words(rec[f], 20_000) for f in fields]
+
+    assert pair_difference(words(story), words(edited), fields) is None
+    # the same story with another headline is another example (a short answer must match word for word)
+    relabelled = dict(edited, output=story["output"].replace("welcomes", "rejects"))
+    assert pair_difference(words(story), words(relabelled), fields) == "output: a different short answer"
+    # so is a toxicity comment with the other label
+    comment = by_id["task327-01659"]
+    flipped = dict(comment, output="Toxic" if comment["output"] != "Toxic" else "Non-toxic")
+    assert pair_difference(words(comment), words(flipped), fields) == "output: a different short answer"
+
+
+def test_empty_fields_are_not_evidence_of_similarity() -> None:
+    from tunegate.core.checks.near_duplicate import field_words, pair_difference
+
+    fields = ("instruction", "input", "output")
+    records = [r for r in _self_instruct() if r["input"]]
+    rec = records[0]
+    words = [field_words(rec[f], 20_000) for f in fields]
+    # the same record with its input emptied: one side empty, the other not, is a difference
+    emptied = [field_words(dict(rec, input="")[f], 20_000) for f in fields]
+    assert pair_difference(words, emptied, fields) == "input: empty on one side"
+    # two records without input agree on that field only vacuously: what decides is the rest
+    no_input = [r for r in _self_instruct() if not r["input"]][:2]
+    a, b = ([field_words(r[f], 20_000) for f in fields] for r in no_input)
+    assert pair_difference(a, b, fields) is not None
+    assert pair_difference(a, a, fields) is None
+    # and when every compared field is empty on both sides there is no evidence at all
+    assert pair_difference([()], [()], ("input",)) == "every field is empty"
+
+
+def test_light_edits_are_the_same_example_and_new_words_are_not(superni_slice: list[dict[str, Any]]) -> None:
+    from tunegate.core.checks.near_duplicate import field_difference, field_words
+
+    def words(text: str) -> tuple[str, ...]:
+        return field_words(text, 20_000)
+
+    by_id = {r["id"]: r for r in superni_slice}
+    story = by_id["task288-00152"]["input"]  # 35 words
+    rng = random.Random(1)
+    for _ in range(20):
+        assert field_difference(words(story), words(light_edit({"input": story}, rng)["input"])) is None
+    assert field_difference(words(story), words(story.replace("afghan president", "AFGHAN PRESIDENT"))) is None
+    # a new clause inside the story is new content, another number is another fact
+    assert field_difference(words(story), words(story.replace("thursday", "thursday after a long meeting"))) \
+        == "different content (a run of 3+ words)"
+    assert field_difference(words("A man is playing a guitar."), words("A man is playing a flute.")) \
+        == "a different word in a short text"
+    assert field_difference(words("Comment: HuH?"), words("Comment: Huh..")) is None  # punctuation and case
+
+
+def test_a_one_record_batch_says_it_cannot_compare(tmp_path: Path, superni_slice: list[dict[str, Any]]) -> None:
+    result = build_check("near_duplicate").run(make_batch(tmp_path, "one", superni_slice[:1]))
+    assert result.findings == [] and result.metrics["status"] == "insufficient_data"
+    assert "nothing to compare with" in result.metrics["status_reason"]
+    assert [(i.reason, i.severity) for i in result.issues] == [("check_skipped", "info")]
+
+
+def test_history_matches_are_verified_on_the_accepted_batch_text(
+        tmp_path: Path, superni_slice: list[dict[str, Any]]) -> None:
+    history = tmp_path / "history"
+    night1 = make_batch(tmp_path, "night1", superni_slice[:1500])
+    update_history(history, night1.path, batch_id="night1")
+    by_id = {r["id"]: r for r in superni_slice[:1500]}
+    rng = random.Random(4)
+    originals = [r for r in superni_slice[:1500:60] if len(r["input"]) >= 80]
+    edited = [dict(light_edit(r, rng), id=f"edited-{r['id']}") for r in originals]
+    # a history record with another answer: FAISS finds it, the text says it is another example
+    relabelled = [dict(r, id=f"relabelled-{r['id']}", output=by_id[o["id"]]["output"])
+                  for r, o in zip(originals[:5], originals[5:10], strict=True) if r["output"] != o["output"]]
+    night2 = make_batch(tmp_path, "night2", superni_slice[1500:2000] + edited + relabelled)
+    result = build_check("near_duplicate", history_dir=str(history)).run(night2)
+    ids = ids_of(night2)
+    nd = {ids[row]: f.detail for row, f in by_row(result, "near_duplicate").items()}
+    assert {r["id"] for r in edited} <= set(nd)
+    assert all(nd[r["id"]]["in"] == "history" for r in edited)
+    assert relabelled and not {r["id"] for r in relabelled} & set(nd)
+
+    # the accepted batch file is gone: matches cannot be verified, so they are not flagged, and it says so
+    night1.path.rename(night1.path.with_suffix(".moved"))
+    again = build_check("near_duplicate", history_dir=str(history)).run(night2)
+    assert not {r["id"] for r in edited} & {ids[f.row] for f in again.findings}
+    assert [i.severity for i in again.issues if i.reason == "history_text_missing"] == ["warning"]

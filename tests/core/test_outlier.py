@@ -80,7 +80,8 @@ def test_a_reference_corpus_given_by_path_is_used_first(
         tmp_path: Path, nights: tuple[Path, list[dict[str, Any]], list[dict[str, Any]]]) -> None:
     history, rest, ted = nights
     planted = [dict(r, task=SST2, id=f"planted-{r['id']}") for r in ted[:3]]
-    batch = make_batch(tmp_path, "night2", rest[:600] + planted)
+    sst2 = [r for r in rest if r["task"] == SST2][:20]  # the group needs records of its own for a centre
+    batch = make_batch(tmp_path, "night2", rest[:600] + sst2 + planted)
     result = build_check("embedding_outlier", reference_dir=str(history), history_dir=str(tmp_path / "none"),
                          k=5).run(batch)
     flagged = _flagged(batch, result)
@@ -93,7 +94,60 @@ def test_a_reference_corpus_given_by_path_is_used_first(
     ({"group_by": "contributor"}, "group_by must be one of"),
     ({"min_group": 1}, "min_group"),
     ({"k": 5000}, "k must be"),
+    ({"min_spread": 1.5}, "min_spread"),
+    ({"min_typical_similarity": 2}, "min_typical_similarity"),
 ])
 def test_misconfiguration_fails_at_construction(options: dict[str, Any], message: str) -> None:
     with pytest.raises(ConfigError, match=message):
         build_check("embedding_outlier", **options)
+
+
+def _self_instruct() -> list[dict[str, Any]]:
+    import gzip
+    import json
+
+    from tests.conftest import DATA
+
+    with gzip.open(DATA / "self_instruct_slice.jsonl.gz", "rt", encoding="utf-8") as f:
+        return [json.loads(line) for line in f]
+
+
+def test_free_form_instructions_have_no_shape_to_depart_from_and_it_says_so(tmp_path: Path) -> None:
+    """Self-Instruct: every record unlike every other. Before min_typical_similarity its least typical
+    records were flagged; a reviewer keeps them all."""
+    records = [dict(r, task="self_instruct") for r in _self_instruct()]
+    result = build_check("embedding_outlier").run(make_batch(tmp_path, "free", records))
+    assert result.findings == []
+    assert result.metrics["status"] == "insufficient_data"
+    assert "without a common shape" in result.metrics["status_reason"]
+    assert [(i.reason, i.severity) for i in result.issues] == [("check_skipped", "info")]
+
+
+def test_small_groups_are_left_out_by_name(
+        tmp_path: Path, nights: tuple[Path, list[dict[str, Any]], list[dict[str, Any]]]) -> None:
+    _, rest, ted = nights
+    batch = make_batch(tmp_path, "small", rest[:400] + ted[:3])  # three translations: no centre of their own
+    result = build_check("embedding_outlier").run(batch)
+    assert result.metrics["status"] == "ok"
+    skipped = [i for i in result.issues if i.reason == "check_skipped"]
+    assert len(skipped) == 1 and TED in skipped[0].message and "fewer than 5 records" in skipped[0].message
+    assert result.metrics["records_judged"] <= 400
+
+
+def test_a_one_record_batch_is_insufficient_data(tmp_path: Path, superni_slice: list[dict[str, Any]]) -> None:
+    result = build_check("embedding_outlier").run(make_batch(tmp_path, "one", superni_slice[:1]))
+    assert result.findings == [] and result.metrics["status"] == "insufficient_data"
+    assert "fewer than k=10" in result.metrics["status_reason"]
+    assert [i.reason for i in result.issues] == ["check_skipped"]
+
+
+def test_a_tight_group_needs_a_real_departure(
+        tmp_path: Path, nights: tuple[Path, list[dict[str, Any]], list[dict[str, Any]]]) -> None:
+    """Without min_spread, records 0.03 from a tight group's centre are outliers (6 false alarms here)."""
+    history, rest, ted = nights
+    planted = [dict(r, task=SST2, id=f"planted-{r['id']}") for r in ted[:6]]
+    batch = make_batch(tmp_path, "night2", rest[:900] + planted + rest[900:])
+    loose = build_check("embedding_outlier", history_dir=str(history), min_spread=0.0).run(batch)
+    tight = build_check("embedding_outlier", history_dir=str(history)).run(batch)
+    assert {f.row for f in tight.findings} < {f.row for f in loose.findings}
+    assert len(tight.findings) == len(planted)

@@ -157,7 +157,15 @@ class NearDuplicateCheck(EmbeddingCheck):
         findings += flood_findings
         issues += flood_issues
         clusters = int((sizes > 0).sum())
+        history_count = history.count if history is not None else 0
+        compared = n > 1 or history_count > 0
+        status_reason = (f"{n} records compared within the batch"
+                         + (f" and with {history_count} history records" if history_count else "")
+                         if compared else f"{n} record(s) and no history: nothing to compare with")
+        if not compared:
+            issues.append(BatchIssue("check_skipped", "info", f"near_duplicate: {status_reason}"))
         metrics = {
+            "status": "ok" if compared else "insufficient_data", "status_reason": status_reason,
             "records": n, "threshold": self.threshold, "k": self.k, "batch_index": kind,
             "candidate_pairs_verified": verifier.verified, "candidate_pairs_distinct": verifier.distinct,
             "distinct_because": dict(verifier.reasons.most_common(8)),

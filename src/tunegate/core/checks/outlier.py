@@ -17,6 +17,21 @@ group, the threshold, the median and MAD it came from, and the reference used, s
 A whole task or source unlike the reference is therefore not flagged record by record (its records are
 judged against their own centre); the metrics list the groups with the highest median score
 (``farthest_groups``) so a new or shifted task shows in the report.
+
+What the statistics cannot support is said, not guessed (``metrics["status"]`` is ``insufficient_data``
+with a ``status_reason`` and an ``info`` issue ``check_skipped`` when nothing could be judged; groups left
+out are named in an ``info`` issue when others were judged):
+
+- a reference of fewer than ``k`` records other than the record itself;
+- a group of fewer than 5 records (no centre of its own);
+- a group without a common shape: its typical record's mean similarity to its nearest neighbours is
+  below ``min_typical_similarity`` (0.6). Free-form instructions (Alpaca, GPTeacher role-play,
+  Self-Instruct, OASST) are all unlike each other; a record further from its neighbours than the others
+  is still an ordinary instruction there (measured on those corpora: every one of the records flagged
+  before this rule was fine, bench/faiss/RESULTS.md);
+- a spread below ``min_spread`` (0.05 cosine, the hashing sketch's noise on far pairs is ~0.06): a group of
+  near-identical scores (P3 prompts of one review, one-word inputs under one instruction) would otherwise
+  flag records 0.02 from the centre. The MAD used is ``max(MAD, min_spread)``.
 """
 
 from __future__ import annotations
@@ -35,6 +50,8 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 GROUP_BY = ("task", "source", "none")
+INSUFFICIENT = "insufficient_data"
+SKIPPED = "check_skipped"
 _MAD_SCALE = 1.4826  # MAD of a normal distribution times this is its standard deviation
 _MIN_CENTRE = 5  # a group's own median is its centre from this many records on
 
@@ -45,6 +62,7 @@ class EmbeddingOutlierCheck(EmbeddingCheck):
     name = "embedding_outlier"
 
     def __init__(self, *, k: int = 10, z: float = 3.5, group_by: str = "task", min_group: int = 50,
+                 min_spread: float = 0.05, min_typical_similarity: float = 0.6,
                  reference_dir: str | None = None, **options: Any) -> None:
         super().__init__(**options)
         if not isinstance(k, int) or not 1 <= k <= 1000:
@@ -55,8 +73,15 @@ class EmbeddingOutlierCheck(EmbeddingCheck):
             raise ConfigError(f"embedding_outlier group_by must be one of {', '.join(GROUP_BY)}, got {group_by!r}")
         if not isinstance(min_group, int) or min_group < 3:
             raise ConfigError(f"embedding_outlier min_group must be an integer >= 3, got {min_group!r}")
+        if not isinstance(min_spread, (int, float)) or not 0.0 <= float(min_spread) < 1.0:
+            raise ConfigError(f"embedding_outlier min_spread must be a cosine distance in [0, 1), got {min_spread!r}")
+        if not isinstance(min_typical_similarity, (int, float)) or not -1.0 <= float(min_typical_similarity) <= 1.0:
+            raise ConfigError("embedding_outlier min_typical_similarity must be a cosine similarity in [-1, 1], "
+                              f"got {min_typical_similarity!r}")
         self.k = k
         self.z = float(z)
+        self.min_spread = float(min_spread)
+        self.min_typical_similarity = float(min_typical_similarity)
         self.group_by = group_by
         self.min_group = min_group
         self.reference_dir = reference_dir
@@ -78,8 +103,13 @@ class EmbeddingOutlierCheck(EmbeddingCheck):
             issues.append(BatchIssue("reference_missing", "info",
                                      f"{name} {path} holds {loaded.count} records (< k={self.k}): not used"))
         vectors = self.vectors(batch)
-        if n < 2:
-            return CheckResult(self.key, [], issues, {"records": n, "reference": ref_name})
+        base = {"records": n, "reference": ref_name, "k": self.k, "z": self.z, "group_by": self.group_by,
+                "min_spread": self.min_spread, "min_typical_similarity": self.min_typical_similarity}
+        available = reference.count if reference is not None else n - 1
+        if available < self.k:
+            reason = (f"the {ref_name} holds {available} records to compare with, fewer than k={self.k}: "
+                      "too few for a nearest-neighbour score")
+            return self._insufficient(base, issues, reason, started)
         if reference is not None:
             sims, _ = self.history_knn(batch, vectors, reference, self.k)
             kind = reference.kind
@@ -89,23 +119,50 @@ class EmbeddingOutlierCheck(EmbeddingCheck):
         mean_sim = np.where(finite, sims, 0).sum(axis=1) / np.maximum(finite.sum(axis=1), 1)
         score = (1.0 - mean_sim).astype(np.float64)
         groups = self._groups(batch)
-        threshold, median, mad, own = self._thresholds(score, groups)
-        flagged = np.flatnonzero(score > threshold)
+        threshold, median, mad, own, skipped = self._thresholds(score, groups)
+        judged = np.isfinite(threshold)
+        flagged = np.flatnonzero(judged & (score > threshold))
         findings = [Finding(int(r), "embedding_outlier", round(float(score[r]), 4), {
             "group": groups[r], "threshold_from": "group" if own[r] else "pooled",
             "knn_similarity": round(float(mean_sim[r]), 4), "threshold": round(float(threshold[r]), 4),
             "median": round(float(median[r]), 4), "mad": round(float(mad[r]), 4), "z": self.z,
             "reference": ref_name}) for r in flagged.tolist()]
-        metrics = {"records": n, "reference": ref_name, "reference_records": reference.count if reference else n,
-                   "index": kind, "k": self.k, "z": self.z, "group_by": self.group_by,
+        metrics = {**base, "reference_records": reference.count if reference else n, "index": kind,
+                   "records_judged": int(judged.sum()),
                    "groups_own_threshold": len({g for g, o in zip(groups, own.tolist(), strict=True) if o}),
+                   "groups_not_judged": {why: len(names) for why, names in skipped.items()},
                    "outliers": len(findings), "score_median": round(float(np.median(score)), 4),
                    "farthest_groups": self._farthest_groups(score, groups),
                    **self.options()}
-        log.info("embedding_outlier: %d of %d records are outliers (reference: %s, %d groups with their own "
-                 "threshold); %.1f s", len(findings), n, ref_name, metrics["groups_own_threshold"],
-                 time.perf_counter() - started)
+        left_out = int((~judged).sum())
+        if not judged.any():
+            reason = "no group can be judged: " + self._skipped_text(skipped)
+            return self._insufficient({**metrics, **base}, issues, reason, started)
+        metrics["status"] = "ok"
+        metrics["status_reason"] = (f"{int(judged.sum())} of {n} records judged against their group"
+                                    + (f"; {left_out} not: " + self._skipped_text(skipped) if left_out else ""))
+        if left_out:
+            issues.append(BatchIssue(SKIPPED, "info", f"embedding_outlier: {left_out} of {n} records not judged: "
+                                     + self._skipped_text(skipped)))
+        log.info("embedding_outlier: %d of %d records are outliers (reference: %s, %d records judged, %d groups with "
+                 "their own threshold); %.1f s", len(findings), n, ref_name, int(judged.sum()),
+                 metrics["groups_own_threshold"], time.perf_counter() - started)
         return CheckResult(self.key, findings, issues, metrics)
+
+    def _insufficient(self, metrics: dict[str, Any], issues: list[BatchIssue], reason: str, started: float
+                      ) -> CheckResult:
+        log.info("embedding_outlier: not judged: %s; %.1f s", reason, time.perf_counter() - started)
+        issues = [*issues, BatchIssue(SKIPPED, "info", f"embedding_outlier: {reason}")]
+        return CheckResult(self.key, [], issues, {**metrics, "status": INSUFFICIENT, "status_reason": reason,
+                                                  "outliers": 0, **self.options()})
+
+    @staticmethod
+    def _skipped_text(skipped: dict[str, list[str]]) -> str:
+        parts = []
+        for why, names in skipped.items():
+            shown = ", ".join(names[:3]) + (f" and {len(names) - 3} more" if len(names) > 3 else "")
+            parts.append(f"{len(names)} groups {why} ({shown})")
+        return "; ".join(parts)
 
     def _groups(self, batch: CanonicalBatch) -> list[str]:
         n = batch.num_rows
@@ -130,27 +187,41 @@ class EmbeddingOutlierCheck(EmbeddingCheck):
         return dict(sorted(medians.items(), key=lambda kv: (-kv[1], kv[0]))[:limit])
 
     def _thresholds(self, score: np.ndarray, groups: list[str]
-                    ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-        """Per record: threshold, the centre and MAD it came from, and whether the group had its own MAD."""
+                    ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, dict[str, list[str]]]:
+        """Per record: threshold (``inf`` where its group is not judged), the centre and MAD it came from,
+        whether the group had its own MAD; and the groups not judged, by reason."""
         import numpy as np
 
         n = len(score)
-        median = np.full(n, float(np.median(score)))  # groups under _MIN_CENTRE records: the pooled median
-        _, inverse = np.unique(np.array(groups, dtype=object), return_inverse=True)
+        median = np.full(n, np.nan)
+        names, inverse = np.unique(np.array(groups, dtype=object), return_inverse=True)
         sizes = np.bincount(inverse)
-        for gi in np.flatnonzero(sizes >= _MIN_CENTRE).tolist():
+        skipped: dict[str, list[str]] = {}
+        judged_groups = np.zeros(len(names), dtype=bool)
+        for gi in range(len(names)):
             rows = inverse == gi
-            median[rows] = float(np.median(score[rows]))
-        deviation = np.abs(score - median)
-        pooled_mad = float(np.median(deviation))  # the typical spread of a record around its group's centre
+            if sizes[gi] < _MIN_CENTRE:
+                skipped.setdefault(f"of fewer than {_MIN_CENTRE} records", []).append(str(names[gi]))
+                continue
+            centre = float(np.median(score[rows]))
+            median[rows] = centre
+            if 1.0 - centre < self.min_typical_similarity:
+                skipped.setdefault(f"without a common shape (typical kNN similarity < {self.min_typical_similarity})",
+                                   []).append(str(names[gi]))
+                continue
+            judged_groups[gi] = True
+        judged = judged_groups[inverse]
+        deviation = np.abs(score - np.where(np.isnan(median), 0.0, median))
+        # the typical spread of a record around its own group's centre, over the groups that are judged
+        pooled_mad = float(np.median(deviation[judged])) if judged.any() else 0.0
         mad = np.full(n, pooled_mad)
         own = np.zeros(n, dtype=bool)
-        for gi in np.flatnonzero(sizes >= self.min_group).tolist():
+        for gi in np.flatnonzero(judged_groups & (sizes >= self.min_group)).tolist():
             rows = inverse == gi
             d = float(np.median(deviation[rows]))
             if d > 0:
                 mad[rows] = d
                 own[rows] = True
-        safe_mad = np.where(mad > 0, mad, np.inf)  # all scores equal: nothing stands out
-        threshold = median + self.z * _MAD_SCALE * safe_mad
-        return threshold, median, mad, own
+        spread = np.maximum(mad, self.min_spread)
+        threshold = np.where(judged & (spread > 0), median + self.z * _MAD_SCALE * spread, np.inf)
+        return threshold, np.where(np.isnan(median), 0.0, median), mad, own, skipped
