@@ -104,14 +104,35 @@ def _small(metrics: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in metrics.items() if k not in ("embedding",)}
 
 
+def _fenced(text: str) -> str:
+    # escaped and fenced: the page is read as Markdown or HTML, and record text must never render as markup
+    return "```text\n" + html.escape(text, quote=False).replace("```", "` ` `") + "\n```"
+
+
 def _fields(record: dict[str, Any]) -> list[str]:
     lines = []
     for f in FIELDS:
         value = record.get(f) or ""
-        shown = value if len(value) <= SHOW_CHARS else value[:SHOW_CHARS] + f" [... {len(value) - SHOW_CHARS} more chars]"
-        # fenced and escaped: the page is read as Markdown or HTML, and record text must never render as markup
-        lines.append(f"- **{f}** ({len(value)} chars):\n\n```text\n{html.escape(shown, quote=False).replace('```', '` ` `')}\n```")
+        cut = len(value) - SHOW_CHARS
+        shown = value if cut <= 0 else f"{value[:SHOW_CHARS]} [... {cut} more chars]"
+        lines.append(f"- **{f}** ({len(value)} chars):\n\n{_fenced(shown)}")
     return lines
+
+
+def _differences(a: dict[str, Any], b: dict[str, Any], limit: int = 12) -> list[str]:
+    """Word-level differences over the whole fields (the shown text is cut at SHOW_CHARS)."""
+    from difflib import SequenceMatcher
+
+    out = []
+    for f in FIELDS:
+        wa, wb = (a.get(f) or "").split(), (b.get(f) or "").split()
+        if wa == wb:
+            out.append(f"{f}: same words" + (" (both empty)" if not wa else ""))
+            continue
+        ops = [op for op in SequenceMatcher(None, wa, wb, autojunk=False).get_opcodes() if op[0] != "equal"]
+        shown = [f"{' '.join(wa[i1:i2])[:150]!r} -> {' '.join(wb[j1:j2])[:150]!r}" for _, i1, i2, j1, j2 in ops[:limit]]
+        out.append(f"{f}: " + " | ".join(shown) + (f" | ... {len(ops) - limit} more" if len(ops) > limit else ""))
+    return ["**differences (flagged -> representative, whole fields)**", "", _fenced("\n".join(out))]
 
 
 def _header(name: str, reason: str, flagged: int, n: int, shown: int) -> list[str]:
@@ -133,6 +154,7 @@ def _near_duplicate_page(name: str, reason: str, sample: list[Any], table: list[
                   + (f" (task {table[rep_row].get('task')})" if rep_row is not None else f" (in {d.get('in')})"), ""]
         if rep_row is not None:
             lines += _fields(table[rep_row])
+            lines += ["", *_differences(rec, table[rep_row])]
         elif reason == "contributor_flood":
             lines.append(f"(contributor flood: {d.get('contributor')})")
         else:
