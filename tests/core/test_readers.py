@@ -388,5 +388,6 @@ def test_input_options_are_frozen_and_round_trip() -> None:
     options = InputOptions.from_mapping({"container": "parquet", "columns": {"prompt": "instruction"},
                                          "splits": ["train"]})
     assert InputOptions.from_mapping(options.to_json()) == options
+    assert InputOptions.from_mapping({"columns": None, "splits": None}) == InputOptions()  # empty YAML keys
     with pytest.raises(TypeError):
         options.columns["x"] = "output"  # type: ignore[index]

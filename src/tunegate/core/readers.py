@@ -119,7 +119,7 @@ class InputOptions:
         unknown = sorted(set(data) - set(known))
         if unknown:
             raise ConfigError(f"{where}unknown input settings {unknown}; allowed: {known}")
-        values = dict(data)
+        values = {k: v for k, v in data.items() if v is not None}  # an empty YAML key means the default
         if "columns" in values and not isinstance(values["columns"], Mapping):
             values["columns"] = parse_columns(values["columns"], source=source)
         try:
