@@ -113,6 +113,8 @@ class NearDuplicateCheck(EmbeddingCheck):
         needed[nbrs[batch_cand]] = True
         verifier = PairVerifier(self.spec.fields)
         verifier.load_batch(batch, np.flatnonzero(needed), digests)
+        src, col = np.nonzero(batch_cand)
+        verifier.mark_families(src, nbrs[src, col])
         hist_match = np.full(n, -1, dtype=np.int64)
         hist_best = np.zeros(n, dtype=np.float32)
         if hist_cand.any():
@@ -317,6 +319,10 @@ _SENTENCE_PUNCTUATION = ".,!?;:'\"`#@-\u2026\u2019\u201c\u201d"
 SHORT_ANSWER_WORDS = 8
 #: Fields of fewer shared words than this tolerate no changed word (``cat`` vs ``cats`` is another input).
 _MIN_TOLERANT = 8
+#: A typo (a word at character similarity >= _TYPO_RATIO) in a text of fewer than _MIN_TOLERANT shared words
+#: is still a typo when the words are this long and this many words are shared (``txpayer``, ``whih``).
+_MIN_TYPO_CONTEXT = 3
+_MIN_TYPO_WORD = 4
 #: A word replaced by another (not a typo) is an edit only in a text of this many shared words: in a short
 #: sentence it makes another sentence (``A man is talking`` vs ``A man is eating``).
 _MIN_SUBSTITUTION = 20
@@ -377,14 +383,20 @@ def field_words(text: str | None, max_chars: int) -> tuple[str, ...]:
 
 
 def field_difference(a: tuple[str, ...], b: tuple[str, ...], *, answer: bool = False,
-                     is_wrapper: Callable[[tuple[str, ...], tuple[str, ...]], bool] | None = None) -> str | None:
+                     is_wrapper: Callable[[tuple[str, ...], tuple[str, ...]], bool] | None = None,
+                     family: bool = True) -> str | None:
     """Why two versions of one field are not the same text said again, or ``None`` when they are (or are
     both empty: no evidence either way; the caller requires evidence from at least one field).
 
     ``is_wrapper(region, core)``: whether a run of words around the shared ``core`` is template text (far
     more frequent in the batch than the core). What differs before or after a long shared passage is
     tolerated as another template's wrapper only then; otherwise it is what is asked (a question about
-    the passage, a review inside a rating template). Without ``is_wrapper``, no wrapper is tolerated."""
+    the passage, a review inside a rating template). Without ``is_wrapper``, no wrapper is tolerated.
+
+    ``family``: the records have other near variants in the batch (CoLA's minimal pairs come in families:
+    "The more people (that) arrive, the louder (that) it gets"); then adding or dropping a function word
+    in a short text is a different example. An isolated pair (a record and its re-submitted copy) is
+    allowed that edit, and one typo in a short answer of 3+ words."""
     from difflib import SequenceMatcher
 
     if a == b:
@@ -392,10 +404,14 @@ def field_difference(a: tuple[str, ...], b: tuple[str, ...], *, answer: bool = F
     if not a or not b:
         return "empty on one side"
     longest = max(len(a), len(b))
-    if answer and longest <= SHORT_ANSWER_WORDS:
-        return "a different short answer"
     ops = SequenceMatcher(None, a, b, autojunk=False).get_opcodes()
-    why = _edit_difference(a, b, ops)
+    if answer and longest <= SHORT_ANSWER_WORDS:
+        changes = [(a[i1:i2], b[j1:j2]) for tag, i1, i2, j1, j2 in ops if tag != "equal"]
+        one_typo = (not family and min(len(a), len(b)) >= 3 and len(changes) == 1
+                    and not any(ch.isdigit() for w in changes[0][0] + changes[0][1] for ch in w)
+                    and _is_typo(*changes[0]))
+        return None if one_typo else "a different short answer"
+    why = _edit_difference(a, b, ops, family)
     if why is None or answer:
         return why
     # Not an edit of the whole field: maybe another prompt template around the same passage and question.
@@ -415,11 +431,11 @@ def field_difference(a: tuple[str, ...], b: tuple[str, ...], *, answer: bool = F
     core = max((op for op in core_ops if op[0] == "equal"), key=lambda op: op[2] - op[1])
     if is_wrapper is None or not all(is_wrapper(r, a[core[1]:core[2]]) for r in regions):
         return why
-    return _edit_difference(a, b, core_ops)
+    return _edit_difference(a, b, core_ops, family)
 
 
-def _edit_difference(a: tuple[str, ...], b: tuple[str, ...], ops: Sequence[tuple[str, int, int, int, int]]
-                     ) -> str | None:
+def _edit_difference(a: tuple[str, ...], b: tuple[str, ...], ops: Sequence[tuple[str, int, int, int, int]],
+                     family: bool = True) -> str | None:
     """Why the opcodes ``ops`` of ``a`` against ``b`` are more than a light edit, or ``None``.
 
     A run of words dropped in one place and added unchanged in another (a sentence moved) is no change."""
@@ -450,18 +466,22 @@ def _edit_difference(a: tuple[str, ...], b: tuple[str, ...], ops: Sequence[tuple
                 number_typo = True
                 continue  # one typo in a number inside a long text (2016 -> 206)
             return "a number differs"
-        if shared >= _MIN_TOLERANT and pa and pb and _is_typo(pa, pb):
+        if pa and pb and _is_typo(pa, pb) and (shared >= _MIN_TOLERANT or (
+                shared >= _MIN_TYPO_CONTEXT and min(len(w) for w in pa + pb) >= _MIN_TYPO_WORD)):
             continue
         if max(len(pa), len(pb)) >= _NEW_CONTENT_RUN:
             return "different content (a run of 3+ words)"
-        if shared < _MIN_SUBSTITUTION and ((pa and pb) or _FUNCTION_WORDS.intersection(pa + pb)):
+        if shared < _MIN_SUBSTITUTION and ((pa and pb) or (family and _FUNCTION_WORDS.intersection(pa + pb))):
             return "a different word in a short text"
         if pa and pb:
             if (pa, pb) in swaps:
                 return "the same word replaced throughout (another name or entity)"
             swaps.add((pa, pb))
         changed += max(len(pa), len(pb))
-    allowed = math.ceil(_CHANGED_SHARE * shared) if shared >= _MIN_TOLERANT else 0
+    if shared >= _MIN_TOLERANT:
+        allowed = math.ceil(_CHANGED_SHARE * shared)
+    else:  # a record and its copy, seen on their own, may differ by one added or dropped word
+        allowed = 1 if not family and shared >= _MIN_TYPO_CONTEXT + 1 else 0
     if changed > allowed:
         return f"{changed} of {longest} words differ"
     return None
@@ -485,13 +505,14 @@ def _is_typo(pa: tuple[str, ...], pb: tuple[str, ...]) -> bool:
 
 
 def pair_difference(a: Sequence[tuple[str, ...]], b: Sequence[tuple[str, ...]], fields: Sequence[str],
-                    templates: TemplateIndex | None = None) -> str | None:
+                    templates: TemplateIndex | None = None, *, family: bool = True) -> str | None:
     """Why records ``a`` and ``b`` (word tuples per field, in ``fields`` order) are distinct, or ``None``
-    when they are the same example: every field non-empty on either side agrees, and at least one does."""
+    when they are the same example: every field non-empty on either side agrees, and at least one does.
+    ``family``: see :func:`field_difference` (the strict default suits a pair seen on its own)."""
     evidence = False
     check = None if templates is None else templates.is_wrapper
     for name, fa, fb in zip(fields, a, b, strict=True):
-        why = field_difference(fa, fb, answer=name == "output", is_wrapper=check)
+        why = field_difference(fa, fb, answer=name == "output", is_wrapper=check, family=family)
         if why is not None:
             return f"{name}: {why}"
         evidence = evidence or bool(fa)
@@ -568,6 +589,7 @@ class PairVerifier:
         self._history: dict[int, tuple[tuple[str, ...], ...]] = {}
         self._history_digest: dict[int, str] = {}
         self._seen: dict[tuple[int, int], bool] = {}
+        self._family: set[int] = set()
         self.verified = 0
         self.distinct = 0
         self.reasons: Counter[str] = Counter()
@@ -631,9 +653,21 @@ class PairVerifier:
                            f"{missing} history records matched by similarity could not be read back from their "
                            "accepted batch files (moved or deleted): those matches are not verified, so not flagged")]
 
-    def _verdict(self, a: tuple[tuple[str, ...], ...], b: tuple[tuple[str, ...], ...]) -> bool:
+    def mark_families(self, rows: np.ndarray, neighbours: np.ndarray) -> None:
+        """Rows with two or more distinct candidate neighbours (``rows[i]`` proposes ``neighbours[i]``):
+        a family of variants, not a record and its copy (see :func:`field_difference`)."""
+        import numpy as np
+
+        pairs = [(r, nb) for r, nb in zip(rows.tolist(), neighbours.tolist(), strict=True)
+                 if self._digests[r] != self._digests[nb]]
+        if not pairs:
+            return
+        both = np.unique(np.array(pairs + [(nb, r) for r, nb in pairs], dtype=np.int64), axis=0)
+        self._family = set(np.flatnonzero(np.bincount(both[:, 0]) >= 2).tolist())
+
+    def _verdict(self, a: tuple[tuple[str, ...], ...], b: tuple[tuple[str, ...], ...], family: bool = True) -> bool:
         self.verified += 1
-        why = pair_difference(a, b, self.fields, self.templates)
+        why = pair_difference(a, b, self.fields, self.templates, family=family)
         if why is not None:
             self.distinct += 1
             self.reasons[why.split(": ")[0] + ": " + re.sub(r"\d+", "N", why.split(": ", 1)[-1])] += 1
@@ -647,7 +681,7 @@ class PairVerifier:
         if key not in self._seen:
             if i not in self._rows or j not in self._rows:
                 return False
-            self._seen[key] = self._verdict(self._rows[i], self._rows[j])
+            self._seen[key] = self._verdict(self._rows[i], self._rows[j], i in self._family or j in self._family)
         return self._seen[key]
 
     def same_as_history(self, row: int, pos: int) -> bool:
@@ -655,4 +689,4 @@ class PairVerifier:
             return True
         if row not in self._rows or pos not in self._history:
             return False
-        return self._verdict(self._rows[row], self._history[pos])
+        return self._verdict(self._rows[row], self._history[pos], row in self._family)
