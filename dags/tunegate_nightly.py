@@ -96,7 +96,8 @@ with DAG(
     },
     tags=["tunegate", "curation"],
 ) as dag:
-    ingest = IngestOperator(task_id="ingest", inputs="{{ params.input_uri }}")
+    ingest = IngestOperator(task_id="ingest", inputs="{{ params.input_uri }}", policy_file="{{ params.policy_file }}",
+                            storage_conn_id="{{ params.storage_conn_id }}")
     validate = ValidateOperator(task_id="validate", policy_file="{{ params.policy_file }}")
     scan = ScanOperator(task_id="scan", policy_file="{{ params.policy_file }}", checks="{{ params.checks }}",
                         history_dir="{{ params.history_dir }}")

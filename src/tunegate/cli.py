@@ -31,6 +31,12 @@ def _parser() -> argparse.ArgumentParser:
     s.add_argument("inputs", nargs="+", metavar="INPUT", help="files, directories, globs or fsspec URLs")
     s.add_argument("--out", required=True, metavar="DIR", help="output directory (created if missing)")
     s.add_argument("--format", default="auto", choices=FORMATS, help="input format (default: auto-detect)")
+    s.add_argument("--container", metavar="NAME",
+                   help="input container: json, jsonl, parquet, csv, tsv, arrow, hf-disk (default: from the file)")
+    s.add_argument("--layout", metavar="NAME",
+                   help="record layout: alpaca, dolly, sharegpt, openai, superni, canonical (default: detected)")
+    s.add_argument("--column", action="append", dest="columns", metavar="SRC=DST",
+                   help="map an input column onto a canonical field, e.g. prompt=instruction (repeatable)")
     s.add_argument("--policy", metavar="FILE", help="gate policy, YAML or JSON (see docs/policy.md)")
     s.add_argument("--check", action="append", dest="checks", metavar="NAME",
                    help="run only these checks (repeatable; default: the policy's checks, which are all of "
@@ -139,6 +145,14 @@ def _scan(args: argparse.Namespace) -> int:
     policy = load_policy(args.policy, max_quarantined_fraction=args.max_quarantined_fraction,
                          max_rejected_fraction=args.max_rejected_fraction,
                          suites=[] if args.no_suite else args.suites)
+    if args.container or args.layout or args.columns:
+        from tunegate.core.readers import parse_columns
+
+        section = dict(policy.input)
+        section.update({k: v for k, v in (("container", args.container), ("layout", args.layout)) if v})
+        if args.columns:
+            section["columns"] = {**section.get("columns", {}), **parse_columns(args.columns, source="--column")}
+        policy = policy.with_overrides(input=section)
     if args.checks is not None:
         policy = policy.with_overrides(checks=list(args.checks))
     changes: dict[str, Any] = {name: False for name in args.skip_checks or []}

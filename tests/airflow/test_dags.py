@@ -43,7 +43,9 @@ print(json.dumps({{"times": times, "heavy": heavy}}))
                          timeout=120)
     result = json.loads(out.stdout.strip().splitlines()[-1])
     assert result["heavy"] == []
-    assert result["times"][NIGHTLY] < 1.0, result  # ~0.1 s measured; generous for a loaded CI machine
+    # ~0.5 s measured: ~0.1 s of it is the DAG file; the rest is Airflow registering the installed providers'
+    # asset URI handlers when the first Asset is built (the Amazon provider's imports boto3). Generous for CI.
+    assert result["times"][NIGHTLY] < 2.0, result
     assert result["times"][FINETUNE] < 1.0, result
 
 

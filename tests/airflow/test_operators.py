@@ -41,12 +41,14 @@ def ingested(batch: Path, tmp_path_factory: pytest.TempPathFactory) -> SimpleNam
 
 
 def test_template_fields_cover_paths_and_batch_keys() -> None:
-    from tunegate.operators import GateOperator, IngestOperator, ScanOperator, ValidateOperator
+    from tunegate.operators import GateOperator, IngestOperator, PublishOperator, ScanOperator, ValidateOperator
 
-    assert set(IngestOperator.template_fields) == {"inputs", "fmt", "run_dir"}
-    assert set(ValidateOperator.template_fields) == {"suites", "run_dir"}
-    assert set(ScanOperator.template_fields) == {"checks", "check_options", "run_dir"}
+    assert set(IngestOperator.template_fields) == {"inputs", "fmt", "input_options", "storage_conn_id",
+                                                   "policy_file", "run_dir"}
+    assert set(ValidateOperator.template_fields) == {"policy_file", "suites", "run_dir"}
+    assert set(ScanOperator.template_fields) == {"policy_file", "checks", "check_options", "history_dir", "run_dir"}
     assert set(GateOperator.template_fields) == {"policy_file", "policy_overrides", "run_dir"}
+    assert set(PublishOperator.template_fields) == {"history_dir", "policy_file", "run_dir"}
 
 
 def test_template_fields_render_from_params_and_logical_date() -> None:
@@ -153,7 +155,7 @@ def test_bad_configuration_fails_without_retry(ingested: SimpleNamespace, tmp_pa
 
     with pytest.raises(AirflowFailException, match=r"^InputError: .*missing\.jsonl: no such file$"):
         IngestOperator(task_id="i", inputs=str(tmp_path / "missing.jsonl"), run_dir=str(tmp_path)).execute(_context())
-    with pytest.raises(AirflowFailException, match="unknown check 'no_such_check'"):
+    with pytest.raises(AirflowFailException, match=r"unknown check\(s\) \['no_such_check'\]; known: exact_duplicate"):
         ScanOperator(task_id="s", checks=["no_such_check"], run_dir=str(ingested.run_dir)).execute(_context())
     with pytest.raises(AirflowFailException, match="unknown policy settings"):
         GateOperator(task_id="g", policy_overrides={"max_typo": 1}, run_dir=str(ingested.run_dir)).execute(_context())

@@ -233,11 +233,31 @@ def test_a_history_of_another_embedding_is_refused(two_nights: tuple[Path, Canon
         build_check("near_duplicate", history_dir=str(history), fields="output").run(night2)
 
 
-def test_concurrent_update_is_refused(two_nights: tuple[Path, CanonicalBatch]) -> None:
+def test_concurrent_update_waits_for_the_writer_and_a_dead_writers_lock_is_gone(
+        two_nights: tuple[Path, CanonicalBatch]) -> None:
+    import subprocess
+    import sys
+
+    from tunegate.core import history as history_module
+
     history, night2 = two_nights
+    # a lock file left behind by a killed writer holds nothing: the OS released its lock with the process
     (history / ".update.lock").write_text("pid 1 on elsewhere\n", encoding="utf-8")
-    with pytest.raises(HistoryError, match="being updated by another process"):
-        update_history(history, night2.path)
+    holder = subprocess.Popen([sys.executable, "-c", (
+        "import sys, time; from filelock import FileLock; lock = FileLock(sys.argv[1]); lock.acquire(); "
+        "print('held', flush=True); time.sleep(60)"), str(history / ".update.lock")], stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout is not None and holder.stdout.readline().strip() == "held"
+        with pytest.raises(HistoryError, match="being updated by another process; waited 1 s"):
+            with history_module._locked(history, timeout=1.0):
+                pass
+    finally:
+        holder.kill()
+        holder.wait()
+    # the holder died: the next writer gets the lock at once, no person has to delete anything
+    with history_module._locked(history, timeout=1.0):
+        pass
+    assert update_history(history, night2.path)["history_records"] > 0
 
 
 @pytest.mark.parametrize(("options", "message"), [

@@ -17,7 +17,7 @@ from tunegate.core.checks import Check, build_check, run_checks
 from tunegate.core.gate import ACCEPTED_FILE, SUMMARY_FILE, gate
 from tunegate.core.ingest import ingest
 from tunegate.core.policy import DEFAULT_SUITES, GatePolicy
-from tunegate.exceptions import TunegateError
+from tunegate.exceptions import ConfigError, TunegateError
 
 log = logging.getLogger(__name__)
 
@@ -108,7 +108,11 @@ def scan(inputs: list[str], out_dir: str | Path, *, fmt: str = "auto", policy: G
     work = out / WORK_DIR
     if work.exists():
         shutil.rmtree(work)  # a rerun starts clean: stale findings of another batch must not leak in
-    ingest(inputs, work, fmt=fmt, batch_size=batch_size)
+    options = policy.input_options() if policy.input else None
+    if options is not None and fmt != "auto":
+        raise ConfigError(f"the input format is given twice: format {fmt!r} and the policy's input section "
+                          f"{dict(policy.input)}; use one (container/layout/columns supersede the format)")
+    ingest(inputs, work, fmt=fmt, options=options, batch_size=batch_size)
     run_checks(str(work), checks)
     summary = gate(work, out, policy)
     if history_dir and summary["verdict"] != "halt":

@@ -13,6 +13,9 @@ A policy file, every key optional::
       near_duplicate: {threshold: 0.97}  # options of one check
       embedding_outlier: false           # opting out is explicit
     suites: [instruction_record, instruction_quality]   # Great Expectations suites ([] for none)
+    input:                               # how inputs are read (see tunegate.core.readers.InputOptions)
+      layout: alpaca
+      columns: {prompt: instruction, completion: output}
 """
 
 from __future__ import annotations
@@ -70,6 +73,8 @@ class GatePolicy:
     checks: Mapping[str, Any] = field(default_factory=_default_checks)
     #: Great Expectations suites (names under ``expectations/`` or paths to suite JSON files).
     suites: tuple[str, ...] = DEFAULT_SUITES
+    #: How inputs are read: container, record layout, column map, splits (``InputOptions`` as a mapping).
+    input: Mapping[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         for name in ("max_quarantined_fraction", "max_rejected_fraction"):
@@ -89,6 +94,7 @@ class GatePolicy:
         if unknown:
             raise ConfigError(f"policy halt_severities has unknown severities {unknown}; allowed: {list(SEVERITIES)}")
         object.__setattr__(self, "checks", normalize_checks(self.checks))
+        object.__setattr__(self, "input", self.input_options().to_json() if self.input else {})
         expectation_types = _suite_expectation_types(self.suites)
         known = known_reasons(expectation_types)
         for name in _REASON_LISTS:
@@ -109,6 +115,16 @@ class GatePolicy:
     def enabled_checks(self) -> list[tuple[str, dict[str, Any]]]:
         """``(name, options)`` of the checks that run, in run order."""
         return [(name, dict(opts)) for name, opts in self.checks.items() if opts is not False]
+
+    def input_options(self) -> Any:
+        """The ``input`` section as :class:`tunegate.core.readers.InputOptions` (validated)."""
+        from tunegate.core.readers import InputOptions
+
+        if isinstance(self.input, InputOptions):
+            return self.input
+        if not isinstance(self.input, Mapping):
+            raise ConfigError(f"policy input must be a mapping of input settings, got {self.input!r}")
+        return InputOptions.from_mapping(self.input, source="input")
 
     def disabled_checks(self) -> list[str]:
         return [name for name, opts in self.checks.items() if opts is False]

@@ -7,7 +7,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from tunegate.operators._compat import AirflowFailException, Context
-from tunegate.operators.base import TunegateBaseOperator, fail_on_tunegate_error
+from tunegate.operators.base import TunegateBaseOperator, fail_on_tunegate_error, load_run_policy
 
 _LOCAL_PROTOCOLS = ("file", "local")
 
@@ -27,20 +27,24 @@ class IngestOperator(TunegateBaseOperator):
     :param storage_conn_id: Airflow connection for the object store the remote inputs live on (templated).
         The filesystem comes from ``ObjectStoragePath(..., conn_id=storage_conn_id)``, so credentials stay
         in the connection; ``None`` reaches remote URLs with fsspec's own defaults.
+    :param policy_file: the night's policy (templated): its ``input:`` section applies unless
+        ``input_options`` is given.
     :param batch_size: records held in memory at a time.
     :param run_dir: overrides ``{TUNEGATE_DATA_ROOT}/{dag_id}/{logical date}`` (templated).
     """
 
-    template_fields: Sequence[str] = ("inputs", "fmt", "input_options", "storage_conn_id", "run_dir")
+    template_fields: Sequence[str] = ("inputs", "fmt", "input_options", "storage_conn_id", "policy_file", "run_dir")
 
     def __init__(self, *, inputs: str | Sequence[str], fmt: str = "auto",
                  input_options: Mapping[str, Any] | None = None, storage_conn_id: str | None = None,
-                 batch_size: int = 10_000, run_dir: str | None = None, **kwargs: Any) -> None:
+                 policy_file: str | None = None, batch_size: int = 10_000, run_dir: str | None = None,
+                 **kwargs: Any) -> None:
         super().__init__(run_dir=run_dir, **kwargs)
         self.inputs = inputs
         self.fmt = fmt
         self.input_options = input_options
         self.storage_conn_id = storage_conn_id
+        self.policy_file = policy_file
         self.batch_size = batch_size
 
     def execute(self, context: Context) -> dict[str, Any]:
@@ -50,8 +54,11 @@ class IngestOperator(TunegateBaseOperator):
         work = self.resolve_work_dir(context)
         inputs = [self.inputs] if isinstance(self.inputs, str) else list(self.inputs)
         with fail_on_tunegate_error():
-            options = (InputOptions.from_mapping(self.input_options, source=f"{self.task_id} input_options")
-                       if self.input_options else None)
+            if self.input_options:
+                options = InputOptions.from_mapping(self.input_options, source=f"{self.task_id} input_options")
+            else:
+                policy = load_run_policy(self.policy_file)
+                options = policy.input_options() if policy.input else None
         filesystem = self.storage_filesystem(inputs)
         if work.exists():
             shutil.rmtree(work)
