@@ -53,6 +53,7 @@ class IngestOperator(TunegateBaseOperator):
 
         work = self.resolve_work_dir(context)
         inputs = [self.inputs] if isinstance(self.inputs, str) else list(self.inputs)
+        options: InputOptions | None = None
         with fail_on_tunegate_error():
             if self.input_options:
                 options = InputOptions.from_mapping(self.input_options, source=f"{self.task_id} input_options")
