@@ -126,3 +126,25 @@ def test_summary_subcommand(tmp_path: Path, capsys: pytest.CaptureFixture[str], 
     assert main(["summary", str(tmp_path / "o")]) == 0
     assert "verdict PASS: 5 records, 5 accepted" in capsys.readouterr().out
     assert main(["summary", str(tmp_path / "missing")]) == 2
+
+
+def test_column_map_from_flags_and_from_the_policy(tmp_path: Path, superni_slice: list[dict]) -> None:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    rows = [{"prompt": r["instruction"] + "\n" + r["input"], "completion": r["output"], "id": r["id"]}
+            for r in superni_slice[:30]]
+    src = tmp_path / "pc.parquet"
+    pq.write_table(pa.Table.from_pylist(rows), src)
+    assert main(["scan", str(src), "--out", str(tmp_path / "a"), "--no-suite", "--check", "exact_duplicate",
+                 "--column", "prompt=instruction", "--column", "completion=output", "-q"]) == 0
+    policy = tmp_path / "policy.yaml"
+    policy.write_text("input:\n  columns: {prompt: instruction, completion: output}\nchecks: [exact_duplicate]\n"
+                      "suites: []\n", encoding="utf-8")
+    assert main(["scan", str(src), "--out", str(tmp_path / "b"), "--policy", str(policy), "-q"]) == 0
+    for out in ("a", "b"):
+        s = json.loads((tmp_path / out / "summary.json").read_text(encoding="utf-8"))
+        assert (s["accepted"], s["rejected"]) == (30, 0)
+        assert s["policy"]["input"]["columns"] == {"prompt": "instruction", "completion": "output"}
+    accepted = pq.read_table(tmp_path / "b" / "accepted.parquet").to_pylist()
+    assert accepted[0]["output"] == superni_slice[0]["output"]
