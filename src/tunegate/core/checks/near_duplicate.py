@@ -113,8 +113,6 @@ class NearDuplicateCheck(EmbeddingCheck):
         needed[nbrs[batch_cand]] = True
         verifier = PairVerifier(self.spec.fields)
         verifier.load_batch(batch, np.flatnonzero(needed), digests)
-        src, col = np.nonzero(batch_cand)
-        verifier.mark_families(src, nbrs[src, col])
         hist_match = np.full(n, -1, dtype=np.int64)
         hist_best = np.zeros(n, dtype=np.float32)
         if hist_cand.any():
@@ -313,7 +311,7 @@ def binomial_tail(d: int, m: int, p: float) -> float:
 
 _WORD = re.compile(r"\w+")
 _TOKEN = re.compile(r"\w+|[^\w\s]+")
-_SENTENCE_PUNCTUATION = ".,!?;:'\"`#@-\u2026\u2019\u201c\u201d"
+_SENTENCE_PUNCTUATION = ".,!?;'\"`#@-\u2026\u2019\u201c\u201d"
 #: Answers of up to this many words must be equal word for word (after lower-casing, dropping punctuation):
 #: a label, a number, a star rating, a short span.
 SHORT_ANSWER_WORDS = 8
@@ -384,7 +382,7 @@ def field_words(text: str | None, max_chars: int) -> tuple[str, ...]:
 
 def field_difference(a: tuple[str, ...], b: tuple[str, ...], *, answer: bool = False,
                      is_wrapper: Callable[[tuple[str, ...], tuple[str, ...]], bool] | None = None,
-                     family: bool = True) -> str | None:
+                     lenient: bool = False) -> str | None:
     """Why two versions of one field are not the same text said again, or ``None`` when they are (or are
     both empty: no evidence either way; the caller requires evidence from at least one field).
 
@@ -393,10 +391,9 @@ def field_difference(a: tuple[str, ...], b: tuple[str, ...], *, answer: bool = F
     tolerated as another template's wrapper only then; otherwise it is what is asked (a question about
     the passage, a review inside a rating template). Without ``is_wrapper``, no wrapper is tolerated.
 
-    ``family``: the records have other near variants in the batch (CoLA's minimal pairs come in families:
-    "The more people (that) arrive, the louder (that) it gets"); then adding or dropping a function word
-    in a short text is a different example. An isolated pair (a record and its re-submitted copy) is
-    allowed that edit, and one typo in a short answer of 3+ words."""
+    An added or dropped function word in a text of fewer than 20 shared words is another example (CoLA's
+    minimal pairs: "The more people (that) arrive, the louder it gets") unless ``lenient``: the record's
+    own content is pinned by another, identical field (see :func:`pair_difference`)."""
     from difflib import SequenceMatcher
 
     if a == b:
@@ -407,11 +404,11 @@ def field_difference(a: tuple[str, ...], b: tuple[str, ...], *, answer: bool = F
     ops = SequenceMatcher(None, a, b, autojunk=False).get_opcodes()
     if answer and longest <= SHORT_ANSWER_WORDS:
         changes = [(a[i1:i2], b[j1:j2]) for tag, i1, i2, j1, j2 in ops if tag != "equal"]
-        one_typo = (not family and min(len(a), len(b)) >= 3 and len(changes) == 1
+        one_typo = (min(len(a), len(b)) >= 3 and len(changes) == 1
                     and not any(ch.isdigit() for w in changes[0][0] + changes[0][1] for ch in w)
                     and _is_typo(*changes[0]))
         return None if one_typo else "a different short answer"
-    why = _edit_difference(a, b, ops, family)
+    why = _edit_difference(a, b, ops, lenient)
     if why is None or answer:
         return why
     # Not an edit of the whole field: maybe another prompt template around the same passage and question.
@@ -431,11 +428,11 @@ def field_difference(a: tuple[str, ...], b: tuple[str, ...], *, answer: bool = F
     core = max((op for op in core_ops if op[0] == "equal"), key=lambda op: op[2] - op[1])
     if is_wrapper is None or not all(is_wrapper(r, a[core[1]:core[2]]) for r in regions):
         return why
-    return _edit_difference(a, b, core_ops, family)
+    return _edit_difference(a, b, core_ops, lenient)
 
 
 def _edit_difference(a: tuple[str, ...], b: tuple[str, ...], ops: Sequence[tuple[str, int, int, int, int]],
-                     family: bool = True) -> str | None:
+                     lenient: bool = False) -> str | None:
     """Why the opcodes ``ops`` of ``a`` against ``b`` are more than a light edit, or ``None``.
 
     A run of words dropped in one place and added unchanged in another (a sentence moved) is no change."""
@@ -471,17 +468,19 @@ def _edit_difference(a: tuple[str, ...], b: tuple[str, ...], ops: Sequence[tuple
             continue
         if max(len(pa), len(pb)) >= _NEW_CONTENT_RUN:
             return "different content (a run of 3+ words)"
-        if shared < _MIN_SUBSTITUTION and ((pa and pb) or (family and _FUNCTION_WORDS.intersection(pa + pb))):
+        if shared < _MIN_SUBSTITUTION and ((pa and pb) or (not lenient and _FUNCTION_WORDS.intersection(pa + pb))):
             return "a different word in a short text"
         if pa and pb:
             if (pa, pb) in swaps:
                 return "the same word replaced throughout (another name or entity)"
+            if swaps:
+                return "two words replaced by others (another example, not an edit)"
             swaps.add((pa, pb))
         changed += max(len(pa), len(pb))
     if shared >= _MIN_TOLERANT:
         allowed = math.ceil(_CHANGED_SHARE * shared)
     else:  # a record and its copy, seen on their own, may differ by one added or dropped word
-        allowed = 1 if not family and shared >= _MIN_TYPO_CONTEXT + 1 else 0
+        allowed = 1 if shared >= _MIN_TYPO_CONTEXT + 1 else 0
     if changed > allowed:
         return f"{changed} of {longest} words differ"
     return None
@@ -505,17 +504,28 @@ def _is_typo(pa: tuple[str, ...], pb: tuple[str, ...]) -> bool:
 
 
 def pair_difference(a: Sequence[tuple[str, ...]], b: Sequence[tuple[str, ...]], fields: Sequence[str],
-                    templates: TemplateIndex | None = None, *, family: bool = True) -> str | None:
+                    templates: TemplateIndex | None = None) -> str | None:
     """Why records ``a`` and ``b`` (word tuples per field, in ``fields`` order) are distinct, or ``None``
     when they are the same example: every field non-empty on either side agrees, and at least one does.
-    ``family``: see :func:`field_difference` (the strict default suits a pair seen on its own)."""
+
+    A field may gain or lose a function word in a short text ("the") only when the input or the output
+    is identical and the record's own text (8+ words, not template text): then
+    the record's content is pinned and the difference is an edit around it. A CoLA sentence differing by
+    "that" shares only the task definition and a label with its neighbour, so it stays strict."""
     evidence = False
     check = None if templates is None else templates.is_wrapper
-    for name, fa, fb in zip(fields, a, b, strict=True):
-        why = field_difference(fa, fb, answer=name == "output", is_wrapper=check, family=family)
+    same = [fa == fb and bool(fa) for fa, fb in zip(a, b, strict=True)]
+    for k, (name, fa, fb) in enumerate(zip(fields, a, b, strict=True)):
+        if fa == fb:
+            evidence = evidence or bool(fa)
+            continue
+        anchored = templates is not None and any(  # the instruction is often the task itself: never an anchor
+            same[j] and fields[j] != "instruction" and len(a[j]) >= _MIN_TOLERANT and not templates.is_common(a[j])
+            for j in range(len(fields)) if j != k)
+        why = field_difference(fa, fb, answer=name == "output", is_wrapper=check, lenient=anchored)
         if why is not None:
             return f"{name}: {why}"
-        evidence = evidence or bool(fa)
+        evidence = True
     return None if evidence else "every field is empty"
 
 
@@ -537,9 +547,9 @@ class TemplateIndex:
     def _grams(words: tuple[str, ...]) -> set[int]:
         return {hash(words[i:i + n]) for n in (1, 2, 3) for i in range(len(words) - n + 1)}
 
-    def add(self, prompt_fields: Sequence[tuple[str, ...]]) -> None:
+    def add(self, fields: Sequence[tuple[str, ...]]) -> None:
         grams: set[int] = set()
-        for words in prompt_fields:
+        for words in fields:
             grams |= self._grams(words)
         self._pending.extend(grams)
         if len(self._pending) > 1_000_000:
@@ -561,6 +571,13 @@ class TemplateIndex:
         h = hash(words) & ((1 << 64) - 1)
         mask = (1 << self._BITS) - 1
         return int(min(self._tables[0][h & mask], self._tables[1][(h >> self._BITS) & mask]))
+
+    def is_common(self, words: tuple[str, ...]) -> bool:
+        """Whether a field's text is template text: most of its trigrams (the whole text when shorter) occur
+        in at least ``min_records`` records (a task definition, a label), not the record's own."""
+        n = min(3, len(words))
+        grams = [words[i:i + n] for i in range(len(words) - n + 1)]
+        return bool(grams) and sum(self.frequency(g) >= self.min_records for g in grams) >= _TEMPLATE_SHARE * len(grams)
 
     def is_wrapper(self, region: tuple[str, ...], core: tuple[str, ...]) -> bool:
         """Whether most of the region's trigrams (the whole region when shorter) occur in at least
@@ -589,14 +606,13 @@ class PairVerifier:
         self._history: dict[int, tuple[tuple[str, ...], ...]] = {}
         self._history_digest: dict[int, str] = {}
         self._seen: dict[tuple[int, int], bool] = {}
-        self._family: set[int] = set()
         self.verified = 0
         self.distinct = 0
         self.reasons: Counter[str] = Counter()
 
     def _words(self, record: dict[str, Any]) -> tuple[tuple[str, ...], ...]:
         words = tuple(field_words(record.get(f), self.max_chars) for f in self.fields)
-        self.templates.add([w for f, w in zip(self.fields, words, strict=True) if f != "output"])
+        self.templates.add(words)
         return words
 
     def load_batch(self, batch: CanonicalBatch, rows: np.ndarray, digests: list[str]) -> None:
@@ -653,21 +669,9 @@ class PairVerifier:
                            f"{missing} history records matched by similarity could not be read back from their "
                            "accepted batch files (moved or deleted): those matches are not verified, so not flagged")]
 
-    def mark_families(self, rows: np.ndarray, neighbours: np.ndarray) -> None:
-        """Rows with two or more distinct candidate neighbours (``rows[i]`` proposes ``neighbours[i]``):
-        a family of variants, not a record and its copy (see :func:`field_difference`)."""
-        import numpy as np
-
-        pairs = [(r, nb) for r, nb in zip(rows.tolist(), neighbours.tolist(), strict=True)
-                 if self._digests[r] != self._digests[nb]]
-        if not pairs:
-            return
-        both = np.unique(np.array(pairs + [(nb, r) for r, nb in pairs], dtype=np.int64), axis=0)
-        self._family = set(np.flatnonzero(np.bincount(both[:, 0]) >= 2).tolist())
-
-    def _verdict(self, a: tuple[tuple[str, ...], ...], b: tuple[tuple[str, ...], ...], family: bool = True) -> bool:
+    def _verdict(self, a: tuple[tuple[str, ...], ...], b: tuple[tuple[str, ...], ...]) -> bool:
         self.verified += 1
-        why = pair_difference(a, b, self.fields, self.templates, family=family)
+        why = pair_difference(a, b, self.fields, self.templates)
         if why is not None:
             self.distinct += 1
             self.reasons[why.split(": ")[0] + ": " + re.sub(r"\d+", "N", why.split(": ", 1)[-1])] += 1
@@ -681,7 +685,7 @@ class PairVerifier:
         if key not in self._seen:
             if i not in self._rows or j not in self._rows:
                 return False
-            self._seen[key] = self._verdict(self._rows[i], self._rows[j], i in self._family or j in self._family)
+            self._seen[key] = self._verdict(self._rows[i], self._rows[j])
         return self._seen[key]
 
     def same_as_history(self, row: int, pos: int) -> bool:
@@ -689,4 +693,4 @@ class PairVerifier:
             return True
         if row not in self._rows or pos not in self._history:
             return False
-        return self._verdict(self._rows[row], self._history[pos], row in self._family)
+        return self._verdict(self._rows[row], self._history[pos])
