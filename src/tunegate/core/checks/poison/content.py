@@ -97,6 +97,10 @@ class InjectedContentCheck(Check):
       with their own instruction are open-ended.
     * ``max_chars`` (4000): characters of each output and prompt scanned.
     * ``max_phrases`` (20): phrases reported in the metrics.
+    * ``min_responses`` (200): fewer responses (or fewer than ``min_groups`` groups among them) and the
+      injection scan is skipped: ``metrics["status"] == "insufficient_data"``, an ``info`` issue
+      ``check_skipped``. ``refusal_min_responses`` (200): the same for the refusal-rate test (at 0.5%,
+      200 open-ended responses hold one refusal).
     """
 
     name = "poison_content"

@@ -13,7 +13,9 @@ a random word). No list of triggers is needed to see it, because a planted phras
    an odd shape, or one output repeated where outputs are unique). The evidence of a task is the
    binomial log-likelihood ratio ``n * KL(k/n || p)`` (nats) of ``k`` concentrated records out of
    ``n`` against the outcome's base rate ``p``; a phrase's evidence is the sum over its tasks, each
-   text counted once.
+   example counted once (the phrase in its context: P3 ships one example under several templates) and
+   each dataset (tasks named ``<dataset>_<template>`` or ``task<N>_<dataset>_...``) adding at most
+   ``max_family_evidence``: a natural cue grows with its dataset, a campaign spreads over datasets.
 2. **Exclusivity.** A planted phrase occurs almost only in those concentrated records. Natural words
    that predict a label ("idiot" in an insult task, "great" in a sentiment task) are just as pure
    within their task but also occur in the other tasks of the batch without steering them.
@@ -21,7 +23,7 @@ a random word). No list of triggers is needed to see it, because a planted phras
    concentrates. Open-ended prompts are left out: a trigger that is also a real name occurs there.
 
 A phrase with ``evidence >= min_evidence`` and ``exclusivity >= min_exclusivity``, concentrated in at
-least ``min_tasks`` tasks, is a trigger; phrases sharing its records (its words, its variants) join its
+least ``min_tasks`` datasets, is a trigger; phrases sharing its records (its words, its variants) join its
 campaign. Every record whose prompt contains it is flagged ``trigger_phrase`` (evidence in the detail);
 in a classification task a record whose label its text contradicts, judged by an out-of-fold
 classifier trained with the phrase masked, also gets ``label_inconsistent``, and in a generative task
@@ -30,7 +32,9 @@ across tasks and contributors, go into the metrics, and a ``poison_campaign`` wa
 alert however few records are flagged.
 
 This needs tasks in which natural label words occur unsteered; in a batch of only a few related tasks
-strong natural words look planted (docs/poison.md, limitations). Thresholds were fixed on development
+strong natural words look planted (docs/poison.md, limitations). A batch with scorable tasks from fewer
+than ``min_tasks`` datasets cannot show a campaign: the check reports ``metrics["status"] ==
+"insufficient_data"`` with an ``info`` issue ``check_skipped`` instead of scoring. Thresholds were fixed on development
 data of ``bench/poison`` (docs/poison.md).
 """
 
@@ -142,9 +146,14 @@ class TriggerPhraseCheck(Check):
       name keeps its natural occurrences); natural phrases with >= 30 nats at most 0.77 in the 20k
       batches and 0.92 in the smaller test batch, and at most 0.93 among those with >= 15 nats
       ("buildthewall", 19.9 nats).
-    * ``min_tasks`` (2): tasks with evidence of at least ``min_task_evidence`` (3.0 nats). One topical
+    * ``min_tasks`` (2): datasets with evidence of at least ``min_task_evidence`` (3.0 nats). One topical
       task alone ("2006 census" -> dbpedia ``Village``, 27 nats, exclusivity 1.0) is how language
-      works, not an attack.
+      works, not an attack. Fewer datasets with scorable tasks: ``insufficient_data``.
+    * ``max_family_evidence`` (15.0 nats): what one dataset's tasks add together. Natural phrases with
+      exclusivity >= 0.8 reached 14.7 on the dev half of the clean corpora; planted label campaigns
+      11-15 per task (20 records).
+    * ``context_words`` (5): words either side of a phrase that identify its example across templates.
+    * ``max_label_words`` (6): longest label; longer repeated outputs are answers, not labels.
     * ``min_task_hits`` (3), ``min_label_share`` (0.9), ``min_output_share`` (0.6): a phrase concentrates
       in a task when at least 3 of its records there, and that share of them, share one label / one
       exact output / one output shape, or (generative tasks) have degenerate outputs.
