@@ -394,14 +394,13 @@ def field_difference(a: tuple[str, ...], b: tuple[str, ...], *, answer: bool = F
     An added or dropped function word in a text of fewer than 20 shared words is another example (CoLA's
     minimal pairs: "The more people (that) arrive, the louder it gets") unless ``lenient``: the record's
     own content is pinned by another, identical field (see :func:`pair_difference`)."""
-    from difflib import SequenceMatcher
 
     if a == b:
         return None
     if not a or not b:
         return "empty on one side"
     longest = max(len(a), len(b))
-    ops = SequenceMatcher(None, a, b, autojunk=False).get_opcodes()
+    ops = _opcodes(a, b)
     if answer and longest <= SHORT_ANSWER_WORDS:
         changes = [(a[i1:i2], b[j1:j2]) for tag, i1, i2, j1, j2 in ops if tag != "equal"]
         one_typo = (min(len(a), len(b)) >= 3 and len(changes) == 1
@@ -486,6 +485,35 @@ def _edit_difference(a: tuple[str, ...], b: tuple[str, ...], ops: Sequence[tuple
     return None
 
 
+def _opcodes(a: tuple[str, ...], b: tuple[str, ...]) -> list[tuple[str, int, int, int, int]]:
+    """difflib's opcodes, with the common prefix and suffix taken off first (most pairs differ in a few
+    places of long texts: the matcher then works on the middle only)."""
+    from difflib import SequenceMatcher
+
+    limit = min(len(a), len(b))
+    p = 0
+    while p < limit and a[p] == b[p]:
+        p += 1
+    q = 0
+    while q < limit - p and a[-1 - q] == b[-1 - q]:
+        q += 1
+    middle = SequenceMatcher(None, a[p:len(a) - q], b[p:len(b) - q], autojunk=False).get_opcodes()
+    ops: list[tuple[str, int, int, int, int]] = [("equal", 0, p, 0, p)] if p else []
+    for tag, i1, i2, j1, j2 in middle:
+        if tag == "equal" and ops and ops[-1][0] == "equal":
+            last = ops.pop()
+            ops.append(("equal", last[1], i2 + p, last[3], j2 + p))
+        else:
+            ops.append((tag, i1 + p, i2 + p, j1 + p, j2 + p))
+    if q:
+        if ops and ops[-1][0] == "equal":
+            last = ops.pop()
+            ops.append(("equal", last[1], len(a), last[3], len(b)))
+        else:
+            ops.append(("equal", len(a) - q, len(a), len(b) - q, len(b)))
+    return ops
+
+
 def _one_char_apart(x: str, y: str) -> bool:
     """One character inserted, dropped or replaced."""
     if len(x) < len(y):
@@ -543,8 +571,14 @@ class TemplateIndex:
         self._tables = np.zeros((2, 1 << self._BITS), dtype=np.int32)
         self._pending: list[int] = []
 
-    @staticmethod
-    def _grams(words: tuple[str, ...]) -> set[int]:
+    #: Words indexed at each end of a field: wrappers live at the ends, and a 20,000-character passage's
+    #: middle would cost time for nothing.
+    _ENDS = 400
+
+    @classmethod
+    def _grams(cls, words: tuple[str, ...]) -> set[int]:
+        if len(words) > 2 * cls._ENDS:
+            return cls._grams(words[:cls._ENDS]) | cls._grams(words[-cls._ENDS:])
         return {hash(words[i:i + n]) for n in (1, 2, 3) for i in range(len(words) - n + 1)}
 
     def add(self, fields: Sequence[tuple[str, ...]]) -> None:
@@ -558,7 +592,7 @@ class TemplateIndex:
     def _flush(self) -> None:
         import numpy as np
 
-        if not self._pending:
+        if not self._pending:  # the common case once verification runs: one check, no work
             return
         h = np.array(self._pending, dtype=np.int64).view(np.uint64)
         mask = np.uint64((1 << self._BITS) - 1)
@@ -583,7 +617,8 @@ class TemplateIndex:
         """Whether most of the region's trigrams (the whole region when shorter) occur in at least
         ``min_records`` records and in twice as many records as the core's typical trigram: a template
         is used across many examples, while a question about a passage occurs where the passage does."""
-        core_grams = [core[i:i + 3] for i in range(0, len(core) - 2, max(1, (len(core) - 2) // 16))]
+        head = core[:200]  # indexed (see _ENDS) whatever the field's length
+        core_grams = [head[i:i + 3] for i in range(0, len(head) - 2, max(1, (len(head) - 2) // 16))]
         core_freq = sorted(self.frequency(g) for g in core_grams)[len(core_grams) // 2] if core_grams else 0
         need = max(self.min_records, 2 * core_freq)
         n = min(3, len(region))
