@@ -27,6 +27,7 @@ import logging
 import math
 import re
 import time
+import zlib
 from collections import Counter
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
@@ -557,6 +558,12 @@ def pair_difference(a: Sequence[tuple[str, ...]], b: Sequence[tuple[str, ...]], 
     return None if evidence else "every field is empty"
 
 
+def _gram_hash(words: tuple[str, ...]) -> int:
+    """A 64-bit hash of an n-gram that is the same in every process (Python's str hash is salted)."""
+    data = "\x1f".join(words).encode("utf-8", "surrogatepass")
+    return zlib.crc32(data) | (zlib.crc32(data, 0x9E3779B9) << 32)
+
+
 class TemplateIndex:
     """Document frequency of word 1-3-grams over the records that verification reads, in a fixed-size
     count-min sketch (two hashed tables of ``2**22`` counters: 32 MiB whatever the batch), so that a run of
@@ -568,6 +575,7 @@ class TemplateIndex:
         import numpy as np
 
         self.min_records = min_records
+        self._recent: dict[tuple[str, ...], set[int]] = {}
         self._tables = np.zeros((2, 1 << self._BITS), dtype=np.int32)
         self._pending: list[int] = []
 
@@ -579,12 +587,20 @@ class TemplateIndex:
     def _grams(cls, words: tuple[str, ...]) -> set[int]:
         if len(words) > 2 * cls._ENDS:
             return cls._grams(words[:cls._ENDS]) | cls._grams(words[-cls._ENDS:])
-        return {hash(words[i:i + n]) for n in (1, 2, 3) for i in range(len(words) - n + 1)}
+        return {_gram_hash(words[i:i + n]) for n in (1, 2, 3) for i in range(len(words) - n + 1)}
 
     def add(self, fields: Sequence[tuple[str, ...]]) -> None:
         grams: set[int] = set()
         for words in fields:
-            grams |= self._grams(words)
+            # a task definition repeats on every record of its task: its n-grams are hashed once
+            cached = self._recent.get(words) if len(words) > 50 else None
+            if cached is None:
+                cached = self._grams(words)
+                if len(words) > 50:
+                    if len(self._recent) >= 256:
+                        self._recent.clear()
+                    self._recent[words] = cached
+            grams |= cached
         self._pending.extend(grams)
         if len(self._pending) > 1_000_000:
             self._flush()
@@ -594,17 +610,17 @@ class TemplateIndex:
 
         if not self._pending:  # the common case once verification runs: one check, no work
             return
-        h = np.array(self._pending, dtype=np.int64).view(np.uint64)
+        h = np.array(self._pending, dtype=np.uint64)
         mask = np.uint64((1 << self._BITS) - 1)
         np.add.at(self._tables[0], (h & mask).astype(np.int64), 1)
-        np.add.at(self._tables[1], ((h >> np.uint64(self._BITS)) & mask).astype(np.int64), 1)
+        np.add.at(self._tables[1], ((h >> np.uint64(32)) & mask).astype(np.int64), 1)
         self._pending = []
 
     def frequency(self, words: tuple[str, ...]) -> int:
         self._flush()
-        h = hash(words) & ((1 << 64) - 1)
+        h = _gram_hash(words)
         mask = (1 << self._BITS) - 1
-        return int(min(self._tables[0][h & mask], self._tables[1][(h >> self._BITS) & mask]))
+        return int(min(self._tables[0][h & mask], self._tables[1][(h >> 32) & mask]))
 
     def is_common(self, words: tuple[str, ...]) -> bool:
         """Whether a field's text is template text: most of its trigrams (the whole text when shorter) occur
@@ -636,6 +652,7 @@ class PairVerifier:
         self.fields = tuple(fields)
         self.max_chars = max_chars
         self.templates = TemplateIndex()
+        self._memo: dict[str, tuple[str, ...]] = {}
         self._rows: dict[int, tuple[tuple[str, ...], ...]] = {}
         self._digests: list[str] = []
         self._history: dict[int, tuple[tuple[str, ...], ...]] = {}
@@ -645,8 +662,18 @@ class PairVerifier:
         self.distinct = 0
         self.reasons: Counter[str] = Counter()
 
+    def _field(self, text: str | None) -> tuple[str, ...]:
+        if text is None or len(text) < 200:
+            return field_words(text, self.max_chars)
+        words = self._memo.get(text)  # a task definition repeats on every record of its task
+        if words is None:
+            if len(self._memo) >= 256:
+                self._memo.clear()
+            words = self._memo[text] = field_words(text, self.max_chars)
+        return words
+
     def _words(self, record: dict[str, Any]) -> tuple[tuple[str, ...], ...]:
-        words = tuple(field_words(record.get(f), self.max_chars) for f in self.fields)
+        words = tuple(self._field(record.get(f)) for f in self.fields)
         self.templates.add(words)
         return words
 
