@@ -119,12 +119,24 @@ def test_nightly_quarantines_the_planted_records(nightly: SimpleNamespace) -> No
     assert (nightly.run_dir / "report.html").is_file()
 
 
-def test_gate_published_the_accepted_batch_as_an_asset_event(stack: AirflowStack, nightly: SimpleNamespace) -> None:
+def test_the_night_entered_the_history_at_its_default_location(nightly: SimpleNamespace) -> None:
+    summary = json.loads((nightly.run_dir / "summary.json").read_text(encoding="utf-8"))
+    history = nightly.run_dir.parent / "history"
+    manifest = json.loads((history / "manifest.json").read_text(encoding="utf-8"))
+    assert summary["history"]["dir"] == str(history.resolve())
+    assert [b["batch_id"] for b in manifest["batches"]] == [f"{NIGHTLY}/{nightly.run_dir.name}"]
+    assert manifest["count"] == summary["history"]["history_records"] > 0
+    # every check of the product ran, none was turned off
+    assert {"exact_duplicate", "near_duplicate", "embedding_outlier", "poison_trigger",
+            "poison_content"} <= set(summary["checks"])
+
+
+def test_publish_emitted_the_accepted_batch_as_an_asset_event(stack: AirflowStack, nightly: SimpleNamespace) -> None:
     status, body = stack.api("GET", f"/api/v2/assets/events?source_dag_id={NIGHTLY}"
                                     f"&source_run_id={urllib.parse.quote(nightly.run_id)}")
     assert status == 200, body
     [event] = body["asset_events"]
-    assert event["source_task_id"] == "gate"
+    assert event["source_task_id"] == "publish"
     extra = event["extra"]
     assert extra["verdict"] == "quarantine"
     summary = json.loads((nightly.run_dir / "summary.json").read_text(encoding="utf-8"))
