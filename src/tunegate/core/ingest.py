@@ -69,8 +69,8 @@ class IngestResult:
 
 
 def ingest(inputs: list[str], work_dir: str | Path, *, fmt: str = "auto", options: InputOptions | None = None,
-           filesystem: Any = None, storage_options: Mapping[str, Any] | None = None, batch_size: int = 10_000,
-           progress_every: int = 100_000) -> IngestResult:
+           filesystem: Any = None, storage_options: Mapping[str, Any] | None = None,
+           batch_size: int = 10_000) -> IngestResult:
     """Read ``inputs`` (paths, globs, directories, object-storage prefixes, ``save_to_disk`` folders or fsspec
     URLs) into ``work_dir``.
 
@@ -83,6 +83,7 @@ def ingest(inputs: list[str], work_dir: str | Path, *, fmt: str = "auto", option
     import pyarrow as pa
     import pyarrow.parquet as pq
 
+    from tunegate.core.progress import progress
     from tunegate.core.schema import canonical_schema
 
     if options is None:
@@ -97,18 +98,19 @@ def ingest(inputs: list[str], work_dir: str | Path, *, fmt: str = "auto", option
     schema = canonical_schema()
     derived_ids: dict[str, int] = {}  # content hash -> occurrences, only for records without an id
     started = time.monotonic()
-    next_report = progress_every
 
     tmp_parquet = atomic_path(work / CANONICAL_FILE)
     tmp_rejected = atomic_path(work / REJECTED_FILE)
     try:
         with pq.ParquetWriter(tmp_parquet, schema, compression="zstd") as writer, \
-                open(tmp_rejected, "w", encoding="utf-8") as rejected_out:
+                open(tmp_rejected, "w", encoding="utf-8") as rejected_out, \
+                progress(f"ingest {len(files)} file(s)", unit="records") as tracker:
             rows: list[dict[str, Any]] = []
             for path in files:
                 entry = InputFile(path=path, sha256=sha256_file(path, storage))
                 result.inputs.append(entry)
                 for item in read_file(path, batch_size=batch_size, options=options, storage=storage):
+                    tracker.update()
                     if isinstance(item, Rejection):
                         entry.rejected += 1
                         rejected_out.write(json.dumps(item.to_json(), ensure_ascii=False) + "\n")
@@ -123,10 +125,6 @@ def ingest(inputs: list[str], work_dir: str | Path, *, fmt: str = "auto", option
                     if len(rows) >= batch_size:
                         writer.write_table(pa.Table.from_pylist(rows, schema=schema))
                         rows.clear()
-                    if result.records >= next_report:
-                        next_report += progress_every
-                        log.info("ingest: %d records (%d rejected) in %.1fs", result.records, result.rejected,
-                                 time.monotonic() - started)
                 log.info("ingest: %s -> %d records, %d rejected", path, entry.records, entry.rejected)
             if rows:
                 writer.write_table(pa.Table.from_pylist(rows, schema=schema))
