@@ -558,10 +558,32 @@ def pair_difference(a: Sequence[tuple[str, ...]], b: Sequence[tuple[str, ...]], 
     return None if evidence else "every field is empty"
 
 
+_MASK64 = (1 << 64) - 1
+_GRAM_MUL = 0x100000001B3  # odd: n-gram hashes combine word hashes by multiply-add (mod 2**64)
+_WORD_HASHES: dict[str, int] = {}  # crc32 per word: the same in every process (Python's str hash is salted)
+
+
+def _word_hash(word: str) -> int:
+    h = _WORD_HASHES.get(word)
+    if h is None:
+        if len(_WORD_HASHES) >= 1_000_000:
+            _WORD_HASHES.clear()
+        h = _WORD_HASHES[word] = zlib.crc32(word.encode("utf-8", "surrogatepass")) + 1
+    return h
+
+
 def _gram_hash(words: tuple[str, ...]) -> int:
-    """A 64-bit hash of an n-gram that is the same in every process (Python's str hash is salted)."""
-    data = "\x1f".join(words).encode("utf-8", "surrogatepass")
-    return zlib.crc32(data) | (zlib.crc32(data, 0x9E3779B9) << 32)
+    """The 64-bit hash of an n-gram, as :meth:`TemplateIndex._grams` computes it for every n-gram at once."""
+    h = 0
+    for w in words:
+        h = (h * _GRAM_MUL + _word_hash(w)) & _MASK64
+    return _finalize(h)
+
+
+def _finalize(h: int) -> int:
+    h ^= h >> 31
+    h = (h * 0xBF58476D1CE4E5B9) & _MASK64
+    return h ^ (h >> 29)
 
 
 class TemplateIndex:
@@ -575,22 +597,36 @@ class TemplateIndex:
         import numpy as np
 
         self.min_records = min_records
-        self._recent: dict[tuple[str, ...], set[int]] = {}
+        self._recent: dict[tuple[str, ...], np.ndarray] = {}
         self._tables = np.zeros((2, 1 << self._BITS), dtype=np.int32)
-        self._pending: list[int] = []
+        self._pending: list[np.ndarray] = []
+        self._pending_size = 0
 
     #: Words indexed at each end of a field: wrappers live at the ends, and a 20,000-character passage's
     #: middle would cost time for nothing.
     _ENDS = 400
 
     @classmethod
-    def _grams(cls, words: tuple[str, ...]) -> set[int]:
+    def _grams(cls, words: tuple[str, ...]) -> np.ndarray:
+        """Distinct hashes of the word 1-, 2- and 3-grams (vectorized; equal to :func:`_gram_hash`)."""
+        import numpy as np
+
         if len(words) > 2 * cls._ENDS:
-            return cls._grams(words[:cls._ENDS]) | cls._grams(words[-cls._ENDS:])
-        return {_gram_hash(words[i:i + n]) for n in (1, 2, 3) for i in range(len(words) - n + 1)}
+            return np.union1d(cls._grams(words[:cls._ENDS]), cls._grams(words[-cls._ENDS:]))
+        w = np.array([_word_hash(x) for x in words], dtype=np.uint64)
+        mul = np.uint64(_GRAM_MUL)
+        bi = w[:-1] * mul + w[1:]
+        tri = bi[:-1] * mul + w[2:]
+        h = np.concatenate((w, bi, tri))
+        h ^= h >> np.uint64(31)
+        h *= np.uint64(0xBF58476D1CE4E5B9)
+        h ^= h >> np.uint64(29)
+        return np.unique(h)
 
     def add(self, fields: Sequence[tuple[str, ...]]) -> None:
-        grams: set[int] = set()
+        import numpy as np
+
+        parts = []
         for words in fields:
             # a task definition repeats on every record of its task: its n-grams are hashed once
             cached = self._recent.get(words) if len(words) > 50 else None
@@ -600,9 +636,11 @@ class TemplateIndex:
                     if len(self._recent) >= 256:
                         self._recent.clear()
                     self._recent[words] = cached
-            grams |= cached
-        self._pending.extend(grams)
-        if len(self._pending) > 1_000_000:
+            parts.append(cached)
+        if parts:
+            self._pending.append(np.unique(np.concatenate(parts)))  # each n-gram counts once per record
+            self._pending_size += len(self._pending[-1])
+        if self._pending_size > 4_000_000:
             self._flush()
 
     def _flush(self) -> None:
@@ -610,11 +648,12 @@ class TemplateIndex:
 
         if not self._pending:  # the common case once verification runs: one check, no work
             return
-        h = np.array(self._pending, dtype=np.uint64)
+        h = np.concatenate(self._pending)
         mask = np.uint64((1 << self._BITS) - 1)
         np.add.at(self._tables[0], (h & mask).astype(np.int64), 1)
         np.add.at(self._tables[1], ((h >> np.uint64(32)) & mask).astype(np.int64), 1)
         self._pending = []
+        self._pending_size = 0
 
     def frequency(self, words: tuple[str, ...]) -> int:
         self._flush()
