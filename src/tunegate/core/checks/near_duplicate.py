@@ -665,7 +665,8 @@ class TemplateIndex:
         """Whether a field's text is template text: most of its trigrams (the whole text when shorter) occur
         in at least ``min_records`` records (a task definition, a label), not the record's own."""
         n = min(3, len(words))
-        grams = [words[i:i + n] for i in range(len(words) - n + 1)]
+        step = max(1, (len(words) - n + 1) // 24)  # 24 trigrams spread over the text tell as well as all
+        grams = [words[i:i + n] for i in range(0, len(words) - n + 1, step)]
         return bool(grams) and sum(self.frequency(g) >= self.min_records for g in grams) >= _TEMPLATE_SHARE * len(grams)
 
     def is_wrapper(self, region: tuple[str, ...], core: tuple[str, ...]) -> bool:
