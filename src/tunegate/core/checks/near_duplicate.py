@@ -1,13 +1,23 @@
 """Near-duplicates within the batch and against the history of accepted batches; contributor floods.
 
+The rule: a near-duplicate is the same training example said again. Records that share a passage or a
+template but differ in what is asked or answered are distinct, and empty fields are not evidence of
+similarity. FAISS proposes candidates (cosine >= ``threshold``); each candidate pair is then verified on
+its words (:func:`pair_difference`, :class:`PairVerifier`): every field non-empty on either side must
+agree, the answer word for word when short, the rest up to light edits (case, punctuation, typos, a
+word or two, a moved sentence), and another prompt template around the same passage, question and
+answer counts as the same example only when the differing text is template text (:class:`TemplateIndex`).
+
 Reasons:
 
 ``near_duplicate``
     The record's cosine similarity with a kept record is at least ``threshold`` (absolute, default 0.95
     on the ``hashing`` backend, 0.98 on ``static``: the cosine is the mean of the per-field cosines, see
-    :mod:`tunegate.core.embeddings`). The kept record (*representative*) is a history record when one
-    is that close, otherwise the earliest record of its cluster in the batch. Detail: ``representative``
-    (its id), ``similarity``, ``in`` (``history`` or ``batch``), ``cluster_size``, ``exact_copy``.
+    :mod:`tunegate.core.embeddings`) and verification finds the same example. The kept record
+    (*representative*) is a history record when one is that close, otherwise the earliest record of its
+    cluster in the batch. Detail: ``representative`` (its id), ``similarity``, ``in`` (``history`` or
+    ``batch``), ``cluster_size``, ``exact_copy``. History records are verified on the text of the
+    accepted batch files the history manifest lists (read back by ``content_sha256``).
 ``contributor_flood``
     A contributor whose share of near-duplicate records is anomalous: one-sided binomial test of their
     count against the batch-wide rate, Bonferroni-corrected over contributors, at ``flood_alpha``, and at
@@ -16,7 +26,8 @@ Reasons:
 
 Clustering: the batch's k-nearest-neighbour graph keeps edges with similarity >= ``threshold``; in each
 connected component, records are taken in batch order and each joins the most similar representative
-already chosen if that similarity (computed exactly) is >= ``threshold``, else becomes a representative.
+already chosen whose similarity (computed exactly) is >= ``threshold`` and that verification accepts
+(most similar first, at most 8 tried), else becomes a representative.
 So a flagged record is always within ``threshold`` of its representative (no chaining), and a flood of
 thousands of copies ends as one cluster although each record sees only ``k`` neighbours.
 """
@@ -316,7 +327,8 @@ _SENTENCE_PUNCTUATION = ".,!?;'\"`#@-\u2026\u2019\u201c\u201d"
 #: Answers of up to this many words must be equal word for word (after lower-casing, dropping punctuation):
 #: a label, a number, a star rating, a short span.
 SHORT_ANSWER_WORDS = 8
-#: Fields of fewer shared words than this tolerate no changed word (``cat`` vs ``cats`` is another input).
+#: From this many shared words a text tolerates 5% changed words and typos of any length; below, one added
+#: or dropped word from 4 shared words, typos of 4+ letters from 3 (``cat`` vs ``cats`` is another input).
 _MIN_TOLERANT = 8
 #: A typo (a word at character similarity >= _TYPO_RATIO) in a text of fewer than _MIN_TOLERANT shared words
 #: is still a typo when the words are this long and this many words are shared (``txpayer``, ``whih``).
@@ -587,7 +599,8 @@ def _finalize(h: int) -> int:
 
 
 class TemplateIndex:
-    """Document frequency of word 1-3-grams over the records that verification reads, in a fixed-size
+    """Document frequency of word 1-3-grams over the records that verification reads (all their fields;
+    the first and last 400 words of a long field), in a fixed-size
     count-min sketch (two hashed tables of ``2**22`` counters: 32 MiB whatever the batch), so that a run of
     words can be told to be template text (in at least ``min_records`` records) or the record's own."""
 
