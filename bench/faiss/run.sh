@@ -20,6 +20,7 @@ if [ $rc -eq 77 ]; then echo "skipped: ../shared/corpora not found"; exit 0; fi
 # 100k: ours, exact ground truth + IVF recall, Datalab (own kNN; and handed the FAISS graph), MinHash LSH
 timed ours100k $PY bench/faiss/ours.py "$OUT/c100k.jsonl" "$OUT/w100k"
 $PY bench/faiss/compare.py "$OUT/w100k" --pairs "$OUT/c100k.pairs.tsv" > "$OUT/compare100k.json"
+$PY bench/faiss/edit_recall.py "$OUT/w100k" "$OUT/c100k.pairs.tsv" > "$OUT/edit_recall100k.json"
 timed datalab100k $PY bench/faiss/peer_datalab.py "$OUT/w100k" "$OUT/datalab100k.npz"
 timed datalab_knn100k $PY bench/faiss/peer_datalab.py "$OUT/w100k" "$OUT/datalab_knn100k.npz" --knn-graph
 timed minhash100k $PY bench/faiss/peer_minhash.py "$OUT/w100k" "$OUT/minhash100k.npz"
@@ -34,4 +35,6 @@ rm -rf "$OUT/history"
 timed ours1m $PY bench/faiss/ours.py "$OUT/c1m.jsonl" "$OUT/w1m" --history "$OUT/history" --update-history
 timed night $PY bench/faiss/ours.py "$OUT/night.jsonl" "$OUT/wnight" --history "$OUT/history" --update-history
 $PY bench/faiss/throughput.py > "$OUT/throughput.json"
+# what the checks flag on the clean corpora, sampled for a hand-check (bench/faiss/review/)
+$PY bench/faiss/clean_review.py --work "$OUT/clean" > "$OUT/clean_review.txt"
 tail -n 30 "$OUT/log.txt"
