@@ -706,6 +706,7 @@ class PairVerifier:
         self.max_chars = max_chars
         self.templates = TemplateIndex()
         self._memo: dict[str, tuple[str, ...]] = {}
+        self._vocab: dict[str, str] = {}
         self._rows: dict[int, tuple[tuple[str, ...], ...]] = {}
         self._digests: list[str] = []
         self._history: dict[int, tuple[tuple[str, ...], ...]] = {}
@@ -717,13 +718,18 @@ class PairVerifier:
 
     def _field(self, text: str | None) -> tuple[str, ...]:
         if text is None or len(text) < 200:
-            return field_words(text, self.max_chars)
+            return self._shared(field_words(text, self.max_chars))
         words = self._memo.get(text)  # a task definition repeats on every record of its task
         if words is None:
             if len(self._memo) >= 256:
                 self._memo.clear()
-            words = self._memo[text] = field_words(text, self.max_chars)
+            words = self._memo[text] = self._shared(field_words(text, self.max_chars))
         return words
+
+    def _shared(self, words: tuple[str, ...]) -> tuple[str, ...]:
+        """The words as one object per distinct word: the rows held cost a pointer per word, not a string."""
+        vocab = self._vocab
+        return tuple([vocab.setdefault(w, w) for w in words])
 
     def _words(self, record: dict[str, Any]) -> tuple[tuple[str, ...], ...]:
         words = tuple(self._field(record.get(f)) for f in self.fields)
