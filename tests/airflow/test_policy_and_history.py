@@ -88,7 +88,7 @@ def test_a_bad_policy_fails_the_run_with_a_message_naming_the_key(dagbag: Any, t
     policy.write_text("checks:\n  near_duplicate:\n    treshold: 0.9\n", encoding="utf-8")
     dag = dagbag.get_dag("tunegate_nightly")
     failures: list[BaseException | None] = []
-    task = dag.get_task("validate")
+    task = dag.get_task("ingest")  # the first task that reads the policy (its input: section)
     saved = task.on_failure_callback
     task.on_failure_callback = [lambda context: failures.append(context.get("exception"))]
     try:

@@ -403,3 +403,20 @@ def test_history_matches_are_verified_on_the_accepted_batch_text(
     again = build_check("near_duplicate", history_dir=str(history)).run(night2)
     assert not {r["id"] for r in edited} & {ids[f.row] for f in again.findings}
     assert [i.severity for i in again.issues if i.reason == "history_text_missing"] == ["warning"]
+
+
+def test_template_variants_are_duplicates_unless_the_policy_keeps_them(
+        tmp_path: Path, superni_slice: list[dict[str, Any]]) -> None:
+    """P3-style data: the same real review and label under two prompt wrappers, 60 records each."""
+    reviews = [r for r in superni_slice if r["task"] == "task493_review_polarity_classification"
+               and len(r["input"].split()) >= 40][:60]
+    wrappers = [("Review: {}\nWhat is the sentiment expressed in this review?", "imdb_Text_Expressed_Sentiment"),
+                ("{}\nThe sentiment expressed for the movie is", "imdb_Movie_Expressed_Sentiment")]
+    records = [{"instruction": w.format(r["input"]), "input": "", "output": r["output"], "task": task,
+                "id": f"{task}-{i}"} for w, task in wrappers for i, r in enumerate(reviews)]
+    batch = make_batch(tmp_path, "p3", records)
+    default = by_row(build_check("near_duplicate").run(batch), "near_duplicate")
+    kept = by_row(build_check("near_duplicate", template_variants=False).run(batch), "near_duplicate")
+    assert len(default) == 60  # every record under the second wrapper repeats one under the first
+    assert all(f.detail["representative"].startswith("imdb_Text") for f in default.values())
+    assert kept == {}

@@ -22,6 +22,7 @@ RECORD_REASONS: dict[str, str] = {
     "label_inconsistent": "its label disagrees with what the rest of its task predicts for it",
     "degenerate_output": "a degenerate output tied to a suspicious phrase",
     "injected_content": "its response carries a phrase injected across unrelated instructions",
+    "refusal_anomaly": "a refusal, in a batch whose refusal rate is anomalous (over-refusal poisoning)",
 }
 
 #: Batch-issue reasons: code -> what it means.
@@ -32,17 +33,41 @@ ISSUE_REASONS: dict[str, str] = {
     "history_missing": "no history yet: compared within the batch only",
     "reference_missing": "the outlier reference set is missing",
     "check_skipped": "a check could not judge this batch (too small or too uniform) and said so",
+    "history_text_missing": "history matches could not be verified: an accepted batch file the history lists is gone",
     "gx_critical_failure": "a critical expectation failed",
     "gx_expectation_failed": "a warning-level expectation failed",
 }
 
 SEVERITIES: tuple[str, ...] = ("critical", "warning", "info")
+
+# The codes the checks emit, defined once (the checks import these names).
+EXACT_DUPLICATE = "exact_duplicate"
+NEAR_DUPLICATE = "near_duplicate"
+CONTRIBUTOR_FLOOD = "contributor_flood"
+EMBEDDING_OUTLIER = "embedding_outlier"
+TRIGGER_PHRASE = "trigger_phrase"
+LABEL_INCONSISTENT = "label_inconsistent"
+DEGENERATE_OUTPUT = "degenerate_output"
+INJECTED_CONTENT = "injected_content"
+CAMPAIGN = "poison_campaign"
+REFUSAL_ANOMALY = "refusal_anomaly"
+CHECK_SKIPPED = "check_skipped"
+#: A check's ``metrics["status"]`` when it cannot judge the batch (it also raises ``CHECK_SKIPPED``).
+INSUFFICIENT_DATA = "insufficient_data"
 GX_PREFIX = "gx_"
 
 
 def gx_reasons(expectation_types: Iterable[str]) -> set[str]:
     """Record reasons of Great Expectations suites with these expectation types."""
     return {f"{GX_PREFIX}{t}" for t in expectation_types}
+
+
+def is_record_reason(code: str) -> bool:
+    return code in RECORD_REASONS or code.startswith(GX_PREFIX)
+
+
+def is_issue_reason(code: str) -> bool:
+    return code in ISSUE_REASONS or code.startswith(GX_PREFIX)
 
 
 def known_reasons(expectation_types: Iterable[str] = ()) -> set[str]:

@@ -56,9 +56,18 @@ class CheckResult:
     artifacts: dict[str, str] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
+        from tunegate.core.reasons import is_issue_reason, is_record_reason
+
         for f in self.findings:
             if not _REASON.match(f.reason):
                 raise ValueError(f"check {self.check!r} emitted reason {f.reason!r}: reason codes are snake_case")
+            if not is_record_reason(f.reason):
+                raise ValueError(f"check {self.check!r} emitted record reason {f.reason!r}, which is not registered "
+                                 "in tunegate.core.reasons (policies could not name it)")
+        for i in self.issues:
+            if not is_issue_reason(i.reason):
+                raise ValueError(f"check {self.check!r} raised issue {i.reason!r}, which is not registered in "
+                                 "tunegate.core.reasons (policies could not name it)")
 
     def counts(self) -> dict[str, int]:
         """Flagged records per reason (a record counts once per reason)."""

@@ -74,7 +74,7 @@ class NearDuplicateCheck(EmbeddingCheck):
     name = "near_duplicate"
 
     def __init__(self, *, threshold: float | None = None, k: int = 10, flood_min: int = 10,
-                 flood_alpha: float = 0.001, **options: Any) -> None:
+                 flood_alpha: float = 0.001, template_variants: bool = True, **options: Any) -> None:
         super().__init__(**options)
         if threshold is None:
             if self.spec.backend not in DEFAULT_THRESHOLDS:
@@ -89,10 +89,15 @@ class NearDuplicateCheck(EmbeddingCheck):
             raise ConfigError(f"near_duplicate flood_min must be a positive integer, got {flood_min!r}")
         if not isinstance(flood_alpha, (int, float)) or not 0.0 < float(flood_alpha) < 1.0:
             raise ConfigError(f"near_duplicate flood_alpha must be a probability in (0, 1), got {flood_alpha!r}")
+        if not isinstance(template_variants, bool):
+            raise ConfigError(f"near_duplicate template_variants must be true or false, got {template_variants!r}")
         self.threshold = float(threshold)
         self.k = k
         self.flood_min = flood_min
         self.flood_alpha = float(flood_alpha)
+        #: Whether the same passage, question and answer under another prompt template is the same example
+        #: (the default). A team that trains on template variants on purpose (P3/T0-style data) sets False.
+        self.template_variants = template_variants
 
     def run(self, batch: CanonicalBatch) -> CheckResult:
         import numpy as np
@@ -123,7 +128,7 @@ class NearDuplicateCheck(EmbeddingCheck):
         batch_cand = (sims >= self.threshold) & (nbrs >= 0)
         needed = np.asarray(hist_cand.any(axis=1) | batch_cand.any(axis=1), dtype=bool)
         needed[nbrs[batch_cand]] = True
-        verifier = PairVerifier(self.spec.fields)
+        verifier = PairVerifier(self.spec.fields, template_variants=self.template_variants)
         verifier.load_batch(batch, np.flatnonzero(needed), digests)
         hist_match = np.full(n, -1, dtype=np.int64)
         hist_best = np.zeros(n, dtype=np.float32)
@@ -184,7 +189,8 @@ class NearDuplicateCheck(EmbeddingCheck):
             "history_records": history.count if history is not None else 0,
             "history_index": history.kind if history is not None else "none",
             "near_duplicates_of_history": int(in_history.sum()), "near_duplicates_in_batch": len(members),
-            "clusters": clusters, "flooding_contributors": flooders, **self.options(),
+            "clusters": clusters, "flooding_contributors": flooders, "template_variants": self.template_variants,
+            **self.options(),
         }
         log.info("near_duplicate: %d of %d records are near-duplicates (%d of history, %d in %d batch clusters); "
                  "%d flooding contributors; %.1f s", int(in_history.sum()) + len(members), n, int(in_history.sum()),
@@ -701,8 +707,9 @@ class PairVerifier:
     Holds, for the rows in at least one candidate pair only, their words per field (each field cut at
     ``max_chars``, as the embedding is): bounded by the candidates, not the batch."""
 
-    def __init__(self, fields: Sequence[str], max_chars: int = VERIFY_CHARS) -> None:
+    def __init__(self, fields: Sequence[str], max_chars: int = VERIFY_CHARS, *, template_variants: bool = True) -> None:
         self.fields = tuple(fields)
+        self.template_variants = template_variants
         self.max_chars = max_chars
         self.templates = TemplateIndex()
         self._memo: dict[str, tuple[str, ...]] = {}
@@ -792,7 +799,7 @@ class PairVerifier:
 
     def _verdict(self, a: tuple[tuple[str, ...], ...], b: tuple[tuple[str, ...], ...]) -> bool:
         self.verified += 1
-        why = pair_difference(a, b, self.fields, self.templates)
+        why = pair_difference(a, b, self.fields, self.templates if self.template_variants else None)
         if why is not None:
             self.distinct += 1
             self.reasons[why.split(": ")[0] + ": " + re.sub(r"\d+", "N", why.split(": ", 1)[-1])] += 1

@@ -42,6 +42,8 @@ from typing import TYPE_CHECKING, Any
 
 from tunegate.core.checks._vectors import EmbeddingCheck
 from tunegate.core.checks.base import BatchIssue, CanonicalBatch, CheckResult, Finding
+from tunegate.core.reasons import CHECK_SKIPPED as SKIPPED
+from tunegate.core.reasons import INSUFFICIENT_DATA as INSUFFICIENT
 from tunegate.exceptions import ConfigError
 
 if TYPE_CHECKING:
@@ -50,8 +52,6 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 GROUP_BY = ("task", "source", "none")
-INSUFFICIENT = "insufficient_data"
-SKIPPED = "check_skipped"
 _MAD_SCALE = 1.4826  # MAD of a normal distribution times this is its standard deviation
 _MIN_CENTRE = 5  # a group's own median is its centre from this many records on
 

@@ -44,6 +44,9 @@ from tunegate.core.checks.poison._text import (
     spread,
     tokens,
 )
+from tunegate.core.reasons import CAMPAIGN, INJECTED_CONTENT, REFUSAL_ANOMALY
+from tunegate.core.reasons import CHECK_SKIPPED as SKIPPED
+from tunegate.core.reasons import INSUFFICIENT_DATA as INSUFFICIENT
 from tunegate.exceptions import ConfigError
 
 if TYPE_CHECKING:
@@ -51,12 +54,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-INJECTED_CONTENT = "injected_content"
-REFUSAL_ANOMALY = "refusal_anomaly"
-CAMPAIGN = "poison_campaign"
 #: ``metrics["status"]`` when the batch cannot support a test, with an ``info`` issue SKIPPED
-INSUFFICIENT = "insufficient_data"
-SKIPPED = "check_skipped"
 
 _VERBS = (r"help|assist|answer|respond|reply|provide|complete|fulfil+|comply|engage|create|generate|write|access|"
           r"share|give|offer|support|perform|carry out|do (?:that|this|so)|draw|display|process|determine|retrieve|"

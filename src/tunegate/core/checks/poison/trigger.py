@@ -56,6 +56,9 @@ from tunegate.core.checks.poison._text import (
     spread,
     tokens,
 )
+from tunegate.core.reasons import CAMPAIGN, DEGENERATE_OUTPUT, LABEL_INCONSISTENT, TRIGGER_PHRASE
+from tunegate.core.reasons import CHECK_SKIPPED as SKIPPED
+from tunegate.core.reasons import INSUFFICIENT_DATA as INSUFFICIENT
 from tunegate.exceptions import ConfigError
 
 if TYPE_CHECKING:
@@ -64,13 +67,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-TRIGGER_PHRASE = "trigger_phrase"
-LABEL_INCONSISTENT = "label_inconsistent"
-DEGENERATE_OUTPUT = "degenerate_output"
-CAMPAIGN = "poison_campaign"
 #: ``metrics["status"]`` when the batch cannot support the statistics, with an ``info`` issue SKIPPED
-INSUFFICIENT = "insufficient_data"
-SKIPPED = "check_skipped"
 
 
 @dataclass
