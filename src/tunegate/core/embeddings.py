@@ -642,29 +642,33 @@ def embed_table(source: CanonicalBatch | str | Path, spec: EmbeddingSpec, *, cac
         n = source.num_rows
         batches = (rb for _, rb in source.iter_batches(columns=columns, batch_size=_READ_BATCH))
     out = np.zeros((n, embedder.dim), dtype=np.float32)
+    from tunegate.core.progress import progress
+
     started, hits, start = time.perf_counter(), 0, 0
-    for rb in batches:
-        digests = rb.column(0).to_pylist()
-        rows = len(digests)
-        found = np.zeros(rows, dtype=bool)
-        if cache is not None:
-            found, cached = cache.get(digests)
-            if found.any():
-                out[start:start + rows][found] = cached[found]
-            hits += int(found.sum())
-        miss = np.flatnonzero(~found)
-        if len(miss):
-            first: dict[str, int] = {}
-            for i in miss:
-                first.setdefault(digests[i], int(i))
-            todo = list(first.values())
-            texts = {f: [rb.column(1 + k)[i].as_py() or "" for i in todo] for k, f in enumerate(spec.fields)}
-            vecs = embedder.embed(texts)
-            pos = {d: j for j, d in enumerate(first)}
-            out[start + miss] = vecs[[pos[digests[i]] for i in miss]]
+    with progress(f"embed {spec.describe()}", n, "records") as tracker:
+        for rb in batches:
+            digests = rb.column(0).to_pylist()
+            rows = len(digests)
+            found = np.zeros(rows, dtype=bool)
             if cache is not None:
-                cache.put(list(first), vecs)
-        start += rows
+                found, cached = cache.get(digests)
+                if found.any():
+                    out[start:start + rows][found] = cached[found]
+                hits += int(found.sum())
+            miss = np.flatnonzero(~found)
+            if len(miss):
+                first: dict[str, int] = {}
+                for i in miss:
+                    first.setdefault(digests[i], int(i))
+                todo = list(first.values())
+                texts = {f: [rb.column(1 + k)[i].as_py() or "" for i in todo] for k, f in enumerate(spec.fields)}
+                vecs = embedder.embed(texts)
+                pos = {d: j for j, d in enumerate(first)}
+                out[start + miss] = vecs[[pos[digests[i]] for i in miss]]
+                if cache is not None:
+                    cache.put(list(first), vecs)
+            start += rows
+            tracker.update(rows)
     elapsed = time.perf_counter() - started
     log.info("embeddings: %d records with %s in %.1f s (%d from cache)", n, spec.describe(), elapsed, hits)
     return out

@@ -183,25 +183,29 @@ def _ivf_self_join(vectors: np.ndarray, k: int, params: IndexParams) -> tuple[np
     bounds = np.searchsorted(cell[order], np.arange(nlist + 1))
     centroids = quantizer.reconstruct_n(0, nlist)
     _, near = quantizer.search(np.ascontiguousarray(centroids, dtype=np.float32), min(params.nprobe, nlist))
+    from tunegate.core.progress import progress
+
     sims = np.full((n, k), -np.inf, dtype=np.float32)
     ids = np.full((n, k), -1, dtype=np.int64)
-    for c in range(nlist):
-        members = order[bounds[c]:bounds[c + 1]]
-        if len(members) == 0:
-            continue
-        cand = np.concatenate([order[bounds[j]:bounds[j + 1]] for j in near[c] if j >= 0])
-        cand_vectors = vectors[cand]
-        kc = min(k, len(cand))
-        step = max(1, _JOIN_BLOCK // len(cand))  # bounds the score block of a crowded cell
-        for lo in range(0, len(members), step):
-            rows = members[lo:lo + step]
-            scores = vectors[rows] @ cand_vectors.T  # one BLAS product per cell (or block of it)
-            top = np.argpartition(-scores, kc - 1, axis=1)[:, :kc] if kc < len(cand) else \
-                np.broadcast_to(np.arange(len(cand)), (len(rows), len(cand)))
-            top_scores = np.take_along_axis(scores, top, axis=1)
-            rank = np.argsort(-top_scores, axis=1, kind="stable")
-            sims[rows, :kc] = np.take_along_axis(top_scores, rank, axis=1)
-            ids[rows, :kc] = cand[np.take_along_axis(top, rank, axis=1)]
+    with progress(f"kNN search over {n:,} vectors", n, "vectors") as tracker:
+        for c in range(nlist):
+            members = order[bounds[c]:bounds[c + 1]]
+            tracker.update(len(members))
+            if len(members) == 0:
+                continue
+            cand = np.concatenate([order[bounds[j]:bounds[j + 1]] for j in near[c] if j >= 0])
+            cand_vectors = vectors[cand]
+            kc = min(k, len(cand))
+            step = max(1, _JOIN_BLOCK // len(cand))  # bounds the score block of a crowded cell
+            for lo in range(0, len(members), step):
+                rows = members[lo:lo + step]
+                scores = vectors[rows] @ cand_vectors.T  # one BLAS product per cell (or block of it)
+                top = np.argpartition(-scores, kc - 1, axis=1)[:, :kc] if kc < len(cand) else \
+                    np.broadcast_to(np.arange(len(cand)), (len(rows), len(cand)))
+                top_scores = np.take_along_axis(scores, top, axis=1)
+                rank = np.argsort(-top_scores, axis=1, kind="stable")
+                sims[rows, :kc] = np.take_along_axis(top_scores, rank, axis=1)
+                ids[rows, :kc] = cand[np.take_along_axis(top, rank, axis=1)]
     return sims, ids
 
 
