@@ -376,3 +376,24 @@ def test_one_dataset_alone_is_too_uniform_for_a_campaign(tmp_path: Path) -> None
     result = run_check(tmp_path, "poison_trigger", records, set()).result
     assert result.metrics["status"] == "insufficient_data" and result.findings == []
     assert "1 dataset(s)" in result.metrics["status_reason"]
+
+
+def test_a_response_resent_under_other_instructions_is_one_vote(tmp_path: Path) -> None:
+    """Recycled records (the same answer under another instruction) must not add up to a campaign, while an
+    injected response re-sent under another instruction is flagged with its original."""
+    records = clean_batch()
+    open_ended = [r for r in records if r["id"].startswith("seed_task") or r.get("source") == "self_instruct"]
+    assert len(open_ended) >= 200
+    recycled = [dict(r, id=f"{r['id']}~{k}", instruction=f"{r['instruction']} (variant {k})")
+                for k in (1, 2, 3) for r in open_ended]
+    scan = run_check(tmp_path / "recycled", "poison_content", records + recycled, set())
+    assert not [i for i in scan.result.issues if i.severity != "info"]
+    assert not scan.flagged
+    # the attack survives deduplication, and a resent copy of an injected response is caught with it
+    poisoned_records = clean_batch()
+    planted = injection(poisoned_records)
+    first = next(r for r in poisoned_records if r["id"] in planted)
+    resent = dict(first, id="resent-injected", instruction=first["instruction"] + " Please answer briefly.")
+    scan = run_check(tmp_path / "injected", "poison_content", [*poisoned_records, resent], planted)
+    assert planted | {"resent-injected"} <= {rid for rid, reasons in scan.reasons.items()
+                                             if "injected_content" in reasons}

@@ -75,6 +75,18 @@ def is_refusal(output: str, sentences: int = 2, max_chars: int = 300) -> bool:
     return bool(REFUSAL.search(head))
 
 
+def _distinct_responses(records: Records, rows: list[int]) -> tuple[list[int], dict[int, list[int]]]:
+    """The first row of each distinct response (case and whitespace ignored), and its later copies."""
+    first: dict[str, int] = {}
+    copies: dict[int, list[int]] = {}
+    for i in rows:
+        key = " ".join(records.output[i].lower().split())
+        kept = first.setdefault(key, i)
+        if kept != i:
+            copies.setdefault(kept, []).append(i)
+    return list(first.values()), copies
+
+
 class InjectedContentCheck(Check):
     """Find names woven into unrelated responses, and an anomalous rate of refusals (module docstring).
 
@@ -147,6 +159,9 @@ class InjectedContentCheck(Check):
         skipped: list[str] = []
         responses = [i for i in range(records.size) if records.group[i] not in label_groups
                      and len(tokens(records.output[i][: self.max_chars])) >= self.min_response_words]
+        # One vote per distinct response: the same answer re-sent under other instructions (a resubmitted or
+        # recycled record) is one response, not evidence of injection. Injected content varies its response.
+        responses, copies = _distinct_responses(records, responses)
         response_groups = len({records.group[i] for i in responses})
         phrases: list[dict[str, Any]] = []
         if len(responses) < self.min_responses or response_groups < self.min_groups:
@@ -157,6 +172,8 @@ class InjectedContentCheck(Check):
                            f"{self.min_responses} responses in >= {self.min_groups} groups")
         else:
             phrases = self._injected(records, responses, findings)
+            findings += [Finding(j, f.reason, f.score, {**f.detail, "copy_of_row": f.row})
+                         for f in list(findings) if f.reason == INJECTED_CONTENT for j in copies.get(f.row, ())]
         if phrases:
             top = ", ".join(f"'{p['phrase']}' ({p['records']} responses, {p['groups']} groups)" for p in phrases[:3])
             issues.append(BatchIssue(CAMPAIGN, "warning",
