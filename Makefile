@@ -61,7 +61,7 @@ test-fast: venv
 
 # Re-pin dependencies after editing pyproject.toml.
 lock:
-	uv pip compile pyproject.toml --extra dev --python-version 3.11 -o requirements/lock.txt
+	$(or $(UV),$(BIN)/uv) pip compile pyproject.toml --extra dev --python-version 3.11 -o requirements/lock.txt
 
 clean:
 	rm -rf $(VENV) $(AIRFLOW_HOME) $(TUNEGATE_DATA_ROOT) .pytest_cache .mypy_cache .ruff_cache
