@@ -605,15 +605,10 @@ def _digest_keys(digests: list[str]) -> np.ndarray:
 def _save_npy(path: Path, array: np.ndarray) -> None:
     import numpy as np
 
-    from tunegate.core.io import atomic_path, commit
+    from tunegate.core.io import atomic_write
 
-    tmp = atomic_path(path)
-    try:
-        with open(tmp, "wb") as f:
-            np.save(f, array)
-        commit(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
+    with atomic_write(path) as tmp, open(tmp, "wb") as f:
+        np.save(f, array)
 
 
 # --------------------------------------------------------------------------------------------------

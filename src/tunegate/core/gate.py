@@ -20,7 +20,7 @@ from typing import Any
 from tunegate import __version__
 from tunegate.core.checks.base import load_findings, load_summaries
 from tunegate.core.ingest import CANONICAL_FILE, REJECTED_FILE, IngestResult
-from tunegate.core.io import atomic_path, commit, copy_atomic, write_json_atomic, write_text_atomic
+from tunegate.core.io import atomic_write, copy_atomic, write_json_atomic, write_text_atomic
 from tunegate.core.policy import GatePolicy
 
 log = logging.getLogger(__name__)
@@ -62,44 +62,39 @@ def gate(work_dir: str | Path, out_dir: str | Path, policy: GatePolicy | None = 
     reason_counts: Counter[str] = Counter()
     samples: dict[str, list[dict[str, Any]]] = {}
     accepted = quarantined = 0
-    tmp_acc, tmp_q = atomic_path(out / ACCEPTED_FILE), atomic_path(out / QUARANTINE_FILE)
-    try:
-        with pq.ParquetWriter(tmp_acc, canonical_schema(), compression="zstd") as acc_w, \
-                pq.ParquetWriter(tmp_q, quarantine_schema(), compression="zstd") as q_w:
-            source = pq.ParquetFile(work / CANONICAL_FILE)
-            start = 0
-            for rb in source.iter_batches(batch_size=50_000):
-                n = rb.num_rows
-                rows = range(start, start + n)
-                mask = [r in flagged for r in rows]
-                q_idx = [i for i, m in enumerate(mask) if m]
-                if len(q_idx) < n:
-                    keep = pa.array([not m for m in mask])
-                    acc_w.write_batch(rb.filter(keep))
-                    accepted += n - len(q_idx)
-                if q_idx:
-                    qb = rb.take(pa.array(q_idx, pa.int64()))
-                    reasons_col, findings_col = [], []
-                    for i in q_idx:
-                        reasons, row_findings = flagged[start + i]
-                        reasons_col.append(reasons)
-                        findings_col.append(row_findings)
-                        reason_counts.update(reasons)
-                        for reason in reasons:
-                            bucket = samples.setdefault(reason, [])
-                            if len(bucket) < _SAMPLES_PER_REASON:
-                                bucket.append(_sample(qb, len(reasons_col) - 1, row_findings, reason))
-                    table = pa.Table.from_batches([qb]).append_column(
-                        "reasons", pa.array(reasons_col, pa.list_(pa.string()))).append_column(
-                        "findings", pa.array(findings_col, quarantine_schema().field("findings").type))
-                    q_w.write_table(table.cast(quarantine_schema()))
-                    quarantined += len(q_idx)
-                start += n
-        commit(tmp_acc, out / ACCEPTED_FILE)
-        commit(tmp_q, out / QUARANTINE_FILE)
-    finally:
-        tmp_acc.unlink(missing_ok=True)
-        tmp_q.unlink(missing_ok=True)
+    # the writers close (leaving the with) before the files are renamed into place
+    with (atomic_write(out / ACCEPTED_FILE) as tmp_acc, atomic_write(out / QUARANTINE_FILE) as tmp_q,
+          pq.ParquetWriter(tmp_acc, canonical_schema(), compression="zstd") as acc_w,
+          pq.ParquetWriter(tmp_q, quarantine_schema(), compression="zstd") as q_w):
+        source = pq.ParquetFile(work / CANONICAL_FILE)
+        start = 0
+        for rb in source.iter_batches(batch_size=50_000):
+            n = rb.num_rows
+            rows = range(start, start + n)
+            mask = [r in flagged for r in rows]
+            q_idx = [i for i, m in enumerate(mask) if m]
+            if len(q_idx) < n:
+                keep = pa.array([not m for m in mask])
+                acc_w.write_batch(rb.filter(keep))
+                accepted += n - len(q_idx)
+            if q_idx:
+                qb = rb.take(pa.array(q_idx, pa.int64()))
+                reasons_col, findings_col = [], []
+                for i in q_idx:
+                    reasons, row_findings = flagged[start + i]
+                    reasons_col.append(reasons)
+                    findings_col.append(row_findings)
+                    reason_counts.update(reasons)
+                    for reason in reasons:
+                        bucket = samples.setdefault(reason, [])
+                        if len(bucket) < _SAMPLES_PER_REASON:
+                            bucket.append(_sample(qb, len(reasons_col) - 1, row_findings, reason))
+                table = pa.Table.from_batches([qb]).append_column(
+                    "reasons", pa.array(reasons_col, pa.list_(pa.string()))).append_column(
+                    "findings", pa.array(findings_col, quarantine_schema().field("findings").type))
+                q_w.write_table(table.cast(quarantine_schema()))
+                quarantined += len(q_idx)
+            start += n
 
     rejected_src = work / REJECTED_FILE
     if rejected_src.resolve() != (out / REJECTED_FILE).resolve():

@@ -42,7 +42,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from tunegate.core.embeddings import EmbeddingSpec, embed_table
-from tunegate.core.io import atomic_path, commit, write_json_atomic
+from tunegate.core.io import atomic_write, write_json_atomic
 from tunegate.core.vector_index import IndexParams, add, all_vectors, index_kind, new_index, search
 from tunegate.exceptions import ConfigError, TunegateError
 
@@ -395,12 +395,8 @@ def _write_next(path: Path, current: History, sources: list[tuple[Path, str, str
     index_file, ids_file = path / f"index-{generation:06d}.faiss", path / f"ids-{generation:06d}.parquet"
     for final, writer in ((index_file, lambda p: faiss.write_index(index, str(p))),
                           (ids_file, lambda p: pq.write_table(ids, p, compression="zstd"))):
-        tmp = atomic_path(final)
-        try:
+        with atomic_write(final) as tmp:
             writer(tmp)
-            commit(tmp, final)
-        finally:
-            tmp.unlink(missing_ok=True)
     manifest.update({
         "format": FORMAT, "generation": generation, "count": total, "embedding": spec.to_json(),
         "fingerprint": spec.fingerprint(), "dim": int(index.d),

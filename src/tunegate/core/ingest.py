@@ -19,7 +19,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from tunegate.core.io import Storage, atomic_path, commit, expand_inputs, sha256_file, write_json_atomic
+from tunegate.core.io import Storage, atomic_write, expand_inputs, sha256_file, write_json_atomic
 from tunegate.core.readers import InputOptions, Rejection, read_file
 from tunegate.exceptions import ConfigError
 
@@ -99,40 +99,34 @@ def ingest(inputs: list[str], work_dir: str | Path, *, fmt: str = "auto", option
     derived_ids: dict[str, int] = {}  # content hash -> occurrences, only for records without an id
     started = time.monotonic()
 
-    tmp_parquet = atomic_path(work / CANONICAL_FILE)
-    tmp_rejected = atomic_path(work / REJECTED_FILE)
-    try:
-        with pq.ParquetWriter(tmp_parquet, schema, compression="zstd") as writer, \
-                open(tmp_rejected, "w", encoding="utf-8") as rejected_out, \
-                progress(f"ingest {len(files)} file(s)", unit="records") as tracker:
-            rows: list[dict[str, Any]] = []
-            for path in files:
-                entry = InputFile(path=path, sha256=sha256_file(path, storage))
-                result.inputs.append(entry)
-                for item in read_file(path, batch_size=batch_size, options=options, storage=storage):
-                    tracker.update()
-                    if isinstance(item, Rejection):
-                        entry.rejected += 1
-                        rejected_out.write(json.dumps(item.to_json(), ensure_ascii=False) + "\n")
-                        continue
-                    if item["id"] is None:
-                        digest = item["content_sha256"]
-                        n = derived_ids.get(digest, 0) + 1
-                        derived_ids[digest] = n
-                        item["id"] = f"sha256:{digest[:16]}" + (f"-{n}" if n > 1 else "")
-                    entry.records += 1
-                    rows.append(item)
-                    if len(rows) >= batch_size:
-                        writer.write_table(pa.Table.from_pylist(rows, schema=schema))
-                        rows.clear()
-                log.info("ingest: %s -> %d records, %d rejected", path, entry.records, entry.rejected)
-            if rows:
-                writer.write_table(pa.Table.from_pylist(rows, schema=schema))
-        commit(tmp_parquet, work / CANONICAL_FILE)
-        commit(tmp_rejected, work / REJECTED_FILE)
-    finally:
-        tmp_parquet.unlink(missing_ok=True)
-        tmp_rejected.unlink(missing_ok=True)
+    # the writers close (leaving the with) before the files are renamed into place
+    with (atomic_write(work / CANONICAL_FILE) as tmp_parquet, atomic_write(work / REJECTED_FILE) as tmp_rejected,
+          pq.ParquetWriter(tmp_parquet, schema, compression="zstd") as writer,
+          open(tmp_rejected, "w", encoding="utf-8") as rejected_out,
+          progress(f"ingest {len(files)} file(s)", unit="records") as tracker):
+        rows: list[dict[str, Any]] = []
+        for path in files:
+            entry = InputFile(path=path, sha256=sha256_file(path, storage))
+            result.inputs.append(entry)
+            for item in read_file(path, batch_size=batch_size, options=options, storage=storage):
+                tracker.update()
+                if isinstance(item, Rejection):
+                    entry.rejected += 1
+                    rejected_out.write(json.dumps(item.to_json(), ensure_ascii=False) + "\n")
+                    continue
+                if item["id"] is None:
+                    digest = item["content_sha256"]
+                    n = derived_ids.get(digest, 0) + 1
+                    derived_ids[digest] = n
+                    item["id"] = f"sha256:{digest[:16]}" + (f"-{n}" if n > 1 else "")
+                entry.records += 1
+                rows.append(item)
+                if len(rows) >= batch_size:
+                    writer.write_table(pa.Table.from_pylist(rows, schema=schema))
+                    rows.clear()
+            log.info("ingest: %s -> %d records, %d rejected", path, entry.records, entry.rejected)
+        if rows:
+            writer.write_table(pa.Table.from_pylist(rows, schema=schema))
     write_json_atomic(work / INGEST_FILE, result.to_json())
     log.info("ingest: %d files, %d records, %d rejected in %.1fs", len(files), result.records, result.rejected,
              time.monotonic() - started)

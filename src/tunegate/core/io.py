@@ -202,33 +202,37 @@ def commit(tmp: Path, final: Path) -> None:
     os.replace(tmp, final)
 
 
-def write_json_atomic(path: Path, obj: Any) -> None:
+@contextmanager
+def atomic_write(final: str | Path) -> Iterator[Path]:
+    """Write ``final`` through a temporary sibling: ``with atomic_write(p) as tmp: write(tmp)``.
+
+    The sibling is renamed onto ``final`` when the block ends without an exception, and removed in every
+    case, so a reader sees the old file or the new one, never half of one, and a failed write leaves no
+    stray temporary behind.
+    """
+    path = Path(final)
     tmp = atomic_path(path)
     try:
-        with open(tmp, "w", encoding="utf-8") as f:
-            json.dump(obj, f, indent=2, sort_keys=True, ensure_ascii=False)
-            f.write("\n")
+        yield tmp
         commit(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)
+
+
+def write_json_atomic(path: Path, obj: Any) -> None:
+    with atomic_write(path) as tmp, open(tmp, "w", encoding="utf-8") as f:
+        json.dump(obj, f, indent=2, sort_keys=True, ensure_ascii=False)
+        f.write("\n")
 
 
 def copy_atomic(src: Path, dst: Path) -> None:
     """Copy ``src`` to ``dst`` through a temporary sibling, so ``dst`` is never seen half-written."""
     import shutil
 
-    tmp = atomic_path(dst)
-    try:
+    with atomic_write(dst) as tmp:
         shutil.copyfile(src, tmp)
-        commit(tmp, dst)
-    finally:
-        tmp.unlink(missing_ok=True)
 
 
 def write_text_atomic(path: Path, text: str) -> None:
-    tmp = atomic_path(path)
-    try:
+    with atomic_write(path) as tmp:
         tmp.write_text(text, encoding="utf-8")
-        commit(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)

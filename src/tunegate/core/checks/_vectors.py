@@ -102,12 +102,7 @@ class EmbeddingCheck(Check):
 def _save_arrays(path: Path, **arrays: Any) -> None:
     import numpy as np
 
-    from tunegate.core.io import atomic_path, commit
+    from tunegate.core.io import atomic_write
 
-    tmp = atomic_path(path)
-    try:
-        with open(tmp, "wb") as f:
-            np.savez(f, **arrays)
-        commit(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
+    with atomic_write(path) as tmp, open(tmp, "wb") as f:
+        np.savez(f, **arrays)

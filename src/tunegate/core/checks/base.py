@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
-from tunegate.core.io import atomic_path, commit, write_json_atomic
+from tunegate.core.io import atomic_write, write_json_atomic
 from tunegate.core.schema import ROW
 
 if TYPE_CHECKING:
@@ -147,12 +147,8 @@ def save_result(work_dir: str | Path, result: CheckResult) -> Path:
         }
     )
     target = out / f"{result.check}.parquet"
-    tmp = atomic_path(target)
-    try:
+    with atomic_write(target) as tmp:
         pq.write_table(table, tmp, compression="zstd")
-        commit(tmp, target)
-    finally:
-        tmp.unlink(missing_ok=True)
     write_json_atomic(out / f"{result.check}.json", result.summary())
     return target
 
