@@ -208,9 +208,15 @@ def configurable_checks() -> tuple[str, ...]:
 
 
 def check_options(name: str) -> dict[str, Any]:
-    """The options a check accepts (keyword parameters of its class and bases) and their defaults."""
+    """The options a check accepts and their defaults: the fields of its ``config_class``
+    (:class:`tunegate.core.checks.config.CheckConfig`), else the keyword parameters of its constructor."""
     from tunegate.core.checks import check_class
 
+    from tunegate.core.checks.config import CheckConfig
+
+    config_class = getattr(check_class(name), "config_class", CheckConfig)
+    if config_class is not CheckConfig:  # converted to the config pattern
+        return dict(config_class.options())
     options: dict[str, Any] = {}
     for klass in check_class(name).__mro__:
         init = klass.__dict__.get("__init__")

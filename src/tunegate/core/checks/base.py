@@ -18,8 +18,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
+from tunegate.core.checks.config import CheckConfig
 from tunegate.core.io import atomic_write, write_json_atomic
 from tunegate.core.schema import ROW
+from tunegate.exceptions import ConfigError
 
 if TYPE_CHECKING:
     import pyarrow as pa
@@ -113,9 +115,17 @@ class CanonicalBatch:
 
 
 class Check(ABC):
-    """One job, one stable name. Parameters are validated in ``__init__`` (fail at construction)."""
+    """One job, one stable name. Options are a frozen, validated ``config_class`` instance (see
+    :mod:`tunegate.core.checks.config`), built at construction, so a misconfiguration fails before any data
+    is read: ``NearDuplicateCheck(threshold=0.97)`` or ``NearDuplicateCheck(NearDuplicateConfig(...))``."""
 
     name: ClassVar[str]
+    config_class: ClassVar[type[CheckConfig]] = CheckConfig
+
+    def __init__(self, config: CheckConfig | None = None, **options: Any) -> None:
+        if config is not None and options:
+            raise ConfigError(f"{self.name}: pass a config or options, not both")
+        self.config = config if config is not None else self.config_class.from_mapping(options)
 
     @property
     def key(self) -> str:
