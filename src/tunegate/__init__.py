@@ -6,6 +6,6 @@ are imported by the modules that need them, never here.
 
 from __future__ import annotations
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"
 
 __all__ = ["__version__"]
