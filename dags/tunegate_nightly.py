@@ -36,6 +36,7 @@ from pathlib import Path
 
 from airflow.sdk import DAG, Param
 
+from tunegate._airflow import retry_default_args
 from tunegate.exceptions import TunegateError
 from tunegate.notifications import notifiers_from_env
 from tunegate.operators import (
@@ -46,7 +47,6 @@ from tunegate.operators import (
     ValidateOperator,
     accepted_batch_asset,
 )
-from tunegate.operators._compat import retry_default_args
 
 DAG_ID = "tunegate_nightly"
 # The bundled sample batch, when the DAG runs from a checkout (the demo); deployments set TUNEGATE_INPUT_URI.

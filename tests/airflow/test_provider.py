@@ -35,9 +35,10 @@ def test_listed_modules_import() -> None:
 
     from tunegate.provider import get_provider_info
 
-    for module in get_provider_info()["operators"][0]["python-modules"]:
-        importlib.import_module(module)
     info = get_provider_info()
+    for entry in info["operators"] + info["hooks"]:
+        for module in entry["python-modules"]:
+            importlib.import_module(module)
     classes = info["notifications"] + [c["hook-class-name"] for c in info["connection-types"]]
     assert len(info["notifications"]) == 3
     for dotted in classes:

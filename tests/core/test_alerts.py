@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import json
+import re
 from pathlib import Path
 from typing import Any
 
@@ -187,3 +188,30 @@ def test_load_summary_from_path_or_file_uri(gated: dict[str, Any], tmp_path: Pat
     other.write_text('{"not": "a summary"}', encoding="utf-8")
     with pytest.raises(ValueError, match="not a tunegate summary"):
         load_summary(other)
+
+
+def test_every_format_shows_the_same_sections_in_the_same_order(gated: dict[str, Any]) -> None:
+    s = with_phrases(gated["summary"], poison=[{"phrase": "James Bond", "count": 12}])
+    s["alerts"] = ["gx_instruction_record: 1 of 1010 rows unexpected"]
+    alert = build_alert(s, RunInfo(dag_id="d", task_id="publish", error="TimeoutError: share unreachable"))
+    headings = [sec.heading for sec in alert.sections]
+    assert headings == ["Error", "Top reasons", "Suspicious phrases", "Warnings"]
+    text = alert.text()
+    slack = "\n".join(b["text"]["text"] for b in alert.to_slack()["blocks"] if b["type"] == "section")
+    html = alert.to_html()
+    for rendered, marks in ((text, ["error:", "top reasons:", "suspicious phrases:", "warnings:"]),
+                            (slack, [f"*{h}*" for h in headings]),
+                            (html, [f"<h3>{h}</h3>" for h in headings])):
+        positions = [rendered.index(m) for m in marks]
+        assert positions == sorted(positions), rendered
+
+
+def test_html_page_is_self_contained_and_escapes_record_text(gated: dict[str, Any]) -> None:
+    s = with_phrases(gated["summary"], poison=[{"phrase": '<img src="https://evil.example/x.png">', "count": 1},
+                                               {"phrase": "<script>alert(1)</script>", "count": 1}])
+    html = build_alert(s, RUN, report_base_url="https://r.example.com", data_root=gated["root"]).to_html()
+    assert html.startswith("<html><body><h2>") and html.endswith("</body></html>")
+    assert "<img" not in html and "<script" not in html and "&lt;script&gt;" in html
+    # the only URL in the page is the report link: nothing is loaded from the network
+    assert re.search(r"<[^>]*\bsrc=", html) is None  # no tag loads anything
+    assert re.findall(r'href="([^"]*)"', html) == ["https://r.example.com/tunegate_nightly/2026-01-01/report.html"]

@@ -2,7 +2,9 @@
 
 Pure: no Airflow import. :func:`build_alert` turns a gate summary (``summary.json``, see
 :mod:`tunegate.core.gate`) and what is known about the run into an :class:`AlertMessage`, which renders
-as plain text, HTML (email), a Slack incoming-webhook body, or a JSON payload (generic webhook).
+as plain text, HTML (email), a Slack incoming-webhook body, or a JSON payload (generic webhook). The body is
+one list of :class:`Section` (built once per message); each format is a small formatter over that list, the
+HTML one a jinja2 template with autoescaping (``templates/alert.html.j2``).
 
 What goes in: verdict, counts, the top quarantine reasons, suspicious phrases (any check's
 ``metrics.suspicious_phrases``), halt reasons, batch-level alerts, the report link. Every list is cut to a
@@ -13,11 +15,11 @@ control characters, collapsed to one line, and escaped for each target format.
 
 from __future__ import annotations
 
-import html
 import json
 import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path, PurePosixPath
 from typing import Any
 from urllib.parse import quote, unquote, urlparse
@@ -58,6 +60,29 @@ class RunInfo:
 
 
 @dataclass(frozen=True)
+class SectionItem:
+    """One line of a section: a reason code, a phrase, a halt reason, a warning or the error text."""
+
+    text: str
+    count: int | None = None
+
+
+@dataclass(frozen=True)
+class Section:
+    """One part of the message body, the same in every format; each formatter only decides the markup.
+
+    ``kind`` says how items show: ``error`` (one preformatted text), ``list`` (one item per line),
+    ``reasons`` (code names with a record count), ``phrases`` (text from the data, count optional).
+    """
+
+    heading: str
+    kind: str
+    items: tuple[SectionItem, ...]
+    #: Items left out by the limits.
+    omitted: int = 0
+
+
+@dataclass(frozen=True)
 class AlertMessage:
     """One alert, already bounded and cleaned; render it with the ``to_*`` methods."""
 
@@ -77,41 +102,37 @@ class AlertMessage:
     omitted: dict[str, int] = field(default_factory=dict)
     limits: AlertLimits = field(default_factory=AlertLimits)
 
+    @cached_property
+    def sections(self) -> tuple[Section, ...]:
+        """The body, in order: error (a failure only), halt reasons, top reasons, suspicious phrases, warnings.
+
+        Empty sections are left out."""
+        candidates = (
+            Section("Error", "error", (SectionItem(self.run.error),) if self.run.error and self.event == "failure"
+                    else ()),
+            Section("Halt reasons", "list", tuple(SectionItem(r) for r in self.halt_reasons),
+                    self.omitted.get("halt_reasons", 0)),
+            Section("Top reasons", "reasons", tuple(SectionItem(r, n) for r, n in self.top_reasons),
+                    self.omitted.get("reasons", 0)),
+            Section("Suspicious phrases", "phrases", tuple(SectionItem(p, n) for p, n in self.suspicious_phrases),
+                    self.omitted.get("phrases", 0)),
+            Section("Warnings", "list", tuple(SectionItem(a) for a in self.alerts), self.omitted.get("alerts", 0)),
+        )
+        return tuple(s for s in candidates if s.items)
+
     # -- renderings ---------------------------------------------------------------------------------
 
     def text(self) -> str:
         """Plain text, at most ``limits.max_text_chars``; the title, counts and report link always survive."""
-        head = [self.title]
-        if self.counts is not None:
-            head.append(_counts_line(self.counts))
-        tail = []
-        if self.report_url:
-            tail.append(f"report: {self.report_url}")
-        run = _run_line(self.run)
-        if run:
-            tail.append(run)
-        body = self._body_lines()
-        return _fit(head, body, tail, self.limits.max_text_chars)
+        return format_text(self)
 
-    def _body_lines(self) -> list[str]:
-        lines: list[str] = []
-        if self.run.error and self.event == "failure":
-            lines.append(f"error: {self.run.error}")
-        if self.halt_reasons:
-            lines.append("halt reasons:")
-            lines += [f"  - {r}" for r in self.halt_reasons]
-            lines += _more(self.omitted.get("halt_reasons", 0))
-        if self.top_reasons:
-            lines.append("top reasons: " + ", ".join(f"{r}={n}" for r, n in self.top_reasons)
-                         + (f" (+{self.omitted['reasons']} more)" if self.omitted.get("reasons") else ""))
-        if self.suspicious_phrases:
-            lines.append("suspicious phrases: " + "; ".join(_phrase_plain(p, n) for p, n in self.suspicious_phrases)
-                         + (f" (+{self.omitted['phrases']} more)" if self.omitted.get("phrases") else ""))
-        if self.alerts:
-            lines.append("warnings:")
-            lines += [f"  - {a}" for a in self.alerts]
-            lines += _more(self.omitted.get("alerts", 0))
-        return lines
+    def to_slack(self) -> dict[str, Any]:
+        """A Slack incoming-webhook body: ``text`` (notification fallback) plus Block Kit ``blocks``."""
+        return format_slack(self)
+
+    def to_html(self) -> str:
+        """An email body: a small HTML document (``templates/alert.html.j2``), every value escaped."""
+        return format_html(self)
 
     def to_payload(self) -> dict[str, Any]:
         """The JSON body of the generic webhook (documented in docs/alerts.md; keys are stable)."""
@@ -137,69 +158,80 @@ class AlertMessage:
             "text": self.text(),
         }
 
-    def to_slack(self) -> dict[str, Any]:
-        """A Slack incoming-webhook body: ``text`` (notification fallback) plus Block Kit ``blocks``."""
-        fields = []
-        if self.counts is not None:
-            fields.append(_counts_line(self.counts))
-        run = _run_line(self.run)
-        if run:
-            fields.append(run)
-        blocks: list[dict[str, Any]] = [
-            {"type": "header", "text": {"type": "plain_text", "text": _cut(self.title, 150), "emoji": False}},
-        ]
-        if fields:
-            blocks.append(_mrkdwn("\n".join(_slack_escape(f) for f in fields)))
-        sections: list[str] = []
-        if self.run.error and self.event == "failure":
-            sections.append(f"*Error*\n```{_slack_code(self.run.error)}```")
-        if self.halt_reasons:
-            sections.append("*Halt reasons*\n" + "\n".join(f"• {_slack_escape(r)}" for r in self.halt_reasons)
-                            + _more_suffix(self.omitted.get("halt_reasons", 0)))
-        if self.top_reasons:
-            sections.append("*Top reasons*\n" + "\n".join(f"• `{_slack_code(r)}`: {n}" for r, n in self.top_reasons)
-                            + _more_suffix(self.omitted.get("reasons", 0)))
-        if self.suspicious_phrases:
-            sections.append("*Suspicious phrases*\n"
-                            + "\n".join(f"• `{_slack_code(p)}`" + (f" ({n} records)" if n is not None else "")
-                                        for p, n in self.suspicious_phrases)
-                            + _more_suffix(self.omitted.get("phrases", 0)))
-        if self.alerts:
-            sections.append("*Warnings*\n" + "\n".join(f"• {_slack_escape(a)}" for a in self.alerts)
-                            + _more_suffix(self.omitted.get("alerts", 0)))
-        blocks += [_mrkdwn(_cut(s, 2900)) for s in sections]
-        if self.report_url:
-            blocks.append({"type": "context", "elements": [
-                {"type": "mrkdwn", "text": "Report: " + _slack_link(self.report_url, "open the report")}]})
-        return {"text": _slack_escape(_cut(self.text(), 2900)), "blocks": blocks}
 
-    def to_html(self) -> str:
-        """An email body: a small HTML document, every value escaped."""
-        e = html.escape
-        parts = [f"<h2>{e(self.title)}</h2>"]
-        if self.counts is not None:
-            parts.append("<table>" + "".join(f"<tr><th align='left'>{k}</th><td>{self.counts[k]}</td></tr>"
-                                             for k in COUNT_KEYS if k in self.counts) + "</table>")
-        if self.run.error and self.event == "failure":
-            parts.append(f"<h3>Error</h3><pre>{e(self.run.error)}</pre>")
-        if self.halt_reasons:
-            parts.append(_html_list("Halt reasons", [e(r) for r in self.halt_reasons],
-                                    self.omitted.get("halt_reasons", 0)))
-        if self.top_reasons:
-            parts.append(_html_list("Top reasons", [f"<code>{e(r)}</code>: {n}" for r, n in self.top_reasons],
-                                    self.omitted.get("reasons", 0)))
-        if self.suspicious_phrases:
-            parts.append(_html_list("Suspicious phrases",
-                                    [f"<code>{e(p)}</code>" + (f" ({n} records)" if n is not None else "")
-                                     for p, n in self.suspicious_phrases], self.omitted.get("phrases", 0)))
-        if self.alerts:
-            parts.append(_html_list("Warnings", [e(a) for a in self.alerts], self.omitted.get("alerts", 0)))
-        if self.report_url:
-            parts.append(f"<p>Report: <a href=\"{e(self.report_url, quote=True)}\">{e(self.report_url)}</a></p>")
-        run = _run_line(self.run)
-        if run:
-            parts.append(f"<p><small>{e(run)}</small></p>")
-        return "<html><body>" + "\n".join(parts) + "</body></html>"
+# -- formatters: one per target, over the same sections ---------------------------------------------
+
+
+def format_text(message: AlertMessage) -> str:
+    """Plain text (the webhook's ``text``, Slack's fallback), bounded by ``limits.max_text_chars``."""
+    head = [message.title]
+    if message.counts is not None:
+        head.append(_counts_line(message.counts))
+    tail = []
+    if message.report_url:
+        tail.append(f"report: {message.report_url}")
+    run = _run_line(message.run)
+    if run:
+        tail.append(run)
+    body = [line for section in message.sections for line in _text_section(section)]
+    return _fit(head, body, tail, message.limits.max_text_chars)
+
+
+def _text_section(section: Section) -> list[str]:
+    label = section.heading.lower()
+    more = f" (+{section.omitted} more)" if section.omitted else ""
+    if section.kind == "error":
+        return [f"{label}: {section.items[0].text}"]
+    if section.kind == "reasons":
+        return [f"{label}: " + ", ".join(f"{i.text}={i.count}" for i in section.items) + more]
+    if section.kind == "phrases":
+        return [f"{label}: " + "; ".join(f'"{i.text}"' + (f" ({i.count})" if i.count is not None else "")
+                                         for i in section.items) + more]
+    return [f"{label}:", *(f"  - {i.text}" for i in section.items),
+            *([f"  ... and {section.omitted} more"] if section.omitted else [])]
+
+
+def format_slack(message: AlertMessage) -> dict[str, Any]:
+    """Block Kit: a header (the title), counts and run, one mrkdwn block per section, the report link."""
+    fields = []
+    if message.counts is not None:
+        fields.append(_counts_line(message.counts))
+    run = _run_line(message.run)
+    if run:
+        fields.append(run)
+    blocks: list[dict[str, Any]] = [
+        {"type": "header", "text": {"type": "plain_text", "text": _cut(message.title, 150), "emoji": False}},
+    ]
+    if fields:
+        blocks.append(_mrkdwn("\n".join(_slack_escape(f) for f in fields)))
+    blocks += [_mrkdwn(_cut(_slack_section(s), 2900)) for s in message.sections]
+    if message.report_url:
+        blocks.append({"type": "context", "elements": [
+            {"type": "mrkdwn", "text": "Report: " + _slack_link(message.report_url, "open the report")}]})
+    return {"text": _slack_escape(_cut(message.text(), 2900)), "blocks": blocks}
+
+
+def _slack_section(section: Section) -> str:
+    if section.kind == "error":
+        return f"*{section.heading}*\n```{_slack_code(section.items[0].text)}```"
+    if section.kind == "reasons":
+        lines = [f"• `{_slack_code(i.text)}`: {i.count}" for i in section.items]
+    elif section.kind == "phrases":
+        lines = [f"• `{_slack_code(i.text)}`" + (f" ({i.count} records)" if i.count is not None else "")
+                 for i in section.items]
+    else:
+        lines = [f"• {_slack_escape(i.text)}" for i in section.items]
+    more = f"\n_… and {section.omitted} more_" if section.omitted else ""
+    return f"*{section.heading}*\n" + "\n".join(lines) + more
+
+
+def format_html(message: AlertMessage) -> str:
+    """The email body from ``templates/alert.html.j2`` (autoescaped, no external resources)."""
+    from tunegate.core.templates import render
+
+    counts = [(k, message.counts[k]) for k in COUNT_KEYS if k in message.counts] if message.counts else []
+    return render("alert.html.j2", title=message.title, counts=counts, sections=message.sections,
+                  report_url=message.report_url, run_line=_run_line(message.run))
 
 
 # -- building ---------------------------------------------------------------------------------------
@@ -356,23 +388,6 @@ def _run_line(run: RunInfo) -> str:
     if run.log_url:
         parts.append(f"log {run.log_url}")
     return " | ".join(parts)
-
-
-def _more(n: int) -> list[str]:
-    return [f"  ... and {n} more"] if n else []
-
-
-def _more_suffix(n: int) -> str:
-    return f"\n_… and {n} more_" if n else ""
-
-
-def _html_list(heading: str, items: list[str], omitted: int) -> str:
-    more = f"<li>… and {omitted} more</li>" if omitted else ""
-    return f"<h3>{heading}</h3><ul>" + "".join(f"<li>{i}</li>" for i in items) + more + "</ul>"
-
-
-def _phrase_plain(phrase: str, count: int | None) -> str:
-    return f'"{phrase}"' + (f" ({count})" if count is not None else "")
 
 
 def _fit(head: list[str], body: list[str], tail: list[str], limit: int) -> str:

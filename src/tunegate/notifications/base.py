@@ -19,10 +19,10 @@ from pathlib import Path
 from typing import Any
 
 from airflow.sdk import BaseNotifier
+from airflow.sdk.exceptions import AirflowFailException
 
+from tunegate._airflow import DATA_ROOT_ENV, run_date
 from tunegate.core.alerts import AlertLimits, AlertMessage, RunInfo, build_alert, load_summary
-from tunegate.operators._compat import AirflowFailException, run_date
-from tunegate.operators.base import DATA_ROOT_ENV
 
 #: Environment variable: HTTP(S) URL under which ``TUNEGATE_DATA_ROOT`` is served (report links).
 REPORT_BASE_URL_ENV = "TUNEGATE_REPORT_BASE_URL"

@@ -10,8 +10,9 @@ task SDK but nothing heavy (pyarrow, pandas, Great Expectations load inside ``ex
 
 from __future__ import annotations
 
+from tunegate._airflow import DATA_ROOT_ENV
 from tunegate.operators.assets import accepted_batch_asset, batch_extra, latest_batch, parquet_row_count
-from tunegate.operators.base import DATA_ROOT_ENV, TunegateBaseOperator
+from tunegate.operators.base import TunegateBaseOperator
 from tunegate.operators.gate import GateOperator
 from tunegate.operators.ingest import IngestOperator
 from tunegate.operators.publish import PublishOperator

@@ -20,7 +20,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from tunegate.operators._compat import AirflowFailException, Asset
+from airflow.sdk import Asset
+from airflow.sdk.exceptions import AirflowFailException
 
 DEFAULT_PIPELINE = "tunegate_nightly"
 ASSET_GROUP = "tunegate"

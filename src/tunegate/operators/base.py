@@ -18,12 +18,12 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from tunegate.exceptions import TunegateError
-from tunegate.operators._compat import AirflowFailException, BaseOperator, Context, run_date
+from airflow.sdk import BaseOperator, Context
+from airflow.sdk.exceptions import AirflowFailException
 
-#: Environment variable naming the directory under which every run directory is created. It must be
-#: a directory that every Airflow worker can read and write (a shared volume in a Celery deployment).
-DATA_ROOT_ENV = "TUNEGATE_DATA_ROOT"
+from tunegate._airflow import DATA_ROOT_ENV, run_date
+from tunegate.exceptions import TunegateError
+
 WORK_DIR = "work"  # same name as tunegate.core.pipeline.WORK_DIR (not imported: that module loads fsspec)
 HISTORY_DIR = "history"
 

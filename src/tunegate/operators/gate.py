@@ -5,13 +5,10 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
-from tunegate.operators._compat import (
-    AirflowFailException,
-    Context,
-    outlet_assets,
-    run_date,
-    set_outlet_extra,
-)
+from airflow.sdk import Context
+from airflow.sdk.exceptions import AirflowFailException
+
+from tunegate._airflow import outlet_assets, run_date, set_outlet_extra
 from tunegate.operators.base import WORK_DIR, TunegateBaseOperator, fail_on_tunegate_error
 
 

@@ -6,7 +6,9 @@ import shutil
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from tunegate.operators._compat import AirflowFailException, Context
+from airflow.sdk import Context
+from airflow.sdk.exceptions import AirflowFailException
+
 from tunegate.operators.base import TunegateBaseOperator, fail_on_tunegate_error, load_run_policy
 
 _LOCAL_PROTOCOLS = ("file", "local")

@@ -5,7 +5,8 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from tunegate.operators._compat import Context
+from airflow.sdk import Context
+
 from tunegate.operators.base import (
     TunegateBaseOperator,
     batch_id_for,

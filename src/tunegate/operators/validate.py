@@ -5,7 +5,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from tunegate.operators._compat import Context
+from airflow.sdk import Context
+
 from tunegate.operators.base import TunegateBaseOperator, check_results_digest, fail_on_tunegate_error, load_run_policy
 
 
