@@ -24,6 +24,7 @@ def test_dagbag_imports_both_dags_without_errors(dagbag: Any) -> None:
         assert stat.duration < timedelta(seconds=2), stat  # parse time, all DAGs of the file
 
 
+@pytest.mark.slow  # a fresh interpreter importing Airflow: seconds
 def test_dag_files_parse_in_milliseconds_without_heavy_imports() -> None:
     # A fresh interpreter: in this one, other tests have long imported pyarrow and GX.
     probe = f"""

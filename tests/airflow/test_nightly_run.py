@@ -14,7 +14,7 @@ import pytest
 
 from tests.airflow.conftest import SAMPLES
 
-pytestmark = pytest.mark.airflow
+pytestmark = [pytest.mark.airflow, pytest.mark.slow]  # whole DAG runs: left out of `make test-fast`
 
 NIGHT = datetime(2026, 1, 1, tzinfo=UTC)
 HALT_NIGHT = datetime(2026, 1, 2, tzinfo=UTC)

@@ -25,7 +25,7 @@ import pytest
 
 from tests.conftest import FORMATS, NIGHTLY
 
-pytestmark = pytest.mark.airflow
+pytestmark = [pytest.mark.airflow, pytest.mark.slow]  # starts an S3 server: left out of `make test-fast`
 
 CONN_ID = "tunegate_test_s3"
 BUCKET = "tunegate-inputs"

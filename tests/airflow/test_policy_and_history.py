@@ -23,7 +23,7 @@ import pytest
 from tests.conftest import slice_records, write_jsonl
 from tests.core.test_near_duplicate import light_edit
 
-pytestmark = pytest.mark.airflow
+pytestmark = [pytest.mark.airflow, pytest.mark.slow]  # whole DAG runs: left out of `make test-fast`
 
 
 def _conf(**params: Any) -> dict[str, Any]:
