@@ -62,6 +62,7 @@ def run_checks(work_dir: str, checks: list[Check]) -> list[CheckResult]:
     with progress(f"checks over {batch.num_rows:,} records", len(checks), "checks") as tracker:
         for check in checks:
             result = check.run(batch)
+            result.check = check.key  # the configured check's key names its findings, whatever it reported
             save_result(work_dir, result)
             results.append(result)
             tracker.update()
