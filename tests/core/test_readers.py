@@ -122,6 +122,32 @@ def test_bad_records_become_rejections_with_line_and_error(tmp_path: Path) -> No
     assert rejs[0].raw == '{"instruction": "a", "output": '
 
 
+def test_chat_and_optional_field_errors_name_the_turn_or_field(tmp_path: Path) -> None:
+    """Damaged copies of real OpenAI-format records: each is rejected naming the turn or field at fault."""
+    lines = (FORMATS / "openai.jsonl").read_text(encoding="utf-8").splitlines()[:7]
+    recs = [json.loads(line) for line in lines]
+    recs[0]["messages"][2]["content"] = 5
+    recs[1]["messages"][1]["role"] = "narrator"
+    recs[2]["messages"] = recs[2]["messages"][:2]
+    recs[3]["task"] = True
+    recs[4]["messages"][1]["content"] = [{"type": "text", "text": 7}]
+    recs[5]["id"] = 42  # an integer id is kept as text
+    recs[6]["messages"][1]["content"] = [{"type": "text", "text": "part one"}, {"type": "image_url"},
+                                         {"type": "text", "text": "part two"}]
+    path = tmp_path / "chat.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in recs), encoding="utf-8")
+    good, rejs = _records(path)
+    assert [(r.source_line, r.error) for r in rejs] == [
+        (1, "messages[2].content must be a string, got int"),
+        (2, "messages[1].role is 'narrator', not a known role"),
+        (3, "conversation has no assistant reply after the first user turn"),
+        (4, "field 'task' must be a string, got bool"),
+        (5, "messages[1].content has a text part that is not a string"),
+    ]
+    assert [(r["source_line"], r["id"], r["instruction"]) for r in good] == [
+        (6, "42", recs[5]["messages"][1]["content"]), (7, recs[6]["id"], "part one\npart two")]
+
+
 def test_truncated_json_array_keeps_what_precedes_and_rejects_the_rest(tmp_path: Path) -> None:
     path = tmp_path / "cut.json"
     path.write_text('[\n {"instruction": "a", "output": "b"},\n {"instruction": "c", "outp', encoding="utf-8")

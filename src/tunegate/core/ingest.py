@@ -20,8 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from tunegate.core.io import Storage, atomic_write, expand_inputs, sha256_file, write_json_atomic
-from tunegate.core.readers import InputOptions, Rejection, read_file
-from tunegate.exceptions import ConfigError
+from tunegate.core.readers import InputOptions, Rejection, read_file, resolve_options
 
 log = logging.getLogger(__name__)
 
@@ -86,10 +85,7 @@ def ingest(inputs: list[str], work_dir: str | Path, *, fmt: str = "auto", option
     from tunegate.core.progress import progress
     from tunegate.core.schema import canonical_schema
 
-    if options is None:
-        options = InputOptions.from_format(fmt)
-    elif fmt != "auto":
-        raise ConfigError(f"pass either fmt={fmt!r} or options, not both")
+    options = resolve_options(fmt, options)
     storage = Storage(filesystem=filesystem, storage_options=dict(storage_options or {}))
     work = Path(work_dir)
     work.mkdir(parents=True, exist_ok=True)

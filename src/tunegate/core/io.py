@@ -1,4 +1,5 @@
-"""File-system helpers: fsspec opening (local, object storage, the Hugging Face hub), hashing, atomic writes."""
+"""File-system helpers: fsspec opening (local, object storage, the Hugging Face hub), expanding inputs (including
+``datasets`` ``save_to_disk`` folders), hashing, atomic writes."""
 
 from __future__ import annotations
 
@@ -150,14 +151,22 @@ def _dir_inputs(fs: Any, path: str, spec: str) -> list[str]:
     return found
 
 
-_DATA_SUFFIXES = (".json", ".jsonl", ".ndjson", ".parquet", ".csv", ".tsv", ".arrow")
+#: Suffixes of the data files a directory expands to (after any compression suffix).
+DATA_SUFFIXES = (".json", ".jsonl", ".ndjson", ".parquet", ".csv", ".tsv", ".arrow")
+#: Compressions that fsspec undoes by suffix when a file is opened.
+COMPRESSION_SUFFIXES = (".gz", ".bz2", ".xz", ".zst")
+
+
+def strip_compression(path: str) -> str:
+    """``path`` lower-cased, without a trailing ``/`` or a compression suffix: the name its format shows in."""
+    name = path.lower().rstrip("/")
+    for comp in COMPRESSION_SUFFIXES:
+        name = name.removesuffix(comp)
+    return name
 
 
 def _looks_like_data(path: str) -> bool:
-    name = path.lower()
-    for comp in (".gz", ".bz2", ".xz", ".zst"):
-        name = name.removesuffix(comp)
-    return name.endswith(_DATA_SUFFIXES)
+    return strip_compression(path).endswith(DATA_SUFFIXES)
 
 
 @contextmanager
