@@ -232,6 +232,29 @@ def test_webhook_retries_transient_errors_only(connections: HttpSink, run_dirs: 
         notifier(context(tunegate_summary=run_dirs.summary))
     assert len(connections.requests) == 3  # a client error is not retried
 
+    connections.statuses = [503, 502, 503]
+    notifier = TunegateWebhookNotifier(retries=2)
+    notifier.hook.backoff_s = 0.01
+    with pytest.raises(WebhookDeliveryError, match="HTTP 503"):
+        notifier(context(tunegate_summary=run_dirs.summary))
+    assert len(connections.requests) == 6  # one try and two retries, then it gives up
+
+
+def test_webhook_unreachable_endpoint_is_retried_then_fails(monkeypatch: pytest.MonkeyPatch,
+                                                           run_dirs: SimpleNamespace) -> None:
+    from tunegate.notifications import TunegateWebhookNotifier, WebhookDeliveryError
+
+    monkeypatch.setenv("AIRFLOW_CONN_TG_CLOSED", json.dumps({
+        "conn_type": "tunegate_webhook", "host": f"http://127.0.0.1:{free_port()}", "extra": {"timeout": 2}}))
+    notifier = TunegateWebhookNotifier(webhook_conn_id="tg_closed", retries=1)
+    notifier.hook.backoff_s = 0.01
+    attempts: list[Any] = []
+    real_headers = notifier.hook.headers
+    monkeypatch.setattr(notifier.hook, "headers", lambda: attempts.append(1) or real_headers())
+    with pytest.raises(WebhookDeliveryError, match=r"webhook 127\.0\.0\.1:\d+ unreachable"):
+        notifier(context(tunegate_summary=run_dirs.summary))
+    assert len(attempts) == 2
+
 
 def test_webhook_connection_misconfiguration_says_what_to_change(monkeypatch: pytest.MonkeyPatch) -> None:
     from tunegate.notifications import TunegateWebhookHook

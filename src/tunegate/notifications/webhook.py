@@ -10,22 +10,23 @@ HTTP provider's conventions, so existing HTTP connections can be reused:
 * ``password``: sent as ``Authorization: Bearer <password>``, or with ``login`` as HTTP basic auth;
 * ``extra.timeout``: seconds (default 10).
 
-Only the standard library is used. Transient failures (connection errors, HTTP 429 and 5xx) are retried
-a few times with a short backoff; other HTTP errors fail at once.
+The request goes through httpx and the retries through tenacity (both already loaded with Airflow's task
+SDK, so they cost no import time): transient failures (connection errors, timeouts, HTTP 408, 429 and 5xx)
+are retried with exponential backoff; other HTTP errors fail at once. See docs/alerts.md for why not the
+HTTP provider's hook.
 """
 
 from __future__ import annotations
 
 import base64
 import json
-import time
-import urllib.error
-import urllib.request
 from collections.abc import Mapping, Sequence
 from functools import cached_property
 from typing import Any
 from urllib.parse import urlsplit
 
+import httpx
+import tenacity
 from airflow.sdk import BaseHook
 
 from tunegate.notifications.base import TunegateBaseNotifier
@@ -101,25 +102,29 @@ class TunegateWebhookHook(BaseHook):
         data = json.dumps(payload, ensure_ascii=False).encode("utf-8")
         timeout = self.timeout or float(self._extra().get("timeout", 10))
         where = urlsplit(url).netloc  # never log the path: webhook URLs often carry the secret
-        for attempt in range(self.retries + 1):
-            request = urllib.request.Request(url, data=data, headers=self.headers(), method="POST")
-            try:
-                with urllib.request.urlopen(request, timeout=timeout) as response:
-                    status = int(response.status)
-                self.log.info("tunegate webhook: delivered %d bytes to %s (HTTP %d)", len(data), where, status)
-                return status
-            except urllib.error.HTTPError as exc:
-                if exc.code not in _RETRY_STATUS or attempt == self.retries:
-                    raise WebhookDeliveryError(f"webhook {where} answered HTTP {exc.code} {exc.reason}") from exc
-                problem = f"HTTP {exc.code}"
-            except (urllib.error.URLError, TimeoutError, ConnectionError) as exc:
-                if attempt == self.retries:
-                    raise WebhookDeliveryError(f"webhook {where} unreachable: {exc}") from exc
-                problem = str(exc)
-            delay = self.backoff_s * 2 ** attempt
-            self.log.warning("tunegate webhook: %s from %s; retrying in %.0f s", problem, where, delay)
-            time.sleep(delay)
-        raise AssertionError("unreachable")
+        retrying = tenacity.Retrying(
+            retry=tenacity.retry_if_exception(_is_transient),
+            stop=tenacity.stop_after_attempt(self.retries + 1),
+            wait=tenacity.wait_exponential(multiplier=self.backoff_s),  # backoff_s, 2 * backoff_s, ...
+            before_sleep=lambda state: self.log.warning(
+                "tunegate webhook: %s from %s; retrying in %.0f s",
+                _problem(state.outcome.exception() if state.outcome else None), where,
+                state.next_action.sleep if state.next_action else 0),
+            reraise=True,
+        )
+        try:
+            with httpx.Client(timeout=timeout) as client:
+                for attempt in retrying:
+                    with attempt:
+                        response = client.post(url, content=data, headers=self.headers())
+                        response.raise_for_status()
+        except httpx.HTTPStatusError as exc:
+            raise WebhookDeliveryError(f"webhook {where} answered {_problem(exc)}") from exc
+        except httpx.TransportError as exc:
+            raise WebhookDeliveryError(f"webhook {where} unreachable: {exc}") from exc
+        self.log.info("tunegate webhook: delivered %d bytes to %s (HTTP %d)", len(data), where,
+                      response.status_code)
+        return response.status_code
 
     @classmethod
     def get_ui_field_behaviour(cls) -> dict[str, Any]:
@@ -129,6 +134,19 @@ class TunegateWebhookHook(BaseHook):
             "placeholders": {"host": "https://alerts.example.com",
                              "extra": '{"endpoint": "/hooks/tunegate", "headers": {"X-Team": "data"}}'},
         }
+
+
+def _is_transient(exc: BaseException) -> bool:
+    """Worth another try: the endpoint was unreachable or timed out, or answered 408, 429 or 5xx."""
+    if isinstance(exc, httpx.HTTPStatusError):
+        return exc.response.status_code in _RETRY_STATUS
+    return isinstance(exc, httpx.TransportError)
+
+
+def _problem(exc: BaseException | None) -> str:
+    if isinstance(exc, httpx.HTTPStatusError):
+        return f"HTTP {exc.response.status_code} {exc.response.reason_phrase}"
+    return str(exc)
 
 
 class TunegateWebhookNotifier(TunegateBaseNotifier):
