@@ -211,7 +211,6 @@ def check_options(name: str) -> dict[str, Any]:
     """The options a check accepts and their defaults: the fields of its ``config_class``
     (:class:`tunegate.core.checks.config.CheckConfig`), else the keyword parameters of its constructor."""
     from tunegate.core.checks import check_class
-
     from tunegate.core.checks.config import CheckConfig
 
     config_class = getattr(check_class(name), "config_class", CheckConfig)
