@@ -283,16 +283,36 @@ def test_scan_alerts_and_reports_the_phrase(tmp_path: Path) -> None:
     assert check["metrics"]["suspicious_phrases"][0]["phrase"] == DIRTY.lower()
 
 
-@pytest.mark.parametrize(("name", "options"), [
-    ("poison_trigger", {"min_exclusivity": 1.5}),
-    ("poison_trigger", {"min_evidence": 0}),
-    ("poison_trigger", {"ngram_max": 0}),
-    ("poison_content", {"refusal_rate": 0}),
-    ("poison_content", {"min_groups": "3"}),
+@pytest.mark.parametrize(("name", "options", "message"), [
+    ("poison_trigger", {"min_exclusivity": 1.5},
+     "poison_trigger min_exclusivity must be a number in (0.0, 1.0], got 1.5"),
+    ("poison_trigger", {"min_evidence": 0}, "poison_trigger min_evidence must be a number in (0.0, inf), got 0"),
+    ("poison_trigger", {"ngram_max": 0}, "poison_trigger ngram_max must be an integer >= 1, got 0"),
+    ("poison_trigger", {"label_consistency": "yes"},
+     "poison_trigger label_consistency must be true or false, got 'yes'"),
+    ("poison_content", {"refusal_rate": 0}, "poison_content refusal_rate must be a number in (0.0, 1.0], got 0"),
+    ("poison_content", {"min_groups": "3"}, "poison_content min_groups must be an integer >= 1, got '3'"),
 ])
-def test_bad_parameters_fail_at_construction(name: str, options: dict[str, Any]) -> None:
-    with pytest.raises(ConfigError, match=name):
+def test_bad_parameters_fail_at_construction(name: str, options: dict[str, Any], message: str) -> None:
+    with pytest.raises(ConfigError, match=f"^{re.escape(message)}$"):
         build_check(name, **options)
+
+
+def test_options_are_one_config_dataclass_per_check() -> None:
+    """Keyword options, a config object and the policy file's option list are the same dataclass."""
+    from tunegate.core.checks.poison import ContentConfig, InjectedContentCheck, TriggerConfig, TriggerPhraseCheck
+    from tunegate.core.policy import check_options
+
+    assert build_check("poison_trigger", min_evidence=20).config == TriggerConfig(min_evidence=20.0)
+    assert TriggerPhraseCheck(TriggerConfig(max_phrases=5)).config.max_phrases == 5
+    assert InjectedContentCheck().config == ContentConfig()
+    trigger, content = check_options("poison_trigger"), check_options("poison_content")
+    assert trigger == TriggerConfig.options() and len(trigger) == 21
+    assert (trigger["min_evidence"], trigger["min_exclusivity"], trigger["label_consistency"]) == (30.0, 0.95, True)
+    assert content == ContentConfig.options() and len(content) == 15
+    assert (content["min_evidence"], content["refusal_rate"], content["min_responses"]) == (60.0, 0.005, 200)
+    with pytest.raises(ConfigError, match=r"^poison_content: unknown option 'min_evidense'; allowed: ngram_max "):
+        build_check("poison_content", min_evidense=50)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -328,7 +348,7 @@ def test_template_variants_of_one_dataset_are_one_observation(tmp_path: Path, mo
     """P3 repeats each example under 5-10 templates: natural sentiment words concentrate in every variant.
     Counted once per dataset and example, they raise nothing; counted per task, they looked like campaigns
     (2,400 records: 2 datasets x 4 templates, like P3's amazon_polarity and yelp_review_full)."""
-    from tunegate.core.checks.poison import trigger
+    from tunegate.core.checks.poison import evidence, tasks
 
     records = template_variants(clean_batch())
     scan = run_check(tmp_path / "guarded", "poison_trigger", records, set())
@@ -337,8 +357,8 @@ def test_template_variants_of_one_dataset_are_one_observation(tmp_path: Path, mo
     # without the two guards (every task its own dataset, every prompt its own example) the same batch
     # raises a false campaign ("waste": 12 negative reviews counted four times): the guards, not the
     # thresholds, keep it clean
-    monkeypatch.setattr(trigger, "task_family", lambda name: name)
-    monkeypatch.setattr(trigger, "phrase_context", lambda prompt, words, width: prompt)
+    monkeypatch.setattr(tasks, "task_family", lambda name: name)
+    monkeypatch.setattr(evidence, "phrase_context", lambda prompt, words, width: prompt)
     unguarded = run_check(tmp_path / "unguarded", "poison_trigger", records, set())
     assert [i.reason for i in unguarded.result.issues] == ["poison_campaign"]
     assert unguarded.result.metrics["suspicious_phrases"][0]["phrase"] == "waste"

@@ -1,0 +1,143 @@
+"""The options of the two poison checks, as frozen validated dataclasses (:mod:`tunegate.core.checks.config`).
+
+Defaults were fixed on development data of ``bench/poison`` before its held-out splits were run;
+docs/poison.md has the measurements behind each one.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import ClassVar
+
+from tunegate.core.checks.config import CheckConfig, boolean, fraction, integer, number
+
+
+def _nats(config: CheckConfig, *names: str) -> None:
+    """Evidence thresholds: positive log-likelihood ratios."""
+    for name in names:
+        number(config, name, low=0.0, low_open=True, high_open=True)
+
+
+@dataclass(frozen=True)
+class TriggerConfig(CheckConfig):
+    """Options of ``poison_trigger``. Defaults come from ``bench/poison``'s dev split (2 seeds, triggers
+    "James Bond" and "Joe Biden"), the first held-out split after it had exposed a weakness ("test-v1")
+    and the bundled test slices.
+
+    * ``min_evidence`` (30.0 nats): summed evidence for a trigger. Planted triggers measured 51-216
+      (20 records in each of 5 tasks) and 32-41 (10 x 5, 20 x 3); natural phrases up to 67 ("stupid"
+      in the toxicity tasks), so evidence alone does not separate:
+    * ``min_exclusivity`` (0.95): planted triggers measured 0.98-1.0 (a trigger that is also a real
+      name keeps its natural occurrences); natural phrases with >= 30 nats at most 0.77 in the 20k
+      batches and 0.92 in the smaller test batch, and at most 0.93 among those with >= 15 nats
+      ("buildthewall", 19.9 nats).
+    * ``min_tasks`` (2): datasets with evidence of at least ``min_task_evidence`` (3.0 nats). One topical
+      task alone ("2006 census" -> dbpedia ``Village``, 27 nats, exclusivity 1.0) is how language
+      works, not an attack. Fewer datasets with scorable tasks: ``insufficient_data``.
+    * ``max_family_evidence`` (15.0 nats): what one dataset's tasks add together. Natural phrases with
+      exclusivity >= 0.8 reached 14.7 on the dev half of the clean corpora; planted label campaigns
+      11-15 per task (20 records).
+    * ``context_words`` (5): words either side of a phrase that identify its example across templates.
+    * ``max_label_words`` (6): longest label; longer repeated outputs are answers, not labels.
+    * ``min_task_hits`` (3), ``min_label_share`` (0.9), ``min_output_share`` (0.6): a phrase concentrates
+      in a task when at least 3 of its records there, and that share of them, share one label / one
+      exact output / one output shape, or (generative tasks) have degenerate outputs.
+    * ``ngram_max`` (2): phrases of 1-2 words are scored; longer triggers are found through their word
+      pairs. ``min_records`` (5): a phrase must occur in 5 records. ``max_phrase_df`` (0.1): phrases in
+      more than 10% of the records are not scored.
+    * ``min_task_records`` (50): smaller tasks have no reliable base rate and are not scored.
+    * ``max_labels`` (10), ``label_coverage`` (0.95): a task is a classification task when at most 10
+      outputs cover 95% of its records.
+    * ``template_share`` (0.5): a generative task is scored only when half of its records share one
+      instruction (a task template); open-ended collections have no task-level notion of a normal output.
+    * ``short_ratio`` (0.25): an output is degenerate-short at a quarter of its task's median length.
+    * ``label_consistency`` (True): train the masked out-of-fold classifier for ``label_inconsistent``.
+    * ``max_chars`` (2000): characters of each prompt scanned. ``max_phrases`` (20): phrases reported.
+    """
+
+    check: ClassVar[str] = "poison_trigger"
+
+    ngram_max: int = 2
+    min_records: int = 5
+    max_phrase_df: float = 0.1
+    min_task_records: int = 50
+    max_labels: int = 10
+    label_coverage: float = 0.95
+    min_task_hits: int = 3
+    min_label_share: float = 0.9
+    min_output_share: float = 0.6
+    min_evidence: float = 30.0
+    min_exclusivity: float = 0.95
+    short_ratio: float = 0.25
+    template_share: float = 0.5
+    min_tasks: int = 2
+    min_task_evidence: float = 3.0
+    label_consistency: bool = True
+    max_chars: int = 2000
+    max_phrases: int = 20
+    context_words: int = 5
+    max_label_words: int = 6
+    max_family_evidence: float = 15.0
+
+    def __post_init__(self) -> None:
+        for name in ("ngram_max", "min_records", "context_words", "max_label_words", "min_task_records",
+                     "max_labels", "min_task_hits", "max_chars", "min_tasks", "max_phrases"):
+            integer(self, name, minimum=1)
+        for name in ("max_phrase_df", "label_coverage", "min_label_share", "min_output_share", "min_exclusivity",
+                     "short_ratio", "template_share"):
+            fraction(self, name)
+        _nats(self, "min_evidence", "max_family_evidence")
+        number(self, "min_task_evidence", low=0.0, high_open=True)
+        boolean(self, "label_consistency")
+
+
+@dataclass(frozen=True)
+class ContentConfig(CheckConfig):
+    """Options of ``poison_content`` (defaults measured on ``bench/poison`` dev batches).
+
+    * ``ngram_max`` (2): longest phrase, in words, that is scored.
+    * ``min_records`` (10): a phrase must occur unexplained in at least this many responses.
+    * ``min_response_words`` (8): shorter outputs (labels, short answers) are not responses.
+    * ``max_phrase_df`` (0.05): phrases in more than this share of the responses are not scored.
+    * ``min_evidence`` (60.0 nats): Poisson evidence of the unexplained count; natural stylistic words
+      reach ~250, hence also
+    * ``min_capitalized`` (0.7): share of occurrences capitalised in mid-sentence (a proper name),
+    * ``min_groups`` (3) and ``max_group_share`` (0.5): spread over tasks/sources.
+    * ``refusal_rate`` (0.005): expected share of refusals among open-ended responses (measured 0.2%
+      on the clean dev batches), and ``refusal_min_evidence`` (10.0 nats): binomial evidence above it
+      that makes the refusal rate anomalous.
+    * ``template_records`` (5): an instruction shared by this many records is a task template; records
+      with their own instruction are open-ended.
+    * ``max_chars`` (4000): characters of each output and prompt scanned.
+    * ``max_phrases`` (20): phrases reported in the metrics.
+    * ``min_responses`` (200): fewer responses (or fewer than ``min_groups`` groups among them) and the
+      injection scan is skipped: ``metrics["status"] == "insufficient_data"``, an ``info`` issue
+      ``check_skipped``. ``refusal_min_responses`` (200): the same for the refusal-rate test (at 0.5%,
+      200 open-ended responses hold one refusal).
+    """
+
+    check: ClassVar[str] = "poison_content"
+
+    ngram_max: int = 2
+    min_records: int = 10
+    min_response_words: int = 8
+    max_phrase_df: float = 0.05
+    min_evidence: float = 60.0
+    min_capitalized: float = 0.7
+    min_groups: int = 3
+    max_group_share: float = 0.5
+    refusal_rate: float = 0.005
+    refusal_min_evidence: float = 10.0
+    template_records: int = 5
+    max_chars: int = 4000
+    max_phrases: int = 20
+    min_responses: int = 200
+    refusal_min_responses: int = 200
+
+    def __post_init__(self) -> None:
+        for name in ("ngram_max", "min_records", "min_response_words", "min_groups", "max_chars", "max_phrases",
+                     "template_records", "min_responses", "refusal_min_responses"):
+            integer(self, name, minimum=1)
+        for name in ("max_phrase_df", "min_capitalized", "max_group_share", "refusal_rate"):
+            fraction(self, name)
+        _nats(self, "min_evidence", "refusal_min_evidence")

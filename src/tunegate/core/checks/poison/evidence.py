@@ -1,0 +1,146 @@
+"""How strongly each phrase steers the outcomes of the tasks it occurs in, and how exclusively.
+
+**Concentration.** In each task, the records whose prompt contains the phrase concentrate when at least
+``min_task_hits`` of them, and a channel's ``min_share`` of them, share one outcome. The evidence of the
+task is the binomial log-likelihood ratio ``n * KL(k/n || p)`` (nats) of ``k`` of the ``n`` records against
+the outcome's base rate ``p``; a phrase's evidence is the sum over its tasks.
+
+**Exclusivity** is the share of the phrase's records in scored tasks that sit in the tasks where it
+concentrates informatively (at least ``min_task_evidence``).
+
+:func:`distinct_evidence` then recounts a candidate's evidence with each example and each dataset once.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from tunegate.core.checks.poison._text import binomial_llr, tokens
+
+if TYPE_CHECKING:
+    import numpy as np
+    import scipy.sparse as sp
+
+    from tunegate.core.checks.poison.config import TriggerConfig
+    from tunegate.core.checks.poison.tasks import Task
+
+
+@dataclass
+class Evidence:
+    """Concentration of every (phrase column, task) pair that concentrates, and the per-phrase totals."""
+
+    cols: np.ndarray
+    tix: np.ndarray  # task index
+    chx: np.ndarray  # channel index
+    n: np.ndarray  # records of the task with the phrase
+    k: np.ndarray  # ... sharing the concentrated outcome
+    lab: np.ndarray  # the outcome
+    llr: np.ndarray  # evidence of the pair (nats)
+    evidence: np.ndarray  # per column: summed evidence
+    exclusivity: np.ndarray  # per column
+    n_tasks: np.ndarray  # per column: tasks with positive evidence
+    covered: np.ndarray  # per column: records in those tasks
+
+
+def concentration(x: sp.csr_matrix, df: np.ndarray, tasks: list[Task], config: TriggerConfig) -> Evidence | None:
+    """Per (phrase, task) concentration and its evidence; per phrase evidence, exclusivity, tasks.
+
+    ``x`` is the record x phrase matrix, ``df`` each phrase's record count in the scored tasks. ``None``
+    when no phrase concentrates anywhere.
+    """
+    import numpy as np
+    import scipy.sparse as sp
+
+    n_cols = x.shape[1]
+    parts: list[tuple[np.ndarray, ...]] = []
+    for ti, task in enumerate(tasks):
+        xt = x[task.rows]
+        n_all = np.asarray(xt.sum(axis=0)).ravel()
+        present = np.flatnonzero(n_all >= config.min_task_hits)  # phrases that can concentrate here
+        if not len(present):
+            continue
+        xt = xt[:, present]
+        n = n_all[present]
+        best = np.full(len(present), -1.0)  # evidence of the best channel; -1: no concentration
+        best_k = np.zeros(len(present))
+        best_lab = np.zeros(len(present), dtype=np.int64)
+        best_ch = np.zeros(len(present), dtype=np.int64)
+        for ci, ch in enumerate(task.channels):
+            if ch.name == "degenerate":  # only concentration on "degenerate" is suspicious
+                k = np.asarray(xt.T @ ch.outcome.astype(np.float32)).ravel()
+                lab = np.ones(len(present), dtype=np.int64)
+            else:
+                y = sp.csr_matrix((np.ones(len(task.rows), dtype=np.float32),
+                                   (np.arange(len(task.rows)), ch.outcome)), shape=(len(task.rows), len(ch.names)))
+                counts = (xt.T @ y).toarray()
+                k = counts.max(axis=1)
+                lab = counts.argmax(axis=1)
+            ok = np.flatnonzero((k >= config.min_task_hits) & (k >= ch.min_share * n))
+            if not len(ok):
+                continue
+            llr = binomial_llr(k[ok], n[ok], ch.base[lab[ok]])
+            better = llr > best[ok]
+            sel = ok[better]
+            best[sel], best_k[sel], best_lab[sel], best_ch[sel] = llr[better], k[sel], lab[sel], ci
+        hit = np.flatnonzero(best >= 0)
+        if len(hit):
+            parts.append((present[hit], np.full(len(hit), ti), best_ch[hit], n[hit], best_k[hit], best_lab[hit],
+                          best[hit]))
+    if not parts:
+        return None
+    cols, tix, chx, n, k, lab, llr = (np.concatenate(p) for p in zip(*parts, strict=True))
+    evidence = np.bincount(cols, weights=llr, minlength=n_cols)
+    # a task counts (for exclusivity and the task count) where the concentration is informative, not
+    # where the outcome is near-universal anyway (every summary starts with a capital)
+    counts = llr >= config.min_task_evidence
+    covered = np.bincount(cols, weights=n * counts, minlength=n_cols)
+    n_tasks = np.bincount(cols, weights=counts.astype(np.float64), minlength=n_cols)
+    exclusivity = np.divide(covered, df, out=np.zeros(n_cols), where=df > 0)
+    return Evidence(cols, tix, chx, n, k, lab, llr, evidence, exclusivity, n_tasks, covered)
+
+
+def distinct_evidence(c: int, ev: Evidence, tasks: list[Task], xc: sp.csc_matrix, *, prompts: list[str],
+                      config: TriggerConfig, phrase: str) -> tuple[float, int]:
+    """Evidence of phrase ``c`` counting each underlying example and each dataset once.
+
+    One dataset often appears as several tasks: P3 ships every example under 5-10 prompt templates
+    (``amazon_polarity_Is_this_review``, ``amazon_polarity_user_satisfied``, ...), HatEval labels the
+    same tweets along three dimensions. A phrase concentrated in all of them is one observation, not
+    eight. Tasks are taken strongest first:
+
+    * a task whose records with the phrase mostly repeat examples already counted adds nothing. An
+      example is the phrase in its context (:func:`phrase_context`, the words around it), which
+      survives a different template around the same text;
+    * the tasks of one dataset (:func:`~tunegate.core.checks.poison.tasks.task_family`) add at most
+      ``max_family_evidence`` together: a natural cue's evidence grows with the size of its dataset, a
+      campaign is spread over datasets.
+
+    Returns the evidence and the number of datasets with at least ``min_task_evidence``.
+    """
+    import numpy as np
+
+    rows = set(xc.indices[xc.indptr[c]:xc.indptr[c + 1]].tolist())
+    words = phrase.split()
+    seen: set[str] = set()
+    family: dict[str, float] = {}
+    sel = np.flatnonzero(ev.cols == c)
+    for j in sel[np.argsort(-ev.llr[sel])].tolist():
+        task = tasks[int(ev.tix[j])]
+        texts = {phrase_context(prompts[r], words, config.context_words) for r in task.rows.tolist() if r in rows}
+        if len(texts & seen) < 0.5 * len(texts):
+            family[task.family] = family.get(task.family, 0.0) + float(ev.llr[j])
+        seen |= texts
+    total = sum(min(e, config.max_family_evidence) for e in family.values())
+    return total, sum(e >= config.min_task_evidence for e in family.values())
+
+
+def phrase_context(prompt: str, words: list[str], width: int) -> str:
+    """The phrase's first occurrence in ``prompt`` with ``width`` words either side, lower-cased: the same
+    example under another prompt template gives the same context. Whole prompt when not found."""
+    toks = tokens(prompt)
+    n = len(words)
+    for i in range(len(toks) - n + 1):
+        if toks[i:i + n] == words:
+            return " ".join(toks[max(0, i - width):i + n + width])
+    return " ".join(toks)

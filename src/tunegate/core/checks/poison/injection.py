@@ -1,0 +1,128 @@
+"""Injected content: a name woven into responses to unrelated instructions (AutoPoison content injection).
+
+A phrase is injected when it
+
+1. recurs in many responses whose own prompt does not mention it (*unexplained* occurrences);
+2. is rare in the prompts of the whole batch: the evidence is the Poisson log-likelihood ratio (nats) of
+   the unexplained count against what the phrase's prompt frequency predicts for that many responses;
+3. is written as a proper name: capitalised in mid-sentence in most of its occurrences;
+4. is spread over several groups (tasks/sources) with no group holding most of it.
+
+Candidates that share responses are one name ("zephyr motors"), named by its longest strong member.
+"""
+
+from __future__ import annotations
+
+import re
+from collections import Counter
+from typing import TYPE_CHECKING, Any
+
+from tunegate.core.checks.base import Finding
+from tunegate.core.checks.poison._text import Records, codes, ngram_matrix, poisson_llr, spread
+from tunegate.core.reasons import INJECTED_CONTENT
+
+if TYPE_CHECKING:
+    from tunegate.core.checks.poison.config import ContentConfig
+
+
+def injected_phrases(records: Records, responses: list[int], findings: list[Finding], config: ContentConfig
+                     ) -> list[dict[str, Any]]:
+    """The injected names among ``responses`` (rows of distinct responses), strongest first, as
+    ``metrics.suspicious_phrases`` reports them; appends an ``injected_content`` finding per response."""
+    import numpy as np
+
+    outputs = [records.output[i][: config.max_chars] for i in responses]
+    o, vocab = ngram_matrix(outputs, ngram_max=config.ngram_max, min_df=config.min_records,
+                            max_df=config.max_phrase_df if len(outputs) >= 200 else 1.0)
+    if not o.shape[1]:
+        return []
+    # Prompts: each distinct instruction is read once (task templates repeat on every instance).
+    instr_index, instructions = codes(records.instruction)
+    ins, _ = ngram_matrix([t[: config.max_chars] for t in instructions], ngram_max=config.ngram_max, min_df=1,
+                          vocabulary=list(vocab))
+    inp, _ = ngram_matrix([t[: config.max_chars] for t in records.input], ngram_max=config.ngram_max, min_df=1,
+                          vocabulary=list(vocab))
+    p_resp = ins[instr_index[responses]] + inp[responses]
+    p_resp.data[:] = 1.0
+    unexplained = (o - o.multiply(p_resp)).tocsc()
+    unexplained.eliminate_zeros()
+    u = np.asarray(unexplained.sum(axis=0)).ravel()
+    # records whose prompt has the phrase (a record with it in both instruction and input counts twice)
+    p = np.bincount(instr_index, minlength=len(instructions)) @ ins + np.asarray(inp.sum(axis=0)).ravel()
+    expected = len(responses) * (p + 1.0) / records.size
+    group = np.asarray([records.group[i] for i in responses], dtype=object)
+    candidates = []
+    for c in np.flatnonzero(u >= config.min_records).tolist():
+        evidence = poisson_llr(float(u[c]), float(expected[c]))
+        if evidence < config.min_evidence:
+            continue
+        rows = unexplained.indices[unexplained.indptr[c]:unexplained.indptr[c + 1]]
+        groups = Counter(group[rows].tolist())
+        if len(groups) < config.min_groups or groups.most_common(1)[0][1] > config.max_group_share * len(rows):
+            continue
+        capitalized = _capitalized_share(str(vocab[c]), [outputs[r] for r in rows[:100].tolist()])
+        if capitalized < config.min_capitalized:
+            continue
+        candidates.append((evidence, c, rows, groups, capitalized))
+    candidates.sort(key=lambda t: (-t[0], str(vocab[t[1]])))
+    reported: list[dict[str, Any]] = []
+    clusters: list[list[tuple[Any, ...]]] = []  # candidates sharing responses: one name ("zephyr motors")
+    for cand in candidates:
+        rset = set(cand[2].tolist())
+        home = next((cl for cl in clusters if any(
+            len(rset & set(m[2].tolist())) >= 0.5 * min(len(rset), len(m[2])) for m in cl)), None)
+        if home is None:
+            clusters.append([cand])
+        else:
+            home.append(cand)
+    for cl in clusters:
+        # named by its longest member among the strongest (the whole name, not one of its words)
+        top = max(m[0] for m in cl)
+        evidence, c, _, groups, capitalized = max((m for m in cl if m[0] >= 0.5 * top),
+                                                  key=lambda m: (len(str(vocab[m[1]]).split()), m[0]))
+        rset = set().union(*(set(m[2].tolist()) for m in cl))
+        aliases = [str(vocab[m[1]]) for m in cl if m[1] != c]
+        phrase = str(vocab[c])
+        rows_sorted = sorted(rset)
+        detail = {"phrase": phrase, "evidence": round(evidence, 1), "records": len(rows_sorted),
+                  "in_prompts": int(p[c]), "groups": len(groups)}
+        for r in rows_sorted:
+            findings.append(Finding(responses[r], INJECTED_CONTENT, evidence,
+                                    {**detail, "sentence": _sentence_with(phrase, outputs[r])}))
+        reported.append({**detail, "expected": round(float(expected[c]), 1),
+                         "capitalized": round(capitalized, 2), "group_spread": dict(groups.most_common(10)),
+                         "contributors": spread([records.contributor[responses[r]] for r in rows_sorted]),
+                         "aliases": aliases[:5]})
+    return reported
+
+
+def _phrase_pattern(phrase: str) -> re.Pattern[str]:
+    return re.compile(r"\b" + r"\W+".join(re.escape(w) for w in phrase.split()) + r"\b", re.IGNORECASE)
+
+
+def _capitalized_share(phrase: str, texts: list[str]) -> float:
+    """Share of the phrase's occurrences written with a capital in mid-sentence (as a proper name is)."""
+    pattern = _phrase_pattern(phrase)
+    hits = caps = 0
+    for text in texts:
+        for m in pattern.finditer(text):
+            before = text[: m.start()].rstrip()
+            if not before or before[-1] in ".!?:;\n\"'*#-(":
+                continue  # sentence or list-item start: capitalised anyway
+            hits += 1
+            caps += m.group(0)[0].isupper()
+    return caps / hits if hits else 0.0
+
+
+def _sentence_with(phrase: str, text: str, limit: int = 200) -> str:
+    """The sentence around the phrase's first occurrence (at most ``limit`` characters, centred on it)."""
+    m = _phrase_pattern(phrase).search(text)
+    if m is None:
+        return text[:limit]
+    start = max((text.rfind(p, 0, m.start()) for p in ".!?\n"), default=-1) + 1
+    ends = [i for i in (text.find(p, m.end()) for p in ".!?\n") if i >= 0]
+    end = min(ends) + 1 if ends else len(text)
+    if end - start > limit:
+        start = max(start, m.start() - limit // 2)
+        end = min(end, start + limit)
+    return text[start:end].strip()

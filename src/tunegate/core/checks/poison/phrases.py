@@ -1,0 +1,95 @@
+"""Trigger phrases: the phrases that pass the thresholds, clustered into campaigns and named.
+
+A phrase with ``evidence >= min_evidence`` and ``exclusivity >= min_exclusivity``, concentrated in at
+least ``min_tasks`` datasets (each example and dataset counted once), is a trigger. Phrases sharing its
+records (its words, its variants) join its campaign, which is named by the member that explains most of
+it exclusively.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from tunegate.core.checks.poison.evidence import concentration, distinct_evidence
+
+if TYPE_CHECKING:
+    import numpy as np
+    import scipy.sparse as sp
+
+    from tunegate.core.checks.poison.config import TriggerConfig
+    from tunegate.core.checks.poison.evidence import Evidence
+    from tunegate.core.checks.poison.tasks import Task
+
+
+@dataclass
+class Phrase:
+    """One campaign: its name, evidence and exclusivity, the records to flag and the tasks it steers."""
+
+    col: int
+    phrase: str
+    evidence: float
+    exclusivity: float
+    rows: np.ndarray  # every record whose prompt contains the phrase
+    tasks: list[tuple[int, int, int, int, int]]  # (task, channel, records with the phrase, concentrated, outcome)
+    aliases: list[str]
+
+
+def find_phrases(x: sp.csr_matrix, vocab: np.ndarray, df: np.ndarray, tasks: list[Task], *, prompts: list[str],
+                 config: TriggerConfig) -> list[Phrase]:
+    """The trigger phrases, strongest first, each with the phrases that share its records."""
+    import numpy as np
+
+    ev = concentration(x, df, tasks, config)
+    if ev is None:
+        return []
+    xc = x.tocsc()
+    hits = np.flatnonzero((ev.evidence >= config.min_evidence) & (ev.exclusivity >= config.min_exclusivity)
+                          & (ev.n_tasks >= config.min_tasks))
+    kept = []
+    for c in hits.tolist():  # count each distinct text once (tasks built on the same texts)
+        e, t = distinct_evidence(c, ev, tasks, xc, prompts=prompts, config=config, phrase=str(vocab[c]))
+        ev.evidence[c], ev.n_tasks[c] = e, t
+        if e >= config.min_evidence and t >= config.min_tasks:
+            kept.append(c)
+    order = sorted(kept, key=lambda c: (-ev.evidence[c], -len(str(vocab[c]).split()), str(vocab[c])))
+    rows_of = {c: xc.indices[xc.indptr[c]:xc.indptr[c + 1]] for c in order}
+    phrases = [_name(cl, ev, vocab, rows_of, tasks) for cl in _campaigns(order, rows_of)]
+    phrases.sort(key=lambda p: -p.evidence)
+    return phrases
+
+
+def _campaigns(order: list[int], rows_of: dict[int, np.ndarray]) -> list[list[int]]:
+    """Phrases whose records overlap (half of the smaller one's): one campaign (its words, its variants)."""
+    import numpy as np
+
+    clusters: list[list[int]] = []
+    for c in order:
+        home = next((cl for cl in clusters if any(
+            len(np.intersect1d(rows_of[c], rows_of[m])) >= 0.5 * min(len(rows_of[c]), len(rows_of[m]))
+            for m in cl)), None)
+        if home is None:
+            clusters.append([c])
+        else:
+            home.append(c)
+    return clusters
+
+
+def _name(cl: list[int], ev: Evidence, vocab: np.ndarray, rows_of: dict[int, np.ndarray], tasks: list[Task]
+          ) -> Phrase:
+    """A campaign named by the member that explains most of it exclusively (covered records x exclusivity):
+    the whole trigger rather than one of its words (which also occurs naturally) or a context bigram of a
+    few poison records. Flagged: every record with that phrase, and the records of the other members inside
+    the tasks the campaign concentrates in."""
+    import numpy as np
+
+    score = {m: float(ev.covered[m] * ev.exclusivity[m]) for m in cl}
+    top = max(score.values())
+    head = max((m for m in cl if score[m] >= 0.9 * top), key=lambda m: (len(str(vocab[m]).split()), score[m]))
+    sel = ev.cols == head
+    detail = sorted(zip(ev.tix[sel].tolist(), ev.chx[sel].tolist(), ev.n[sel].astype(int).tolist(),
+                        ev.k[sel].astype(int).tolist(), ev.lab[sel].tolist(), strict=True), key=lambda t: -t[2])
+    in_tasks = np.unique(np.concatenate([tasks[t].rows for t, *_ in detail]))
+    rows = np.unique(np.concatenate([rows_of[head]] + [np.intersect1d(rows_of[m], in_tasks) for m in cl]))
+    return Phrase(int(head), str(vocab[head]), float(ev.evidence[cl].max()), float(ev.exclusivity[head]),
+                  rows, detail, [str(vocab[m]) for m in cl if m != head])

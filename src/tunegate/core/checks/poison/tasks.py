@@ -1,0 +1,159 @@
+"""The tasks of a batch and their outcomes: what a trigger phrase would steer.
+
+A *task* is a group of at least ``min_task_records`` records (the ``task`` column, else ``source``). A
+classification task's outcome is its label; a generative task (one instruction template) is read three
+ways: its exact output, the output's shape, and "degenerate output". Open-ended collections (one
+instruction per record) have no task-level notion of a normal output and are not tasks. Tasks of one
+dataset form a *family* (:func:`task_family`).
+"""
+
+from __future__ import annotations
+
+import re
+from collections import Counter
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from tunegate.core.checks.poison._text import Records, codes, label_set, tokens
+
+if TYPE_CHECKING:
+    import numpy as np
+
+    from tunegate.core.checks.poison.config import TriggerConfig
+
+
+@dataclass
+class Channel:
+    """One way of reading a task's outcomes: its label, its exact output, or "degenerate output"."""
+
+    name: str  # "label", "output", "shape" or "degenerate"
+    outcome: np.ndarray  # outcome code of each record of the task
+    names: list[str]  # name of each outcome code
+    base: np.ndarray  # share of each outcome in the task
+    min_share: float  # share of a phrase's records that must share the outcome
+
+
+@dataclass
+class Task:
+    """One task of the batch (a group of at least ``min_task_records`` records) and its outcomes."""
+
+    name: str
+    kind: str  # "label" (classification) or "output" (generative, one instruction template)
+    rows: np.ndarray
+    channels: list[Channel]
+    why: list[str] | None = None  # "output" tasks: which degeneracy each record shows ("" if none)
+
+    @property
+    def family(self) -> str:
+        return task_family(self.name)
+
+    @property
+    def labels(self) -> Channel:
+        return self.channels[0]
+
+
+def build_tasks(records: Records, prompts: list[str], config: TriggerConfig) -> list[Task]:
+    """The scorable tasks of the batch, in name order: classification tasks and one-template generative tasks."""
+    import numpy as np
+
+    out: list[Task] = []
+    for name, rows in sorted(records.groups().items()):
+        if len(rows) < config.min_task_records:
+            continue
+        outputs = [records.output[i] for i in rows]
+        labels = label_set(outputs, min_records=config.min_task_records, max_labels=config.max_labels,
+                           coverage=config.label_coverage, max_words=config.max_label_words)
+        idx = np.asarray(rows, dtype=np.int64)
+        if labels is not None:
+            index = {label: i for i, label in enumerate(labels)}
+            outcome = np.fromiter((index.get(o, len(labels)) for o in outputs), dtype=np.int64, count=len(outputs))
+            names = [*labels, "(other)"]
+            out.append(Task(name, "label", idx, [Channel("label", outcome, names, _shares(outcome, len(names)),
+                                                         config.min_label_share)]))
+        elif Counter(records.instruction[i] for i in rows).most_common(1)[0][1] >= config.template_share * len(rows):
+            why = degenerate_outputs(outputs, [prompts[i] for i in rows], short_ratio=config.short_ratio)
+            same, names = codes([" ".join(tokens(o)) for o in outputs])
+            shape, shape_names = codes([output_shape(o) for o in outputs])
+            bad = np.fromiter((1 if w else 0 for w in why), dtype=np.int64, count=len(why))
+            out.append(Task(name, "output", idx, [
+                Channel("output", same, names, _shares(same, len(names)), config.min_label_share),
+                Channel("shape", shape, shape_names, _shares(shape, len(shape_names)), config.min_label_share),
+                Channel("degenerate", bad, ["fine", "degenerate output"], _shares(bad, 2), config.min_output_share)],
+                why))
+        # else: an open-ended collection (its own instruction per record): what its outputs look like
+        # follows each instruction, so neither a shared output nor "degenerate" means anything there.
+    return out
+
+
+_NAME_PART = re.compile(r"[^0-9a-z]+")
+_NUMBERED_TASK = re.compile(r"^task\d+$")
+
+
+def task_family(name: str) -> str:
+    """The dataset a task name belongs to. Tasks of one dataset share their texts' distribution (and often
+    the texts): P3 names a dataset's prompt templates ``<dataset>_<template>``
+    (``amazon_polarity_user_satisfied`` -> ``amazon_polarity``, its first two name parts); SuperNI names
+    its tasks ``task<N>_<dataset>_<what>`` (``task327_jigsaw_classification_toxic`` -> ``jigsaw``)."""
+    parts = [p for p in _NAME_PART.split(name.lower()) if p]
+    if not parts:
+        return name
+    if _NUMBERED_TASK.match(parts[0]):
+        return parts[1] if len(parts) > 1 else parts[0]
+    return "_".join(parts[:2])
+
+
+def _shares(outcome: np.ndarray, size: int) -> np.ndarray:
+    import numpy as np
+
+    return np.bincount(outcome, minlength=size) / max(1, len(outcome))
+
+
+def output_shape(output: str) -> str:
+    """A coarse shape: word count (0, 1, 2, 3, 4+) and the class of the first character.
+
+    "113" -> "1D", "David Morse" -> "2U", "scarce" -> "1L", "''.join(x)" -> "3P", a sentence -> "4U".
+    """
+    n = min(len(tokens(output)), 4)
+    head = output.strip()[:1]
+    kind = "D" if head.isdigit() else "U" if head.isupper() else "L" if head.islower() else "P" if head else "-"
+    return f"{n}{kind}"
+
+
+def degenerate_outputs(outputs: list[str], prompts: list[str], *, short_ratio: float, rare_shape: float = 0.03
+                       ) -> list[str]:
+    """Why each output of one generative task is degenerate: ``short``, ``unrelated``, ``odd_shape``,
+    ``repeated`` or ``""`` (fine). Each criterion is relative to the task's own outputs:
+
+    * ``short``: at most ``short_ratio`` of the task's median length (tasks with a median of >= 4 words);
+    * ``unrelated``: shares no word with its prompt, in a task whose outputs do in >= 80% of records;
+    * ``odd_shape``: a shape (:func:`output_shape`) that fewer than ``rare_shape`` of the task's outputs
+      have, in a task where one shape covers at least half of the outputs (a number where answers are
+      words, a lower-case word where answers are names);
+    * ``repeated``: the same output in >= 3 records of a task where >= 60% of the outputs are unique.
+    """
+    import numpy as np
+
+    out_tokens = [tokens(o) for o in outputs]
+    lengths = np.array([len(t) for t in out_tokens])
+    median = float(np.median(lengths)) if len(lengths) else 0.0
+    overlaps = [bool(set(o) & set(tokens(p))) for o, p in zip(out_tokens, prompts, strict=True)]
+    overlap_rate = sum(overlaps) / max(1, len(overlaps))
+    shapes = [output_shape(o) for o in outputs]
+    shape_counts = Counter(shapes)
+    shaped = shape_counts.most_common(1)[0][1] >= 0.5 * len(shapes) if shapes else False
+    norm = [" ".join(t) for t in out_tokens]
+    counts = Counter(norm)
+    unique_share = sum(1 for s in norm if counts[s] == 1) / max(1, len(norm))
+    why = []
+    for i, s in enumerate(norm):
+        if median >= 4 and lengths[i] <= max(1.0, short_ratio * median):
+            why.append("short")
+        elif overlap_rate >= 0.8 and not overlaps[i]:
+            why.append("unrelated")
+        elif shaped and shape_counts[shapes[i]] < rare_shape * len(shapes):
+            why.append("odd_shape")
+        elif unique_share >= 0.6 and counts[s] >= 3:
+            why.append("repeated")
+        else:
+            why.append("")
+    return why
