@@ -20,6 +20,7 @@ import numpy as np
 import pyarrow.parquet as pq
 
 from tunegate.core.checks import CanonicalBatch
+from tunegate.core.checks._clusters import representatives
 from tunegate.core.checks.near_duplicate import NearDuplicateCheck
 from tunegate.core.embeddings import EmbeddingSpec, embed_table
 
@@ -46,7 +47,8 @@ def main() -> int:
     edits = {b for _, b in planted}
     v = embed_table(batch, EmbeddingSpec(), cache_dir=args.work / "embeddings")
     with np.load(args.work / "exact_knn.npz") as g:
-        rep, _ = NearDuplicateCheck()._cluster(v, g["sims"], g["ids"], np.zeros(len(v), dtype=bool))
+        rep, _ = representatives(v, g["sims"], g["ids"], np.zeros(len(v), dtype=bool), lambda i, j: True,
+                                 threshold=NearDuplicateCheck().threshold)
     exact = set(np.flatnonzero(rep >= 0).tolist())
     exact_involved = exact | set(rep[rep >= 0].tolist())
     f = pq.read_table(args.work / "findings" / "near_duplicate.parquet").to_pylist()

@@ -21,6 +21,7 @@ from pathlib import Path
 import numpy as np
 
 from tunegate.core.checks import CanonicalBatch
+from tunegate.core.checks._clusters import representatives
 from tunegate.core.checks.near_duplicate import DEFAULT_THRESHOLD, NearDuplicateCheck
 from tunegate.core.embeddings import EmbeddingSpec, embed_table
 from tunegate.core.vector_index import IndexParams, add, new_index, search, self_knn
@@ -33,7 +34,8 @@ def pairs_at(sims: np.ndarray, ids: np.ndarray, t: float) -> set[tuple[int, int]
 
 
 def flagged(check: NearDuplicateCheck, v: np.ndarray, sims: np.ndarray, ids: np.ndarray) -> set[int]:
-    rep, _ = check._cluster(v, sims, ids, np.zeros(len(v), dtype=bool))
+    rep, _ = representatives(v, sims, ids, np.zeros(len(v), dtype=bool), lambda i, j: True,
+                             threshold=check.threshold)
     return set(np.flatnonzero(rep >= 0).tolist())
 
 

@@ -35,3 +35,7 @@ class BatchHalted(TunegateError):
     def __init__(self, message: str, reasons: list[str]) -> None:
         super().__init__(message)
         self.reasons = reasons
+
+
+class HistoryError(TunegateError):
+    """The history cannot be used as it is: damaged, partly missing, locked, or made another way."""

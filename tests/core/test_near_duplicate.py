@@ -238,7 +238,7 @@ def test_concurrent_update_waits_for_the_writer_and_a_dead_writers_lock_is_gone(
     import subprocess
     import sys
 
-    from tunegate.core import history as history_module
+    from tunegate.core.history import writing as history_module
 
     history, night2 = two_nights
     # a lock file left behind by a killed writer holds nothing: the OS released its lock with the process
@@ -261,19 +261,39 @@ def test_concurrent_update_waits_for_the_writer_and_a_dead_writers_lock_is_gone(
 
 
 @pytest.mark.parametrize(("options", "message"), [
-    ({"threshold": 1.5}, "threshold"),
-    ({"k": 0}, "k must be"),
-    ({"fields": "prompt+answer"}, "embedding fields"),
-    ({"embedding": "word2vec"}, "backend 'word2vec' is unknown"),
-    ({"flat_max": -1}, "flat_max"),
-    ({"flood_alpha": 2}, "flood_alpha"),
-    ({"embedding": "static"}, "needs model_path"),
-    ({"thresold": 0.9}, "unexpected keyword"),
-    ({"embedding": "minilm"}, "no calibrated threshold"),
+    ({"threshold": 1.5}, r"near_duplicate threshold must be a number in \(0\.0, 1\.0\], got 1\.5"),
+    ({"k": 0}, "near_duplicate k must be an integer between 1 and 1000, got 0"),
+    ({"fields": "prompt+answer"}, r"near_duplicate embedding fields 'prompt\+answer'"),
+    ({"embedding": "word2vec"}, "near_duplicate embedding backend 'word2vec' is unknown"),
+    ({"flat_max": -1}, "near_duplicate flat_max must be an integer >= 0, got -1"),
+    ({"flood_alpha": 2}, r"near_duplicate flood_alpha must be a number in \(0\.0, 1\.0\), got 2"),
+    ({"embedding": "static"}, "near_duplicate embedding backend 'static' needs model_path"),
+    ({"thresold": 0.9}, r"near_duplicate: unknown option 'thresold'; allowed: embedding \(default 'hashing'\)"),
+    ({"embedding": "minilm"}, "near_duplicate: no calibrated threshold for the 'minilm' backend"),
 ])
 def test_misconfiguration_fails_at_construction(options: dict[str, Any], message: str) -> None:
     with pytest.raises(ConfigError, match=message):
         build_check("near_duplicate", **options)
+
+
+def test_options_are_one_frozen_config_and_the_threshold_follows_the_backend(tmp_path: Path) -> None:
+    import dataclasses
+
+    from tunegate.core.checks.near_duplicate import NearDuplicateCheck, NearDuplicateConfig
+    from tunegate.core.policy import check_options
+
+    config = NearDuplicateConfig(threshold=0.97, k=20)
+    check = NearDuplicateCheck(config)
+    assert check.config is config and (check.threshold, check.k) == (0.97, 20)
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        config.k = 5  # type: ignore[misc]
+    # no threshold given: the backend's calibrated one (hashing 0.95, static 0.98), resolved, not stored
+    assert build_check("near_duplicate").threshold == 0.95
+    static = build_check("near_duplicate", embedding="static", model_path=str(tmp_path))
+    assert static.threshold == 0.98 and static.config.threshold is None  # type: ignore[attr-defined]
+    options = check_options("near_duplicate")
+    assert list(options)[:2] == ["embedding", "fields"] and options["threshold"] is None
+    assert {"history_dir", "batch_id", "template_variants"} <= set(options)
 
 
 def test_the_ivf_self_join_agrees_with_exact_search(slice_batch: CanonicalBatch) -> None:

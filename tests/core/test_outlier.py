@@ -90,12 +90,15 @@ def test_a_reference_corpus_given_by_path_is_used_first(
 
 
 @pytest.mark.parametrize(("options", "message"), [
-    ({"z": 0}, "robust z-score"),
-    ({"group_by": "contributor"}, "group_by must be one of"),
-    ({"min_group": 1}, "min_group"),
-    ({"k": 5000}, "k must be"),
-    ({"min_spread": 1.5}, "min_spread"),
-    ({"min_typical_similarity": 2}, "min_typical_similarity"),
+    ({"z": 0}, r"embedding_outlier z must be a number in \(0\.0, inf\], got 0"),
+    ({"group_by": "contributor"}, "embedding_outlier group_by must be one of task, source, none, got 'contributor'"),
+    ({"min_group": 1}, "embedding_outlier min_group must be an integer >= 3, got 1"),
+    ({"k": 5000}, "embedding_outlier k must be an integer between 1 and 1000, got 5000"),
+    ({"min_spread": 1.5}, r"embedding_outlier min_spread must be a number in \[0\.0, 1\.0\), got 1\.5"),
+    ({"reference_dir": 7}, "embedding_outlier reference_dir must be a path, got 7"),
+    ({"zz": 3}, r"embedding_outlier: unknown option 'zz'; allowed: embedding \(default 'hashing'\)"),
+    ({"min_typical_similarity": 2},
+     r"embedding_outlier min_typical_similarity must be a number in \[-1\.0, 1\.0\], got 2"),
 ])
 def test_misconfiguration_fails_at_construction(options: dict[str, Any], message: str) -> None:
     with pytest.raises(ConfigError, match=message):

@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from tunegate.core.checks.base import CanonicalBatch, Check
+from tunegate.core.checks.config import CheckConfig, boolean, integer, optional_path
 from tunegate.core.embeddings import EmbeddingSpec, embed_table
 from tunegate.core.vector_index import FLAT_MAX, HISTORY_NPROBE, NPROBE, IndexParams
 from tunegate.exceptions import ConfigError
@@ -22,31 +25,79 @@ log = logging.getLogger(__name__)
 WORK_CACHE = "embeddings"
 
 
-class EmbeddingCheck(Check):
-    """Base of the checks that embed records. Options are keyword-only and validated here.
+@dataclass(frozen=True)
+class EmbeddingConfig(CheckConfig):
+    """Options every embedding check shares: what is embedded and how, the caches, the history, the index.
 
     ``embedding``: backend name (``hashing``, ``minilm``, ``static``); ``fields``: what is embedded
-    (``instruction+input+output``, ``instruction+input``, ``output``...); ``cache_dir``: a persistent
+    (``instruction+input+output``, ``instruction+input``, ``output``...); ``dim``, ``max_chars``,
+    ``model_path``: see :class:`tunegate.core.embeddings.EmbeddingSpec`; ``cache_dir``: a persistent
     embedding cache shared across runs (default: the work directory, so the checks of one run share
-    vectors); ``history_dir``: the persisted history (see :mod:`tunegate.core.history`); ``flat_max``
-    and ``nprobe``: index choice (see :mod:`tunegate.core.vector_index`).
+    vectors); ``history_dir``: the persisted history (see :mod:`tunegate.core.history`); ``flat_max``,
+    ``nprobe``, ``history_nprobe``: index choice and search (see :mod:`tunegate.core.vector_index`);
+    ``verify_history``: check the history's files against their sha256 on load; ``batch_id``: on a rerun,
+    this batch's earlier contribution is hidden from history searches. ``history_dir`` and ``batch_id``
+    are set per run, never by the policy file.
     """
 
-    def __init__(self, *, embedding: str = "hashing", fields: str = "instruction+input+output", dim: int = 256,
-                 max_chars: int = 2000, model_path: str | None = None, cache_dir: str | None = None,
-                 history_dir: str | None = None, flat_max: int = FLAT_MAX, nprobe: int = NPROBE,
-                 history_nprobe: int = HISTORY_NPROBE, verify_history: bool = True,
-                 batch_id: str | None = None) -> None:
-        self.spec = EmbeddingSpec(backend=embedding, fields=fields, dim=dim, max_chars=max_chars,  # type: ignore[arg-type]
-                                  model_path=model_path)
-        self.params = IndexParams(flat_max=flat_max, nprobe=nprobe, history_nprobe=history_nprobe)
-        self.cache_dir = cache_dir
-        self.history_dir = history_dir
-        self.verify_history = bool(verify_history)
-        self.batch_id = batch_id  # on a rerun, this batch's earlier contribution is hidden from history searches
-        for name, value in (("cache_dir", cache_dir), ("history_dir", history_dir)):
-            if value is not None and not isinstance(value, (str, Path)):
-                raise ConfigError(f"check {self.name!r}: {name} must be a path, got {value!r}")
+    check: ClassVar[str] = "embedding check"
+
+    embedding: str = "hashing"
+    fields: str = "instruction+input+output"
+    dim: int = 256
+    max_chars: int = 2000
+    model_path: str | None = None
+    cache_dir: str | None = None
+    history_dir: str | None = None
+    flat_max: int = FLAT_MAX
+    nprobe: int = NPROBE
+    history_nprobe: int = HISTORY_NPROBE
+    verify_history: bool = True
+    batch_id: str | None = None
+
+    def __post_init__(self) -> None:
+        integer(self, "dim", minimum=16, maximum=4096)
+        integer(self, "max_chars", minimum=16)
+        for name in ("model_path", "cache_dir", "history_dir"):
+            optional_path(self, name)
+        integer(self, "flat_max", minimum=0)
+        integer(self, "nprobe", minimum=1)
+        integer(self, "history_nprobe", minimum=1)
+        boolean(self, "verify_history")
+        self.spec()  # backend, fields and model_path: what EmbeddingSpec accepts
+
+    def spec(self) -> EmbeddingSpec:
+        try:
+            return EmbeddingSpec(backend=self.embedding, fields=self.fields,  # type: ignore[arg-type]
+                                 dim=self.dim, max_chars=self.max_chars, model_path=self.model_path)
+        except ConfigError as exc:
+            raise ConfigError(f"{self.check} {exc}") from None
+
+    def index_params(self) -> IndexParams:
+        return IndexParams(flat_max=self.flat_max, nprobe=self.nprobe, history_nprobe=self.history_nprobe)
+
+
+class EmbeddingCheck(Check):
+    """Base of the checks that embed records; options: an :class:`EmbeddingConfig` (subclass)."""
+
+    config_class: ClassVar[type[CheckConfig]] = EmbeddingConfig
+    config: EmbeddingConfig
+
+    @cached_property
+    def spec(self) -> EmbeddingSpec:
+        return self.config.spec()
+
+    @cached_property
+    def params(self) -> IndexParams:
+        return self.config.index_params()
+
+    @property
+    def cache_dir(self) -> str | None:
+        return self.config.cache_dir
+
+    @property
+    def history_dir(self) -> str | None:
+        return self.config.history_dir
 
     def vectors(self, batch: CanonicalBatch) -> np.ndarray:
         cache = self.cache_dir if self.cache_dir is not None else batch.work_dir / WORK_CACHE
@@ -55,7 +106,7 @@ class EmbeddingCheck(Check):
     def open_history(self, path: str | Path) -> History:
         from tunegate.core.history import open_history
 
-        history = open_history(path, verify=self.verify_history).without_batch(self.batch_id)
+        history = open_history(path, verify=self.config.verify_history).without_batch(self.config.batch_id)
         history.check_spec(self.spec)
         return history
 

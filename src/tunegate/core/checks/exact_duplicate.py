@@ -3,10 +3,20 @@
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
+from typing import ClassVar
 
 from tunegate.core.checks.base import CanonicalBatch, Check, CheckResult, Finding
+from tunegate.core.checks.config import CheckConfig
 
 log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class ExactDuplicateConfig(CheckConfig):
+    """No options: a content hash has no threshold (an option given is an error naming the check)."""
+
+    check: ClassVar[str] = "exact_duplicate"
 
 
 class ExactDuplicateCheck(Check):
@@ -17,6 +27,7 @@ class ExactDuplicateCheck(Check):
     """
 
     name = "exact_duplicate"
+    config_class: ClassVar[type[CheckConfig]] = ExactDuplicateConfig
 
     def run(self, batch: CanonicalBatch) -> CheckResult:
         first_seen: dict[str, str] = {}

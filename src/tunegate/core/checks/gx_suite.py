@@ -17,9 +17,10 @@ import json
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 from tunegate.core.checks.base import BatchIssue, CanonicalBatch, Check, CheckResult, Finding
+from tunegate.core.checks.config import CheckConfig, boolean, integer, optional_path
 from tunegate.core.schema import ROW
 from tunegate.exceptions import ConfigError
 
@@ -155,19 +156,35 @@ def _columns_of(expectation: Any) -> set[str]:
     return cols
 
 
+@dataclass(frozen=True)
+class GxSuiteConfig(CheckConfig):
+    """``suite``: a bundled suite name or a suite JSON file; ``chunk_size``: rows validated at a time (the
+    per-record expectations; whole-batch ones see every row); ``data_docs``: render the GX Data Docs page."""
+
+    check: ClassVar[str] = "gx_suite"
+
+    suite: str | Path = "instruction_record"
+    chunk_size: int = 100_000
+    data_docs: bool = True
+
+    def __post_init__(self) -> None:
+        optional_path(self, "suite")
+        integer(self, "chunk_size", minimum=1)
+        boolean(self, "data_docs")
+
+
 class GxSuiteCheck(Check):
     """Validate the batch against one GX suite; see the module docstring for the semantics."""
 
     name = "gx_suite"
+    config_class: ClassVar[type[CheckConfig]] = GxSuiteConfig
+    config: GxSuiteConfig
 
-    def __init__(self, suite: str | Path = "instruction_record", *, chunk_size: int = 100_000,
-                 data_docs: bool = True) -> None:
-        if chunk_size < 1:
-            raise ConfigError("chunk_size must be a positive number of rows")
-        self.suite_path = resolve_suite(suite)
+    def __init__(self, config: CheckConfig | None = None, **options: Any) -> None:
+        super().__init__(config, **options)
+        # the suite is read and built here, not at run: a bad suite file fails before any data is read
+        self.suite_path = resolve_suite(self.config.suite)
         self.suite = load_suite(self.suite_path)
-        self.chunk_size = chunk_size
-        self.data_docs = data_docs
 
     @property
     def key(self) -> str:
@@ -195,7 +212,7 @@ class GxSuiteCheck(Check):
         findings: list[Finding] = []
         merged: dict[str, _Merged] = {}
         rendered: Any = None
-        passes = [(local, self.chunk_size), (global_, max(batch.num_rows, 1))]
+        passes = [(local, self.config.chunk_size), (global_, max(batch.num_rows, 1))]
         for n, (exps, chunk_rows) in enumerate(passes):
             if not exps:
                 continue
@@ -237,7 +254,7 @@ class GxSuiteCheck(Check):
                                      "critical" if critical else "warning", f"suite {self.suite.name}: {m.describe()}"))
         statistics["unsuccessful_expectations"] = len(failed)
         artifacts: dict[str, str] = {}
-        if self.data_docs and rendered is not None:
+        if self.config.data_docs and rendered is not None:
             artifacts["data_docs"] = self._render(batch, rendered)
         log.info("%s: %d/%d expectations passed, %d rows flagged", self.key, statistics["successful_expectations"],
                  len(merged), len({f.row for f in findings}))

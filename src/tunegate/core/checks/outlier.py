@@ -38,13 +38,14 @@ from __future__ import annotations
 
 import logging
 import time
-from typing import TYPE_CHECKING, Any
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, ClassVar
 
-from tunegate.core.checks._vectors import EmbeddingCheck
+from tunegate.core.checks._vectors import EmbeddingCheck, EmbeddingConfig
 from tunegate.core.checks.base import BatchIssue, CanonicalBatch, CheckResult, Finding
+from tunegate.core.checks.config import CheckConfig, choice, integer, number, optional_path
 from tunegate.core.reasons import CHECK_SKIPPED as SKIPPED
 from tunegate.core.reasons import INSUFFICIENT_DATA as INSUFFICIENT
-from tunegate.exceptions import ConfigError
 
 if TYPE_CHECKING:
     import numpy as np
@@ -56,35 +57,41 @@ _MAD_SCALE = 1.4826  # MAD of a normal distribution times this is its standard d
 _MIN_CENTRE = 5  # a group's own median is its centre from this many records on
 
 
+@dataclass(frozen=True)
+class OutlierConfig(EmbeddingConfig):
+    """``k``: neighbours in the reference; ``z``: robust z-score cut-off; ``group_by``: ``task`` (falling back
+    to ``source``), ``source`` or ``none``; ``min_group``: records for a group's own MAD; ``min_spread``:
+    the smallest MAD used (cosine distance); ``min_typical_similarity``: a group whose typical kNN
+    similarity is below it has no common shape and is not judged; ``reference_dir``: a trusted corpus in
+    history layout, preferred to the history as the reference."""
+
+    check: ClassVar[str] = "embedding_outlier"
+
+    k: int = 10
+    z: float = 3.5
+    group_by: str = "task"
+    min_group: int = 50
+    min_spread: float = 0.05
+    min_typical_similarity: float = 0.6
+    reference_dir: str | None = None
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        integer(self, "k", minimum=1, maximum=1000)
+        number(self, "z", low=0.0, low_open=True)
+        choice(self, "group_by", GROUP_BY)
+        integer(self, "min_group", minimum=3)
+        number(self, "min_spread", low=0.0, high=1.0, high_open=True)
+        number(self, "min_typical_similarity", low=-1.0, high=1.0)
+        optional_path(self, "reference_dir")
+
+
 class EmbeddingOutlierCheck(EmbeddingCheck):
     """Flag records whose kNN distance to the reference is extreme for their group."""
 
     name = "embedding_outlier"
-
-    def __init__(self, *, k: int = 10, z: float = 3.5, group_by: str = "task", min_group: int = 50,
-                 min_spread: float = 0.05, min_typical_similarity: float = 0.6,
-                 reference_dir: str | None = None, **options: Any) -> None:
-        super().__init__(**options)
-        if not isinstance(k, int) or not 1 <= k <= 1000:
-            raise ConfigError(f"embedding_outlier k must be an integer between 1 and 1000, got {k!r}")
-        if not isinstance(z, (int, float)) or float(z) <= 0:
-            raise ConfigError(f"embedding_outlier z must be a positive number (robust z-score cut-off), got {z!r}")
-        if group_by not in GROUP_BY:
-            raise ConfigError(f"embedding_outlier group_by must be one of {', '.join(GROUP_BY)}, got {group_by!r}")
-        if not isinstance(min_group, int) or min_group < 3:
-            raise ConfigError(f"embedding_outlier min_group must be an integer >= 3, got {min_group!r}")
-        if not isinstance(min_spread, (int, float)) or not 0.0 <= float(min_spread) < 1.0:
-            raise ConfigError(f"embedding_outlier min_spread must be a cosine distance in [0, 1), got {min_spread!r}")
-        if not isinstance(min_typical_similarity, (int, float)) or not -1.0 <= float(min_typical_similarity) <= 1.0:
-            raise ConfigError("embedding_outlier min_typical_similarity must be a cosine similarity in [-1, 1], "
-                              f"got {min_typical_similarity!r}")
-        self.k = k
-        self.z = float(z)
-        self.min_spread = float(min_spread)
-        self.min_typical_similarity = float(min_typical_similarity)
-        self.group_by = group_by
-        self.min_group = min_group
-        self.reference_dir = reference_dir
+    config_class: ClassVar[type[CheckConfig]] = OutlierConfig
+    config: OutlierConfig
 
     def run(self, batch: CanonicalBatch) -> CheckResult:
         import numpy as np
@@ -93,28 +100,29 @@ class EmbeddingOutlierCheck(EmbeddingCheck):
         n = batch.num_rows
         issues: list[BatchIssue] = []
         reference, ref_name = None, "batch"
-        for name, path in (("reference", self.reference_dir), ("history", self.history_dir)):
+        for name, path in (("reference", self.config.reference_dir), ("history", self.config.history_dir)):
             if path is None:
                 continue
             loaded = self.open_history(path)
-            if loaded.count >= self.k:
+            if loaded.count >= self.config.k:
                 reference, ref_name = loaded, name
                 break
             issues.append(BatchIssue("reference_missing", "info",
-                                     f"{name} {path} holds {loaded.count} records (< k={self.k}): not used"))
+                                     f"{name} {path} holds {loaded.count} records (< k={self.config.k}): not used"))
         vectors = self.vectors(batch)
-        base = {"records": n, "reference": ref_name, "k": self.k, "z": self.z, "group_by": self.group_by,
-                "min_spread": self.min_spread, "min_typical_similarity": self.min_typical_similarity}
+        base = {"records": n, "reference": ref_name, "k": self.config.k, "z": self.config.z,
+                "group_by": self.config.group_by,
+                "min_spread": self.config.min_spread, "min_typical_similarity": self.config.min_typical_similarity}
         available = reference.count if reference is not None else n - 1
-        if available < self.k:
-            reason = (f"the {ref_name} holds {available} records to compare with, fewer than k={self.k}: "
+        if available < self.config.k:
+            reason = (f"the {ref_name} holds {available} records to compare with, fewer than k={self.config.k}: "
                       "too few for a nearest-neighbour score")
             return self._insufficient(base, issues, reason, started)
         if reference is not None:
-            sims, _ = self.history_knn(batch, vectors, reference, self.k)
+            sims, _ = self.history_knn(batch, vectors, reference, self.config.k)
             kind = reference.kind
         else:
-            sims, _, kind = self.batch_knn(batch, vectors, self.k)
+            sims, _, kind = self.batch_knn(batch, vectors, self.config.k)
         finite = np.isfinite(sims)
         mean_sim = np.where(finite, sims, 0).sum(axis=1) / np.maximum(finite.sum(axis=1), 1)
         score = (1.0 - mean_sim).astype(np.float64)
@@ -125,7 +133,7 @@ class EmbeddingOutlierCheck(EmbeddingCheck):
         findings = [Finding(int(r), "embedding_outlier", round(float(score[r]), 4), {
             "group": groups[r], "threshold_from": "group" if own[r] else "pooled",
             "knn_similarity": round(float(mean_sim[r]), 4), "threshold": round(float(threshold[r]), 4),
-            "median": round(float(median[r]), 4), "mad": round(float(mad[r]), 4), "z": self.z,
+            "median": round(float(median[r]), 4), "mad": round(float(mad[r]), 4), "z": self.config.z,
             "reference": ref_name}) for r in flagged.tolist()]
         metrics = {**base, "reference_records": reference.count if reference else n, "index": kind,
                    "records_judged": int(judged.sum()),
@@ -166,12 +174,12 @@ class EmbeddingOutlierCheck(EmbeddingCheck):
 
     def _groups(self, batch: CanonicalBatch) -> list[str]:
         n = batch.num_rows
-        if self.group_by == "none":
+        if self.config.group_by == "none":
             return ["(all)"] * n
         table = batch.read_columns(["task", "source"])
         tasks = table.column("task").to_pylist()
         sources = table.column("source").to_pylist()
-        if self.group_by == "source":
+        if self.config.group_by == "source":
             return [s or "(none)" for s in sources]
         return [t or s or "(none)" for t, s in zip(tasks, sources, strict=True)]
 
@@ -205,8 +213,9 @@ class EmbeddingOutlierCheck(EmbeddingCheck):
                 continue
             centre = float(np.median(score[rows]))
             median[rows] = centre
-            if 1.0 - centre < self.min_typical_similarity:
-                skipped.setdefault(f"without a common shape (typical kNN similarity < {self.min_typical_similarity})",
+            if 1.0 - centre < self.config.min_typical_similarity:
+                skipped.setdefault("without a common shape (typical kNN similarity < "
+                                   f"{self.config.min_typical_similarity})",
                                    []).append(str(names[gi]))
                 continue
             judged_groups[gi] = True
@@ -216,12 +225,12 @@ class EmbeddingOutlierCheck(EmbeddingCheck):
         pooled_mad = float(np.median(deviation[judged])) if judged.any() else 0.0
         mad = np.full(n, pooled_mad)
         own = np.zeros(n, dtype=bool)
-        for gi in np.flatnonzero(judged_groups & (sizes >= self.min_group)).tolist():
+        for gi in np.flatnonzero(judged_groups & (sizes >= self.config.min_group)).tolist():
             rows = inverse == gi
             d = float(np.median(deviation[rows]))
             if d > 0:
                 mad[rows] = d
                 own[rows] = True
-        spread = np.maximum(mad, self.min_spread)
-        threshold = np.where(judged & (spread > 0), median + self.z * _MAD_SCALE * spread, np.inf)
+        spread = np.maximum(mad, self.config.min_spread)
+        threshold = np.where(judged & (spread > 0), median + self.config.z * _MAD_SCALE * spread, np.inf)
         return threshold, np.where(np.isnan(median), 0.0, median), mad, own, skipped

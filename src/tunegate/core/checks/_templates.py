@@ -1,0 +1,142 @@
+"""Template text: document frequency of word n-grams over the records verification reads (near_duplicate).
+
+A run of words around a shared passage is a prompt template's wrapper when it occurs in many records,
+far more than the passage; a question about the passage occurs only where the passage does.
+"""
+
+from __future__ import annotations
+
+import zlib
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    import numpy as np
+
+#: Text before or after the shared passage is a template's wrapper when 80% of its trigrams occur in this
+#: many of the records read for verification (a record's own text occurs in it and its copies only).
+TEMPLATE_MIN_RECORDS = 5
+_TEMPLATE_SHARE = 0.8
+_MASK64 = (1 << 64) - 1
+_GRAM_MUL = 0x100000001B3  # odd: n-gram hashes combine word hashes by multiply-add (mod 2**64)
+_WORD_HASHES: dict[str, int] = {}  # crc32 per word: the same in every process (Python's str hash is salted)
+
+
+def _word_hash(word: str) -> int:
+    h = _WORD_HASHES.get(word)
+    if h is None:
+        if len(_WORD_HASHES) >= 1_000_000:
+            _WORD_HASHES.clear()
+        h = _WORD_HASHES[word] = zlib.crc32(word.encode("utf-8", "surrogatepass")) + 1
+    return h
+
+
+def _gram_hash(words: tuple[str, ...]) -> int:
+    """The 64-bit hash of an n-gram, as :meth:`TemplateIndex._grams` computes it for every n-gram at once."""
+    h = 0
+    for w in words:
+        h = (h * _GRAM_MUL + _word_hash(w)) & _MASK64
+    return _finalize(h)
+
+
+def _finalize(h: int) -> int:
+    h ^= h >> 31
+    h = (h * 0xBF58476D1CE4E5B9) & _MASK64
+    return h ^ (h >> 29)
+
+
+class TemplateIndex:
+    """Document frequency of word 1-3-grams over the records that verification reads (all their fields;
+    the first and last 400 words of a long field), in a fixed-size
+    count-min sketch (two hashed tables of ``2**22`` counters: 32 MiB whatever the batch), so that a run of
+    words can be told to be template text (in at least ``min_records`` records) or the record's own."""
+
+    _BITS = 22
+
+    def __init__(self, min_records: int = TEMPLATE_MIN_RECORDS) -> None:
+        import numpy as np
+
+        self.min_records = min_records
+        self._recent: dict[tuple[str, ...], np.ndarray] = {}
+        self._tables = np.zeros((2, 1 << self._BITS), dtype=np.int32)
+        self._pending: list[np.ndarray] = []
+        self._pending_size = 0
+
+    #: Words indexed at each end of a field: wrappers live at the ends, and a 20,000-character passage's
+    #: middle would cost time for nothing.
+    _ENDS = 400
+
+    @classmethod
+    def _grams(cls, words: tuple[str, ...]) -> np.ndarray:
+        """Distinct hashes of the word 1-, 2- and 3-grams (vectorized; equal to :func:`_gram_hash`)."""
+        import numpy as np
+
+        if len(words) > 2 * cls._ENDS:
+            return np.union1d(cls._grams(words[:cls._ENDS]), cls._grams(words[-cls._ENDS:]))
+        w = np.array([_word_hash(x) for x in words], dtype=np.uint64)
+        mul = np.uint64(_GRAM_MUL)
+        bi = w[:-1] * mul + w[1:]
+        tri = bi[:-1] * mul + w[2:]
+        h = np.concatenate((w, bi, tri))
+        h ^= h >> np.uint64(31)
+        h *= np.uint64(0xBF58476D1CE4E5B9)
+        h ^= h >> np.uint64(29)
+        return np.unique(h)
+
+    def add(self, fields: Sequence[tuple[str, ...]]) -> None:
+        import numpy as np
+
+        parts = []
+        for words in fields:
+            # a task definition repeats on every record of its task: its n-grams are hashed once
+            cached = self._recent.get(words) if len(words) > 50 else None
+            if cached is None:
+                cached = self._grams(words)
+                if len(words) > 50:
+                    if len(self._recent) >= 256:
+                        self._recent.clear()
+                    self._recent[words] = cached
+            parts.append(cached)
+        if parts:
+            self._pending.append(np.unique(np.concatenate(parts)))  # each n-gram counts once per record
+            self._pending_size += len(self._pending[-1])
+        if self._pending_size > 4_000_000:
+            self._flush()
+
+    def _flush(self) -> None:
+        import numpy as np
+
+        if not self._pending:  # the common case once verification runs: one check, no work
+            return
+        h = np.concatenate(self._pending)
+        mask = np.uint64((1 << self._BITS) - 1)
+        np.add.at(self._tables[0], (h & mask).astype(np.int64), 1)
+        np.add.at(self._tables[1], ((h >> np.uint64(32)) & mask).astype(np.int64), 1)
+        self._pending = []
+        self._pending_size = 0
+
+    def frequency(self, words: tuple[str, ...]) -> int:
+        self._flush()
+        h = _gram_hash(words)
+        mask = (1 << self._BITS) - 1
+        return int(min(self._tables[0][h & mask], self._tables[1][(h >> 32) & mask]))
+
+    def is_common(self, words: tuple[str, ...]) -> bool:
+        """Whether a field's text is template text: most of its trigrams (the whole text when shorter) occur
+        in at least ``min_records`` records (a task definition, a label), not the record's own."""
+        n = min(3, len(words))
+        step = max(1, (len(words) - n + 1) // 24)  # 24 trigrams spread over the text tell as well as all
+        grams = [words[i:i + n] for i in range(0, len(words) - n + 1, step)]
+        return bool(grams) and sum(self.frequency(g) >= self.min_records for g in grams) >= _TEMPLATE_SHARE * len(grams)
+
+    def is_wrapper(self, region: tuple[str, ...], core: tuple[str, ...]) -> bool:
+        """Whether most of the region's trigrams (the whole region when shorter) occur in at least
+        ``min_records`` records and in twice as many records as the core's typical trigram: a template
+        is used across many examples, while a question about a passage occurs where the passage does."""
+        head = core[:200]  # indexed (see _ENDS) whatever the field's length
+        core_grams = [head[i:i + 3] for i in range(0, len(head) - 2, max(1, (len(head) - 2) // 16))]
+        core_freq = sorted(self.frequency(g) for g in core_grams)[len(core_grams) // 2] if core_grams else 0
+        need = max(self.min_records, 2 * core_freq)
+        n = min(3, len(region))
+        grams = [region[i:i + n] for i in range(len(region) - n + 1)]
+        return sum(self.frequency(g) >= need for g in grams) >= _TEMPLATE_SHARE * len(grams)

@@ -1,0 +1,219 @@
+"""Reading the history: load a generation, verify it against its manifest, search it (checks only read)."""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import logging
+import re
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from tunegate.core.embeddings import EmbeddingSpec
+from tunegate.core.vector_index import index_kind, search
+from tunegate.exceptions import ConfigError, HistoryError
+
+if TYPE_CHECKING:
+    import numpy as np
+    import pyarrow as pa
+
+log = logging.getLogger(__name__)
+
+MANIFEST = "manifest.json"
+#: Extra neighbours searched when a batch's own earlier contribution is excluded from a search.
+_EXCLUDE_SLACK = 16
+FORMAT = 1
+ID_COLUMNS: tuple[str, ...] = ("id", "content_sha256", "task", "source", "contributor")
+_GENERATION_FILE = re.compile(r"^(index|ids)-(\d{6,})\.(faiss|parquet)$")
+
+
+def _recovery(history_dir: Path) -> str:
+    return (f"recover with `tunegate history rebuild {history_dir}` (re-embeds the accepted "
+            "batches its manifest lists), or move the directory away to start an empty history")
+
+
+@dataclass
+class History:
+    """A loaded history: the index, the id map and the manifest. ``count == 0`` for a new history."""
+
+    dir: Path
+    manifest: dict[str, Any]
+    index: Any = None
+    ids: pa.Table | None = None
+    notes: list[str] = field(default_factory=list)
+    #: positions hidden from :meth:`search` (the current batch's earlier contribution, on a rerun)
+    excluded: np.ndarray | None = None
+
+    @property
+    def count(self) -> int:
+        return 0 if self.index is None else int(self.index.ntotal)
+
+    @property
+    def spec(self) -> EmbeddingSpec | None:
+        emb = self.manifest.get("embedding")
+        return EmbeddingSpec.from_json(emb) if emb else None
+
+    @property
+    def kind(self) -> str:
+        return "empty" if self.index is None else index_kind(self.index)
+
+    def search(self, queries: np.ndarray, k: int, nprobe: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+        import numpy as np
+
+        from tunegate.core.vector_index import NPROBE
+
+        if self.index is None:
+            n = len(queries)
+            return np.full((n, k), -np.inf, dtype=np.float32), np.full((n, k), -1, dtype=np.int64)
+        if self.excluded is None or not self.excluded.any():
+            return search(self.index, queries, k, nprobe or NPROBE)
+        # Search a little deeper and drop the hidden positions: a record of a rerun finds its own earlier
+        # copy first, and the copies of its in-batch near-duplicates after it.
+        sims, pos = search(self.index, queries, k + _EXCLUDE_SLACK, nprobe or NPROBE)
+        hidden = (pos >= 0) & self.excluded[np.clip(pos, 0, None)]
+        sims = np.where(hidden, -np.inf, sims).astype(np.float32)
+        pos = np.where(hidden, -1, pos)
+        order = np.argsort(-sims, axis=1, kind="stable")[:, :k]
+        return np.take_along_axis(sims, order, axis=1), np.take_along_axis(pos, order, axis=1)
+
+    def batch_names(self) -> list[str]:
+        return [str(b["batch_id"]) for b in self.manifest.get("batches", [])]
+
+    def without_batch(self, batch_id: str | None) -> History:
+        """This history with ``batch_id``'s contribution hidden from searches (a no-op if it is not there)."""
+        import numpy as np
+
+        names = self.batch_names()
+        if batch_id is None or batch_id not in names or self.ids is None:
+            return self
+        number = names.index(batch_id)
+        excluded = np.asarray(self.ids.column("batch").to_numpy(zero_copy_only=False) == number, dtype=bool)
+        note = (f"history {self.dir}: batch {batch_id!r} is already there ({int(excluded.sum())} records): a rerun, "
+                "compared against the history without them")
+        log.info("%s", note)
+        return dataclasses.replace(self, excluded=excluded, notes=[*self.notes, note])
+
+    def column(self, name: str, positions: Any) -> list[Any]:
+        """Values of an id-map column at history positions."""
+        import pyarrow as pa
+
+        if self.ids is None:
+            return []
+        return self.ids.column(name).take(pa.array(positions, pa.int64())).to_pylist()  # type: ignore[no-any-return]
+
+    def check_spec(self, spec: EmbeddingSpec) -> None:
+        """Raise :class:`ConfigError` when ``spec`` would make vectors that do not compare with the history."""
+        have = self.spec
+        if self.count and have is not None and have.fingerprint() != spec.fingerprint():
+            raise ConfigError(f"history {self.dir} holds {have.describe()} vectors but the check is configured for "
+                              f"{spec.describe()}; configure the same embedding, or rebuild the history with "
+                              "`tunegate history rebuild DIR --backend ... --fields ...`")
+
+
+#: The last history loaded in this process: the checks of one run read the same generation (one load).
+_LOADED: dict[tuple[str, str, int, int], History] = {}
+
+
+def open_history(history_dir: str | Path, *, verify: bool = True) -> History:
+    """Load the history for reading. A missing or empty directory is a new, empty history.
+
+    ``verify`` checks each file against the sha256 in the manifest (about 1 s per GB); a mismatch, a
+    missing file or an unreadable index raises :class:`HistoryError` with the way to recover. A generation
+    already loaded by this process, whose index file is unchanged (size and mtime), is not read again.
+    """
+    path = Path(history_dir)
+    try:
+        manifest_text = (path / MANIFEST).read_text(encoding="utf-8")
+        index_name = json.loads(manifest_text)["index"]["file"]
+        st = (path / index_name).stat()
+        key = (str(path.resolve()), hashlib.sha256(manifest_text.encode()).hexdigest(), st.st_size, st.st_mtime_ns)
+    except (OSError, ValueError, KeyError, TypeError):
+        key = None  # no manifest, or not one with an index: load (and report) the usual way
+    if key is not None and key in _LOADED:
+        return _LOADED[key]
+    history = _load_history(path, verify=verify)
+    if key is not None and history.count:
+        _LOADED.clear()
+        _LOADED[key] = history
+    return history
+
+
+def _load_history(history_dir: Path, *, verify: bool) -> History:
+    import faiss
+    import pyarrow.parquet as pq
+
+    path = Path(history_dir)
+    manifest_path = path / MANIFEST
+    if not manifest_path.exists():
+        leftovers = [p.name for p in path.iterdir() if _GENERATION_FILE.match(p.name)] if path.is_dir() else []
+        if leftovers:
+            raise HistoryError(f"history {path}: {MANIFEST} is missing but {len(leftovers)} index files are there "
+                               f"({', '.join(sorted(leftovers)[:4])}); " + _recovery(path))
+        return History(path, {"format": FORMAT, "generation": 0, "count": 0, "batches": []},
+                       notes=[f"history {path} does not exist yet: compared within the batch only"])
+    manifest = _read_manifest(path)
+    if manifest["count"] == 0:
+        return History(path, manifest)
+    started = time.perf_counter()
+    index_file = path / manifest["index"]["file"]
+    ids_file = path / manifest["ids"]["file"]
+    for f, key in ((index_file, "index"), (ids_file, "ids")):
+        if not f.is_file():
+            raise HistoryError(f"history {path}: {f.name} (generation {manifest['generation']}) is missing; "
+                               + _recovery(path))
+        if verify and _sha256(f) != manifest[key]["sha256"]:
+            raise HistoryError(f"history {path}: {f.name} does not match the sha256 in {MANIFEST} (damaged or "
+                               "overwritten); " + _recovery(path))
+    try:
+        index = faiss.read_index(str(index_file))
+        ids = pq.read_table(ids_file)
+    except Exception as exc:  # faiss raises RuntimeError, pyarrow ArrowInvalid: both mean "damaged"
+        raise HistoryError(f"history {path}: cannot read generation {manifest['generation']} ({exc}); "
+                           + _recovery(path)) from exc
+    if index.ntotal != manifest["count"] or ids.num_rows != manifest["count"]:
+        raise HistoryError(f"history {path}: the manifest counts {manifest['count']} records but the index holds "
+                           f"{index.ntotal} and the id map {ids.num_rows}; " + _recovery(path))
+    log.info("history: loaded %d records (%s) from %s in %.1f s", index.ntotal, index_kind(index), path,
+             time.perf_counter() - started)
+    return History(path, manifest, index, ids)
+
+
+def _read_manifest(path: Path) -> dict[str, Any]:
+    try:
+        manifest: dict[str, Any] = json.loads((path / MANIFEST).read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise HistoryError(f"history {path}: {MANIFEST} is unreadable ({exc}); " + _recovery(path)) from exc
+    if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
+        found = manifest.get("format") if isinstance(manifest, dict) else None
+        raise HistoryError(f"history {path}: {MANIFEST} has format {found!r}, this tunegate reads format {FORMAT}; "
+                           + _recovery(path))
+    for key in ("generation", "count", "batches", "embedding"):
+        if key not in manifest:
+            raise HistoryError(f"history {path}: {MANIFEST} lacks {key!r}; " + _recovery(path))
+    if manifest["count"] and not all(k in manifest for k in ("index", "ids")):
+        raise HistoryError(f"history {path}: {MANIFEST} lists no index files; " + _recovery(path))
+    return manifest
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(1 << 22):
+            h.update(block)
+    return h.hexdigest()
+
+
+def describe_history(history_dir: str | Path) -> dict[str, Any]:
+    """Load and verify a history; a small summary of it (for ``tunegate history show``)."""
+    h = open_history(history_dir)
+    return _summary(h.manifest, embedding=h.manifest.get("embedding"), notes=h.notes,
+                    batch_ids=h.batch_names())
+
+
+def _summary(manifest: dict[str, Any], **extra: Any) -> dict[str, Any]:
+    return {"history_records": manifest.get("count", 0), "generation": manifest.get("generation", 0),
+            "index": manifest.get("index", {}).get("type", "empty"), "batches": len(manifest.get("batches", [])),
+            **extra}

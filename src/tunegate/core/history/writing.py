@@ -1,0 +1,248 @@
+"""Writing the history: add an accepted batch, replace a rerun's batch, rebuild from the accepted batches.
+
+One writer at a time (an OS-level lock that dies with its holder); each change is a new generation,
+committed by the manifest's rename, so a crash leaves the previous generation intact.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from tunegate.core.embeddings import EmbeddingSpec, embed_table
+from tunegate.core.history.reading import (
+    _GENERATION_FILE,
+    FORMAT,
+    ID_COLUMNS,
+    MANIFEST,
+    History,
+    _load_history,
+    _read_manifest,
+    _sha256,
+    _summary,
+)
+from tunegate.core.io import atomic_write, write_json_atomic
+from tunegate.core.vector_index import IndexParams, add, all_vectors, index_kind, new_index
+from tunegate.exceptions import HistoryError
+
+if TYPE_CHECKING:
+    import numpy as np
+    import pyarrow as pa
+
+log = logging.getLogger(__name__)
+
+LOCK = ".update.lock"
+#: Seconds an update waits for another writer of the same history before giving up.
+LOCK_TIMEOUT = 600.0
+#: Re-train the IVF cells once the history has grown this many times since they were trained: cells
+#: trained on early data fit later data worse (longer lists, lower recall).
+RETRAIN_GROWTH = 4.0
+
+
+@contextlib.contextmanager
+def _locked(path: Path, timeout: float = LOCK_TIMEOUT) -> Iterator[None]:
+    """One writer at a time, through an OS-level lock (flock) that is released when its holder dies."""
+    from filelock import FileLock, Timeout
+
+    path.mkdir(parents=True, exist_ok=True)
+    lock = FileLock(str(path / LOCK), timeout=timeout)
+    try:
+        with lock:
+            yield
+    except Timeout:
+        raise HistoryError(f"history {path} is being updated by another process; waited {timeout:.0f} s for it "
+                           "(the lock is released when that process ends)") from None
+
+
+def update_history(history_dir: str | Path, accepted: str | Path, *, batch_id: str | None = None,
+                   spec: EmbeddingSpec | None = None, cache_dir: str | Path | None = None,
+                   params: IndexParams | None = None) -> dict[str, Any]:
+    """Add the records of an accepted batch (``accepted.parquet``, canonical schema) to the history.
+
+    Call it after the gate when the verdict is not ``halt``. Idempotent: a file already added (same
+    sha256) adds nothing, and records whose ``content_sha256`` is already in the history are skipped.
+    A batch whose ``batch_id`` is already in the history (a rerun of that night) *replaces* that batch's
+    contribution: its earlier records are removed before the new ones are added.
+    ``spec`` is only used to start a new history (default: the ``hashing`` backend over all fields);
+    an existing history keeps its own, and a different ``spec`` is a :class:`ConfigError`. Pass the
+    checks' ``cache_dir`` to reuse the vectors they computed. Returns a small summary.
+    """
+    path = Path(history_dir)
+    source = Path(accepted)
+    if not source.is_file():
+        raise HistoryError(f"accepted batch {source} does not exist; nothing added to history {path}")
+    with _locked(path):
+        current = _load_history(path, verify=True)  # never the in-process copy: this one gets added to
+        if current.count and spec is not None:
+            current.check_spec(spec)
+        use_spec = current.spec or spec or EmbeddingSpec()
+        digest = _sha256(source)
+        name = batch_id or source.parent.name
+        if any(b["source_sha256"] == digest for b in current.manifest["batches"]):
+            log.info("history: %s (sha256 %s) is already in %s; nothing added", source, digest[:12], path)
+            return _summary(current.manifest, added=0, skipped=0, replaced=0, note="batch already in history")
+        replaced = 0
+        if name in current.batch_names():
+            current, replaced = _drop_batch(current, name)
+        summary = _write_next(path, current, [(source, digest, name)], spec=use_spec, cache_dir=cache_dir,
+                              params=params or IndexParams())
+        return {**summary, "replaced": replaced}
+
+
+def _drop_batch(current: History, batch_id: str) -> tuple[History, int]:
+    """``current`` without ``batch_id``'s records (in memory; the caller writes the next generation).
+
+    The index keeps its trained cells (a clone, emptied and refilled): only the vectors move."""
+    import faiss
+    import numpy as np
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    number = current.batch_names().index(batch_id)
+    batches = [b for i, b in enumerate(current.manifest["batches"]) if i != number]
+    assert current.ids is not None and current.index is not None  # a named batch means a non-empty history
+    batch_col = current.ids.column("batch")
+    keep_mask = np.asarray(pc.not_equal(batch_col, number).to_numpy(zero_copy_only=False), dtype=bool)
+    removed = int((~keep_mask).sum())
+    vectors = all_vectors(current.index)[keep_mask]
+    index = faiss.clone_index(current.index)
+    index.reset()
+    if len(vectors):
+        add(index, vectors)
+    ids = current.ids.filter(pa.array(keep_mask))
+    renumbered = pc.if_else(pc.greater(ids.column("batch"), number), pc.subtract(ids.column("batch"), 1),
+                            ids.column("batch")).cast(pa.int32())
+    ids = ids.set_column(ids.schema.get_field_index("batch"), "batch", renumbered)
+    manifest = {**current.manifest, "batches": batches, "count": int(index.ntotal)}
+    log.info("history: batch %r is already in %s: its %d records are replaced", batch_id, current.dir, removed)
+    kept = History(current.dir, manifest, index if index.ntotal else None, ids if ids.num_rows else None)
+    return kept, removed
+
+
+def rebuild_history(history_dir: str | Path, *, spec: EmbeddingSpec | None = None,
+                    cache_dir: str | Path | None = None, params: IndexParams | None = None) -> dict[str, Any]:
+    """Re-create the index and id map from the accepted batches the manifest lists (all must still exist
+    with the recorded sha256). ``spec`` switches the embedding; default: the one in the manifest."""
+    path = Path(history_dir)
+    with _locked(path):
+        manifest = _read_manifest(path)
+        sources: list[tuple[Path, str, str]] = []
+        for b in manifest["batches"]:
+            src = Path(b["source"])
+            if not src.is_file():
+                raise HistoryError(f"cannot rebuild history {path}: accepted batch {src} (batch {b['batch_id']}) is "
+                                   "gone; restore it, or move the history away to start a new one")
+            if _sha256(src) != b["source_sha256"]:
+                raise HistoryError(f"cannot rebuild history {path}: accepted batch {src} changed since it was added "
+                                   "(sha256 differs); restore the original, or move the history away")
+            sources.append((src, b["source_sha256"], b["batch_id"]))
+        use_spec = spec or EmbeddingSpec.from_json(manifest["embedding"])
+        empty = History(path, {**manifest, "count": 0, "batches": []})
+        log.info("history: rebuilding %s from %d accepted batches", path, len(sources))
+        return _write_next(path, empty, sources, spec=use_spec, cache_dir=cache_dir, params=params or IndexParams(),
+                           generation=int(manifest["generation"]))
+
+
+def _write_next(path: Path, current: History, sources: list[tuple[Path, str, str]], *, spec: EmbeddingSpec,
+                cache_dir: str | Path | None, params: IndexParams, generation: int | None = None) -> dict[str, Any]:
+    import faiss
+    import numpy as np
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    started = time.perf_counter()
+    manifest = dict(current.manifest)
+    batches = list(manifest.get("batches", []))
+    known: set[str] = set(current.ids.column("content_sha256").to_pylist()) if current.ids is not None else set()
+    new_vectors: list[np.ndarray] = []
+    new_ids: list[pa.Table] = []
+    skipped = 0
+    for src, digest, batch_id in sources:
+        table = pq.read_table(src, columns=list(ID_COLUMNS))
+        vectors = embed_table(src, spec, cache_dir=cache_dir)
+        keep = []
+        for i, h in enumerate(table.column("content_sha256").to_pylist()):
+            if h not in known:
+                known.add(h)
+                keep.append(i)
+        skipped += table.num_rows - len(keep)
+        batch_no = len(batches)
+        batches.append({"batch_id": batch_id, "source": str(src.resolve()), "source_sha256": digest,
+                        "records": table.num_rows, "added": len(keep)})
+        if keep:
+            taken = table.take(pa.array(keep, pa.int64()))
+            new_ids.append(taken.append_column("batch", pa.array([batch_no] * len(keep), pa.int32())))
+            new_vectors.append(vectors[keep])
+    added = sum(len(v) for v in new_vectors)
+    vectors = np.concatenate(new_vectors) if new_vectors else np.zeros((0, 0), dtype=np.float32)
+    old_count = current.count
+    total = old_count + added
+    index, info = _grow_index(current, vectors, total, params, manifest.get("index", {}))
+    generation = (generation if generation is not None else int(manifest.get("generation", 0))) + 1
+    id_tables = ([current.ids] if current.ids is not None else []) + new_ids
+    ids = pa.concat_tables([t.cast(_id_schema()) for t in id_tables]) if id_tables else _id_schema().empty_table()
+    index_file, ids_file = path / f"index-{generation:06d}.faiss", path / f"ids-{generation:06d}.parquet"
+    for final, writer in ((index_file, lambda p: faiss.write_index(index, str(p))),
+                          (ids_file, lambda p: pq.write_table(ids, p, compression="zstd"))):
+        with atomic_write(final) as tmp:
+            writer(tmp)
+    manifest.update({
+        "format": FORMAT, "generation": generation, "count": total, "embedding": spec.to_json(),
+        "fingerprint": spec.fingerprint(), "dim": int(index.d),
+        "index": {**info, "file": index_file.name, "sha256": _sha256(index_file)},
+        "ids": {"file": ids_file.name, "sha256": _sha256(ids_file)},
+        "batches": batches,
+    })
+    write_json_atomic(path / MANIFEST, manifest)  # the commit point
+    for p in path.iterdir():  # the previous generation, and leftovers of an interrupted update
+        m = _GENERATION_FILE.match(p.name)
+        if m and int(m.group(2)) != generation:
+            p.unlink(missing_ok=True)
+    elapsed = time.perf_counter() - started
+    log.info("history: generation %d of %s: %d records (+%d, %d already there), %s index, %.1f s", generation, path,
+             total, added, skipped, info["type"], elapsed)
+    return _summary(manifest, added=added, skipped=skipped, seconds=round(elapsed, 2))
+
+
+def _grow_index(current: History, vectors: np.ndarray, total: int, params: IndexParams,
+                info: dict[str, Any]) -> tuple[Any, dict[str, Any]]:
+    """Add to the current index, or rebuild it when it must change kind (flat -> IVF) or be re-trained."""
+    import numpy as np
+
+    index = current.index
+    trained_at = int(info.get("trained_at", 0) or 0)
+    kind = current.kind
+    must_rebuild = index is None or (kind == "flat" and total > params.flat_max) or (
+        kind == "ivf" and trained_at and total > RETRAIN_GROWTH * trained_at)
+    if not must_rebuild:
+        if len(vectors):
+            add(index, vectors)
+        return index, {"type": kind, "nlist": int(info.get("nlist", 0)), "trained_at": trained_at}
+    old = all_vectors(index) if index is not None and index.ntotal else None
+    everything = vectors if old is None else (np.concatenate([old, vectors]) if len(vectors) else old)
+    if everything.size == 0:
+        everything = np.zeros((0, 1), dtype=np.float32)
+    fresh = new_index(everything, params, n=total)
+    add(fresh, everything)
+    kind = index_kind(fresh)
+    nlist = int(fresh.nlist) if kind == "ivf" else 0
+    return fresh, {"type": kind, "nlist": nlist, "trained_at": total if kind == "ivf" else 0}
+
+
+def _id_schema() -> pa.Schema:
+    import pyarrow as pa
+
+    return pa.schema([(c, pa.string()) for c in ID_COLUMNS] + [("batch", pa.int32())])
+
+
+def switched_spec(history_dir: str | Path, *, backend: str | None, fields: str | None) -> EmbeddingSpec | None:
+    """The history's embedding with a new backend and/or fields (``None`` when neither changes)."""
+    if not backend and not fields:
+        return None
+    old = _read_manifest(Path(history_dir))["embedding"]
+    return EmbeddingSpec.from_json({**old, **({"backend": backend} if backend else {}),
+                                    **({"fields": fields} if fields else {})})
