@@ -289,7 +289,8 @@ def _validate_options(name: str, options: Mapping[str, Any]) -> None:
             raise ConfigError(f"checks.{name}.{key} cannot be set in a policy: {RUN_OPTIONS[key]}")
         if key not in allowed:
             listed = ", ".join(f"{k} (default {v!r})" for k, v in allowed.items() if k not in RUN_OPTIONS)
-            raise ConfigError(f"checks.{name}: unknown option {key!r}; allowed: {listed}")
+            raise ConfigError(f"checks.{name}: unknown option {key!r}; "
+                              + (f"allowed: {listed}" if listed else "this check takes no options"))
     try:
         build_check(name, **options)  # the check validates values: what it rejects, the policy rejects
     except ConfigError as exc:

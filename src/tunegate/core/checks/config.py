@@ -35,9 +35,11 @@ class CheckConfig:
 
     @classmethod
     def options(cls) -> dict[str, Any]:
-        """Option name -> default, in declaration order."""
+        """Option name -> default: the check's own options first, then those it shares with its kind."""
+        fields = {f.name: f for f in dataclasses.fields(cls)}
+        order = [name for klass in cls.__mro__ for name in vars(klass).get("__annotations__", {}) if name in fields]
         out: dict[str, Any] = {}
-        for f in dataclasses.fields(cls):
+        for f in (fields[name] for name in dict.fromkeys(order)):
             if f.default is not dataclasses.MISSING:
                 out[f.name] = f.default
             elif f.default_factory is not dataclasses.MISSING:
@@ -53,7 +55,8 @@ class CheckConfig:
         unknown = [k for k in data if k not in allowed]
         if unknown:
             listed = ", ".join(f"{k} (default {v!r})" for k, v in allowed.items())
-            raise ConfigError(f"{cls.check}: unknown option {unknown[0]!r}; allowed: {listed}")
+            raise ConfigError(f"{cls.check}: unknown option {unknown[0]!r}; "
+                              + (f"allowed: {listed}" if listed else "this check takes no options"))
         return cls(**data)
 
     def to_json(self) -> dict[str, Any]:
