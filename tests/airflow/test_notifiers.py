@@ -340,6 +340,19 @@ def test_notifiers_from_env() -> None:
     assert email.to == "a@example.com,b@example.com"
 
 
+def test_notifiers_do_not_import_the_operators() -> None:
+    """The shared Airflow glue lives in tunegate._airflow: notifiers need nothing of the operators package."""
+    import subprocess
+    import sys
+
+    from tests.airflow.conftest import REPO
+
+    code = "import sys, tunegate.notifications; print(sorted(m for m in sys.modules if m.startswith('tunegate.')))"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=REPO)
+    loaded = out.stdout.strip()
+    assert "tunegate._airflow" in loaded and "tunegate.operators" not in loaded
+
+
 def _register(dag: Any, tmp_path: Path) -> None:
     """Serialize a DAG defined in a test into the metadata DB (``dag.test()`` looks it up there)."""
     from airflow.dag_processing.bundles.manager import DagBundlesManager

@@ -77,6 +77,7 @@ def test_init_only_assigns(tmp_path: Path) -> None:
     ValidateOperator(task_id="v", suites=["no_such_suite"])
     ScanOperator(task_id="s", checks=["no_such_check"])
     GateOperator(task_id="g", policy_file=str(tmp_path / "missing.yaml"))
+    assert list(tmp_path.iterdir()) == []  # nothing read, nothing written
 
 
 def test_ingest_writes_the_work_dir_and_returns_counts(ingested: SimpleNamespace) -> None:
