@@ -78,6 +78,16 @@ def _parser() -> argparse.ArgumentParser:
     for parser in (h, hs, hu, hr):
         parser.add_argument("--debug", action="store_true", help=argparse.SUPPRESS)
         parser.add_argument("-q", "--quiet", action="store_true", help=argparse.SUPPRESS)
+    e = sub.add_parser("embeddings", help="prepare embedding backends (distill the static model)",
+                       description="Exit codes: 0 done, 2 missing optional extra or bad arguments.")
+    esub = e.add_subparsers(dest="embeddings_command", required=True)
+    ed = esub.add_parser("distill", help="distill the bundled all-MiniLM-L6-v2 into a model2vec static model "
+                                         "(the 'static' backend's model_path), once, offline")
+    ed.add_argument("dir", metavar="DIR", help="model directory to write (replaced if it exists)")
+    ed.add_argument("--dims", type=int, default=256, metavar="N", help="PCA dimensions per field (default 256)")
+    for parser in (e, ed):
+        parser.add_argument("--debug", action="store_true", help=argparse.SUPPRESS)
+        parser.add_argument("-q", "--quiet", action="store_true", help=argparse.SUPPRESS)
     m = sub.add_parser("summary", help="print the verdict and output paths of a finished batch directory",
                        description="Exit code: 0 pass or quarantine, 1 halt, 2 no summary.json in DIR.")
     m.add_argument("dir", metavar="DIR", help="a batch output directory (holds summary.json)")
@@ -131,6 +141,15 @@ def _history(args: argparse.Namespace) -> int:
         spec = history.switched_spec(args.dir, backend=args.backend, fields=args.fields)
         out = history.rebuild_history(args.dir, spec=spec, cache_dir=args.cache_dir)
     print(json.dumps(out, indent=2, sort_keys=True))
+    return EXIT_OK
+
+
+def _embeddings(args: argparse.Namespace) -> int:
+    from tunegate.core.embeddings import distill_static_model
+
+    if args.dims < 1:
+        raise TunegateError("--dims must be a positive number")
+    print(distill_static_model(args.dir, pca_dims=args.dims))
     return EXIT_OK
 
 
@@ -196,7 +215,8 @@ def main(argv: list[str] | None = None) -> int:
     quiet_libraries()
     configure(bars=not args.quiet)  # bars on a terminal; log lines when stderr is a file or a pipe
     try:
-        command = {"summary": _summary, "history": _history, "scan": _scan}[args.command]
+        command = {"summary": _summary, "history": _history, "embeddings": _embeddings,
+                   "scan": _scan}[args.command]
         return command(args)
     except TunegateError as exc:
         print(f"tunegate: error: {exc}", file=sys.stderr)

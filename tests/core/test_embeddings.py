@@ -97,6 +97,18 @@ def test_fields_and_backends_are_validated() -> None:
     assert EmbeddingSpec(dim=128).fingerprint() != EmbeddingSpec().fingerprint()
 
 
+def test_the_static_backend_names_the_command_that_builds_its_model() -> None:
+    with pytest.raises(ConfigError, match="`tunegate embeddings distill DIR`"):
+        EmbeddingSpec(backend="static")
+
+
+def test_every_field_selection_embeds_even_an_empty_table() -> None:
+    for fields in ("instruction+input+output", "prompt", "output"):
+        emb = build_embedder(EmbeddingSpec(fields=fields))  # type: ignore[arg-type]
+        v = emb.embed({f: [] for f in FIELDS})
+        assert v.shape == (0, emb.dim) and v.dtype == np.float32
+
+
 @pytest.mark.skipif(importlib.util.find_spec("sentence_transformers") is not None, reason="minilm extra installed")
 def test_minilm_without_its_extra_says_what_to_install(superni_slice: list[dict[str, Any]]) -> None:
     emb = build_embedder(EmbeddingSpec(backend="minilm"))
