@@ -268,7 +268,9 @@ def test_concurrent_update_waits_for_the_writer_and_a_dead_writers_lock_is_gone(
     ({"flat_max": -1}, "near_duplicate flat_max must be an integer >= 0, got -1"),
     ({"flood_alpha": 2}, r"near_duplicate flood_alpha must be a number in \(0\.0, 1\.0\), got 2"),
     ({"embedding": "static"}, "near_duplicate embedding backend 'static' needs model_path"),
-    ({"thresold": 0.9}, r"near_duplicate: unknown option 'thresold'; allowed: embedding \(default 'hashing'\)"),
+    ({"thresold": 0.9},  # the check's own options first, then the embedding options it shares
+     r"near_duplicate: unknown option 'thresold'; allowed: threshold \(default None\), k \(default 10\).*"
+     r"embedding \(default 'hashing'\)"),
     ({"embedding": "minilm"}, "near_duplicate: no calibrated threshold for the 'minilm' backend"),
 ])
 def test_misconfiguration_fails_at_construction(options: dict[str, Any], message: str) -> None:
@@ -292,7 +294,7 @@ def test_options_are_one_frozen_config_and_the_threshold_follows_the_backend(tmp
     static = build_check("near_duplicate", embedding="static", model_path=str(tmp_path))
     assert static.threshold == 0.98 and static.config.threshold is None  # type: ignore[attr-defined]
     options = check_options("near_duplicate")
-    assert list(options)[:2] == ["embedding", "fields"] and options["threshold"] is None
+    assert list(options)[:2] == ["threshold", "k"] and options["threshold"] is None  # its own options first
     assert {"history_dir", "batch_id", "template_variants"} <= set(options)
 
 

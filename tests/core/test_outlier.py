@@ -96,7 +96,8 @@ def test_a_reference_corpus_given_by_path_is_used_first(
     ({"k": 5000}, "embedding_outlier k must be an integer between 1 and 1000, got 5000"),
     ({"min_spread": 1.5}, r"embedding_outlier min_spread must be a number in \[0\.0, 1\.0\), got 1\.5"),
     ({"reference_dir": 7}, "embedding_outlier reference_dir must be a path, got 7"),
-    ({"zz": 3}, r"embedding_outlier: unknown option 'zz'; allowed: embedding \(default 'hashing'\)"),
+    ({"zz": 3}, r"embedding_outlier: unknown option 'zz'; allowed: k \(default 10\), z \(default 3.5\).*"
+                r"embedding \(default 'hashing'\)"),
     ({"min_typical_similarity": 2},
      r"embedding_outlier min_typical_similarity must be a number in \[-1\.0, 1\.0\], got 2"),
 ])
