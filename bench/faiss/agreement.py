@@ -12,12 +12,12 @@ threshold, so their agreement with (a) measures overlap, not error; (b) is tool-
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 
 import numpy as np
 import pyarrow.parquet as pq
+from _result import emit  # bench/faiss/_result.py (scripts run from this folder)
 
 from tunegate.core.checks import CanonicalBatch
 from tunegate.core.checks._clusters import representatives
@@ -74,11 +74,7 @@ def main() -> int:
         rows.append(overlap("datasketch MinHash LSH (J>=0.8)", mh, exact)
                     | {"planted_found": round(len(mh & edits) / len(edits), 4)})
     res["near_duplicate"] = rows
-    line = json.dumps(res, sort_keys=True)
-    print(line)
-    if args.out:
-        args.out.write_text(line + "\n", encoding="utf-8")
-    return 0
+    return emit(res, args.out)
 
 
 if __name__ == "__main__":

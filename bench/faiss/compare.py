@@ -13,12 +13,12 @@ recall of the planted near-duplicates (``INPUT.pairs.tsv`` from corpus.py) for t
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import time
 from pathlib import Path
 
 import numpy as np
+from _result import emit  # bench/faiss/_result.py (scripts run from this folder)
 
 from tunegate.core.checks import CanonicalBatch
 from tunegate.core.checks._clusters import representatives
@@ -123,11 +123,7 @@ def main() -> int:
         }
         print(nprobe, res["ivf"][nprobe], file=sys.stderr, flush=True)
     np.savez(args.work / "exact_knn.npz", sims=es, ids=ei)
-    line = json.dumps(res, sort_keys=True)
-    print(line)
-    if args.out:
-        args.out.write_text(line + "\n", encoding="utf-8")
-    return 0
+    return emit(res, args.out)
 
 
 if __name__ == "__main__":

@@ -16,6 +16,7 @@ import sys
 from pathlib import Path
 
 import pyarrow.parquet as pq
+from _result import emit  # bench/faiss/_result.py (scripts run from this folder)
 
 
 def main() -> int:
@@ -39,11 +40,7 @@ def main() -> int:
            "found_with_original": with_original,
            "recall_with_original": round(with_original / max(len(pairs), 1), 4),
            "flagged_near_duplicate": len(rep), "records": len(ids)}
-    line = json.dumps(res, sort_keys=True)
-    print(line)
-    if args.out:
-        args.out.write_text(line + "\n", encoding="utf-8")
-    return 0
+    return emit(res, args.out)
 
 
 if __name__ == "__main__":

@@ -36,6 +36,8 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).parent))
+from _result import emit  # bench/faiss/_result.py (scripts run from this folder)
+
 from corpus import CORPORA, FIELDS, SKIP, edited
 from tunegate.core.embeddings import EmbeddingSpec, build_embedder
 
@@ -169,11 +171,7 @@ def main() -> int:
     import sklearn
 
     res["sklearn_version"] = sklearn.__version__
-    line = json.dumps(res, sort_keys=True)
-    print(line)
-    if args.out:
-        args.out.write_text(line + "\n", encoding="utf-8")
-    return 0
+    return emit(res, args.out)
 
 
 if __name__ == "__main__":

@@ -11,12 +11,13 @@ Run it under /usr/bin/time -v for the whole process's peak memory.
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import resource
 import sys
 import time
 from pathlib import Path
+
+from _result import emit  # bench/faiss/_result.py (scripts run from this folder)
 
 from tunegate.core.checks import CanonicalBatch, build_check, save_result
 from tunegate.core.ingest import CANONICAL_FILE, ingest
@@ -62,11 +63,7 @@ def main() -> int:
                                                cache_dir=args.work / "embeddings")
         res["update_history_s"] = round(time.perf_counter() - t, 1)
     res["peak_rss_mib"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
-    line = json.dumps(res, sort_keys=True)
-    print(line)
-    if args.out:
-        args.out.write_text(line + "\n", encoding="utf-8")
-    return 0
+    return emit(res, args.out)
 
 
 if __name__ == "__main__":
