@@ -48,7 +48,9 @@ def test_off_task_records_are_outliers_against_the_history(
     for r in planted:
         f = flagged[r["id"]]
         assert f.detail["group"] == SST2 and f.detail["threshold_from"] == "group"
-        assert f.detail["reference"] == "history" and f.score > f.detail["threshold"]
+        assert f.detail["reference"] == "history"
+        # far outside its group, not a borderline call: a translation scores well above the SST-2 median
+        assert f.score - f.detail["median"] > 0.3
     false_alarms = len(set(flagged) - {r["id"] for r in planted})
     assert false_alarms <= 0.02 * len(rest)  # the robust z rule flags the far tail only
     assert result.metrics["reference"] == "history" and result.metrics["reference_records"] == 1740
