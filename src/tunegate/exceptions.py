@@ -39,3 +39,8 @@ class BatchHalted(TunegateError):
 
 class HistoryError(TunegateError):
     """The history cannot be used as it is: damaged, partly missing, locked, or made another way."""
+
+
+class HistoryConflict(HistoryError):
+    """The history moved on (another batch was added) after this batch was checked against it: publishing
+    now could accept records that duplicate the new ones. Re-check the batch, then publish."""

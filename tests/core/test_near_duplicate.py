@@ -442,3 +442,20 @@ def test_template_variants_are_duplicates_unless_the_policy_keeps_them(
     assert len(default) == 60  # every record under the second wrapper repeats one under the first
     assert all(f.detail["representative"].startswith("imdb_Text") for f in default.values())
     assert kept == {}
+
+
+def test_a_batch_checked_against_an_older_generation_is_not_published(
+        two_nights: tuple[Path, CanonicalBatch], tmp_path: Path, superni_slice: list[dict[str, Any]]) -> None:
+    """Two batches checked against the same history: the second to publish must be re-checked first."""
+    from tunegate.exceptions import HistoryConflict
+
+    history, night2 = two_nights
+    seen = build_check("near_duplicate", history_dir=str(history)).run(night2).metrics["history_generation"]
+    other = make_batch(tmp_path, "other", superni_slice[3000:3100])
+    update_history(history, other.path, batch_id="other", expected_generation=seen)  # the first one wins
+    count = open_history(history).count
+    with pytest.raises(HistoryConflict, match=f"moved from generation {seen} to {seen + 1}"):
+        update_history(history, night2.path, batch_id="night2", expected_generation=seen)
+    assert open_history(history).count == count  # nothing written
+    again = build_check("near_duplicate", history_dir=str(history)).run(night2).metrics["history_generation"]
+    assert update_history(history, night2.path, batch_id="night2", expected_generation=again)["added"] > 0

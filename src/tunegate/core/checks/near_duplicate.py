@@ -204,6 +204,7 @@ class NearDuplicateCheck(EmbeddingCheck):
             "candidate_pairs_verified": verifier.verified, "candidate_pairs_distinct": verifier.distinct,
             "distinct_because": dict(verifier.reasons.most_common(8)),
             "history_records": history.count if history is not None else 0,
+            "history_generation": int(history.manifest.get("generation", 0)) if history is not None else None,
             "history_index": history.kind if history is not None else "none",
             "near_duplicates_of_history": int(in_history.sum()), "near_duplicates_in_batch": len(members),
             "clusters": clusters, "flooding_contributors": flooders, "template_variants": self.config.template_variants,

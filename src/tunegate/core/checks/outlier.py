@@ -112,7 +112,9 @@ class EmbeddingOutlierCheck(EmbeddingCheck):
         vectors = self.vectors(batch)
         base = {"records": n, "reference": ref_name, "k": self.config.k, "z": self.config.z,
                 "group_by": self.config.group_by,
-                "min_spread": self.config.min_spread, "min_typical_similarity": self.config.min_typical_similarity}
+                "min_spread": self.config.min_spread, "min_typical_similarity": self.config.min_typical_similarity,
+                "history_generation": (int(reference.manifest.get("generation", 0))
+                                       if reference is not None and ref_name == "history" else None)}
         available = reference.count if reference is not None else n - 1
         if available < self.config.k:
             reason = (f"the {ref_name} holds {available} records to compare with, fewer than k={self.config.k}: "

@@ -48,7 +48,7 @@ from tunegate.core.history.writing import (
     switched_spec,
     update_history,
 )
-from tunegate.exceptions import HistoryError
+from tunegate.exceptions import HistoryConflict, HistoryError
 
 __all__ = [
     "FORMAT",
@@ -58,6 +58,7 @@ __all__ = [
     "MANIFEST",
     "RETRAIN_GROWTH",
     "History",
+    "HistoryConflict",
     "HistoryError",
     "describe_history",
     "open_history",

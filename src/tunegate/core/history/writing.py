@@ -27,7 +27,7 @@ from tunegate.core.history.reading import (
 )
 from tunegate.core.io import atomic_write, write_json_atomic
 from tunegate.core.vector_index import IndexParams, add, all_vectors, index_kind, new_index
-from tunegate.exceptions import HistoryError
+from tunegate.exceptions import HistoryConflict, HistoryError
 
 if TYPE_CHECKING:
     import numpy as np
@@ -60,7 +60,7 @@ def _locked(path: Path, timeout: float = LOCK_TIMEOUT) -> Iterator[None]:
 
 def update_history(history_dir: str | Path, accepted: str | Path, *, batch_id: str | None = None,
                    spec: EmbeddingSpec | None = None, cache_dir: str | Path | None = None,
-                   params: IndexParams | None = None) -> dict[str, Any]:
+                   params: IndexParams | None = None, expected_generation: int | None = None) -> dict[str, Any]:
     """Add the records of an accepted batch (``accepted.parquet``, canonical schema) to the history.
 
     Call it after the gate when the verdict is not ``halt``. Idempotent: a file already added (same
@@ -70,6 +70,11 @@ def update_history(history_dir: str | Path, accepted: str | Path, *, batch_id: s
     ``spec`` is only used to start a new history (default: the ``hashing`` backend over all fields);
     an existing history keeps its own, and a different ``spec`` is a :class:`ConfigError`. Pass the
     checks' ``cache_dir`` to reuse the vectors they computed. Returns a small summary.
+
+    ``expected_generation``: the generation the batch's checks compared against. If another writer has
+    committed since (the generation moved), nothing is written and :class:`HistoryConflict` is raised: the
+    batch may duplicate records it was never compared with, so it must be re-checked first. One consistent
+    view per batch, whatever runs concurrently.
     """
     path = Path(history_dir)
     source = Path(accepted)
@@ -77,6 +82,12 @@ def update_history(history_dir: str | Path, accepted: str | Path, *, batch_id: s
         raise HistoryError(f"accepted batch {source} does not exist; nothing added to history {path}")
     with _locked(path):
         current = _load_history(path, verify=True)  # never the in-process copy: this one gets added to
+        generation = int(current.manifest.get("generation", 0))
+        if expected_generation is not None and generation != expected_generation:
+            raise HistoryConflict(
+                f"history {path} moved from generation {expected_generation} to {generation} while this batch "
+                f"was checked (batches now: {', '.join(current.batch_names()[-5:]) or 'none'}); re-check the batch "
+                "against the current history (rerun its scan), then publish")
         if current.count and spec is not None:
             current.check_spec(spec)
         use_spec = current.spec or spec or EmbeddingSpec()
