@@ -76,7 +76,74 @@ def test_compose_volumes_are_declared(compose: dict[str, Any]) -> None:
 
 
 def test_env_example_names_every_variable_compose_reads(compose: dict[str, Any]) -> None:
-    used = set(re.findall(r"(?<!\$)\$\{(\w+)(?::?-[^}]*)?\}", (DOCKER / "compose.yaml").read_text(encoding="utf-8")))
+    used = set(re.findall(r"(?<!\$)\$\{(\w+)(?::?[-?][^}]*)?\}", (DOCKER / "compose.yaml").read_text(encoding="utf-8")))
     example = {line.split("=", 1)[0] for line in (DOCKER / ".env.example").read_text().splitlines()
                if line and not line.startswith("#")}
     assert used - {"AIRFLOW_UID", "TUNEGATE_IMAGE"} <= example
+
+
+SECRETS = {"POSTGRES_PASSWORD": "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN",
+           "AIRFLOW_FERNET_KEY": "AIRFLOW__CORE__FERNET_KEY",
+           "AIRFLOW_JWT_SECRET": "AIRFLOW__API_AUTH__JWT_SECRET"}
+_VAR = re.compile(r"(?<!\$)\$\{(\w+)(?:(:?[-?])([^}]*))?\}")
+
+
+class _Unset(Exception):
+    pass
+
+
+def _interpolate(text: str, env: dict[str, str]) -> str:
+    """docker compose's interpolation, the subset compose.yaml uses: ${V}, ${V:-default}, ${V:?error}."""
+    def one(m: re.Match[str]) -> str:
+        name, op, arg = m.group(1), m.group(2), m.group(3)
+        value = env.get(name)
+        if op == ":?" and not value:
+            raise _Unset(f"{name}: {arg}")
+        if op == ":-" and not value:
+            return arg
+        return value or ""
+    return _VAR.sub(one, text)
+
+
+def _env_example() -> dict[str, str]:
+    lines = (DOCKER / ".env.example").read_text(encoding="utf-8").splitlines()
+    return dict(line.split("=", 1) for line in lines if line and not line.startswith("#"))  # type: ignore[misc]
+
+
+def test_every_secret_is_required_with_no_default() -> None:
+    text = (DOCKER / "compose.yaml").read_text(encoding="utf-8")
+    uses = [(m.group(1), m.group(2)) for m in _VAR.finditer(text) if m.group(1) in SECRETS]
+    assert {name for name, _ in uses} == set(SECRETS)
+    assert all(op == ":?" for _, op in uses), uses  # never ${SECRET:-default} nor a bare ${SECRET}
+    for weak in ("change-me", "POSTGRES_PASSWORD:-", "AIRFLOW_FERNET_KEY:-", "AIRFLOW_JWT_SECRET:-"):
+        assert weak not in text, weak
+
+
+@pytest.mark.parametrize("missing", sorted(SECRETS))
+def test_compose_refuses_to_start_without_each_secret(missing: str) -> None:
+    text = (DOCKER / "compose.yaml").read_text(encoding="utf-8")
+    env = {name: f"real-{name.lower()}" for name in SECRETS}
+    _interpolate(text, env)  # all set: resolves
+    for value in (None, ""):  # unset, or copied from .env.example without filling it in
+        partial = {k: v for k, v in env.items() if k != missing} | ({} if value is None else {missing: value})
+        with pytest.raises(_Unset, match=missing):
+            _interpolate(text, partial)
+
+
+def test_env_example_documents_the_secrets_without_values() -> None:
+    example = _env_example()
+    text = (DOCKER / ".env.example").read_text(encoding="utf-8")
+    for name in SECRETS:
+        assert example[name] == "", name  # a copied .env.example must not start: no shared default secret
+        comment = text.split(f"\n{name}=")[0].rsplit("\n", 1)[-1]
+        assert comment.startswith("#") and "python -c" in comment, name  # how to generate it
+
+
+def test_secrets_reach_every_airflow_service(compose: dict[str, Any]) -> None:
+    env = {name: f"real-{name.lower()}" for name in SECRETS}
+    resolved: dict[str, Any] = yaml.safe_load(_interpolate((DOCKER / "compose.yaml").read_text(encoding="utf-8"), env))
+    assert resolved["services"]["postgres"]["environment"]["POSTGRES_PASSWORD"] == env["POSTGRES_PASSWORD"]
+    for name in AIRFLOW_SERVICES:
+        service_env = resolved["services"][name]["environment"]
+        for secret, key in SECRETS.items():
+            assert env[secret] in service_env[key], (name, key)
