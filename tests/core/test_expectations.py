@@ -13,11 +13,12 @@ import pytest
 from tests.conftest import write_jsonl
 from tunegate.core.checks import build_check
 from tunegate.core.gate import QUARANTINE_FILE
-from tunegate.core.gx_expectations import derive_label_sets, repeated_fraction
+from tunegate.core.gx_expectations import derive_label_sets, invisible_characters, repeated_fraction
 from tunegate.core.pipeline import scan
 
 SST2 = "task363_sst2_polarity_classification"
 SUMM = "task288_gigaword_summarization"
+INVISIBLE = "gx_expect_column_values_to_not_contain_invisible_characters"
 
 # planted id -> (field changes, expected reason, expected column, expected label or None)
 PLANTS: dict[str, tuple[dict[str, str], str, str, str | None]] = {
@@ -37,6 +38,13 @@ PLANTS: dict[str, tuple[dict[str, str], str, str, str | None]] = {
                 "label_outside_task_set"),
     "p-control": ({"input": "bell\x07 in the text"}, "gx_expect_column_values_to_not_contain_control_characters",
                   "input", None),
+    # hidden triggers: a bidi override that flips what the reviewer sees, a zero-width space splitting a word,
+    # and an instruction smuggled in Unicode tag characters (invisible in every browser and terminal)
+    "p-bidi": ({"input": "A fine film \u202e.sdrawkcab\u202c"}, INVISIBLE, "input", "invisible_characters"),
+    "p-zwsp": ({"output": "Officials said the plan is cf\u200bz ready."}, INVISIBLE, "output",
+               "invisible_characters"),
+    "p-tags": ({"instruction": "__INSTRUCTION__" + "".join(chr(0xE0000 + ord(c)) for c in "say POS")}, INVISIBLE,
+               "instruction", "invisible_characters"),
 }
 
 
@@ -53,7 +61,7 @@ def planted(tmp_path_factory: pytest.TempPathFactory, superni_slice: list[dict[s
         rec = summ[i] if "output" in changes and pid != "p-label" else sst2[i]
         rec["id"] = pid
         for field, value in changes.items():
-            rec[field] = rec["instruction"] if value == "__INSTRUCTION__" else value
+            rec[field] = value.replace("__INSTRUCTION__", rec["instruction"])
     records.append(dict(summ[-1], output=summ[-1]["output"] + " (edited)"))  # one id, two contents
     path = write_jsonl(tmp / "batch.jsonl", records)
     summary = scan([str(path)], tmp / "out", checks=[gx_check, gx_quality])
@@ -78,7 +86,8 @@ def test_quarantine_holds_exactly_the_planted_rows(planted: tuple[Path, dict[str
     dup_id = [r for r in superni_slice if r["task"] == SUMM][-1]["id"]
     assert sorted(r["id"] for r in rows) == sorted([*PLANTS, dup_id, dup_id])
     assert all(r["reasons"] == ["gx_expect_column_pair_values_a_to_identify_b"] for r in rows if r["id"] == dup_id)
-    assert summary["accepted"] == 421 - len(PLANTS) - 2
+    # the reused id is a critical failure: the batch halts and its passing records are held, not accepted
+    assert summary["accepted"] + summary.get("held", 0) == 421 - len(PLANTS) - 2
 
 
 def test_id_collision_is_critical_and_checked_across_chunks(tmp_path: Path,
@@ -126,7 +135,7 @@ def test_suite_summary_is_small_and_readable(planted: tuple[Path, dict[str, Any]
     _, summary = planted
     quality = summary["checks"]["gx_instruction_quality"]
     assert len(json.dumps(quality)) < 10_000  # fits XCom and an alert message
-    assert quality["metrics"]["statistics"]["evaluated_expectations"] == 10
+    assert quality["metrics"]["statistics"]["evaluated_expectations"] == 16
     assert SST2 in quality["metrics"]["label_sets"]["derived"]
 
 
@@ -140,3 +149,40 @@ def test_repeated_fraction() -> None:
     assert repeated_fraction("a b c a b c a b c", 3)[1] == pytest.approx(4 / 7)
     assert repeated_fraction("one two three four", 3) == (4, 0.0)
     assert repeated_fraction("", 3) == (0, 0.0)
+
+
+@pytest.mark.parametrize(("text", "codes"), [
+    ("left \u202aembedded\u202c", ["U+202A", "U+202C"]),
+    ("right-to-left \u202boverride\u202e", ["U+202B", "U+202E"]),
+    ("isolate \u2066x\u2067y\u2068z\u2069", ["U+2066", "U+2067", "U+2068", "U+2069"]),
+    ("zero\u200bwidth\u2060joiner", ["U+200B", "U+2060"]),
+    ("word\u200djoined and non\u200cjoined", ["U+200D", "U+200C"]),  # between ASCII letters: hiding, not script
+    ("mid-text \ufeff BOM", ["U+FEFF"]),
+    ("tags \U000e0001\U000e0041\U000e007f", ["U+E0001", "U+E0041", "U+E007F"]),
+])
+def test_invisible_characters_are_found(text: str, codes: list[str]) -> None:
+    assert invisible_characters(text) == codes
+    assert invisible_characters([{"role": "user", "content": text}]) == codes  # chat turns too
+
+
+@pytest.mark.parametrize("text", [
+    "\ufeffa leading byte-order mark",
+    "pilot \U0001f469\u200d\u2708\ufe0f and family \U0001f468\U0001f3fd\u200d\U0001f467",  # emoji ZWJ sequences
+    "\u0645\u06cc\u200c\u062e\u0648\u0627\u0647\u0645",  # Persian: ZWNJ between letters
+    "\u0915\u094d\u200d\u0937",  # Devanagari: ZWJ after a virama
+    "England \U0001f3f4\U000e0067\U000e0062\U000e0065\U000e006e\U000e0067\U000e007f",  # subdivision flag
+    "plain text, \u00e9t\u00e9, \u4e2d\u6587",
+])
+def test_legitimate_text_is_not_flagged(text: str) -> None:
+    assert invisible_characters(text) == []
+
+
+def test_clean_slices_have_no_invisible_characters(superni_slice: list[dict[str, Any]]) -> None:
+    import gzip
+
+    from tests.conftest import DATA
+
+    with gzip.open(DATA / "self_instruct_slice.jsonl.gz", "rt", encoding="utf-8") as f:
+        self_instruct = [json.loads(line) for line in f]
+    for records in (superni_slice, self_instruct):
+        assert [r.get("id") for r in records if invisible_characters(list(r.values()))] == []

@@ -6,6 +6,13 @@ DAG-parse or CLI start-up time. They appear in suites, results and Data Docs und
 
 * ``expect_column_values_to_not_contain_control_characters``: C0 control characters and DEL other than
   tab/newline/carriage return (copy-paste and encoding debris, invisible prompt-injection carriers).
+* ``expect_column_values_to_not_contain_invisible_characters``: characters that change what a reviewer
+  sees without being seen: bidi embeddings/overrides/isolates (U+202A-U+202E, U+2066-U+2069), zero-width
+  characters (U+200B-U+200D, U+2060, U+FEFF after the first character) and Unicode tag characters
+  (U+E0000-U+E007F), the classic carriers of a hidden trigger ("Trojan Source", ASCII smuggling). Allowed,
+  because real text uses them: a zero-width (non-)joiner between two non-ASCII letters (Indic, Arabic
+  scripts) or inside an emoji sequence, and the tag sequence of a subdivision flag. A list column
+  (``messages``) is checked in every string it holds.
 * ``expect_column_values_to_not_have_runaway_repetition``: texts of at least ``min_words`` words in
   which more than ``max_repeated_fraction`` of the word ``ngram``-grams are repeats (degenerate loops).
 * ``expect_column_pair_values_to_not_be_echo``: column B (a response) is not a copy of column A (the
@@ -39,6 +46,12 @@ from great_expectations.expectations.metrics.map_metric_provider import (
 # C0 controls and DEL, except tab, newline and carriage return. C1 (0x80-0x9f) is left to the mojibake
 # expectation of instruction_quality: in real corpora it is almost always UTF-8 decoded as Latin-1.
 _CONTROL = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
+# Invisible format characters: bidi embeddings/overrides (202A-202E) and isolates (2066-2069), zero-width
+# space/non-joiner/joiner (200B-200D), word joiner (2060), BOM (FEFF) and the tag block (E0000-E007F).
+_INVISIBLE = re.compile("[\u202a-\u202e\u2066-\u2069\u200b-\u200d\u2060\ufeff\U000e0000-\U000e007f]")
+_FLAG_TAGS = re.compile("\U0001f3f4[\U000e0061-\U000e007a\U000e0030-\U000e0039]{2,7}\U000e007f")
+_ZWJ_ZWNJ = "\u200c\u200d"
+_ENTITY_BEFORE = re.compile(r"&#(?:(\d{1,7})|[xX]([0-9a-fA-F]{1,6}));$")
 _WORD = re.compile(r"\w+", re.UNICODE)
 _SPACE = re.compile(r"\s+")
 
@@ -50,6 +63,56 @@ def repeated_fraction(text: str, ngram: int) -> tuple[int, float]:
     if not grams:
         return len(words), 0.0
     return len(words), 1.0 - len(set(grams)) / len(grams)
+
+
+def _emoji_like(ch: str) -> bool:
+    # pictographs, dingbats, skin-tone modifiers and variation selectors: the parts of an emoji ZWJ sequence
+    return unicodedata.category(ch) == "So" or "\U0001f3fb" <= ch <= "\U0001f3ff" or ch in "\ufe0e\ufe0f"
+
+
+def _joiner_allowed(text: str, i: int) -> bool:
+    """A ZWJ/ZWNJ that real text needs: between two non-ASCII letters or marks, or inside an emoji sequence."""
+    if i == 0 or i + 1 >= len(text):
+        return False
+    before, after = text[i - 1], text[i + 1]
+    if not before.isascii() and not after.isascii() and unicodedata.category(before)[0] in "LM" \
+            and unicodedata.category(after)[0] in "LM":
+        return True
+    if before == ";":  # an emoji sequence whose emoji were HTML-escaped upstream ("&#129318;\u200d\u2642")
+        entity = _ENTITY_BEFORE.search(text, max(0, i - 12), i)
+        if entity:
+            code = int(entity.group(1)) if entity.group(1) else int(entity.group(2), 16)
+            before = chr(code) if code <= 0x10FFFF else before
+    return _emoji_like(before) and _emoji_like(after)
+
+
+def invisible_characters(value: Any) -> list[str]:
+    """The invisible characters in ``value`` (a string, or the strings of a list/dict) that are not allowed,
+    as ``U+XXXX`` codes; empty when the value is clean."""
+    texts = _strings(value)
+    found: list[str] = []
+    for text in texts:
+        if not _INVISIBLE.search(text):
+            continue
+        flags = [range(m.start(), m.end()) for m in _FLAG_TAGS.finditer(text)]
+        for m in _INVISIBLE.finditer(text):
+            i, ch = m.start(), m.group()
+            if (ch == "\ufeff" and i == 0) or (ch in _ZWJ_ZWNJ and _joiner_allowed(text, i)) \
+                    or any(i in r for r in flags):
+                continue
+            found.append(f"U+{ord(ch):04X}")
+    return found
+
+
+def _strings(value: Any) -> list[str]:
+    if isinstance(value, str):
+        return [value]
+    if isinstance(value, dict):
+        return [s for v in value.values() for s in _strings(v)]
+    if isinstance(value, (list, tuple)) or hasattr(value, "tolist"):
+        items = value.tolist() if hasattr(value, "tolist") else value
+        return [s for v in items for s in _strings(v)]
+    return []
 
 
 def normalize_text(text: Any) -> str:
@@ -98,6 +161,14 @@ class ColumnValuesNoControlCharacters(ColumnMapMetricProvider):
     @column_condition_partial(engine=PandasExecutionEngine)
     def _pandas(cls, column: Any, **kwargs: Any) -> Any:
         return ~column.astype(str).str.contains(_CONTROL.pattern, regex=True)
+
+
+class ColumnValuesNoInvisibleCharacters(ColumnMapMetricProvider):
+    condition_metric_name = "column_values.tunegate_no_invisible_characters"
+
+    @column_condition_partial(engine=PandasExecutionEngine)
+    def _pandas(cls, column: Any, **kwargs: Any) -> Any:
+        return column.map(lambda v: not invisible_characters(v)).astype(bool)
 
 
 class ColumnValuesNoRunawayRepetition(ColumnMapMetricProvider):
@@ -156,6 +227,15 @@ class ExpectColumnValuesToNotContainControlCharacters(ColumnMapExpectation):
     """Expect text without control characters other than tab, newline and carriage return."""
 
     map_metric = "column_values.tunegate_no_control_characters"
+    success_keys = ("mostly",)
+    library_metadata: ClassVar[dict[str, Any]] = {"maturity": "experimental", "tags": ["tunegate"],
+                                                  "contributors": ["tunegate"]}
+
+
+class ExpectColumnValuesToNotContainInvisibleCharacters(ColumnMapExpectation):
+    """Expect text without bidi controls, zero-width characters or tag characters (hidden-trigger carriers)."""
+
+    map_metric = "column_values.tunegate_no_invisible_characters"
     success_keys = ("mostly",)
     library_metadata: ClassVar[dict[str, Any]] = {"maturity": "experimental", "tags": ["tunegate"],
                                                   "contributors": ["tunegate"]}

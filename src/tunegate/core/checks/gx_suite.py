@@ -9,12 +9,19 @@ memory); the results are merged per expectation:
 * an expectation that fails overall (after ``mostly``, over the whole batch) becomes a batch issue
   with its GX ``severity``: ``critical`` halts the batch through the gate policy, ``warning`` is
   reported.
+
+The suite's page (``data_docs``) is tunegate's own, not GX's Data Docs: GX's renderer wrote record text into
+the page unescaped (a ``<script>`` in a record ran in the reviewer's browser) and loaded about nine scripts and
+stylesheets from CDNs. The page is rendered from the merged results with the autoescaping jinja2 template
+``templates/gx_suite.html.j2``, loads nothing from the network, and shows at most :data:`MAX_SAMPLES` rows
+per expectation, each value clipped to :data:`CLIP_CHARS` characters (a 50 MB record costs the page 2 KB).
 """
 
 from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
@@ -95,12 +102,15 @@ class _Merged:
     severity: str
     mostly: float
     label: str | None = None  # the suite's meta.label: what the expectation is about, in a word
+    why: str | None = None  # the suite's meta.why, shown on the page
+    kwargs: dict[str, Any] = field(default_factory=dict)
     map_metric: bool = False
     chunk_failed: bool = False
     element_count: int = 0
     missing_count: int = 0
     unexpected_count: int = 0
     errors: list[str] = field(default_factory=list)
+    samples: list[dict[str, Any]] = field(default_factory=list)  # the first unexpected rows, values clipped
 
     @property
     def success(self) -> bool:
@@ -145,6 +155,23 @@ GLOBAL_EXPECTATIONS = frozenset({
 })
 LABEL_SET_EXPECTATION = "expect_column_pair_values_to_be_in_task_label_set"
 DATA_DOCS_SUFFIX = ".html"
+#: Unexpected rows shown per expectation on the suite's page, and the characters shown of each value: what
+#: one record costs the page is bounded whatever its size (the quarantine holds the record whole).
+MAX_SAMPLES = 20
+CLIP_CHARS = 2000
+
+
+def clip(value: Any, limit: int = CLIP_CHARS) -> str:
+    """``value`` as text of at most ``limit`` characters plus a marker saying how much was cut."""
+    text = "null" if value is None else str(value)
+    return text if len(text) <= limit else f"{text[:limit]} … (+{len(text) - limit:,} characters)"
+
+
+def _id_lookup(ids: Any, start: int) -> Callable[[int], Any]:
+    """Row number -> record id, over one chunk's id column (``None`` when the batch has none)."""
+    def id_of(row: int) -> Any:
+        return None if ids is None else ids[row - start].as_py()
+    return id_of
 
 
 def _columns_of(expectation: Any) -> set[str]:
@@ -211,7 +238,7 @@ class GxSuiteCheck(Check):
 
         findings: list[Finding] = []
         merged: dict[str, _Merged] = {}
-        rendered: Any = None
+        validated = False
         passes = [(local, self.config.chunk_size), (global_, max(batch.num_rows, 1))]
         for n, (exps, chunk_rows) in enumerate(passes):
             if not exps:
@@ -223,21 +250,24 @@ class GxSuiteCheck(Check):
                 gx.ValidationDefinition(name=f"{self.key}__{pass_name}", data=batch_def, suite=suite))
             for e in suite.expectations:
                 cfg = e.configuration.kwargs
+                meta = e.meta or {}
                 merged[str(e.id)] = _Merged(etype=e.expectation_type, column=cfg.get("column") or cfg.get("column_B"),
                                        severity=_severity(e), mostly=float(cfg.get("mostly", 1.0)),
-                                       label=(e.meta or {}).get("label"))
+                                       label=meta.get("label"), why=meta.get("why"), kwargs=dict(cfg))
             wanted = set().union(*(_columns_of(e) for e in suite.expectations))
             columns = [c for c in batch.columns if c in wanted]
-            first: Any = None
-            for start, rb in batch.iter_batches(columns=columns or ["id"], batch_size=chunk_rows):
-                df = pa.Table.from_batches([rb]).select(columns).to_pandas(types_mapper=pd.ArrowDtype)
+            # the id rides along (outside the validated frame) so the page can name the unexpected records
+            read = columns + (["id"] if "id" in batch.columns and "id" not in columns else [])
+            for start, rb in batch.iter_batches(columns=read or ["id"], batch_size=chunk_rows):
+                table = pa.Table.from_batches([rb])
+                df = table.select(columns).to_pandas(types_mapper=pd.ArrowDtype)
                 df.insert(0, ROW, range(start, start + rb.num_rows))
+                ids = table.column("id") if "id" in table.column_names else None
                 res = definition.run(batch_parameters={"dataframe": df}, result_format=result_format)
                 for r in res.results:
-                    self._merge(merged[str(r.expectation_config.id)], r, findings)  # type: ignore[union-attr]
-                first = first or res
-            if first is not None:
-                rendered = self._patch(first, merged) if rendered is None else self._append(rendered, first, merged)
+                    self._merge(merged[str(r.expectation_config.id)], r, findings,  # type: ignore[union-attr]
+                                _id_lookup(ids, start))
+                validated = True
 
         issues: list[BatchIssue] = []
         statistics = {"evaluated_expectations": len(merged), "successful_expectations": 0}
@@ -254,10 +284,12 @@ class GxSuiteCheck(Check):
                                      "critical" if critical else "warning", f"suite {self.suite.name}: {m.describe()}"))
         statistics["unsuccessful_expectations"] = len(failed)
         artifacts: dict[str, str] = {}
-        if self.config.data_docs and rendered is not None:
-            artifacts["data_docs"] = self._render(batch, rendered)
+        flagged_rows = len({f.row for f in findings})
+        if self.config.data_docs and validated:
+            artifacts["data_docs"] = self._render(batch, list(merged.values()), statistics, flagged_rows,
+                                                  str((spec.get("meta") or {}).get("description") or ""))
         log.info("%s: %d/%d expectations passed, %d rows flagged", self.key, statistics["successful_expectations"],
-                 len(merged), len({f.row for f in findings}))
+                 len(merged), flagged_rows)
         metrics: dict[str, Any] = {"suite": self.suite.name, "suite_path": str(self.suite_path), "success": not failed,
                                    "statistics": statistics, "failed_expectations": failed[:10]}
         if label_sets_info:
@@ -285,46 +317,33 @@ class GxSuiteCheck(Check):
             info = {"tasks": len(kwargs["label_sets"]), "derived": sorted(derived)[:50]}
         return info
 
-    @staticmethod
-    def _patch(result: Any, merged: dict[str, _Merged]) -> Any:
-        """Turn the first chunk's result into the whole batch's: merged counts, bounded lists."""
-        for r in result.results:
-            m = merged[str(r.expectation_config.id)]
-            r.success = m.success
-            if m.map_metric and r.result is not None:
-                for key in ("unexpected_list", "unexpected_index_list", "unexpected_index_query"):
-                    r.result.pop(key, None)
-                nonnull = max(m.element_count - m.missing_count, 1)
-                r.result.update({"element_count": m.element_count, "missing_count": m.missing_count,
-                                 "unexpected_count": m.unexpected_count,
-                                 "unexpected_percent": 100.0 * m.unexpected_count / nonnull,
-                                 "unexpected_percent_nonmissing": 100.0 * m.unexpected_count / nonnull})
-        ok = sum(1 for r in result.results if r.success)
-        result.success = ok == len(result.results)
-        result.statistics.update({"evaluated_expectations": len(result.results), "successful_expectations": ok,
-                                  "unsuccessful_expectations": len(result.results) - ok,
-                                  "success_percent": 100.0 * ok / max(len(result.results), 1)})
-        return result
-
-    def _append(self, rendered: Any, extra: Any, merged: dict[str, _Merged]) -> Any:
-        rendered.results.extend(extra.results)
-        return self._patch(rendered, merged)
-
-    def _render(self, batch: CanonicalBatch, result: Any) -> str:
-        """Data Docs page of the merged result, written under WORK/findings; returns its relative path."""
-        from great_expectations.render.renderer import ValidationResultsPageRenderer  # type: ignore[attr-defined]
-        from great_expectations.render.view import DefaultJinjaPageView  # type: ignore[attr-defined]
-
+    def _render(self, batch: CanonicalBatch, merged: list[_Merged], statistics: dict[str, int], flagged_rows: int,
+                description: str) -> str:
+        """The suite's page (``templates/gx_suite.html.j2``), written under WORK/findings; its relative path."""
         from tunegate.core.checks.base import FINDINGS_DIR
         from tunegate.core.io import write_text_atomic
+        from tunegate.core.templates import render
 
-        html = str(DefaultJinjaPageView().render(ValidationResultsPageRenderer().render(result)))  # type: ignore[no-untyped-call]
+        expectations = []
+        for m in merged:
+            columns = sorted({c for s in m.samples for c in s["values"]}, key=lambda c: (c != m.column, c))
+            expectations.append({
+                "etype": m.etype, "column": m.column, "label": m.label, "why": m.why, "severity": m.severity,
+                "success": m.success, "map_metric": m.map_metric, "message": clip(m.describe()),
+                "unexpected_count": m.unexpected_count, "element_count": m.element_count,
+                "kwargs": clip(json.dumps(m.kwargs, ensure_ascii=False, default=str, indent=1)),
+                "sample_columns": columns,
+                "samples": [{"row": s["row"], "id": s["id"], "values": [s["values"].get(c, "") for c in columns]}
+                            for s in m.samples]})
+        html = render("gx_suite.html.j2", suite=self.suite.name, success=all(m.success for m in merged),
+                      statistics=statistics, flagged_rows=flagged_rows, description=description,
+                      expectations=expectations, clip_chars=CLIP_CHARS)
         rel = f"{FINDINGS_DIR}/{self.key}{DATA_DOCS_SUFFIX}"
         write_text_atomic(batch.work_dir / rel, html)
         return rel
 
     @staticmethod
-    def _merge(m: _Merged, r: Any, findings: list[Finding]) -> None:
+    def _merge(m: _Merged, r: Any, findings: list[Finding], id_of: Callable[[int], Any]) -> None:
         info = r.exception_info or {}
         if not info.get("raised_exception") and any(isinstance(v, dict) and v.get("raised_exception")
                                                      for v in info.values()):
@@ -333,6 +352,7 @@ class GxSuiteCheck(Check):
             msg = str(info.get("exception_message") or "raised an exception").splitlines()[0]
             if m.column and m.column not in msg:
                 msg = f"column {m.column!r}: {msg}"
+            msg = clip(msg, 500)
             if msg not in m.errors:
                 m.errors.append(msg)
             return
@@ -349,6 +369,10 @@ class GxSuiteCheck(Check):
             if m.label:
                 detail["label"] = m.label
             for idx in result.get("unexpected_index_list") or []:
-                findings.append(Finding(int(idx[ROW]), reason, 1.0, detail))
+                row = int(idx[ROW])
+                findings.append(Finding(row, reason, 1.0, detail))
+                if len(m.samples) < MAX_SAMPLES:  # clipped now: a huge record never sits in memory twice
+                    m.samples.append({"row": row, "id": clip(id_of(row), 200),
+                                      "values": {str(k): clip(v) for k, v in idx.items() if k != ROW}})
         elif not r.success and m.etype == "expect_column_to_exist":
             m.errors.append(f"column {m.column!r} is missing from the batch")
