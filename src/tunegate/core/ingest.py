@@ -98,7 +98,9 @@ def ingest(inputs: list[str], work_dir: str | Path, *, fmt: str = "auto", option
     # the writers close (leaving the with) before the files are renamed into place
     with (atomic_write(work / CANONICAL_FILE) as tmp_parquet, atomic_write(work / REJECTED_FILE) as tmp_rejected,
           pq.ParquetWriter(tmp_parquet, schema, compression="zstd") as writer,
-          open(tmp_rejected, "w", encoding="utf-8") as rejected_out,
+          # backslashreplace: a lone surrogate in a rejection's text must not fail the batch (readers spell
+          # them out already; this is the last line of defence)
+          open(tmp_rejected, "w", encoding="utf-8", errors="backslashreplace") as rejected_out,
           progress(f"ingest {len(files)} file(s)", unit="records") as tracker):
         rows: list[dict[str, Any]] = []
         for path in files:

@@ -4,9 +4,13 @@
 from __future__ import annotations
 
 import hashlib
+import importlib
 import json
+import lzma
 import os
+import stat
 import tempfile
+import zlib
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -169,11 +173,43 @@ def _looks_like_data(path: str) -> bool:
     return strip_compression(path).endswith(DATA_SUFFIXES)
 
 
+def stream_errors() -> tuple[type[BaseException], ...]:
+    """What reading a damaged stream raises: a truncated or corrupt ``.gz``/``.bz2``/``.xz``/``.zst`` file, or a
+    read that fails part-way. Readers turn it into a rejection of the rest of the file."""
+    errors: tuple[type[BaseException], ...] = (OSError, EOFError, zlib.error, lzma.LZMAError)
+    try:  # fsspec reads .zst with zstandard when it is installed
+        zstd_error: type[BaseException] = importlib.import_module("zstandard").ZstdError
+    except ImportError:
+        return errors
+    return (*errors, zstd_error)
+
+
+_SPECIAL_FILES = ((stat.S_ISFIFO, "a FIFO (named pipe)"), (stat.S_ISCHR, "a character device"),
+                  (stat.S_ISBLK, "a block device"), (stat.S_ISSOCK, "a socket"))
+
+
+def _require_regular_file(fs: Any, path: str, url: str) -> None:
+    """Refuse a local FIFO, device or socket before opening it: reading one blocks or never ends."""
+    if _protocols(fs)[0] not in ("file", "local"):
+        return
+    mode = os.stat(path).st_mode
+    if stat.S_ISDIR(mode):
+        raise InputError("is a directory", path=url)
+    if not stat.S_ISREG(mode):
+        kind = next((name for test, name in _SPECIAL_FILES if test(mode)), "not a regular file")
+        raise InputError(f"is {kind}, not a regular file; give a data file or a directory", path=url)
+
+
 @contextmanager
 def open_binary(url: str, *, decompress: bool = True, storage: Storage = DEFAULT_STORAGE) -> Iterator[IO[bytes]]:
-    """Open a local path or fsspec URL for reading bytes, decompressing by suffix."""
+    """Open a local path or fsspec URL for reading bytes, decompressing by suffix.
+
+    A local FIFO, device or socket is refused before it is opened; a stream that cannot be decompressed at all
+    (not gzip, truncated, corrupt), or that fails while a reader has not handled it, is an :class:`InputError`.
+    """
     try:
         fs, path = storage.resolve(url)
+        _require_regular_file(fs, path, url)
         with fs.open(path, "rb", compression="infer" if decompress else None) as f:
             yield f
     except FileNotFoundError as exc:
@@ -182,6 +218,8 @@ def open_binary(url: str, *, decompress: bool = True, storage: Storage = DEFAULT
         raise InputError("is a directory", path=url) from exc
     except PermissionError as exc:
         raise InputError("permission denied", path=url) from exc
+    except stream_errors() as exc:
+        raise InputError(f"unreadable data ({type(exc).__name__}: {exc})", path=url) from exc
 
 
 def sha256_file(url: str, storage: Storage = DEFAULT_STORAGE) -> str:

@@ -11,9 +11,11 @@ Three independent choices, held in one :class:`InputOptions`:
 * a *column map* renaming the user's columns onto canonical fields (``prompt`` -> ``instruction``), applied
   before the layout reads a record.
 
-``auto`` detects the container from the suffix and the first bytes, and the layout from the first
-record's keys (after the column map). Errors that concern the whole file (missing, empty, unknown
-format) raise :class:`~tunegate.exceptions.InputError`; errors that concern one record never do.
+``auto`` detects the container from the suffix and the first bytes, and the layout from the keys of the
+first records (up to 100, after the column map; records that do not fit it are rejected). Errors that
+concern the whole file (missing, empty, unknown format, a FIFO or device, a container unreadable from the
+start) raise :class:`~tunegate.exceptions.InputError`; errors that concern one record never do, and damage
+part-way through a file keeps the records before it and rejects the rest as one entry.
 
 One module per job:
 

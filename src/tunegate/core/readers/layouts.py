@@ -2,12 +2,13 @@
 
 ``alpaca``, ``dolly`` and ``canonical`` name the instruction/input/output fields; ``openai`` and
 ``sharegpt`` hold a conversation, projected onto instruction/input/output and kept whole in ``messages``.
-:func:`normalize_items` applies the column map, detects the layout from the first record and adds the
+:func:`normalize_items` applies the column map, detects the layout from the first records and adds the
 content hash and provenance, turning every record a layout cannot fill into a :class:`Rejection`.
 """
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Iterable, Iterator, Mapping
 from typing import Any, NamedTuple
 
@@ -175,17 +176,53 @@ def _explain(message: str, columns: Mapping[str, str]) -> str:
     return message
 
 
+#: How many records the layout is detected from: one odd first record must not decide (or refuse) a file.
+DETECT_RECORDS = 100
+
+
+def _detect(items: list[RawItem], columns: Mapping[str, str]) -> str | None:
+    """The layout most of ``items`` (raw records, column map applied) fit; on a tie, the one seen first."""
+    votes: dict[str, int] = {}
+    for item in items:
+        if not isinstance(item, Rejection) and isinstance(item[1], dict):
+            found = detect_record_format(_map_columns(item[1], columns).keys() if columns else item[1].keys())
+            if found is not None:
+                votes[found] = votes.get(found, 0) + 1
+    return max(votes, key=lambda k: votes[k]) if votes else None  # max keeps the first of equal counts
+
+
 def normalize_items(items: Iterator[RawItem], path: str, options: InputOptions, *,
                     default_source: str | None = None,
                     require_records: bool = True) -> Iterator[dict[str, Any] | Rejection]:
     """Canonical records (with content hash, ``source_file``, ``source_line``) and rejections, in order.
 
-    ``default_source`` fills ``source`` where a record has none; ``require_records`` makes an input that
-    yields nothing an :class:`InputError`.
+    Without a layout in ``options``, the layout is the one most of the first :data:`DETECT_RECORDS` records
+    fit; records that do not fit it are rejected one by one. ``default_source`` fills ``source`` where a
+    record has none; ``require_records`` makes an input that yields nothing an :class:`InputError`.
     """
     seen_any = False
     columns = options.columns
     record_format: str | None = options.layout if options.layout in RECORD_FORMATS else None
+    if record_format is None:
+        head: list[RawItem] = []
+        objects = 0
+        for item in items:
+            head.append(item)
+            if not isinstance(item, Rejection) and isinstance(item[1], dict):
+                objects += 1
+                if objects >= DETECT_RECORDS:
+                    break
+        record_format = _detect(head, columns)
+        first = next((i for i in head if not isinstance(i, Rejection) and isinstance(i[1], dict)), None)
+        if record_format is None and first is not None:
+            line, obj = first
+            obj = _map_columns(obj, columns) if columns else obj
+            raise InputError(
+                f"unknown record format (none of the first {objects} records fits a layout; the first has keys "
+                f"{sorted(obj)[:8]}); expected alpaca (instruction/output), dolly (instruction/response), openai "
+                "(messages), sharegpt (conversations) or canonical; pass a layout (--layout) or map columns "
+                "(--column prompt=instruction)", path=path, line=line)
+        items = itertools.chain(head, items)
     for item in items:
         seen_any = True
         if isinstance(item, Rejection):
@@ -194,17 +231,9 @@ def normalize_items(items: Iterator[RawItem], path: str, options: InputOptions, 
         line, obj = item
         if columns and isinstance(obj, dict):
             obj = _map_columns(obj, columns)
-        if record_format is None:
-            if not isinstance(obj, dict):
-                yield Rejection(path, line, raw_json(obj), f"expected a JSON object, got {type(obj).__name__}")
-                continue
-            record_format = detect_record_format(obj.keys())
-            if record_format is None:
-                raise InputError(
-                    f"unknown record format (first record has keys {sorted(obj)[:8]}); expected alpaca "
-                    "(instruction/output), dolly (instruction/response), openai (messages), sharegpt "
-                    "(conversations) or canonical; pass a layout (--layout) or map columns "
-                    "(--column prompt=instruction)", path=path, line=line)
+        if record_format is None:  # no record is an object: each is rejected below
+            yield Rejection(path, line, raw_json(obj), f"expected a JSON object, got {type(obj).__name__}")
+            continue
         try:
             rec = normalize(obj, record_format)
         except RecordError as exc:

@@ -9,8 +9,9 @@ from dataclasses import dataclass
 from typing import Any
 
 RAW_LIMIT = 2000  # characters of raw input kept in a rejection: enough to see it, bounded for huge lines
-# Undecodable bytes read with ``surrogateescape`` become lone surrogates: finding one means invalid UTF-8.
-_SURROGATE = re.compile("[\udc80-\udcff]")
+# Undecodable bytes read with ``surrogateescape`` become lone surrogates (U+DC80..U+DCFF), and a JSON escape
+# such as ``"\ud800"`` decodes to one: either way the text is not valid UTF-8 and cannot be written out.
+_SURROGATE = re.compile("[\ud800-\udfff]")
 
 
 class RecordError(ValueError):
@@ -33,15 +34,26 @@ RawItem = tuple[int, Any] | Rejection
 
 
 def clip(text: str) -> str:
-    return text if len(text) <= RAW_LIMIT else text[:RAW_LIMIT] + f"... [{len(text) - RAW_LIMIT} more chars]"
+    """``text`` bounded to :data:`RAW_LIMIT` characters, with lone surrogates spelled out (``\\xff`` for an
+    undecodable byte, ``\\ud800`` for a surrogate escape) so that it can always be written as UTF-8."""
+    text = text if len(text) <= RAW_LIMIT else text[:RAW_LIMIT] + f"... [{len(text) - RAW_LIMIT} more chars]"
+    return _SURROGATE.sub(_spell_surrogate, text)
+
+
+def _spell_surrogate(match: re.Match[str]) -> str:
+    code = ord(match.group())
+    return f"\\x{code - 0xDC00:02x}" if 0xDC80 <= code <= 0xDCFF else f"\\u{code:04x}"
 
 
 def raw_json(obj: Any) -> str:
     """A parsed record as the (clipped) JSON text a rejection keeps."""
     try:
         return clip(json.dumps(obj, ensure_ascii=False, default=str))
-    except (TypeError, ValueError):
-        return clip(repr(obj))
+    except (TypeError, ValueError, RecursionError):
+        try:
+            return clip(repr(obj))
+        except RecursionError:  # nested too deep even for repr
+            return f"<{type(obj).__name__} nested too deep to show>"
 
 
 def has_invalid_utf8(text: str) -> bool:
