@@ -89,7 +89,8 @@ def _parser() -> argparse.ArgumentParser:
         parser.add_argument("--debug", action="store_true", help=argparse.SUPPRESS)
         parser.add_argument("-q", "--quiet", action="store_true", help=argparse.SUPPRESS)
     m = sub.add_parser("summary", help="print the verdict and output paths of a finished batch directory",
-                       description="Exit code: 0 pass or quarantine, 1 halt, 2 no summary.json in DIR.")
+                       description="Exit code: 0 pass or quarantine, 1 halt, 2 no committed result set in DIR "
+                                   "(missing, incomplete or from an interrupted run).")
     m.add_argument("dir", metavar="DIR", help="a batch output directory (holds summary.json)")
     m.add_argument("--debug", action="store_true", help=argparse.SUPPRESS)
     m.add_argument("-q", "--quiet", action="store_true", help=argparse.SUPPRESS)
@@ -112,22 +113,17 @@ def _print_summary(summary: dict[str, object]) -> int:
               f"({history.get('history_records', 0)} in all) in {history.get('dir')}")
     out = Path(str(summary["out_dir"]))
     outputs: dict[str, str] = summary["outputs"]  # type: ignore[assignment]
-    for name in ("accepted", "quarantine", "rejected", "summary"):
-        print(f"  {name}: {out / outputs[name]}")
+    for name in ("accepted", "held", "quarantine", "rejected", "summary"):
+        if name in outputs:  # a halted night has held.parquet instead of accepted.parquet
+            print(f"  {name}: {out / outputs[name]}")
     return EXIT_HALT if summary["verdict"] == "halt" else EXIT_OK
 
 
 def _summary(args: argparse.Namespace) -> int:
-    from tunegate.core.gate import SUMMARY_FILE
+    from tunegate.core.gate import load_committed
 
-    path = Path(args.dir) / SUMMARY_FILE
-    try:
-        summary = json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError as exc:
-        raise TunegateError(f"{path}: no such file (has the batch run?)") from exc
-    except json.JSONDecodeError as exc:
-        raise TunegateError(f"{path}: not valid JSON ({exc.msg})") from exc
-    return _print_summary(summary)
+    # only a committed result set: every output present and matching the sha256 summary.json recorded
+    return _print_summary(load_committed(args.dir))
 
 
 def _history(args: argparse.Namespace) -> int:

@@ -148,3 +148,50 @@ def test_column_map_from_flags_and_from_the_policy(tmp_path: Path, superni_slice
         assert s["policy"]["input"]["columns"] == {"prompt": "instruction", "completion": "output"}
     accepted = pq.read_table(tmp_path / "b" / "accepted.parquet").to_pylist()
     assert accepted[0]["output"] == superni_slice[0]["output"]
+
+
+def test_summary_refuses_an_incomplete_or_interrupted_result_set(tmp_path: Path, superni_slice: list[dict],
+                                                                 capsys: pytest.CaptureFixture[str]) -> None:
+    path = write_jsonl(tmp_path / "in.jsonl", superni_slice[:30])
+    out = tmp_path / "o"
+    assert main(["scan", str(path), "--out", str(out), "--no-suite", "-q"]) == 0
+    # a later run killed after replacing accepted.parquet but before the marker: the old summary must not vouch
+    (out / "accepted.parquet").write_bytes(b"PAR1 not the committed batch")
+    capsys.readouterr()
+    assert main(["summary", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert f"outputs of {out} are incomplete or from an interrupted run; rerun the night" in err
+    assert "accepted.parquet is not the file the summary committed" in err
+    (out / "summary.json").unlink()
+    assert main(["summary", str(out)]) == 2
+    assert "(no summary.json)" in capsys.readouterr().err
+
+
+def test_halt_writes_no_accepted_file_and_summary_says_where_the_records_are(
+        tmp_path: Path, superni_slice: list[dict], capsys: pytest.CaptureFixture[str]) -> None:
+    dup = write_jsonl(tmp_path / "dup.jsonl", superni_slice[:50] + superni_slice[:20])
+    out = tmp_path / "b"
+    assert main(["scan", str(dup), "--out", str(out), "--no-suite", "--max-quarantined-fraction", "0.1", "-q"]) == 1
+    assert not (out / "accepted.parquet").exists()
+    assert pq.read_metadata(out / "held.parquet").num_rows == 50
+    capsys.readouterr()
+    assert main(["summary", str(out)]) == 1
+    printed = capsys.readouterr().out
+    assert "70 records, 0 accepted, 50 held (not published), 20 quarantined" in printed
+    assert f"held: {out / 'held.parquet'}" in printed and "accepted:" not in printed
+
+
+def test_a_second_scan_into_a_busy_directory_and_an_output_inside_the_input_exit_2(
+        tmp_path: Path, superni_slice: list[dict], capsys: pytest.CaptureFixture[str]) -> None:
+    from tunegate.core.gate import output_lock
+
+    data = tmp_path / "data"
+    data.mkdir()
+    write_jsonl(data / "in.jsonl", superni_slice[:10])
+    out = tmp_path / "o"
+    with output_lock(out):
+        assert main(["scan", str(data), "--out", str(out), "--no-suite", "-q"]) == 2
+    err = capsys.readouterr().err
+    assert f"tunegate: error: {out} is in use by another tunegate run (pid {os.getpid()} on" in err
+    assert main(["scan", str(data), "--out", str(data / "out"), "--no-suite", "-q"]) == 2
+    assert "is inside the input" in capsys.readouterr().err

@@ -11,10 +11,19 @@ import pytest
 
 from tests.conftest import NIGHTLY, write_jsonl
 from tunegate.core.checks import build_check
-from tunegate.core.gate import ACCEPTED_FILE, QUARANTINE_FILE, REJECTED_FILE, REPORT_FILE, SUMMARY_FILE
+from tunegate.core.gate import (
+    ACCEPTED_FILE,
+    HELD_FILE,
+    QUARANTINE_FILE,
+    REJECTED_FILE,
+    REPORT_FILE,
+    SUMMARY_FILE,
+    load_committed,
+    output_lock,
+)
 from tunegate.core.pipeline import scan
 from tunegate.core.policy import GatePolicy, load_policy
-from tunegate.exceptions import ConfigError, InputError
+from tunegate.exceptions import ConfigError, InputError, TunegateError
 
 
 def _ids(path: Path) -> list[str]:
@@ -109,7 +118,13 @@ def test_critical_expectation_failure_halts(tmp_path: Path, superni_slice: list[
     path = write_jsonl(tmp_path / "in.jsonl", records)
     summary = scan([str(path)], tmp_path / "out", checks=[gx_check])
     assert summary["verdict"] == "halt"
-    assert summary["quarantined"] == 10 and summary["accepted"] == 190
+    # a halted night leaves no accepted.parquet: the 190 passing records are held, and still accounted for
+    assert (summary["quarantined"], summary["accepted"], summary["held"]) == (10, 0, 190)
+    assert summary["conservation_ok"] is True
+    out = tmp_path / "out"
+    assert not (out / ACCEPTED_FILE).exists() and summary["outputs"]["held"] == HELD_FILE
+    assert pq.read_metadata(out / HELD_FILE).num_rows == 190
+    assert "accepted" not in summary["outputs"] and HELD_FILE in summary["commit"]["files"]
     assert any("expect_column_values_to_match_regex(output): 10 of 200 rows unexpected" in h
                for h in summary["halt_reasons"])
 
@@ -204,9 +219,64 @@ def test_records_without_ids_get_stable_content_ids(tmp_path: Path) -> None:
     recs = [{"instruction": "Say hi", "output": "hi"}, {"instruction": "Say hi", "output": "hi"},
             {"instruction": "Say bye", "output": "bye"}]
     path = write_jsonl(tmp_path / "in.jsonl", recs)
-    scan([str(path)], tmp_path / "a", checks=[build_check("exact_duplicate")])
-    scan([str(path)], tmp_path / "b", checks=[build_check("exact_duplicate")])
+    lenient = GatePolicy(max_quarantined_fraction=1.0)  # 1 of 3 is a duplicate: do not halt this tiny batch
+    scan([str(path)], tmp_path / "a", checks=[build_check("exact_duplicate")], policy=lenient)
+    scan([str(path)], tmp_path / "b", checks=[build_check("exact_duplicate")], policy=lenient)
     a = _ids(tmp_path / "a" / ACCEPTED_FILE) + _ids(tmp_path / "a" / QUARANTINE_FILE)
     assert a == _ids(tmp_path / "b" / ACCEPTED_FILE) + _ids(tmp_path / "b" / QUARANTINE_FILE)
     assert len(set(a)) == 3 and all(i.startswith("sha256:") for i in a)
     assert a[2] == a[0] + "-2"  # the duplicate gets an occurrence suffix, so ids stay unique
+
+
+def test_outputs_are_one_committed_result_set(tmp_path: Path, superni_slice: list[dict[str, Any]]) -> None:
+    path = write_jsonl(tmp_path / "in.jsonl", superni_slice[:60] + superni_slice[:5])
+    out = tmp_path / "out"
+    summary = scan([str(path)], out, checks=[build_check("exact_duplicate")])
+    files = summary["commit"]["files"]
+    assert sorted(files) == [ACCEPTED_FILE, QUARANTINE_FILE, REJECTED_FILE, REPORT_FILE]
+    assert load_committed(out) == json.loads((out / SUMMARY_FILE).read_text(encoding="utf-8"))
+    # an output that is not the committed one (a later run killed half-way, a hand edit) voids the set
+    (out / QUARANTINE_FILE).write_bytes((out / QUARANTINE_FILE).read_bytes()[:-1] + b"x")
+    with pytest.raises(TunegateError, match=r"incomplete or from an interrupted run; rerun the night "
+                                            r"\(quarantine.parquet is not the file the summary committed"):
+        load_committed(out)
+    (out / SUMMARY_FILE).unlink()
+    with pytest.raises(TunegateError, match=r"no summary\.json"):
+        load_committed(out)
+
+
+def test_a_rerun_cleans_the_temporary_files_a_killed_run_left(tmp_path: Path,
+                                                             superni_slice: list[dict[str, Any]]) -> None:
+    path = write_jsonl(tmp_path / "in.jsonl", superni_slice[:40])
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / ".accepted.parquet.abc123.tmp").write_bytes(b"half")
+    scan([str(path)], out, checks=[build_check("exact_duplicate")])
+    assert not list(out.glob(".*.tmp"))
+
+
+def test_a_second_run_into_the_same_directory_fails_at_once_naming_the_holder(
+        tmp_path: Path, superni_slice: list[dict[str, Any]]) -> None:
+    import os
+    import socket
+
+    path = write_jsonl(tmp_path / "in.jsonl", superni_slice[:40])
+    out = tmp_path / "out"
+    holder = rf"in use by another tunegate run \(pid {os.getpid()} on {socket.gethostname()}\)"
+    with output_lock(out), pytest.raises(TunegateError, match=holder):
+        scan([str(path)], out, checks=[build_check("exact_duplicate")])
+    assert not (out / SUMMARY_FILE).exists()
+    assert scan([str(path)], out, checks=[build_check("exact_duplicate")])["verdict"] == "pass"
+
+
+def test_an_output_directory_inside_an_input_directory_is_refused(tmp_path: Path,
+                                                                 superni_slice: list[dict[str, Any]]) -> None:
+    data = tmp_path / "data"
+    data.mkdir()
+    write_jsonl(data / "in.jsonl", superni_slice[:20])
+    for out in (data, data / "out"):
+        with pytest.raises(ConfigError, match="is inside the input"):
+            scan([str(data)], out, checks=[build_check("exact_duplicate")])
+        with pytest.raises(ConfigError, match="is inside the input"):
+            scan([str(data / "*.jsonl")], out, checks=[build_check("exact_duplicate")])
+    assert not (data / "out").exists()

@@ -3,21 +3,35 @@
 The Airflow DAG runs the same stages as separate tasks over the same work directory; both build their
 checks from the same policy (:func:`build_checks`) and add a night to the history through the same
 :func:`publish`.
+
+A scan holds the output directory's lock (:func:`tunegate.core.gate.output_lock`) from start to end, and its
+outputs are one result set: the previous set is invalidated before ingest, and ``summary.json`` (the commit
+marker) is written only after the gate and, with a history, after the history update. A run killed at any
+point leaves a directory every reader refuses until the night is rerun; the rerun replaces the night's
+contribution to the history (same batch id), so nothing is published twice.
 """
 
 from __future__ import annotations
 
-import json
 import logging
 import shutil
 from pathlib import Path
 from typing import Any
 
 from tunegate.core.checks import Check, build_check, run_checks
-from tunegate.core.gate import ACCEPTED_FILE, SUMMARY_FILE, gate
+from tunegate.core.gate import (
+    ACCEPTED_FILE,
+    SUMMARY_FILE,
+    begin_outputs,
+    commit_outputs,
+    fault_point,
+    gate,
+    load_committed,
+    output_lock,
+)
 from tunegate.core.ingest import ingest
 from tunegate.core.policy import DEFAULT_SUITES, GatePolicy
-from tunegate.exceptions import ConfigError, TunegateError
+from tunegate.exceptions import ConfigError
 
 log = logging.getLogger(__name__)
 
@@ -66,30 +80,60 @@ def publish(out_dir: str | Path, history_dir: str | Path, *, batch_id: str | Non
             policy: GatePolicy | None = None, cache_dir: str | Path | None = None) -> dict[str, Any]:
     """Add a gated batch's accepted records to the history: the one publish step of the CLI and the DAG.
 
-    A halted batch never enters (returns ``{"added": 0, ...}`` and changes nothing). ``batch_id`` names the
-    batch in the history (default: the output folder's name); publishing a name that is already there
-    replaces that batch's contribution, so a rerun of a night never adds it twice. The result is also
-    written into ``summary.json`` under ``history``.
+    Only a committed result set is published (:func:`tunegate.core.gate.load_committed`: an interrupted or
+    incomplete set is a :class:`TunegateError`), under the output directory's lock. A halted batch never
+    enters (returns ``{"added": 0, ...}`` and changes nothing). ``batch_id`` names the batch in the history
+    (default: the output folder's name); publishing a name that is already there replaces that batch's
+    contribution, so a rerun of a night never adds it twice. The result is also written into
+    ``summary.json`` under ``history`` (one atomic replace of the marker; the set stays committed).
     """
-    from tunegate.core.history import update_history
-    from tunegate.core.io import write_json_atomic
-
     out = Path(out_dir)
-    summary_path = out / SUMMARY_FILE
-    try:
-        summary = json.loads(summary_path.read_text(encoding="utf-8"))
-    except (OSError, ValueError) as exc:
-        raise TunegateError(f"{summary_path}: cannot read the gate's summary ({exc}); has the gate run?") from exc
+    with output_lock(out):
+        summary = load_committed(out)
+        result = _add_to_history(out, history_dir, summary, batch_id=batch_id, policy=policy, cache_dir=cache_dir)
+        if summary.get("verdict") != "halt":
+            from tunegate.core.io import write_json_atomic
+
+            summary["history"] = result
+            write_json_atomic(out / SUMMARY_FILE, summary)
+    return result
+
+
+def _add_to_history(out: Path, history_dir: str | Path, summary: dict[str, Any], *, batch_id: str | None,
+                    policy: GatePolicy | None, cache_dir: str | Path | None) -> dict[str, Any]:
+    from tunegate.core.history import update_history
+
     name = batch_id or out.resolve().name
     if summary.get("verdict") == "halt":
         log.warning("publish: %s halted; nothing is added to the history %s", out, history_dir)
         return {"added": 0, "batch_id": name, "dir": str(history_dir), "note": "halted batches never enter"}
     spec = history_spec(policy or GatePolicy.from_mapping(summary.get("policy", {})))
     result = update_history(history_dir, out / ACCEPTED_FILE, batch_id=name, spec=spec, cache_dir=cache_dir)
-    result = {**result, "batch_id": name, "dir": str(Path(history_dir).resolve())}
-    summary["history"] = result
-    write_json_atomic(summary_path, summary)
-    return result
+    return {**result, "batch_id": name, "dir": str(Path(history_dir).resolve())}
+
+
+def check_out_dir(inputs: list[str], out_dir: str | Path) -> None:
+    """Refuse an output directory that is an input directory or lies inside one (or inside a glob's fixed
+    leading directories): the next run of that input would read the outputs back as input."""
+    target = Path(out_dir).resolve()
+    for spec in inputs:
+        if "://" in spec and not spec.startswith("file://"):
+            continue
+        path = spec.removeprefix("file://")
+        base = Path(path)
+        if any(c in path for c in "*?["):
+            fixed = []
+            for part in base.parts:
+                if any(c in part for c in "*?["):
+                    break
+                fixed.append(part)
+            base = Path(*fixed) if fixed else Path()
+        elif not base.is_dir():
+            continue
+        base = base.resolve()
+        if target == base or base in target.parents:
+            raise ConfigError(f"output directory {out_dir} is inside the input {spec} (or is it): the outputs "
+                              "would be read back as input; choose an output directory outside the inputs")
 
 
 def scan(inputs: list[str], out_dir: str | Path, *, fmt: str = "auto", policy: GatePolicy | None = None,
@@ -97,29 +141,39 @@ def scan(inputs: list[str], out_dir: str | Path, *, fmt: str = "auto", policy: G
          history_dir: str | None = None, batch_id: str | None = None) -> dict[str, Any]:
     """Run the gate over ``inputs`` and write the outputs under ``out_dir``; returns the summary.
 
-    Checks are built (from ``policy`` unless given) before any input is read, so a misconfiguration
-    fails before work starts. With ``history_dir``, the accepted records of a batch that did not halt
-    are added to the history (``summary["history"]`` says what was added), so tomorrow's checks see them.
+    Takes ``out_dir``'s lock first: a second run into the same directory fails at once (a
+    :class:`TunegateError` naming the holder). Checks are built (from ``policy`` unless given) before any
+    input is read, so a misconfiguration fails before work starts. With ``history_dir``, the accepted
+    records of a batch that did not halt are added to the history (``summary["history"]`` says what was
+    added), so tomorrow's checks see them; the result set is committed after that.
     """
     policy = policy or GatePolicy()
     out = Path(out_dir)
-    name = batch_id or out.resolve().name
-    checks = build_checks(policy, history_dir=history_dir, batch_id=name) if checks is None else checks
-    work = out / WORK_DIR
-    if work.exists():
-        shutil.rmtree(work)  # a rerun starts clean: stale findings of another batch must not leak in
+    check_out_dir(inputs, out)
     options = policy.input_options() if policy.input else None
     if options is not None and fmt != "auto":
         raise ConfigError(f"the input format is given twice: format {fmt!r} and the policy's input section "
                           f"{dict(policy.input)}; use one (container/layout/columns supersede the format)")
-    ingest(inputs, work, fmt=fmt, options=options, batch_size=batch_size)
-    run_checks(str(work), checks)
-    summary = gate(work, out, policy)
-    if history_dir and summary["verdict"] != "halt":
-        from tunegate.core.checks._vectors import WORK_CACHE
+    with output_lock(out):
+        name = batch_id or out.resolve().name
+        checks = build_checks(policy, history_dir=history_dir, batch_id=name) if checks is None else checks
+        work = out / WORK_DIR
+        begin_outputs(out)  # the previous night's set stops being valid now, not when this one is written
+        if work.exists():
+            shutil.rmtree(work)  # a rerun starts clean: stale findings of another batch must not leak in
+        ingest(inputs, work, fmt=fmt, options=options, batch_size=batch_size)
+        fault_point("ingested")
+        run_checks(str(work), checks)
+        fault_point("checked")
+        summary = gate(work, out, policy, commit_set=False)
+        if history_dir and summary["verdict"] != "halt":
+            from tunegate.core.checks._vectors import WORK_CACHE
 
-        # the checks' vectors are in the work dir's cache: the history reuses them instead of re-embedding
-        summary["history"] = publish(out, history_dir, batch_id=name, policy=policy, cache_dir=work / WORK_CACHE)
-    if not keep_work:
-        shutil.rmtree(work, ignore_errors=True)
+            # the checks' vectors are in the work dir's cache: the history reuses them instead of re-embedding
+            summary["history"] = _add_to_history(out, history_dir, summary, batch_id=name, policy=policy,
+                                                 cache_dir=work / WORK_CACHE)
+            fault_point("history_updated")
+        commit_outputs(out, summary)
+        if not keep_work:
+            shutil.rmtree(work, ignore_errors=True)
     return summary

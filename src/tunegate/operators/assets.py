@@ -6,6 +6,9 @@ to night. Where a given night's batch lies travels in the event's ``extra`` (see
     verdict        "pass" or "quarantine" (a halted batch publishes no event)
     counts         {"total", "accepted", "quarantined", "rejected"}
     accepted_uri   file URI of accepted.parquet, the data to fine-tune on
+    accepted_sha256, accepted_bytes
+                   the committed file's sha256 and size (:func:`latest_batch` checks them: a consumer never
+                   trains on a file that a later, unfinished run of the night replaced or removed)
     report_uri     file URI of report.html
     summary_uri    file URI of summary.json
     run_dir        the run directory (all outputs of that night)
@@ -39,6 +42,7 @@ def batch_extra(summary: dict[str, Any], run_dir: Path, run_date: str) -> dict[s
     out = Path(summary["out_dir"])
     outputs: dict[str, str] = summary["outputs"]
     top = sorted(summary.get("reasons", {}).items(), key=lambda kv: (-kv[1], kv[0]))[:_TOP_REASONS]
+    committed = (summary.get("commit") or {}).get("files", {}).get(outputs["accepted"], {})
     return {
         "verdict": summary["verdict"],
         "counts": {k: summary[k] for k in ("total", "accepted", "quarantined", "rejected")},
@@ -49,6 +53,8 @@ def batch_extra(summary: dict[str, Any], run_dir: Path, run_date: str) -> dict[s
         "run_date": run_date,
         "top_reasons": dict(top),
         "alerts": len(summary.get("alerts", [])),
+        "accepted_sha256": committed.get("sha256"),
+        "accepted_bytes": committed.get("bytes"),
     }
 
 
@@ -64,7 +70,28 @@ def latest_batch(events: Sequence[Any]) -> dict[str, Any]:
     missing = [k for k in REQUIRED_EXTRA if k not in extra]
     if missing:
         raise AirflowFailException(f"the triggering asset event lacks {missing}; was it published by tunegate?")
+    if extra.get("accepted_sha256"):
+        _check_committed(extra)
     return extra
+
+
+def _check_committed(extra: dict[str, Any]) -> None:
+    """The accepted file is still the one the event announced (size, then sha256); a rerun of that night
+    that is under way or was interrupted has removed or replaced it, and its own event will follow."""
+    import hashlib
+
+    import fsspec
+
+    uri = extra["accepted_uri"]
+    try:
+        with fsspec.open(uri, "rb") as f:
+            digest = hashlib.file_digest(f, "sha256")
+            size = f.tell()
+    except FileNotFoundError:
+        raise AirflowFailException(f"{uri} is gone: a rerun of that night removed it; wait for its event") from None
+    if size != extra.get("accepted_bytes") or digest.hexdigest() != extra["accepted_sha256"]:
+        raise AirflowFailException(f"{uri} is not the batch the event announced (sha256 differs): a rerun of that "
+                                   "night replaced it; train on the batch of the newest event")
 
 
 def parquet_row_count(uri: str) -> int:

@@ -65,6 +65,16 @@ def fail_on_tunegate_error() -> Iterator[None]:
         raise AirflowFailException(f"{type(exc).__name__}: {exc}") from exc
 
 
+@contextmanager
+def run_dir_lock(run_dir: Path) -> Iterator[None]:
+    """The run directory's OS-level lock (:func:`tunegate.core.gate.output_lock`): one writer of a night at a
+    time, released when its holder dies. Held by another process: the task fails at once, naming it."""
+    from tunegate.core.gate import output_lock
+
+    with fail_on_tunegate_error(), output_lock(run_dir):
+        yield
+
+
 class TunegateBaseOperator(BaseOperator):
     """Base of the tunegate operators. ``run_dir`` overrides the directory derived from the logical date."""
 

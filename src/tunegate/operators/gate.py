@@ -9,14 +9,18 @@ from airflow.sdk import Context
 from airflow.sdk.exceptions import AirflowFailException
 
 from tunegate._airflow import outlet_assets, run_date, set_outlet_extra
-from tunegate.operators.base import WORK_DIR, TunegateBaseOperator, fail_on_tunegate_error
+from tunegate.operators.base import WORK_DIR, TunegateBaseOperator, fail_on_tunegate_error, run_dir_lock
 
 
 class GateOperator(TunegateBaseOperator):
     """Apply the gate policy to the run's findings and write accepted / quarantine / rejected / report.
 
     * ``halt``: raises ``AirflowFailException`` (never retried) with the bounded halt message; no Asset
-      event is emitted, so nothing downstream trains on the batch. The outputs stay on disk for inspection.
+      event is emitted, so nothing downstream trains on the batch. The outputs stay on disk for inspection,
+      with the passing records in ``held.parquet``: a halted night has no ``accepted.parquet``.
+
+    The gate holds the run directory's lock while it writes, and the outputs are one result set
+    (``summary.json`` written last, with every output's sha256): see :mod:`tunegate.core.gate`.
     * ``quarantine``: logs the summary, calls ``on_quarantine`` and publishes the accepted batch.
     * ``pass``: publishes the accepted batch.
 
@@ -49,6 +53,7 @@ class GateOperator(TunegateBaseOperator):
         run_dir = self.resolve_run_dir(context)
         with fail_on_tunegate_error():
             policy = load_policy(self.policy_file or None, **dict(self.policy_overrides or {}))
+        with run_dir_lock(run_dir), fail_on_tunegate_error():
             summary = gate(run_dir / WORK_DIR, run_dir, policy)
         message = halt_message(summary)
         if summary["verdict"] == "halt":

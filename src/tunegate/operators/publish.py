@@ -28,7 +28,9 @@ class PublishOperator(TunegateBaseOperator):
        (:func:`tunegate.operators.assets.batch_extra`), which schedules the fine-tuning DAG.
 
     Runs after the gate; a halted night fails the gate, so this task never runs for it (and refuses to, if
-    called on one).
+    called on one). It publishes only a committed result set (``summary.json`` present and every output
+    matching its sha256): a night the gate did not finish fails the task without retry. The history
+    update holds the run directory's lock.
 
     :param history_dir: the history (templated); ``None`` means ``{TUNEGATE_DATA_ROOT}/{dag_id}/history``,
         ``""`` means none (the event is still emitted).
@@ -46,17 +48,15 @@ class PublishOperator(TunegateBaseOperator):
         self.policy_file = policy_file
 
     def execute(self, context: Context) -> dict[str, Any]:
-        import json
-
         from tunegate.core.checks._vectors import WORK_CACHE
-        from tunegate.core.gate import SUMMARY_FILE
+        from tunegate.core.gate import load_committed
         from tunegate.core.pipeline import publish
         from tunegate.operators.assets import batch_extra
 
         run_dir = self.resolve_run_dir(context)
         history = self.resolve_history_dir(self.history_dir)
         with fail_on_tunegate_error():
-            summary = json.loads((run_dir / SUMMARY_FILE).read_text(encoding="utf-8"))
+            summary = load_committed(run_dir)  # only a committed result set: never a half-written night
             if summary.get("verdict") == "halt":
                 raise AirflowFailException(f"{run_dir}: the gate halted this night; nothing is published")
             added: dict[str, Any] = {}
@@ -67,7 +67,7 @@ class PublishOperator(TunegateBaseOperator):
                 self.log.info("publish: history %s: +%d records (%d replaced from an earlier run of this night), "
                               "%d in all", history, added.get("added", 0), added.get("replaced", 0),
                               added.get("history_records", 0))
-                summary["history"] = added
+                summary = load_committed(run_dir)  # publish rewrote the marker with the history
         extra = batch_extra(summary, run_dir, run_date(context))
         if added:
             extra["history"] = {k: added[k] for k in ("dir", "batch_id", "added", "history_records") if k in added}
