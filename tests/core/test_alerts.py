@@ -215,3 +215,48 @@ def test_html_page_is_self_contained_and_escapes_record_text(gated: dict[str, An
     # the only URL in the page is the report link: nothing is loaded from the network
     assert re.search(r"<[^>]*\bsrc=", html) is None  # no tag loads anything
     assert re.findall(r'href="([^"]*)"', html) == ["https://r.example.com/tunegate_nightly/2026-01-01/report.html"]
+
+
+# Slack mrkdwn in the data: bold, italic, strike, code, a quote, mentions (escaped and plain), a link, an ampersand
+SLACK_HOSTILE = ("*bold* _italic_ ~strike~ `code` ```block``` > quote <!channel> <!here> @channel @here @everyone "
+                 "<https://evil.example|click me> #general & done")
+MARKUP = ("*bold*", "_italic_", "~strike~", "@channel", "@here", "@everyone", "#general", "<!channel>", "<!here>",
+          "<https://evil.example", "`code`", "```block")
+
+
+def _outside_code(text: str) -> str:
+    """What Slack formats: the mrkdwn with its code blocks and code spans (where nothing formats) removed."""
+    text = re.sub(r"```.*?```", "", text, flags=re.S)
+    return re.sub(r"`[^`\n]*`", "", text)
+
+
+def test_slack_markup_in_the_data_never_formats_or_mentions(gated: dict[str, Any]) -> None:
+    s = with_phrases(gated["summary"], poison=[{"phrase": SLACK_HOSTILE, "count": 3}])
+    s["reasons"] = {SLACK_HOSTILE: 7, "exact_duplicate": 6}
+    s["halt_reasons"] = [f"gate: {SLACK_HOSTILE}"]
+    s["alerts"] = [f"check said {SLACK_HOSTILE}"]
+    s["verdict"] = "halt"
+    run = RunInfo(dag_id="tunegate_nightly", run_id=f"manual__{SLACK_HOSTILE}", task_id="gate",
+                  error=f"ValueError: {SLACK_HOSTILE} " + "e" * 10_000)
+    body = build_alert(s, run).to_slack()
+    failed = build_alert(None, run).to_slack()  # a task that failed: its exception text, in a code block
+    assert body["mrkdwn"] is False and failed["mrkdwn"] is False  # the fallback text is shown literally
+    for b in (body, failed):
+        assert "<!channel>" not in json.dumps(b) and "<https://evil" not in json.dumps(b)
+    blocks = body["blocks"] + failed["blocks"]
+    mrkdwn = [b["text"] for b in blocks if b["type"] == "section" and b["text"]["type"] == "mrkdwn"]
+    mrkdwn += [e for b in blocks if b["type"] == "context" for e in b["elements"]]
+    assert {m["text"].split("\n", 1)[0] for m in mrkdwn if m["text"].startswith("*")} >= \
+        {"*Error*", "*Halt reasons*", "*Top reasons*", "*Suspicious phrases*", "*Warnings*"}
+    for obj in mrkdwn:
+        assert obj["verbatim"] is True  # Slack does not auto-link @channel, #general or URLs
+        assert obj["text"].count("```") % 2 == 0  # every code block is closed, even for a 10k-character error
+        outside = _outside_code(obj["text"])
+        for mark in MARKUP:
+            assert mark not in outside, (mark, obj["text"][:300])
+        assert len(obj["text"]) <= 3000
+    plain = [b["text"] for b in blocks if b["type"] == "section" and b["text"]["type"] == "plain_text"]
+    assert len(plain) == 2 and "run manual__*bold* _italic_" in plain[0]["text"]  # the run id: literal, no markup
+    # the data is still there to read, inside code: backticks made quotes, Slack's control characters escaped
+    phrases = next(m["text"] for m in mrkdwn if m["text"].startswith("*Suspicious phrases*"))
+    assert "'code'" in phrases and "&lt;!channel&gt;" in phrases and "&amp; done" in phrases

@@ -1,8 +1,15 @@
 """The formatters: one per target, over the same :attr:`~tunegate.core.alerts.message.AlertMessage.sections`.
 
 Plain text (bounded by ``limits.max_text_chars``, dropping body lines from the end first), a Slack
-incoming-webhook body (Block Kit, Slack's control characters escaped) and the email HTML (the jinja2
-template ``tunegate/core/templates/alert.html.j2``, autoescaped).
+incoming-webhook body (Block Kit) and the email HTML (the jinja2 template
+``tunegate/core/templates/alert.html.j2``, autoescaped).
+
+Slack: text from the data (reasons, phrases, halt reasons, warnings, run ids, errors) never reaches Slack as
+markup. mrkdwn has no escape for ``*``, ``_``, ``~`` or backticks, so data items go inside code spans (where
+Slack applies no formatting; a backtick in the data becomes ``'``), the counts/run line is a ``plain_text``
+object (escaped too), every mrkdwn object is ``verbatim`` (no auto-linking of URLs, channels or ``@channel``/``@here``
+mentions), the fallback ``text`` is sent with ``mrkdwn: false``, and ``&``, ``<``, ``>`` are escaped in every
+mrkdwn text (so ``<!channel>`` or ``<http://x|label>`` in the data stay text).
 """
 
 from __future__ import annotations
@@ -57,26 +64,35 @@ def format_slack(message: AlertMessage) -> dict[str, Any]:
     blocks: list[dict[str, Any]] = [
         {"type": "header", "text": {"type": "plain_text", "text": cut(message.title, 150), "emoji": False}},
     ]
-    if fields:
-        blocks.append(_mrkdwn("\n".join(_slack_escape(f) for f in fields)))
-    blocks += [_mrkdwn(cut(_slack_section(s), 2900)) for s in message.sections]
+    if fields:  # the run id is anyone's string (a manual trigger): plain text, never markup
+        blocks.append({"type": "section", "text": {"type": "plain_text",
+                                                   "text": _slack_escape(cut("\n".join(fields), 2900)),
+                                                   "emoji": False}})
+    blocks += [_mrkdwn(_slack_section(s)) for s in message.sections]
     if message.report_url:
         blocks.append({"type": "context", "elements": [
-            {"type": "mrkdwn", "text": "Report: " + _slack_link(message.report_url, "open the report")}]})
-    return {"text": _slack_escape(cut(message.text(), 2900)), "blocks": blocks}
+            {"type": "mrkdwn", "text": "Report: " + _slack_link(message.report_url, "open the report"),
+             "verbatim": True}]})
+    return {"text": _slack_escape(cut(message.text(), 2900)), "mrkdwn": False, "blocks": blocks}
 
 
-def _slack_section(section: Section) -> str:
+def _slack_section(section: Section, limit: int = 2900) -> str:
+    """The section's mrkdwn within ``limit`` characters (Slack's cap is 3,000): cut data before it is quoted
+    and drop whole lines, so no code span is left open (an open one would let the rest format)."""
     if section.kind == "error":
-        return f"*{section.heading}*\n```{_slack_code(section.items[0].text)}```"
+        return f"*{section.heading}*\n```{_slack_code(cut(section.items[0].text, limit - 100))}```"
     if section.kind == "reasons":
         lines = [f"• `{_slack_code(i.text)}`: {i.count}" for i in section.items]
     elif section.kind == "phrases":
         lines = [f"• `{_slack_code(i.text)}`" + (f" ({i.count} records)" if i.count is not None else "")
                  for i in section.items]
-    else:
-        lines = [f"• {_slack_escape(i.text)}" for i in section.items]
-    more = f"\n_… and {section.omitted} more_" if section.omitted else ""
+    else:  # halt reasons and warnings quote check messages, which quote the data
+        lines = [f"• `{_slack_code(i.text)}`" for i in section.items]
+    omitted = section.omitted
+    while lines and len("\n".join(lines)) > limit - 100:
+        lines.pop()
+        omitted += 1
+    more = f"\n_… and {omitted} more_" if omitted else ""
     return f"*{section.heading}*\n" + "\n".join(lines) + more
 
 
@@ -129,7 +145,8 @@ def _slack_escape(text: str) -> str:
 
 
 def _slack_code(text: str) -> str:
-    return _slack_escape(text.replace("`", "'"))
+    """``text`` for a code span or block: no backtick can close it, so no ``*_~`` inside it formats."""
+    return _slack_escape(text.replace("`", "'")) or " "
 
 
 def _slack_link(url: str, label: str) -> str:
@@ -139,4 +156,5 @@ def _slack_link(url: str, label: str) -> str:
 
 
 def _mrkdwn(text: str) -> dict[str, Any]:
-    return {"type": "section", "text": {"type": "mrkdwn", "text": text}}
+    # verbatim: Slack does not auto-link URLs, #channels or @channel/@here/@everyone written in the data
+    return {"type": "section", "text": {"type": "mrkdwn", "text": text, "verbatim": True}}
