@@ -260,3 +260,10 @@ def test_slack_markup_in_the_data_never_formats_or_mentions(gated: dict[str, Any
     # the data is still there to read, inside code: backticks made quotes, Slack's control characters escaped
     phrases = next(m["text"] for m in mrkdwn if m["text"].startswith("*Suspicious phrases*"))
     assert "'code'" in phrases and "&lt;!channel&gt;" in phrases and "&amp; done" in phrases
+
+
+def test_invisible_characters_never_reach_an_alert() -> None:
+    from tunegate.core.alerts.text import clean
+
+    hidden = "James\u2060 Bond\ufeff\U000e0041\U000e0042\u202e\u2066 x\u200b"
+    assert clean(hidden) == "James Bond x"

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import re
 
-_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f\u200b-\u200f\u2028-\u202e\u2066-\u2069]")
+# control characters, zero-width and bidi marks, word joiner, BOM and Unicode tag characters: all invisible
+_CONTROL = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f\u200b-\u200f\u2028-\u202e\u2060\u2066-\u2069\ufeff"
+                      "\U000e0000-\U000e007f]")
 _SPACE = re.compile(r"\s+")
 
 
