@@ -144,6 +144,32 @@ def test_truncated_gzip_keeps_the_lines_before_the_damage(tmp_path: Path, alpaca
     assert rejs[0].error.endswith("the rest of the file is unreadable")
 
 
+@pytest.mark.parametrize("suffix", [".json.gz", ".json.xz", ".csv.gz", ".jsonl.xz"])
+def test_truncated_compressed_array_and_csv_keep_the_records_before(tmp_path: Path, alpaca: list[dict],
+                                                                     suffix: str) -> None:
+    import lzma
+
+    rows = [{**r, "id": f"{r['id']}-{i}", "output": f"{r['output']} ({i})"} for i, r in enumerate(alpaca * 40)]
+    if suffix.startswith(".json."):
+        text = "[\n" + ",\n".join(json.dumps(r) for r in rows) + "\n]"
+    elif suffix.startswith(".jsonl"):
+        text = "".join(_line(r) for r in rows)
+    else:
+        out = io.StringIO()
+        csv.writer(out).writerows([["instruction", "input", "output"],
+                                   *([r["instruction"], r["input"], r["output"]] for r in rows)])
+        text = out.getvalue()
+    data = (gzip.compress if suffix.endswith(".gz") else lzma.compress)(text.encode("utf-8"))
+    path = tmp_path / f"cut{suffix}"
+    path.write_bytes(data[: len(data) // 2])
+    recs, rejs = _records(path)
+    assert 0 < len(recs) < len(rows)
+    assert [r["output"] for r in recs] == [r["output"] for r in rows[: len(recs)]]
+    assert len(rejs) == 1
+    assert "(EOFError: Compressed file ended before the end-of-stream marker was reached)" in rejs[0].error
+    assert rejs[0].error.endswith("the rest of the file is unreadable")
+
+
 def test_gzip_with_a_bad_checksum_accounts_for_every_line(tmp_path: Path, alpaca: list[dict]) -> None:
     data = bytearray(_gzip_jsonl(alpaca))
     data[-8] ^= 0xFF  # the CRC32 in the trailer: every line decompresses, then the check fails

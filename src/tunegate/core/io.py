@@ -108,7 +108,7 @@ def _read_json(fs: Any, path: str) -> dict[str, Any]:
             data = json.loads(f.read().decode("utf-8"))
     except FileNotFoundError as exc:
         raise InputError("no such file", path=path) from exc
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+    except (ValueError, RecursionError) as exc:  # invalid UTF-8 or JSON, nested too deep, an integer too long
         raise InputError(f"not valid JSON: {exc}", path=path) from exc
     if not isinstance(data, dict):
         raise InputError("expected a JSON object", path=path)

@@ -80,7 +80,9 @@ class JsonArrayStream:
     """
 
     def __init__(self, f: Any, path: str) -> None:
-        self._reader = codecs.getreader("utf-8")(f, "surrogateescape")
+        self._raw = f
+        self._utf8 = codecs.getincrementaldecoder("utf-8")("surrogateescape")
+        self._error: BaseException | None = None  # a read that failed after returning data, raised next time
         self._path = path
         self._buf = ""
         self._pos = 0
@@ -89,10 +91,33 @@ class JsonArrayStream:
         self._decoder = json.JSONDecoder()
         self._elements = 0
 
+    def _read_block(self) -> str:
+        """The next block of text ("" at the end). Reads with ``read1`` where the stream has it, so that the
+        text before damage in a compressed stream comes back first; the error is raised on the next call."""
+        if self._error is not None:
+            error, self._error = self._error, None
+            raise error
+        read = getattr(self._raw, "read1", None) or self._raw.read
+        parts: list[bytes] = []
+        size = 0
+        while size < _TEXT_CHUNK:
+            try:
+                data = read(_TEXT_CHUNK - size)
+            except stream_errors() as exc:
+                if not parts:
+                    raise
+                self._error = exc
+                break
+            if not data:
+                return self._utf8.decode(b"".join(parts), final=True)
+            parts.append(data)
+            size += len(data)
+        return self._utf8.decode(b"".join(parts)) or self._read_block()  # a block of half a character
+
     def _fill(self) -> bool:
         if self._eof:
             return False
-        block = self._reader.read(_TEXT_CHUNK)
+        block = self._read_block()
         if not block:
             self._eof = True
             return False
