@@ -205,6 +205,25 @@ def test_parquet_row_group_with_a_corrupt_page_is_one_rejection(tmp_path: Path, 
     assert rejs[0].error.endswith("the rest of row group 1 (rows 11-20) is unreadable")
 
 
+@pytest.mark.parametrize("writer", ["stream", "file"])
+def test_arrow_batch_with_damaged_buffers_is_rejected_not_crashed(tmp_path: Path, alpaca: list[dict],
+                                                                  writer: str) -> None:
+    rows = [{k: r[k] for k in ("instruction", "input", "output")} for r in alpaca * 5]
+    table = pa.Table.from_pylist(rows)
+    path = tmp_path / f"damaged-{writer}.arrow"
+    with (pa.ipc.new_stream if writer == "stream" else pa.ipc.new_file)(path, table.schema) as out:
+        for batch in table.to_batches(max_chunksize=25):
+            out.write_batch(batch)
+    data = bytearray(path.read_bytes())
+    data[len(data) // 2 : len(data) // 2 + 64] = b"\xff" * 64  # was: SystemError from the conversion
+    path.write_bytes(bytes(data))
+    recs, rejs = _records(path)
+    assert len(rejs) == 1
+    assert [r["source_line"] for r in recs] == list(range(1, rejs[0].source_line))
+    assert rejs[0].error.startswith(f"unreadable data after row {len(recs)} (")
+    assert rejs[0].error.endswith("the rest of the file is unreadable")
+
+
 def test_truncated_parquet_is_an_input_error_naming_the_file(tmp_path: Path, alpaca: list[dict]) -> None:
     path = tmp_path / "cut.parquet"
     pq.write_table(pa.Table.from_pylist(alpaca[:10]), path)

@@ -68,6 +68,9 @@ def _iter_rows(batches: Iterator[Any], path: str, batch_size: int, *, start: int
     while True:
         try:
             batch = next(batches)
+            # damaged offsets or invalid UTF-8 would otherwise surface in the conversion as a SystemError
+            # or a crash; full validation is one pass over the batch
+            batch.validate(full=True)
         except StopIteration:
             return
         except errors as exc:
