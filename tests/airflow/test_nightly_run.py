@@ -154,4 +154,10 @@ def test_halt_fails_the_gate_without_retry_and_publishes_nothing(halted: SimpleN
     assert type(exc).__name__ == "AirflowFailException"
     assert str(exc) == halt_message(halted.summary)
     assert str(exc).startswith("tunegate verdict HALT: 1014 records")
+    # no accepted.parquet a consumer could pick up: the passing records are held, the set is still committed
+    assert not (halted.run_dir / "accepted.parquet").exists()
+    assert halted.summary["accepted"] == 0 and halted.summary["outputs"]["held"] == "held.parquet"
+    assert pq.read_metadata(halted.run_dir / "held.parquet").num_rows == halted.summary["held"]
+    assert halted.summary["held"] + halted.summary["quarantined"] + halted.summary["rejected"] == 1014
+    assert "held.parquet" in halted.summary["commit"]["files"]
     assert len(str(exc)) < 2000
