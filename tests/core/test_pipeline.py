@@ -280,3 +280,36 @@ def test_an_output_directory_inside_an_input_directory_is_refused(tmp_path: Path
         with pytest.raises(ConfigError, match="is inside the input"):
             scan([str(data / "*.jsonl")], out, checks=[build_check("exact_duplicate")])
     assert not (data / "out").exists()
+
+
+def test_a_batch_published_concurrently_is_rechecked_before_this_one_enters(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, superni_slice: list[dict[str, Any]]) -> None:
+    """Two nights sharing a history: another batch lands between this batch's checks and its publish. The
+    history refuses the stale batch; scan re-checks it against the new generation, so its copies of the
+    other batch's records are caught instead of both being accepted."""
+    from tests.conftest import write_jsonl
+    from tunegate.core import pipeline
+    from tunegate.core.history import open_history, update_history
+
+    history = tmp_path / "history"
+    other = tmp_path / "other"
+    pipeline.scan([str(write_jsonl(tmp_path / "o.jsonl", superni_slice[:300]))], other)  # not published yet
+    mine = write_jsonl(tmp_path / "m.jsonl", superni_slice[300:600] + [dict(r, id=f"copy-{r['id']}")
+                                                                       for r in superni_slice[:40]])
+    real_gate, calls = pipeline.gate, []
+
+    def gate_then_someone_publishes(*args: Any, **kwargs: Any) -> dict[str, Any]:
+        result = real_gate(*args, **kwargs)
+        if not calls:  # the other night's publish lands right after this batch was checked
+            update_history(history, other / ACCEPTED_FILE, batch_id="other")
+        calls.append(result["reasons"].get("near_duplicate", 0))
+        return result
+
+    monkeypatch.setattr(pipeline, "gate", gate_then_someone_publishes)
+    summary = pipeline.scan([str(mine)], tmp_path / "mine", history_dir=str(history),
+                            policy=GatePolicy(checks={"embedding_outlier": False, "poison_trigger": False,
+                                                      "poison_content": False}, suites=()))
+    assert calls[0] == 0 and calls[1] >= 38  # first check saw no history; the re-check found the copies
+    assert summary["reasons"]["near_duplicate"] == calls[1]
+    assert summary["history"]["batches"] == 2
+    assert open_history(history).count == 300 + 300  # the copies were not accepted twice

@@ -108,8 +108,46 @@ def _add_to_history(out: Path, history_dir: str | Path, summary: dict[str, Any],
         log.warning("publish: %s halted; nothing is added to the history %s", out, history_dir)
         return {"added": 0, "batch_id": name, "dir": str(history_dir), "note": "halted batches never enter"}
     spec = history_spec(policy or GatePolicy.from_mapping(summary.get("policy", {})))
-    result = update_history(history_dir, out / ACCEPTED_FILE, batch_id=name, spec=spec, cache_dir=cache_dir)
+    result = update_history(history_dir, out / ACCEPTED_FILE, batch_id=name, spec=spec, cache_dir=cache_dir,
+                            expected_generation=checked_generation(summary))
     return {**result, "batch_id": name, "dir": str(Path(history_dir).resolve())}
+
+
+def checked_generation(summary: dict[str, Any]) -> int | None:
+    """The history generation the batch's history checks compared against (``None``: none did)."""
+    for name in ("near_duplicate", "embedding_outlier"):
+        generation = (summary.get("checks", {}).get(name, {}).get("metrics") or {}).get("history_generation")
+        if generation is not None:
+            return int(generation)
+    return None
+
+
+#: Times a batch is re-checked when another batch entered the history while it was being checked.
+MAX_RECHECKS = 3
+
+
+def _publish_consistently(out: Path, work: Path, history_dir: str | Path, summary: dict[str, Any], *, name: str,
+                          policy: GatePolicy, checks: list[Check]) -> dict[str, Any]:
+    """Add the batch to the history only against the generation it was checked with: if another batch was
+    added meanwhile (:class:`HistoryConflict`), re-run the history checks and the gate, then try again."""
+    from tunegate.core.checks._vectors import WORK_CACHE
+    from tunegate.exceptions import HistoryConflict
+
+    for attempt in range(MAX_RECHECKS + 1):
+        try:
+            # the checks' vectors are in the work dir's cache: the history reuses them instead of re-embedding
+            summary["history"] = _add_to_history(out, history_dir, summary, batch_id=name, policy=policy,
+                                                 cache_dir=work / WORK_CACHE)
+            return summary
+        except HistoryConflict as exc:
+            if attempt == MAX_RECHECKS:
+                raise
+            log.warning("publish: %s; re-checking the batch against the current history", exc)
+            run_checks(str(work), [c for c in checks if c.name in HISTORY_CHECKS])
+            summary = gate(work, out, policy, commit_set=False)
+            if summary["verdict"] == "halt":
+                return summary
+    raise AssertionError("unreachable")
 
 
 def check_out_dir(inputs: list[str], out_dir: str | Path) -> None:
@@ -167,11 +205,7 @@ def scan(inputs: list[str], out_dir: str | Path, *, fmt: str = "auto", policy: G
         fault_point("checked")
         summary = gate(work, out, policy, commit_set=False)
         if history_dir and summary["verdict"] != "halt":
-            from tunegate.core.checks._vectors import WORK_CACHE
-
-            # the checks' vectors are in the work dir's cache: the history reuses them instead of re-embedding
-            summary["history"] = _add_to_history(out, history_dir, summary, batch_id=name, policy=policy,
-                                                 cache_dir=work / WORK_CACHE)
+            summary = _publish_consistently(out, work, history_dir, summary, name=name, policy=policy, checks=checks)
             fault_point("history_updated")
         commit_outputs(out, summary)
         if not keep_work:
