@@ -8,6 +8,7 @@ Exit codes: 0 verdict pass or quarantine, 1 halt, 2 usage error or unreadable in
 from __future__ import annotations
 
 import argparse
+import errno
 import json
 import logging
 import sys
@@ -18,6 +19,9 @@ from tunegate import __version__
 from tunegate.exceptions import TunegateError
 
 EXIT_OK, EXIT_HALT, EXIT_USAGE, EXIT_INTERNAL = 0, 1, 2, 3
+#: OS errors that come from where the outputs go, not from a bug: a clear exit 2, never a traceback.
+_ENVIRONMENT_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EACCES, errno.EPERM, errno.EROFS,
+                                 errno.ENOTDIR, errno.EEXIST, errno.EISDIR})
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -132,6 +136,9 @@ def _history(args: argparse.Namespace) -> int:
     if args.history_command == "show":
         out = history.describe_history(args.dir)
     elif args.history_command == "update":
+        from tunegate.core.gate import load_committed
+
+        load_committed(Path(args.accepted).parent)  # only a committed result set enters the history
         out = history.update_history(args.dir, args.accepted, batch_id=args.batch_id, cache_dir=args.cache_dir)
     else:
         spec = history.switched_spec(args.dir, backend=args.backend, fields=args.fields)
@@ -220,6 +227,17 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("tunegate: interrupted", file=sys.stderr)
         return 130
+    except OSError as exc:
+        if exc.errno not in _ENVIRONMENT_ERRNOS or args.debug:
+            raise
+        # a full disk, a read-only or unwritable place, a file where a directory belongs: the environment,
+        # not tunegate; the outputs of the run are not committed (tunegate summary refuses them)
+        where = f"{exc.filename}: " if exc.filename else ""
+        why = ("a file is in the way where a directory belongs" if exc.errno in (errno.EEXIST, errno.ENOTDIR)
+               else exc.strerror or str(exc))
+        print(f"tunegate: error: cannot write {where}{why}; free space or fix the output location, then rerun",
+              file=sys.stderr)
+        return EXIT_USAGE
     except Exception as exc:
         if args.debug:
             raise

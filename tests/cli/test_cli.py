@@ -195,3 +195,12 @@ def test_a_second_scan_into_a_busy_directory_and_an_output_inside_the_input_exit
     assert f"tunegate: error: {out} is in use by another tunegate run (pid {os.getpid()} on" in err
     assert main(["scan", str(data), "--out", str(data / "out"), "--no-suite", "-q"]) == 2
     assert "is inside the input" in capsys.readouterr().err
+
+
+def test_an_output_path_that_is_a_file_is_a_clear_exit_2(tmp_path: Path, superni_slice: list[dict]) -> None:
+    batch = write_jsonl(tmp_path / "b.jsonl", superni_slice[:20])
+    (tmp_path / "taken").write_text("not a directory", encoding="utf-8")
+    proc = _run("scan", str(batch), "--out", str(tmp_path / "taken"), "--no-suite", "-q")
+    assert proc.returncode == 2, proc.stderr
+    assert "cannot write" in proc.stderr and "a file is in the way" in proc.stderr
+    assert "Traceback" not in proc.stderr and "internal error" not in proc.stderr

@@ -9,7 +9,7 @@ from typing import Any
 from airflow.sdk import Context
 from airflow.sdk.exceptions import AirflowFailException
 
-from tunegate.operators.base import TunegateBaseOperator, fail_on_tunegate_error, load_run_policy
+from tunegate.operators.base import TunegateBaseOperator, fail_on_tunegate_error, load_run_policy, run_dir_lock
 
 _LOCAL_PROTOCOLS = ("file", "local")
 
@@ -63,9 +63,13 @@ class IngestOperator(TunegateBaseOperator):
                 policy = load_run_policy(self.policy_file)
                 options = policy.input_options() if policy.input else None
         filesystem = self.storage_filesystem(inputs)
-        if work.exists():
-            shutil.rmtree(work)
         with fail_on_tunegate_error():
+            from tunegate.core.pipeline import check_out_dir
+
+            check_out_dir(inputs, work.parent)  # the night's outputs must not land inside its own input
+        with run_dir_lock(work.parent), fail_on_tunegate_error():  # one writer of the night at a time
+            if work.exists():
+                shutil.rmtree(work)
             result = ingest(inputs, work, fmt=self.fmt, options=options, filesystem=filesystem,
                             batch_size=self.batch_size)
         self.log.info("ingest: %d files -> %d records, %d rejected, into %s", len(result.inputs), result.records,

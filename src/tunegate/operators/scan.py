@@ -13,6 +13,7 @@ from tunegate.operators.base import (
     check_results_digest,
     fail_on_tunegate_error,
     load_run_policy,
+    run_dir_lock,
 )
 
 
@@ -46,7 +47,7 @@ class ScanOperator(TunegateBaseOperator):
 
         work = self.resolve_work_dir(context)
         history = self.resolve_history_dir(self.history_dir)
-        with fail_on_tunegate_error():
+        with run_dir_lock(work.parent), fail_on_tunegate_error():
             policy = load_run_policy(self.policy_file, checks=self.checks, check_options=self.check_options)
             checks = build_checks(policy, history_dir=history, batch_id=batch_id_for(self, context), gx=False)
             results = run_checks(str(work), checks)

@@ -7,7 +7,13 @@ from typing import Any
 
 from airflow.sdk import Context
 
-from tunegate.operators.base import TunegateBaseOperator, check_results_digest, fail_on_tunegate_error, load_run_policy
+from tunegate.operators.base import (
+    TunegateBaseOperator,
+    check_results_digest,
+    fail_on_tunegate_error,
+    load_run_policy,
+    run_dir_lock,
+)
 
 
 class ValidateOperator(TunegateBaseOperator):
@@ -40,7 +46,7 @@ class ValidateOperator(TunegateBaseOperator):
         from tunegate.core.checks import build_check, run_checks
 
         work = self.resolve_work_dir(context)
-        with fail_on_tunegate_error():
+        with run_dir_lock(work.parent), fail_on_tunegate_error():
             policy = load_run_policy(self.policy_file, suites=self.suites)
             checks = [build_check("gx_suite", suite=s, chunk_size=self.chunk_size, data_docs=self.data_docs)
                       for s in policy.suites]
