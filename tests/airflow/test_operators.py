@@ -156,7 +156,7 @@ def test_bad_configuration_fails_without_retry(ingested: SimpleNamespace, tmp_pa
 
     with pytest.raises(AirflowFailException, match=r"^InputError: .*missing\.jsonl: no such file$"):
         IngestOperator(task_id="i", inputs=str(tmp_path / "missing.jsonl"), run_dir=str(tmp_path)).execute(_context())
-    with pytest.raises(AirflowFailException, match=r"unknown check\(s\) \['no_such_check'\]; known: exact_duplicate"):
+    with pytest.raises(AirflowFailException, match=r"\['no_such_check'\]; known: record_size, exact_duplicate"):
         ScanOperator(task_id="s", checks=["no_such_check"], run_dir=str(ingested.run_dir)).execute(_context())
     with pytest.raises(AirflowFailException, match="unknown policy settings"):
         GateOperator(task_id="g", policy_overrides={"max_typo": 1}, run_dir=str(ingested.run_dir)).execute(_context())

@@ -32,8 +32,8 @@ from tunegate.core.reasons import SEVERITIES, known_reasons
 from tunegate.exceptions import ConfigError
 
 #: Checks every run gets unless the policy turns them off, in the order they run.
-DEFAULT_CHECKS: tuple[str, ...] = ("exact_duplicate", "near_duplicate", "embedding_outlier", "poison_trigger",
-                                   "poison_content")
+DEFAULT_CHECKS: tuple[str, ...] = ("record_size", "exact_duplicate", "near_duplicate", "embedding_outlier",
+                                   "poison_trigger", "poison_content")
 #: Great Expectations suites every run validates unless the policy says otherwise.
 DEFAULT_SUITES: tuple[str, ...] = ("instruction_record", "instruction_quality")
 #: Check options a run sets, not a policy: where the history lives and which batch this is.

@@ -14,6 +14,7 @@ from collections.abc import Iterable
 
 #: Record reasons: code -> what it means (one line, for docs and error messages).
 RECORD_REASONS: dict[str, str] = {
+    "oversized_field": "a text field (instruction, input, output or a chat turn) longer than the policy's limit",
     "exact_duplicate": "the same record (content hash) appeared earlier in the batch",
     "near_duplicate": "the same training example said again (edited copy) in the batch or the history",
     "contributor_flood": "a contributor whose share of near-duplicates is anomalous",

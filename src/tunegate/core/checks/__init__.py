@@ -24,6 +24,7 @@ from tunegate.core.policy import DEFAULT_CHECKS, DEFAULT_SUITES
 from tunegate.exceptions import ConfigError
 
 REGISTRY: dict[str, str] = {
+    "record_size": "tunegate.core.checks.record_size:RecordSizeCheck",
     "exact_duplicate": "tunegate.core.checks.exact_duplicate:ExactDuplicateCheck",
     "gx_suite": "tunegate.core.checks.gx_suite:GxSuiteCheck",
     "near_duplicate": "tunegate.core.checks.near_duplicate:NearDuplicateCheck",

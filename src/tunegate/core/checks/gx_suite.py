@@ -167,6 +167,41 @@ def clip(value: Any, limit: int = CLIP_CHARS) -> str:
     return text if len(text) <= limit else f"{text[:limit]} … (+{len(text) - limit:,} characters)"
 
 
+def _clip_text(table: Any) -> Any:
+    """The table with each text field, and each chat turn, cut to the record-size limit plus one character.
+
+    A longer field is quarantined by ``record_size`` (``oversized_field``) already; the expectations see what
+    is needed to judge it (a cut field is still over any length limit up to that one), and GX's pandas frames,
+    its regexes and its unexpected-value lists never hold a 50 MB string several times over.
+    """
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    from tunegate.core.checks.record_size import CLIP_MARGIN, DEFAULT_MAX_FIELD_CHARS, MESSAGES, TEXT_FIELDS
+
+    keep = DEFAULT_MAX_FIELD_CHARS + CLIP_MARGIN
+    for name in (*TEXT_FIELDS, MESSAGES):
+        i = table.schema.get_field_index(name)
+        if i < 0:
+            continue
+        column = table.column(i).combine_chunks()
+        if pa.types.is_string(column.type) or pa.types.is_large_string(column.type):
+            if len(column) and (pc.max(pc.utf8_length(column)).as_py() or 0) > keep:
+                table = table.set_column(i, name, pc.utf8_slice_codeunits(column, 0, keep))
+        elif pa.types.is_list(column.type) and pa.types.is_struct(column.type.value_type) and \
+                column.type.value_type.get_field_index("content") >= 0:
+            turns = column.values  # the turns of the rows, in order (offsets say which row each belongs to)
+            j = turns.type.get_field_index("content")
+            content = turns.field(j)
+            if len(content) and (pc.max(pc.utf8_length(content)).as_py() or 0) > keep:
+                fields = [turns.field(k) if k != j else pc.utf8_slice_codeunits(content, 0, keep)
+                          for k in range(turns.type.num_fields)]
+                clipped = pa.StructArray.from_arrays(fields, fields=list(turns.type), mask=turns.is_null())
+                table = table.set_column(i, name, pa.ListArray.from_arrays(column.offsets, clipped,
+                                                                           mask=column.is_null()))
+    return table
+
+
 def _id_lookup(ids: Any, start: int) -> Callable[[int], Any]:
     """Row number -> record id, over one chunk's id column (``None`` when the batch has none)."""
     def id_of(row: int) -> Any:
@@ -259,7 +294,7 @@ class GxSuiteCheck(Check):
             # the id rides along (outside the validated frame) so the page can name the unexpected records
             read = columns + (["id"] if "id" in batch.columns and "id" not in columns else [])
             for start, rb in batch.iter_batches(columns=read or ["id"], batch_size=chunk_rows):
-                table = pa.Table.from_batches([rb])
+                table = _clip_text(pa.Table.from_batches([rb]))
                 df = table.select(columns).to_pandas(types_mapper=pd.ArrowDtype)
                 df.insert(0, ROW, range(start, start + rb.num_rows))
                 ids = table.column("id") if "id" in table.column_names else None
@@ -309,7 +344,7 @@ class GxSuiteCheck(Check):
             a, b = kwargs.get("column_A", "task"), kwargs.get("column_B", "output")
             if a not in batch.columns or b not in batch.columns:
                 continue  # GX reports the missing column as a failure of this expectation
-            table = batch.read_columns([a, b])
+            table = _clip_text(batch.read_columns([a, b]))
             derived = derive_label_sets(zip(table.column(0).to_pylist(), table.column(1).to_pylist(), strict=True),
                                         **(params if isinstance(params, dict) else {}))
             kwargs["label_sets"] = derived | dict(kwargs.get("label_sets") or {})  # declared sets win
