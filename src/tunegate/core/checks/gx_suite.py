@@ -184,22 +184,33 @@ def _clip_text(table: Any) -> Any:
         i = table.schema.get_field_index(name)
         if i < 0:
             continue
-        column = table.column(i).combine_chunks()
+        column = table.column(i)  # chunked: clipped chunk by chunk, nothing copied where nothing is over
         if pa.types.is_string(column.type) or pa.types.is_large_string(column.type):
             if len(column) and (pc.max(pc.utf8_length(column)).as_py() or 0) > keep:
                 table = table.set_column(i, name, pc.utf8_slice_codeunits(column, 0, keep))
         elif pa.types.is_list(column.type) and pa.types.is_struct(column.type.value_type) and \
                 column.type.value_type.get_field_index("content") >= 0:
-            turns = column.values  # the turns of the rows, in order (offsets say which row each belongs to)
-            j = turns.type.get_field_index("content")
-            content = turns.field(j)
-            if len(content) and (pc.max(pc.utf8_length(content)).as_py() or 0) > keep:
-                fields = [turns.field(k) if k != j else pc.utf8_slice_codeunits(content, 0, keep)
-                          for k in range(turns.type.num_fields)]
-                clipped = pa.StructArray.from_arrays(fields, fields=list(turns.type), mask=turns.is_null())
-                table = table.set_column(i, name, pa.ListArray.from_arrays(column.offsets, clipped,
-                                                                           mask=column.is_null()))
+            chunks = [_clip_turns(chunk, keep) for chunk in column.chunks]
+            if any(new is not old for new, old in zip(chunks, column.chunks, strict=True)):
+                table = table.set_column(i, name, pa.chunked_array(chunks, column.type))
     return table
+
+
+def _clip_turns(column: Any, keep: int) -> Any:
+    """A ``list<struct<role, content>>`` array with each turn's content cut to ``keep`` characters (the same
+    array when none is longer)."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    turns = column.values  # the turns of the rows, in order (the offsets say which row each belongs to)
+    j = turns.type.get_field_index("content")
+    content = turns.field(j)
+    if not len(content) or (pc.max(pc.utf8_length(content)).as_py() or 0) <= keep:
+        return column
+    fields = [turns.field(k) if k != j else pc.utf8_slice_codeunits(content, 0, keep)
+              for k in range(turns.type.num_fields)]
+    clipped = pa.StructArray.from_arrays(fields, fields=list(turns.type), mask=turns.is_null())
+    return pa.ListArray.from_arrays(column.offsets, clipped, mask=column.is_null())
 
 
 def _id_lookup(ids: Any, start: int) -> Callable[[int], Any]:
