@@ -51,3 +51,10 @@ def dagbag() -> Any:
     from airflow.dag_processing.dagbag import DagBag
 
     return DagBag(dag_folder=str(DAGS))
+
+
+def nightly_conf(**params: Any) -> dict[str, Any]:
+    """Every param of ``tunegate_nightly``, explicitly: ``dag.test`` keeps an earlier run's conf in the DAG's
+    params (a scheduler run starts from the defaults each time), so tests never depend on their order."""
+    return {"input_uri": str(SAMPLES), "policy_file": None, "checks": None, "history_dir": None,
+            "storage_conn_id": None, **params}

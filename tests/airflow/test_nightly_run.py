@@ -12,7 +12,7 @@ from typing import Any
 import pyarrow.parquet as pq
 import pytest
 
-from tests.airflow.conftest import SAMPLES
+from tests.airflow.conftest import SAMPLES, nightly_conf
 
 pytestmark = [pytest.mark.airflow, pytest.mark.slow]  # whole DAG runs: left out of `make test-fast`
 
@@ -41,7 +41,7 @@ def _states(dagrun: Any) -> dict[str, str]:
 @pytest.fixture(scope="module")
 def nightly(dagbag: Any, data_root: Path) -> SimpleNamespace:
     dag = dagbag.get_dag("tunegate_nightly")
-    dagrun = dag.test(logical_date=NIGHT)
+    dagrun = dag.test(logical_date=NIGHT, run_conf=nightly_conf())
     run_dir = data_root / "tunegate_nightly" / "2026-01-01"
     return SimpleNamespace(dag=dag, dagrun=dagrun, run_dir=run_dir,
                            summary=json.loads((run_dir / "summary.json").read_text(encoding="utf-8")))
@@ -58,7 +58,7 @@ def halted(dagbag: Any, data_root: Path, tmp_path_factory: pytest.TempPathFactor
     saved = gate.on_failure_callback
     gate.on_failure_callback = [lambda context: failures.append(context.get("exception"))]
     try:
-        dagrun = dag.test(logical_date=HALT_NIGHT, run_conf={"policy_file": str(policy)})
+        dagrun = dag.test(logical_date=HALT_NIGHT, run_conf=nightly_conf(policy_file=str(policy)))
     finally:
         gate.on_failure_callback = saved
     run_dir = data_root / "tunegate_nightly" / "2026-01-02"

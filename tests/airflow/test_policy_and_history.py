@@ -20,6 +20,7 @@ from typing import Any
 import pyarrow.parquet as pq
 import pytest
 
+from tests.airflow.conftest import nightly_conf
 from tests.conftest import slice_records, write_jsonl
 from tests.core.test_near_duplicate import light_edit
 
@@ -27,12 +28,7 @@ pytestmark = [pytest.mark.airflow, pytest.mark.slow]  # whole DAG runs: left out
 
 
 def _conf(**params: Any) -> dict[str, Any]:
-    """Every param, explicitly: ``dag.test`` keeps an earlier run's conf in the DAG's params (a scheduler
-    run starts from the defaults each time)."""
-    from tests.airflow.conftest import SAMPLES
-
-    return {"input_uri": str(SAMPLES), "policy_file": None, "checks": None, "history_dir": None,
-            "storage_conn_id": None, **params}
+    return nightly_conf(**params)
 
 
 def _summary(data_root: Path, day: str) -> dict[str, Any]:

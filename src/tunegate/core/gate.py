@@ -51,6 +51,7 @@ LOCK_FILE = ".tunegate.lock"
 LOCK_OWNER_FILE = ".tunegate.lock.owner"
 VERDICTS = ("pass", "quarantine", "halt")
 _SAMPLES_PER_REASON = 5
+_SAMPLE_CHARS = 2_000  # characters of a field kept for the report's examples
 _MAX_HALT_MESSAGES = 10
 
 
@@ -361,7 +362,12 @@ def _check_status(policy: GatePolicy, check_summaries: list[dict[str, Any]]) -> 
 
 
 def _sample(qb: Any, i: int, row_findings: list[dict[str, Any]], reason: str) -> dict[str, Any]:
-    rec = {c: qb.column(c)[i].as_py() for c in ("id", "instruction", "input", "output", "source_file", "source_line")}
+    import pyarrow.compute as pc
+
+    # the report shows a few hundred characters: cut in Arrow, so one huge record is never copied whole
+    rec = {c: pc.utf8_slice_codeunits(qb.column(c).slice(i, 1), 0, _SAMPLE_CHARS)[0].as_py()
+           for c in ("id", "instruction", "input", "output", "source_file")}
+    rec["source_line"] = qb.column("source_line")[i].as_py()
     rec["evidence"] = [f for f in row_findings if f["reason"] == reason][:1]
     return rec
 

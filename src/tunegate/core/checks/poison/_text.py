@@ -40,11 +40,20 @@ class Records:
 
     @classmethod
     def read(cls, batch: CanonicalBatch) -> Records:
+        import pyarrow.compute as pc
+
+        from tunegate.core.checks.record_size import CLIP_MARGIN, DEFAULT_MAX_FIELD_CHARS
+
         cols = ["instruction", "input", "output", "task", "source", "contributor"]
+        texts = {"instruction", "input", "output"}
+        keep = DEFAULT_MAX_FIELD_CHARS + CLIP_MARGIN  # a longer field is quarantined by record_size already
         data: dict[str, list[Any]] = {c: [] for c in cols}
         for _, rb in batch.iter_batches(columns=cols):
             for c in cols:
-                data[c].extend(rb.column(c).to_pylist())
+                column = rb.column(c)
+                if c in texts:  # cut in Arrow: a 50 MB field never becomes a 50 MB Python string here
+                    column = pc.utf8_slice_codeunits(column, 0, keep)
+                data[c].extend(column.to_pylist())
         group = [t or s or "(none)" for t, s in zip(data["task"], data["source"], strict=True)]
         return cls(data["instruction"], data["input"], data["output"], group, data["contributor"])
 
