@@ -17,8 +17,7 @@ import pytest
 
 from tests.conftest import DATA, slice_records, write_jsonl
 from tunegate.core.checks import CanonicalBatch, build_check
-from tunegate.core.checks.gx_suite import _clip_text
-from tunegate.core.checks.record_size import DEFAULT_MAX_FIELD_CHARS, RecordSizeCheck
+from tunegate.core.checks.record_size import DEFAULT_MAX_FIELD_CHARS, RecordSizeCheck, clip_fields
 from tunegate.core.ingest import ingest
 from tunegate.core.policy import DEFAULT_CHECKS, GatePolicy, load_policy
 from tunegate.core.reasons import RECORD_REASONS
@@ -116,13 +115,13 @@ def test_gx_frames_are_clipped_to_the_limit_plus_one() -> None:
         "messages": pa.array([[{"role": "user", "content": "x" * (keep + 1)}, {"role": "assistant", "content": "y"}],
                               None, []], pa.list_(message)),
     }).slice(0, 3)
-    clipped = _clip_text(table)
+    clipped = clip_fields(table)
     assert [None if v is None else len(v) for v in clipped.column("output").to_pylist()] == [keep, 5, None]
     assert len(clipped.column("task")[0].as_py()) == keep + 10
     assert clipped.column("messages").to_pylist() == [
         [{"role": "user", "content": "x" * keep}, {"role": "assistant", "content": "y"}], None, []]
     small = pa.table({"output": ["short"]})
-    assert _clip_text(small) is small  # nothing over: nothing copied
+    assert clip_fields(small) is small  # nothing over: nothing copied
 
 
 def test_gx_still_flags_a_huge_field_it_sees_clipped(tmp_path: Path, gx_check: Any) -> None:

@@ -299,7 +299,7 @@ def _validate_options(name: str, options: Mapping[str, Any]) -> None:
 
 def _suite_expectation_types(suites: Sequence[str]) -> set[str]:
     """Expectation types of the suites (read from their JSON; Great Expectations is not imported)."""
-    from tunegate.core.checks.gx_suite import resolve_suite
+    from tunegate.core.checks.gx_load import resolve_suite
 
     types: set[str] = set()
     for suite in suites:

@@ -28,70 +28,11 @@ from typing import Any, ClassVar
 
 from tunegate.core.checks.base import BatchIssue, CanonicalBatch, Check, CheckResult, Finding
 from tunegate.core.checks.config import CheckConfig, boolean, integer, optional_path
+from tunegate.core.checks.gx_load import expectation_severity, load_suite, quiet_gx, resolve_suite
+from tunegate.core.checks.record_size import clip_fields
 from tunegate.core.schema import ROW
-from tunegate.exceptions import ConfigError
 
 log = logging.getLogger(__name__)
-
-_PACKAGE_SUITES = Path(__file__).resolve().parents[2] / "expectations"  # installed wheel
-_SOURCE_SUITES = Path(__file__).resolve().parents[4] / "expectations"  # source checkout
-
-
-def resolve_suite(suite: str | Path) -> Path:
-    """A suite name (``instruction_record``) or a path to a suite JSON file."""
-    candidate = Path(suite)
-    if candidate.suffix == ".json" or candidate.exists():
-        if not candidate.is_file():
-            raise ConfigError(f"suite file {candidate} does not exist")
-        return candidate
-    for folder in (_PACKAGE_SUITES, _SOURCE_SUITES):
-        path = folder / f"{suite}.json"
-        if path.is_file():
-            return path
-    known = sorted({p.stem for d in (_PACKAGE_SUITES, _SOURCE_SUITES) if d.is_dir() for p in d.glob("*.json")})
-    raise ConfigError(f"unknown expectation suite {suite!r}; known suites: {', '.join(known) or 'none'}")
-
-
-def quiet_gx() -> None:
-    """GX logs every registration at INFO under Airflow's structlog setup; keep only warnings."""
-    logging.getLogger("great_expectations").setLevel(logging.WARNING)
-    for name in ("great_expectations._docs_decorators", "great_expectations.data_context.types.base"):
-        logging.getLogger(name).setLevel(logging.WARNING)
-
-
-def _severity(expectation: Any) -> str:
-    value = getattr(expectation, "severity", "critical")
-    return str(getattr(value, "value", value)).lower()
-
-
-def load_suite(path: Path) -> Any:
-    """Parse and build the suite; a clear :class:`ConfigError` names the file and the bad expectation."""
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError) as exc:
-        raise ConfigError(f"cannot read suite file {path}: {exc}") from exc
-    except json.JSONDecodeError as exc:
-        raise ConfigError(f"suite file {path} is not valid JSON: {exc.msg} at line {exc.lineno}") from exc
-    if not isinstance(data, dict) or not isinstance(data.get("expectations"), list):
-        raise ConfigError(f"suite file {path} must be an object with an 'expectations' list")
-    data.setdefault("name", path.stem)
-    quiet_gx()
-    import great_expectations as gx
-    from great_expectations.expectations.registry import get_expectation_impl
-
-    import tunegate.core.gx_expectations  # noqa: F401  (registers tunegate's custom expectations)
-
-    for i, exp in enumerate(data["expectations"]):
-        etype = exp.get("type") if isinstance(exp, dict) else None
-        try:
-            get_expectation_impl(str(etype))
-        except Exception as exc:  # GX raises its own ExpectationNotFoundError
-            raise ConfigError(f"suite file {path}: expectation #{i + 1} has unknown type {etype!r}") from exc
-    try:
-        return gx.ExpectationSuite(**data)
-    except Exception as exc:
-        raise ConfigError(f"suite file {path} is not a valid GX suite: {exc}") from exc
-
 
 @dataclass
 class _Merged:
@@ -165,52 +106,6 @@ def clip(value: Any, limit: int = CLIP_CHARS) -> str:
     """``value`` as text of at most ``limit`` characters plus a marker saying how much was cut."""
     text = "null" if value is None else str(value)
     return text if len(text) <= limit else f"{text[:limit]} … (+{len(text) - limit:,} characters)"
-
-
-def _clip_text(table: Any) -> Any:
-    """The table with each text field, and each chat turn, cut to the record-size limit plus one character.
-
-    A longer field is quarantined by ``record_size`` (``oversized_field``) already; the expectations see what
-    is needed to judge it (a cut field is still over any length limit up to that one), and GX's pandas frames,
-    its regexes and its unexpected-value lists never hold a 50 MB string several times over.
-    """
-    import pyarrow as pa
-    import pyarrow.compute as pc
-
-    from tunegate.core.checks.record_size import CLIP_MARGIN, DEFAULT_MAX_FIELD_CHARS, MESSAGES, TEXT_FIELDS
-
-    keep = DEFAULT_MAX_FIELD_CHARS + CLIP_MARGIN
-    for name in (*TEXT_FIELDS, MESSAGES):
-        i = table.schema.get_field_index(name)
-        if i < 0:
-            continue
-        column = table.column(i)  # chunked: clipped chunk by chunk, nothing copied where nothing is over
-        if pa.types.is_string(column.type) or pa.types.is_large_string(column.type):
-            if len(column) and (pc.max(pc.utf8_length(column)).as_py() or 0) > keep:
-                table = table.set_column(i, name, pc.utf8_slice_codeunits(column, 0, keep))
-        elif pa.types.is_list(column.type) and pa.types.is_struct(column.type.value_type) and \
-                column.type.value_type.get_field_index("content") >= 0:
-            chunks = [_clip_turns(chunk, keep) for chunk in column.chunks]
-            if any(new is not old for new, old in zip(chunks, column.chunks, strict=True)):
-                table = table.set_column(i, name, pa.chunked_array(chunks, column.type))
-    return table
-
-
-def _clip_turns(column: Any, keep: int) -> Any:
-    """A ``list<struct<role, content>>`` array with each turn's content cut to ``keep`` characters (the same
-    array when none is longer)."""
-    import pyarrow as pa
-    import pyarrow.compute as pc
-
-    turns = column.values  # the turns of the rows, in order (the offsets say which row each belongs to)
-    j = turns.type.get_field_index("content")
-    content = turns.field(j)
-    if not len(content) or (pc.max(pc.utf8_length(content)).as_py() or 0) <= keep:
-        return column
-    fields = [turns.field(k) if k != j else pc.utf8_slice_codeunits(content, 0, keep)
-              for k in range(turns.type.num_fields)]
-    clipped = pa.StructArray.from_arrays(fields, fields=list(turns.type), mask=turns.is_null())
-    return pa.ListArray.from_arrays(column.offsets, clipped, mask=column.is_null())
 
 
 def _id_lookup(ids: Any, start: int) -> Callable[[int], Any]:
@@ -298,14 +193,14 @@ class GxSuiteCheck(Check):
                 cfg = e.configuration.kwargs
                 meta = e.meta or {}
                 merged[str(e.id)] = _Merged(etype=e.expectation_type, column=cfg.get("column") or cfg.get("column_B"),
-                                       severity=_severity(e), mostly=float(cfg.get("mostly", 1.0)),
+                                       severity=expectation_severity(e), mostly=float(cfg.get("mostly", 1.0)),
                                        label=meta.get("label"), why=meta.get("why"), kwargs=dict(cfg))
             wanted = set().union(*(_columns_of(e) for e in suite.expectations))
             columns = [c for c in batch.columns if c in wanted]
             # the id rides along (outside the validated frame) so the page can name the unexpected records
             read = columns + (["id"] if "id" in batch.columns and "id" not in columns else [])
             for start, rb in batch.iter_batches(columns=read or ["id"], batch_size=chunk_rows):
-                table = _clip_text(pa.Table.from_batches([rb]))
+                table = clip_fields(pa.Table.from_batches([rb]))
                 df = table.select(columns).to_pandas(types_mapper=pd.ArrowDtype)
                 df.insert(0, ROW, range(start, start + rb.num_rows))
                 ids = table.column("id") if "id" in table.column_names else None
@@ -355,7 +250,7 @@ class GxSuiteCheck(Check):
             a, b = kwargs.get("column_A", "task"), kwargs.get("column_B", "output")
             if a not in batch.columns or b not in batch.columns:
                 continue  # GX reports the missing column as a failure of this expectation
-            table = _clip_text(batch.read_columns([a, b]))
+            table = clip_fields(batch.read_columns([a, b]))
             derived = derive_label_sets(zip(table.column(0).to_pylist(), table.column(1).to_pylist(), strict=True),
                                         **(params if isinstance(params, dict) else {}))
             kwargs["label_sets"] = derived | dict(kwargs.get("label_sets") or {})  # declared sets win

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
-from typing import ClassVar
+from typing import Any, ClassVar
 
 from tunegate.core.checks.base import CanonicalBatch, Check, CheckResult, Finding
 from tunegate.core.checks.config import CheckConfig, integer
@@ -89,3 +89,47 @@ class RecordSizeCheck(Check):
                  limit)
         return CheckResult(self.name, findings, metrics={"records": batch.num_rows, "max_field_chars": limit,
                                                          "oversized": len(findings), "longest": longest})
+
+
+def clip_fields(table: Any) -> Any:
+    """The table with each text field, and each chat turn, cut to the record-size limit plus one character.
+
+    A longer field is quarantined by ``record_size`` (``oversized_field``) already; the expectations see what
+    is needed to judge it (a cut field is still over any length limit up to that one), and GX's pandas frames,
+    its regexes and its unexpected-value lists never hold a 50 MB string several times over.
+    """
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    keep = DEFAULT_MAX_FIELD_CHARS + CLIP_MARGIN
+    for name in (*TEXT_FIELDS, MESSAGES):
+        i = table.schema.get_field_index(name)
+        if i < 0:
+            continue
+        column = table.column(i)  # chunked: clipped chunk by chunk, nothing copied where nothing is over
+        if pa.types.is_string(column.type) or pa.types.is_large_string(column.type):
+            if len(column) and (pc.max(pc.utf8_length(column)).as_py() or 0) > keep:
+                table = table.set_column(i, name, pc.utf8_slice_codeunits(column, 0, keep))
+        elif pa.types.is_list(column.type) and pa.types.is_struct(column.type.value_type) and \
+                column.type.value_type.get_field_index("content") >= 0:
+            chunks = [_clip_turns(chunk, keep) for chunk in column.chunks]
+            if any(new is not old for new, old in zip(chunks, column.chunks, strict=True)):
+                table = table.set_column(i, name, pa.chunked_array(chunks, column.type))
+    return table
+
+
+def _clip_turns(column: Any, keep: int) -> Any:
+    """A ``list<struct<role, content>>`` array with each turn's content cut to ``keep`` characters (the same
+    array when none is longer)."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    turns = column.values  # the turns of the rows, in order (the offsets say which row each belongs to)
+    j = turns.type.get_field_index("content")
+    content = turns.field(j)
+    if not len(content) or (pc.max(pc.utf8_length(content)).as_py() or 0) <= keep:
+        return column
+    fields = [turns.field(k) if k != j else pc.utf8_slice_codeunits(content, 0, keep)
+              for k in range(turns.type.num_fields)]
+    clipped = pa.StructArray.from_arrays(fields, fields=list(turns.type), mask=turns.is_null())
+    return pa.ListArray.from_arrays(column.offsets, clipped, mask=column.is_null())
