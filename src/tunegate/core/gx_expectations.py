@@ -155,6 +155,10 @@ def derive_label_sets(pairs: Iterable[tuple[str | None, str]], *, min_records: i
 # ------------------------------------------------------------------------------------------- metrics
 
 
+#: GX's gallery metadata, the same for every tunegate expectation.
+_LIBRARY_METADATA: dict[str, Any] = {"maturity": "experimental", "tags": ["tunegate"], "contributors": ["tunegate"]}
+
+
 class ColumnValuesNoControlCharacters(ColumnMapMetricProvider):
     condition_metric_name = "column_values.tunegate_no_control_characters"
 
@@ -228,8 +232,7 @@ class ExpectColumnValuesToNotContainControlCharacters(ColumnMapExpectation):
 
     map_metric = "column_values.tunegate_no_control_characters"
     success_keys = ("mostly",)
-    library_metadata: ClassVar[dict[str, Any]] = {"maturity": "experimental", "tags": ["tunegate"],
-                                                  "contributors": ["tunegate"]}
+    library_metadata: ClassVar[dict[str, Any]] = _LIBRARY_METADATA
 
 
 class ExpectColumnValuesToNotContainInvisibleCharacters(ColumnMapExpectation):
@@ -237,8 +240,7 @@ class ExpectColumnValuesToNotContainInvisibleCharacters(ColumnMapExpectation):
 
     map_metric = "column_values.tunegate_no_invisible_characters"
     success_keys = ("mostly",)
-    library_metadata: ClassVar[dict[str, Any]] = {"maturity": "experimental", "tags": ["tunegate"],
-                                                  "contributors": ["tunegate"]}
+    library_metadata: ClassVar[dict[str, Any]] = _LIBRARY_METADATA
 
 
 class ExpectColumnValuesToNotHaveRunawayRepetition(ColumnMapExpectation):
@@ -249,8 +251,7 @@ class ExpectColumnValuesToNotHaveRunawayRepetition(ColumnMapExpectation):
     max_repeated_fraction: float = pydantic.Field(default=0.5, ge=0.0, le=1.0)
     map_metric = "column_values.tunegate_no_runaway_repetition"
     success_keys = ("ngram", "min_words", "max_repeated_fraction", "mostly")
-    library_metadata: ClassVar[dict[str, Any]] = {"maturity": "experimental", "tags": ["tunegate"],
-                                                  "contributors": ["tunegate"]}
+    library_metadata: ClassVar[dict[str, Any]] = _LIBRARY_METADATA
 
 
 class ExpectColumnPairValuesToNotBeEcho(ColumnPairMapExpectation):
@@ -259,8 +260,7 @@ class ExpectColumnPairValuesToNotBeEcho(ColumnPairMapExpectation):
     ignore_row_if: str = "either_value_is_missing"
     map_metric = "column_pair_values.tunegate_not_echo"
     success_keys = ("ignore_row_if", "mostly")
-    library_metadata: ClassVar[dict[str, Any]] = {"maturity": "experimental", "tags": ["tunegate"],
-                                                  "contributors": ["tunegate"]}
+    library_metadata: ClassVar[dict[str, Any]] = _LIBRARY_METADATA
 
 
 class ExpectColumnPairValuesAToIdentifyB(ColumnPairMapExpectation):
@@ -269,8 +269,7 @@ class ExpectColumnPairValuesAToIdentifyB(ColumnPairMapExpectation):
     ignore_row_if: str = "either_value_is_missing"
     map_metric = "column_pair_values.tunegate_a_identifies_b"
     success_keys = ("ignore_row_if", "mostly")
-    library_metadata: ClassVar[dict[str, Any]] = {"maturity": "experimental", "tags": ["tunegate"],
-                                                  "contributors": ["tunegate"]}
+    library_metadata: ClassVar[dict[str, Any]] = _LIBRARY_METADATA
 
 
 class ExpectColumnPairValuesToBeInTaskLabelSet(ColumnPairMapExpectation):
@@ -280,5 +279,4 @@ class ExpectColumnPairValuesToBeInTaskLabelSet(ColumnPairMapExpectation):
     ignore_row_if: str = "either_value_is_missing"
     map_metric = "column_pair_values.tunegate_in_task_label_set"
     success_keys = ("label_sets", "ignore_row_if", "mostly")
-    library_metadata: ClassVar[dict[str, Any]] = {"maturity": "experimental", "tags": ["tunegate"],
-                                                  "contributors": ["tunegate"]}
+    library_metadata: ClassVar[dict[str, Any]] = _LIBRARY_METADATA
