@@ -11,7 +11,7 @@ import os
 import stat
 import tempfile
 import zlib
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -264,6 +264,33 @@ def atomic_write(final: str | Path) -> Iterator[Path]:
         commit(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)
+
+
+@contextmanager
+def owned_lock(lock_file: Path, *, timeout: float, busy: Callable[[str], Exception]) -> Iterator[None]:
+    """An OS-level lock (``filelock``, flock) that dies with its holder, plus a sidecar ``<lock>.owner`` naming
+    the holder (pid, host) while it holds it. Not had within ``timeout`` seconds: raises ``busy(holder)``,
+    ``holder`` being ``"pid P on H"`` or ``"holder unknown"``."""
+    import socket
+
+    from filelock import FileLock, Timeout
+
+    lock_file.parent.mkdir(parents=True, exist_ok=True)
+    owner_file = lock_file.with_name(lock_file.name + ".owner")
+    try:
+        with FileLock(str(lock_file), timeout=timeout):
+            write_json_atomic(owner_file, {"pid": os.getpid(), "host": socket.gethostname()})
+            try:
+                yield
+            finally:
+                owner_file.unlink(missing_ok=True)  # never name a holder that is gone
+    except Timeout:
+        try:
+            owner = json.loads(owner_file.read_text(encoding="utf-8"))
+            holder = f"pid {owner['pid']} on {owner['host']}"
+        except (OSError, ValueError, KeyError, TypeError):
+            holder = "holder unknown"
+        raise busy(holder) from None
 
 
 def write_json_atomic(path: Path, obj: Any) -> None:

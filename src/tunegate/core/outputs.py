@@ -12,14 +12,13 @@ import json
 import logging
 import os
 import shutil
-import socket
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 from tunegate.core.ingest import REJECTED_FILE
-from tunegate.core.io import write_json_atomic
+from tunegate.core.io import owned_lock, write_json_atomic
 from tunegate.exceptions import TunegateError
 
 log = logging.getLogger(__name__)
@@ -32,7 +31,7 @@ HELD_FILE = "held.parquet"
 DATA_DOCS_DIR = "data_docs"
 #: The OS-level lock of an output directory, and the sidecar naming its holder (pid, host) for the message.
 LOCK_FILE = ".tunegate.lock"
-LOCK_OWNER_FILE = ".tunegate.lock.owner"
+LOCK_OWNER_FILE = LOCK_FILE + ".owner"  # written by tunegate.core.io.owned_lock
 
 
 
@@ -146,28 +145,11 @@ def output_lock(out_dir: str | Path) -> Iterator[None]:
     naming the holder (pid and host, from a sidecar file the holder writes), instead of deleting the other
     run's work directory. The lock is not re-entrant across calls; take it once per run.
     """
-    from filelock import FileLock, Timeout
-
     out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    lock = FileLock(str(out / LOCK_FILE), timeout=0)
-    try:
-        lock.acquire()
-    except Timeout:
-        raise TunegateError(f"{out} is in use by another tunegate run ({_lock_holder(out)}); wait for it to "
-                            "finish, or choose another output directory (the lock is released when that "
-                            "process ends)") from None
-    try:
-        owner = {"pid": os.getpid(), "host": socket.gethostname()}
-        write_json_atomic(out / LOCK_OWNER_FILE, owner)
+
+    def busy(holder: str) -> TunegateError:
+        return TunegateError(f"{out} is in use by another tunegate run ({holder}); wait for it to finish, or "
+                             "choose another output directory (the lock is released when that process ends)")
+
+    with owned_lock(out / LOCK_FILE, timeout=0, busy=busy):
         yield
-    finally:
-        lock.release()
-
-
-def _lock_holder(out: Path) -> str:
-    try:
-        owner = json.loads((out / LOCK_OWNER_FILE).read_text(encoding="utf-8"))
-        return f"pid {owner['pid']} on {owner['host']}"
-    except (OSError, ValueError, KeyError, TypeError):
-        return "holder unknown"

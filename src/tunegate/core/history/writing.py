@@ -25,7 +25,7 @@ from tunegate.core.history.reading import (
     _sha256,
     _summary,
 )
-from tunegate.core.io import atomic_write, write_json_atomic
+from tunegate.core.io import atomic_write, owned_lock, write_json_atomic
 from tunegate.core.vector_index import IndexParams, add, all_vectors, index_kind, new_index
 from tunegate.exceptions import HistoryConflict, HistoryError
 
@@ -46,30 +46,12 @@ RETRAIN_GROWTH = 4.0
 @contextlib.contextmanager
 def _locked(path: Path, timeout: float = LOCK_TIMEOUT) -> Iterator[None]:
     """One writer at a time, through an OS-level lock (flock) that is released when its holder dies."""
-    import json
-    import os
-    import socket
+    def busy(holder: str) -> HistoryError:
+        return HistoryError(f"history {path} is being updated by another process ({holder}); waited {timeout:.0f} s "
+                            "for it (the lock is released when that process ends)")
 
-    from filelock import FileLock, Timeout
-
-    path.mkdir(parents=True, exist_ok=True)
-    lock = FileLock(str(path / LOCK), timeout=timeout)
-    owner_file = path / f"{LOCK}.owner"
-    try:
-        with lock:
-            write_json_atomic(owner_file, {"pid": os.getpid(), "host": socket.gethostname()})
-            try:
-                yield
-            finally:
-                owner_file.unlink(missing_ok=True)  # never name a holder that is gone
-    except Timeout:
-        try:
-            owner = json.loads(owner_file.read_text(encoding="utf-8"))
-            holder = f"pid {owner['pid']} on {owner['host']}"
-        except (OSError, ValueError, KeyError, TypeError):
-            holder = "holder unknown"
-        raise HistoryError(f"history {path} is being updated by another process ({holder}); waited {timeout:.0f} s "
-                           "for it (the lock is released when that process ends)") from None
+    with owned_lock(path / LOCK, timeout=timeout, busy=busy):
+        yield
 
 
 def update_history(history_dir: str | Path, accepted: str | Path, *, batch_id: str | None = None,
