@@ -107,10 +107,9 @@ def _print_summary(summary: dict[str, object]) -> int:
     print(halt_message(summary))
     status: dict[str, dict[str, str]] = summary.get("check_status") or {}  # type: ignore[assignment]
     if status:
-        from tunegate.core.policy import configurable_checks
+        from tunegate.core.policy import in_run_order
 
-        order = {name: i for i, name in enumerate(configurable_checks())}  # run order (JSON keys are sorted)
-        status = dict(sorted(status.items(), key=lambda kv: (order.get(kv[0], len(order)), kv[0])))
+        status = in_run_order(status)  # summary.json keeps its keys sorted
         print("  checks: " + ", ".join(f"{name} {s['status']}" for name, s in status.items()))
         for name, s in status.items():
             if s["status"] == "insufficient_data":

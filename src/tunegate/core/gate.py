@@ -218,15 +218,14 @@ def _check_status(policy: GatePolicy, check_summaries: list[dict[str, Any]]) -> 
         if metrics.get("status_reason"):
             entry["reason"] = str(metrics["status_reason"])
         status[s["check"]] = entry
-    from tunegate.core.policy import configurable_checks
+    from tunegate.core.policy import configurable_checks, in_run_order
 
     disabled = set(policy.disabled_checks())
     for name in configurable_checks():
         if name not in status:
             status[name] = {"status": "disabled",
                             "reason": "turned off by the policy" if name in disabled else "not run (the run's checks)"}
-    order = {name: i for i, name in enumerate(configurable_checks())}
-    return dict(sorted(status.items(), key=lambda kv: (order.get(kv[0], len(order)), kv[0])))
+    return in_run_order(status)
 
 
 def _sample(qb: Any, i: int, row_findings: list[dict[str, Any]], reason: str) -> dict[str, Any]:

@@ -207,6 +207,12 @@ def configurable_checks() -> tuple[str, ...]:
     return (*ordered, *sorted(n for n in REGISTRY if n not in ordered and n != "gx_suite"))
 
 
+def in_run_order(by_check: Mapping[str, Any]) -> dict[str, Any]:
+    """``by_check`` (keyed by check name) in the order the checks run, then the others (GX suites) by name."""
+    order = {name: i for i, name in enumerate(configurable_checks())}
+    return dict(sorted(by_check.items(), key=lambda kv: (order.get(kv[0], len(order)), kv[0])))
+
+
 def check_options(name: str) -> dict[str, Any]:
     """The options a check accepts and their defaults: the fields of its ``config_class``
     (:class:`tunegate.core.checks.config.CheckConfig`), else the keyword parameters of its constructor."""
