@@ -21,7 +21,6 @@ A policy file, every key optional::
 from __future__ import annotations
 
 import dataclasses
-import inspect
 import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -215,22 +214,10 @@ def in_run_order(by_check: Mapping[str, Any]) -> dict[str, Any]:
 
 def check_options(name: str) -> dict[str, Any]:
     """The options a check accepts and their defaults: the fields of its ``config_class``
-    (:class:`tunegate.core.checks.config.CheckConfig`), else the keyword parameters of its constructor."""
+    (:class:`tunegate.core.checks.config.CheckConfig`; every check declares one)."""
     from tunegate.core.checks import check_class
-    from tunegate.core.checks.config import CheckConfig
 
-    config_class = getattr(check_class(name), "config_class", CheckConfig)
-    if config_class is not CheckConfig:  # converted to the config pattern
-        return dict(config_class.options())
-    options: dict[str, Any] = {}
-    for klass in check_class(name).__mro__:
-        init = klass.__dict__.get("__init__")
-        if init is None:
-            continue
-        for p in inspect.signature(init).parameters.values():
-            if p.kind in (p.KEYWORD_ONLY, p.POSITIONAL_OR_KEYWORD) and p.name != "self" and p.name not in options:
-                options[p.name] = None if p.default is inspect.Parameter.empty else p.default
-    return options
+    return dict(check_class(name).config_class.options())
 
 
 def normalize_checks(spec: Any) -> dict[str, Any]:
