@@ -150,6 +150,18 @@ class EmbeddingCheck(Check):
                 "history_nprobe": self.params.history_nprobe}
 
 
+def score_histogram(values: np.ndarray, *, low: float, high: float, bins: int) -> dict[str, Any]:
+    """A small histogram for the report (``edges``, ``counts``); values outside ``[low, high]`` are counted in
+    the first or last bin, and non-finite ones are left out."""
+    import numpy as np
+
+    finite = np.asarray(values, dtype=np.float64)
+    finite = finite[np.isfinite(finite)]
+    edges = np.linspace(low, high, bins + 1)
+    counts, _ = np.histogram(np.clip(finite, low, high), bins=edges)
+    return {"edges": [round(float(e), 4) for e in edges], "counts": [int(c) for c in counts]}
+
+
 def _save_arrays(path: Path, **arrays: Any) -> None:
     import numpy as np
 

@@ -23,6 +23,9 @@ Reasons:
     count against the batch-wide rate, Bonferroni-corrected over contributors, at ``flood_alpha``, and at
     least ``flood_min`` such records. Every near-duplicate record of that contributor is flagged
     (representatives included, so the whole flood is set aside) and a ``warning`` batch issue names them.
+``known_poison``
+    With a history: the record repeats (exact copy or light edit, the same rule) a record confirmed as poison
+    with ``tunegate review confirm``; see :mod:`.near_duplicate_poison`.
 
 Clustering: the batch's k-nearest-neighbour graph keeps edges with similarity >= ``threshold``; in each
 connected component, records are taken in batch order and each joins the most similar representative
@@ -45,7 +48,7 @@ from typing import Any, ClassVar
 from tunegate.core.checks._clusters import MAX_VERIFIED, binomial_tail, floods, representatives
 from tunegate.core.checks._edits import VERIFY_CHARS, field_difference, field_words
 from tunegate.core.checks._templates import TemplateIndex
-from tunegate.core.checks._vectors import EmbeddingCheck, EmbeddingConfig
+from tunegate.core.checks._vectors import EmbeddingCheck, EmbeddingConfig, score_histogram
 from tunegate.core.checks._verify import PairVerifier, pair_difference
 from tunegate.core.checks.base import BatchIssue, CanonicalBatch, CheckResult, Finding
 from tunegate.core.checks.config import CheckConfig, boolean, fraction, integer, number
@@ -190,6 +193,13 @@ class NearDuplicateCheck(EmbeddingCheck):
                                                        flood_alpha=self.config.flood_alpha)
         findings += flood_findings
         issues += flood_issues
+        known: dict[str, Any] = {}
+        if history is not None:  # copies of confirmed poison (tunegate review confirm), kept beside the history
+            from tunegate.core.checks.near_duplicate_poison import known_poison_findings
+
+            poison_findings, known = known_poison_findings(batch, vectors, digests, history.dir, self.spec,
+                                                           self.threshold)
+            findings += poison_findings
         clusters = int((sizes > 0).sum())
         history_count = history.count if history is not None else 0
         compared = n > 1 or history_count > 0
@@ -208,7 +218,12 @@ class NearDuplicateCheck(EmbeddingCheck):
             "history_index": history.kind if history is not None else "none",
             "near_duplicates_of_history": int(in_history.sum()), "near_duplicates_in_batch": len(members),
             "clusters": clusters, "flooding_contributors": flooders, "template_variants": self.config.template_variants,
-            **self.options(),
+            # for the report: each record's closest candidate (batch or history), and where the history is
+            "similarity_histogram": score_histogram(
+                np.max(np.concatenate([np.where(hist_pos >= 0, hist_sim, -np.inf), np.where(nbrs >= 0, sims, -np.inf)],
+                                      axis=1), axis=1, initial=-np.inf), low=0.5, high=1.0, bins=50),
+            "history_dir": self.config.history_dir, "batch_id": self.config.batch_id,
+            **known, **self.options(),
         }
         log.info("near_duplicate: %d of %d records are near-duplicates (%d of history, %d in %d batch clusters); "
                  "%d flooding contributors; %.1f s", int(in_history.sum()) + len(members), n, int(in_history.sum()),

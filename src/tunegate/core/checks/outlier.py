@@ -41,7 +41,7 @@ import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar
 
-from tunegate.core.checks._vectors import EmbeddingCheck, EmbeddingConfig
+from tunegate.core.checks._vectors import EmbeddingCheck, EmbeddingConfig, score_histogram
 from tunegate.core.checks.base import BatchIssue, CanonicalBatch, CheckResult, Finding
 from tunegate.core.checks.config import CheckConfig, choice, integer, number, optional_path
 from tunegate.core.reasons import CHECK_SKIPPED as SKIPPED
@@ -114,7 +114,8 @@ class EmbeddingOutlierCheck(EmbeddingCheck):
                 "group_by": self.config.group_by,
                 "min_spread": self.config.min_spread, "min_typical_similarity": self.config.min_typical_similarity,
                 "history_generation": (int(reference.manifest.get("generation", 0))
-                                       if reference is not None and ref_name == "history" else None)}
+                                       if reference is not None and ref_name == "history" else None),
+                "history_dir": self.config.history_dir, "batch_id": self.config.batch_id}
         available = reference.count if reference is not None else n - 1
         if available < self.config.k:
             reason = (f"the {ref_name} holds {available} records to compare with, fewer than k={self.config.k}: "
@@ -143,6 +144,10 @@ class EmbeddingOutlierCheck(EmbeddingCheck):
                    "groups_not_judged": {why: len(names) for why, names in skipped.items()},
                    "outliers": len(findings), "score_median": round(float(np.median(score)), 4),
                    "farthest_groups": self._farthest_groups(score, groups),
+                   # for the report: the robust z-score of every judged record (flagged above z)
+                   "z_histogram": score_histogram(
+                       ((score - median) / (_MAD_SCALE * np.maximum(mad, self.config.min_spread)))[judged],
+                       low=-5.0, high=15.0, bins=40),
                    **self.options()}
         left_out = int((~judged).sum())
         if not judged.any():
