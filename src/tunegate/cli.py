@@ -1,6 +1,7 @@
 """The ``tunegate`` command: the same core as the Airflow operators, for local use and CI.
 
     tunegate scan INPUT... --out DIR [--format auto|alpaca|dolly|sharegpt|openai|superni|parquet|csv]
+    tunegate review list|show|release|confirm DIR ...   (tunegate.cli_review)
 
 Exit codes: 0 verdict pass or quarantine, 1 halt, 2 usage error or unreadable input, 3 internal error.
 """
@@ -98,6 +99,9 @@ def _parser() -> argparse.ArgumentParser:
     m.add_argument("dir", metavar="DIR", help="a batch output directory (holds summary.json)")
     m.add_argument("--debug", action="store_true", help=argparse.SUPPRESS)
     m.add_argument("-q", "--quiet", action="store_true", help=argparse.SUPPRESS)
+    from tunegate.cli_review import add_review_parser
+
+    add_review_parser(sub)
     return p
 
 
@@ -221,8 +225,10 @@ def main(argv: list[str] | None = None) -> int:
     quiet_libraries()
     configure(bars=not args.quiet)  # bars on a terminal; log lines when stderr is a file or a pipe
     try:
+        from tunegate.cli_review import run_review
+
         command = {"summary": _summary, "history": _history, "embeddings": _embeddings,
-                   "scan": _scan}[args.command]
+                   "scan": _scan, "review": run_review}[args.command]
         return command(args)
     except TunegateError as exc:
         print(f"tunegate: error: {exc}", file=sys.stderr)

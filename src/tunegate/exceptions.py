@@ -44,3 +44,8 @@ class HistoryError(TunegateError):
 class HistoryConflict(HistoryError):
     """The history moved on (another batch was added) after this batch was checked against it: publishing
     now could accept records that duplicate the new ones. Re-check the batch, then publish."""
+
+
+class ReviewError(TunegateError):
+    """A review decision cannot be made as asked: an unknown record, a halted night, a record already decided
+    the other way (without ``--override``), a selector that matches nothing."""

@@ -29,6 +29,8 @@ SUMMARY_FILE = "summary.json"
 REPORT_FILE = "report.html"
 HELD_FILE = "held.parquet"
 DATA_DOCS_DIR = "data_docs"
+#: Where a rerun archives the earlier run's summary.json (the earlier verdict is never lost).
+RUNS_DIR = "runs"
 #: The OS-level lock of an output directory, and the sidecar naming its holder (pid, host) for the message.
 LOCK_FILE = ".tunegate.lock"
 LOCK_OWNER_FILE = LOCK_FILE + ".owner"  # written by tunegate.core.io.owned_lock
@@ -75,9 +77,13 @@ def begin_outputs(out_dir: str | Path, *, keep: Path | None = None) -> None:
     The marker (``summary.json``) goes first, so from that instant no reader accepts the old set; then the
     old outputs themselves (above all ``accepted.parquet``, which a careless consumer might read without
     the marker), the Data Docs, and the temporary files a killed run left. Call it holding the lock.
+
+    The previous ``summary.json`` is not deleted but archived (:func:`archive_summary`), and the review's files
+    (``audit.jsonl``, ``released/``) are left alone: a rerun keeps the record of the earlier verdict.
     """
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
+    archive_summary(out)  # moves summary.json away: from here no reader accepts the old set
     (out / SUMMARY_FILE).unlink(missing_ok=True)
     for name in (ACCEPTED_FILE, HELD_FILE, QUARANTINE_FILE, REPORT_FILE, REJECTED_FILE):
         path = out / name
@@ -87,6 +93,38 @@ def begin_outputs(out_dir: str | Path, *, keep: Path | None = None) -> None:
     removed = remove_stale_temps(out)
     if removed:
         log.info("gate: removed %d temporary file(s) an interrupted run left in %s", len(removed), out)
+
+
+def archive_summary(out: Path) -> Path | None:
+    """Move the directory's ``summary.json`` (the earlier run's verdict) to ``runs/<UTC time>-summary.json``, and
+    note the rerun in the night's audit log when it has one (a reviewed night); returns the archive. Call it
+    holding the lock; ``None`` when there is no summary (a first run, or a run killed before its commit)."""
+    import hashlib
+    from datetime import UTC, datetime
+
+    summary = out / SUMMARY_FILE
+    try:
+        data = summary.read_bytes()
+    except FileNotFoundError:
+        return None
+    archive = out / RUNS_DIR / f"{datetime.now(UTC).strftime('%Y%m%dT%H%M%S%fZ')}-{SUMMARY_FILE}"
+    archive.parent.mkdir(exist_ok=True)
+    os.replace(summary, archive)
+    from tunegate.core.review.audit import AUDIT_FILE, append_entry
+
+    if (out / AUDIT_FILE).is_file():
+        try:
+            earlier = json.loads(data)
+        except ValueError:
+            earlier = {}
+        earlier = earlier if isinstance(earlier, dict) else {}
+        append_entry(out / AUDIT_FILE, {
+            "action": "rerun", "archived": archive.relative_to(out).as_posix(),
+            "summary_sha256": hashlib.sha256(data).hexdigest(), "verdict": earlier.get("verdict"),
+            "batch_id": (earlier.get("history") or {}).get("batch_id") or out.resolve().name,
+            "why": "the night is run again: this replaces its result set; the earlier summary is archived"})
+    log.info("gate: the earlier summary of %s is archived as %s", out, archive)
+    return archive
 
 
 def _file_entry(path: Path) -> dict[str, Any]:

@@ -24,6 +24,7 @@ RECORD_REASONS: dict[str, str] = {
     "degenerate_output": "a degenerate output tied to a suspicious phrase",
     "injected_content": "its response carries a phrase injected across unrelated instructions",
     "refusal_anomaly": "a refusal, in a batch whose refusal rate is anomalous (over-refusal poisoning)",
+    "known_poison": "a copy (exact or edited) of a record an engineer confirmed as poison (tunegate review confirm)",
 }
 
 #: Batch-issue reasons: code -> what it means.
@@ -52,6 +53,7 @@ DEGENERATE_OUTPUT = "degenerate_output"
 INJECTED_CONTENT = "injected_content"
 CAMPAIGN = "poison_campaign"
 REFUSAL_ANOMALY = "refusal_anomaly"
+KNOWN_POISON = "known_poison"
 CHECK_SKIPPED = "check_skipped"
 #: A check's ``metrics["status"]`` when it cannot judge the batch (it also raises ``CHECK_SKIPPED``).
 INSUFFICIENT_DATA = "insufficient_data"

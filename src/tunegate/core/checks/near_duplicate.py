@@ -197,8 +197,8 @@ class NearDuplicateCheck(EmbeddingCheck):
         if history is not None:  # copies of confirmed poison (tunegate review confirm), kept beside the history
             from tunegate.core.checks.near_duplicate_poison import known_poison_findings
 
-            poison_findings, known = known_poison_findings(batch, vectors, digests, history.dir, self.spec,
-                                                           self.threshold)
+            poison_findings, known = known_poison_findings(batch, vectors, digests, history.dir, spec=self.spec,
+                                                           threshold=self.threshold)
             findings += poison_findings
         clusters = int((sizes > 0).sum())
         history_count = history.count if history is not None else 0
