@@ -57,8 +57,6 @@ __all__ = ["ACCEPTED_FILE", "DATA_DOCS_DIR", "HELD_FILE", "LOCK_FILE", "LOCK_OWN
            "halt_message", "incomplete_message", "load_committed", "output_lock", "remove_stale_temps"]
 
 VERDICTS = ("pass", "quarantine", "halt")
-_SAMPLES_PER_REASON = 5
-_SAMPLE_CHARS = 2_000  # characters of a field kept for the report's examples
 _MAX_HALT_MESSAGES = 10
 
 
@@ -111,7 +109,6 @@ def _write_partition(work: Path, out: Path, policy: GatePolicy, tmp_acc: Path, *
     ingest = IngestResult.load(work)
     check_summaries = load_summaries(work)
     reason_counts: Counter[str] = Counter()
-    samples: dict[str, list[dict[str, Any]]] = {}
     accepted = quarantined = 0
     # the writers close (leaving the with) before the files are renamed into place
     with (atomic_write(out / QUARANTINE_FILE) as tmp_q,
@@ -136,10 +133,6 @@ def _write_partition(work: Path, out: Path, policy: GatePolicy, tmp_acc: Path, *
                     reasons_col.append(reasons)
                     findings_col.append(row_findings)
                     reason_counts.update(reasons)
-                    for reason in reasons:
-                        bucket = samples.setdefault(reason, [])
-                        if len(bucket) < _SAMPLES_PER_REASON:
-                            bucket.append(_sample(qb, len(reasons_col) - 1, row_findings, reason))
                 table = pa.Table.from_batches([qb]).append_column(
                     "reasons", pa.array(reasons_col, pa.list_(pa.string()))).append_column(
                     "findings", pa.array(findings_col, quarantine_schema().field("findings").type))
@@ -191,7 +184,8 @@ def _write_partition(work: Path, out: Path, policy: GatePolicy, tmp_acc: Path, *
         commit(tmp_acc, out / HELD_FILE)
     else:
         commit(tmp_acc, out / ACCEPTED_FILE)
-    write_text_atomic(out / REPORT_FILE, render_report(summary, samples, _rejected_samples(rejected_src)))
+    # the report reads its examples (strongest first) back from the outputs just written, in bounded memory
+    write_text_atomic(out / REPORT_FILE, render_report(summary, out, _rejected_samples(rejected_src)))
     return summary
 
 
@@ -226,17 +220,6 @@ def _check_status(policy: GatePolicy, check_summaries: list[dict[str, Any]]) -> 
             status[name] = {"status": "disabled",
                             "reason": "turned off by the policy" if name in disabled else "not run (the run's checks)"}
     return in_run_order(status)
-
-
-def _sample(qb: Any, i: int, row_findings: list[dict[str, Any]], reason: str) -> dict[str, Any]:
-    import pyarrow.compute as pc
-
-    # the report shows a few hundred characters: cut in Arrow, so one huge record is never copied whole
-    rec = {c: pc.utf8_slice_codeunits(qb.column(c).slice(i, 1), 0, _SAMPLE_CHARS)[0].as_py()
-           for c in ("id", "instruction", "input", "output", "source_file")}
-    rec["source_line"] = qb.column("source_line")[i].as_py()
-    rec["evidence"] = [f for f in row_findings if f["reason"] == reason][:1]
-    return rec
 
 
 def _rejected_samples(path: Path, limit: int = 20) -> list[dict[str, Any]]:

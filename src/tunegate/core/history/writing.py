@@ -178,8 +178,9 @@ def _write_next(path: Path, current: History, sources: list[tuple[Path, str, str
                 keep.append(i)
         skipped += table.num_rows - len(keep)
         batch_no = len(batches)
+        night = _night(src)
         batches.append({"batch_id": batch_id, "source": str(src.resolve()), "source_sha256": digest,
-                        "records": table.num_rows, "added": len(keep)})
+                        "records": table.num_rows, "added": len(keep), **({"night": night} if night else {})})
         if keep:
             taken = table.take(pa.array(keep, pa.int64()))
             new_ids.append(taken.append_column("batch", pa.array([batch_no] * len(keep), pa.int32())))
@@ -213,6 +214,33 @@ def _write_next(path: Path, current: History, sources: list[tuple[Path, str, str
     log.info("history: generation %d of %s: %d records (+%d, %d already there), %s index, %.1f s", generation, path,
              total, added, skipped, info["type"], elapsed)
     return _summary(manifest, added=added, skipped=skipped, seconds=round(elapsed, 2))
+
+
+def _night(accepted: Path, top: int = 5) -> dict[str, int | dict[str, int]] | None:
+    """What the gate did with the night whose accepted file this is: quarantined and rejected counts and the top
+    reasons, read from the result set beside it (the report's trend over nights). ``None`` when the file is
+    not a gate output (``tunegate history update`` accepts any canonical Parquet file); manifests written
+    before this existed have no ``night`` either, and readers treat it as optional."""
+    import pyarrow.compute as pc
+    import pyarrow.parquet as pq
+
+    from tunegate.core.ingest import REJECTED_FILE
+    from tunegate.core.outputs import QUARANTINE_FILE
+
+    quarantine = accepted.parent / QUARANTINE_FILE
+    if not quarantine.is_file():
+        return None
+    file = pq.ParquetFile(quarantine)
+    reasons: dict[str, int] = {}
+    for batch in file.iter_batches(columns=["reasons"], batch_size=65_536):
+        for item in pc.value_counts(pc.list_flatten(batch.column(0))).to_pylist():
+            reasons[item["values"]] = reasons.get(item["values"], 0) + int(item["counts"])
+    rejected, rejected_count = accepted.parent / REJECTED_FILE, 0
+    if rejected.is_file():
+        with open(rejected, "rb") as f:
+            rejected_count = sum(1 for line in f if line.strip())
+    return {"quarantined": int(file.metadata.num_rows), "rejected": rejected_count,
+            "reasons": dict(sorted(reasons.items(), key=lambda kv: (-kv[1], kv[0]))[:top])}
 
 
 def _grow_index(current: History, vectors: np.ndarray, total: int, params: IndexParams,
