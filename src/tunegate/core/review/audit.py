@@ -51,7 +51,7 @@ def append_entry(path: str | Path, entry: dict[str, Any]) -> dict[str, Any]:
     data = (json.dumps(line, ensure_ascii=False, sort_keys=True, separators=(",", ":")) + "\n").encode("utf-8")
     target.parent.mkdir(parents=True, exist_ok=True)
     created = not target.exists()
-    fd = os.open(target, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+    fd = os.open(target, os.O_RDWR | os.O_APPEND | os.O_CREAT, 0o644)  # read: the last byte
     try:
         if _ends_torn(fd):
             data = b"\n" + data  # a killed writer left half a line: end it, so this line stays whole
