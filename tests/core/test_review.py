@@ -379,3 +379,29 @@ def test_releasing_a_confirmed_record_with_override_takes_it_out_of_the_known_po
                                       history_dir=history)
     assert result.history_changed == (item.content_sha256,) and known_poison_digests(history) == set()
     assert [e["action"] for e in read_log(history / AUDIT_FILE).entries] == ["confirm", "release"]
+
+
+def test_released_records_join_the_history_so_a_later_copy_is_a_near_duplicate(
+        poisoned: tuple[Path, Path, set[str]], tmp_path: Path) -> None:
+    from tunegate.core.history import describe_history
+
+    out, history = copy_poisoned(poisoned, tmp_path)
+    before = describe_history(history)["history_records"]
+    target = sorted(poisoned[2])[1]
+    result = Review.open(out).release(Selector(ids=(target,)), by="alice", why="false alarm", history_dir=history)
+    assert result.count == 1 and any(f"+1 record(s) as batch {out.name}+released-0001" in n for n in result.notes)
+    shown = describe_history(history)
+    assert shown["history_records"] == before + 1 and shown["batch_ids"][-1] == f"{out.name}+released-0001"
+    (line,) = read_log(history / AUDIT_FILE).entries
+    assert line["action"] == "release" and line["history_added"] == 1 and line["records"][0]["id"] == target
+
+    copy = {k: v for k, v in pq.read_table(result.released_file).to_pylist()[0].items()  # type: ignore[arg-type]
+            if k in ("instruction", "input", "output", "task")}
+    night2 = write_jsonl(tmp_path / "night2.jsonl", [{**copy, "id": "copy-of-released"}])
+    check = build_check("near_duplicate", history_dir=str(history), batch_id="2026-01-06")
+    summary = scan([str(night2)], tmp_path / "2026-01-06", checks=[check], history_dir=str(history),
+                   policy=GatePolicy(max_quarantined_fraction=1.0))
+    assert summary["reasons"] == {"near_duplicate": 1}  # published once, by the release: not again
+    (rec,) = pq.read_table(tmp_path / "2026-01-06" / "quarantine.parquet").to_pylist()
+    detail = json.loads(rec["findings"][0]["detail"])
+    assert detail["in"] == "history" and detail["history_batch"] == f"{out.name}+released-0001"

@@ -12,6 +12,9 @@ Layout of ``HISTORY_DIR`` (kept next to the curated data)::
                              every accepted batch added (source path + sha256), so it can be rebuilt
     index-<generation>.faiss flat (exact) up to ``flat_max`` records, IVF-Flat above
     ids-<generation>.parquet position -> id, content_sha256, task, source, contributor, batch
+    known_poison.parquet     records confirmed as poison (``tunegate review confirm``): later nights
+                             quarantine their copies as ``known_poison`` (:mod:`.poison`)
+    audit.jsonl              the review decisions that changed this history (append-only)
 
 An update writes the next generation's files (temp file + rename), then the manifest (temp + rename),
 then deletes the previous generation: a crash at any point leaves the previous generation intact. One

@@ -76,7 +76,8 @@ class DecisionResult:
         if self.history_dir is not None and self.action == CONFIRM:
             lines.append(f"  known poison of history {self.history_dir}: +{len(self.history_changed)} record(s)")
         elif self.history_dir is not None and self.history_changed:
-            lines.append(f"  known poison of history {self.history_dir}: -{len(self.history_changed)} record(s)")
+            lines.append(f"  known poison of history {self.history_dir}: -{len(self.history_changed)} record(s) "
+                         "(released with --override)")
         for ref, why in self.skipped[:20]:
             lines.append(f"  skipped {ref.id}: {why}")
         if len(self.skipped) > 20:
@@ -190,7 +191,8 @@ class Review:
         or an earlier run of the night, same id and content) is skipped, and so is one whose content is already
         published (in ``accepted.parquet``, an earlier released file, or twice in this selection): nothing is
         published twice. A record confirmed as poison is refused unless ``override``; then it also leaves the
-        known poison of ``history_dir`` (default: the night's history).
+        known poison of ``history_dir`` (default: the history the night was added to). With a history, the
+        released file joins it as batch ``<night>+released-<seq>``: later nights compare against its records.
         """
         _require_person(by, why)
         with review_lock(self.dir):
@@ -252,12 +254,26 @@ class Review:
         entry = self._entry(RELEASE, todo, by=by, why=why, selector=selector, override=bool(overridden),
                             released_file={"path": rel, "sha256": digest, "bytes": size, "records": len(todo)},
                             history={"dir": str(hdir), "known_poison_removed": removed} if removed else None)
-        written = append_entry(self.dir / AUDIT_FILE, entry)
-        if hdir is not None and removed:
-            append_entry(hdir / AUDIT_FILE, {**written, "dir": str(self.dir.resolve())})
+        written = append_entry(self.dir / AUDIT_FILE, entry)  # the commit: from here the file is published
+        if hdir is not None:
+            notes.append(self._join_history(hdir, path, written))
         log.info("review: %d record(s) of %s released by %s in %s", len(todo), self.dir, by, rel)
         return DecisionResult(RELEASE, self.dir, tuple(i.ref for i in todo), tuple(skipped), path, digest,
-                              hdir if removed else None, tuple(removed), tuple(notes), written)
+                              hdir, tuple(removed), tuple(notes), written)
+
+    def _join_history(self, hdir: Path, path: Path, written: dict[str, Any]) -> str:
+        """Add a released file to the history as its own batch ``<night>+released-<seq>``, so that a later night
+        (or a rerun of this one) finds its records as near-duplicates and never publishes them again. After the
+        commit: a failure here leaves the release valid and the history one batch short (rerun nothing; tomorrow's
+        copies of these records are then not caught as near-duplicates), never a history naming an unpublished
+        file."""
+        from tunegate.core.history import update_history
+
+        name = f"{self.batch_id}+released-{path.name.split('-')[0]}"
+        result = update_history(hdir, path, batch_id=name)
+        append_entry(hdir / AUDIT_FILE, {**written, "dir": str(self.dir.resolve()),
+                                         "history_batch": name, "history_added": result.get("added", 0)})
+        return f"history {hdir}: +{result.get('added', 0)} record(s) as batch {name}"
 
     def _confirm(self, selector: Selector, *, by: str, why: str, override: bool,
                  history_dir: str | Path | None) -> DecisionResult:
