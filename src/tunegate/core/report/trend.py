@@ -50,7 +50,9 @@ def recent_nights(summary: dict[str, Any], limit: int = NIGHTS) -> tuple[list[di
     path = Path(history_dir) / MANIFEST
     try:
         manifest = json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {"batches": []}
-        batches = [b for b in manifest.get("batches", []) if b.get("batch_id") != batch_id]
+        # a review's release joins the history as its own batch ``<night>+released-<seq>``: not a night
+        batches = [b for b in manifest.get("batches", [])
+                   if b.get("batch_id") != batch_id and "+released-" not in str(b.get("batch_id"))]
     except (OSError, ValueError, AttributeError) as exc:
         log.warning("report: history %s unreadable for the trend: %s", history_dir, exc)
         return [tonight], f"the history {history_dir} could not be read ({exc}): tonight only"
