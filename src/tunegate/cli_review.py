@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 import unicodedata
 from typing import Any
 
@@ -53,8 +54,8 @@ def run_review(args: argparse.Namespace) -> int:
     from tunegate.core.review import Review, Selector
 
     review = Review.open(args.dir)
-    for warning in review.warnings:
-        print(f"tunegate: warning: {warning}")
+    for warning in review.warnings:  # on stderr: --json output stays parseable
+        print(f"tunegate: warning: {warning}", file=sys.stderr)
     if args.review_command == "list":
         return _list(review, Selector(reason=args.reason, phrase=args.phrase, status=args.status), as_json=args.json)
     if args.review_command == "show":

@@ -87,6 +87,11 @@ def test_release_and_confirm(night: Path, capsys: pytest.CaptureFixture[str]) ->
     assert any("no history" in n for n in result["notes"])
     entries = [json.loads(line) for line in (night / "audit.jsonl").read_text(encoding="utf-8").splitlines()]
     assert [(e["action"], e["by"]) for e in entries] == [("release", "alice"), ("confirm", "alice")]
+    with open(night / "audit.jsonl", "ab") as f:  # a decision killed half-way through its line
+        f.write(b'{"action": "release", "by": "kil')
+    rc, out, err = review(capsys, "list", str(night), "--json")
+    assert rc == 0 and f"tunegate: warning: {night}/audit.jsonl:3: cut short" in err
+    assert len([json.loads(line) for line in out.splitlines()]) == len(ids)  # stdout stays parseable
 
 
 def test_mistakes_exit_2_with_one_line(night: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
