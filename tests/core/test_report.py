@@ -131,7 +131,7 @@ def test_issues_rank_the_campaign_above_the_mojibake_warning(nights: Nights) -> 
 @pytest.mark.slow
 def test_next_steps_point_at_the_review_commands_and_the_campaign(nights: Nights) -> None:
     steps = _section(nights.page, "What to do next")
-    out = str(nights.night2.resolve())
+    out = "DIR"  # the folder holding the report (the page does not depend on where it was written)
     assert f"<code>tunegate review list {out}</code>" in steps
     assert f"<code>tunegate review release {out} ID</code>" in steps
     assert f"Suspected trigger-phrase poisoning: the phrase &#39;{DEGENERATE.lower()}&#39; in 80 records" in steps

@@ -58,7 +58,7 @@ def _cmd(*parts: str) -> str:
 def next_steps(summary: dict[str, Any], issues: list[Issue], phrases: list[dict[str, Any]]) -> list[str]:
     """What the on-call engineer does now, most important first. A step is plain text; a command or a policy
     knob in it is between backticks (the template shows those parts as code)."""
-    out = str(summary.get("out_dir", "DIR"))
+    out = "DIR"  # the folder holding the report: the page stays byte-identical wherever the night was written
     verdict = summary["verdict"]
     top = sorted((summary.get("reasons") or {}).items(), key=lambda kv: (-kv[1], kv[0]))[:3]
     top_text = ", ".join(f"{reason} ({n})" for reason, n in top)

@@ -54,7 +54,6 @@ def render_report(summary: dict[str, Any], out_dir: str | Path, rejected: list[d
         "report.html.j2",
         verdict=verdict,
         color=COLORS.get(verdict, "#57606a"),
-        out_dir=str(summary.get("out_dir", out)),
         cards=_cards(summary),
         conservation_ok=summary["conservation_ok"],
         next_steps=next_steps(summary, issues, phrases),
