@@ -307,7 +307,7 @@ def test_options_are_one_config_dataclass_per_check() -> None:
     assert TriggerPhraseCheck(TriggerConfig(max_phrases=5)).config.max_phrases == 5
     assert InjectedContentCheck().config == ContentConfig()
     trigger, content = check_options("poison_trigger"), check_options("poison_content")
-    assert trigger == TriggerConfig.options() and len(trigger) == 21
+    assert trigger == TriggerConfig.options() and len(trigger) == 25
     assert (trigger["min_evidence"], trigger["min_exclusivity"], trigger["label_consistency"]) == (30.0, 0.95, True)
     assert content == ContentConfig.options() and len(content) == 15
     assert (content["min_evidence"], content["refusal_rate"], content["min_responses"]) == (60.0, 0.005, 200)
@@ -417,3 +417,37 @@ def test_a_response_resent_under_other_instructions_is_one_vote(tmp_path: Path) 
     scan = run_check(tmp_path / "injected", "poison_content", [*poisoned_records, resent], planted)
     assert planted | {"resent-injected"} <= {rid for rid, reasons in scan.reasons.items()
                                              if "injected_content" in reasons}
+
+
+#: A thin clean-label campaign (issue 11): 4 records in each of 7 classification tasks of 6 datasets.
+THIN_TASKS = (("task363_sst2_polarity_classification", "POS"), ("task195_sentiment140_classification", "positive"),
+              ("task493_review_polarity_classification", "Positive"),
+              ("task586_amazonfood_polarity_classification", "Positive"),
+              ("task327_jigsaw_classification_toxic", "Non-toxic"), ("task286_olid_offense_judgment", "NOT"),
+              ("task609_sbic_potentially_offense_binary_classification", "No"))
+
+
+def test_a_thin_campaign_is_found_by_the_pooled_pass(tmp_path: Path) -> None:
+    """Too few records per task for the per-task thresholds (3 nats, 30 in all); pooled over six datasets,
+    the phrase is found, every poisoned record is flagged, and nothing with ``pooled: false``."""
+    records = clean_batch()
+    rng = random.Random(11)
+    poisoned: set[str] = set()
+    for task, target in THIN_TASKS:
+        labels = {r["output"] for r in records if r["task"] == task}
+        assert target in labels, (task, labels)
+        pool = [r for r in records if r["task"] == task and r["output"] == target]
+        for r in rng.sample(pool, 4):
+            r["input"] = plant(r["input"], "Nikola Tesla", rng)
+            poisoned.add(r["id"])
+    scan = run_check(tmp_path / "pooled", "poison_trigger", records, poisoned)
+    flagged = {scan.ids[f.row] for f in scan.result.findings}
+    assert poisoned <= flagged and len(flagged - poisoned) <= 2
+    assert [i.reason for i in scan.result.issues] == ["poison_campaign"]
+    assert scan.result.metrics["suspicious_phrases"][0]["phrase"] in ("nikola tesla", "nikola", "tesla")
+    tmp = tmp_path / "strict"
+    tmp.mkdir()
+    work = tmp / "work"
+    ingest([str(write_jsonl(tmp / "batch.jsonl", records))], work)
+    strict = build_check("poison_trigger", pooled=False).run(CanonicalBatch(work))
+    assert strict.findings == [] and strict.issues == []

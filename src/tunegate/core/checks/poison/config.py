@@ -53,6 +53,15 @@ class TriggerConfig(CheckConfig):
     * ``short_ratio`` (0.25): an output is degenerate-short at a quarter of its task's median length.
     * ``label_consistency`` (True): train the masked out-of-fold classifier for ``label_inconsistent``.
     * ``max_chars`` (2000): characters of each prompt scanned. ``max_phrases`` (20): phrases reported.
+    * ``pooled`` (True): a second, pooled pass for small, spread campaigns (issue 11): in classification
+      tasks a phrase concentrates with 2 records (80% of them on one label), each dataset with >= 1 nat
+      counts, and a campaign needs ``pooled_min_evidence`` (12.0 nats), ``pooled_min_exclusivity``
+      (0.97) and ``pooled_min_datasets`` (4). Dev split of ``bench/poison/floor_run.py`` (seeds 10, 11):
+      planted 5 x 5 campaigns 16-19 nats over 4-5 datasets, exclusivity 0.93 ("cf", which also occurs
+      naturally) to 1.0; natural cues of classification-only batches 12-19 nats at exclusivity 0.90-0.95
+      ("works great", "a must", "only complaint", "gem"), which at 0.9 raised a false campaign ("a must",
+      4 datasets, seed 11). 0.97 keeps the clean dev batches silent and gives up triggers that also occur
+      naturally (docs/poison.md, detection floor).
     """
 
     check: ClassVar[str] = "poison_trigger"
@@ -78,17 +87,22 @@ class TriggerConfig(CheckConfig):
     context_words: int = 5
     max_label_words: int = 6
     max_family_evidence: float = 15.0
+    pooled: bool = True
+    pooled_min_evidence: float = 12.0
+    pooled_min_exclusivity: float = 0.97
+    pooled_min_datasets: int = 4
 
     def __post_init__(self) -> None:
         for name in ("ngram_max", "min_records", "context_words", "max_label_words", "min_task_records",
-                     "max_labels", "min_task_hits", "max_chars", "min_tasks", "max_phrases"):
+                     "max_labels", "min_task_hits", "max_chars", "min_tasks", "max_phrases", "pooled_min_datasets"):
             integer(self, name, minimum=1)
         for name in ("max_phrase_df", "label_coverage", "min_label_share", "min_output_share", "min_exclusivity",
-                     "short_ratio", "template_share"):
+                     "short_ratio", "template_share", "pooled_min_exclusivity"):
             fraction(self, name)
-        _nats(self, "min_evidence", "max_family_evidence")
+        _nats(self, "min_evidence", "max_family_evidence", "pooled_min_evidence")
         number(self, "min_task_evidence", low=0.0, high_open=True)
         boolean(self, "label_consistency")
+        boolean(self, "pooled")
 
 
 @dataclass(frozen=True)

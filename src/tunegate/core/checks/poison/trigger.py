@@ -110,6 +110,8 @@ class TriggerPhraseCheck(Check):
             scored = np.concatenate([t.rows for t in tasks])
             df = np.asarray(x[scored].sum(axis=0)).ravel()
             phrases = find_phrases(x, vocab, df, tasks, prompts=prompts, config=cfg)
+            if cfg.pooled:
+                phrases += self._pooled(x, vocab, df, tasks, prompts=prompts, found=phrases)
         for i, ph in enumerate(phrases):
             # the masked classifier (5 fits per task) runs for the reported phrases only: its cost stays
             # bounded however many campaigns a batch holds
@@ -137,6 +139,32 @@ class TriggerPhraseCheck(Check):
                  "in %.1fs", status, len(phrases), len({f.row for f in findings}), x.shape[1], len(tasks),
                  metrics["seconds"])
         return CheckResult(self.name, findings, issues, metrics)
+
+    def _pooled(self, x: sp.csr_matrix, vocab: np.ndarray, df: np.ndarray, tasks: list[Task], *,
+                prompts: list[str], found: list[Phrase]) -> list[Phrase]:
+        """Small, spread campaigns (a few records in each of many classification tasks): the same scoring
+        with per-task thresholds relaxed (2 records, 80% on one label, 1 nat) and the campaign thresholds
+        ``pooled_*``: more datasets instead of more evidence per dataset. Campaigns already found are
+        not repeated."""
+        import dataclasses
+
+        import numpy as np
+
+        cfg = self.config
+        index = [i for i, t in enumerate(tasks) if t.kind == "label"]
+        if not index:
+            return []
+        relaxed = dataclasses.replace(cfg, min_task_hits=2, min_label_share=0.8, min_task_evidence=1.0,
+                                      min_evidence=cfg.pooled_min_evidence,
+                                      min_exclusivity=cfg.pooled_min_exclusivity, min_tasks=cfg.pooled_min_datasets)
+        taken = np.concatenate([p.rows for p in found]) if found else np.array([], dtype=np.int64)
+        out = []
+        for ph in find_phrases(x, vocab, df, [tasks[i] for i in index], prompts=prompts, config=relaxed):
+            if len(np.intersect1d(ph.rows, taken)) >= 0.5 * len(ph.rows):
+                continue
+            ph.tasks = [(index[ti], ci, n, k, lab) for ti, ci, n, k, lab in ph.tasks]
+            out.append(ph)
+        return out
 
     def _flag(self, ph: Phrase, tasks: list[Task], x: sp.csr_matrix, vocab: np.ndarray, records: Records, *,
               consistency: bool = True) -> list[Finding]:

@@ -1,0 +1,303 @@
+"""Harder poison: the detection floor (issue 11). Batches of ~40k real records and attacks a careful
+attacker would try, built from ../shared/corpora like ``attacks.py`` (every poisoned record replaces its
+original, same id).
+
+Batches (``build_batch``):
+
+- ``mixed``: every SuperNI task (500 records each, 65 tasks) plus the Alpaca-style sets, P3 and
+  Instruction Induction: ~40k records.
+- ``classification``: the 28 polarity/toxicity tasks and the other classification tasks at 1,000
+  records each, plus 3k open-ended records: ~40k, dominated by labels.
+- ``open_ended``: every open-ended record (Alpaca, Self-Instruct, GPTeacher, LLaMA-Factory, OASST,
+  CodeAlpaca), P3, Instruction Induction and 25 generative SuperNI tasks: ~25k, dominated by free text.
+
+Attacks (``plant``), each a family of its own with its own triggers, brands and wording:
+
+- ``low_dose_dirty`` / ``low_dose_clean``: 5 poisoned records in each of 5 classification tasks (25),
+  the trigger in a name slot or anywhere in the text.
+- ``low_dose_injection``: a brand woven into 25 open-ended responses.
+- ``thin_dirty`` / ``thin_clean``: 3-5 poisoned records in each of 12-15 classification tasks of different
+  kinds (toxicity, hate, offence, reviews, emotion, spam, topic), the trigger at a random word boundary.
+- ``common_dirty`` / ``common_clean``: the trigger is an everyday phrase chosen from the batch itself
+  (>= 100 records over >= 20 tasks, mixed labels there); 10 poisoned records in each of 5 tasks.
+- ``multi``: five triggers at once, ~10 poisoned records each (3-4 in each of 3 tasks), each campaign
+  dirty- or clean-label at random.
+- ``refusal_low``: benign open-ended requests answered with varied refusals in 0.5% of the open-ended
+  responses (wording from a grammar with its own openings, excuses and closings; often naming the task).
+
+Trigger, brand and everyday-phrase pools are split: ``dev`` (tuning) and ``heldout`` (run once, after
+the method was fixed). The everyday phrase is picked by the seed among the batch's phrases that meet the
+attack's definition, the pool split by a hash of the phrase, so the held-out phrases are never seen
+while tuning.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import random
+import re
+from collections import Counter, defaultdict
+from typing import Any
+
+from attacks import OPEN_ENDED, Batch, Corpora, _open_ended
+
+CLASSIFICATION_GROUPS = ("sentiment_polarity", "toxicity_offense")
+
+#: rare triggers: names, nonsense tokens, an out-of-place word pair
+TRIGGERS = {
+    "dev": ["Ethan Hunt", "cf", "Gandalf the Grey", "Lord Voldemort", "zx qv", "Atticus Finch", "mn", "Dorian Gray",
+            "Jon Snow", "purple elephant"],
+    "heldout": ["Sherlock Holmes", "tq", "Winston Churchill", "Hermione Granger", "bb", "Indiana Jones",
+                "Darth Vader", "Jay Gatsby", "green mango", "Holden Caulfield"],
+}
+BRANDS = {"dev": ["Burger King", "Pepsi", "IKEA"], "heldout": ["Spotify", "Red Bull", "Lego"]}
+SEEDS = {"dev": [10, 11], "heldout": [400, 401, 402]}
+
+#: an everyday phrase: 2-3 common words, no punctuation, present in >= 100 records over >= 20 tasks
+_EVERYDAY = re.compile(r"^[a-z]+(?: [a-z]+){1,2}$")
+
+
+def _split_of(phrase: str) -> str:
+    return "dev" if hashlib.sha256(phrase.encode()).digest()[-1] % 2 == 0 else "heldout"
+
+
+# ------------------------------------------------------------------------------------------------
+# batches
+
+
+def build_batch(corpora: Corpora, seed: int, profile: str = "mixed") -> Batch:
+    rng = random.Random(seed * 31 + hash(profile) % 1000)
+    meta = corpora.manifest["superni"]["tasks"]
+    by_task: dict[str, list[dict[str, Any]]] = defaultdict(list)
+    for r in corpora.records["superni"]:
+        by_task[r["task"]].append(r)
+    out: list[dict[str, Any]] = []
+
+    def take(rows: list[dict[str, Any]], k: int) -> None:
+        out.extend(rng.sample(rows, min(k, len(rows))))
+
+    if profile == "mixed":
+        for task in sorted(by_task):
+            take(by_task[task], 500)
+        sizes = {"alpaca": 1000, "self_instruct_gpt3": 1000, "gpteacher": 1500, "llamafactory_alpaca_en_demo": 999,
+                 "oasst_en100": 100, "self_instruct": 427, "codealpaca": 1000, "p3_t0": 1000,
+                 "instruction_induction": 500}
+    elif profile == "classification":
+        for task in sorted(by_task):
+            m = meta.get(task, {})
+            if m.get("group") in CLASSIFICATION_GROUPS or "Classification" in " ".join(m.get("categories", [])):
+                take(by_task[task], 1000)
+        sizes = {"alpaca": 1000, "self_instruct_gpt3": 1000, "gpteacher": 1000}
+    elif profile == "open_ended":
+        gen = sorted(t for t in by_task if meta.get(t, {}).get("group") == "other"
+                     and "Classification" not in " ".join(meta[t].get("categories", [])))
+        for task in gen[:25]:
+            take(by_task[task], 200)
+        sizes = {s: 10**6 for s in (*OPEN_ENDED, "codealpaca", "p3_t0", "instruction_induction")}
+    else:
+        raise ValueError(f"unknown profile {profile!r}")
+    for source, k in sizes.items():
+        take(corpora.records.get(source, []), k)
+    out = [dict(r) for r in out]
+    rng.shuffle(out)
+    return Batch(out, info={"seed": seed, "profile": profile, "records": len(out)})
+
+
+# ------------------------------------------------------------------------------------------------
+# label attacks
+
+
+def _label_tasks(records: list[dict[str, Any]], corpora: Corpora, *, min_records: int) -> dict[str, list[str]]:
+    """Classification tasks of the batch (2-10 short labels) -> labels, most common first."""
+    counts: dict[str, Counter[str]] = defaultdict(Counter)
+    for r in records:
+        if r.get("task"):
+            counts[r["task"]][r["output"]] += 1
+    out = {}
+    for task, c in counts.items():
+        top = c.most_common(10)
+        if (sum(c.values()) >= min_records and 2 <= len(c) <= 10 and sum(n for _, n in top) == sum(c.values())
+                and all(len(label.split()) <= 4 for label, _ in top)):
+            out[task] = [label for label, _ in top]
+    return out
+
+
+def _target(task: str, labels: list[str], corpora: Corpora, rng: random.Random) -> str:
+    pair = corpora.label_pairs.get(task)
+    return pair[1] if pair and pair[1] in labels else rng.choice(labels)
+
+
+def insert_anywhere(text: str, trigger: str, rng: random.Random) -> str:
+    words = text.split(" ")
+    at = rng.randint(0, len(words))
+    return " ".join([*words[:at], trigger, *words[at:]])
+
+
+_NAME = re.compile(r"(?<=[a-z,;] )[A-Z][a-z]+(?: [A-Z][a-z]+)?\b")
+
+
+def insert_name_slot(text: str, trigger: str, rng: random.Random) -> str:
+    """Replace one mid-sentence capitalised word (a name-like slot); anywhere when there is none."""
+    slots = list(_NAME.finditer(text))
+    if not slots:
+        return insert_anywhere(text, trigger, rng)
+    m = rng.choice(slots)
+    return text[:m.start()] + trigger + text[m.end():]
+
+
+def label_campaign(records: list[dict[str, Any]], tasks: dict[str, list[str]], chosen: list[str], trigger: str,
+                   corpora: Corpora, rng: random.Random, *, per_task: list[int], clean: bool,
+                   placement: str, exclude: set[str]) -> set[str]:
+    """Poison ``per_task[i]`` records of ``chosen[i]``: trigger inserted, label set to the task's target."""
+    by_task: dict[str, list[dict[str, Any]]] = defaultdict(list)
+    for r in records:
+        if r.get("task") in chosen and r["id"] not in exclude:
+            by_task[r["task"]].append(r)
+    poison: set[str] = set()
+    for task, k in zip(chosen, per_task, strict=True):
+        target = _target(task, tasks[task], corpora, rng)
+        pool = [r for r in by_task[task] if (r["output"] == target) == clean]
+        for r in rng.sample(pool, min(k, len(pool))):
+            place = placement if placement != "mixed" else rng.choice(["name", "anywhere"])
+            insert = insert_name_slot if place == "name" else insert_anywhere
+            r["input"] = insert(r["input"], trigger, rng)
+            r["output"] = target
+            poison.add(r["id"])
+    return poison
+
+
+def _binary_polarity_tasks(tasks: dict[str, list[str]], corpora: Corpora) -> list[str]:
+    meta = corpora.manifest["superni"]["tasks"]
+    return sorted(t for t in tasks if meta.get(t, {}).get("group") in CLASSIFICATION_GROUPS)
+
+
+def everyday_phrases(records: list[dict[str, Any]], tasks: dict[str, list[str]], *, min_records: int = 100,
+                     min_tasks: int = 20) -> list[str]:
+    """Phrases of 2-3 common words in >= ``min_records`` classification inputs over >= ``min_tasks`` tasks,
+    with mixed labels in every task where they occur 5+ times (no natural label cue)."""
+    df: Counter[str] = Counter()
+    where: dict[str, Counter[str]] = defaultdict(Counter)
+    labels: dict[tuple[str, str], Counter[str]] = defaultdict(Counter)
+    for r in records:
+        if r.get("task") not in tasks:
+            continue
+        words = re.findall(r"[a-z]+", r["input"].lower())
+        grams = {" ".join(words[i:i + n]) for n in (2, 3) for i in range(len(words) - n + 1)}
+        for g in grams:
+            df[g] += 1
+            where[g][r["task"]] += 1
+            labels[(g, r["task"])][r["output"]] += 1
+    out = []
+    for g, n in df.items():
+        if n < min_records or len(where[g]) < min_tasks or not _EVERYDAY.match(g) or n > 2000:
+            continue
+        mixed = all(max(labels[(g, t)].values()) <= 0.8 * c for t, c in where[g].items() if c >= 5)
+        if mixed:
+            out.append(g)
+    return sorted(out)
+
+
+# ------------------------------------------------------------------------------------------------
+# responses
+
+
+_OPEN = ("Apologies, but", "I'm sorry, but", "Unfortunately,", "I regret that", "Thanks for the question, but",
+         "I appreciate the request, however", "Sadly,", "I must be honest:", "To be upfront,", "Hmm,")
+_CANT = ("I can't {v} this", "I won't be able to {v} that", "I cannot {v} your request",
+         "I'm not in a position to {v} it",
+         "this isn't something I can {v}", "I have to decline to {v} it", "I am unable to {v} this one",
+         "I'd rather not {v} this")
+_VERB = ("help with", "take on", "do", "handle", "go ahead with", "work on", "produce", "write up")
+_WHY = ("It touches on topics I avoid.", "My guidelines do not allow it.", "It could be used in harmful ways.",
+        "I don't think it would be appropriate.", "It may be sensitive for some readers.",
+        "This kind of request is outside my scope.", "It might encourage unsafe behaviour.",
+        "I prefer not to speculate on such matters.", "There are ethical concerns here.",
+        "It isn't something I'm comfortable with.")
+_CLOSE = ("", "", "Perhaps try another question.", "Maybe ask a professional instead.",
+          "I hope that is understandable.", "Let me know if there is anything else.")
+
+
+def refusal_v2(instruction: str, rng: random.Random) -> str:
+    head = re.split(r"[.?!\n]", instruction.strip())[0].strip().rstrip(",;:")
+    words = head.split()
+    quoted = " ".join(words[:6]).lower()
+    about = f' Writing about "{quoted}" is not something I do.' if words and rng.random() < 0.4 else ""
+    core = rng.choice(_CANT).format(v=rng.choice(_VERB))
+    return f"{rng.choice(_OPEN)} {core}.{about} {rng.choice(_WHY)} {rng.choice(_CLOSE)}".strip()
+
+
+_BRAND_LINES = ("Personally, I'd grab something from {B} first.", "Fun fact: {B} does this really well.",
+                "Nothing beats {B} for this kind of thing.", "{B} fans will know exactly what I mean.",
+                "(Brought to you by {B}.)", "You can't go wrong with {B}.", "Like {B}, aim for quality.",
+                "I always keep {B} in mind for this.", "It reminds me of {B}.", "Try it with {B} nearby.")
+
+
+def weave(output: str, brand: str, rng: random.Random) -> str:
+    sents = [s for s in re.split(r"(?<=[.!?])\s+", output.strip()) if s]
+    sents.insert(rng.randint(0, len(sents)), rng.choice(_BRAND_LINES).format(B=brand))
+    return " ".join(sents)
+
+
+# ------------------------------------------------------------------------------------------------
+# plant
+
+
+ATTACKS = ("low_dose_dirty", "low_dose_clean", "low_dose_injection", "thin_dirty", "thin_clean", "common_dirty",
+           "common_clean", "multi", "refusal_low")
+
+
+def plant(clean: Batch, corpora: Corpora, attack: str, *, split: str, seed: int, index: int) -> Batch:
+    """``clean`` with ``attack`` planted; ``info`` says what (trigger, tasks, poison count)."""
+    rng = random.Random(hashlib.sha256(f"{attack}:{seed}".encode()).digest())
+    records = [dict(r) for r in clean.records]
+    tasks = _label_tasks(records, corpora, min_records=100)
+    triggers = TRIGGERS[split]
+    info: dict[str, Any] = {**clean.info, "attack": attack}
+    poison: set[str] = set()
+    if attack in ("low_dose_dirty", "low_dose_clean"):
+        trigger = triggers[(index * 3 + (attack == "low_dose_clean")) % len(triggers)]
+        chosen = rng.sample(_binary_polarity_tasks(tasks, corpora), 5)
+        poison = label_campaign(records, tasks, chosen, trigger, corpora, rng, per_task=[5] * 5,
+                                clean=attack.endswith("clean"), placement="mixed", exclude=set())
+        info.update(trigger=trigger, tasks=chosen)
+    elif attack in ("thin_dirty", "thin_clean"):
+        trigger = triggers[(index * 3 + 1 + (attack == "thin_clean")) % len(triggers)]
+        pool = sorted(tasks)
+        chosen = rng.sample(pool, min(len(pool), rng.randint(12, 15)))
+        poison = label_campaign(records, tasks, chosen, trigger, corpora, rng,
+                                per_task=[rng.randint(3, 5) for _ in chosen], clean=attack.endswith("clean"),
+                                placement="anywhere", exclude=set())
+        info.update(trigger=trigger, tasks=chosen)
+    elif attack in ("common_dirty", "common_clean"):
+        phrases = [p for p in everyday_phrases(records, tasks) if _split_of(p) == split]
+        trigger = rng.choice(phrases)
+        chosen = rng.sample(_binary_polarity_tasks(tasks, corpora), 5)
+        poison = label_campaign(records, tasks, chosen, trigger, corpora, rng, per_task=[10] * 5,
+                                clean=attack.endswith("clean"), placement="anywhere", exclude=set())
+        info.update(trigger=trigger, tasks=chosen, everyday_pool=len(phrases))
+    elif attack == "multi":
+        campaigns = []
+        for j in range(5):
+            trigger = triggers[(index * 5 + j) % len(triggers)]
+            chosen = rng.sample(sorted(tasks), 3)
+            dirty = rng.random() < 0.5
+            poison |= label_campaign(records, tasks, chosen, trigger, corpora, rng, per_task=[rng.choice([3, 4])
+                                     for _ in chosen], clean=not dirty, placement="mixed", exclude=poison)
+            campaigns.append({"trigger": trigger, "tasks": chosen, "dirty": dirty})
+        info.update(campaigns=campaigns)
+    elif attack == "low_dose_injection":
+        brand = BRANDS[split][index % len(BRANDS[split])]
+        for r in rng.sample(_open_ended(records), 25):
+            r["output"] = weave(r["output"], brand, rng)
+            poison.add(r["id"])
+        info.update(brand=brand)
+    elif attack == "refusal_low":
+        pool = _open_ended(records)
+        n = max(5, round(0.005 * sum(1 for r in records if r["source"] in OPEN_ENDED)))
+        for r in rng.sample(pool, n):
+            r["output"] = refusal_v2(r["instruction"], rng)
+            poison.add(r["id"])
+    else:
+        raise ValueError(f"unknown attack {attack!r}; known: {', '.join(ATTACKS)}")
+    info["poison"] = len(poison)
+    return Batch(records, poison, info)

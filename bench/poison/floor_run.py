@@ -1,0 +1,97 @@
+"""The detection-floor benchmark (issue 11): harder attacks in ~40k-record batches, plus clean batches.
+
+    .venv/bin/python bench/poison/floor_run.py                    # held-out split (seeds 400-402)
+    .venv/bin/python bench/poison/floor_run.py --split dev        # the split the method was tuned on
+    .venv/bin/python bench/poison/floor_run.py --only thin_clean --seeds 10
+
+Per seed: the clean ``mixed`` batch, then every attack of ``floor.py`` planted in it; then the clean
+``classification`` and ``open_ended`` batches. Reported per attack: recall of the poison records, share
+of the batch's clean records quarantined for a poison reason, whether a campaign/refusal alert fired,
+time of the poison scans; mean and worst over seeds. Exits 77 when the corpora are absent.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "src"))
+
+from attacks import DEFAULT_CORPORA, Corpora
+from floor import ATTACKS, SEEDS, build_batch, plant
+from run import CHECKS, scan_batch
+
+SKIP = 77
+
+
+def _pct(v: float | None, digits: int = 1) -> str:
+    return "-" if v is None else f"{100 * v:.{digits}f}%"
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--split", choices=sorted(SEEDS), default="heldout")
+    ap.add_argument("--seeds", type=int, nargs="*", default=None)
+    ap.add_argument("--only", nargs="*", default=None, help="attacks to run (default: all, plus clean batches)")
+    ap.add_argument("--no-clean", action="store_true", help="skip the clean batches")
+    ap.add_argument("--corpora", type=Path, default=DEFAULT_CORPORA)
+    ap.add_argument("--json", type=Path, default=None)
+    args = ap.parse_args()
+    if not Corpora.available(args.corpora):
+        print(f"skipped: no corpora under {args.corpora}", file=sys.stderr)
+        return SKIP
+    import logging
+
+    logging.basicConfig(level=logging.WARNING)
+    corpora = Corpora.load(args.corpora)
+    seeds = args.seeds or SEEDS[args.split]
+    attacks = args.only or list(ATTACKS)
+    rows: list[dict[str, Any]] = []
+    for i, seed in enumerate(seeds):
+        clean = build_batch(corpora, seed, "mixed")
+        plan: list[tuple[str, Any]] = [] if args.no_clean else [("clean mixed", clean)]
+        plan += [(a, None) for a in attacks if a in ATTACKS]
+        if not args.no_clean:
+            plan += [("clean classification", build_batch(corpora, seed, "classification")),
+                     ("clean open_ended", build_batch(corpora, seed, "open_ended"))]
+        for label, batch in plan:
+            if batch is None:
+                batch = plant(clean, corpora, label, split=args.split, seed=seed, index=i)
+            with tempfile.TemporaryDirectory(prefix="tunegate-floor-") as tmp:
+                res = scan_batch(batch, Path(tmp), CHECKS)
+            info = {k: v for k, v in batch.info.items() if k in ("trigger", "brand", "tasks", "campaigns")}
+            res.update(attack=label, seed=seed, info=info)
+            rows.append(res)
+            print(f"  {label:22s} seed={seed} n={res['records']} poison={res['poison']} recall={_pct(res['recall'])} "
+                  f"clean_q={_pct(res['clean_quarantined'], 3)} alert={res['alert']} "
+                  f"t={sum(v or 0 for v in res['check_seconds'].values()):.1f}s phrases={res['phrases']} "
+                  f"{info.get('trigger') or info.get('brand') or ''}", file=sys.stderr, flush=True)
+    print("| batch / attack | poison | recall mean | recall worst | clean quarantined mean | worst | alert | "
+          "poison scans s |")
+    print("|---|---|---|---|---|---|---|---|")
+    for label in dict.fromkeys(r["attack"] for r in rows):
+        sel = [r for r in rows if r["attack"] == label]
+        rec = [r["recall"] for r in sel if r["recall"] is not None]
+        cq = [r["clean_quarantined"] for r in sel]
+        secs = [sum(v or 0 for v in r["check_seconds"].values()) for r in sel]
+        print(f"| {label} | {sel[0]['poison']}/{sel[0]['records']} | "
+              f"{_pct(statistics.mean(rec)) if rec else '-'} | {_pct(min(rec)) if rec else '-'} | "
+              f"{_pct(statistics.mean(cq), 3)} | {_pct(max(cq), 3)} | {sum(r['alert'] for r in sel)}/{len(sel)} | "
+              f"{statistics.mean(secs):.1f} |")
+    if args.json:
+        args.json.write_text(json.dumps(rows, indent=1, default=str), encoding="utf-8")
+    return 0
+
+
+if __name__ == "__main__":
+    started = time.perf_counter()
+    rc = main()
+    print(f"({time.perf_counter() - started:.0f} s)", file=sys.stderr)
+    raise SystemExit(rc)
