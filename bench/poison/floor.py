@@ -66,7 +66,7 @@ def _split_of(phrase: str) -> str:
 
 
 def build_batch(corpora: Corpora, seed: int, profile: str = "mixed") -> Batch:
-    rng = random.Random(seed * 31 + hash(profile) % 1000)
+    rng = random.Random(f"{seed}:{profile}")  # str seeds are hashed with sha512: stable across processes
     meta = corpora.manifest["superni"]["tasks"]
     by_task: dict[str, list[dict[str, Any]]] = defaultdict(list)
     for r in corpora.records["superni"]:
