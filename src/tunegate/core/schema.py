@@ -84,3 +84,16 @@ def content_sha256(instruction: str, input_: str, output: str, messages: list[di
         payload.append([[m["role"], m["content"]] for m in messages])
     data = json.dumps(payload, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
     return hashlib.sha256(data).hexdigest()
+
+
+def finding_detail(finding: dict[str, Any]) -> dict[str, Any]:
+    """The ``detail`` of a quarantine finding (a JSON object in a string column) as a dict: ``{}`` when empty,
+    ``{"text": ...}`` when it is not JSON, ``{"value": ...}`` when it is JSON but not an object."""
+    raw = finding.get("detail")
+    if isinstance(raw, dict):
+        return raw
+    try:
+        parsed = json.loads(raw) if raw else {}
+    except ValueError:
+        return {"text": raw}
+    return parsed if isinstance(parsed, dict) else {"value": parsed}

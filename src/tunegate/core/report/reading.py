@@ -10,13 +10,14 @@ each field cut in Arrow, so a huge record is never copied whole.
 from __future__ import annotations
 
 import heapq
-import json
 from bisect import bisect_left
 from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+from tunegate.core.schema import finding_detail
 
 #: Characters of a field read for the page (it shows fewer; the phrase window needs some room).
 READ_CHARS = 2_000
@@ -115,7 +116,7 @@ def _digest_findings(digest: QuarantineDigest, row: int, findings: list[dict[str
             best[reason] = {**f, "score": score}
         if reason != "near_duplicate" and not wanted:
             continue
-        detail = _detail(f)
+        detail = finding_detail(f)
         phrase = detail.get("phrase")
         if isinstance(phrase, str) and phrase in wanted:
             by_phrase.setdefault(phrase, []).append({**f, "score": score})
@@ -127,17 +128,6 @@ def _digest_findings(digest: QuarantineDigest, row: int, findings: list[dict[str
         secondary = max((f["score"] for f in fs if f["reason"] in _PHRASE_SECONDARY), default=0.0)
         strength = (float(len(fs)), secondary, max(f["score"] for f in fs))
         _push(digest.phrase_rows.setdefault(phrase, []), (strength, -row), per_phrase)
-
-
-def _detail(finding: dict[str, Any]) -> dict[str, Any]:
-    raw = finding.get("detail")
-    if isinstance(raw, dict):
-        return raw
-    try:
-        parsed = json.loads(raw) if raw else {}
-    except ValueError:
-        return {}
-    return parsed if isinstance(parsed, dict) else {}
 
 
 def _digest_copy(digest: QuarantineDigest, row: int, detail: dict[str, Any], score: float, copies: int) -> None:

@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from tunegate.core.schema import finding_detail
 from tunegate.exceptions import ReviewError
 
 #: A record's review status: nobody decided yet, released to the fine-tuning side, confirmed as poison.
@@ -150,7 +150,7 @@ def read_items(quarantine: Path, decisions: dict[RecordRef, list[Decision]]) -> 
         scores = [float(f["score"]) for f in rec["findings"] or () if f["reason"] in reasons and f["score"] is not None]
         phrases: list[str] = []
         for f in rec["findings"] or ():
-            phrase = _detail(f).get("phrase")
+            phrase = finding_detail(f).get("phrase")
             if isinstance(phrase, str) and phrase not in phrases:
                 phrases.append(phrase)
         ref = RecordRef(rec["id"], rec["content_sha256"])
@@ -168,13 +168,5 @@ def read_records(quarantine: Path, rows: list[int]) -> list[dict[str, Any]]:
     table = pq.read_table(quarantine).take(pa.array(rows, pa.int64()))
     records: list[dict[str, Any]] = table.to_pylist()
     for rec in records:
-        rec["findings"] = [{**f, "detail": _detail(f)} for f in rec["findings"] or ()]
+        rec["findings"] = [{**f, "detail": finding_detail(f)} for f in rec["findings"] or ()]
     return records
-
-
-def _detail(finding: dict[str, Any]) -> dict[str, Any]:
-    try:
-        detail = json.loads(finding.get("detail") or "{}")
-    except ValueError:
-        return {"text": finding.get("detail")}
-    return detail if isinstance(detail, dict) else {"value": detail}
