@@ -137,6 +137,24 @@ def test_every_decision_is_one_self_contained_audit_line(night: Path) -> None:
     assert Review.open(night).list(Selector(status="released"))[0].id == item.id
 
 
+def test_a_request_is_kept_in_the_audit_line_and_finds_its_decision_again(night: Path) -> None:
+    """What an Airflow retry relies on: the try that failed after its commit left a line naming its request."""
+    a, b = Review.open(night).list()[:2]
+    key = "airflow:tunegate_review/manual__2026-01-06/review"
+    first = Review.open(night).release(Selector(ids=(a.id,)), by="alice", why="benign", request=key)
+    assert first.entry is not None and first.entry["request"] == key
+    retried = Review.open(night).release(Selector(ids=(a.id,)), by="alice", why="benign", request=key)
+    assert retried.entry is None and retried.count == 0  # nothing released twice, no second line
+    found = Review.open(night).decision_of(key, "release")
+    assert found is not None and found["line"] == 1 and found["released_file"] == first.entry["released_file"]
+    assert Review.open(night).decision_of(key, "confirm") is None
+    assert Review.open(night).decision_of("airflow:another/run/review") is None
+    confirmed = Review.open(night).confirm(Selector(ids=(b.id,)), by="bob", why="planted", request="k2")
+    assert confirmed.entry is not None and Review.open(night).decision_of("k2") == {**confirmed.entry, "line": 2}
+    plain = Review.open(night).release(Selector(ids=(Review.open(night).list()[2].id,)), by="c", why="d")
+    assert plain.entry is not None and "request" not in plain.entry  # the CLI's lines are unchanged
+
+
 def test_a_torn_audit_line_is_skipped_and_costs_no_other_line(night: Path, caplog: pytest.LogCaptureFixture) -> None:
     items = Review.open(night).list()
     Review.open(night).release(Selector(ids=(items[0].id,)), by="alice", why="benign")

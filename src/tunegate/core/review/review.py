@@ -183,7 +183,7 @@ class Review:
     # ------------------------------------------------------------------ decisions
 
     def release(self, selector: Selector, *, by: str, why: str, override: bool = False,
-                history_dir: str | Path | None = None) -> DecisionResult:
+                history_dir: str | Path | None = None, request: str | None = None) -> DecisionResult:
         """Publish the selected records to the fine-tuning side as a new follow-up file
         ``released/<seq>-<time>.parquet`` (canonical schema, written atomically), then record the decision.
 
@@ -193,14 +193,18 @@ class Review:
         published twice. A record confirmed as poison is refused unless ``override``; then it also leaves the
         known poison of ``history_dir`` (default: the history the night was added to). With a history, the
         released file joins it as batch ``<night>+released-<seq>``: later nights compare against its records.
+
+        ``request`` (optional) names who asked, as the caller knows it (an Airflow task instance): it is kept in
+        the audit line, and :meth:`decision_of` finds the line again, so a retried request can tell that its
+        decision was already made.
         """
         _require_person(by, why)
         with review_lock(self.dir):
             return Review.open(self.dir)._release(selector, by=by, why=why, override=override,
-                                                  history_dir=history_dir)
+                                                  history_dir=history_dir, request=request)
 
     def confirm(self, selector: Selector, *, by: str, why: str, override: bool = False,
-                history_dir: str | Path | None = None) -> DecisionResult:
+                history_dir: str | Path | None = None, request: str | None = None) -> DecisionResult:
         """Confirm the selected records as poison: they stay out of training, and they join the known poison of
         ``history_dir`` (default: the history the night was added to), so that a later night scanned with that
         history quarantines their copies (``known_poison``). A released record is refused unless ``override``
@@ -208,10 +212,10 @@ class Review:
         _require_person(by, why)
         with review_lock(self.dir):
             return Review.open(self.dir)._confirm(selector, by=by, why=why, override=override,
-                                                  history_dir=history_dir)
+                                                  history_dir=history_dir, request=request)
 
     def _release(self, selector: Selector, *, by: str, why: str, override: bool,
-                 history_dir: str | Path | None) -> DecisionResult:
+                 history_dir: str | Path | None, request: str | None = None) -> DecisionResult:
         import pyarrow.parquet as pq
 
         if self.verdict == "halt":
@@ -253,7 +257,8 @@ class Review:
         rel = path.relative_to(self.dir).as_posix()
         entry = self._entry(RELEASE, todo, by=by, why=why, selector=selector, override=bool(overridden),
                             released_file={"path": rel, "sha256": digest, "bytes": size, "records": len(todo)},
-                            history={"dir": str(hdir), "known_poison_removed": removed} if removed else None)
+                            history={"dir": str(hdir), "known_poison_removed": removed} if removed else None,
+                            request=request)
         written = append_entry(self.dir / AUDIT_FILE, entry)  # the commit: from here the file is published
         if hdir is not None:
             notes.append(self._join_history(hdir, path, written))
@@ -276,7 +281,7 @@ class Review:
         return f"history {hdir}: +{result.get('added', 0)} record(s) as batch {name}"
 
     def _confirm(self, selector: Selector, *, by: str, why: str, override: bool,
-                 history_dir: str | Path | None) -> DecisionResult:
+                 history_dir: str | Path | None, request: str | None = None) -> DecisionResult:
         chosen = self.select(selector)
         self._refuse_conflicts(chosen, RELEASED, "released to the fine-tuning side", override,
                                "to confirm them anyway (tell the fine-tuning side: a release is not taken back)")
@@ -300,7 +305,8 @@ class Review:
         history = {"dir": str(hdir), "known_poison_added": len(added), **({"fed": fed} if fed else {})} \
             if hdir is not None else None
         entry = self._entry(CONFIRM, todo, by=by, why=why, selector=selector,
-                            override=any(i.status == RELEASED for i in todo), history=history, at=at)
+                            override=any(i.status == RELEASED for i in todo), history=history, at=at,
+                            request=request)
         written = append_entry(self.dir / AUDIT_FILE, entry)
         if hdir is not None:
             append_entry(hdir / AUDIT_FILE, {**written, "dir": str(self.dir.resolve())})
@@ -319,7 +325,7 @@ class Review:
 
     def _entry(self, action: str, items: Items, *, by: str, why: str, selector: Selector, override: bool,
                released_file: dict[str, Any] | None = None, history: dict[str, Any] | None = None,
-               at: str | None = None) -> dict[str, Any]:
+               at: str | None = None, request: str | None = None) -> dict[str, Any]:
         entry: dict[str, Any] = {
             "action": action, "by": by, "why": why, "batch_id": self.batch_id, "verdict": self.verdict,
             "summary_sha256": self.summary_sha256, "selector": selector.to_json(), "override": override,
@@ -330,7 +336,17 @@ class Review:
             entry["released_file"] = released_file
         if history is not None:
             entry["history"] = history
+        if request:
+            entry["request"] = request
         return entry
+
+    def decision_of(self, request: str, action: str | None = None) -> dict[str, Any] | None:
+        """The newest audit line written for ``request`` (of ``action``, if given), or ``None``: how a retried
+        request finds the decision its earlier try made (and committed) before it failed."""
+        for entry in reversed(self.audit.entries):
+            if entry.get("request") == request and (action is None or entry["action"] == action):
+                return entry
+        return None
 
     def _published_contents(self) -> dict[str, str]:
         """``content_sha256`` -> the released file that published it, over every release of the night."""
