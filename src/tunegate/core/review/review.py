@@ -343,10 +343,11 @@ class Review:
     def decision_of(self, request: str, action: str | None = None) -> dict[str, Any] | None:
         """The newest audit line written for ``request`` (of ``action``, if given), or ``None``: how a retried
         request finds the decision its earlier try made (and committed) before it failed."""
-        for entry in reversed(self.audit.entries):
+        found: dict[str, Any] | None = None
+        for entry in self.audit.entries:
             if entry.get("request") == request and (action is None or entry["action"] == action):
-                return entry
-        return None
+                found = entry
+        return found
 
     def _published_contents(self) -> dict[str, str]:
         """``content_sha256`` -> the released file that published it, over every release of the night."""
