@@ -8,6 +8,9 @@ recomputes a check. Writes, atomically, into the output directory:
     rejected.jsonl      input that could not be parsed or normalized (file, line, raw text, error)
     summary.json        counts, verdict, per-check results, input sha256 (a :class:`dict`)
     report.html         the human-readable report
+    manifest.json       provenance: versions, policy, suites, checks, inputs, outputs, batch digest
+                        (:mod:`tunegate.core.provenance`)
+    reported.parquet    only when there are any: passing records with findings the policy does not quarantine
     held.parquet        instead of accepted.parquet when the batch halts: the records that passed their
                         checks, held back so that no consumer can pick up a halted night
 
@@ -36,8 +39,10 @@ from tunegate.core.outputs import (
     HELD_FILE,
     LOCK_FILE,
     LOCK_OWNER_FILE,
+    MANIFEST_FILE,
     QUARANTINE_FILE,
     REPORT_FILE,
+    REPORTED_FILE,
     SUMMARY_FILE,
     begin_outputs,
     commit_outputs,
@@ -52,22 +57,24 @@ from tunegate.core.policy import GatePolicy
 log = logging.getLogger(__name__)
 
 # the result-set names and functions live in tunegate.core.outputs; they are re-exported here for callers
-__all__ = ["ACCEPTED_FILE", "DATA_DOCS_DIR", "HELD_FILE", "LOCK_FILE", "LOCK_OWNER_FILE", "QUARANTINE_FILE",
-           "REPORT_FILE", "SUMMARY_FILE", "VERDICTS", "begin_outputs", "commit_outputs", "fault_point", "gate",
-           "halt_message", "incomplete_message", "load_committed", "output_lock", "remove_stale_temps"]
+__all__ = ["ACCEPTED_FILE", "DATA_DOCS_DIR", "HELD_FILE", "LOCK_FILE", "LOCK_OWNER_FILE", "MANIFEST_FILE",
+           "QUARANTINE_FILE", "REPORTED_FILE", "REPORT_FILE", "SUMMARY_FILE", "VERDICTS", "begin_outputs",
+           "commit_outputs", "fault_point", "gate", "halt_message", "incomplete_message", "load_committed",
+           "output_lock", "remove_stale_temps"]
 
 VERDICTS = ("pass", "quarantine", "halt")
 _MAX_HALT_MESSAGES = 10
 
 
 def gate(work_dir: str | Path, out_dir: str | Path, policy: GatePolicy | None = None, *,
-         commit_set: bool = True) -> dict[str, Any]:
+         commit_set: bool = True, policy_file: str | Path | None = None) -> dict[str, Any]:
     """Partition the batch, decide the verdict and write all outputs. Returns the summary.
 
     The previous set of ``out_dir`` is invalidated first (:func:`begin_outputs`). With ``commit_set`` (the
     default) the set is committed at the end (:func:`commit_outputs` writes ``summary.json``); without it the
     caller commits after a later step (``scan`` does, after the history update). Call it holding
-    :func:`output_lock` of ``out_dir``.
+    :func:`output_lock` of ``out_dir``. ``policy_file``: the file ``policy`` was read from, recorded (path and
+    sha256) in the manifest.
     """
     policy = policy or GatePolicy()
     work, out = Path(work_dir), Path(out_dir)
@@ -77,17 +84,20 @@ def gate(work_dir: str | Path, out_dir: str | Path, policy: GatePolicy | None = 
     # row -> (quarantining reasons, all findings of the row)
     flagged: dict[int, tuple[list[str], list[dict[str, Any]]]] = {}
     reported: Counter[str] = Counter()
+    reported_rows: dict[int, list[dict[str, Any]]] = {}  # passing rows with findings: kept for provenance
     for row, row_findings in findings.items():
         reasons = sorted({f["reason"] for f in row_findings if policy.quarantines(f["reason"])})
         if reasons:
             flagged[row] = (reasons, sorted(row_findings, key=lambda f: (f["check"], f["reason"])))
         else:
             reported.update({f["reason"] for f in row_findings})
+            reported_rows[row] = sorted(row_findings, key=lambda f: (f["check"], f["reason"]))
 
     # the passing records go to a temporary file that becomes accepted.parquet, or held.parquet on halt
     tmp_acc = atomic_path(out / ACCEPTED_FILE)
     try:
-        summary = _write_partition(work, out, policy, tmp_acc, flagged=flagged, reported=reported)
+        summary = _write_partition(work, out, policy, tmp_acc, flagged=flagged, reported=reported,
+                                   reported_rows=reported_rows, policy_file=policy_file)
     finally:
         tmp_acc.unlink(missing_ok=True)
     if commit_set:
@@ -99,10 +109,12 @@ def gate(work_dir: str | Path, out_dir: str | Path, policy: GatePolicy | None = 
 
 def _write_partition(work: Path, out: Path, policy: GatePolicy, tmp_acc: Path, *,
                      flagged: dict[int, tuple[list[str], list[dict[str, Any]]]],
-                     reported: Counter[str]) -> dict[str, Any]:
+                     reported: Counter[str], reported_rows: dict[int, list[dict[str, Any]]],
+                     policy_file: str | Path | None) -> dict[str, Any]:
     import pyarrow as pa
     import pyarrow.parquet as pq
 
+    from tunegate.core.provenance import reported_schema, write_manifest
     from tunegate.core.report import render_report
     from tunegate.core.schema import canonical_schema, quarantine_schema
 
@@ -110,6 +122,7 @@ def _write_partition(work: Path, out: Path, policy: GatePolicy, tmp_acc: Path, *
     check_summaries = load_summaries(work)
     reason_counts: Counter[str] = Counter()
     accepted = quarantined = 0
+    reported_tables: list[pa.Table] = []
     # the writers close (leaving the with) before the files are renamed into place
     with (atomic_write(out / QUARANTINE_FILE) as tmp_q,
           pq.ParquetWriter(tmp_acc, canonical_schema(), compression="zstd") as acc_w,
@@ -138,7 +151,17 @@ def _write_partition(work: Path, out: Path, policy: GatePolicy, tmp_acc: Path, *
                     "findings", pa.array(findings_col, quarantine_schema().field("findings").type))
                 q_w.write_table(table.cast(quarantine_schema()))
                 quarantined += len(q_idx)
+            r_idx = [i for i in range(n) if start + i in reported_rows]
+            if r_idx:
+                names = reported_schema().names[:-1]
+                rt = pa.Table.from_batches([rb.take(pa.array(r_idx, pa.int64())).select(names)])
+                rt = rt.append_column("findings", pa.array([reported_rows[start + i] for i in r_idx],
+                                                           reported_schema().field("findings").type))
+                reported_tables.append(rt.cast(reported_schema()))
             start += n
+    if reported_tables:
+        with atomic_write(out / REPORTED_FILE) as tmp_r:
+            pq.write_table(pa.concat_tables(reported_tables), tmp_r, compression="zstd")
 
     fault_point("gate_writes")  # test-only: quarantine.parquet written, the passing records not yet placed
     rejected_src = work / REJECTED_FILE
@@ -172,6 +195,8 @@ def _write_partition(work: Path, out: Path, policy: GatePolicy, tmp_acc: Path, *
         "outputs": {"accepted": ACCEPTED_FILE, "quarantine": QUARANTINE_FILE, "rejected": REJECTED_FILE,
                     "summary": SUMMARY_FILE, "report": REPORT_FILE},
     }
+    if reported_tables:
+        summary["outputs"]["reported"] = REPORTED_FILE
     if not summary["conservation_ok"]:  # a bug, never a data problem: refuse to let the batch through
         summary["verdict"] = "halt"
         summary["halt_reasons"].append(
@@ -186,6 +211,8 @@ def _write_partition(work: Path, out: Path, policy: GatePolicy, tmp_acc: Path, *
         commit(tmp_acc, out / ACCEPTED_FILE)
     # the report reads its examples (strongest first) back from the outputs just written, in bounded memory
     write_text_atomic(out / REPORT_FILE, render_report(summary, out, _rejected_samples(rejected_src)))
+    # last: the manifest records every other output's sha256 (and the commit records the manifest's)
+    write_manifest(out, summary, policy, policy_file=policy_file)
     return summary
 
 
