@@ -10,6 +10,7 @@ from airflow.sdk.exceptions import AirflowFailException
 
 from tunegate._airflow import outlet_assets, run_date, set_outlet_extra
 from tunegate.operators.base import WORK_DIR, TunegateBaseOperator, fail_on_tunegate_error, run_dir_lock
+from tunegate.plugins.links import RUN_DIR_ATTR, TunegateReportLink
 
 
 class GateOperator(TunegateBaseOperator):
@@ -33,9 +34,13 @@ class GateOperator(TunegateBaseOperator):
     :param on_quarantine: callables (e.g. Airflow notifiers) called with the task context on a quarantine
         verdict; the context carries the summary dict under ``"tunegate_summary"``.
     :param run_dir: overrides ``{TUNEGATE_DATA_ROOT}/{dag_id}/{logical date}`` (templated).
+
+    The task has an extra link, "tunegate report": the night's report served by the tunegate plugin of the API
+    server (:class:`~tunegate.plugins.links.TunegateReportLink`, docs/serving.md).
     """
 
     template_fields: Sequence[str] = ("policy_file", "policy_overrides", "run_dir")
+    operator_extra_links = (TunegateReportLink(),)
 
     def __init__(self, *, policy_file: str | None = None, policy_overrides: Mapping[str, Any] | None = None,
                  on_quarantine: Callable[[Any], Any] | Sequence[Callable[[Any], Any]] | None = None,
@@ -51,6 +56,7 @@ class GateOperator(TunegateBaseOperator):
         from tunegate.operators.assets import batch_extra
 
         run_dir = self.resolve_run_dir(context)
+        setattr(self, RUN_DIR_ATTR, run_dir)  # for the report link, computed when the task finishes
         with fail_on_tunegate_error():
             policy = load_policy(self.policy_file or None, **dict(self.policy_overrides or {}))
         with run_dir_lock(run_dir), fail_on_tunegate_error():
