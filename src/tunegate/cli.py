@@ -2,6 +2,7 @@
 
     tunegate scan INPUT... --out DIR [--format auto|alpaca|dolly|sharegpt|openai|superni|parquet|csv]
     tunegate review list|show|release|confirm DIR ...   (tunegate.cli_review)
+    tunegate trace DIR (ID | CONTENT_SHA256) [--json]  /  tunegate verify DIR [--sources] [--json]
 
 Exit codes: 0 verdict pass or quarantine, 1 halt, 2 usage error or unreadable input, 3 internal error.
 """
@@ -99,6 +100,19 @@ def _parser() -> argparse.ArgumentParser:
     m.add_argument("dir", metavar="DIR", help="a batch output directory (holds summary.json)")
     m.add_argument("--debug", action="store_true", help=argparse.SUPPRESS)
     m.add_argument("-q", "--quiet", action="store_true", help=argparse.SUPPRESS)
+    t = sub.add_parser("trace", help="where a record came from (file, line), where it went, the checks it passed",
+                       description="Exit code: 0 found, 2 no such record, or no committed manifest in DIR.")
+    t.add_argument("dir", metavar="DIR", help="a batch output directory (holds manifest.json)")
+    t.add_argument("key", metavar="ID_OR_CONTENT_SHA256", help="the record's id or its content_sha256")
+    v = sub.add_parser("verify", help="recompute the sha256 of every file the night's manifest names (tamper check)",
+                       description="Exit code: 0 every file matches, 1 a mismatch (named), 2 nothing to verify.")
+    v.add_argument("dir", metavar="DIR", help="a batch output directory (holds manifest.json)")
+    v.add_argument("--sources", action="store_true",
+                   help="also recompute the inputs, the policy file and the suite files (outside DIR)")
+    for parser in (t, v):
+        parser.add_argument("--json", action="store_true", help="print the result as JSON")
+        parser.add_argument("--debug", action="store_true", help=argparse.SUPPRESS)
+        parser.add_argument("-q", "--quiet", action="store_true", help=argparse.SUPPRESS)
     from tunegate.cli_review import add_review_parser
 
     add_review_parser(sub)
@@ -135,6 +149,27 @@ def _summary(args: argparse.Namespace) -> int:
 
     # only a committed result set: every output present and matching the sha256 summary.json recorded
     return _print_summary(load_committed(args.dir))
+
+
+def _trace(args: argparse.Namespace) -> int:
+    from tunegate.core.provenance import format_trace, trace
+
+    result = trace(args.dir, args.key)
+    print(json.dumps(result, indent=2, sort_keys=True) if args.json else format_trace(result))
+    return EXIT_OK
+
+
+def _verify(args: argparse.Namespace) -> int:
+    from tunegate.core.provenance import verify
+
+    result = verify(args.dir, sources=args.sources)
+    if args.json:
+        print(json.dumps(result.to_json(), indent=2, sort_keys=True))
+    elif result.ok:
+        print(f"tunegate verify: {args.dir}: {len(result.checked)} checks, every file matches its recorded sha256")
+    for problem in result.problems:
+        print(f"tunegate: verify failed: {args.dir}: {problem}", file=sys.stderr)
+    return EXIT_OK if result.ok else EXIT_HALT
 
 
 def _history(args: argparse.Namespace) -> int:
@@ -228,7 +263,7 @@ def main(argv: list[str] | None = None) -> int:
         from tunegate.cli_review import run_review
 
         command = {"summary": _summary, "history": _history, "embeddings": _embeddings,
-                   "scan": _scan, "review": run_review}[args.command]
+                   "scan": _scan, "review": run_review, "trace": _trace, "verify": _verify}[args.command]
         return command(args)
     except TunegateError as exc:
         print(f"tunegate: error: {exc}", file=sys.stderr)
