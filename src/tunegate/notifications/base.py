@@ -13,6 +13,7 @@ Without any, the alert still goes out and says which task failed and why.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -23,6 +24,7 @@ from airflow.sdk.exceptions import AirflowFailException
 
 from tunegate._airflow import DATA_ROOT_ENV, run_date
 from tunegate.core.alerts import AlertLimits, AlertMessage, RunInfo, build_alert, load_summary
+from tunegate.plugins.urls import api_base_url, night_of, night_url
 
 #: Environment variable: HTTP(S) URL under which ``TUNEGATE_DATA_ROOT`` is served (report links).
 REPORT_BASE_URL_ENV = "TUNEGATE_REPORT_BASE_URL"
@@ -37,7 +39,9 @@ class TunegateBaseNotifier(BaseNotifier):
     :param summary_path: path or ``file://`` URI of the batch's ``summary.json`` (templated); by default it
         is found from the context (see the module docstring).
     :param report_base_url: HTTP(S) URL serving ``TUNEGATE_DATA_ROOT`` (templated); default
-        ``$TUNEGATE_REPORT_BASE_URL``. Without one the report link is a ``file://`` URI.
+        ``$TUNEGATE_REPORT_BASE_URL``. Without one, the report as the tunegate plugin of the API server serves it
+        (``{[api] base_url}/tunegate/{dag_id}/{date}/report``, docs/serving.md) when Airflow's ``[api] base_url``
+        is set and the run directory is ``{TUNEGATE_DATA_ROOT}/{dag_id}/{date}``; else a ``file://`` URI.
     :param gate_task_id: the task whose XCom holds the summary URI (DAG-level callbacks).
     :param limits: message size bounds.
     """
@@ -54,9 +58,12 @@ class TunegateBaseNotifier(BaseNotifier):
 
     def build_message(self, context: Mapping[str, Any]) -> AlertMessage:
         """The alert for this context (summary found as described in the module docstring)."""
-        return build_alert(self.find_summary(context), run_info(context),
-                           report_base_url=self.report_base_url or os.environ.get(REPORT_BASE_URL_ENV) or None,
-                           data_root=os.environ.get(DATA_ROOT_ENV) or None, limits=self.limits)
+        summary = self.find_summary(context)
+        base_url = self.report_base_url or os.environ.get(REPORT_BASE_URL_ENV) or None
+        message = build_alert(summary, run_info(context), report_base_url=base_url,
+                              data_root=os.environ.get(DATA_ROOT_ENV) or None, limits=self.limits)
+        served = None if base_url or not summary else served_report_url(summary)
+        return dataclasses.replace(message, report_url=served) if served else message
 
     def find_summary(self, context: Mapping[str, Any]) -> dict[str, Any] | None:
         given = context.get("tunegate_summary")
@@ -110,6 +117,15 @@ def run_info(context: Mapping[str, Any]) -> RunInfo:
         log_url = None
     return RunInfo(dag_id=dag_id, run_id=run_id, task_id=getattr(ti, "task_id", None), run_date=date,
                    error=str(exc) if exc else None, log_url=log_url)
+
+
+def served_report_url(summary: Mapping[str, Any]) -> str | None:
+    """The report's URL on the API server (the tunegate plugin), or ``None``: ``[api] base_url`` unset, or a run
+    directory the plugin does not serve."""
+    out_dir = summary.get("out_dir")
+    night = night_of(str(out_dir), os.environ.get(DATA_ROOT_ENV)) if out_dir else None
+    base = api_base_url() if night else None
+    return night_url(base, *night) if base and night else None
 
 
 def derived_summary_path(context: Mapping[str, Any]) -> Path | None:
