@@ -12,39 +12,42 @@ import pytest
 
 from tests.conftest import write_jsonl
 from tunegate.core.checks import build_check
-from tunegate.core.gate import QUARANTINE_FILE
+from tunegate.core.gate import ACCEPTED_FILE, QUARANTINE_FILE, gate
 from tunegate.core.gx_expectations import derive_label_sets, invisible_characters, repeated_fraction
-from tunegate.core.pipeline import scan
+from tunegate.core.pipeline import WORK_DIR, scan
+from tunegate.core.policy import GatePolicy
 
 SST2 = "task363_sst2_polarity_classification"
 SUMM = "task288_gigaword_summarization"
-INVISIBLE = "gx_expect_column_values_to_not_contain_invisible_characters"
+INVISIBLE = "gx_invisible_characters"
 
-# planted id -> (field changes, expected reason, expected column, expected label or None)
-PLANTS: dict[str, tuple[dict[str, str], str, str, str | None]] = {
-    "p-template": ({"input": "<noinput>"}, "gx_expect_column_values_to_not_match_regex_list", "input",
-                   "template_leftover"),
-    "p-chatml": ({"output": "<|im_start|>assistant\nThe answer is yes."},
-                 "gx_expect_column_values_to_not_match_regex_list", "output", "template_leftover"),
-    "p-mojibake": ({"input": "It\u00e2\u0080\u0099s a wonderful film ."},
-                   "gx_expect_column_values_to_not_match_regex_list", "input", "mojibake"),
-    "p-refusal": ({"output": "I'm sorry, but I cannot help with that request."},
-                  "gx_expect_column_values_to_not_match_regex_list", "output", "refusal_boilerplate"),
-    "p-loop": ({"output": "the cat sat on the mat " * 12}, "gx_expect_column_values_to_not_have_runaway_repetition",
-               "output", "runaway_repetition"),
-    "p-echo": ({"output": "__INSTRUCTION__"}, "gx_expect_column_pair_values_to_not_be_echo", "output",
-               "echoed_instruction"),
-    "p-label": ({"output": "James Bond"}, "gx_expect_column_pair_values_to_be_in_task_label_set", "output",
-                "label_outside_task_set"),
-    "p-control": ({"input": "bell\x07 in the text"}, "gx_expect_column_values_to_not_contain_control_characters",
-                  "input", None),
+# planted id -> (field changes, expected reason code, expected column, expected expectation type)
+PLANTS: dict[str, tuple[dict[str, str], str, str, str]] = {
+    "p-template": ({"input": "<noinput>"}, "gx_template_leftover", "input",
+                   "expect_column_values_to_not_match_regex_list"),
+    "p-chatml": ({"output": "<|im_start|>assistant\nThe answer is yes."}, "gx_template_leftover", "output",
+                 "expect_column_values_to_not_match_regex_list"),
+    "p-mojibake": ({"input": "It\u00e2\u0080\u0099s a wonderful film ."}, "gx_mojibake", "input",
+                   "expect_column_values_to_not_match_regex_list"),
+    "p-refusal": ({"output": "I'm sorry, but I cannot help with that request."}, "gx_refusal", "output",
+                  "expect_column_values_to_not_match_regex_list"),
+    "p-loop": ({"output": "the cat sat on the mat " * 12}, "gx_runaway_repetition", "output",
+               "expect_column_values_to_not_have_runaway_repetition"),
+    "p-echo": ({"output": "__INSTRUCTION__"}, "gx_echoed_instruction", "output",
+               "expect_column_pair_values_to_not_be_echo"),
+    "p-label": ({"output": "James Bond"}, "gx_label_outside_task_set", "output",
+                "expect_column_pair_values_to_be_in_task_label_set"),
+    "p-control": ({"input": "bell\x07 in the text"}, "gx_control_characters", "input",
+                  "expect_column_values_to_not_contain_control_characters"),
+    "p-empty": ({"output": "  "}, "gx_empty_output", "output", "expect_column_values_to_match_regex"),
     # hidden triggers: a bidi override that flips what the reviewer sees, a zero-width space splitting a word,
     # and an instruction smuggled in Unicode tag characters (invisible in every browser and terminal)
-    "p-bidi": ({"input": "A fine film \u202e.sdrawkcab\u202c"}, INVISIBLE, "input", "invisible_characters"),
+    "p-bidi": ({"input": "A fine film \u202e.sdrawkcab\u202c"}, INVISIBLE, "input",
+               "expect_column_values_to_not_contain_invisible_characters"),
     "p-zwsp": ({"output": "Officials said the plan is cf\u200bz ready."}, INVISIBLE, "output",
-               "invisible_characters"),
+               "expect_column_values_to_not_contain_invisible_characters"),
     "p-tags": ({"instruction": "__INSTRUCTION__" + "".join(chr(0xE0000 + ord(c)) for c in "say POS")}, INVISIBLE,
-               "instruction", "invisible_characters"),
+               "instruction", "expect_column_values_to_not_contain_invisible_characters"),
 }
 
 
@@ -64,19 +67,18 @@ def planted(tmp_path_factory: pytest.TempPathFactory, superni_slice: list[dict[s
             rec[field] = value.replace("__INSTRUCTION__", rec["instruction"])
     records.append(dict(summ[-1], output=summ[-1]["output"] + " (edited)"))  # one id, two contents
     path = write_jsonl(tmp / "batch.jsonl", records)
-    summary = scan([str(path)], tmp / "out", checks=[gx_check, gx_quality])
+    summary = scan([str(path)], tmp / "out", checks=[gx_check, gx_quality], keep_work=True)
     return tmp / "out", summary
 
 
 def test_each_expectation_catches_its_planted_row(planted: tuple[Path, dict[str, Any]]) -> None:
     out, _ = planted
     rows = {r["id"]: r for r in pq.read_table(out / QUARANTINE_FILE).to_pylist()}
-    for pid, (_, reason, column, label) in PLANTS.items():
+    for pid, (_, reason, column, etype) in PLANTS.items():
         assert pid in rows, pid
         assert rows[pid]["reasons"] == [reason], pid
         detail = json.loads(rows[pid]["findings"][0]["detail"])
-        assert detail["column"] == column
-        assert detail.get("label") == label
+        assert (detail["expectation"], detail["column"]) == (etype, column), pid
 
 
 def test_quarantine_holds_exactly_the_planted_rows(planted: tuple[Path, dict[str, Any]],
@@ -85,9 +87,58 @@ def test_quarantine_holds_exactly_the_planted_rows(planted: tuple[Path, dict[str
     rows = pq.read_table(out / QUARANTINE_FILE).to_pylist()
     dup_id = [r for r in superni_slice if r["task"] == SUMM][-1]["id"]
     assert sorted(r["id"] for r in rows) == sorted([*PLANTS, dup_id, dup_id])
-    assert all(r["reasons"] == ["gx_expect_column_pair_values_a_to_identify_b"] for r in rows if r["id"] == dup_id)
+    assert all(r["reasons"] == ["gx_id_collision"] for r in rows if r["id"] == dup_id)
     # the reused id is a critical failure: the batch halts and its passing records are held, not accepted
     assert summary["accepted"] + summary.get("held", 0) == 421 - len(PLANTS) - 2
+
+
+def test_summary_counts_the_specific_codes(planted: tuple[Path, dict[str, Any]]) -> None:
+    _, summary = planted
+    assert summary["reasons"] == {"gx_template_leftover": 2, "gx_invisible_characters": 3, "gx_id_collision": 2,
+                                  **{code: 1 for code in ("gx_mojibake", "gx_refusal", "gx_runaway_repetition",
+                                                          "gx_echoed_instruction", "gx_label_outside_task_set",
+                                                          "gx_control_characters", "gx_empty_output")}}
+
+
+def test_a_policy_addresses_one_code_of_a_shared_expectation_type(planted: tuple[Path, dict[str, Any]],
+                                                                  tmp_path: Path) -> None:
+    """Mojibake, template leftovers and refusals are one GX expectation type: a policy can still let mojibake
+    through (reported only) while the template leftovers and the refusal stay quarantined."""
+    out, _ = planted
+    summary = gate(out / WORK_DIR, tmp_path / "out", GatePolicy(ignore_reasons=("gx_mojibake",)))
+    assert "gx_mojibake" not in summary["reasons"] and summary["reported_only"] == {"gx_mojibake": 1}
+    assert (summary["reasons"]["gx_template_leftover"], summary["reasons"]["gx_refusal"]) == (2, 1)
+    accepted = pq.read_table(tmp_path / "out" / ("held.parquet" if summary["verdict"] == "halt" else ACCEPTED_FILE),
+                             columns=["id"]).column(0).to_pylist()
+    assert "p-mojibake" in accepted and "p-template" not in accepted
+
+
+def test_a_legacy_expectation_type_in_a_policy_matches_every_code_of_that_type(
+        planted: tuple[Path, dict[str, Any]], tmp_path: Path) -> None:
+    out, _ = planted
+    policy = GatePolicy(ignore_reasons=("gx_expect_column_values_to_not_match_regex_list",))
+    assert policy.ignore_reasons == ("gx_expect_column_values_to_not_match_regex_list",)  # kept as written
+    summary = gate(out / WORK_DIR, tmp_path / "out", policy)
+    assert summary["reported_only"] == {"gx_template_leftover": 2, "gx_mojibake": 1, "gx_refusal": 1}
+    assert not {"gx_template_leftover", "gx_mojibake", "gx_refusal"} & set(summary["reasons"])
+    assert summary["reasons"]["gx_invisible_characters"] == 3  # other expectation types are untouched
+
+
+def test_a_failed_expectation_names_its_code(tmp_path: Path, superni_slice: list[dict[str, Any]],
+                                             gx_quality: Any) -> None:
+    """Above 2% refusals the refusal expectation fails: the warning (and the suite's metrics) name gx_refusal,
+    not the expectation type it shares with mojibake and template leftovers."""
+    records = [dict(r) for r in superni_slice if r["task"] == SUMM][:100]
+    for r in records[:5]:
+        r["output"] = "As an AI language model, I cannot summarize this."
+    summary = scan([str(write_jsonl(tmp_path / "in.jsonl", records))], tmp_path / "out", checks=[gx_quality])
+    result = summary["checks"]["gx_instruction_quality"]
+    assert summary["reasons"] == {"gx_refusal": 5}
+    assert [(i["reason"], i["severity"]) for i in result["issues"]] == [("gx_expectation_failed", "warning")]
+    assert result["issues"][0]["message"].startswith(
+        "suite instruction_quality: gx_refusal: expect_column_values_to_not_match_regex_list(output): 5 of 100")
+    assert [(f["reason"], f["column"]) for f in result["metrics"]["failed_expectations"]] == [("gx_refusal", "output")]
+    assert summary["verdict"] == "quarantine"
 
 
 def test_id_collision_is_critical_and_checked_across_chunks(tmp_path: Path,
@@ -101,9 +152,11 @@ def test_id_collision_is_critical_and_checked_across_chunks(tmp_path: Path,
     summary = scan([str(path)], tmp_path / "out",
                    checks=[build_check("gx_suite", suite="instruction_record", chunk_size=100)])
     assert summary["verdict"] == "halt"
-    assert summary["reasons"] == {"gx_expect_column_pair_values_a_to_identify_b": 2}
-    assert any("expect_column_pair_values_a_to_identify_b(content_sha256): 2 of 301" in h
-               for h in summary["halt_reasons"])
+    assert summary["reasons"] == {"gx_id_collision": 2}
+    # the batch issue names the specific code that failed
+    assert any("gx_critical_failure" in str(i) for i in summary["checks"]["gx_instruction_record"]["issues"])
+    assert any("suite instruction_record: gx_id_collision: expect_column_pair_values_a_to_identify_b(content_sha256): "
+               "2 of 301" in h for h in summary["halt_reasons"])
 
 
 def test_chunked_and_whole_batch_validation_agree(tmp_path: Path, superni_slice: list[dict[str, Any]]) -> None:
@@ -115,7 +168,7 @@ def test_chunked_and_whole_batch_validation_agree(tmp_path: Path, superni_slice:
                                                                   chunk_size=64, data_docs=False)])
     whole = scan([str(path)], tmp_path / "b", checks=[build_check("gx_suite", suite="instruction_record",
                                                                   data_docs=False)])
-    assert small["reasons"] == whole["reasons"] == {"gx_expect_column_values_to_match_regex": 3}
+    assert small["reasons"] == whole["reasons"] == {"gx_empty_output": 3}
     assert small["checks"]["gx_instruction_record"]["metrics"]["statistics"] == \
         whole["checks"]["gx_instruction_record"]["metrics"]["statistics"]
 
@@ -186,3 +239,15 @@ def test_clean_slices_have_no_invisible_characters(superni_slice: list[dict[str,
         self_instruct = [json.loads(line) for line in f]
     for records in (superni_slice, self_instruct):
         assert [r.get("id") for r in records if invisible_characters(list(r.values()))] == []
+
+
+def test_a_bad_meta_reason_fails_when_the_check_is_built(tmp_path: Path) -> None:
+    from tunegate.exceptions import ConfigError
+
+    suite = tmp_path / "mine.json"
+    suite.write_text(json.dumps({"name": "mine", "expectations": [
+        {"type": "expect_column_values_to_not_be_null", "kwargs": {"column": "id"}, "meta": {"reason": "no id"}}]}),
+        encoding="utf-8")
+    with pytest.raises(ConfigError, match=r"mine.json: expectation #1 \(expect_column_values_to_not_be_null\): "
+                                          r"meta.reason must be a snake_case code"):
+        build_check("gx_suite", suite=str(suite))

@@ -90,3 +90,60 @@ def test_reason_codes_of_the_configured_suites_are_known(tmp_path: Path) -> None
     with pytest.raises(ConfigError, match="unknown reason codes"):
         load_policy(_write(tmp_path, "suites: [instruction_record]\n"
                                      "ignore_reasons: [gx_expect_column_values_to_not_match_regex_list]\n"))
+
+
+def test_a_policy_names_the_specific_gx_codes_of_the_configured_suites(tmp_path: Path) -> None:
+    policy = load_policy(_write(tmp_path, "ignore_reasons: [gx_mojibake]\nquarantine_reasons: [gx_refusal, "
+                                          "gx_template_leftover, gx_mojibake, gx_empty_output]\n"))
+    assert not policy.quarantines("gx_mojibake")
+    assert policy.quarantines("gx_refusal") and policy.quarantines("gx_empty_output")
+    assert not policy.quarantines("gx_invisible_characters")  # not in quarantine_reasons
+    # gx_mojibake belongs to instruction_quality: without that suite it is an unknown code
+    with pytest.raises(ConfigError, match=r"unknown reason codes \['gx_mojibake'\]"):
+        load_policy(_write(tmp_path, "suites: [instruction_record]\nignore_reasons: [gx_mojibake]\n"))
+
+
+def test_a_legacy_expectation_type_still_loads_and_matches_every_code_of_that_type(tmp_path: Path) -> None:
+    legacy = "gx_expect_column_values_to_not_match_regex_list"
+    policy = load_policy(_write(tmp_path, f"ignore_reasons: [{legacy}]\n"))
+    assert policy.ignore_reasons == (legacy,)  # the policy (and the summary) keep what was written
+    assert not any(policy.quarantines(c) for c in ("gx_mojibake", "gx_template_leftover", "gx_refusal"))
+    assert policy.quarantines("gx_invisible_characters") and policy.quarantines("near_duplicate")
+    assert GatePolicy.from_mapping(policy.to_json()) == policy
+    # in quarantine_reasons too: only the records of that expectation type are quarantined
+    only = GatePolicy(quarantine_reasons=("gx_expect_column_values_to_match_regex",))
+    assert only.quarantines("gx_empty_output") and only.quarantines("gx_empty_instruction")
+    assert not only.quarantines("gx_overlong_field")
+
+
+def _suite(tmp_path: Path, meta: dict[str, object] | None) -> Path:
+    import json
+
+    exp: dict[str, object] = {"type": "expect_column_values_to_not_be_null", "kwargs": {"column": "id"},
+                              "severity": "warning"}
+    if meta is not None:
+        exp["meta"] = meta
+    path = tmp_path / "mine.json"
+    path.write_text(json.dumps({"name": "mine", "expectations": [exp]}), encoding="utf-8")
+    return path
+
+
+def test_a_user_suite_without_codes_falls_back_to_the_expectation_type(tmp_path: Path) -> None:
+    suite = _suite(tmp_path, None)
+    policy = GatePolicy(suites=(str(suite),), ignore_reasons=("gx_expect_column_values_to_not_be_null",))
+    assert not policy.quarantines("gx_expect_column_values_to_not_be_null")
+    coded = GatePolicy(suites=(str(_suite(tmp_path, {"reason": "gx_no_id"})),), ignore_reasons=("gx_no_id",))
+    assert not coded.quarantines("gx_no_id")
+
+
+@pytest.mark.parametrize(("reason", "message"), [
+    ("Mojibake", "meta.reason must be a snake_case code starting with 'gx_'"),
+    ("mojibake", "meta.reason must be a snake_case code starting with 'gx_'"),
+    ("gx_expect_things", "codes starting with 'gx_expect_' are the fallback"),
+    ("gx_critical_failure", "is already a tunegate reason code"),
+])
+def test_a_bad_meta_reason_fails_at_policy_load(tmp_path: Path, reason: str, message: str) -> None:
+    suite = _suite(tmp_path, {"reason": reason})
+    with pytest.raises(ConfigError, match="expectation #1 \\(expect_column_values_to_not_be_null\\)") as err:
+        GatePolicy(suites=(str(suite),))
+    assert message in str(err.value) and str(suite) in str(err.value)

@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from tunegate.core.reasons import SEVERITIES, known_reasons
+from tunegate.core.reasons import SEVERITIES, GxReason, gx_aliases, known_reasons
 from tunegate.exceptions import ConfigError
 
 #: Checks every run gets unless the policy turns them off, in the order they run.
@@ -94,22 +94,31 @@ class GatePolicy:
             raise ConfigError(f"policy halt_severities has unknown severities {unknown}; allowed: {list(SEVERITIES)}")
         object.__setattr__(self, "checks", normalize_checks(self.checks))
         object.__setattr__(self, "input", self.input_options().to_json() if self.input else {})
-        expectation_types = _suite_expectation_types(self.suites)
-        known = known_reasons(expectation_types)
+        gx = suite_reasons(self.suites)
+        known = known_reasons(gx)
+        aliases = gx_aliases(gx)
         for name in _REASON_LISTS:
             bad = sorted(set(getattr(self, name)) - known)
             if bad:
                 raise ConfigError(f"policy {name} names unknown reason codes {bad}; known: {', '.join(sorted(known))}")
+            # a legacy alias gx_<expectation type> stands for the codes of every expectation of that type
+            codes = {c for r in getattr(self, name) for c in aliases.get(r, {r})}
+            object.__setattr__(self, f"_{name}", frozenset(codes))
 
     # ---------------------------------------------------------------------------------------------
 
     def quarantines(self, reason: str) -> bool:
-        if reason in self.ignore_reasons:
+        if reason in self._codes("ignore_reasons"):
             return False
-        return not self.quarantine_reasons or reason in self.quarantine_reasons
+        return not self.quarantine_reasons or reason in self._codes("quarantine_reasons")
 
     def halts_on(self, severity: str, reason: str) -> bool:
-        return severity in self.halt_severities or reason in self.halt_reasons
+        return severity in self.halt_severities or reason in self._codes("halt_reasons")
+
+    def _codes(self, name: str) -> frozenset[str]:
+        """A reason list with its legacy aliases expanded (computed at load; the field keeps what was written)."""
+        codes: frozenset[str] = self.__dict__[f"_{name}"]
+        return codes
 
     def enabled_checks(self) -> list[tuple[str, dict[str, Any]]]:
         """``(name, options)`` of the checks that run, in run order."""
@@ -290,16 +299,8 @@ def _validate_options(name: str, options: Mapping[str, Any]) -> None:
         raise ConfigError(f"checks.{name}: {exc}") from None
 
 
-def _suite_expectation_types(suites: Sequence[str]) -> set[str]:
-    """Expectation types of the suites (read from their JSON; Great Expectations is not imported)."""
-    from tunegate.core.checks.gx_load import resolve_suite
+def suite_reasons(suites: Sequence[str]) -> list[GxReason]:
+    """The reason code of every expectation of the suites (read from their JSON; GX is not imported)."""
+    from tunegate.core.checks.gx_load import suite_reasons as reasons_of
 
-    types: set[str] = set()
-    for suite in suites:
-        path = resolve_suite(suite)
-        try:
-            data = json.loads(path.read_text(encoding="utf-8"))
-            types.update(str(e["type"]) for e in data.get("expectations", []))
-        except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
-            raise ConfigError(f"suites: {path} is not a readable Great Expectations suite ({exc})") from exc
-    return types
+    return [r for suite in suites for r in reasons_of(suite)]

@@ -2,45 +2,91 @@
 
 Two kinds share the namespace: *record reasons* (a :class:`~tunegate.core.checks.base.Finding` sets one
 record aside) and *issue reasons* (a :class:`~tunegate.core.checks.base.BatchIssue` says something about
-the whole batch). Great Expectations reasons are derived: ``gx_<expectation type>`` for every expectation
-of the configured suites (record level), plus ``gx_critical_failure`` / ``gx_expectation_failed``.
+the whole batch). Each code has one default severity (:class:`ReasonCode`); docs/reasons.md lists them all
+and a test keeps it in step with this module and the shipped suites.
+
+Great Expectations record reasons come from the suites: an expectation's ``meta.reason`` (``gx_mojibake``),
+or ``gx_<expectation type>`` for one without (user suites written before codes existed). Several
+expectations may share a code on purpose (``gx_template_leftover`` on three columns). A policy may also name
+the *legacy alias* ``gx_<expectation type>``: it matches every expectation of that type, whatever its code,
+so policies written before the specific codes keep their meaning (:func:`gx_aliases`).
 
 Codes are short, stable snake_case strings; tests, policies and dashboards refer to them.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable
-
-#: Record reasons: code -> what it means (one line, for docs and error messages).
-RECORD_REASONS: dict[str, str] = {
-    "oversized_field": "a text field (instruction, input, output or a chat turn) longer than the policy's limit",
-    "exact_duplicate": "the same record (content hash) appeared earlier in the batch",
-    "near_duplicate": "the same training example said again (edited copy) in the batch or the history",
-    "contributor_flood": "a contributor whose share of near-duplicates is anomalous",
-    "embedding_outlier": "far from every other record of its task or source",
-    "trigger_phrase": "carries a phrase that predicts one label across unrelated tasks (backdoor trigger)",
-    "label_inconsistent": "its label disagrees with what the rest of its task predicts for it",
-    "degenerate_output": "a degenerate output tied to a suspicious phrase",
-    "injected_content": "its response carries a phrase injected across unrelated instructions",
-    "refusal_anomaly": "a refusal, in a batch whose refusal rate is anomalous (over-refusal poisoning)",
-    "known_poison": "a copy (exact or edited) of a record an engineer confirmed as poison (tunegate review confirm)",
-}
-
-#: Batch-issue reasons: code -> what it means.
-ISSUE_REASONS: dict[str, str] = {
-    "poison_campaign": "a coordinated poisoning campaign is suspected",
-    "refusal_anomaly": "refusals are over-represented in open-ended responses",
-    "contributor_flood": "a contributor floods the batch with near-duplicates",
-    "history_missing": "no history yet: compared within the batch only",
-    "reference_missing": "the outlier reference set is missing",
-    "check_skipped": "a check could not judge this batch (too small or too uniform) and said so",
-    "history_text_missing": "history matches could not be verified: an accepted batch file the history lists is gone",
-    "gx_critical_failure": "a critical expectation failed",
-    "gx_expectation_failed": "a warning-level expectation failed",
-}
+import re
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any, Literal
 
 SEVERITIES: tuple[str, ...] = ("critical", "warning", "info")
+
+Kind = Literal["record", "issue"]
+
+
+@dataclass(frozen=True)
+class ReasonCode:
+    """One reason code and its default severity.
+
+    For an issue reason the severity is the one its check raises it with (with the default policy,
+    ``critical`` halts, ``warning`` alerts, ``info`` is only reported). For a record reason it says what the
+    finding means: ``critical`` is evidence of poisoning, ``warning`` a quality or redundancy problem. Every
+    record reason quarantines under the default policy whatever its severity; a GX code carries the severity
+    of its expectation (whether the expectation's batch-level failure halts or alerts).
+    """
+
+    code: str
+    kind: Kind
+    severity: str
+    meaning: str
+
+
+RECORD_CODES: tuple[ReasonCode, ...] = (
+    ReasonCode("oversized_field", "record", "warning",
+               "a text field (instruction, input, output or a chat turn) longer than the policy's limit"),
+    ReasonCode("exact_duplicate", "record", "warning", "the same record (content hash) appeared earlier in the batch"),
+    ReasonCode("near_duplicate", "record", "warning",
+               "the same training example said again (edited copy) in the batch or the history"),
+    ReasonCode("contributor_flood", "record", "warning", "a contributor whose share of near-duplicates is anomalous"),
+    ReasonCode("embedding_outlier", "record", "warning", "far from every other record of its task or source"),
+    ReasonCode("trigger_phrase", "record", "critical",
+               "carries a phrase that predicts one label across unrelated tasks (backdoor trigger)"),
+    ReasonCode("label_inconsistent", "record", "critical",
+               "its label disagrees with what the rest of its task predicts for it"),
+    ReasonCode("degenerate_output", "record", "critical", "a degenerate output tied to a suspicious phrase"),
+    ReasonCode("injected_content", "record", "critical",
+               "its response carries a phrase injected across unrelated instructions"),
+    ReasonCode("refusal_anomaly", "record", "critical",
+               "a refusal, in a batch whose refusal rate is anomalous (over-refusal poisoning)"),
+    ReasonCode("known_poison", "record", "critical",
+               "a copy (exact or edited) of a record an engineer confirmed as poison (tunegate review confirm)"),
+)
+
+ISSUE_CODES: tuple[ReasonCode, ...] = (
+    ReasonCode("poison_campaign", "issue", "warning", "a coordinated poisoning campaign is suspected"),
+    ReasonCode("refusal_anomaly", "issue", "warning", "refusals are over-represented in open-ended responses"),
+    ReasonCode("contributor_flood", "issue", "warning", "a contributor floods the batch with near-duplicates"),
+    ReasonCode("history_missing", "issue", "info", "no history yet: compared within the batch only"),
+    ReasonCode("reference_missing", "issue", "info", "the outlier reference set is missing"),
+    ReasonCode("check_skipped", "issue", "info",
+               "a check could not judge this batch (too small or too uniform) and said so"),
+    ReasonCode("history_text_missing", "issue", "warning",
+               "history matches could not be verified: an accepted batch file the history lists is gone"),
+    ReasonCode("gx_critical_failure", "issue", "critical",
+               "a critical expectation failed (the message names its reason code, e.g. gx_empty_output)"),
+    ReasonCode("gx_expectation_failed", "issue", "warning",
+               "a warning-level expectation failed (the message names its reason code, e.g. gx_mojibake)"),
+)
+
+#: Record reasons: code -> what it means (one line, for docs and error messages).
+RECORD_REASONS: dict[str, str] = {r.code: r.meaning for r in RECORD_CODES}
+#: Batch-issue reasons: code -> what it means.
+ISSUE_REASONS: dict[str, str] = {r.code: r.meaning for r in ISSUE_CODES}
+#: Default severity of each record reason and of each issue reason (a code may be both, e.g. refusal_anomaly).
+RECORD_SEVERITY: dict[str, str] = {r.code: r.severity for r in RECORD_CODES}
+ISSUE_SEVERITY: dict[str, str] = {r.code: r.severity for r in ISSUE_CODES}
 
 # The codes the checks emit, defined once (the checks import these names).
 EXACT_DUPLICATE = "exact_duplicate"
@@ -55,24 +101,88 @@ CAMPAIGN = "poison_campaign"
 REFUSAL_ANOMALY = "refusal_anomaly"
 KNOWN_POISON = "known_poison"
 CHECK_SKIPPED = "check_skipped"
+GX_CRITICAL_FAILURE = "gx_critical_failure"
+GX_EXPECTATION_FAILED = "gx_expectation_failed"
 #: A check's ``metrics["status"]`` when it cannot judge the batch (it also raises ``CHECK_SKIPPED``).
 INSUFFICIENT_DATA = "insufficient_data"
 GX_PREFIX = "gx_"
+#: The prefix of the fallback (and legacy alias) codes, ``gx_<expectation type>``: not for ``meta.reason``.
+GX_LEGACY_PREFIX = "gx_expect_"
+_GX_CODE = re.compile(r"^gx_[a-z0-9]+(?:_[a-z0-9]+)*$")
 
 
-def gx_reasons(expectation_types: Iterable[str]) -> set[str]:
-    """Record reasons of Great Expectations suites with these expectation types."""
-    return {f"{GX_PREFIX}{t}" for t in expectation_types}
+@dataclass(frozen=True)
+class GxReason:
+    """The reason code of one expectation of a suite, as read from the suite file."""
+
+    code: str
+    expectation_type: str
+    severity: str
+    column: str | None = None
+    why: str | None = None
+
+    @property
+    def legacy(self) -> str:
+        """``gx_<expectation type>``: the code before suites named theirs, still accepted in policies."""
+        return legacy_gx_reason(self.expectation_type)
+
+
+def legacy_gx_reason(expectation_type: str) -> str:
+    return f"{GX_PREFIX}{expectation_type}"
+
+
+def expectation_reason(meta: Mapping[str, Any] | None, expectation_type: str) -> str:
+    """An expectation's reason code: its ``meta.reason``, or ``gx_<expectation type>`` without one."""
+    code = (meta or {}).get("reason")
+    return str(code) if code else legacy_gx_reason(expectation_type)
+
+
+def gx_code_problem(code: Any) -> str | None:
+    """Why ``code`` cannot be a suite's ``meta.reason``, or ``None`` when it can."""
+    if not isinstance(code, str) or not _GX_CODE.match(code):
+        return f"meta.reason must be a snake_case code starting with {GX_PREFIX!r} (e.g. 'gx_mojibake'), got {code!r}"
+    if code.startswith(GX_LEGACY_PREFIX):
+        return (f"meta.reason {code!r}: codes starting with {GX_LEGACY_PREFIX!r} are the fallback of expectations "
+                "without a meta.reason; name what the expectation catches instead")
+    if code in ISSUE_REASONS or code in RECORD_REASONS:
+        return f"meta.reason {code!r} is already a tunegate reason code; pick another name"
+    return None
+
+
+def gx_reasons(gx: Iterable[GxReason]) -> set[str]:
+    """The record reasons expectations with these codes emit."""
+    return {g.code for g in gx}
+
+
+def gx_aliases(gx: Iterable[GxReason]) -> dict[str, frozenset[str]]:
+    """Legacy alias ``gx_<expectation type>`` -> every code of the expectations of that type."""
+    aliases: dict[str, set[str]] = {}
+    for g in gx:
+        aliases.setdefault(g.legacy, set()).add(g.code)
+    return {alias: frozenset(codes) for alias, codes in aliases.items()}
+
+
+def gx_severity(gx: Iterable[GxReason]) -> dict[str, str]:
+    """Code -> severity of its expectations (the most severe, when expectations sharing a code differ)."""
+    out: dict[str, str] = {}
+    for g in gx:
+        previous = out.get(g.code)
+        rank = SEVERITIES.index(g.severity) if g.severity in SEVERITIES else 0
+        if previous is None or rank < SEVERITIES.index(previous):
+            out[g.code] = SEVERITIES[rank]
+    return out
 
 
 def is_record_reason(code: str) -> bool:
-    return code in RECORD_REASONS or code.startswith(GX_PREFIX)
+    return code in RECORD_REASONS or (code.startswith(GX_PREFIX) and code not in ISSUE_REASONS)
 
 
 def is_issue_reason(code: str) -> bool:
     return code in ISSUE_REASONS or code.startswith(GX_PREFIX)
 
 
-def known_reasons(expectation_types: Iterable[str] = ()) -> set[str]:
-    """Every reason code a run with suites of these expectation types can emit."""
-    return set(RECORD_REASONS) | set(ISSUE_REASONS) | gx_reasons(expectation_types)
+def known_reasons(gx: Iterable[GxReason] = ()) -> set[str]:
+    """Every reason code a policy may name for a run with suites of these expectations: the codes tunegate
+    defines, the suites' codes and their legacy aliases ``gx_<expectation type>``."""
+    gx = list(gx)
+    return set(RECORD_REASONS) | set(ISSUE_REASONS) | gx_reasons(gx) | set(gx_aliases(gx))

@@ -10,6 +10,7 @@ import logging
 from pathlib import Path
 from typing import Any
 
+from tunegate.core.reasons import GxReason, expectation_reason, gx_code_problem
 from tunegate.exceptions import ConfigError
 
 _PACKAGE_SUITES = Path(__file__).resolve().parents[2] / "expectations"  # installed wheel
@@ -43,8 +44,9 @@ def expectation_severity(expectation: Any) -> str:
     return str(getattr(value, "value", value)).lower()
 
 
-def load_suite(path: Path) -> Any:
-    """Parse and build the suite; a clear :class:`ConfigError` names the file and the bad expectation."""
+def read_suite(path: Path) -> dict[str, Any]:
+    """The suite file as JSON (Great Expectations is not imported); a clear :class:`ConfigError` when it is not
+    a suite."""
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError) as exc:
@@ -54,6 +56,39 @@ def load_suite(path: Path) -> Any:
     if not isinstance(data, dict) or not isinstance(data.get("expectations"), list):
         raise ConfigError(f"suite file {path} must be an object with an 'expectations' list")
     data.setdefault("name", path.stem)
+    return data
+
+
+def suite_reasons_of(data: dict[str, Any], path: Path) -> list[GxReason]:
+    """The reason code of every expectation of a parsed suite, in suite order; a :class:`ConfigError` names the
+    expectation whose ``meta.reason`` is not a valid code."""
+    out: list[GxReason] = []
+    for i, exp in enumerate(data["expectations"]):
+        if not isinstance(exp, dict) or not isinstance(exp.get("type"), str):
+            raise ConfigError(f"suite file {path}: expectation #{i + 1} has no 'type'")
+        meta = exp.get("meta") or {}
+        if not isinstance(meta, dict):
+            raise ConfigError(f"suite file {path}: expectation #{i + 1} ({exp['type']}): meta must be an object")
+        if "reason" in meta and (problem := gx_code_problem(meta["reason"])):
+            raise ConfigError(f"suite file {path}: expectation #{i + 1} ({exp['type']}): {problem}")
+        kwargs = exp["kwargs"] if isinstance(exp.get("kwargs"), dict) else {}
+        column = kwargs.get("column") or kwargs.get("column_B")
+        out.append(GxReason(code=expectation_reason(meta, exp["type"]), expectation_type=exp["type"],
+                            severity=str(exp.get("severity") or "critical").lower(),
+                            column=str(column) if column else None, why=meta.get("why")))
+    return out
+
+
+def suite_reasons(suite: str | Path) -> list[GxReason]:
+    """The reason codes of a suite given by name or path (read from its JSON; GX is not imported)."""
+    path = resolve_suite(suite)
+    return suite_reasons_of(read_suite(path), path)
+
+
+def load_suite(path: Path) -> Any:
+    """Parse and build the suite; a clear :class:`ConfigError` names the file and the bad expectation."""
+    data = read_suite(path)
+    suite_reasons_of(data, path)  # a bad meta.reason fails here, before any data is read
     quiet_gx()
     import great_expectations as gx
     from great_expectations.expectations.registry import get_expectation_impl

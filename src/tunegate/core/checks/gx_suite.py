@@ -4,11 +4,13 @@ A suite is a GX 1.x JSON file (``expectations/<name>.json``), given by name or p
 nothing of GX is built until the check runs. The canonical batch is validated in chunks (bounded
 memory); the results are merged per expectation:
 
-* every row an expectation finds unexpected becomes a finding ``gx_<expectation_type>`` with the
-  column in its detail (the record's row number is GX's unexpected-index column);
+* every row an expectation finds unexpected becomes a finding with the expectation's reason code: its
+  ``meta.reason`` in the suite (``gx_mojibake``), or ``gx_<expectation_type>`` for one without
+  (:func:`tunegate.core.reasons.expectation_reason`); the detail holds the expectation type, column and
+  severity (the record's row number is GX's unexpected-index column);
 * an expectation that fails overall (after ``mostly``, over the whole batch) becomes a batch issue
-  with its GX ``severity``: ``critical`` halts the batch through the gate policy, ``warning`` is
-  reported.
+  (``gx_critical_failure`` or ``gx_expectation_failed``, whose message starts with the expectation's code)
+  with its GX ``severity``: ``critical`` halts the batch through the gate policy, ``warning`` is reported.
 
 The suite's page (``data_docs``) is tunegate's own, not GX's Data Docs: GX's renderer wrote record text into
 the page unescaped (a ``<script>`` in a record ran in the reviewer's browser) and loaded about nine scripts and
@@ -30,6 +32,7 @@ from tunegate.core.checks.base import BatchIssue, CanonicalBatch, Check, CheckRe
 from tunegate.core.checks.config import CheckConfig, boolean, integer, optional_path
 from tunegate.core.checks.gx_load import expectation_severity, load_suite, quiet_gx, resolve_suite
 from tunegate.core.checks.record_size import clip_fields
+from tunegate.core.reasons import GX_CRITICAL_FAILURE, GX_EXPECTATION_FAILED, expectation_reason, legacy_gx_reason
 from tunegate.core.schema import ROW
 
 log = logging.getLogger(__name__)
@@ -39,10 +42,10 @@ class _Merged:
     """One expectation's results merged over all chunks."""
 
     etype: str
+    reason: str  # the finding's code: the suite's meta.reason, or gx_<etype>
     column: str | None
     severity: str
     mostly: float
-    label: str | None = None  # the suite's meta.label: what the expectation is about, in a word
     why: str | None = None  # the suite's meta.why, shown on the page
     kwargs: dict[str, Any] = field(default_factory=dict)
     map_metric: bool = False
@@ -63,15 +66,16 @@ class _Merged:
         return nonnull == 0 or self.unexpected_count / nonnull <= 1.0 - self.mostly + 1e-12
 
     def describe(self) -> str:
-        where = f"({self.column})" if self.column else ""
-        if self.label:
-            where += f" [{self.label}]"
+        """``<code>: <type>(<column>): what failed``; the code is left out when it is the type's fallback."""
+        what = f"{self.etype}({self.column})" if self.column else self.etype
+        if self.reason != legacy_gx_reason(self.etype):
+            what = f"{self.reason}: {what}"
         if self.errors:
-            return f"{self.etype}{where}: {self.errors[0]}"
+            return f"{what}: {self.errors[0]}"
         if self.map_metric:
-            return (f"{self.etype}{where}: {self.unexpected_count} of {self.element_count} rows unexpected"
+            return (f"{what}: {self.unexpected_count} of {self.element_count} rows unexpected"
                     f" (mostly={self.mostly:g})")
-        return f"{self.etype}{where}: failed"
+        return f"{what}: failed"
 
 
 #: Expectations whose answer depends on the whole batch (uniqueness, counts): validated in one pass over
@@ -192,9 +196,11 @@ class GxSuiteCheck(Check):
             for e in suite.expectations:
                 cfg = e.configuration.kwargs
                 meta = e.meta or {}
-                merged[str(e.id)] = _Merged(etype=e.expectation_type, column=cfg.get("column") or cfg.get("column_B"),
-                                       severity=expectation_severity(e), mostly=float(cfg.get("mostly", 1.0)),
-                                       label=meta.get("label"), why=meta.get("why"), kwargs=dict(cfg))
+                etype = e.expectation_type
+                merged[str(e.id)] = _Merged(etype=etype, reason=expectation_reason(meta, etype),
+                                            column=cfg.get("column") or cfg.get("column_B"),
+                                            severity=expectation_severity(e), mostly=float(cfg.get("mostly", 1.0)),
+                                            why=meta.get("why"), kwargs=dict(cfg))
             wanted = set().union(*(_columns_of(e) for e in suite.expectations))
             columns = [c for c in batch.columns if c in wanted]
             # the id rides along (outside the validated frame) so the page can name the unexpected records
@@ -217,11 +223,11 @@ class GxSuiteCheck(Check):
             if m.success:
                 statistics["successful_expectations"] += 1
                 continue
-            failed.append({"expectation": m.etype, "column": m.column, "severity": m.severity, "label": m.label,
+            failed.append({"reason": m.reason, "expectation": m.etype, "column": m.column, "severity": m.severity,
                            "unexpected_count": m.unexpected_count, "element_count": m.element_count,
                            "message": m.describe()})
             critical = m.severity == "critical"
-            issues.append(BatchIssue("gx_critical_failure" if critical else "gx_expectation_failed",
+            issues.append(BatchIssue(GX_CRITICAL_FAILURE if critical else GX_EXPECTATION_FAILED,
                                      "critical" if critical else "warning", f"suite {self.suite.name}: {m.describe()}"))
         statistics["unsuccessful_expectations"] = len(failed)
         artifacts: dict[str, str] = {}
@@ -269,7 +275,8 @@ class GxSuiteCheck(Check):
         for m in merged:
             columns = sorted({c for s in m.samples for c in s["values"]}, key=lambda c: (c != m.column, c))
             expectations.append({
-                "etype": m.etype, "column": m.column, "label": m.label, "why": m.why, "severity": m.severity,
+                # the page shows the code where it showed meta.label (the field meta.reason replaced)
+                "etype": m.etype, "column": m.column, "label": m.reason, "why": m.why, "severity": m.severity,
                 "success": m.success, "map_metric": m.map_metric, "message": clip(m.describe()),
                 "unexpected_count": m.unexpected_count, "element_count": m.element_count,
                 "kwargs": clip(json.dumps(m.kwargs, ensure_ascii=False, default=str, indent=1)),
@@ -305,13 +312,10 @@ class GxSuiteCheck(Check):
             m.element_count += int(result.get("element_count") or 0)
             m.missing_count += int(result.get("missing_count") or 0)
             m.unexpected_count += int(result.get("unexpected_count") or 0)
-            reason = f"gx_{m.etype}"
-            detail = {"column": m.column, "severity": m.severity}
-            if m.label:
-                detail["label"] = m.label
+            detail = {"expectation": m.etype, "column": m.column, "severity": m.severity}
             for idx in result.get("unexpected_index_list") or []:
                 row = int(idx[ROW])
-                findings.append(Finding(row, reason, 1.0, detail))
+                findings.append(Finding(row, m.reason, 1.0, detail))
                 if len(m.samples) < MAX_SAMPLES:  # clipped now: a huge record never sits in memory twice
                     m.samples.append({"row": row, "id": clip(id_of(row), 200),
                                       "values": {str(k): clip(v) for k, v in idx.items() if k != ROW}})
