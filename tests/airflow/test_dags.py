@@ -14,12 +14,12 @@ from tests.airflow.conftest import DAGS, REPO
 
 pytestmark = pytest.mark.airflow
 
-NIGHTLY, FINETUNE = "tunegate_nightly", "tunegate_finetune"
+NIGHTLY, FINETUNE, REVIEW = "tunegate_nightly", "tunegate_finetune", "tunegate_review"
 
 
-def test_dagbag_imports_both_dags_without_errors(dagbag: Any) -> None:
+def test_dagbag_imports_the_dags_without_errors(dagbag: Any) -> None:
     assert dagbag.import_errors == {}
-    assert {NIGHTLY, FINETUNE} <= set(dagbag.dag_ids)
+    assert {NIGHTLY, FINETUNE, REVIEW} <= set(dagbag.dag_ids)
     for stat in dagbag.dagbag_stats:
         assert stat.duration < timedelta(seconds=2), stat  # parse time, all DAGs of the file
 
@@ -32,7 +32,7 @@ import json, runpy, sys, time
 import airflow.sdk
 from airflow.sdk import DAG, Asset, Param, BaseOperator, task
 times = {{}}
-for name in ("{NIGHTLY}", "{FINETUNE}"):
+for name in ("{NIGHTLY}", "{FINETUNE}", "{REVIEW}"):
     t = time.perf_counter()
     runpy.run_path("{DAGS}/" + name + ".py")
     times[name] = time.perf_counter() - t
@@ -48,6 +48,7 @@ print(json.dumps({{"times": times, "heavy": heavy}}))
     # asset URI handlers when the first Asset is built (the Amazon provider's imports boto3). Generous for CI.
     assert result["times"][NIGHTLY] < 2.0, result
     assert result["times"][FINETUNE] < 1.0, result
+    assert result["times"][REVIEW] < 1.0, result
 
 
 def test_nightly_dag_shape(dagbag: Any) -> None:
@@ -64,12 +65,43 @@ def test_nightly_dag_shape(dagbag: Any) -> None:
     assert all(t.retries == 3 for t in dag.tasks)
 
 
-def test_finetune_dag_is_scheduled_on_the_accepted_batch_asset(dagbag: Any) -> None:
-    from tunegate.operators import accepted_batch_asset
+def test_finetune_dag_is_scheduled_on_accepted_or_released_batches(dagbag: Any) -> None:
+    from airflow.sdk import AssetAny
+
+    from tunegate.operators import accepted_batch_asset, released_batch_asset
 
     dag = dagbag.get_dag(FINETUNE)
-    assert list(dag.timetable.asset_condition.objects) == [accepted_batch_asset()]
+    condition = dag.timetable.asset_condition
+    assert isinstance(condition, AssetAny)  # either event starts a run
+    assert list(condition.objects) == [accepted_batch_asset(), released_batch_asset()]
+    assert released_batch_asset().name == "tunegate_nightly_released"
+    assert released_batch_asset().uri == "tunegate://tunegate_nightly/released"
     assert [t.task_id for t in dag.tasks] == ["train_placeholder"]
+
+
+def test_review_dag_is_manual_with_the_decision_as_params(dagbag: Any) -> None:
+    from airflow.sdk import AssetAlias
+
+    dag = dagbag.get_dag(REVIEW)
+    assert dag.schedule is None and dag.max_active_runs == 1  # triggered by hand, one at a time
+    assert set(dag.params) == {"night", "action", "ids", "reason", "phrase", "by", "why", "override", "pipeline"}
+    assert dag.params["pipeline"] == "tunegate_nightly" and dag.params["action"] == "release"
+    assert dag.params.get_param("action").schema["enum"] == ["release", "confirm"]
+    assert dag.render_template_as_native_obj is True  # ids reach the operator as a list
+    assert "Params:" in dag.doc_md and "audit.jsonl" in dag.doc_md
+    [task] = dag.tasks
+    assert (task.task_id, type(task).__name__) == ("decide", "ReviewOperator")
+    # a release is announced through the alias (the pipeline's released Asset is known when the task runs,
+    # and a confirmation must emit nothing)
+    assert task.outlets == [AssetAlias(name="tunegate_released", group="tunegate")]
+    assert task.retries == 2
+
+
+def test_review_operator_refuses_a_concrete_asset_outlet() -> None:
+    from tunegate.operators import ReviewOperator, released_batch_asset
+
+    with pytest.raises(ValueError, match="outlets must be AssetAlias objects"):
+        ReviewOperator(task_id="decide", action="release", why="x", outlets=[released_batch_asset()])
 
 
 def test_retry_policy_retries_transient_faults_only(dagbag: Any) -> None:

@@ -2,6 +2,7 @@
 
     IngestOperator -> ValidateOperator -> ScanOperator -> GateOperator -> PublishOperator
                                                                           (history + the accepted-batch Asset)
+    ReviewOperator: a reviewer's decision on a night's quarantine (a release: the released-batch Asset)
 
 Each operator's ``execute`` calls one core function over the run directory and returns a small dict
 (URIs and counts); data moves between tasks only as files. Importing this package imports Airflow's
@@ -11,11 +12,21 @@ task SDK but nothing heavy (pyarrow, pandas, Great Expectations load inside ``ex
 from __future__ import annotations
 
 from tunegate._airflow import DATA_ROOT_ENV
-from tunegate.operators.assets import accepted_batch_asset, batch_extra, latest_batch, parquet_row_count
+from tunegate.operators.assets import (
+    accepted_batch_asset,
+    batch_extra,
+    latest_batch,
+    parquet_row_count,
+    released_batch_alias,
+    released_batch_asset,
+    released_batches,
+    released_extra,
+)
 from tunegate.operators.base import TunegateBaseOperator
 from tunegate.operators.gate import GateOperator
 from tunegate.operators.ingest import IngestOperator
 from tunegate.operators.publish import PublishOperator
+from tunegate.operators.review import ReviewOperator
 from tunegate.operators.scan import ScanOperator
 from tunegate.operators.validate import ValidateOperator
 
@@ -24,6 +35,7 @@ __all__ = [
     "GateOperator",
     "IngestOperator",
     "PublishOperator",
+    "ReviewOperator",
     "ScanOperator",
     "TunegateBaseOperator",
     "ValidateOperator",
@@ -31,4 +43,8 @@ __all__ = [
     "batch_extra",
     "latest_batch",
     "parquet_row_count",
+    "released_batch_alias",
+    "released_batch_asset",
+    "released_batches",
+    "released_extra",
 ]

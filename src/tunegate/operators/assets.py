@@ -1,4 +1,10 @@
-"""The Asset a curation DAG publishes, and how a consumer reads the batch from its event.
+"""The Assets a curation DAG publishes, and how a consumer reads the batch from their events.
+
+Two streams per curation DAG (``pipeline``): its accepted nights (:func:`accepted_batch_asset`, emitted by
+``publish``) and the follow-up files of records a reviewer released from a night's quarantine
+(:func:`released_batch_asset`, emitted by the review DAG's ``ReviewOperator`` through
+:func:`released_batch_alias`; see :func:`released_extra`). A published night is never edited in place: a
+release is a new file and a new event.
 
 The Asset identifies the *stream* of accepted batches of one curation DAG; it never changes from night
 to night. Where a given night's batch lies travels in the event's ``extra`` (see :func:`batch_extra`):
@@ -23,18 +29,72 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from airflow.sdk import Asset
+from airflow.sdk import Asset, AssetAlias
 from airflow.sdk.exceptions import AirflowFailException
 
 DEFAULT_PIPELINE = "tunegate_nightly"
 ASSET_GROUP = "tunegate"
 _TOP_REASONS = 5
 REQUIRED_EXTRA = ("verdict", "counts", "accepted_uri", "report_uri", "run_dir")
+#: What a consumer needs of a release event (:func:`released_extra` writes more).
+REQUIRED_RELEASED_EXTRA = ("released_uri", "released_sha256", "released_bytes", "count", "run_dir", "night")
+#: The alias the review DAG emits release events through: the released Asset of the pipeline a decision was
+#: about is known only when the task runs (a param), and a confirmation must emit nothing.
+RELEASED_ALIAS = "tunegate_released"
 
 
 def accepted_batch_asset(pipeline: str = DEFAULT_PIPELINE) -> Asset:
     """The Asset of the accepted batches of ``pipeline`` (the curation DAG id)."""
     return Asset(name=f"{pipeline}_accepted", uri=f"tunegate://{pipeline}/accepted", group=ASSET_GROUP)
+
+
+def released_batch_asset(pipeline: str = DEFAULT_PIPELINE) -> Asset:
+    """The Asset of the records released from the quarantine of ``pipeline``'s nights, one event per release."""
+    return Asset(name=f"{pipeline}_released", uri=f"tunegate://{pipeline}/released", group=ASSET_GROUP)
+
+
+def released_batch_alias() -> AssetAlias:
+    """The outlet of a ``ReviewOperator``: a release adds an event for :func:`released_batch_asset` of its
+    pipeline; a confirmation (or a decision with nothing to release) adds none."""
+    return AssetAlias(name=RELEASED_ALIAS, group=ASSET_GROUP)
+
+
+def released_extra(entry: dict[str, Any], run_dir: Path, *, night: str, pipeline: str) -> dict[str, Any]:
+    """The event extra of one release, built from its audit line only (so the retry of a task that released
+    and then failed re-emits exactly the same extra):
+
+        released_uri     file URI of released/<seq>-<time>.parquet (canonical schema, like accepted.parquet)
+        released_sha256, released_bytes
+                         as the audit line recorded them; :func:`released_batches` checks them
+        count            records in the file
+        seq              the release's number in the night (released/<seq>-...)
+        night, run_dir, pipeline, batch_id, verdict
+                         which night (YYYY-MM-DD), where its outputs are, its batch id and verdict
+        by, why, at      who decided, why, when (UTC), as the audit line says
+        audit_uri        file URI of the night's audit.jsonl; ``request`` the Airflow task that decided
+        report_uri       file URI of the night's report.html
+    """
+    info = entry["released_file"]
+    path = run_dir / str(info["path"])
+    return {
+        "kind": "released",
+        "released_uri": path.resolve().as_uri(),
+        "released_sha256": info["sha256"],
+        "released_bytes": info["bytes"],
+        "count": info["records"],
+        "seq": int(path.name.split("-")[0]),
+        "night": night,
+        "run_dir": str(run_dir.resolve()),
+        "pipeline": pipeline,
+        "batch_id": entry.get("batch_id"),
+        "verdict": entry.get("verdict"),
+        "by": entry.get("by"),
+        "why": entry.get("why"),
+        "at": entry.get("at"),
+        "request": entry.get("request"),
+        "audit_uri": (run_dir / "audit.jsonl").resolve().as_uri(),
+        "report_uri": (run_dir / "report.html").resolve().as_uri(),
+    }
 
 
 def batch_extra(summary: dict[str, Any], run_dir: Path, run_date: str) -> dict[str, Any]:
@@ -71,27 +131,51 @@ def latest_batch(events: Sequence[Any]) -> dict[str, Any]:
     if missing:
         raise AirflowFailException(f"the triggering asset event lacks {missing}; was it published by tunegate?")
     if extra.get("accepted_sha256"):
-        _check_committed(extra)
+        # a rerun of that night that is under way or was interrupted has removed or replaced the file; its own
+        # event will follow
+        _check_file(extra["accepted_uri"], extra["accepted_sha256"], extra.get("accepted_bytes"), what="batch",
+                    gone="a rerun of that night removed it; wait for its event",
+                    changed="a rerun of that night replaced it; train on the batch of the newest event")
     return extra
 
 
-def _check_committed(extra: dict[str, Any]) -> None:
-    """The accepted file is still the one the event announced (size, then sha256); a rerun of that night
-    that is under way or was interrupted has removed or replaced it, and its own event will follow."""
+def released_batches(events: Sequence[Any]) -> list[dict[str, Any]]:
+    """The extras of release events, oldest first, each checked like :func:`latest_batch` checks a night
+    (the file is still the one the audit log recorded: size, then sha256). Every release is its own follow-up
+    file, so all of them count, not only the newest; an event re-emitted for the same file (the retry of a
+    review task) counts once."""
+    out: list[dict[str, Any]] = []
+    seen: set[str] = set()
+    for event in events:
+        extra = dict(getattr(event, "extra", None) or {})
+        missing = [k for k in REQUIRED_RELEASED_EXTRA if k not in extra]
+        if missing:
+            raise AirflowFailException(f"the triggering release event lacks {missing}; was it published by "
+                                       "tunegate's ReviewOperator?")
+        if extra["released_sha256"] in seen:
+            continue
+        _check_file(extra["released_uri"], extra["released_sha256"], extra["released_bytes"], what="file",
+                    gone="a released file is never removed by tunegate; restore it from backup",
+                    changed="a released file is never rewritten by tunegate; do not train on it")
+        seen.add(extra["released_sha256"])
+        out.append(extra)
+    return out
+
+
+def _check_file(uri: str, sha256: str, size: Any, *, what: str, gone: str, changed: str) -> None:
+    """The file at ``uri`` is still the one an event announced (size, then sha256)."""
     import hashlib
 
     import fsspec
 
-    uri = extra["accepted_uri"]
     try:
         with fsspec.open(uri, "rb") as f:
             digest = hashlib.file_digest(f, "sha256")
-            size = f.tell()
+            read = f.tell()
     except FileNotFoundError:
-        raise AirflowFailException(f"{uri} is gone: a rerun of that night removed it; wait for its event") from None
-    if size != extra.get("accepted_bytes") or digest.hexdigest() != extra["accepted_sha256"]:
-        raise AirflowFailException(f"{uri} is not the batch the event announced (sha256 differs): a rerun of that "
-                                   "night replaced it; train on the batch of the newest event")
+        raise AirflowFailException(f"{uri} is gone: {gone}") from None
+    if read != size or digest.hexdigest() != sha256:
+        raise AirflowFailException(f"{uri} is not the {what} the event announced (sha256 differs): {changed}")
 
 
 def parquet_row_count(uri: str) -> int:
