@@ -420,7 +420,16 @@ def format_trace(result: dict[str, Any]) -> str:
         lines.append(f"  suite {s['name']}: sha256 {s['sha256']}, version {s['version'] or '-'}")
     for e in v["embedding"]:
         lines.append(f"  embedding {e['spec'].get('backend')}: fingerprint {e['fingerprint']}")
-    return "\n".join(lines)
+    return "\n".join(_printable(line) for line in lines)
+
+
+def _printable(text: str) -> str:
+    """Ids, paths and errors come from the input: control and format characters (an ANSI escape, a right-to-left
+    override) are written as ``\\uXXXX`` instead of acting on the terminal (as ``tunegate review`` does)."""
+    import unicodedata
+
+    return "".join(c if c == "\t" or unicodedata.category(c) not in ("Cc", "Cf", "Cs", "Co", "Zl", "Zp")
+                   else f"\\u{ord(c):04x}" for c in text)
 
 
 # --------------------------------------------------------------------------------------------------
