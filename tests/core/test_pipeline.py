@@ -57,12 +57,11 @@ def test_planted_problems_get_their_exact_reasons(nightly: tuple[Path, dict[str,
     by_id = {r["id"]: r for r in q}
     for n in range(3):
         rec = by_id[f"planted-empty-{n}"]
-        assert "gx_expect_column_values_to_match_regex" in rec["reasons"]
+        assert "gx_empty_output" in rec["reasons"]
         assert json.loads(rec["findings"][0]["detail"])["column"] == "output"
     # two of the empty responses sit in classification tasks, where "" is also outside the label set
     assert sorted(len(by_id[f"planted-empty-{n}"]["reasons"]) for n in range(3)) == [1, 2, 2]
-    assert by_id["planted-runaway"]["reasons"] == ["gx_expect_column_value_lengths_to_be_between",
-                                                   "gx_expect_column_values_to_not_have_runaway_repetition"]
+    assert by_id["planted-runaway"]["reasons"] == ["gx_overlong_field", "gx_runaway_repetition"]
     dups = [r for r in q if r["reasons"] == ["exact_duplicate"]]
     assert len(dups) == 6
     accepted = set(_ids(out / ACCEPTED_FILE))
@@ -74,10 +73,8 @@ def test_planted_problems_get_their_exact_reasons(nightly: tuple[Path, dict[str,
     assert errors == ["field 'output' must be a string, got list", "invalid JSON", "invalid JSON",
                       "invalid UTF-8 at byte 43"]
     assert summary["verdict"] == "quarantine"
-    assert summary["reasons"] == {"exact_duplicate": 6, "gx_expect_column_values_to_match_regex": 3,
-                                  "gx_expect_column_pair_values_to_be_in_task_label_set": 2,
-                                  "gx_expect_column_value_lengths_to_be_between": 1,
-                                  "gx_expect_column_values_to_not_have_runaway_repetition": 1}
+    assert summary["reasons"] == {"exact_duplicate": 6, "gx_empty_output": 3, "gx_label_outside_task_set": 2,
+                                  "gx_overlong_field": 1, "gx_runaway_repetition": 1}
 
 
 def test_summary_carries_inputs_sha256_and_check_counts(nightly: tuple[Path, dict[str, Any]]) -> None:

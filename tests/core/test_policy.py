@@ -147,3 +147,40 @@ def test_a_bad_meta_reason_fails_at_policy_load(tmp_path: Path, reason: str, mes
     with pytest.raises(ConfigError, match="expectation #1 \\(expect_column_values_to_not_be_null\\)") as err:
         GatePolicy(suites=(str(suite),))
     assert message in str(err.value) and str(suite) in str(err.value)
+
+
+def _doc_tables(path: Path) -> dict[str, dict[str, str]]:
+    """``## section`` -> {code: severity} of the tables of docs/reasons.md (first column a code, second its
+    severity)."""
+    tables: dict[str, dict[str, str]] = {}
+    section = ""
+    for line in path.read_text(encoding="utf-8").splitlines():
+        if line.startswith("## "):
+            section = line[3:].strip()
+        elif line.startswith("| `"):
+            cells = [c.strip() for c in line.strip("|").split("|")]
+            tables.setdefault(section, {})[cells[0].strip("`")] = cells[1]
+    return tables
+
+
+def test_docs_list_every_reason_code() -> None:
+    """docs/reasons.md is the one list of reason codes: every code tunegate and the shipped suites define, with
+    its severity, and none that no longer exists."""
+    from tunegate.core.checks.gx_load import suite_reasons
+    from tunegate.core.reasons import ISSUE_SEVERITY, RECORD_SEVERITY, gx_severity
+
+    tables = _doc_tables(Path(__file__).resolve().parents[2] / "docs" / "reasons.md")
+    assert tables["Record reasons"] == RECORD_SEVERITY
+    assert tables["Issue reasons"] == ISSUE_SEVERITY
+    assert tables["Great Expectations codes"] == gx_severity(
+        r for suite in ("instruction_record", "instruction_quality") for r in suite_reasons(suite))
+
+
+def test_every_expectation_of_the_shipped_suites_names_its_code() -> None:
+    from tunegate.core.checks.gx_load import suite_reasons
+    from tunegate.core.policy import DEFAULT_SUITES
+    from tunegate.core.reasons import GX_LEGACY_PREFIX
+
+    for suite in DEFAULT_SUITES:
+        fallbacks = [r.expectation_type for r in suite_reasons(suite) if r.code.startswith(GX_LEGACY_PREFIX)]
+        assert fallbacks == [], suite

@@ -8,7 +8,7 @@ message that names the key and lists what is allowed.
 A policy file, every key optional::
 
     max_quarantined_fraction: 0.25      # gate settings (see GatePolicy's fields)
-    ignore_reasons: [embedding_outlier]
+    ignore_reasons: [embedding_outlier, gx_mojibake]   # reason codes: docs/reasons.md
     checks:                              # default: every check on, with its documented defaults
       near_duplicate: {threshold: 0.97}  # options of one check
       embedding_outlier: false           # opting out is explicit
@@ -16,6 +16,10 @@ A policy file, every key optional::
     input:                               # how inputs are read (see tunegate.core.readers.InputOptions)
       layout: alpaca
       columns: {prompt: instruction, completion: output}
+
+Great Expectations codes are the configured suites' ``meta.reason`` codes. The legacy name
+``gx_<expectation type>`` is still accepted in the reason lists and stands for every expectation of that type
+(:func:`tunegate.core.reasons.gx_aliases`), so policies written before the specific codes keep their meaning.
 """
 
 from __future__ import annotations
