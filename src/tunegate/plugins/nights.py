@@ -79,13 +79,13 @@ def run_dir(dag_id: str, date: str, root: Path | None = None) -> Path:
 def served_file(night: Path, page: str) -> Path:
     """``report.html`` or ``data_docs/<page>.html`` of ``night``; :class:`NotFound` for any other name."""
     if page == REPORT_FILE:
-        path = night / REPORT_FILE
+        path, parent = night / REPORT_FILE, night
     elif page.startswith(DATA_DOCS_DIR + "/") and _PAGE.match(page[len(DATA_DOCS_DIR) + 1:]):
-        path = night / page
+        path, parent = night / page, (night / DATA_DOCS_DIR).resolve()
     else:
         raise NotFound(f"not a page of the night: {page!r}")
-    resolved = _inside(path, night)
-    if not resolved.is_file():
+    resolved = _inside(path, parent)  # a symlink may not lead out of its folder, nor to another kind of file
+    if resolved.parent != parent or resolved.suffix != ".html" or not resolved.is_file():
         raise NotFound(f"no {page} in this night")
     return resolved
 
