@@ -35,13 +35,11 @@ HOSTILE_ID = 'task-x"><script>alert(1)</script>'
 HOSTILE_TEXT = "\u202e<img src=x onerror=alert(2)>"
 
 
-@pytest.fixture(scope="module")
-def built_night(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """One night gated as the operators lay it out: ``{root}/{dag_id}/{date}``."""
+def build_night(base: Path) -> Path:
+    """One night gated as the operators lay it out: ``{base}/{dag_id}/{date}`` (also the browser test's)."""
     from tunegate.core.checks import build_check
     from tunegate.core.pipeline import scan
 
-    base = tmp_path_factory.mktemp("plugin_night")
     records = small_records()
     long = next(r for r in records if max(len(str(r.get(k) or "")) for k in ("instruction", "input", "output"))
                 > MAX_CHARS)
@@ -53,6 +51,11 @@ def built_night(tmp_path_factory: pytest.TempPathFactory) -> Path:
     assert summary["verdict"] == "quarantine" and summary["reasons"]["oversized_field"] >= 10
     assert list((out / "data_docs").glob("*.html"))
     return out
+
+
+@pytest.fixture(scope="module")
+def built_night(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return build_night(tmp_path_factory.mktemp("plugin_night"))
 
 
 @pytest.fixture

@@ -62,3 +62,16 @@ def test_provider_module_does_not_import_airflow() -> None:
     code = "import sys, tunegate.provider as p; p.get_provider_info(); print('airflow' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=REPO)
     assert out.stdout.strip() == "False"
+
+
+def test_the_plugin_is_registered_once_through_its_entry_point() -> None:
+    """The API server's plugin comes from the ``airflow.plugins`` entry point only: listed in the provider info too,
+    Airflow would load it a second time when providers are discovered eagerly and report the duplicate as an error."""
+    import tomllib
+
+    from tunegate.provider import get_provider_info
+
+    assert "plugins" not in get_provider_info()
+    project = tomllib.loads((REPO / "pyproject.toml").read_text())
+    assert project["project"]["entry-points"]["airflow.plugins"] == {
+        "tunegate": "tunegate.plugins.plugin:TunegatePlugin"}
