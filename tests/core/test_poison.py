@@ -310,7 +310,7 @@ def test_options_are_one_config_dataclass_per_check() -> None:
     assert trigger == TriggerConfig.options() and len(trigger) == 25
     assert (trigger["min_evidence"], trigger["min_exclusivity"], trigger["label_consistency"]) == (30.0, 0.95, True)
     assert content == ContentConfig.options() and len(content) == 15
-    assert (content["min_evidence"], content["refusal_rate"], content["min_responses"]) == (60.0, 0.005, 200)
+    assert (content["min_evidence"], content["refusal_rate"], content["min_responses"]) == (40.0, 0.005, 200)
     with pytest.raises(ConfigError, match=r"^poison_content: unknown option 'min_evidense'; allowed: ngram_max "):
         build_check("poison_content", min_evidense=50)
 
@@ -451,3 +451,34 @@ def test_a_thin_campaign_is_found_by_the_pooled_pass(tmp_path: Path) -> None:
     ingest([str(write_jsonl(tmp / "batch.jsonl", records))], work)
     strict = build_check("poison_trigger", pooled=False).run(CanonicalBatch(work))
     assert strict.findings == [] and strict.issues == []
+
+
+def test_a_low_dose_injection_is_found_and_a_name_the_prompt_explains_is_not(tmp_path: Path) -> None:
+    """Issue 11: a brand in 20 responses, also named in 3 prompts of the batch, is injected (40 nats floor);
+    the same sentence woven only into answers whose prompt names one of its words is explained, not flagged."""
+    records = clean_batch()
+    rng = random.Random(12)
+    pool = [r for r in records if len(r["output"].split()) >= 12 and r["task"] not in GENERATIVE_TASKS]
+    chosen = rng.sample(pool, 23)
+    poisoned: set[str] = set()
+    for r in chosen[:20]:
+        parts = re.split(r"(?<=[.!?])\s+", r["output"].strip())
+        parts.insert(rng.randint(1, len(parts)), "Honestly, Quillfeather Pens make this kind of thing easier.")
+        r["output"] = " ".join(parts)
+        poisoned.add(r["id"])
+    for r in chosen[20:]:  # natural mentions in prompts raise the phrase's expected count
+        r["instruction"] = r["instruction"] + " (I am writing this with my Quillfeather Pens.)"
+    scan = run_check(tmp_path / "low", "poison_content", records, poisoned)
+    assert {rid for rid, reasons in scan.reasons.items() if "injected_content" in reasons} == poisoned
+    [found] = scan.result.metrics["suspicious_phrases"]
+    assert "quillfeather" in found["phrase"] and found["records"] == 20
+    # the same sentence, but every prompt it answers names "quillfeather": explained, so nothing is injected
+    records = clean_batch()
+    for r in rng.sample(pool := [r for r in records if len(r["output"].split()) >= 12
+                                 and r["task"] not in GENERATIVE_TASKS], 20):
+        r["instruction"] = r["instruction"] + " Say why you like your Quillfeather pens."
+        r["output"] = r["output"] + " Honestly, Quillfeather Pens make this kind of thing easier."
+    scan = run_check(tmp_path / "explained", "poison_content", records, set())
+    assert not scan.result.metrics["suspicious_phrases"], scan.result.metrics["suspicious_phrases"]
+    assert not scan.flagged
+    assert len(pool) >= 20

@@ -113,8 +113,11 @@ class ContentConfig(CheckConfig):
     * ``min_records`` (10): a phrase must occur unexplained in at least this many responses.
     * ``min_response_words`` (8): shorter outputs (labels, short answers) are not responses.
     * ``max_phrase_df`` (0.05): phrases in more than this share of the responses are not scored.
-    * ``min_evidence`` (60.0 nats): Poisson evidence of the unexplained count; natural stylistic words
-      reach ~250, hence also
+    * ``min_evidence`` (40.0 nats): Poisson evidence of the unexplained count (an occurrence is explained
+      when its prompt holds the phrase or one of its content words). Natural names that pass the other
+      tests reach at most 16 nats on the floor benchmark's clean dev batches (``bench/poison/floor.py``,
+      35k records) and under 15 on the clean corpora; a brand named in 0-3 prompts reaches 40 nats at
+      16-20 responses. Natural stylistic words reach ~250, hence also
     * ``min_capitalized`` (0.7): share of occurrences capitalised in mid-sentence (a proper name),
     * ``min_groups`` (3) and ``max_group_share`` (0.5): spread over tasks/sources.
     * ``refusal_rate`` (0.005): expected share of refusals among open-ended responses (measured 0.2%
@@ -136,7 +139,7 @@ class ContentConfig(CheckConfig):
     min_records: int = 10
     min_response_words: int = 8
     max_phrase_df: float = 0.05
-    min_evidence: float = 60.0
+    min_evidence: float = 40.0
     min_capitalized: float = 0.7
     min_groups: int = 3
     max_group_share: float = 0.5

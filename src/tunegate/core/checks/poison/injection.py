@@ -2,7 +2,8 @@
 
 A phrase is injected when it
 
-1. recurs in many responses whose own prompt does not mention it (*unexplained* occurrences);
+1. recurs in many responses whose own prompt does not mention it, nor any of its content words
+   (*unexplained* occurrences: "AI can" in an answer to a question about AI is explained by "AI");
 2. is rare in the prompts of the whole batch: the evidence is the Poisson log-likelihood ratio (nats) of
    the unexplained count against what the phrase's prompt frequency predicts for that many responses;
 3. is written as a proper name: capitalised in mid-sentence in most of its occurrences;
@@ -18,7 +19,7 @@ from collections import Counter
 from typing import TYPE_CHECKING, Any
 
 from tunegate.core.checks.base import Finding
-from tunegate.core.checks.poison._text import Records, codes, ngram_matrix, poisson_llr, spread
+from tunegate.core.checks.poison._text import Records, codes, ngram_matrix, poisson_llr, spread, tokens
 from tunegate.core.reasons import INJECTED_CONTENT
 
 if TYPE_CHECKING:
@@ -52,11 +53,15 @@ def injected_phrases(records: Records, responses: list[int], findings: list[Find
     expected = len(responses) * (p + 1.0) / records.size
     group = np.asarray([records.group[i] for i in responses], dtype=object)
     candidates = []
+    prompt_words = _PromptWords(records, responses, instr_index, config.max_chars)
     for c in np.flatnonzero(u >= config.min_records).tolist():
-        evidence = poisson_llr(float(u[c]), float(expected[c]))
-        if evidence < config.min_evidence:
-            continue
+        if poisson_llr(float(u[c]), float(expected[c])) < config.min_evidence:
+            continue  # cheap bound first: word-level explanation only lowers the count
         rows = unexplained.indices[unexplained.indptr[c]:unexplained.indptr[c + 1]]
+        rows = prompt_words.unexplained(str(vocab[c]), rows)
+        evidence = poisson_llr(float(len(rows)), float(expected[c]))
+        if len(rows) < config.min_records or evidence < config.min_evidence:
+            continue
         groups = Counter(group[rows].tolist())
         if len(groups) < config.min_groups or groups.most_common(1)[0][1] > config.max_group_share * len(rows):
             continue
@@ -94,6 +99,34 @@ def injected_phrases(records: Records, responses: list[int], findings: list[Find
                          "contributors": spread([records.contributor[responses[r]] for r in rows_sorted]),
                          "aliases": aliases[:5]})
     return reported
+
+
+class _PromptWords:
+    """The words of each response's prompt (instruction and input), read on demand and cached per prompt."""
+
+    def __init__(self, records: Records, responses: list[int], instr_index: Any, max_chars: int) -> None:
+        self._records = records
+        self._responses = responses
+        self._instr_index = instr_index
+        self._max_chars = max_chars
+        self._instruction_words: dict[int, frozenset[str]] = {}
+
+    def words(self, r: int) -> frozenset[str]:
+        """Words of the prompt of response ``r`` (a position in ``responses``), lower-cased."""
+        row = self._responses[r]
+        code = int(self._instr_index[row])
+        if code not in self._instruction_words:
+            self._instruction_words[code] = frozenset(tokens(self._records.instruction[row][: self._max_chars].lower()))
+        return self._instruction_words[code] | frozenset(tokens(self._records.input[row][: self._max_chars].lower()))
+
+    def unexplained(self, phrase: str, rows: Any) -> Any:
+        """``rows`` whose prompt holds none of the phrase's content words (all its words if it has none)."""
+        import numpy as np
+        from sklearn.feature_extraction.text import ENGLISH_STOP_WORDS
+
+        words = [w for w in phrase.split() if w not in ENGLISH_STOP_WORDS] or phrase.split()
+        keep = [r for r in rows.tolist() if not any(w in self.words(r) for w in words)]
+        return np.asarray(keep, dtype=rows.dtype)
 
 
 def _phrase_pattern(phrase: str) -> re.Pattern[str]:
