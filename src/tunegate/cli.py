@@ -228,7 +228,8 @@ def _scan(args: argparse.Namespace) -> int:
     if changes:
         policy = policy.with_overrides(checks=changes)
     summary = scan(args.inputs, args.out, fmt=args.format, policy=policy, keep_work=args.keep_work,
-                   batch_size=args.batch_size, history_dir=args.history, batch_id=args.batch_id)
+                   batch_size=args.batch_size, history_dir=args.history, batch_id=args.batch_id,
+                   policy_file=args.policy)
     if args.json:
         print(json.dumps(summary, indent=2, sort_keys=True))
         return EXIT_HALT if summary["verdict"] == "halt" else EXIT_OK

@@ -38,6 +38,7 @@ def get_provider_info() -> dict[str, Any]:
                     "tunegate.operators.scan",
                     "tunegate.operators.gate",
                     "tunegate.operators.publish",
+                    "tunegate.operators.review",
                 ],
             }
         ],

@@ -111,3 +111,18 @@ def test_bad_input_is_one_line_never_a_traceback(tmp_path: Path, night: Path, ca
     if case in ("missing_dir", "no_manifest"):
         rc, out, err = run(capsys, "verify", str(copy))
         assert rc == (2 if case == "missing_dir" else 1) and "Traceback" not in err
+
+
+def test_scan_with_a_policy_file_records_it_in_the_manifest(tmp_path: Path, capsys: pytest.CaptureFixture[str]
+                                                            ) -> None:
+    import hashlib
+
+    policy = tmp_path / "policy.yaml"
+    policy.write_text("max_quarantined_fraction: 0.5\nchecks: [record_size, exact_duplicate]\nsuites: []\n",
+                      encoding="utf-8")
+    out = tmp_path / "night"
+    rc, _, _ = run(capsys, "scan", str(NIGHTLY), "--out", str(out), "--policy", str(policy))
+    assert rc in (0, 1)  # pass or quarantine; the manifest is what is asserted
+    manifest = json.loads((out / MANIFEST_FILE).read_text(encoding="utf-8"))
+    assert manifest["policy"]["file"] == {"path": str(policy.resolve()),
+                                          "sha256": hashlib.sha256(policy.read_bytes()).hexdigest()}

@@ -127,7 +127,8 @@ MAX_RECHECKS = 3
 
 
 def _publish_consistently(out: Path, work: Path, history_dir: str | Path, summary: dict[str, Any], *, name: str,
-                          policy: GatePolicy, checks: list[Check]) -> dict[str, Any]:
+                          policy: GatePolicy, checks: list[Check], policy_file: str | Path | None = None
+                          ) -> dict[str, Any]:
     """Add the batch to the history only against the generation it was checked with: if another batch was
     added meanwhile (:class:`HistoryConflict`), re-run the history checks and the gate, then try again."""
     from tunegate.core.checks._vectors import WORK_CACHE
@@ -144,7 +145,7 @@ def _publish_consistently(out: Path, work: Path, history_dir: str | Path, summar
                 raise
             log.warning("publish: %s; re-checking the batch against the current history", exc)
             run_checks(str(work), [c for c in checks if c.name in HISTORY_CHECKS])
-            summary = gate(work, out, policy, commit_set=False)
+            summary = gate(work, out, policy, commit_set=False, policy_file=policy_file)
             if summary["verdict"] == "halt":
                 return summary
     raise AssertionError("unreachable")
@@ -176,14 +177,16 @@ def check_out_dir(inputs: list[str], out_dir: str | Path) -> None:
 
 def scan(inputs: list[str], out_dir: str | Path, *, fmt: str = "auto", policy: GatePolicy | None = None,
          checks: list[Check] | None = None, keep_work: bool = False, batch_size: int = 10_000,
-         history_dir: str | None = None, batch_id: str | None = None) -> dict[str, Any]:
+         history_dir: str | None = None, batch_id: str | None = None,
+         policy_file: str | Path | None = None) -> dict[str, Any]:
     """Run the gate over ``inputs`` and write the outputs under ``out_dir``; returns the summary.
 
     Takes ``out_dir``'s lock first: a second run into the same directory fails at once (a
     :class:`TunegateError` naming the holder). Checks are built (from ``policy`` unless given) before any
     input is read, so a misconfiguration fails before work starts. With ``history_dir``, the accepted
     records of a batch that did not halt are added to the history (``summary["history"]`` says what was
-    added), so tomorrow's checks see them; the result set is committed after that.
+    added), so tomorrow's checks see them; the result set is committed after that. ``policy_file``: the file
+    ``policy`` was read from, recorded in the night's manifest (path and sha256).
     """
     policy = policy or GatePolicy()
     out = Path(out_dir)
@@ -203,9 +206,10 @@ def scan(inputs: list[str], out_dir: str | Path, *, fmt: str = "auto", policy: G
         fault_point("ingested")
         run_checks(str(work), checks)
         fault_point("checked")
-        summary = gate(work, out, policy, commit_set=False)
+        summary = gate(work, out, policy, commit_set=False, policy_file=policy_file)
         if history_dir and summary["verdict"] != "halt":
-            summary = _publish_consistently(out, work, history_dir, summary, name=name, policy=policy, checks=checks)
+            summary = _publish_consistently(out, work, history_dir, summary, name=name, policy=policy, checks=checks,
+                                            policy_file=policy_file)
             fault_point("history_updated")
         commit_outputs(out, summary)
         if not keep_work:

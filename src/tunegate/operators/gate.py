@@ -60,7 +60,7 @@ class GateOperator(TunegateBaseOperator):
         with fail_on_tunegate_error():
             policy = load_policy(self.policy_file or None, **dict(self.policy_overrides or {}))
         with run_dir_lock(run_dir), fail_on_tunegate_error():
-            summary = gate(run_dir / WORK_DIR, run_dir, policy)
+            summary = gate(run_dir / WORK_DIR, run_dir, policy, policy_file=self.policy_file or None)
         message = halt_message(summary)
         if summary["verdict"] == "halt":
             self.log.error("%s", message)
