@@ -58,3 +58,31 @@ def nightly_conf(**params: Any) -> dict[str, Any]:
     params (a scheduler run starts from the defaults each time), so tests never depend on their order."""
     return {"input_uri": str(SAMPLES), "policy_file": None, "checks": None, "history_dir": None,
             "storage_conn_id": None, **params}
+
+
+@pytest.fixture(scope="module")
+def tokens() -> dict[str, str]:
+    """JWTs Airflow's SimpleAuthManager signs: alice may edit DAGs (role USER), victor only read (VIEWER), nobody
+    has no role."""
+    from airflow.api_fastapi.app import create_auth_manager
+    from airflow.api_fastapi.auth.managers.simple.user import SimpleAuthManagerUser
+
+    manager = create_auth_manager()
+    users = {"alice": "user", "victor": "viewer", "nobody": None}
+    return {name: manager.generate_jwt(SimpleAuthManagerUser(username=name, role=role))
+            for name, role in users.items()}
+
+
+@pytest.fixture(scope="module")
+def client() -> Iterator[Any]:
+    """The plugin's app as the API server mounts it (``url_prefix`` of the plugin's ``fastapi_apps``)."""
+    from fastapi import FastAPI
+    from fastapi.testclient import TestClient
+
+    from tunegate.plugins.plugin import TunegatePlugin
+
+    (entry,) = TunegatePlugin().fastapi_apps
+    server = FastAPI()
+    server.mount(entry["url_prefix"], entry["app"])
+    with TestClient(server, base_url="http://airflow.test") as c:
+        yield c

@@ -2,7 +2,9 @@
 dirty-label trigger campaign and its gate sends the webhook alert (a real HTTP server on loopback) -> the alert
 names the phrase and links the night's report -> the report exists and names the phrase -> the engineer releases
 two records through ``tunegate_review`` -> a follow-up event of ``tunegate_nightly_released`` that the fine-tuning
-DAG reads -> the decision's line in the night's audit log."""
+DAG reads -> the decision's line in the night's audit log. Then the same loop from the served pages (the tunegate
+plugin): the report opens for a reader, an editor releases one more record on the review page's JSON API, and that
+release is an event of the same Asset, recorded as the signed-in user."""
 
 from __future__ import annotations
 
@@ -17,6 +19,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from tests.airflow.test_notifiers import WEBHOOK_TOKEN, HttpSink
+from tests.airflow.test_plugin import bearer
 from tests.airflow.test_review import asset_events, poisoned_night, review_conf, sha256, triggering
 from tests.core.test_poison import DIRTY
 
@@ -102,3 +105,53 @@ def test_alert_report_release_event_audit(alerts: HttpSink, dagbag: Any, data_ro
     assert entry["released_file"]["sha256"] == event.extra["released_sha256"]
     assert entry["tool"].startswith("tunegate ") and entry["request"] == event.extra["request"]
     assert entry["verdict"] == "quarantine" and entry["batch_id"] == f"tunegate_nightly/{NIGHT}"
+
+
+def test_release_on_the_served_review_page_is_announced(dagbag: Any, data_root: Path, tmp_path: Path,
+                                                        client: Any, tokens: dict[str, str]) -> None:
+    """The engineer opens the alert's link on the API server and releases there: same file, same audit line, same
+    Asset event as the review DAG's (``tunegate.plugins.events``), by the authenticated user."""
+    from airflow.dag_processing.bundles.manager import DagBundlesManager
+    from airflow.dag_processing.dagbag import DagBag, sync_bag_to_db
+    from airflow.models.asset import AssetEvent, AssetModel
+    from airflow.utils.session import create_session
+    from sqlalchemy import select
+
+    # the fine-tuning DAG is deployed: its schedule (accepted | released) puts the released Asset in the DB
+
+    DagBundlesManager().sync_bundles_to_db()
+    bag = DagBag(dag_folder=str(tmp_path / "no-dags"))
+    bag.bag_dag(dagbag.get_dag("tunegate_finetune"))
+    sync_bag_to_db(bag, "dags-folder", None)
+    night = poisoned_night(dagbag, data_root, tmp_path, "2026-04-03")
+    base = "/tunegate/tunegate_nightly/2026-04-03"
+    report = client.get(f"{base}/report", headers=bearer(tokens["victor"]))
+    assert report.status_code == 200 and DIRTY.lower() in report.text.lower()
+    items = client.get(f"{base}/api/items?phrase={DIRTY}", headers=bearer(tokens["victor"])).json()["items"]
+    assert {i["id"] for i in items} == night.planted
+    record = sorted(i["id"] for i in items if i["reasons"] == ["trigger_phrase"])[0]
+    with create_session() as session:
+        before = session.scalar(select(AssetEvent.id).order_by(AssetEvent.id.desc()).limit(1)) or 0
+    body = {"ids": [record], "why": "the name is the review's subject"}
+    answer = client.post(f"{base}/api/release", json=body, headers=bearer(tokens["alice"]))
+    assert answer.status_code == 200, answer.text
+    assert answer.json()["count"] == 1 and answer.json()["by"] == "alice"
+    assert answer.json()["announced"].startswith("Announced")
+    [file] = sorted((night.run_dir / "released").glob("*.parquet"))
+    with create_session() as session:
+        rows = session.execute(select(AssetEvent, AssetModel).join(AssetModel, AssetModel.id == AssetEvent.asset_id)
+                               .where(AssetEvent.id > before)).all()
+        events = [SimpleNamespace(name=a.name, extra=dict(e.extra)) for e, a in rows]
+    [event] = events
+    assert event.name == "tunegate_nightly_released"
+    assert event.extra["released_uri"] == file.resolve().as_uri() and event.extra["released_sha256"] == sha256(file)
+    assert (event.extra["count"], event.extra["by"], event.extra["night"]) == (1, "alice", "2026-04-03")
+    from tunegate.operators.assets import released_batches
+
+    [batch] = released_batches([event])
+    assert batch["released_uri"] == file.resolve().as_uri()
+    [entry] = [json.loads(line) for line in (night.run_dir / "audit.jsonl").read_text(encoding="utf-8").splitlines()]
+    assert (entry["action"], entry["by"], [r["id"] for r in entry["records"]]) == ("release", "alice", [record])
+    # the same decision again releases nothing and announces nothing
+    again = client.post(f"{base}/api/release", json=body, headers=bearer(tokens["alice"]))
+    assert again.status_code == 200 and again.json()["count"] == 0 and again.json()["announced"] is None

@@ -27,7 +27,8 @@ def test_provider_info_is_valid_against_airflows_schema() -> None:
     assert info["versions"] == [__version__]
     modules = info["operators"][0]["python-modules"]
     assert modules == ["tunegate.operators.ingest", "tunegate.operators.validate", "tunegate.operators.scan",
-                       "tunegate.operators.gate", "tunegate.operators.publish"]
+                       "tunegate.operators.gate", "tunegate.operators.publish",
+                       "tunegate.operators.review"]
 
 
 def test_listed_modules_import() -> None:

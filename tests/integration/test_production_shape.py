@@ -13,7 +13,7 @@ from __future__ import annotations
 import json
 import time
 import urllib.parse
-from pathlib import Path
+import urllib.request
 from types import SimpleNamespace
 from typing import Any
 
@@ -160,7 +160,8 @@ def test_the_consumer_dag_trained_on_the_published_batch(stack: AirflowStack, ni
     assert batch["rows"] == pq.read_metadata(nightly.run_dir / "accepted.parquet").num_rows
 
 
-def test_the_quarantine_alert_reached_the_webhook(webhook: WebhookReceiver, nightly: SimpleNamespace) -> None:
+def test_the_quarantine_alert_reached_the_webhook(webhook: WebhookReceiver, nightly: SimpleNamespace,
+                                                  stack: AirflowStack) -> None:
     alerts = [r for r in webhook.requests if r.path == WEBHOOK_ENDPOINT]
     assert alerts, ("no alert reached the webhook: does dags/tunegate_nightly.py wire "
                     "tunegate.notifications.notifiers_from_env() into the gate (see docs/alerts.md)?")
@@ -172,4 +173,9 @@ def test_the_quarantine_alert_reached_the_webhook(webhook: WebhookReceiver, nigh
     assert p["run_id"] == nightly.run_id
     assert p["counts"] == {k: summary[k] for k in ("total", "accepted", "quarantined", "rejected")}
     assert p["top_reasons"][0] == {"reason": "exact_duplicate", "count": 6}
-    assert p["report_url"] == Path(nightly.run_dir / "report.html").resolve().as_uri()
+    # [api] base_url is set: the link is the report served by tunegate's plugin on the API server, and it opens
+    assert p["report_url"] == f"{stack.api_url}/tunegate/{NIGHTLY}/{nightly.run_dir.name}/report"
+    with urllib.request.urlopen(p["report_url"], timeout=30) as response:
+        assert response.status == 200 and "text/html" in response.headers["Content-Type"]
+        page = response.read().decode("utf-8")
+    assert page == (nightly.run_dir / "report.html").read_text(encoding="utf-8")

@@ -172,9 +172,10 @@ def _selector(*, ids: tuple[str, ...] = (), reason: str | None = None, phrase: s
 @router.get("/{dag_id}/{date}/review", response_class=HTMLResponse, dependencies=[CanRead])
 def review_page(*, dag_id: str, date: str, request: Request, user: GetUserDep,
                 reason: str | None = None, status: str | None = None, phrase: str | None = None,
-                done: Literal["release", "confirm"] | None = None, n: int = 0, skipped: int = 0) -> HTMLResponse:
+                done: Literal["release", "confirm"] | None = None, n: int = 0, skipped: int = 0,
+                announced: Literal["event", "none"] | None = None) -> HTMLResponse:
     return _review_page(dag_id, date, request, user, reason=reason, status=status, phrase=phrase,
-                        notice=pages.decision_notice(done, n, skipped) if done else None)
+                        notice=pages.decision_notice(done, n, skipped, announced) if done else None)
 
 
 def _review_page(dag_id: str, date: str, request: Request, user: Any, *, reason: str | None = None,
@@ -218,7 +219,10 @@ async def review_decide(dag_id: str, date: str, request: Request, user: GetUserD
             error = str(exc)
     if error is not None:
         return await run_in_threadpool(_review_page, dag_id, date, request, user, error=error, status_code=400)
-    query = urlencode({"done": action, "n": result.count, "skipped": len(result.skipped)})
+    announced = await run_in_threadpool(_announce, dag_id, date, result)
+    query = urlencode({"done": action, "n": result.count, "skipped": len(result.skipped),
+                       **({"announced": "event" if announced.startswith("Announced") else "none"}
+                          if announced else {})})
     return RedirectResponse(f"review?{query}", status_code=303)  # relative: /tunegate/{dag_id}/{date}/review
 
 
@@ -283,7 +287,17 @@ def api_decide(*, dag_id: str, date: str, action: Literal["release", "confirm"],
         raise HTTPException(400, str(exc)) from exc
     out: dict[str, Any] = result.to_json()
     out["by"] = _user_name(user)
+    out["announced"] = _announce(dag_id, date, result) or None
     return out
+
+
+def _announce(dag_id: str, date: str, result: Any) -> str:
+    """A release made here is announced like the review DAG's (:mod:`tunegate.plugins.events`); '' for none."""
+    from tunegate.plugins.events import announce_release
+
+    if result.action != "release" or result.entry is None:
+        return ""
+    return announce_release(result.entry, nights.run_dir(dag_id, date), dag_id=dag_id, date=date)
 
 
 def _decide(dag_id: str, date: str, action: str, selector: Any, *, by: str, why: str, override: bool) -> Any:

@@ -58,9 +58,13 @@ def render_nights(dag_id: str, nights: list[Night], *, user: str) -> str:
     return _render("nights.html.j2", dag_id=dag_id, nights=nights, user=user)
 
 
-def decision_notice(action: str, count: int, skipped: int) -> str:
-    done = "released to the fine-tuning side" if action == "release" else "confirmed as poison"
+def decision_notice(action: str, count: int, skipped: int, announced: str | None = None) -> str:
+    done = "released" if action == "release" else "confirmed as poison"
     notice = f"{count} record(s) {done}."
+    if announced == "event":
+        notice += " The release was announced to the fine-tuning side (an event of the released Asset)."
+    elif announced == "none":
+        notice += " No DAG consumes this pipeline's released Asset: nothing was announced."
     if skipped:
         notice += f" {skipped} selected record(s) left alone (already decided, or their content is already published)."
     return notice
