@@ -170,6 +170,8 @@ class TriggerPhraseCheck(Check):
               consistency: bool = True) -> list[Finding]:
         """``trigger_phrase`` for every record with the phrase; in the tasks it steers, ``degenerate_output``
         (generative) or ``label_inconsistent`` (classification, when the masked classifier disagrees)."""
+        import numpy as np
+
         base = {"phrase": ph.phrase, "evidence": round(ph.evidence, 1), "exclusivity": round(ph.exclusivity, 3),
                 "records": len(ph.rows)}
         findings = [Finding(int(r), TRIGGER_PHRASE, ph.evidence, {**base, "task": records.group[r]})
@@ -194,13 +196,14 @@ class TriggerPhraseCheck(Check):
                     findings.append(Finding(int(task.rows[i]), DEGENERATE_OUTPUT, ph.evidence,
                                             {"phrase": ph.phrase, "task": task.name, "why": why}))
             elif self.config.label_consistency and consistency:
-                p_label = masked_label_probability(x, vocab, task, ph.phrase)
+                steered = [i for i in local if ch.outcome[i] == lab]
+                p_label = masked_label_probability(x, vocab, task, ph.phrase, np.asarray(steered, dtype=np.int64))
                 if p_label is None:
                     continue
-                findings += [Finding(int(task.rows[i]), LABEL_INCONSISTENT, round(1.0 - float(p_label[i]), 4),
+                findings += [Finding(int(task.rows[i]), LABEL_INCONSISTENT, round(1.0 - float(p), 4),
                                      {"phrase": ph.phrase, "task": task.name, "label": ch.names[ch.outcome[i]],
-                                      "p_label_without_phrase": round(float(p_label[i]), 3)})
-                             for i in local if p_label[i] < 0.5 and ch.outcome[i] == lab]
+                                      "p_label_without_phrase": round(float(p), 3)})
+                             for i, p in zip(steered, p_label.tolist(), strict=True) if p < 0.5]
         return findings
 
     def _describe(self, ph: Phrase, tasks: list[Task], records: Records, findings: list[Finding]
