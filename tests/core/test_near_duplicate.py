@@ -249,13 +249,13 @@ def test_concurrent_update_waits_for_the_writer_and_a_dead_writers_lock_is_gone(
     try:
         assert holder.stdout is not None and holder.stdout.readline().strip() == "held"
         with pytest.raises(HistoryError, match=r"being updated by another process \(holder unknown\); waited 1 s"), \
-                history_module._locked(history, timeout=1.0):
+                history_module.writer_lock(history, timeout=1.0):
             pass
     finally:
         holder.kill()
         holder.wait()
     # the holder died: the next writer gets the lock at once, no person has to delete anything
-    with history_module._locked(history, timeout=1.0):
+    with history_module.writer_lock(history, timeout=1.0):
         pass
     assert update_history(history, night2.path)["history_records"] > 0
 

@@ -20,7 +20,7 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from tunegate.core.history.writing import _locked
+from tunegate.core.history.writing import writer_lock
 from tunegate.core.io import atomic_write
 from tunegate.core.schema import CANONICAL_COLUMNS
 from tunegate.exceptions import HistoryError
@@ -74,7 +74,7 @@ def add_known_poison(history_dir: str | Path, records: pa.Table, *, batch_id: st
     import pyarrow as pa
 
     path = Path(history_dir)
-    with _locked(path):
+    with writer_lock(path):
         current = load_known_poison(path)
         have = set() if current is None else set(current.column("content_sha256").to_pylist())
         keep, added = [], []
@@ -102,7 +102,7 @@ def remove_known_poison(history_dir: str | Path, digests: Iterable[str]) -> list
 
     path = Path(history_dir)
     wanted = set(digests)
-    with _locked(path):
+    with writer_lock(path):
         current = load_known_poison(path)
         if current is None or not wanted:
             return []

@@ -44,7 +44,7 @@ RETRAIN_GROWTH = 4.0
 
 
 @contextlib.contextmanager
-def _locked(path: Path, timeout: float = LOCK_TIMEOUT) -> Iterator[None]:
+def writer_lock(path: Path, timeout: float = LOCK_TIMEOUT) -> Iterator[None]:
     """One writer at a time, through an OS-level lock (flock) that is released when its holder dies."""
     def busy(holder: str) -> HistoryError:
         return HistoryError(f"history {path} is being updated by another process ({holder}); waited {timeout:.0f} s "
@@ -76,7 +76,7 @@ def update_history(history_dir: str | Path, accepted: str | Path, *, batch_id: s
     source = Path(accepted)
     if not source.is_file():
         raise HistoryError(f"accepted batch {source} does not exist; nothing added to history {path}")
-    with _locked(path):
+    with writer_lock(path):
         current = _load_history(path, verify=True)  # never the in-process copy: this one gets added to
         generation = int(current.manifest.get("generation", 0))
         if expected_generation is not None and generation != expected_generation:
@@ -135,7 +135,7 @@ def rebuild_history(history_dir: str | Path, *, spec: EmbeddingSpec | None = Non
     """Re-create the index and id map from the accepted batches the manifest lists (all must still exist
     with the recorded sha256). ``spec`` switches the embedding; default: the one in the manifest."""
     path = Path(history_dir)
-    with _locked(path):
+    with writer_lock(path):
         manifest = _read_manifest(path)
         sources: list[tuple[Path, str, str]] = []
         for b in manifest["batches"]:
