@@ -51,7 +51,7 @@ class TriggerConfig(CheckConfig):
     * ``template_share`` (0.5): a generative task is scored only when half of its records share one
       instruction (a task template); open-ended collections have no task-level notion of a normal output.
     * ``short_ratio`` (0.25): an output is degenerate-short at a quarter of its task's median length.
-    * ``label_consistency`` (True): train the masked out-of-fold classifier for ``label_inconsistent``.
+    * ``label_consistency`` (True): train the masked classifier for ``label_inconsistent``.
     * ``max_chars`` (2000): characters of each prompt scanned. ``max_phrases`` (20): phrases reported.
     * ``pooled`` (True): a second, pooled pass for small, spread campaigns (issue 11): in classification
       tasks a phrase concentrates with 2 records (80% of them on one label), each dataset with >= 1 nat

@@ -25,8 +25,8 @@ a random word). No list of triggers is needed to see it, because a planted phras
 A phrase with ``evidence >= min_evidence`` and ``exclusivity >= min_exclusivity``, concentrated in at
 least ``min_tasks`` datasets, is a trigger; phrases sharing its records (its words, its variants) join its
 campaign. Every record whose prompt contains it is flagged ``trigger_phrase`` (evidence in the detail);
-in a classification task a record whose label its text contradicts, judged by an out-of-fold
-classifier trained with the phrase masked, also gets ``label_inconsistent``, and in a generative task
+in a classification task a record whose label its text contradicts, judged by a classifier trained on
+the task's other records with the phrase masked, also gets ``label_inconsistent``, and in a generative task
 a record with a degenerate output gets ``degenerate_output``. The phrases found, with their spread
 across tasks and contributors, go into the metrics, and a ``poison_campaign`` warning makes the gate
 alert however few records are flagged.
