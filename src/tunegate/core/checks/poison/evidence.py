@@ -13,7 +13,7 @@ concentrates informatively (at least ``min_task_evidence``).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from tunegate.core.checks.poison._text import binomial_llr, tokens
@@ -41,6 +41,20 @@ class Evidence:
     exclusivity: np.ndarray  # per column
     n_tasks: np.ndarray  # per column: tasks with positive evidence
     covered: np.ndarray  # per column: records in those tasks
+    _order: np.ndarray | None = field(default=None, repr=False)  # cols' stable sort order, built on first use
+    _sorted: np.ndarray | None = field(default=None, repr=False)
+
+    def positions(self, c: int) -> np.ndarray:
+        """The pairs of phrase column ``c``, in the order ``np.flatnonzero(cols == c)`` gives them, found by
+        binary search in one stable sort of ``cols`` (a scan of every pair per candidate was a large share of
+        the phrase search at a million records)."""
+        import numpy as np
+
+        if self._order is None or self._sorted is None:
+            self._order = np.argsort(self.cols, kind="stable")
+            self._sorted = self.cols[self._order]
+        lo, hi = np.searchsorted(self._sorted, [c, c + 1])
+        return self._order[int(lo):int(hi)]
 
 
 def concentration(x: sp.csr_matrix, df: np.ndarray, tasks: list[Task], config: TriggerConfig) -> Evidence | None:
@@ -100,8 +114,20 @@ def concentration(x: sp.csr_matrix, df: np.ndarray, tasks: list[Task], config: T
     return Evidence(cols, tix, chx, n, k, lab, llr, evidence, exclusivity, n_tasks, covered)
 
 
+def task_of_rows(tasks: list[Task], n_rows: int) -> np.ndarray | None:
+    """Each record's position in ``tasks`` (-1: in none), or ``None`` when a record is in two tasks."""
+    import numpy as np
+
+    owner = np.full(n_rows, -1, dtype=np.int64)
+    for ti, task in enumerate(tasks):
+        if (owner[task.rows] >= 0).any():
+            return None
+        owner[task.rows] = ti
+    return owner
+
+
 def distinct_evidence(c: int, ev: Evidence, tasks: list[Task], xc: sp.csc_matrix, *, prompts: list[str],
-                      config: TriggerConfig, phrase: str) -> tuple[float, int]:
+                      config: TriggerConfig, phrase: str, owner: np.ndarray | None = None) -> tuple[float, int]:
     """Evidence of phrase ``c`` counting each underlying example and each dataset once.
 
     One dataset often appears as several tasks: P3 ships every example under 5-10 prompt templates
@@ -116,18 +142,21 @@ def distinct_evidence(c: int, ev: Evidence, tasks: list[Task], xc: sp.csc_matrix
       ``max_family_evidence`` together: a natural cue's evidence grows with the size of its dataset, a
       campaign is spread over datasets.
 
+    ``owner`` (:func:`task_of_rows`) finds the phrase's records of a task without scanning the task.
     Returns the evidence and the number of datasets with at least ``min_task_evidence``.
     """
     import numpy as np
 
-    rows = set(xc.indices[xc.indptr[c]:xc.indptr[c + 1]].tolist())
+    rows = xc.indices[xc.indptr[c]:xc.indptr[c + 1]]
     words = phrase.split()
     seen: set[str] = set()
     family: dict[str, float] = {}
-    sel = np.flatnonzero(ev.cols == c)
+    sel = ev.positions(c)
     for j in sel[np.argsort(-ev.llr[sel])].tolist():
         task = tasks[int(ev.tix[j])]
-        texts = {phrase_context(prompts[r], words, config.context_words) for r in task.rows.tolist() if r in rows}
+        ti = int(ev.tix[j])
+        mine = rows[owner[rows] == ti] if owner is not None else np.intersect1d(task.rows, rows)
+        texts = {phrase_context(prompts[r], words, config.context_words) for r in mine.tolist()}
         if len(texts & seen) < 0.5 * len(texts):
             family[task.family] = family.get(task.family, 0.0) + float(ev.llr[j])
         seen |= texts

@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from tunegate.core.checks.poison.evidence import concentration, distinct_evidence
+from tunegate.core.checks.poison.evidence import concentration, distinct_evidence, task_of_rows
 
 if TYPE_CHECKING:
     import numpy as np
@@ -47,8 +47,9 @@ def find_phrases(x: sp.csr_matrix, vocab: np.ndarray, df: np.ndarray, tasks: lis
     hits = np.flatnonzero((ev.evidence >= config.min_evidence) & (ev.exclusivity >= config.min_exclusivity)
                           & (ev.n_tasks >= config.min_tasks))
     kept = []
+    owner = task_of_rows(tasks, x.shape[0])
     for c in hits.tolist():  # count each distinct text once (tasks built on the same texts)
-        e, t = distinct_evidence(c, ev, tasks, xc, prompts=prompts, config=config, phrase=str(vocab[c]))
+        e, t = distinct_evidence(c, ev, tasks, xc, prompts=prompts, config=config, phrase=str(vocab[c]), owner=owner)
         ev.evidence[c], ev.n_tasks[c] = e, t
         if e >= config.min_evidence and t >= config.min_tasks:
             kept.append(c)
@@ -86,7 +87,7 @@ def _name(cl: list[int], ev: Evidence, vocab: np.ndarray, rows_of: dict[int, np.
     score = {m: float(ev.covered[m] * ev.exclusivity[m]) for m in cl}
     top = max(score.values())
     head = max((m for m in cl if score[m] >= 0.9 * top), key=lambda m: (len(str(vocab[m]).split()), score[m]))
-    sel = ev.cols == head
+    sel = ev.positions(head)
     detail = sorted(zip(ev.tix[sel].tolist(), ev.chx[sel].tolist(), ev.n[sel].astype(int).tolist(),
                         ev.k[sel].astype(int).tolist(), ev.lab[sel].tolist(), strict=True), key=lambda t: -t[2])
     in_tasks = np.unique(np.concatenate([tasks[t].rows for t, *_ in detail]))
