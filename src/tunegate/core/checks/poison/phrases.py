@@ -55,20 +55,34 @@ def find_phrases(x: sp.csr_matrix, vocab: np.ndarray, df: np.ndarray, tasks: lis
             kept.append(c)
     order = sorted(kept, key=lambda c: (-ev.evidence[c], -len(str(vocab[c]).split()), str(vocab[c])))
     rows_of = {c: xc.indices[xc.indptr[c]:xc.indptr[c + 1]] for c in order}
-    phrases = [_name(cl, ev, vocab, rows_of, tasks) for cl in _campaigns(order, rows_of)]
+    phrases = [_name(cl, ev, vocab, rows_of, tasks, owner=owner) for cl in _campaigns(order, rows_of, xc)]
     phrases.sort(key=lambda p: -p.evidence)
     return phrases
 
 
-def _campaigns(order: list[int], rows_of: dict[int, np.ndarray]) -> list[list[int]]:
+#: Up to this many candidates, their pairwise record overlaps are one sparse product (a dense n x n table);
+#: beyond it, each pair is intersected when asked.
+MAX_OVERLAP_TABLE = 4000
+
+
+def _campaigns(order: list[int], rows_of: dict[int, np.ndarray], xc: sp.csc_matrix) -> list[list[int]]:
     """Phrases whose records overlap (half of the smaller one's): one campaign (its words, its variants)."""
     import numpy as np
+
+    table = None
+    if 0 < len(order) <= MAX_OVERLAP_TABLE:
+        sub = xc[:, order].astype(np.float64)
+        sub.data[:] = 1.0
+        table = np.rint((sub.T @ sub).toarray()).astype(np.int64)  # records shared by each pair
+    pos = {c: i for i, c in enumerate(order)}
+
+    def shared(c: int, m: int) -> int:
+        return int(table[pos[c], pos[m]]) if table is not None else len(np.intersect1d(rows_of[c], rows_of[m]))
 
     clusters: list[list[int]] = []
     for c in order:
         home = next((cl for cl in clusters if any(
-            len(np.intersect1d(rows_of[c], rows_of[m])) >= 0.5 * min(len(rows_of[c]), len(rows_of[m]))
-            for m in cl)), None)
+            shared(c, m) >= 0.5 * min(len(rows_of[c]), len(rows_of[m])) for m in cl)), None)
         if home is None:
             clusters.append([c])
         else:
@@ -76,8 +90,8 @@ def _campaigns(order: list[int], rows_of: dict[int, np.ndarray]) -> list[list[in
     return clusters
 
 
-def _name(cl: list[int], ev: Evidence, vocab: np.ndarray, rows_of: dict[int, np.ndarray], tasks: list[Task]
-          ) -> Phrase:
+def _name(cl: list[int], ev: Evidence, vocab: np.ndarray, rows_of: dict[int, np.ndarray], tasks: list[Task], *,
+          owner: np.ndarray | None = None) -> Phrase:
     """A campaign named by the member that explains most of it exclusively (covered records x exclusivity):
     the whole trigger rather than one of its words (which also occurs naturally) or a context bigram of a
     few poison records. Flagged: every record with that phrase, and the records of the other members inside
@@ -90,7 +104,12 @@ def _name(cl: list[int], ev: Evidence, vocab: np.ndarray, rows_of: dict[int, np.
     sel = ev.positions(head)
     detail = sorted(zip(ev.tix[sel].tolist(), ev.chx[sel].tolist(), ev.n[sel].astype(int).tolist(),
                         ev.k[sel].astype(int).tolist(), ev.lab[sel].tolist(), strict=True), key=lambda t: -t[2])
-    in_tasks = np.unique(np.concatenate([tasks[t].rows for t, *_ in detail]))
-    rows = np.unique(np.concatenate([rows_of[head]] + [np.intersect1d(rows_of[m], in_tasks) for m in cl]))
+    if owner is not None:  # each record's task is known: keep the members' records of the campaign's tasks
+        steered = np.asarray(sorted({t for t, *_ in detail}), dtype=np.int64)
+        inside = [rows_of[m][np.isin(owner[rows_of[m]], steered)] for m in cl]
+    else:
+        in_tasks = np.unique(np.concatenate([tasks[t].rows for t, *_ in detail]))
+        inside = [np.intersect1d(rows_of[m], in_tasks) for m in cl]
+    rows = np.unique(np.concatenate([rows_of[head], *inside]))
     return Phrase(int(head), str(vocab[head]), float(ev.evidence[cl].max()), float(ev.exclusivity[head]),
                   rows, detail, [str(vocab[m]) for m in cl if m != head])
