@@ -84,7 +84,8 @@ def test_env_example_names_every_variable_compose_reads(compose: dict[str, Any])
 
 SECRETS = {"POSTGRES_PASSWORD": "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN",
            "AIRFLOW_FERNET_KEY": "AIRFLOW__CORE__FERNET_KEY",
-           "AIRFLOW_JWT_SECRET": "AIRFLOW__API_AUTH__JWT_SECRET"}
+           "AIRFLOW_JWT_SECRET": "AIRFLOW__API_AUTH__JWT_SECRET",
+           "AIRFLOW_API_SECRET_KEY": "AIRFLOW__API__SECRET_KEY"}
 _VAR = re.compile(r"(?<!\$)\$\{(\w+)(?:(:?[-?])([^}]*))?\}")
 
 
@@ -115,7 +116,8 @@ def test_every_secret_is_required_with_no_default() -> None:
     uses = [(m.group(1), m.group(2)) for m in _VAR.finditer(text) if m.group(1) in SECRETS]
     assert {name for name, _ in uses} == set(SECRETS)
     assert all(op == ":?" for _, op in uses), uses  # never ${SECRET:-default} nor a bare ${SECRET}
-    for weak in ("change-me", "POSTGRES_PASSWORD:-", "AIRFLOW_FERNET_KEY:-", "AIRFLOW_JWT_SECRET:-"):
+    for weak in ("change-me", "POSTGRES_PASSWORD:-", "AIRFLOW_FERNET_KEY:-", "AIRFLOW_JWT_SECRET:-",
+                 "AIRFLOW_API_SECRET_KEY:-"):
         assert weak not in text, weak
 
 
