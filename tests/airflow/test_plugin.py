@@ -255,6 +255,36 @@ def test_json_api_decides_as_the_authenticated_user(root: Path, client: Any, tok
     assert len(audit(night)) == 1
 
 
+def test_a_release_whose_announcement_fails_stays_recorded(root: Path, client: Any, tokens: dict[str, str],
+                                                           dagbag: Any, tmp_path: Path,
+                                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    """Registering the event fails (the metadata DB went away): the release is committed and audited, the answer
+    and the page say announcing failed (never a 500 after the decision took effect)."""
+    from airflow.assets.manager import asset_manager
+    from airflow.dag_processing.bundles.manager import DagBundlesManager
+    from airflow.dag_processing.dagbag import DagBag, sync_bag_to_db
+
+    DagBundlesManager().sync_bundles_to_db()  # the fine-tuning DAG is deployed: the released Asset exists
+    bag = DagBag(dag_folder=str(tmp_path / "no-dags"))
+    bag.bag_dag(dagbag.get_dag("tunegate_finetune"))
+    sync_bag_to_db(bag, "dags-folder", None)
+
+    def unreachable(*args: Any, **kwargs: Any) -> Any:
+        raise OSError("metadata database unreachable")
+
+    monkeypatch.setattr(asset_manager, "register_asset_change", unreachable)
+    night = root / DAG / DATE
+    alice = bearer(tokens["alice"])
+    target = next(i for i in client.get(f"{NIGHT}/api/items", headers=alice).json()["items"] if i["id"] != HOSTILE_ID)
+    answer = client.post(f"{NIGHT}/api/release", json={"ids": [target["id"]], "why": "benign"}, headers=alice)
+    assert answer.status_code == 200 and answer.json()["count"] == 1
+    assert answer.json()["announced"].startswith("Announcing failed")
+    assert [(e["action"], e["by"]) for e in audit(night)] == [("release", "alice")]
+    assert len(list((night / "released").glob("*.parquet"))) == 1
+    page = client.get(f"{NIGHT}/review?done=release&n=1&skipped=0&announced=failed", headers=alice)
+    assert page.status_code == 200 and "Announcing it to the fine-tuning side failed" in page.text
+
+
 def test_review_and_record_pages_escape_record_text(root: Path, client: Any, tokens: dict[str, str]) -> None:
     alice = bearer(tokens["alice"])
     page = client.get(f"{NIGHT}/review", headers=alice).text

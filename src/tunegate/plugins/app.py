@@ -173,7 +173,7 @@ def _selector(*, ids: tuple[str, ...] = (), reason: str | None = None, phrase: s
 def review_page(*, dag_id: str, date: str, request: Request, user: GetUserDep,
                 reason: str | None = None, status: str | None = None, phrase: str | None = None,
                 done: Literal["release", "confirm"] | None = None, n: int = 0, skipped: int = 0,
-                announced: Literal["event", "none"] | None = None) -> HTMLResponse:
+                announced: Literal["event", "none", "failed"] | None = None) -> HTMLResponse:
     return _review_page(dag_id, date, request, user, reason=reason, status=status, phrase=phrase,
                         notice=pages.decision_notice(done, n, skipped, announced) if done else None)
 
@@ -221,8 +221,7 @@ async def review_decide(dag_id: str, date: str, request: Request, user: GetUserD
         return await run_in_threadpool(_review_page, dag_id, date, request, user, error=error, status_code=400)
     announced = await run_in_threadpool(_announce, dag_id, date, result)
     query = urlencode({"done": action, "n": result.count, "skipped": len(result.skipped),
-                       **({"announced": "event" if announced.startswith("Announced") else "none"}
-                          if announced else {})})
+                       **({"announced": _announcement_state(announced)} if announced else {})})
     return RedirectResponse(f"review?{query}", status_code=303)  # relative: /tunegate/{dag_id}/{date}/review
 
 
@@ -298,6 +297,12 @@ def _announce(dag_id: str, date: str, result: Any) -> str:
     if result.action != "release" or result.entry is None:
         return ""
     return announce_release(result.entry, nights.run_dir(dag_id, date), dag_id=dag_id, date=date)
+
+
+def _announcement_state(message: str) -> str:
+    """The review page's ``announced`` parameter for :func:`tunegate.plugins.events.announce_release`'s line."""
+    return "event" if message.startswith("Announced") else "failed" if message.startswith("Announcing failed") \
+        else "none"
 
 
 def _decide(dag_id: str, date: str, action: str, selector: Any, *, by: str, why: str, override: bool) -> Any:

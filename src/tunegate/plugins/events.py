@@ -30,13 +30,20 @@ def announce_release(entry: dict[str, Any] | None, run_dir: Path, *, dag_id: str
 
     asset = released_batch_asset(dag_id)
     extra = released_extra(entry, run_dir, night=date, pipeline=dag_id)
-    with create_session() as session:
-        model = session.scalar(select(AssetModel).where(AssetModel.name == asset.name, AssetModel.uri == asset.uri))
-        if model is None:
-            log.warning("tunegate: release of %s/%s not announced: no DAG references the Asset %s", dag_id, date,
-                        asset.name)
-            return f"No DAG consumes the Asset {asset.name}: the release is recorded, but nothing was announced."
-        event = asset_manager.register_asset_change(asset=model, extra=extra, source_is_api=True, session=session)
+    try:
+        with create_session() as session:
+            model = session.scalar(select(AssetModel).where(AssetModel.name == asset.name,
+                                                            AssetModel.uri == asset.uri))
+            if model is None:
+                log.warning("tunegate: release of %s/%s not announced: no DAG references the Asset %s", dag_id,
+                            date, asset.name)
+                return f"No DAG consumes the Asset {asset.name}: the release is recorded, but nothing was announced."
+            event = asset_manager.register_asset_change(asset=model, extra=extra, source_is_api=True,
+                                                        session=session)
+    except Exception:  # the release is committed and audited: say it was not announced rather than fail the page
+        log.exception("tunegate: release %s of %s/%s recorded but not announced", extra["seq"], dag_id, date)
+        return (f"Announcing failed: the release is recorded, but no event of {asset.name} was registered (see the "
+                "API server's log; docs/serving.md says how to announce it by hand).")
     if event is None:
         return f"The Asset {asset.name} refused the event: the release is recorded, but nothing was announced."
     log.info("tunegate: release %s of %s/%s announced as an event of %s", extra["seq"], dag_id, date, asset.name)

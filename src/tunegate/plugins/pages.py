@@ -65,6 +65,9 @@ def decision_notice(action: str, count: int, skipped: int, announced: str | None
         notice += " The release was announced to the fine-tuning side (an event of the released Asset)."
     elif announced == "none":
         notice += " No DAG consumes this pipeline's released Asset: nothing was announced."
+    elif announced == "failed":
+        notice += (" Announcing it to the fine-tuning side failed (the API server's log says why); the release is "
+                   "recorded in the audit log.")
     if skipped:
         notice += f" {skipped} selected record(s) left alone (already decided, or their content is already published)."
     return notice
