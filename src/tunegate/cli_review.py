@@ -7,8 +7,9 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-import unicodedata
 from typing import Any
+
+from tunegate.core.schema import visible
 
 _SELECTOR_HELP = "one of --id (repeatable), --reason or --phrase says which quarantined records"
 
@@ -63,7 +64,7 @@ def run_review(args: argparse.Namespace) -> int:
     selector = Selector(ids=tuple(args.ids or ()), reason=args.reason, phrase=args.phrase)
     decide = review.release if args.review_command == "release" else review.confirm
     result = decide(selector, by=args.by, why=args.why, override=args.override, history_dir=args.history)
-    print(json.dumps(result.to_json(), indent=2, ensure_ascii=False) if args.json else _printable(result.message()))
+    print(json.dumps(result.to_json(), indent=2, ensure_ascii=False) if args.json else visible(result.message()))
     return 0
 
 
@@ -89,38 +90,33 @@ def _show(review: Any, record_id: str, *, as_json: bool) -> int:
         print(json.dumps(records, indent=2, ensure_ascii=False, sort_keys=True, default=str))
         return 0
     for rec in records:
-        print(_printable(f"record {rec['id']}  status: {rec['status']}  reasons: {', '.join(rec['reasons'])}"))
+        print(visible(f"record {rec['id']}  status: {rec['status']}  reasons: {', '.join(rec['reasons'])}"))
         for name in ("task", "source", "contributor", "content_sha256"):
-            print(_printable(f"  {name}: {rec.get(name)}"))
-        print(_printable(f"  from: {rec.get('source_file')}:{rec.get('source_line')}"))
+            print(visible(f"  {name}: {rec.get(name)}"))
+        print(visible(f"  from: {rec.get('source_file')}:{rec.get('source_line')}"))
         for name in ("instruction", "input", "output"):
             print(f"  {name}:")
             print(_indent(rec.get(name) or "", 4))
         for message in rec.get("messages") or ():
-            print(_printable(f"  [{message.get('role')}]"))
+            print(visible(f"  [{message.get('role')}]"))
             print(_indent(message.get("content") or "", 4))
         print("  evidence:")
         for f in rec["findings"]:
-            print(_printable(f"    - {f['check']} / {f['reason']} (score {f['score']})"))
+            print(visible(f"    - {f['check']} / {f['reason']} (score {f['score']})"))
             print(_indent(json.dumps(f["detail"], indent=2, ensure_ascii=False, sort_keys=True), 8))
         print("  decisions:" + ("" if rec["decisions"] else " none (pending)"))
         for d in rec["decisions"]:
-            print(_printable(f"    - {d}"))
+            print(visible(f"    - {d}"))
     return 0
 
 
 def _cut(text: str, width: int) -> str:
-    text = _printable(" ".join(text.split()))
+    text = visible(" ".join(text.split()))
     return text if len(text) <= width else text[:width - 1] + "…"
 
 
 def _indent(text: str, spaces: int) -> str:
     pad = " " * spaces
-    return "\n".join(pad + _printable(line) for line in text.split("\n"))
+    return "\n".join(pad + visible(line) for line in text.split("\n"))
 
 
-def _printable(text: str) -> str:
-    """Record text as a terminal shows it safely: control, bidi and other invisible format characters (an ANSI
-    escape, a right-to-left override) are written as ``\\uXXXX`` instead of acting on the terminal."""
-    return "".join(c if c in "\n\t" or unicodedata.category(c) not in ("Cc", "Cf", "Cs", "Co", "Zl", "Zp")
-                   else f"\\u{ord(c):04x}" for c in text)

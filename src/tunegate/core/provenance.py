@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING, Any
 from tunegate import __version__
 from tunegate.core.io import write_json_atomic
 from tunegate.core.outputs import MANIFEST_FILE, REPORTED_FILE, SUMMARY_FILE, load_committed
+from tunegate.core.schema import visible
 from tunegate.exceptions import TunegateError
 
 if TYPE_CHECKING:
@@ -420,16 +421,10 @@ def format_trace(result: dict[str, Any]) -> str:
         lines.append(f"  suite {s['name']}: sha256 {s['sha256']}, version {s['version'] or '-'}")
     for e in v["embedding"]:
         lines.append(f"  embedding {e['spec'].get('backend')}: fingerprint {e['fingerprint']}")
-    return "\n".join(_printable(line) for line in lines)
+    # ids, paths and errors come from the input: a newline in one is written out, not obeyed
+    return "\n".join(visible(line, keep="\t") for line in lines)
 
 
-def _printable(text: str) -> str:
-    """Ids, paths and errors come from the input: control and format characters (an ANSI escape, a right-to-left
-    override) are written as ``\\uXXXX`` instead of acting on the terminal (as ``tunegate review`` does)."""
-    import unicodedata
-
-    return "".join(c if c == "\t" or unicodedata.category(c) not in ("Cc", "Cf", "Cs", "Co", "Zl", "Zp")
-                   else f"\\u{ord(c):04x}" for c in text)
 
 
 # --------------------------------------------------------------------------------------------------

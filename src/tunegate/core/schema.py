@@ -97,3 +97,17 @@ def finding_detail(finding: dict[str, Any]) -> dict[str, Any]:
     except ValueError:
         return {"text": raw}
     return parsed if isinstance(parsed, dict) else {"value": parsed}
+
+
+#: Unicode categories written as ``\uXXXX`` by :func:`visible`: controls (an ANSI escape), format characters (a
+#: right-to-left override, zero-width), surrogates, private use, line and paragraph separators.
+INVISIBLE_CATEGORIES = ("Cc", "Cf", "Cs", "Co", "Zl", "Zp")
+
+
+def visible(text: object, keep: str = "\n\t") -> str:
+    """Record text as a terminal or a page shows it safely: every character of :data:`INVISIBLE_CATEGORIES`
+    except those in ``keep`` is written as ``\\uXXXX`` instead of acting on the terminal or hiding on the page."""
+    import unicodedata
+
+    return "".join(c if c in keep or unicodedata.category(c) not in INVISIBLE_CATEGORIES else f"\\u{ord(c):04x}"
+                   for c in str(text))

@@ -9,11 +9,11 @@ links and one plain form; the app's Content-Security-Policy forbids anything els
 from __future__ import annotations
 
 import json
-import unicodedata
 from collections import Counter
 from functools import cache
 from typing import TYPE_CHECKING, Any
 
+from tunegate.core.schema import visible
 from tunegate.plugins.nights import Night
 
 if TYPE_CHECKING:
@@ -21,13 +21,6 @@ if TYPE_CHECKING:
 
     from tunegate.core.review import Item, Review
 
-_INVISIBLE = ("Cc", "Cf", "Cs", "Co", "Zl", "Zp")
-
-
-def visible(value: Any) -> str:
-    """Record text with control, bidi and other invisible format characters written as ``\\uXXXX``."""
-    return "".join(c if c in "\n\t" or unicodedata.category(c) not in _INVISIBLE else f"\\u{ord(c):04x}"
-                   for c in str(value))
 
 
 @cache
