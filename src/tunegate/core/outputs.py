@@ -131,12 +131,17 @@ def archive_summary(out: Path) -> Path | None:
     return archive
 
 
-def _file_entry(path: Path) -> dict[str, Any]:
+def file_sha256(path: Path) -> str:
+    """sha256 of a local file's bytes."""
     import hashlib
 
     with open(path, "rb") as f:
-        digest = hashlib.file_digest(f, "sha256").hexdigest()
-    return {"sha256": digest, "bytes": path.stat().st_size}
+        return hashlib.file_digest(f, "sha256").hexdigest()
+
+
+def file_entry(path: Path) -> dict[str, Any]:
+    """``{"sha256", "bytes"}`` of a local file, as the commit (and the night's manifest) record it."""
+    return {"sha256": file_sha256(path), "bytes": path.stat().st_size}
 
 
 def commit_outputs(out_dir: str | Path, summary: dict[str, Any]) -> dict[str, Any]:
@@ -146,7 +151,7 @@ def commit_outputs(out_dir: str | Path, summary: dict[str, Any]) -> dict[str, An
     files = [rel for key, rel in summary["outputs"].items() if key != "summary"]
     for s in summary.get("checks", {}).values():
         files += list(s.get("artifacts", {}).values())
-    summary["commit"] = {"files": {rel: _file_entry(out / rel) for rel in sorted(set(files))}}
+    summary["commit"] = {"files": {rel: file_entry(out / rel) for rel in sorted(set(files))}}
     write_json_atomic(out / SUMMARY_FILE, summary)
     return summary
 
@@ -174,7 +179,7 @@ def load_committed(out_dir: str | Path, *, verify_hashes: bool = True) -> dict[s
             raise TunegateError(incomplete_message(out, f"{rel} is missing"))
         if target.stat().st_size != entry.get("bytes"):
             raise TunegateError(incomplete_message(out, f"{rel} is not the file the summary committed (size)"))
-        if verify_hashes and _file_entry(target)["sha256"] != entry.get("sha256"):
+        if verify_hashes and file_entry(target)["sha256"] != entry.get("sha256"):
             raise TunegateError(incomplete_message(out, f"{rel} is not the file the summary committed (sha256)"))
     return dict(summary)
 

@@ -25,7 +25,14 @@ from typing import TYPE_CHECKING, Any
 
 from tunegate import __version__
 from tunegate.core.io import write_json_atomic
-from tunegate.core.outputs import MANIFEST_FILE, REPORTED_FILE, SUMMARY_FILE, load_committed
+from tunegate.core.outputs import (
+    MANIFEST_FILE,
+    REPORTED_FILE,
+    SUMMARY_FILE,
+    file_entry,
+    file_sha256,
+    load_committed,
+)
 from tunegate.core.schema import visible
 from tunegate.exceptions import TunegateError
 
@@ -73,11 +80,6 @@ def policy_sha256(policy: GatePolicy) -> str:
     return hashlib.sha256(blob.encode("utf-8")).hexdigest()
 
 
-def file_sha256(path: Path) -> str:
-    with open(path, "rb") as f:
-        return hashlib.file_digest(f, "sha256").hexdigest()
-
-
 def batch_digest(path: Path) -> dict[str, Any]:
     """The digest of a Parquet file's records: :data:`DIGEST_METHOD` over its ``content_sha256`` column."""
     import pyarrow.parquet as pq
@@ -107,7 +109,7 @@ def build_manifest(out: Path, summary: dict[str, Any], policy: GatePolicy, *,
         "embedding": _embedding(summary),
         "inputs": [{**i, "bytes": _input_bytes(str(i["path"]))} for i in summary["inputs"]],
         "outputs": {key: _output_entry(out, rel, key, summary) for key, rel in outputs.items()},
-        "artifacts": {rel: _file_entry(out / rel) for s in summary.get("checks", {}).values()
+        "artifacts": {rel: file_entry(out / rel) for s in summary.get("checks", {}).values()
                       for rel in sorted(s.get("artifacts", {}).values())},
         "batch_digest": {"output": published, **batch_digest(out / outputs[published])},
     }
@@ -124,12 +126,8 @@ def write_manifest(out: Path, summary: dict[str, Any], policy: GatePolicy, *,
     return manifest
 
 
-def _file_entry(path: Path) -> dict[str, Any]:
-    return {"sha256": file_sha256(path), "bytes": path.stat().st_size}
-
-
 def _output_entry(out: Path, rel: str, key: str, summary: dict[str, Any]) -> dict[str, Any]:
-    entry: dict[str, Any] = {"path": rel, **_file_entry(out / rel)}
+    entry: dict[str, Any] = {"path": rel, **file_entry(out / rel)}
     if rel.endswith(".parquet"):
         import pyarrow.parquet as pq
 
@@ -438,6 +436,8 @@ class VerifyResult:
     dir: Path
     checked: list[str] = field(default_factory=list)
     problems: list[str] = field(default_factory=list)
+    #: sha256 of each file read so far: the commit and the manifest name the same outputs, read once
+    hashes: dict[Path, str] = field(default_factory=dict, repr=False)
 
     @property
     def ok(self) -> bool:
@@ -498,7 +498,9 @@ def _compare(result: VerifyResult, out: Path, rel: str, entry: dict[str, Any], b
     if not path.is_file():
         result.problems.append(f"{rel}: missing ({by} names it)")
         return False
-    actual = file_sha256(path)
+    if path not in result.hashes:
+        result.hashes[path] = file_sha256(path)
+    actual = result.hashes[path]
     if actual != entry.get("sha256"):
         result.problems.append(f"{rel}: sha256 {actual} is not the {entry.get('sha256')} that {by} recorded")
         return False
