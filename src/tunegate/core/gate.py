@@ -87,11 +87,12 @@ def gate(work_dir: str | Path, out_dir: str | Path, policy: GatePolicy | None = 
     reported_rows: dict[int, list[dict[str, Any]]] = {}  # passing rows with findings: kept for provenance
     for row, row_findings in findings.items():
         reasons = sorted({f["reason"] for f in row_findings if policy.quarantines(f["reason"])})
+        ordered = sorted(row_findings, key=lambda f: (f["check"], f["reason"]))
         if reasons:
-            flagged[row] = (reasons, sorted(row_findings, key=lambda f: (f["check"], f["reason"])))
+            flagged[row] = (reasons, ordered)
         else:
             reported.update({f["reason"] for f in row_findings})
-            reported_rows[row] = sorted(row_findings, key=lambda f: (f["check"], f["reason"]))
+            reported_rows[row] = ordered
 
     # the passing records go to a temporary file that becomes accepted.parquet, or held.parquet on halt
     tmp_acc = atomic_path(out / ACCEPTED_FILE)

@@ -32,6 +32,9 @@ from typing import Any
 from airflow.sdk import Asset, AssetAlias
 from airflow.sdk.exceptions import AirflowFailException
 
+from tunegate.core.outputs import REPORT_FILE
+from tunegate.core.review.audit import AUDIT_FILE
+
 DEFAULT_PIPELINE = "tunegate_nightly"
 ASSET_GROUP = "tunegate"
 _TOP_REASONS = 5
@@ -92,8 +95,8 @@ def released_extra(entry: dict[str, Any], run_dir: Path, *, night: str, pipeline
         "why": entry.get("why"),
         "at": entry.get("at"),
         "request": entry.get("request"),
-        "audit_uri": (run_dir / "audit.jsonl").resolve().as_uri(),
-        "report_uri": (run_dir / "report.html").resolve().as_uri(),
+        "audit_uri": (run_dir / AUDIT_FILE).resolve().as_uri(),
+        "report_uri": (run_dir / REPORT_FILE).resolve().as_uri(),
     }
 
 

@@ -14,10 +14,10 @@ from airflow.sdk import Asset, AssetAlias, Context
 from airflow.sdk.exceptions import AirflowFailException
 
 from tunegate._airflow import DATA_ROOT_ENV
+from tunegate.core.review.records import CONFIRM, RELEASE
 from tunegate.operators.assets import DEFAULT_PIPELINE, released_batch_alias
 from tunegate.operators.base import TunegateBaseOperator, fail_on_tunegate_error
 
-RELEASE, CONFIRM = "release", "confirm"  # as tunegate.core.review.records names them
 ACTIONS = (RELEASE, CONFIRM)
 _PIPELINE = re.compile(r"^[A-Za-z0-9_.-]+$")  # a DAG id: never a path
 

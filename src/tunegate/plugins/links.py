@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 from airflow.sdk import BaseOperatorLink  # noqa: TID251 (an operator link is Airflow code)
 
+from tunegate.plugins.nights import DATA_ROOT_ENV
 from tunegate.plugins.urls import api_base_url, night_of, night_url
 
 if TYPE_CHECKING:
@@ -45,7 +46,7 @@ def _run_dir_from(operator: Any, ti_key: Any) -> Path | None:
     task that stopped before it resolved one itself."""
     context_of = getattr(ti_key, "get_template_context", None)
     resolve = getattr(operator, "resolve_run_dir", None)
-    if context_of is None or resolve is None or not os.environ.get("TUNEGATE_DATA_ROOT"):
+    if context_of is None or resolve is None or not os.environ.get(DATA_ROOT_ENV):
         return None
     try:
         return Path(resolve(context_of()))

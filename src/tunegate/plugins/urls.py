@@ -10,7 +10,7 @@ import os
 from pathlib import Path
 from urllib.parse import quote
 
-from tunegate.plugins.nights import is_dag_id, is_date
+from tunegate.plugins.nights import DATA_ROOT_ENV, is_dag_id, is_date
 
 #: Where the plugin's app is mounted on the API server.
 URL_PREFIX = "/tunegate"
@@ -38,7 +38,7 @@ def api_base_url() -> str | None:
 def night_of(run_dir: str | Path, data_root: str | Path | None = None) -> tuple[str, str] | None:
     """``(dag_id, date)`` when ``run_dir`` is ``{TUNEGATE_DATA_ROOT}/{dag_id}/{date}``, the only run directories
     the plugin serves; ``None`` for any other directory (a ``run_dir=`` given explicitly elsewhere)."""
-    root = data_root if data_root is not None else os.environ.get("TUNEGATE_DATA_ROOT")
+    root = data_root if data_root is not None else os.environ.get(DATA_ROOT_ENV)
     if not root:
         return None
     try:
