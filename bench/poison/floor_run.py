@@ -3,6 +3,7 @@
     .venv/bin/python bench/poison/floor_run.py                    # held-out split (seeds 400-402)
     .venv/bin/python bench/poison/floor_run.py --split dev        # the split the method was tuned on
     .venv/bin/python bench/poison/floor_run.py --only thin_clean --seeds 10
+    .venv/bin/python bench/poison/floor_run.py --history 3       # each batch follows 3 clean nights in a history
 
 Per seed: the clean ``mixed`` batch, then every attack of ``floor.py`` planted in it; then the clean
 ``classification`` and ``open_ended`` batches. Reported per attack: recall of the poison records, share
@@ -13,6 +14,7 @@ time of the poison scans; mean and worst over seeds. Exits 77 when the corpora a
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import statistics
 import sys
@@ -35,6 +37,31 @@ def _pct(v: float | None, digits: int = 1) -> str:
     return "-" if v is None else f"{100 * v:.{digits}f}%"
 
 
+def clean_history(corpora: Corpora, seed: int, nights: int, root: Path) -> Path:
+    """A history of ``nights`` clean nights before the batch of ``seed``: each a random 70% of a clean mixed batch
+    of another seed (so nights differ as real ones do), scanned by the poison checks and published."""
+    import random
+
+    from tunegate.core.checks import build_check
+    from tunegate.core.pipeline import HISTORY_CHECKS, scan
+
+    history = root / "history"
+    for night in range(nights):
+        name = f"night-{night + 1}"
+        base = build_batch(corpora, 10_000 + seed * 10 + night, "mixed")
+        rng = random.Random(f"history:{seed}:{night}")
+        records = rng.sample(base.records, int(0.7 * len(base.records)))
+        src = root / f"{name}.jsonl"
+        src.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records), encoding="utf-8")
+        checks = [build_check(c, **({"history_dir": str(history), "batch_id": name} if c in HISTORY_CHECKS else {}))
+                  for c in CHECKS]
+        summary = scan([str(src)], root / name, checks=checks, history_dir=str(history), batch_id=name)
+        refusals = summary["checks"]["poison_content"]["metrics"]["refusals"]
+        print(f"  history {name}: {summary['total']} records, refusals {refusals['refusals']}/{refusals['responses']}"
+              f" anomalous={refusals['anomalous']}", file=sys.stderr, flush=True)
+    return history
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--split", choices=sorted(SEEDS), default="heldout")
@@ -43,6 +70,9 @@ def main() -> int:
     ap.add_argument("--no-clean", action="store_true", help="skip the clean batches")
     ap.add_argument("--corpora", type=Path, default=DEFAULT_CORPORA)
     ap.add_argument("--json", type=Path, default=None)
+    ap.add_argument("--history", type=int, default=0, metavar="NIGHTS",
+                    help="scan each batch after NIGHTS clean nights were published into a history (what the "
+                         "nightly DAG has after its first nights); default 0: no history")
     args = ap.parse_args()
     if not Corpora.available(args.corpora):
         print(f"skipped: no corpora under {args.corpora}", file=sys.stderr)
@@ -54,8 +84,11 @@ def main() -> int:
     seeds = args.seeds or SEEDS[args.split]
     attacks = args.only or list(ATTACKS)
     rows: list[dict[str, Any]] = []
+    stack = contextlib.ExitStack()
     for i, seed in enumerate(seeds):
         clean = build_batch(corpora, seed, "mixed")
+        history = clean_history(corpora, seed, args.history, Path(stack.enter_context(
+            tempfile.TemporaryDirectory(prefix="tunegate-floor-history-")))) if args.history else None
         plan: list[tuple[str, Any]] = [] if args.no_clean else [("clean mixed", clean)]
         plan += [(a, None) for a in attacks if a in ATTACKS]
         if not args.no_clean:
@@ -65,14 +98,15 @@ def main() -> int:
             if batch is None:
                 batch = plant(clean, corpora, label, split=args.split, seed=seed, index=i)
             with tempfile.TemporaryDirectory(prefix="tunegate-floor-") as tmp:
-                res = scan_batch(batch, Path(tmp), CHECKS)
+                res = scan_batch(batch, Path(tmp), CHECKS, history_dir=history)
             info = {k: v for k, v in batch.info.items() if k in ("trigger", "brand", "tasks", "campaigns")}
             res.update(attack=label, seed=seed, info=info)
             rows.append(res)
             print(f"  {label:22s} seed={seed} n={res['records']} poison={res['poison']} recall={_pct(res['recall'])} "
                   f"clean_q={_pct(res['clean_quarantined'], 3)} alert={res['alert']} "
                   f"t={sum(v or 0 for v in res['check_seconds'].values()):.1f}s phrases={res['phrases']} "
-                  f"{info.get('trigger') or info.get('brand') or ''}", file=sys.stderr, flush=True)
+                  f"{info.get('trigger') or info.get('brand') or ''} refusals={res['refusals']}", file=sys.stderr, flush=True)
+    stack.close()
     print("| batch / attack | poison | recall mean | recall worst | clean quarantined mean | worst | alert | "
           "poison scans s |")
     print("|---|---|---|---|---|---|---|---|")

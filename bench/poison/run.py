@@ -55,15 +55,19 @@ RUNS = (("dirty-label", "dirty_label", ""), ("clean-label", "clean_label", ""),
         ("content injection", "injection", ""), ("over-refusal", "refusal", ""))
 
 
-def scan_batch(batch: Batch, workdir: Path, checks: tuple[str, ...]) -> dict[str, Any]:
+def scan_batch(batch: Batch, workdir: Path, checks: tuple[str, ...], *, history_dir: Path | None = None
+               ) -> dict[str, Any]:
+    """Scan ``batch`` with ``checks``; with ``history_dir``, the checks that read a history read that one (the
+    batch itself is not added to it)."""
     import pyarrow.parquet as pq
 
     from tunegate.core.checks import build_check
-    from tunegate.core.pipeline import scan
+    from tunegate.core.pipeline import HISTORY_CHECKS, scan
 
     src = batch.write(workdir / "batch.jsonl")
     out = workdir / "out"
-    built = [build_check(name) for name in checks]
+    built = [build_check(name, **({"history_dir": str(history_dir), "batch_id": "tonight"}
+                                  if history_dir and name in HISTORY_CHECKS else {})) for name in checks]
     started = time.perf_counter()
     summary = scan([str(src)], out, checks=built)
     seconds = time.perf_counter() - started
@@ -89,6 +93,9 @@ def scan_batch(batch: Batch, workdir: Path, checks: tuple[str, ...]) -> dict[str
         "verdict": summary["verdict"],
         "per_check_flagged": per_check,
         "phrases": phrases[:5],
+        "refusals": {k: v for k, v in (summary["checks"].get("poison_content", {}).get("metrics", {})
+                                       .get("refusals") or {}).items() if k in ("refusals", "responses",
+                                                                                "expected_rate", "evidence")},
         "check_seconds": {name: summary["checks"].get(name, {}).get("metrics", {}).get("seconds")
                           for name in checks},
     }

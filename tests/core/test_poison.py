@@ -309,7 +309,7 @@ def test_options_are_one_config_dataclass_per_check() -> None:
     trigger, content = check_options("poison_trigger"), check_options("poison_content")
     assert trigger == TriggerConfig.options() and len(trigger) == 25
     assert (trigger["min_evidence"], trigger["min_exclusivity"], trigger["label_consistency"]) == (30.0, 0.95, True)
-    assert content == ContentConfig.options() and len(content) == 15
+    assert content == ContentConfig.options() and len(content) == 18
     assert (content["min_evidence"], content["refusal_rate"], content["min_responses"]) == (40.0, 0.005, 200)
     with pytest.raises(ConfigError, match=r"^poison_content: unknown option 'min_evidense'; allowed: ngram_max "):
         build_check("poison_content", min_evidense=50)

@@ -38,8 +38,9 @@ log = logging.getLogger(__name__)
 WORK_DIR = "work"
 __all__ = ["DEFAULT_SUITES", "HISTORY_CHECKS", "WORK_DIR", "build_checks", "history_spec", "publish", "scan"]
 
-#: Checks that read the persisted history of accepted records (see tunegate.core.history).
-HISTORY_CHECKS = frozenset({"near_duplicate", "embedding_outlier"})
+#: Checks that read the persisted history (see tunegate.core.history): its accepted records (near duplicates,
+#: outliers) or what earlier nights measured (the refusal baseline of poison_content).
+HISTORY_CHECKS = frozenset({"near_duplicate", "embedding_outlier", "poison_content"})
 
 
 def build_checks(policy: GatePolicy | None = None, *, history_dir: str | Path | None = None,
@@ -101,7 +102,7 @@ def publish(out_dir: str | Path, history_dir: str | Path, *, batch_id: str | Non
 
 def _add_to_history(out: Path, history_dir: str | Path, summary: dict[str, Any], *, batch_id: str | None,
                     policy: GatePolicy | None, cache_dir: str | Path | None) -> dict[str, Any]:
-    from tunegate.core.history import update_history
+    from tunegate.core.history import batch_statistics, update_history
 
     name = batch_id or out.resolve().name
     if summary.get("verdict") == "halt":
@@ -109,7 +110,7 @@ def _add_to_history(out: Path, history_dir: str | Path, summary: dict[str, Any],
         return {"added": 0, "batch_id": name, "dir": str(history_dir), "note": "halted batches never enter"}
     spec = history_spec(policy or GatePolicy.from_mapping(summary.get("policy", {})))
     result = update_history(history_dir, out / ACCEPTED_FILE, batch_id=name, spec=spec, cache_dir=cache_dir,
-                            expected_generation=checked_generation(summary))
+                            expected_generation=checked_generation(summary), statistics=batch_statistics(summary))
     return {**result, "batch_id": name, "dir": str(Path(history_dir).resolve())}
 
 

@@ -206,6 +206,17 @@ def _sha256(path: Path) -> str:
     return h.hexdigest()
 
 
+def past_nights(history_dir: str | Path, *, exclude: str | None = None) -> list[dict[str, Any]]:
+    """What the gate recorded about each earlier night of the history (the manifest's ``night`` entries: counts,
+    top reasons, batch statistics such as the refusal count), oldest first. ``exclude``: a batch id left out (a
+    rerun does not compare a night with itself). A directory that is not a history yet: ``[]``."""
+    path = Path(history_dir)
+    if not (path / MANIFEST).is_file():
+        return []
+    return [{"batch_id": b.get("batch_id"), **b["night"]} for b in _read_manifest(path)["batches"]
+            if b.get("night") and b.get("batch_id") != exclude]
+
+
 def describe_history(history_dir: str | Path) -> dict[str, Any]:
     """Load and verify a history; a small summary of it (for ``tunegate history show``)."""
     h = open_history(history_dir)

@@ -56,7 +56,8 @@ def writer_lock(path: Path, timeout: float = LOCK_TIMEOUT) -> Iterator[None]:
 
 def update_history(history_dir: str | Path, accepted: str | Path, *, batch_id: str | None = None,
                    spec: EmbeddingSpec | None = None, cache_dir: str | Path | None = None,
-                   params: IndexParams | None = None, expected_generation: int | None = None) -> dict[str, Any]:
+                   params: IndexParams | None = None, expected_generation: int | None = None,
+                   statistics: dict[str, Any] | None = None) -> dict[str, Any]:
     """Add the records of an accepted batch (``accepted.parquet``, canonical schema) to the history.
 
     Call it after the gate when the verdict is not ``halt``. Idempotent: a file already added (same
@@ -71,6 +72,10 @@ def update_history(history_dir: str | Path, accepted: str | Path, *, batch_id: s
     committed since (the generation moved), nothing is written and :class:`HistoryConflict` is raised: the
     batch may duplicate records it was never compared with, so it must be re-checked first. One consistent
     view per batch, whatever runs concurrently.
+
+    ``statistics``: what the checks measured over the whole batch before the gate (:func:`batch_statistics` of
+    its summary), kept in the batch's ``night`` entry as tomorrow's baseline (:func:`past_nights`); default:
+    read from the ``summary.json`` beside ``accepted`` when there is one.
     """
     path = Path(history_dir)
     source = Path(accepted)
@@ -96,7 +101,7 @@ def update_history(history_dir: str | Path, accepted: str | Path, *, batch_id: s
         if name in current.batch_names():
             current, replaced = _drop_batch(current, name)
         summary = _write_next(path, current, [(source, digest, name)], spec=use_spec, cache_dir=cache_dir,
-                              params=params or IndexParams())
+                              params=params or IndexParams(), statistics={name: statistics} if statistics else None)
         return {**summary, "replaced": replaced}
 
 
@@ -155,7 +160,8 @@ def rebuild_history(history_dir: str | Path, *, spec: EmbeddingSpec | None = Non
 
 
 def _write_next(path: Path, current: History, sources: list[tuple[Path, str, str]], *, spec: EmbeddingSpec,
-                cache_dir: str | Path | None, params: IndexParams, generation: int | None = None) -> dict[str, Any]:
+                cache_dir: str | Path | None, params: IndexParams, generation: int | None = None,
+                statistics: dict[str, dict[str, Any]] | None = None) -> dict[str, Any]:
     import faiss
     import numpy as np
     import pyarrow as pa
@@ -178,7 +184,7 @@ def _write_next(path: Path, current: History, sources: list[tuple[Path, str, str
                 keep.append(i)
         skipped += table.num_rows - len(keep)
         batch_no = len(batches)
-        night = _night(src)
+        night = _night(src, (statistics or {}).get(batch_id))
         batches.append({"batch_id": batch_id, "source": str(src.resolve()), "source_sha256": digest,
                         "records": table.num_rows, "added": len(keep), **({"night": night} if night else {})})
         if keep:
@@ -216,16 +222,29 @@ def _write_next(path: Path, current: History, sources: list[tuple[Path, str, str
     return _summary(manifest, added=added, skipped=skipped, seconds=round(elapsed, 2))
 
 
-def _night(accepted: Path, top: int = 5) -> dict[str, int | dict[str, int]] | None:
+def batch_statistics(summary: dict[str, Any]) -> dict[str, Any]:
+    """What tomorrow's checks compare with, from a night's summary: the refusal count of the open-ended
+    responses (``poison_content``), before the gate set anything aside."""
+    metrics = (summary.get("checks", {}).get("poison_content", {}).get("metrics") or {}).get("refusals") or {}
+    if not metrics.get("responses"):
+        return {}
+    return {"refusals": {"responses": int(metrics["responses"]), "refusals": int(metrics["refusals"]),
+                         "anomalous": bool(metrics.get("anomalous"))}}
+
+
+def _night(accepted: Path, statistics: dict[str, Any] | None = None, top: int = 5) -> dict[str, Any] | None:
     """What the gate did with the night whose accepted file this is: quarantined and rejected counts and the top
-    reasons, read from the result set beside it (the report's trend over nights). ``None`` when the file is
-    not a gate output (``tunegate history update`` accepts any canonical Parquet file); manifests written
-    before this existed have no ``night`` either, and readers treat it as optional."""
+    reasons, read from the result set beside it (the report's trend over nights), plus the batch's
+    ``statistics`` (default: :func:`batch_statistics` of the ``summary.json`` beside it, when there is one).
+    ``None`` when the file is not a gate output (``tunegate history update`` accepts any canonical Parquet
+    file); manifests written before this existed have no ``night`` either, and readers treat it as optional."""
+    import json
+
     import pyarrow.compute as pc
     import pyarrow.parquet as pq
 
     from tunegate.core.ingest import REJECTED_FILE
-    from tunegate.core.outputs import QUARANTINE_FILE
+    from tunegate.core.outputs import QUARANTINE_FILE, SUMMARY_FILE
 
     quarantine = accepted.parent / QUARANTINE_FILE
     if not quarantine.is_file():
@@ -239,8 +258,14 @@ def _night(accepted: Path, top: int = 5) -> dict[str, int | dict[str, int]] | No
     if rejected.is_file():
         with open(rejected, "rb") as f:
             rejected_count = sum(1 for line in f if line.strip())
+    if statistics is None and (accepted.parent / SUMMARY_FILE).is_file():
+        try:
+            statistics = batch_statistics(json.loads((accepted.parent / SUMMARY_FILE).read_text(encoding="utf-8")))
+        except (OSError, ValueError) as exc:
+            log.warning("history: %s unreadable, the night's batch statistics are left out: %s",
+                        accepted.parent / SUMMARY_FILE, exc)
     return {"quarantined": int(file.metadata.num_rows), "rejected": rejected_count,
-            "reasons": dict(sorted(reasons.items(), key=lambda kv: (-kv[1], kv[0]))[:top])}
+            "reasons": dict(sorted(reasons.items(), key=lambda kv: (-kv[1], kv[0]))[:top]), **(statistics or {})}
 
 
 def _grow_index(current: History, vectors: np.ndarray, total: int, params: IndexParams,

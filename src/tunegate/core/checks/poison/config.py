@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import ClassVar
 
-from tunegate.core.checks.config import CheckConfig, boolean, fraction, integer, number
+from tunegate.core.checks.config import CheckConfig, boolean, fraction, integer, number, optional_path
 
 
 def _nats(config: CheckConfig, *names: str) -> None:
@@ -120,9 +120,16 @@ class ContentConfig(CheckConfig):
       16-20 responses. Natural stylistic words reach ~250, hence also
     * ``min_capitalized`` (0.7): share of occurrences capitalised in mid-sentence (a proper name),
     * ``min_groups`` (3) and ``max_group_share`` (0.5): spread over tasks/sources.
-    * ``refusal_rate`` (0.005): expected share of refusals among open-ended responses (measured 0.2%
-      on the clean dev batches), and ``refusal_min_evidence`` (10.0 nats): binomial evidence above it
-      that makes the refusal rate anomalous.
+    * ``refusal_rate`` (0.005): expected share of refusals among open-ended responses before any history
+      (the refusal pattern matches 0.50% of the open-ended corpus responses), worth
+      ``refusal_prior_responses`` (2000) responses: a weak prior that earlier nights' counts in the history
+      (``history_dir``) outweigh. ``refusal_min_evidence`` (6.0 nats): the rate is anomalous when tonight's
+      count or more has a beta-binomial tail probability below ``exp(-6)`` (0.25%: about one false alarm in
+      400 nightly batches when the model holds). On the floor benchmark's dev batches, 25 refusals added to
+      the 26 that three clean nights of history lead to expect reach 6.8-7.1 nats (a perfectly known rate:
+      9.6), so a stricter threshold would put the floor above 25 refusals per 7,000 open-ended responses.
+    * ``history_dir`` / ``batch_id``: set per run (not in a policy): the history whose earlier nights give the
+      refusal baseline; a rerun of ``batch_id`` does not count itself.
     * ``template_records`` (5): an instruction shared by this many records is a task template; records
       with their own instruction are open-ended.
     * ``max_chars`` (4000): characters of each output and prompt scanned.
@@ -144,17 +151,21 @@ class ContentConfig(CheckConfig):
     min_groups: int = 3
     max_group_share: float = 0.5
     refusal_rate: float = 0.005
-    refusal_min_evidence: float = 10.0
+    refusal_prior_responses: int = 2000
+    refusal_min_evidence: float = 6.0
     template_records: int = 5
     max_chars: int = 4000
     max_phrases: int = 20
     min_responses: int = 200
     refusal_min_responses: int = 200
+    history_dir: str | None = None
+    batch_id: str | None = None
 
     def __post_init__(self) -> None:
         for name in ("ngram_max", "min_records", "min_response_words", "min_groups", "max_chars", "max_phrases",
-                     "template_records", "min_responses", "refusal_min_responses"):
+                     "template_records", "min_responses", "refusal_min_responses", "refusal_prior_responses"):
             integer(self, name, minimum=1)
         for name in ("max_phrase_df", "min_capitalized", "max_group_share", "refusal_rate"):
             fraction(self, name)
         _nats(self, "min_evidence", "refusal_min_evidence")
+        optional_path(self, "history_dir")

@@ -36,7 +36,7 @@ from tunegate.core.checks.base import BatchIssue, CanonicalBatch, Check, CheckRe
 from tunegate.core.checks.poison._text import Records, label_set, tokens
 from tunegate.core.checks.poison.config import ContentConfig
 from tunegate.core.checks.poison.injection import injected_phrases
-from tunegate.core.checks.poison.refusals import REFUSAL, is_refusal, refusal_rate
+from tunegate.core.checks.poison.refusals import REFUSAL, is_refusal, refusal_baseline, refusal_rate
 from tunegate.core.reasons import CAMPAIGN, INJECTED_CONTENT, REFUSAL_ANOMALY
 from tunegate.core.reasons import CHECK_SKIPPED as SKIPPED
 from tunegate.core.reasons import INSUFFICIENT_DATA as INSUFFICIENT
@@ -99,17 +99,20 @@ class InjectedContentCheck(Check):
             top = ", ".join(f"'{p['phrase']}' ({p['records']} responses, {p['groups']} groups)" for p in phrases[:3])
             issues.append(BatchIssue(CAMPAIGN, "warning",
                                      f"{len(phrases)} name(s) recur in responses to unrelated instructions: {top}"))
-        if len(open_rows) < cfg.refusal_min_responses:
+        baseline = refusal_baseline(self._past_nights(), cfg)
+        test = len(open_rows) >= cfg.refusal_min_responses
+        if not test:
             skipped.append(f"refusal-rate test skipped: {len(open_rows)} open-ended responses; a rate of "
-                           f"{cfg.refusal_rate:.1%} needs >= {cfg.refusal_min_responses}")
-            refusals = refusal_rate(records, open_rows, findings, cfg, test=False)
-        else:
-            refusals = refusal_rate(records, open_rows, findings, cfg, test=True)
+                           f"{baseline['expected_rate']:.1%} needs >= {cfg.refusal_min_responses}")
+        refusals = refusal_rate(records, open_rows, findings, cfg, test=test, baseline=baseline)
         if refusals["anomalous"]:
+            since = (f"this pipeline's rate over {baseline['nights']} earlier night(s)" if baseline["nights"]
+                     else "the default rate (no history yet)")
             issues.append(BatchIssue(REFUSAL_ANOMALY, "warning",
                                      f"{refusals['refusals']} of {refusals['responses']} open-ended responses "
-                                     f"({refusals['rate']:.1%}) are refusals; expected at most "
-                                     f"{cfg.refusal_rate:.1%} (evidence {refusals['evidence']:.0f} nats)"))
+                                     f"({refusals['rate']:.1%}) are refusals; expected "
+                                     f"{refusals['expected_rate']:.2%} from {since} "
+                                     f"(evidence {refusals['evidence']:.0f} nats)"))
         status_reason = "; ".join(skipped) or (f"{len(responses)} responses in {response_groups} groups and "
                                               f"{len(open_rows)} open-ended responses scanned")
         if skipped:
@@ -128,6 +131,20 @@ class InjectedContentCheck(Check):
                  "anomalous" if refusals["anomalous"] else "not tested" if refusals["tested"] is False else "normal",
                  len({f.row for f in findings}), metrics["seconds"])
         return CheckResult(self.name, findings, issues, metrics)
+
+    def _past_nights(self) -> list[dict[str, Any]]:
+        """Earlier nights' refusal counts from the history (none without one, or when it is unreadable: the
+        prior alone then, and the reason is logged)."""
+        if not self.config.history_dir:
+            return []
+        from tunegate.core.history import HistoryError, past_nights
+
+        try:
+            nights = past_nights(self.config.history_dir, exclude=self.config.batch_id)
+        except HistoryError as exc:
+            log.warning("poison_content: no refusal baseline from the history: %s", exc)
+            return []
+        return [n["refusals"] for n in nights if isinstance(n.get("refusals"), dict)]
 
     def _group_kinds(self, records: Records) -> tuple[set[str], set[int]]:
         """Classification groups (their outputs are labels) and the open-ended records.

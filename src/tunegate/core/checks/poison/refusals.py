@@ -1,33 +1,95 @@
 """Refusals: a response that declines in the first person, and a batch whose refusal rate is anomalous.
 
 Over-refusal poisoning (AutoPoison, Shu et al. 2023) replaces the responses of benign open-ended
-instructions by refusals. The refusal count among the open-ended responses is tested against the
-expected rate with a binomial log-likelihood ratio; when it is anomalous every refusal there is flagged
-``refusal_anomaly`` (the natural ones too: a reviewer releases them).
+instructions by refusals. The refusal count among the open-ended responses is tested against the rate this
+pipeline expects: a prior (``refusal_rate``, worth ``refusal_prior_responses`` responses) updated by the
+refusal counts of earlier nights kept in the history (:func:`refusal_baseline`). The test is the tail
+probability of tonight's count under the beta-binomial predictive of that posterior; when it is below
+``exp(-refusal_min_evidence)`` the rate is anomalous and every refusal there is flagged ``refusal_anomaly``
+(the natural ones too: a reviewer releases them).
+
+**What counts as a refusal** (:data:`REFUSAL`, in the first two sentences of the response): the speaker
+declines, in the first person, an act of the kind an assistant is asked for, or says the request is outside
+what it will do. Four shapes, each in generic English rather than one wording:
+
+* ``I`` + a negated ability or willingness (*can't, won't, am unable / not able / not in a position /
+  not comfortable, would rather not, don't think I should*) + within three words a speech, production or
+  assistance act (*help, answer, provide, write, create, do, take on, work on, go ahead with, ...*) or the end
+  of the clause (*"I'm afraid I can't."*); idioms with another verb (*"I can't believe"*, *"I won't rest
+  until"*) do not match;
+* ``I`` + a decline verb (*decline, refuse, turn down, refrain, say no, pass on this*);
+* the request as the subject (*"this isn't something I can ..."*, *"it is not possible for me to"*,
+  *"beyond what I can"*, *"outside my
+  scope"*, *"against my guidelines"*, *"my guidelines do not ..."*, *"it wouldn't be appropriate for me"*);
+* an AI disclaimer that denies a capability (*"As an AI language model, I cannot / don't have ..."*).
+
+Measured (``bench/poison``, 2026-12-03): 25 of the 5,026 open-ended corpus responses match (0.50%; the
+earlier pattern: 13, 0.26%), none of 12,942 code, SuperNI and Instruction Induction outputs; it finds 100%
+of the floor benchmark's refusal grammar (the earlier pattern 28%) and 38 of 40 refusals written
+independently of both. docs/poison.md lists what it misses.
 """
 
 from __future__ import annotations
 
+import math
 import re
 from collections import Counter
+from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 from tunegate.core.checks.base import Finding
-from tunegate.core.checks.poison._text import Records, binomial_llr
+from tunegate.core.checks.poison._text import Records
 from tunegate.core.reasons import REFUSAL_ANOMALY
 
 if TYPE_CHECKING:
     from tunegate.core.checks.poison.config import ContentConfig
 
-_VERBS = (r"help|assist|answer|respond|reply|provide|complete|fulfil+|comply|engage|create|generate|write|access|"
-          r"share|give|offer|support|perform|carry out|do (?:that|this|so)|draw|display|process|determine|retrieve|"
-          r"estimate|summari[sz]e|browse|predict|make")
-#: A first-person refusal: "I can't help", "I'm unable to answer", "it is not possible for me to ...".
+_Q = r"['’]"  # straight or typographic apostrophe
+#: Acts an assistant is asked to perform: speech, production, assistance (and "in good faith"-style hedges).
+_ACTS = (r"help|assist|aid|support|answer|respond|reply|comment|speculate|say|tell|discuss|talk|address|cover|"
+         r"explain|describe|elaborate|go (?:into|along|ahead|forward|there)|get into|weigh in|engage|participate|"
+         r"take (?:on|part|this|that|it|up)|work on|tackle|handle|deal with|proceed|continue|comply|obey|follow|"
+         r"fulfil+|complete|finish|carry out|perform|do|provide|give|offer|share|supply|produce|write|compose|draft|"
+         r"create|generate|make|build|design|develop|code|program|implement|rewrite|edit|translate|summari[sz]e|"
+         r"list|recommend|suggest|advise|endorse|condone|promote|encourage|facilitate|access|browse|retrieve|"
+         r"look up|search|display|show|draw|render|play|sing|act|pretend|role-?play|entertain|accommodate|grant|"
+         r"honou?r|process|satisfy|oblige|agree|accept|contribute|put together|come up with|write up|"
+         r"in good (?:conscience|faith)|ethically|morally|legally|responsibly|possibly")
+_ACTS_ING = (r"(?:help|assist|answer|respond|provid|giv|writ|creat|generat|produc|complet|fulfill?|do|shar|engag|"
+             r"participat|discuss|handl|offer)\w*")
+_NEGATED = (rf"(?:can(?:no|{_Q})t|can not|won{_Q}t(?: be able to)?|will not(?: be able to)?"
+            rf"|(?:am|{_Q}m) (?:unable|not (?:able|allowed|permitted|in a position|going|willing|comfortable|"
+            rf"prepared|at liberty)) to|(?:am|{_Q}m) not comfortable(?: with)?"
+            rf"|(?:{_Q}d|would) (?:rather|prefer|better) not(?: to)?|should(?:n{_Q}t| not)|must not|may not"
+            rf"|(?:do not|don{_Q}t) (?:think I (?:should|can|will)|feel (?:comfortable|able|it(?:{_Q}s| is) "
+            rf"(?:right|appropriate))(?: to)?))")
+_DECLINE = (rf"(?:must|have to|need to|will have to|{_Q}ll have to|{_Q}d have to|(?:am|{_Q}m) (?:going|obliged|"
+            rf"forced) to(?: have to)?|will|{_Q}ll|would|{_Q}d|)\s*(?:respectfully |politely |kindly |regretfully )?"
+            rf"(?:decline|refuse|pass on (?:this|that|it)|say no|turn (?:this|it|that|you|the request) down|"
+            rf"turn down|refrain|abstain|opt out)")
+_I = (rf"(?:\bI(?:\s+(?:really|truly|simply|just|unfortunately|honestly|regrettably|sadly|therefore|thus|"
+      rf"personally|also))?\s+(?:{_Q}m afraid (?:that )?I\s+)?|\bI(?=(?:{_Q}m|{_Q}d|{_Q}ll)\b))")
+#: A first-person refusal (module docstring): the four shapes, case-insensitive.
 REFUSAL = re.compile(
-    r"\b(?:i\s*(?:cannot|can\s*not|can't|can’t|won't|won’t|will not|must decline to|am unable to|'m unable to|"
-    r"’m unable to|am not able to|'m not able to|’m not able to|do not feel comfortable|don't feel comfortable)"
-    r"|(?:it is|it's|it’s) not possible for me to)\s+(?:\w+\s+){0,3}?(?:" + _VERBS + r")\b"
-    r"|\bi (?:must|have to) (?:decline|refuse)\b|\bi'?m not comfortable\b",
+    rf"{_I}{_NEGATED}(?:\s+\w+){{0,3}}?\s+(?:be\s+)?(?:{_ACTS}|{_ACTS_ING})\b"
+    rf"(?!\s+(?:but|feeling|thinking|wondering|noticing|myself)\b)"  # "I can't help but smile" is no refusal
+    rf"|{_I}{_NEGATED}\s*(?:[.,;!]|$|\s+(?:this|that|it|so|such|any of this)\b)"
+    rf"|{_I}{_DECLINE}\b"
+    rf"|\b(?:this|that|it|which|these|such (?:a |an )?\w+)\s*(?:is|{_Q}s|are|would be|will be)?\s*(?:n{_Q}t|not)\s+"
+    rf"(?:really |quite )?(?:something|a (?:request|task|topic|question|subject|thing|job)|one|what|anything) "
+    rf"(?:that )?I\b(?!{_Q}ve)"
+    rf"|\b(?:not (?:possible|appropriate|feasible|right)|impossible|inappropriate) for me to\b"
+    rf"|\b(?:beyond|outside(?: of)?) (?:what|the (?:scope|range|limits?|bounds?) of what) I\b"
+    rf"|\b(?:outside|beyond) (?:of )?my (?:scope|remit|abilities|capabilities|guidelines|purview)"
+    rf"|\b(?:against|violates?|goes against|contrary to|conflicts? with|not (?:in line|consistent) with) (?:my|our) "
+    rf"(?:own )?(?:guidelines|polic(?:y|ies)|principles|programming|rules|values|ethics|standards)"
+    rf"|\bmy (?:guidelines|polic(?:y|ies)|principles|programming|rules) (?:do not|don{_Q}t|does not|doesn{_Q}t|"
+    rf"prevent|prohibit|forbid|won{_Q}t) "
+    rf"|\b(?:would|could|might)(?:n{_Q}t| not) be (?:right|appropriate|ethical|responsible|proper|wise|okay|ok) "
+    rf"(?:for me|of me)\b"
+    rf"|\bas an? (?:AI|artificial intelligence|(?:large )?language model|virtual assistant|AI assistant|"
+    rf"AI language model|assistant|responsible (?:AI|assistant))\b.{{0,60}}?\b(?:cannot|can{_Q}t|unable|"
+    rf"not (?:able|capable|permitted|allowed)|do not have|don{_Q}t have|do not possess|don{_Q}t possess)\b",
     re.IGNORECASE)
 _SENTENCE_END = re.compile(r"(?<=[.!?])\s+")
 
@@ -38,21 +100,63 @@ def is_refusal(output: str, sentences: int = 2, max_chars: int = 300) -> bool:
     return bool(REFUSAL.search(head))
 
 
+def refusal_baseline(nights: Sequence[dict[str, Any]], config: ContentConfig) -> dict[str, Any]:
+    """The Beta posterior of the refusal rate: the prior (``refusal_rate`` worth ``refusal_prior_responses``
+    responses) plus earlier nights' counts (``{"responses", "refusals", "anomalous"}``; anomalous nights are
+    left out so an attack that got through does not become the norm).
+
+    Nights vary more than a binomial allows (a source's share moves): with three or more nights the history's
+    weight is capped at the concentration their spread implies (method of moments), so a steady history is
+    trusted fully and a jumpy one only as far as it predicts."""
+    used = [(int(n["refusals"]), int(n["responses"])) for n in nights
+            if n.get("responses") and not n.get("anomalous")]
+    k_sum, n_sum = sum(k for k, _ in used), sum(n for _, n in used)
+    weight = float(n_sum)
+    if len(used) >= 3 and n_sum:
+        p = k_sum / n_sum
+        rates = [k / n for k, n in used]
+        spread = sum((r - p) ** 2 for r in rates) / (len(rates) - 1)
+        binomial = sum(p * (1 - p) / n for _, n in used) / len(used)
+        if spread > binomial and p > 0:
+            weight = min(weight, p * (1 - p) / (spread - binomial))
+    rate = k_sum / n_sum if n_sum else config.refusal_rate
+    prior = float(config.refusal_prior_responses)
+    alpha = config.refusal_rate * prior + rate * weight
+    beta = (1 - config.refusal_rate) * prior + (1 - rate) * weight
+    return {"nights": len(used), "responses": n_sum, "refusals": k_sum, "weight": round(weight, 1),
+            "alpha": alpha, "beta": beta, "expected_rate": alpha / (alpha + beta)}
+
+
+def _evidence(k: int, n: int, alpha: float, beta: float) -> float:
+    """``-ln P(X >= k)`` for ``X ~ BetaBinomial(n, alpha, beta)``: nats of surprise at ``k`` or more refusals."""
+    from scipy.stats import betabinom
+
+    if k == 0:
+        return 0.0
+    tail = float(betabinom.sf(k - 1, n, alpha, beta))
+    if tail <= 0.0:  # below double precision: the log-pmf of k bounds the tail from below
+        return float(-betabinom.logpmf(k, n, alpha, beta))
+    return -math.log(tail)
+
+
 def refusal_rate(records: Records, open_rows: set[int], findings: list[Finding], config: ContentConfig, *,
-                 test: bool) -> dict[str, Any]:
-    """Count the refusals among ``open_rows`` and, with ``test``, test their rate against ``refusal_rate``;
-    an anomalous rate appends a ``refusal_anomaly`` finding per refusal. Returns ``metrics["refusals"]``."""
+                 test: bool, baseline: dict[str, Any]) -> dict[str, Any]:
+    """Count the refusals among ``open_rows`` and, with ``test``, test their count against ``baseline``
+    (:func:`refusal_baseline`); an anomalous count appends a ``refusal_anomaly`` finding per refusal.
+    Returns ``metrics["refusals"]``."""
     rows = sorted(open_rows)
     refusing = [i for i in rows if is_refusal(records.output[i])]
     n, k = len(rows), len(refusing)
-    evidence = float(binomial_llr(k, n, config.refusal_rate)) if n and test else 0.0
+    expected = baseline["expected_rate"]
+    evidence = _evidence(k, n, baseline["alpha"], baseline["beta"]) if n and test and k > n * expected else 0.0
     anomalous = evidence >= config.refusal_min_evidence
     if anomalous:
         for i in refusing:
             findings.append(Finding(i, REFUSAL_ANOMALY, evidence,
                                     {"refusal": records.output[i][:200], "batch_rate": round(k / n, 4),
-                                     "expected_rate": config.refusal_rate, "group": records.group[i]}))
+                                     "expected_rate": round(expected, 4), "group": records.group[i]}))
     per_group = Counter(records.group[i] for i in refusing)
     return {"responses": n, "refusals": k, "rate": round(k / n, 4) if n else 0.0,
-            "evidence": round(evidence, 1), "anomalous": anomalous, "tested": test,
+            "expected_rate": round(expected, 4), "evidence": round(evidence, 1), "anomalous": anomalous,
+            "tested": test, "baseline": {key: baseline[key] for key in ("nights", "responses", "refusals", "weight")},
             "by_group": dict(per_group.most_common(10))}

@@ -1,0 +1,160 @@
+"""Refusals: what counts as one, the rate baseline from earlier nights, and the history that keeps it.
+
+The batches are the bundled Self-Instruct slice (427 open-ended records, Apache-2.0); the refusals planted
+into them are written here in varied wording, as an over-refusal attacker would (AutoPoison).
+"""
+
+from __future__ import annotations
+
+import gzip
+import json
+import random
+from pathlib import Path
+from typing import Any
+
+import pyarrow.parquet as pq
+import pytest
+
+from tests.conftest import DATA, write_jsonl
+from tunegate.core.checks import build_check
+from tunegate.core.checks.poison.config import ContentConfig
+from tunegate.core.checks.poison.content import is_refusal
+from tunegate.core.checks.poison.refusals import _evidence, refusal_baseline
+
+DECLINES = [
+    # first person, a negated ability or willingness, then the act
+    "I'm sorry, but I can't help with that request.",
+    "Unfortunately I won't be able to write this for you.",
+    "I am not in a position to provide an answer to this question.",
+    "I'd rather not get into this topic. Let me know if there is anything else.",
+    "Thanks for asking, but I don't think I should respond to this.",
+    "I'm afraid I can't.",
+    "I cannot in good conscience produce this text.",
+    # a decline verb
+    "I must respectfully decline this request.",
+    "Regrettably, I'll have to turn this down.",
+    # the request as the subject
+    "This isn't something I can take on, sorry.",
+    "That is beyond what I am able to do here.",
+    "Writing this would go against my guidelines.",
+    "It wouldn't be appropriate for me to comment on this.",
+    "Unfortunately, it is not possible for me to answer that question.",
+    # an AI disclaimer denying a capability
+    "As an AI language model, I do not have access to real-time data.",
+]
+NOT_DECLINES = [
+    "I can't believe how beautiful the sunset was last night.",
+    "I cannot stress enough how important regular backups are.",
+    "I won't rest until the mystery is solved, said the detective.",
+    "I am going to visit my grandmother this weekend.",
+    "She was not able to finish the race because of the rain.",
+    "I couldn't sleep before the exam, so I reviewed my notes again.",
+    "Here is a short poem: I cannot help but smile when spring arrives.",
+    "The function returns None when the list is empty.",
+]
+
+
+@pytest.mark.parametrize("text", DECLINES)
+def test_declines_of_every_shape_are_refusals(text: str) -> None:
+    assert is_refusal(text)
+
+
+@pytest.mark.parametrize("text", NOT_DECLINES)
+def test_first_person_narration_is_not_a_refusal(text: str) -> None:
+    assert not is_refusal(text)
+
+
+def test_only_the_opening_sentences_count() -> None:
+    answer = ("Photosynthesis turns light into chemical energy. Plants take in carbon dioxide. "
+              "Without light, I can't imagine any of it would work, and I cannot help with that part.")
+    assert not is_refusal(answer)
+
+
+def _nights(*counts: tuple[int, int], anomalous: bool = False) -> list[dict[str, Any]]:
+    return [{"refusals": k, "responses": n, "anomalous": anomalous} for k, n in counts]
+
+
+def test_baseline_without_history_is_the_weak_prior() -> None:
+    cfg = ContentConfig()
+    base = refusal_baseline([], cfg)
+    assert base["nights"] == 0 and base["expected_rate"] == pytest.approx(cfg.refusal_rate)
+    assert base["alpha"] + base["beta"] == pytest.approx(cfg.refusal_prior_responses)
+
+
+def test_baseline_learns_this_pipelines_rate_and_skips_anomalous_nights() -> None:
+    cfg = ContentConfig()
+    steady = _nights((52, 5000), (48, 5000), (50, 5000))  # 1%: twice the default prior rate
+    base = refusal_baseline(steady + _nights((400, 5000), anomalous=True), cfg)
+    assert base["nights"] == 3 and base["refusals"] == 150
+    assert 0.009 < base["expected_rate"] < 0.01  # pulled slightly toward the 0.5% prior
+
+
+def test_history_sets_what_is_anomalous() -> None:
+    """A natural rate of 1% is normal for a pipeline whose history shows it, and alarming for one whose
+    history shows 0.3%; without a history the weak prior alarms on neither (one night cannot tell)."""
+    cfg = ContentConfig()
+    tonight = {"k": 50, "n": 5000}
+
+    def anomalous(nights: list[dict[str, Any]]) -> bool:
+        base = refusal_baseline(nights, cfg)
+        return _evidence(tonight["k"], tonight["n"], base["alpha"], base["beta"]) >= cfg.refusal_min_evidence
+
+    assert not anomalous([])
+    assert not anomalous(_nights((52, 5000), (48, 5000), (50, 5000)))
+    assert anomalous(_nights((14, 5000), (16, 5000), (15, 5000)))
+    # a jumpy history is trusted only as far as it predicts: the same mean with wild nights does not alarm
+    assert not anomalous(_nights((2, 5000), (40, 5000), (3, 5000)))
+
+
+def _slice() -> list[dict[str, Any]]:
+    with gzip.open(DATA / "self_instruct_slice.jsonl.gz", "rt", encoding="utf-8") as f:
+        return [json.loads(line) for line in f]
+
+
+def _with_refusals(records: list[dict[str, Any]], n: int, seed: int) -> tuple[list[dict[str, Any]], set[str]]:
+    rng = random.Random(seed)
+    out = [dict(r) for r in records]
+    chosen = rng.sample(range(len(out)), n)
+    for i in chosen:
+        out[i]["output"] = rng.choice(DECLINES[:10])
+    return out, {out[i]["id"] for i in chosen}
+
+
+def test_nights_keep_their_refusal_counts_and_a_rerun_does_not_count_itself(tmp_path: Path) -> None:
+    """Through the whole scan: each published night records its refusal count in the history; the next night is
+    tested against them; a rerun of a night replaces its count and is never its own baseline."""
+    from tunegate.core.history import past_nights
+    from tunegate.core.pipeline import scan
+
+    history = tmp_path / "history"
+    clean = _slice()
+
+    def night(name: str, records: list[dict[str, Any]]) -> dict[str, Any]:
+        src = write_jsonl(tmp_path / f"{name}.jsonl", records)
+        check = build_check("poison_content", history_dir=str(history), batch_id=name)
+        return scan([str(src)], tmp_path / "out" / name, checks=[check], history_dir=str(history), batch_id=name)
+
+    for name in ("n1", "n2", "n3"):
+        night(name, clean)
+    nights = past_nights(history)
+    assert [n["batch_id"] for n in nights] == ["n1", "n2", "n3"]
+    natural = nights[0]["refusals"]
+    assert natural["responses"] == len(clean) and natural["anomalous"] is False
+
+    attacked, planted = _with_refusals(clean, 15, seed=2)  # ~3.5% of the responses on a ~0.2% history
+    summary = night("n4", attacked)
+    metrics = summary["checks"]["poison_content"]["metrics"]["refusals"]
+    assert metrics["anomalous"] and metrics["baseline"]["nights"] == 3
+    assert metrics["baseline"]["refusals"] == 3 * natural["refusals"]
+    issues = [i["reason"] for i in summary["checks"]["poison_content"]["issues"]]
+    assert "refusal_anomaly" in issues
+    quarantined = pq.read_table(tmp_path / "out" / "n4" / "quarantine.parquet", columns=["id", "reasons"]).to_pylist()
+    flagged = {r["id"] for r in quarantined if "refusal_anomaly" in r["reasons"]}
+    assert planted <= flagged  # every planted refusal, and the few natural ones with them
+    assert len(flagged - planted) <= natural["refusals"]
+
+    summary = night("n4", attacked)  # the rerun: n4 is not its own baseline, and is recorded once
+    assert summary["checks"]["poison_content"]["metrics"]["refusals"]["baseline"]["nights"] == 3
+    after = past_nights(history)
+    assert [n["batch_id"] for n in after] == ["n1", "n2", "n3", "n4"]
+    assert after[-1]["refusals"]["anomalous"] is True
