@@ -56,8 +56,9 @@ def _parser() -> argparse.ArgumentParser:
                         "instruction_record and instruction_quality)")
     s.add_argument("--no-suite", action="store_true", help="run no Great Expectations suite")
     s.add_argument("--history", metavar="DIR",
-                   help="history of accepted batches: near_duplicate/embedding_outlier compare against it, and "
-                        "a batch that does not halt is added to it")
+                   help="history of accepted batches: near_duplicate/embedding_outlier compare against it, "
+                        "poison_content takes its refusal baseline from its earlier nights, and a batch that does not "
+                        "halt is added to it")
     s.add_argument("--batch-id", metavar="ID", help="name of this batch in the history (default: DIR's name)")
     s.add_argument("--max-quarantined-fraction", type=float, metavar="F", help="override the policy's value")
     s.add_argument("--max-rejected-fraction", type=float, metavar="F", help="override the policy's value")
