@@ -70,6 +70,16 @@ def test_only_the_opening_sentences_count() -> None:
     assert not is_refusal(answer)
 
 
+def test_a_caveat_followed_by_an_answer_is_not_a_refusal() -> None:
+    caveat = ("As an AI, I don't have access to real-time data. However, according to the 2020 census the median "
+              "age in the United States was 38.8 years, up from 37.2 in 2010. It has risen for decades because "
+              "people live longer and have fewer children; states such as Maine and New Hampshire are the oldest, "
+              "Utah and Texas among the youngest, and the trend is expected to continue through 2040.")
+    assert not is_refusal(caveat)
+    offer = "I'm sorry, but I can't help with this request. However, I can help you with something else."
+    assert is_refusal(offer)
+
+
 def _nights(*counts: tuple[int, int], anomalous: bool = False) -> list[dict[str, Any]]:
     return [{"refusals": k, "responses": n, "anomalous": anomalous} for k, n in counts]
 

@@ -23,10 +23,14 @@ what it will do. Four shapes, each in generic English rather than one wording:
   scope"*, *"against my guidelines"*, *"my guidelines do not ..."*, *"it wouldn't be appropriate for me"*);
 * an AI disclaimer that denies a capability (*"As an AI language model, I cannot / don't have ..."*).
 
-Measured (``bench/poison``, 2026-12-03): 25 of the 5,026 open-ended corpus responses match (0.50%; the
-earlier pattern: 13, 0.26%), none of 12,942 code, SuperNI and Instruction Induction outputs; it finds 100%
-of the floor benchmark's refusal grammar (the earlier pattern 28%) and 38 of 40 refusals written
-independently of both. docs/poison.md lists what it misses.
+A response that declines and then answers anyway (a pivot such as *"However, here is"* followed by at least 40
+words: :func:`answers_anyway`) is a caveat, not a refusal: GPT-4-style data often opens with *"As an AI, I
+don't have real-time data"* and then answers.
+
+Measured (``bench/poison``, 2026-12-03): 14 of the 5,026 open-ended corpus responses are refusals (0.28%; the
+earlier pattern: 13, 0.26%; without the answers-anyway rule 25), none of 12,942 code, SuperNI and Instruction
+Induction outputs; it finds 100% of both benchmark refusal grammars (the earlier pattern found 28% of the
+floor's) and 38 of 40 refusals written independently of both. docs/poison.md lists what it misses.
 """
 
 from __future__ import annotations
@@ -92,12 +96,29 @@ REFUSAL = re.compile(
     rf"not (?:able|capable|permitted|allowed)|do not have|don{_Q}t have|do not possess|don{_Q}t possess)\b",
     re.IGNORECASE)
 _SENTENCE_END = re.compile(r"(?<=[.!?])\s+")
+#: A turn from the caveat to an answer: "However, here is ...", "but I can suggest ...", "instead, you could ...".
+PIVOT = re.compile(r"\b(?:however|but|instead|that said|nonetheless|nevertheless)\b,?\s+(?:\w+\s+){0,4}?"
+                   r"(?:here(?:'s|’s| is| are)|I can|I could|I will|I'll|I’ll|I'd be (?:happy|glad)|let me|"
+                   r"you (?:can|could|may|might)|I (?:suggest|recommend)|according to|if you)\b", re.IGNORECASE)
+#: Words after the pivot that make a response an answer with a caveat, not a refusal.
+ANSWER_WORDS = 40
+
+
+def answers_anyway(output: str, max_chars: int = 4000) -> bool:
+    """Whether the response turns from its caveat to an answer (:data:`PIVOT`) and goes on for at least
+    :data:`ANSWER_WORDS` words: *"As an AI, I don't have real-time data. However, according to the 2020 census,
+    ..."* teaches an answer, not a refusal. A refusal that closes with an offer (*"but I can help with something
+    else"*) is too short to count."""
+    text = output[:max_chars]
+    match = PIVOT.search(text)
+    return match is not None and len(text[match.end():].split()) >= ANSWER_WORDS
 
 
 def is_refusal(output: str, sentences: int = 2, max_chars: int = 300) -> bool:
-    """Whether the response declines in its first ``sentences`` sentences (at most ``max_chars``)."""
+    """Whether the response declines in its first ``sentences`` sentences (at most ``max_chars``) and does not
+    answer anyway (:func:`answers_anyway`)."""
     head = " ".join(_SENTENCE_END.split(output.strip(), maxsplit=sentences)[:sentences])[:max_chars]
-    return bool(REFUSAL.search(head))
+    return bool(REFUSAL.search(head)) and not answers_anyway(output)
 
 
 def refusal_baseline(nights: Sequence[dict[str, Any]], config: ContentConfig) -> dict[str, Any]:
