@@ -107,7 +107,8 @@ def test_a_campaign_concentrated_on_one_contributor_holds_their_other_records(ca
     assert s["reasons"]["contributor_campaign"] == 100
     # the trigger campaign was spread over ten contributors: flagged, attributed to none
     assert all("trigger_phrase" in quarantine[rid]["reasons"] for rid in campaign_night["triggered"])
-    assert not any("contributor_campaign" in r["reasons"] and r["contributor"] != "mallory" for r in quarantine.values())
+    held = {r["contributor"] for r in quarantine.values() if "contributor_campaign" in r["reasons"]}
+    assert held == {"mallory"}
 
 
 def test_the_alert_and_the_report_name_the_attributed_contributor(campaign_night: dict[str, Any]) -> None:
