@@ -17,6 +17,7 @@ source dataset by construction. docs/provenance.md has the reasons for the defau
 from __future__ import annotations
 
 import logging
+import time
 from collections import Counter
 from dataclasses import dataclass
 from typing import Any, ClassVar
@@ -87,6 +88,7 @@ class SourceDiversityCheck(Check):
         from tunegate.core.ledger.store import UNKNOWN, name_of
 
         cfg = self.config
+        started = time.monotonic()
         cols: list[str] = [c for c in ("task", "source", "contributor") if c in batch.columns]
         data = batch.read_columns(cols).to_pydict()
         n = batch.num_rows
@@ -129,7 +131,8 @@ class SourceDiversityCheck(Check):
                                                          f"{cfg.min_task_records} records and were judged",
                         "dominated": [{"task": r["task"], "why": why, "critical": r["task"] in cfg.critical_tasks}
                                       for r, why in dominated[:TASKS_KEPT]],
-                        "task_table": sorted(rows, key=_least_diverse)[:TASKS_KEPT]})
+                        "task_table": sorted(rows, key=_least_diverse)[:TASKS_KEPT],
+                        "seconds": round(time.monotonic() - started, 3)})
         log.info("source_diversity: %d task(s), %d judged, %d dominated (%d critical); effective contributors %.1f",
                  len(rows), len(judged), len(dominated), len(critical), metrics["effective_contributors"])
         return CheckResult(self.name, [], issues, metrics)

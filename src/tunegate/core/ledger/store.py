@@ -57,7 +57,7 @@ def _schema() -> pa.Schema:
 
     return pa.schema([("kind", pa.string()), ("name", pa.string()), ("submitted", pa.int64()),
                       ("accepted", pa.int64()), ("quarantined", pa.int64()), ("flagged", pa.int64()),
-                      ("reasons", pa.map_(pa.string(), pa.int64()))])
+                      ("reasons", pa.list_(pa.struct([("reason", pa.string()), ("records", pa.int64())])))])
 
 
 @dataclass
@@ -130,7 +130,7 @@ def record_night(history_dir: str | Path, out_dir: str | Path, summary: dict[str
         "kind": [k for k, _ in keys], "name": [n for _, n in keys],
         "submitted": [counts[k].submitted for k in keys], "accepted": [counts[k].accepted for k in keys],
         "quarantined": [counts[k].quarantined for k in keys], "flagged": [counts[k].flagged for k in keys],
-        "reasons": [sorted(counts[k].reasons.items()) for k in keys],
+        "reasons": [[{"reason": r, "records": n} for r, n in sorted(counts[k].reasons.items())] for k in keys],
     }, schema=_schema())
     path = night_path(history_dir, batch_id)
     now = datetime.now(UTC).isoformat(timespec="seconds")
@@ -208,28 +208,58 @@ class Ledger:
 
 def load_ledger(history_dir: str | Path | None, *, exclude: str | None = None) -> Ledger:
     """The ledger of a history (empty when there is none), without the night ``exclude`` (tonight, on a rerun,
-    so it is not counted twice), with the history's confirmed poison folded in."""
+    so it is not counted twice), with the history's confirmed poison folded in. Summed in Arrow: the cost is
+    reading the files, not the Python objects (one per contributor and source, whatever the number of nights)."""
     import pyarrow.parquet as pq
 
     if history_dir is None:
         return Ledger(Path())
     ledger = Ledger(Path(history_dir))
     folder = Path(history_dir) / LEDGER_DIR / NIGHTS_DIR
-    nights: list[tuple[str, str, Path]] = []
+    nights: list[tuple[str, str, pa.Table]] = []
     if folder.is_dir():
         for path in folder.glob("*.parquet"):
-            meta = _night_meta(path)
+            table = pq.read_table(path)
+            raw = (table.schema.metadata or {}).get(_META_KEY)
+            meta = json.loads(raw) if raw else {}
             if meta.get("batch_id") and meta["batch_id"] != exclude:
-                nights.append((str(meta.get("first_published", "")), str(meta["batch_id"]), path))
-    for _, batch_id, path in sorted(nights):
-        data = pq.read_table(path).to_pydict()
-        counts = {(kind, name): Counts(s, a, q, f, Counter(dict(r)))
-                  for kind, name, s, a, q, f, r in zip(data["kind"], data["name"], data["submitted"], data["accepted"],
-                                                       data["quarantined"], data["flagged"], data["reasons"],
-                                                       strict=True)}
-        ledger.add_night(batch_id, counts)
+                nights.append((str(meta.get("first_published", "")), str(meta["batch_id"]), table))
+    nights.sort(key=lambda n: (n[0], n[1]))
+    ledger.nights = [batch_id for _, batch_id, _ in nights]
+    if nights:
+        _sum_nights(ledger, [table for _, _, table in nights])
     _fold_confirmed(ledger)
     return ledger
+
+
+def _sum_nights(ledger: Ledger, tables: list[pa.Table]) -> None:
+    """Fold the nights' tables (oldest first) into ``ledger.entries``."""
+    import numpy as np
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    numbered = [t.drop_columns(["reasons"]).replace_schema_metadata(None).append_column(
+        "night", pa.array(np.full(t.num_rows, i, dtype=np.int32))) for i, t in enumerate(tables)]
+    sums = pa.concat_tables(numbered).group_by(["kind", "name"]).aggregate(
+        [(c, "sum") for c in ("submitted", "accepted", "quarantined", "flagged")]
+        + [("night", "min"), ("night", "max"), ("night", "count")]).to_pydict()
+    for i, (kind, name) in enumerate(zip(sums["kind"], sums["name"], strict=True)):
+        counts = Counts(submitted=int(sums["submitted_sum"][i]), accepted=int(sums["accepted_sum"][i]),
+                        quarantined=int(sums["quarantined_sum"][i]), flagged=int(sums["flagged_sum"][i]))
+        ledger.entries[(kind, name)] = Entry(kind, name, counts, nights=int(sums["night_count"][i]),
+                                             first_seen=ledger.nights[sums["night_min"][i]],
+                                             last_seen=ledger.nights[sums["night_max"][i]])
+    parts = []
+    for t in tables:  # the reasons lists, flattened to (kind, name, reason, records) rows
+        column = t.column("reasons")
+        parents = pc.list_parent_indices(column)
+        flat = pc.list_flatten(column)
+        parts.append(pa.table({"kind": t.column("kind").take(parents), "name": t.column("name").take(parents),
+                               "reason": pc.struct_field(flat, "reason"), "records": pc.struct_field(flat, "records")}))
+    reasons = pa.concat_tables(parts).group_by(["kind", "name", "reason"]).aggregate([("records", "sum")]).to_pydict()
+    for kind, name, reason, n in zip(reasons["kind"], reasons["name"], reasons["reason"], reasons["records_sum"],
+                                     strict=True):
+        ledger.entries[(kind, name)].counts.reasons[reason] = int(n)
 
 
 def _fold_confirmed(ledger: Ledger) -> None:
