@@ -265,3 +265,14 @@ def test_the_ledger_files_are_one_per_night(nights: dict[str, Any]) -> None:
     meta = json.loads(pq.read_schema(nights["history"] / "ledger" / "nights" / "night-2.parquet").metadata[
         b"tunegate.ledger"])
     assert meta["batch_id"] == "night-2" and meta["first_published"] <= meta["published"]
+
+
+def test_a_damaged_night_file_says_how_to_recover(tmp_path: Path) -> None:
+    from tunegate.core.ledger import night_path
+    from tunegate.exceptions import HistoryError
+
+    path = night_path(tmp_path, "night-9")
+    path.parent.mkdir(parents=True)
+    path.write_bytes(b"PAR1 not really")
+    with pytest.raises(HistoryError, match="rerun that night's publish"):
+        load_ledger(tmp_path)

@@ -210,7 +210,10 @@ def load_ledger(history_dir: str | Path | None, *, exclude: str | None = None) -
     """The ledger of a history (empty when there is none), without the night ``exclude`` (tonight, on a rerun,
     so it is not counted twice), with the history's confirmed poison folded in. Summed in Arrow: the cost is
     reading the files, not the Python objects (one per contributor and source, whatever the number of nights)."""
+    import pyarrow as pa
     import pyarrow.parquet as pq
+
+    from tunegate.exceptions import HistoryError
 
     if history_dir is None:
         return Ledger(Path())
@@ -219,7 +222,11 @@ def load_ledger(history_dir: str | Path | None, *, exclude: str | None = None) -
     nights: list[tuple[str, str, pa.Table]] = []
     if folder.is_dir():
         for path in folder.glob("*.parquet"):
-            table = pq.read_table(path)
+            try:
+                table = pq.read_table(path)
+            except (OSError, pa.ArrowException) as exc:
+                raise HistoryError(f"ledger night {path} is unreadable ({exc}): remove it and rerun that night's "
+                                   "publish (it writes the file again from the night's committed outputs)") from exc
             raw = (table.schema.metadata or {}).get(_META_KEY)
             meta = json.loads(raw) if raw else {}
             if meta.get("batch_id") and meta["batch_id"] != exclude:
