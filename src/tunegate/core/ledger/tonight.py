@@ -41,11 +41,16 @@ def contributor_summary(summary: dict[str, Any], out_dir: str | Path) -> dict[st
     named = sorted(n for n in tonight if n != UNKNOWN)
     out: dict[str, Any] = {"history_dir": history_dir, "batch_id": batch_id, "contributors": len(named),
                            "unknown_records": tonight[UNKNOWN].submitted if UNKNOWN in tonight else 0}
-    if summary.get("verdict") == "halt":
-        out["note"] = "a halted night is not added to the ledger"
+    notes = []
+    if history_dir is None:
+        notes.append("no history was given: no ledger is kept; tonight is shown alone")
+    elif summary.get("verdict") == "halt":
+        notes.append("a halted night is not added to the ledger")
     if not named:
-        out["note"] = (f"no record names a contributor: every record counts under {UNKNOWN!r}; no trust to move"
-                       + (f" ({out['note']})" if "note" in out else ""))
+        notes.insert(0, f"no record names a contributor: every record counts under {UNKNOWN!r}; no trust to move")
+    if notes:
+        out["note"] = "; ".join(notes)
+    if not named:
         return out
     try:
         prior = load_ledger(history_dir, exclude=batch_id)
@@ -53,8 +58,6 @@ def contributor_summary(summary: dict[str, Any], out_dir: str | Path) -> dict[st
         log.warning("ledger: %s unreadable (%s): tonight is shown alone", history_dir, exc)
         prior = load_ledger(None)
         out["error"] = f"the ledger of {history_dir} could not be read: {exc}"
-    if history_dir is None:
-        out.setdefault("note", "no history was given: the ledger is not kept; tonight is shown alone")
     over_cap = (((summary.get("checks") or {}).get(CHECK) or {}).get("metrics") or {}).get("new_over_cap") or {}
     rows, movers, new = [], [], []
     for name in named:
@@ -76,7 +79,7 @@ def contributor_summary(summary: dict[str, Any], out_dir: str | Path) -> dict[st
             row["change"] = round(after.score - before.trust.score, 4)
             row["first_seen"] = before.first_seen
             movers.append(row)
-        else:
+        elif history_dir is not None:  # without a ledger nobody is "new": there is nothing to compare with
             row["over_cap"] = int(over_cap.get(name, 0))
             new.append(row)
         rows.append(row)
