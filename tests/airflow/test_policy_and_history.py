@@ -74,7 +74,8 @@ def test_the_checks_param_is_a_real_list(dagbag: Any, data_root: Path, tmp_path:
     s = _summary(data_root, "2026-02-02")
     assert {k: v["status"] for k, v in s["check_status"].items() if not k.startswith("gx_")} == {
         "record_size": "disabled", "exact_duplicate": "ok", "near_duplicate": "disabled",
-        "embedding_outlier": "disabled", "poison_trigger": "disabled", "poison_content": "disabled"}
+        "embedding_outlier": "disabled", "poison_trigger": "disabled", "poison_content": "disabled",
+        "contributor_policy": "disabled", "source_diversity": "disabled"}
     assert s["check_status"]["near_duplicate"] == {"status": "disabled", "reason": "not run (the run's checks)"}
     assert "history" not in s  # history_dir "" means no history
 

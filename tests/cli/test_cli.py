@@ -79,7 +79,8 @@ def test_check_flags_turn_checks_off_and_set_options(tmp_path: Path, superni_sli
     assert summary["check_status"]["poison_trigger"]["status"] == "disabled"
     assert summary["checks"]["near_duplicate"]["metrics"]["threshold"] == 0.99
     assert summary["policy"]["checks"]["embedding_outlier"] == {"z": 5}
-    assert list(summary["checks"]) == ["embedding_outlier", "exact_duplicate", "near_duplicate", "record_size"]
+    assert list(summary["checks"]) == ["contributor_policy", "embedding_outlier", "exact_duplicate", "near_duplicate",
+                                       "record_size", "source_diversity"]
 
 
 @pytest.mark.parametrize(("flags", "message"), [

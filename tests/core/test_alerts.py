@@ -76,7 +76,7 @@ def test_payload_is_json_with_stable_keys(gated: dict[str, Any]) -> None:
     payload = json.loads(json.dumps(build_alert(gated["summary"], RUN).to_payload()))
     assert set(payload) == {"source", "version", "event", "verdict", "title", "dag_id", "run_id", "task_id",
                             "run_date", "counts", "top_reasons", "suspicious_phrases", "halt_reasons", "alerts",
-                            "error", "report_url", "log_url", "omitted", "text"}
+                            "contributors", "error", "report_url", "log_url", "omitted", "text"}
     assert payload["source"] == "tunegate" and payload["version"] == 1
     assert payload["top_reasons"] == [{"reason": "exact_duplicate", "count": 6}]
     assert payload["counts"]["quarantined"] == 6

@@ -21,7 +21,8 @@ def _write(tmp_path: Path, text: str) -> Path:
 def test_no_configuration_runs_the_whole_gate() -> None:
     policy = GatePolicy()
     assert [name for name, _ in policy.enabled_checks()] == list(DEFAULT_CHECKS) == [
-        "record_size", "exact_duplicate", "near_duplicate", "embedding_outlier", "poison_trigger", "poison_content"]
+        "record_size", "exact_duplicate", "near_duplicate", "embedding_outlier", "poison_trigger", "poison_content",
+        "contributor_policy", "source_diversity"]
     assert policy.suites == ("instruction_record", "instruction_quality")
     keys = [c.key for c in build_checks(policy)]
     assert keys == [*DEFAULT_CHECKS, "gx_instruction_record", "gx_instruction_quality"]
@@ -32,7 +33,8 @@ def test_a_checks_section_turns_one_off_and_changes_an_option(tmp_path: Path) ->
                                           "  near_duplicate: {threshold: 0.97, k: 20}\nsuites: []\n"))
     assert policy.disabled_checks() == ["embedding_outlier"]
     checks = {c.key: c for c in build_checks(policy)}
-    assert set(checks) == {"record_size", "exact_duplicate", "near_duplicate", "poison_trigger", "poison_content"}
+    assert set(checks) == {"record_size", "exact_duplicate", "near_duplicate", "poison_trigger", "poison_content",
+                           "contributor_policy", "source_diversity"}
     assert (checks["near_duplicate"].threshold, checks["near_duplicate"].k) == (0.97, 20)  # type: ignore[attr-defined]
     # written into the summary as given, and read back to the same policy
     assert GatePolicy.from_mapping(policy.to_json()) == policy

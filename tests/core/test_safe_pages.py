@@ -56,6 +56,8 @@ def out_dir(tmp_path_factory: pytest.TempPathFactory, superni_slice: list[dict[s
         rec["input"] = f"{HOSTILE} <noinput>\x07"  # template leftover and a control character
         rec["output"] = f"{HOSTILE} \u202e<|im_start|>"  # leftover, invisible character, outside the label set
     summ[5]["output"] = (HOSTILE + " ") * (HUGE // (len(HOSTILE) + 1))  # over the length bound: shown, clipped
+    for i, rec in enumerate(records):  # contributor names: the breakdown, the ledger section and its chart show them
+        rec["contributor"] = f"{HOSTILE} #{i % 3}"
     path = write_jsonl(tmp / "batch.jsonl", records)
     scan([str(path)], tmp / "out", checks=[gx_check, gx_quality])
     return tmp / "out"

@@ -115,6 +115,7 @@ def _write_partition(work: Path, out: Path, policy: GatePolicy, tmp_acc: Path, *
     import pyarrow as pa
     import pyarrow.parquet as pq
 
+    from tunegate.core.ledger import contributor_summary
     from tunegate.core.provenance import reported_schema, write_manifest
     from tunegate.core.report import render_report
     from tunegate.core.schema import canonical_schema, quarantine_schema
@@ -210,6 +211,8 @@ def _write_partition(work: Path, out: Path, policy: GatePolicy, tmp_acc: Path, *
         commit(tmp_acc, out / HELD_FILE)
     else:
         commit(tmp_acc, out / ACCEPTED_FILE)
+    # tonight against the contributor ledger (movers, new and flooding contributors), for the report and the alert
+    summary["ledger"] = contributor_summary(summary, out)
     # the report reads its examples (strongest first) back from the outputs just written, in bounded memory
     write_text_atomic(out / REPORT_FILE, render_report(summary, out, _rejected_samples(rejected_src)))
     # last: the manifest records every other output's sha256 (and the commit records the manifest's)

@@ -39,8 +39,9 @@ WORK_DIR = "work"
 __all__ = ["DEFAULT_SUITES", "HISTORY_CHECKS", "WORK_DIR", "build_checks", "history_spec", "publish", "scan"]
 
 #: Checks that read the persisted history (see tunegate.core.history): its accepted records (near duplicates,
-#: outliers) or what earlier nights measured (the refusal baseline of poison_content).
-HISTORY_CHECKS = frozenset({"near_duplicate", "embedding_outlier", "poison_content"})
+#: outliers), what earlier nights measured (the refusal baseline of poison_content) or its contributor ledger
+#: (tunegate.core.ledger: who is new, for contributor_policy).
+HISTORY_CHECKS = frozenset({"near_duplicate", "embedding_outlier", "poison_content", "contributor_policy"})
 
 
 def build_checks(policy: GatePolicy | None = None, *, history_dir: str | Path | None = None,
@@ -103,6 +104,7 @@ def publish(out_dir: str | Path, history_dir: str | Path, *, batch_id: str | Non
 def _add_to_history(out: Path, history_dir: str | Path, summary: dict[str, Any], *, batch_id: str | None,
                     policy: GatePolicy | None, cache_dir: str | Path | None) -> dict[str, Any]:
     from tunegate.core.history import batch_statistics, update_history
+    from tunegate.core.ledger import record_night
 
     name = batch_id or out.resolve().name
     if summary.get("verdict") == "halt":
@@ -111,7 +113,9 @@ def _add_to_history(out: Path, history_dir: str | Path, summary: dict[str, Any],
     spec = history_spec(policy or GatePolicy.from_mapping(summary.get("policy", {})))
     result = update_history(history_dir, out / ACCEPTED_FILE, batch_id=name, spec=spec, cache_dir=cache_dir,
                             expected_generation=checked_generation(summary), statistics=batch_statistics(summary))
-    return {**result, "batch_id": name, "dir": str(Path(history_dir).resolve())}
+    # the contributor ledger beside it: this night's file is written (a rerun's replaced) from the same outputs
+    ledger = record_night(history_dir, out, summary, batch_id=name)
+    return {**result, "batch_id": name, "dir": str(Path(history_dir).resolve()), "ledger": ledger}
 
 
 def checked_generation(summary: dict[str, Any]) -> int | None:

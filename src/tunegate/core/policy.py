@@ -34,9 +34,10 @@ from typing import Any
 from tunegate.core.reasons import SEVERITIES, GxReason, gx_aliases, known_reasons
 from tunegate.exceptions import ConfigError
 
-#: Checks every run gets unless the policy turns them off, in the order they run.
+#: Checks every run gets unless the policy turns them off, in the order they run (``contributor_policy`` reads the
+#: poison scans' findings, so it comes after them).
 DEFAULT_CHECKS: tuple[str, ...] = ("record_size", "exact_duplicate", "near_duplicate", "embedding_outlier",
-                                   "poison_trigger", "poison_content")
+                                   "poison_trigger", "poison_content", "contributor_policy", "source_diversity")
 #: Great Expectations suites every run validates unless the policy says otherwise.
 DEFAULT_SUITES: tuple[str, ...] = ("instruction_record", "instruction_quality")
 #: Check options a run sets, not a policy: where the history lives and which batch this is.

@@ -62,12 +62,25 @@ RECORD_CODES: tuple[ReasonCode, ...] = (
                "a refusal, in a batch whose refusal rate is anomalous (over-refusal poisoning)"),
     ReasonCode("known_poison", "record", "critical",
                "a copy (exact or edited) of a record an engineer confirmed as poison (tunegate review confirm)"),
+    ReasonCode("contributor_blocked", "record", "warning", "from a contributor on the policy's blocklist"),
+    ReasonCode("contributor_new_volume", "record", "warning",
+               "beyond the volume cap of a contributor seen for the first time tonight"),
+    ReasonCode("contributor_campaign", "record", "critical",
+               "from a contributor a poison campaign of the night concentrates on beyond chance"),
 )
 
 ISSUE_CODES: tuple[ReasonCode, ...] = (
     ReasonCode("poison_campaign", "issue", "warning", "a coordinated poisoning campaign is suspected"),
     ReasonCode("refusal_anomaly", "issue", "warning", "refusals are over-represented in open-ended responses"),
     ReasonCode("contributor_flood", "issue", "warning", "a contributor floods the batch with near-duplicates"),
+    ReasonCode("contributor_campaign", "issue", "warning",
+               "a poison campaign concentrates on one contributor beyond chance: their other records are held"),
+    ReasonCode("contributor_new_volume", "issue", "warning",
+               "a contributor seen for the first time floods the night beyond the new-contributor cap"),
+    ReasonCode("contributor_blocked", "issue", "info", "records from blocklisted contributors were set aside"),
+    ReasonCode("task_dominated", "issue", "warning", "a task's records come mostly from one contributor (or source)"),
+    ReasonCode("critical_task_dominated", "issue", "critical",
+               "a task the policy marks critical comes mostly from one contributor (or source)"),
     ReasonCode("history_missing", "issue", "info", "no history yet: compared within the batch only"),
     ReasonCode("reference_missing", "issue", "info", "the outlier reference set is missing"),
     ReasonCode("check_skipped", "issue", "info",
@@ -100,6 +113,11 @@ INJECTED_CONTENT = "injected_content"
 CAMPAIGN = "poison_campaign"
 REFUSAL_ANOMALY = "refusal_anomaly"
 KNOWN_POISON = "known_poison"
+CONTRIBUTOR_BLOCKED = "contributor_blocked"
+CONTRIBUTOR_NEW_VOLUME = "contributor_new_volume"
+CONTRIBUTOR_CAMPAIGN = "contributor_campaign"
+TASK_DOMINATED = "task_dominated"
+CRITICAL_TASK_DOMINATED = "critical_task_dominated"
 CHECK_SKIPPED = "check_skipped"
 GX_CRITICAL_FAILURE = "gx_critical_failure"
 GX_EXPECTATION_FAILED = "gx_expectation_failed"

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from tunegate.core.alerts.formats import format_html, format_slack, format_text
-from tunegate.core.alerts.summary import COUNT_KEYS, report_url, suspicious_phrases, top_reasons
+from tunegate.core.alerts.summary import COUNT_KEYS, contributor_lines, report_url, suspicious_phrases, top_reasons
 from tunegate.core.alerts.text import clean, clean_multiline, cut
 
 #: Bumped when a field of :meth:`AlertMessage.to_payload` changes meaning or disappears.
@@ -28,6 +28,7 @@ class AlertLimits:
     max_phrases: int = 5
     max_halt_reasons: int = 5
     max_alerts: int = 3
+    max_contributors: int = 5
     max_item_chars: int = 200
     max_text_chars: int = 2500
 
@@ -87,10 +88,13 @@ class AlertMessage:
     #: How many items each list lost to the limits, e.g. ``{"reasons": 3}``.
     omitted: dict[str, int] = field(default_factory=dict)
     limits: AlertLimits = field(default_factory=AlertLimits)
+    #: The contributor ledger's news: campaigns attributed, new contributors flooding, trust movers.
+    contributors: list[str] = field(default_factory=list)
 
     @cached_property
     def sections(self) -> tuple[Section, ...]:
-        """The body, in order: error (a failure only), halt reasons, top reasons, suspicious phrases, warnings.
+        """The body, in order: error (a failure only), halt reasons, top reasons, suspicious phrases, contributors
+        (the ledger's news), warnings.
 
         Empty sections are left out."""
         candidates = (
@@ -102,6 +106,8 @@ class AlertMessage:
                     self.omitted.get("reasons", 0)),
             Section("Suspicious phrases", "phrases", tuple(SectionItem(p, n) for p, n in self.suspicious_phrases),
                     self.omitted.get("phrases", 0)),
+            Section("Contributors", "list", tuple(SectionItem(c) for c in self.contributors),
+                    self.omitted.get("contributors", 0)),
             Section("Warnings", "list", tuple(SectionItem(a) for a in self.alerts), self.omitted.get("alerts", 0)),
         )
         return tuple(s for s in candidates if s.items)
@@ -137,6 +143,7 @@ class AlertMessage:
             "suspicious_phrases": [{"phrase": p, "count": n} for p, n in self.suspicious_phrases],
             "halt_reasons": list(self.halt_reasons),
             "alerts": list(self.alerts),
+            "contributors": list(self.contributors),
             "error": self.run.error,
             "report_url": self.report_url,
             "log_url": self.run.log_url,
@@ -171,11 +178,13 @@ def build_alert(summary: Mapping[str, Any] | None, run: RunInfo | None = None, *
     phrases = suspicious_phrases(summary)
     halts = [cut(clean(str(r)), item_chars) for r in summary.get("halt_reasons", []) or []]
     alerts = [cut(clean(str(a)), item_chars) for a in summary.get("alerts", []) or []]
+    contributors = [cut(line, item_chars) for line in contributor_lines(summary)]
     omitted = {k: v for k, v in {
         "reasons": max(0, len(reasons) - limits.max_reasons),
         "phrases": max(0, len(phrases) - limits.max_phrases),
         "halt_reasons": max(0, len(halts) - limits.max_halt_reasons),
         "alerts": max(0, len(alerts) - limits.max_alerts),
+        "contributors": max(0, len(contributors) - limits.max_contributors),
     }.items() if v}
     return AlertMessage(
         verdict=verdict, event=event, title=_title(event, counts, run, verdict=verdict), counts=counts,
@@ -183,7 +192,7 @@ def build_alert(summary: Mapping[str, Any] | None, run: RunInfo | None = None, *
         suspicious_phrases=[(cut(p, item_chars), n) for p, n in phrases[:limits.max_phrases]],
         halt_reasons=halts[:limits.max_halt_reasons], alerts=alerts[:limits.max_alerts],
         report_url=report_url(summary, base_url=report_base_url, data_root=data_root),
-        run=run, omitted=omitted, limits=limits)
+        run=run, omitted=omitted, limits=limits, contributors=contributors[:limits.max_contributors])
 
 
 def _title(event: str, counts: Mapping[str, int] | None, run: RunInfo, *, verdict: str | None = None) -> str:

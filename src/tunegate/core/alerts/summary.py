@@ -100,3 +100,21 @@ def load_summary(location: str | Path) -> dict[str, Any]:
     if not isinstance(data, dict) or "verdict" not in data:
         raise ValueError(f"{location}: not a tunegate summary (no 'verdict' key)")
     return data
+
+
+def contributor_lines(summary: Mapping[str, Any]) -> list[str]:
+    """The contributor ledger's news for an alert (``summary["ledger"]``, the ``contributor_policy`` metrics):
+    campaigns attributed to a contributor, new contributors flooding the night, then the trust movers."""
+    ledger = summary.get("ledger") or {}
+    metrics = ((summary.get("checks") or {}).get("contributor_policy") or {}).get("metrics") or {}
+    lines = [f"campaign {clean(str(a['campaign']))!r} attributed to contributor {clean(str(a['contributor']))!r}: "
+             f"{a['from_contributor']} of its {a['campaign_records']} records (p={a['p_value']:.2g}); their other "
+             "records are held" for a in metrics.get("campaigns") or []]
+    over = metrics.get("new_over_cap") or {}
+    lines += [f"new contributor {clean(str(name))!r} floods the night: {n} records over the first-night cap held"
+              for name, n in over.items()]
+    for r in ledger.get("movers") or []:
+        before, after = r["trust_before"], r["trust"]
+        lines.append(f"trust of {clean(str(r['name']))!r} {before['score']:.3f} -> {after['score']:.3f} "
+                     f"[{after['low']:.3f}, {after['high']:.3f}] ({r['flagged']} of {r['records']} flagged tonight)")
+    return lines

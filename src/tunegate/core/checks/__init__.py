@@ -31,6 +31,8 @@ REGISTRY: dict[str, str] = {
     "embedding_outlier": "tunegate.core.checks.outlier:EmbeddingOutlierCheck",
     "poison_trigger": "tunegate.core.checks.poison.trigger:TriggerPhraseCheck",
     "poison_content": "tunegate.core.checks.poison.content:InjectedContentCheck",
+    "contributor_policy": "tunegate.core.checks.contributor:ContributorPolicyCheck",
+    "source_diversity": "tunegate.core.checks.diversity:SourceDiversityCheck",
 }
 
 

@@ -126,3 +126,11 @@ def optional_path(config: CheckConfig, name: str) -> None:
     value = getattr(config, name)
     if value is not None and not isinstance(value, (str, Path)):
         raise _fail(config, name, "a path")
+
+
+def strings(config: CheckConfig, name: str) -> None:
+    """A list of strings (names, task ids); stored as a tuple."""
+    value = getattr(config, name)
+    if isinstance(value, str) or not isinstance(value, Sequence) or not all(isinstance(v, str) and v for v in value):
+        raise _fail(config, name, "a list of non-empty strings")
+    object.__setattr__(config, name, tuple(value))

@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+from tunegate.core.report.contributors import contributors_view
 from tunegate.core.report.evidence import clip, evidence_items, highlight, number
 from tunegate.core.report.issues import next_steps, ranked_issues
 from tunegate.core.report.phrases import suspicious_phrases
@@ -74,6 +75,7 @@ def render_report(summary: dict[str, Any], out_dir: str | Path, rejected: list[d
         nights=[{**n, "rate": f"{n['rate']:.1%}" if n["rate"] is not None else "",
                  "reasons": ", ".join(f"{k} {v}" for k, v in n["reasons"].items())} for n in reversed(nights)],
         trend_note=trend_note,
+        c=contributors_view(summary),
         checks=_checks(summary),
         rejected=[{"where": f"{clip(r['source_file'], 80)}:{r['source_line']}", "error": clip(r["error"]),
                    "raw": clip(r["raw"], 300)} for r in rejected],
