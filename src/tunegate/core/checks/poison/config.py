@@ -121,13 +121,14 @@ class ContentConfig(CheckConfig):
     * ``min_capitalized`` (0.7): share of occurrences capitalised in mid-sentence (a proper name),
     * ``min_groups`` (3) and ``max_group_share`` (0.5): spread over tasks/sources.
     * ``refusal_rate`` (0.005): expected share of refusals among open-ended responses before any history
-      (the refusal pattern matches 0.50% of the open-ended corpus responses), worth
+      (the refusal pattern matches 0.28% of the open-ended corpus responses), worth
       ``refusal_prior_responses`` (2000) responses: a weak prior that earlier nights' counts in the history
       (``history_dir``) outweigh. ``refusal_min_evidence`` (6.0 nats): the rate is anomalous when tonight's
       count or more has a beta-binomial tail probability below ``exp(-6)`` (0.25%: about one false alarm in
       400 nightly batches when the model holds). On the floor benchmark's dev batches, 25 refusals added to
-      the 26 that three clean nights of history lead to expect reach 6.8-7.1 nats (a perfectly known rate:
-      9.6), so a stricter threshold would put the floor above 25 refusals per 7,000 open-ended responses.
+      the ~17 that three clean nights of history lead to expect reach 8.1-8.8 nats (with the first, broader
+      pattern 6.8-7.1), so a stricter threshold would put the floor near 25 refusals per 7,000 open-ended
+      responses.
     * ``history_dir`` / ``batch_id``: set per run (not in a policy): the history whose earlier nights give the
       refusal baseline; a rerun of ``batch_id`` does not count itself.
     * ``template_records`` (5): an instruction shared by this many records is a task template; records
