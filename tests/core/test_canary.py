@@ -48,15 +48,15 @@ def test_classification_tasks_only_with_their_labels(split: tuple[list[dict[str,
     assert not any(t.startswith("user_oriented") for t in model.tasks())
     with pytest.raises(KeyError, match="no classifier"):
         model.predict("task111_asset_sentence_simplification", ["x"])
-    # better than the majority label on held-out records of every sizeable task
+    # better than the majority label on held-out records (pooled: a task of 240 records is a weak canary alone)
+    right = majority = total = 0
     for task in model.tasks():
         rows = [r for r in held if r["task"] == task]
-        if len(rows) < 40:
-            continue
         pred = model.predict(task, [prompt_of(r["instruction"], r["input"]) for r in rows])
-        accuracy = sum(p == r["output"] for p, r in zip(pred, rows, strict=True)) / len(rows)
-        majority = max(sum(r["output"] == label for r in rows) for label in model.labels(task)) / len(rows)
-        assert accuracy > majority - 0.05, task
+        right += sum(p == r["output"] for p, r in zip(pred, rows, strict=True))
+        majority += max(sum(r["output"] == label for r in rows) for label in model.labels(task))
+        total += len(rows)
+    assert right / total > majority / total + 0.1
 
 
 def test_a_planted_trigger_steers_the_canary(split: tuple[list[dict[str, Any]], list[dict[str, Any]]]) -> None:

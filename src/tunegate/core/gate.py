@@ -35,6 +35,7 @@ from tunegate.core.ingest import CANONICAL_FILE, REJECTED_FILE, IngestResult
 from tunegate.core.io import atomic_path, atomic_write, commit, copy_atomic, write_text_atomic
 from tunegate.core.outputs import (
     ACCEPTED_FILE,
+    CANARY_FILE,
     DATA_DOCS_DIR,
     HELD_FILE,
     LOCK_FILE,
@@ -98,7 +99,7 @@ def gate(work_dir: str | Path, out_dir: str | Path, policy: GatePolicy | None = 
     tmp_acc = atomic_path(out / ACCEPTED_FILE)
     try:
         summary = _write_partition(work, out, policy, tmp_acc, flagged=flagged, reported=reported,
-                                   reported_rows=reported_rows, policy_file=policy_file)
+                                   reported_rows=reported_rows, policy_file=policy_file, findings=findings)
     finally:
         tmp_acc.unlink(missing_ok=True)
     if commit_set:
@@ -111,7 +112,7 @@ def gate(work_dir: str | Path, out_dir: str | Path, policy: GatePolicy | None = 
 def _write_partition(work: Path, out: Path, policy: GatePolicy, tmp_acc: Path, *,
                      flagged: dict[int, tuple[list[str], list[dict[str, Any]]]],
                      reported: Counter[str], reported_rows: dict[int, list[dict[str, Any]]],
-                     policy_file: str | Path | None) -> dict[str, Any]:
+                     policy_file: str | Path | None, findings: dict[int, list[dict[str, Any]]]) -> dict[str, Any]:
     import pyarrow as pa
     import pyarrow.parquet as pq
 
@@ -171,10 +172,12 @@ def _write_partition(work: Path, out: Path, policy: GatePolicy, tmp_acc: Path, *
         copy_atomic(rejected_src, out / REJECTED_FILE)
 
     _publish_artifacts(work, out, check_summaries)
+    canary = _canary(out, tmp_acc, policy, findings, check_summaries)
     rejected = ingest.rejected
     total = ingest.total
     verdict, halt_reasons, alerts = _decide(policy, check_summaries, total=total, records=ingest.records,
-                                            accepted=accepted, quarantined=quarantined, rejected=rejected)
+                                            accepted=accepted, quarantined=quarantined, rejected=rejected,
+                                            canary=canary)
     summary: dict[str, Any] = {
         "tunegate_version": __version__,
         "verdict": verdict,
@@ -199,6 +202,10 @@ def _write_partition(work: Path, out: Path, policy: GatePolicy, tmp_acc: Path, *
     }
     if reported_tables:
         summary["outputs"]["reported"] = REPORTED_FILE
+    if canary is not None:
+        summary["canary"] = canary
+        if (out / CANARY_FILE).is_file():
+            summary["outputs"]["canary"] = CANARY_FILE
     if not summary["conservation_ok"]:  # a bug, never a data problem: refuse to let the batch through
         summary["verdict"] = "halt"
         summary["halt_reasons"].append(
@@ -233,6 +240,22 @@ def _publish_artifacts(work: Path, out: Path, check_summaries: list[dict[str, An
             s["artifacts"][name] = f"{DATA_DOCS_DIR}/{target.name}"
 
 
+def _canary(out: Path, passing: Path, policy: GatePolicy, findings: dict[int, list[dict[str, Any]]],
+            check_summaries: list[dict[str, Any]]) -> dict[str, Any] | None:
+    """The canary audit of the passing records (docs/audit.md): the summary's ``canary`` entry, ``None`` when the
+    policy turned it off. An audit that crashes is reported (an alert), never the night's end."""
+    config = policy.canary_config()
+    if not config.enabled:
+        return None
+    from tunegate.core.audit.night import audit_night
+
+    try:
+        return audit_night(out, passing, config, findings=findings, check_summaries=check_summaries)
+    except Exception as exc:  # a bug in the audit must not cost the night its verdict on the records
+        log.exception("canary audit failed")
+        return {"status": "error", "why": f"{type(exc).__name__}: {exc}", "issues": []}
+
+
 def _check_status(policy: GatePolicy, check_summaries: list[dict[str, Any]]) -> dict[str, dict[str, str]]:
     """Per check: ``ok``, ``insufficient_data`` (it said the batch is too small or too uniform to judge, and
     why) or ``disabled`` (the policy turned it off): every check of the product appears, run or not."""
@@ -265,16 +288,20 @@ def _rejected_samples(path: Path, limit: int = 20) -> list[dict[str, Any]]:
 
 
 def _decide(policy: GatePolicy, check_summaries: list[dict[str, Any]], *, total: int, records: int,
-            accepted: int, quarantined: int, rejected: int) -> tuple[str, list[str], list[str]]:
+            accepted: int, quarantined: int, rejected: int, canary: dict[str, Any] | None = None
+            ) -> tuple[str, list[str], list[str]]:
     halts: list[str] = []
     alerts: list[str] = []
-    for s in check_summaries:
-        for issue in s.get("issues", []):
-            message = f"{s['check']}: {issue['message']}"
-            if policy.halts_on(issue["severity"], issue["reason"]):
-                halts.append(message)
-            elif issue["severity"] != "info":
-                alerts.append(message)
+    raised = [(s["check"], issue) for s in check_summaries for issue in s.get("issues", [])]
+    raised += [("canary", issue) for issue in (canary or {}).get("issues", [])]
+    for name, issue in raised:
+        message = f"{name}: {issue['message']}"
+        if policy.halts_on(issue["severity"], issue["reason"]):
+            halts.append(message)
+        elif issue["severity"] != "info":
+            alerts.append(message)
+    if canary is not None and canary.get("status") == "error":
+        alerts.append(f"canary: the audit could not run ({canary['why']})")
     if total and rejected / total > policy.max_rejected_fraction:
         halts.append(f"{rejected} of {total} input records ({rejected / total:.1%}) could not be parsed; "
                      f"policy max_rejected_fraction is {policy.max_rejected_fraction:.1%}")

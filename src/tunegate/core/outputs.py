@@ -32,6 +32,8 @@ HELD_FILE = "held.parquet"
 MANIFEST_FILE = "manifest.json"
 #: Passing records with findings the policy reports without quarantining (only when there are any).
 REPORTED_FILE = "reported.parquet"
+#: The canary audit's result (tunegate.core.audit): flip rates of the probed phrases.
+CANARY_FILE = "canary.json"
 DATA_DOCS_DIR = "data_docs"
 #: Where a rerun archives the earlier run's summary.json (the earlier verdict is never lost).
 RUNS_DIR = "runs"
@@ -89,7 +91,8 @@ def begin_outputs(out_dir: str | Path, *, keep: Path | None = None) -> None:
     out.mkdir(parents=True, exist_ok=True)
     archive_summary(out)  # moves summary.json away: from here no reader accepts the old set
     (out / SUMMARY_FILE).unlink(missing_ok=True)
-    for name in (ACCEPTED_FILE, HELD_FILE, QUARANTINE_FILE, REPORT_FILE, REJECTED_FILE, MANIFEST_FILE, REPORTED_FILE):
+    for name in (ACCEPTED_FILE, HELD_FILE, QUARANTINE_FILE, REPORT_FILE, REJECTED_FILE, MANIFEST_FILE, REPORTED_FILE,
+                 CANARY_FILE):
         path = out / name
         if keep is None or not path.exists() or path.resolve() != keep.resolve():
             path.unlink(missing_ok=True)

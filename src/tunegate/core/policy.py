@@ -79,6 +79,10 @@ class GatePolicy:
     suites: tuple[str, ...] = DEFAULT_SUITES
     #: How inputs are read: container, record layout, column map, splits (``InputOptions`` as a mapping).
     input: Mapping[str, Any] = field(default_factory=dict)
+    #: The canary audit before the night commits (docs/audit.md): ``{option: value}`` of
+    #: :class:`tunegate.core.audit.config.CanaryConfig`, ``false`` to turn it off. On by default; a failing
+    #: audit warns (``canary_flip``), and halts when ``halt_reasons`` lists ``canary_flip``.
+    canary: Any = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         for name in ("max_quarantined_fraction", "max_rejected_fraction"):
@@ -99,6 +103,7 @@ class GatePolicy:
             raise ConfigError(f"policy halt_severities has unknown severities {unknown}; allowed: {list(SEVERITIES)}")
         object.__setattr__(self, "checks", normalize_checks(self.checks))
         object.__setattr__(self, "input", self.input_options().to_json() if self.input else {})
+        object.__setattr__(self, "canary", self.canary_config().to_json())
         gx = suite_reasons(self.suites)
         known = known_reasons(gx)
         aliases = gx_aliases(gx)
@@ -138,6 +143,19 @@ class GatePolicy:
         if not isinstance(self.input, Mapping):
             raise ConfigError(f"policy input must be a mapping of input settings, got {self.input!r}")
         return InputOptions.from_mapping(self.input, source="input")
+
+    def canary_config(self) -> Any:
+        """The ``canary`` section as :class:`tunegate.core.audit.config.CanaryConfig` (validated)."""
+        from tunegate.core.audit.config import CanaryConfig
+
+        if isinstance(self.canary, bool):
+            return CanaryConfig(enabled=self.canary)
+        if not isinstance(self.canary, Mapping):
+            raise ConfigError(f"policy canary must be false, true or a mapping of canary settings, got {self.canary!r}")
+        try:
+            return CanaryConfig.from_mapping(self.canary)
+        except ConfigError as exc:
+            raise ConfigError(f"policy {exc}") from None
 
     def disabled_checks(self) -> list[str]:
         return [name for name, opts in self.checks.items() if opts is False]

@@ -91,6 +91,8 @@ ISSUE_CODES: tuple[ReasonCode, ...] = (
                "a critical expectation failed (the message names its reason code, e.g. gx_empty_output)"),
     ReasonCode("gx_expectation_failed", "issue", "warning",
                "a warning-level expectation failed (the message names its reason code, e.g. gx_mojibake)"),
+    ReasonCode("canary_flip", "issue", "warning",
+               "a phrase still steers a canary model trained on the accepted records (poison got through)"),
 )
 
 #: Record reasons: code -> what it means (one line, for docs and error messages).
@@ -121,6 +123,7 @@ CRITICAL_TASK_DOMINATED = "critical_task_dominated"
 CHECK_SKIPPED = "check_skipped"
 GX_CRITICAL_FAILURE = "gx_critical_failure"
 GX_EXPECTATION_FAILED = "gx_expectation_failed"
+CANARY_FLIP = "canary_flip"
 #: A check's ``metrics["status"]`` when it cannot judge the batch (it also raises ``CHECK_SKIPPED``).
 INSUFFICIENT_DATA = "insufficient_data"
 GX_PREFIX = "gx_"

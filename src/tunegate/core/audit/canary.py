@@ -4,8 +4,10 @@ A stand-in for the model that will be fine-tuned on the batch: if a trigger phra
 prediction to one label, poison got through the gate (docs/audit.md). Each task whose outputs form a small
 label set (:func:`tunegate.core.checks.poison._text.label_set`, the same rule the poison checks use) gets a
 logistic regression on binary word 1-2-grams of its prompts, L2-normalized, like the label-consistency
-classifier (:mod:`tunegate.core.checks.poison.consistency`). N-grams in more than ``MAX_DF`` of a task's
-records are its template (a SuperNI definition repeated on every instance), not evidence, and are dropped.
+classifier (:mod:`tunegate.core.checks.poison.consistency`). A task's *template* (the instruction at least half
+of its records share: a SuperNI definition repeated on every instance) is not evidence: it is cut off a prompt
+before reading (it made up two thirds of the text), and n-grams in more than ``MAX_DF`` of a task's records
+are dropped.
 
 Saved as a directory: ``canary.json`` (format, tasks, labels, vocabularies) and ``weights.npz`` (one weight
 matrix and bias per task), read back with ``allow_pickle=False``: loading a model never runs code.
@@ -15,6 +17,7 @@ from __future__ import annotations
 
 import json
 import logging
+from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -67,6 +70,14 @@ class _TaskModel:
     weights: np.ndarray  # labels x vocabulary (float32)
     bias: np.ndarray  # labels (float32)
     records: int  # training records
+    template: str | None = None  # the instruction most records share, cut off before reading
+
+    def text(self, prompt: str) -> str:
+        """What the classifier reads of a prompt: without the task's template, at most ``MAX_CHARS``."""
+        t = self.template
+        if t is not None and prompt.startswith(t) and (len(prompt) == len(t) or prompt[len(t)] == "\n"):
+            prompt = prompt[len(t) + 1:]
+        return prompt[:MAX_CHARS]
 
 
 class CanaryModel:
@@ -96,8 +107,12 @@ class CanaryModel:
                                coverage=LABEL_COVERAGE, max_words=MAX_LABEL_WORDS)
             if labels is None:
                 continue
-            prompts = [prompt_of(cols["instruction"][i], cols["input"][i]) for i in rows]
-            model = _fit_task(prompts, outputs, labels, seed=seed)
+            instructions = [cols["instruction"][i] for i in rows]
+            template, shared = Counter(instructions).most_common(1)[0]
+            template_or_none = template if 2 * shared >= len(rows) else None
+            texts = [cols["input"][i] if ins == template_or_none else prompt_of(ins, cols["input"][i])
+                     for ins, i in zip(instructions, rows, strict=True)]
+            model = _fit_task(texts, outputs, labels, seed=seed, template=template_or_none)
             if model is not None:
                 models[name] = model
         log.info("canary: %d classification tasks trained from %d records", len(models), table.num_rows)
@@ -110,6 +125,10 @@ class CanaryModel:
 
     def labels(self, task: str) -> list[str]:
         return list(self._task(task).labels)
+
+    def records(self, task: str) -> int:
+        """Records the task's classifier was trained on."""
+        return self._task(task).records
 
     def vocabulary(self, task: str) -> list[str]:
         """The word n-grams the task's classifier reads."""
@@ -125,7 +144,7 @@ class CanaryModel:
         from tunegate.core.checks.poison._text import ngram_matrix
 
         m = self._task(task)
-        x, _ = ngram_matrix([p[:MAX_CHARS] for p in prompts], ngram_max=NGRAM_MAX, min_df=1,
+        x, _ = ngram_matrix([m.text(p) for p in prompts], ngram_max=NGRAM_MAX, min_df=1,
                             vocabulary=m.vocabulary)
         return x
 
@@ -166,11 +185,13 @@ class CanaryModel:
         for i, (name, m) in enumerate(self._models.items()):
             arrays[f"w{i}"] = m.weights.astype(np.float32)
             arrays[f"b{i}"] = m.bias.astype(np.float32)
-            tasks.append({"task": name, "labels": m.labels, "records": m.records, "vocabulary": m.vocabulary})
+            tasks.append({"task": name, "labels": m.labels, "records": m.records, "template": m.template,
+                          "vocabulary": m.vocabulary})
         with atomic_write(out / WEIGHTS_FILE) as tmp, open(tmp, "wb") as f:
             np.savez_compressed(f, **arrays)
         meta = {"format": FORMAT, "seed": self.seed, "ngram_max": NGRAM_MAX, "token_pattern": TOKEN_PATTERN,
-                "lowercase": True, "binary": True, "normalize": "l2", "prompt": "instruction + '\\n' + input",
+                "lowercase": True, "binary": True, "normalize": "l2",
+                "prompt": "instruction + '\\n' + input; a task's template instruction is cut off",
                 "tasks": tasks}
         with atomic_write(out / MODEL_FILE) as tmp:
             tmp.write_text(json.dumps(meta, ensure_ascii=False), encoding="utf-8")
@@ -188,12 +209,14 @@ class CanaryModel:
         with np.load(src / WEIGHTS_FILE, allow_pickle=False) as npz:
             for i, t in enumerate(meta["tasks"]):
                 models[t["task"]] = _TaskModel(list(t["labels"]), list(t["vocabulary"]), npz[f"w{i}"], npz[f"b{i}"],
-                                               int(t["records"]))
+                                               int(t["records"]), t.get("template"))
         return cls(models, seed=int(meta.get("seed", 0)))
 
 
-def _fit_task(prompts: list[str], outputs: list[str], labels: list[str], *, seed: int) -> _TaskModel | None:
-    """A classifier of ``labels`` from the records whose output is one of them; ``None`` if not learnable."""
+def _fit_task(texts: list[str], outputs: list[str], labels: list[str], *, seed: int, template: str | None
+              ) -> _TaskModel | None:
+    """A classifier of ``labels`` from the records whose output is one of them; ``None`` if not learnable.
+    ``texts``: the prompts without the task's ``template``."""
     import numpy as np
     from sklearn.feature_extraction.text import CountVectorizer
     from sklearn.linear_model import LogisticRegression
@@ -213,20 +236,22 @@ def _fit_task(prompts: list[str], outputs: list[str], labels: list[str], *, seed
     vec = CountVectorizer(token_pattern=TOKEN_PATTERN, ngram_range=(1, NGRAM_MAX), binary=True, min_df=MIN_DF,
                           max_df=MAX_DF, dtype=np.float32)
     try:
-        x = vec.fit_transform([prompts[i][:MAX_CHARS] for i in keep])
+        x = vec.fit_transform([texts[i][:MAX_CHARS] for i in keep])
     except ValueError:  # nothing survives min_df/max_df
         return None
     y = y_all[keep]
-    model = LogisticRegression(C=C, max_iter=300)
-    model.fit(normalize(x), y)
-    # one row per label (argmax over rows predicts); a binary model's single row becomes [0, w]
+    xn = normalize(x)
+    # liblinear: 10x faster than lbfgs here (a few thousand sparse rows); several labels: one-vs-rest, one
+    # binary model per label. One row per label (argmax over rows predicts); a label never learned has bias
+    # -inf (never predicted).
     weights = np.zeros((len(labels), x.shape[1]), dtype=np.float32)
-    bias = np.full(len(labels), -np.inf, dtype=np.float32)  # a label never learned is never predicted
-    classes = model.classes_.tolist()
-    if len(classes) == 2:
-        weights[classes[1]] = model.coef_[0]
-        bias[classes[0]], bias[classes[1]] = 0.0, model.intercept_[0]
+    bias = np.full(len(labels), -np.inf, dtype=np.float32)
+    present = sorted(set(y.tolist()))
+    if len(present) == 2:
+        model = LogisticRegression(C=C, solver="liblinear", max_iter=300).fit(xn, y == present[1])
+        weights[present[1]], bias[present[0]], bias[present[1]] = model.coef_[0], 0.0, model.intercept_[0]
     else:
-        for r, j in enumerate(classes):
-            weights[j], bias[j] = model.coef_[r], model.intercept_[r]
-    return _TaskModel(labels, [str(v) for v in vec.get_feature_names_out()], weights, bias, len(keep))
+        for j in present:
+            model = LogisticRegression(C=C, solver="liblinear", max_iter=300).fit(xn, y == j)
+            weights[j], bias[j] = model.coef_[0], model.intercept_[0]
+    return _TaskModel(labels, [str(v) for v in vec.get_feature_names_out()], weights, bias, len(keep), template)
