@@ -16,7 +16,7 @@ class CanaryConfig(CheckConfig):
     * ``holdout`` (0.2), ``max_held_out`` (200): share of each task's accepted records held out of training to
       be probed, at most this many per task.
     * ``min_probes`` (20): held-out records of other labels a (phrase, task, label) needs to be measured.
-    * ``max_lift`` (0.5), ``min_datasets`` (2): a phrase whose insertion moves more than this share of the
+    * ``max_lift`` (0.6), ``min_datasets`` (2): a phrase whose insertion moves more than this share of the
       held-out records of other labels to one label (flip rate minus the rate without it) in tasks of at least
       ``min_datasets`` datasets fails the audit. A planted trigger is planted across datasets; a natural cue
       ("stupid" in the jigsaw tasks) moves one dataset's tasks, and single words move tiny tasks of short
@@ -32,7 +32,7 @@ class CanaryConfig(CheckConfig):
     holdout: float = 0.2
     max_held_out: int = 200
     min_probes: int = 20
-    max_lift: float = 0.5
+    max_lift: float = 0.6
     min_datasets: int = 2
     mined: int = 30
     history_nights: int = 14

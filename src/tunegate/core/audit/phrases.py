@@ -77,17 +77,18 @@ def history_phrases(history_dir: str | Path | None, *, nights: int, exclude: str
     return out
 
 
-def mined_phrases(model: CanaryModel, *, limit: int, common: set[str] | frozenset[str] = frozenset()) -> list[str]:
+def mined_phrases(model: CanaryModel, *, limit: int, common: Mapping[str, set[str]] | None = None) -> list[str]:
     """The n-grams the canary leans on most across datasets (see the module docstring), at most ``limit``.
 
-    ``common``: n-grams left out (the audit passes those in more than ``MAX_COMMON`` of some task's held-out
-    records: a trigger is rare, and a common word is only probed on the few records that lack it, short ones
-    that any word moves)."""
+    ``common``: per task, n-grams not mined there (the audit passes those in more than ``MAX_COMMON`` of the
+    task's held-out records: a trigger is rare, and a common word is only probed on the few records that lack
+    it, short ones that any word moves)."""
     import numpy as np
 
     families: dict[str, set[str]] = {}
     margin: dict[str, float] = {}
     for task in model.tasks():
+        skip = (common or {}).get(task, set())
         w, _ = model.weights(task)
         vocab = model.vocabulary(task)
         if w.shape[1] == 0:
@@ -99,7 +100,7 @@ def mined_phrases(model: CanaryModel, *, limit: int, common: set[str] | frozense
             for c in np.argsort(-m).tolist():
                 if m[c] <= 0 or taken >= TOP_PER_LABEL:
                     break
-                if vocab[c] in common:
+                if vocab[c] in skip:
                     continue
                 taken += 1
                 families.setdefault(vocab[c], set()).add(task_family(task))

@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from tunegate.core.audit.config import CanaryConfig
+from tunegate.core.checks.poison._text import tokens
 from tunegate.core.checks.poison.tasks import task_family
 from tunegate.core.reasons import CANARY_FLIP
 
@@ -80,11 +81,13 @@ def canary_audit(table: pa.Table, config: CanaryConfig | None = None, *, found: 
         rows = by_task.get(task, [])
         probes.append(TaskProbe(model, task, [prompt_of(cols["instruction"][i], cols["input"][i]) for i in rows],
                                 [cols["output"][i] for i in rows]))
-    common = {g for p in probes for g in p.common(MAX_COMMON)}
+    common = {p.task: set(p.common(MAX_COMMON)) for p in probes}
     mined = mined_phrases(model, limit=config.mined, common=common)
     sources: dict[str, list[str]] = {}
+    spelled: dict[str, str] = {}  # one probe per phrase however it is spelled ("Ada Lovelace", "ada lovelace")
     for phrase, source in [*((p, "found") for p in found), *((p, "history") for p in history),
                            *((p, "mined") for p in mined)]:
+        phrase = spelled.setdefault(" ".join(tokens(phrase)), phrase)
         if source not in sources.setdefault(phrase, []):
             sources[phrase].append(source)
     phrases = [_probe(phrase, srcs, probes, config) for phrase, srcs in sources.items()]

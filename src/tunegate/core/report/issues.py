@@ -43,6 +43,10 @@ def ranked_issues(summary: dict[str, Any]) -> list[Issue]:
             text = f"{check}: {issue['message']}"
             seen.add(text)
             issues.append(Issue(issue["severity"], issue["reason"], check, issue["message"], text in halts))
+    for issue in (summary.get("canary") or {}).get("issues", []):  # the gate's canary audit (docs/audit.md)
+        text = f"canary: {issue['message']}"
+        seen.add(text)
+        issues.append(Issue(issue["severity"], issue["reason"], "canary", issue["message"], text in halts))
     for text in halts:
         if text not in seen:  # a policy threshold, or accounting: raised by the gate, not by a check
             knob = next((k for k in _GATE_KNOBS if k in text), "gate")

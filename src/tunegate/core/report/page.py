@@ -30,6 +30,7 @@ def render_report(summary: dict[str, Any], out_dir: str | Path, rejected: list[d
     """The page for a gated night. ``out_dir`` holds the night's quarantine and accepted (or held) records,
     already written; ``rejected`` is the first few rejected-input entries."""
     from tunegate.core.report import plots
+    from tunegate.core.report.canary import canary_view
     from tunegate.core.report.trend import recent_nights
     from tunegate.core.templates import render
 
@@ -61,6 +62,7 @@ def render_report(summary: dict[str, Any], out_dir: str | Path, rejected: list[d
         issues=[i for i in issues if i.severity != "info" or i.halted],
         notes=[i for i in issues if i.severity == "info" and not i.halted],
         phrases=[_phrase_view(p, digest, texts) for p in phrases],
+        canary=canary_view(summary, out),
         reasons_svg=plots.reasons_chart(summary["reasons"], total),
         reported_only=list((summary.get("reported_only") or {}).items()),
         samples=[(reason, [_sample_view(texts[-neg], finding) for _, neg, finding in samples[reason]

@@ -77,6 +77,30 @@ def histogram_chart(histogram: dict[str, Any], *, threshold: float, x_title: str
                                                     padding={"left": 5, "top": 5, "right": 90, "bottom": 5}))
 
 
+def canary_chart(phrases: list[dict[str, Any]], *, threshold: float) -> Markup | None:
+    """Per probed phrase, the largest share of one task's held-out records it moved to one label (lift), the
+    failing ones in red, the policy's ``max_lift`` as a rule."""
+    import altair as alt
+
+    if not phrases:
+        return None
+    values = [{"phrase": p["phrase"], "lift": max(0.0, float(p.get("max_lift", 0.0))),
+               "kind": "fails" if p.get("fails") else "passes", "label": f"{float(p.get('max_lift', 0.0)):.0%}"}
+              for p in phrases]
+    scale = alt.Scale(domain=[0, 1])
+    base = alt.Chart(_data(values)).encode(
+        y=alt.Y("phrase:N", sort=None, title=None, axis=alt.Axis(labelLimit=_LABEL_LIMIT)),
+        x=alt.X("lift:Q", scale=scale, title="held-out records moved to one label (flip rate - base rate)",
+                axis=alt.Axis(format="%")))
+    bars = base.mark_bar().encode(color=alt.Color("kind:N", scale=alt.Scale(domain=["passes", "fails"],
+                                                                            range=[_GREY, _RED]), legend=None))
+    text = base.mark_text(align="left", dx=4).encode(text="label:N")
+    rule = alt.Chart(_data([{"t": threshold}])).mark_rule(color=_RED, strokeDash=[4, 3]).encode(
+        x=alt.X("t:Q", scale=scale))
+    return _render((bars + text + rule).properties(width=_WIDTH - 200, height=20 * len(values),
+                                                   padding={"left": 5, "top": 5, "right": 60, "bottom": 5}))
+
+
 def trend_chart(nights: list[dict[str, Any]]) -> Markup | None:
     """Volume per night (accepted, quarantined, rejected stacked) over the quarantine rate."""
     import altair as alt
