@@ -110,3 +110,23 @@ def test_the_audit_turned_off_leaves_no_trace(tmp_path: Path) -> None:
     assert "canary" not in summary and "canary" not in summary["outputs"]
     assert not (tmp_path / "out" / "canary.json").exists()
     assert "turned off by the policy" in (tmp_path / "out" / "report.html").read_text()
+
+
+def test_history_phrases_come_from_recent_nights_canary_files(tmp_path: Path) -> None:
+    from tunegate.core.audit.phrases import history_phrases
+
+    nights = []
+    for i, found in enumerate((["Ada Lovelace"], [], ["Grace Hopper", "Ada Lovelace"])):
+        night = tmp_path / f"2026-12-0{i + 1}"
+        night.mkdir()
+        (night / "canary.json").write_text(json.dumps({"found": found}))
+        nights.append({"batch_id": night.name, "source": str(night / "accepted.parquet")})
+    nights.append({"batch_id": "2026-12-04", "source": str(tmp_path / "gone" / "accepted.parquet")})  # no set
+    history = tmp_path / "history"
+    history.mkdir()
+    (history / "manifest.json").write_text(json.dumps({"batches": nights}))
+    assert history_phrases(history, nights=14) == {"Ada Lovelace": ["2026-12-01", "2026-12-03"],
+                                                   "Grace Hopper": ["2026-12-03"]}
+    assert history_phrases(history, nights=2) == {"Grace Hopper": ["2026-12-03"], "Ada Lovelace": ["2026-12-03"]}
+    assert history_phrases(history, nights=14, exclude="2026-12-03") == {"Ada Lovelace": ["2026-12-01"]}
+    assert history_phrases(tmp_path / "nowhere", nights=14) == {}

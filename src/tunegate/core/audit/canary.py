@@ -248,10 +248,10 @@ def _fit_task(texts: list[str], outputs: list[str], labels: list[str], *, seed: 
     bias = np.full(len(labels), -np.inf, dtype=np.float32)
     present = sorted(set(y.tolist()))
     if len(present) == 2:
-        model = LogisticRegression(C=C, solver="liblinear", max_iter=300).fit(xn, y == present[1])
+        model = LogisticRegression(C=C, solver="liblinear", max_iter=300, random_state=seed).fit(xn, y == present[1])
         weights[present[1]], bias[present[0]], bias[present[1]] = model.coef_[0], 0.0, model.intercept_[0]
     else:
         for j in present:
-            model = LogisticRegression(C=C, solver="liblinear", max_iter=300).fit(xn, y == j)
+            model = LogisticRegression(C=C, solver="liblinear", max_iter=300, random_state=seed).fit(xn, y == j)
             weights[j], bias[j] = model.coef_[0], model.intercept_[0]
     return _TaskModel(labels, [str(v) for v in vec.get_feature_names_out()], weights, bias, len(keep), template)
