@@ -83,7 +83,7 @@ def test_the_manifest_is_written_and_committed_with_the_result_set(night: Path) 
     assert checks["gx_instruction_record"]["config"] == {"suite": "instruction_record"}
     assert m["embedding"] == []  # no vector check ran
     # every output but the summary (which commits the manifest) with its sha256, size and rows
-    assert sorted(m["outputs"]) == ["accepted", "quarantine", "rejected", "report"]
+    assert sorted(m["outputs"]) == ["accepted", "canary", "quarantine", "rejected", "report"]  # canary: on by default
     for key, out in m["outputs"].items():
         assert out["sha256"] == summary["commit"]["files"][out["path"]]["sha256"], key
     assert m["outputs"]["accepted"]["rows"] == summary["accepted"]

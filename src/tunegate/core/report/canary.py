@@ -20,8 +20,9 @@ def canary_view(summary: dict[str, Any], out: Path) -> dict[str, Any] | None:
     entry = summary.get("canary")
     if entry is None:
         return None
-    view: dict[str, Any] = {"status": entry.get("status"), "why": entry.get("why"), "seconds": entry.get("seconds"),
-                            "phrases": [], "tasks": 0, "svg": None, "max_lift": None, "min_datasets": None}
+    # no timings: the page is part of the result set, and a rerun writes the same bytes
+    view: dict[str, Any] = {"status": entry.get("status"), "why": entry.get("why"), "phrases": [], "tasks": 0,
+                            "svg": None, "max_lift": None, "min_datasets": None}
     rel = (summary.get("outputs") or {}).get("canary")
     if not rel:
         return view
