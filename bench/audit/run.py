@@ -16,8 +16,9 @@ batch (never trained on by either canary), at most 300 per task. Attacks on gene
 (degenerate output, content injection, over-refusal) have no label to flip: the canary covers classification
 tasks only, so they are listed as not applicable.
 
-Also reported: the canary audit's verdict in the gated night (does it raise ``canary_flip``?), its time, and its
-alarms on the clean batches (run.py's clean twin, floor's clean ``mixed`` and ``classification`` batches).
+Also reported: the canary audit's verdict in the gated night (does it raise ``canary_flip``?), its time (the same
+audit of the accepted records timed on its own: the summary keeps no timings), and its alarms on the clean batches
+(run.py's clean twin, floor's clean ``mixed`` and ``classification`` batches).
 Exits 77 (skipped) when the corpora are absent.
 """
 
@@ -152,8 +153,14 @@ def run_one(label: str, family: str, batch: Batch, corpora: Corpora, seed: int, 
     canary = summary.get("canary") or {}
     result = summary.pop("_canary_result")
     ids = set(accepted.column("id").to_pylist())
+    # the gate keeps no timing in the summary (a rerun's summary equals the first's): time the same audit here
+    from tunegate.core.audit.run import canary_audit
+
+    started = time.perf_counter()
+    canary_audit(accepted, found=result.get("found", []))
+    audit_seconds = round(time.perf_counter() - started, 1)
     row.update(verdict=summary["verdict"], scan_seconds=round(seconds, 1), canary_status=canary.get("status"),
-               canary_seconds=canary.get("seconds"), canary_failing=canary.get("failing", []),
+               canary_seconds=audit_seconds, canary_failing=canary.get("failing", []),
                poison_accepted=len(batch.poison_ids & ids),
                trigger_probed=[{"phrase": p["phrase"], "max_lift": p["max_lift"], "sources": p["sources"]}
                                for p in result.get("phrases", []) if p["phrase"].lower() in row["trigger"].lower()])

@@ -230,7 +230,7 @@ def test_outputs_are_one_committed_result_set(tmp_path: Path, superni_slice: lis
     out = tmp_path / "out"
     summary = scan([str(path)], out, checks=[build_check("exact_duplicate")])
     files = summary["commit"]["files"]
-    assert sorted(files) == [ACCEPTED_FILE, "manifest.json", QUARANTINE_FILE, REJECTED_FILE, REPORT_FILE]
+    assert sorted(files) == [ACCEPTED_FILE, "canary.json", "manifest.json", QUARANTINE_FILE, REJECTED_FILE, REPORT_FILE]
     assert load_committed(out) == json.loads((out / SUMMARY_FILE).read_text(encoding="utf-8"))
     # an output that is not the committed one (a later run killed half-way, a hand edit) voids the set
     (out / QUARANTINE_FILE).write_bytes((out / QUARANTINE_FILE).read_bytes()[:-1] + b"x")
