@@ -3,6 +3,7 @@
     tunegate scan INPUT... --out DIR [--format auto|alpaca|dolly|sharegpt|openai|superni|parquet|csv]
     tunegate review list|show|release|confirm DIR ...   (tunegate.cli_review)
     tunegate trace DIR (ID | CONTENT_SHA256) [--json]  /  tunegate verify DIR [--sources] [--json]
+    tunegate serve-model DIR [--port N]   (tunegate.cli_serve)
 
 Exit codes: 0 verdict pass or quarantine, 1 halt, 2 usage error or unreadable input, 3 internal error.
 """
@@ -117,6 +118,9 @@ def _parser() -> argparse.ArgumentParser:
     from tunegate.cli_review import add_review_parser
 
     add_review_parser(sub)
+    from tunegate.cli_serve import add_serve_parser
+
+    add_serve_parser(sub)
     return p
 
 
@@ -263,9 +267,10 @@ def main(argv: list[str] | None = None) -> int:
     configure(bars=not args.quiet)  # bars on a terminal; log lines when stderr is a file or a pipe
     try:
         from tunegate.cli_review import run_review
+        from tunegate.cli_serve import run_serve
 
-        command = {"summary": _summary, "history": _history, "embeddings": _embeddings,
-                   "scan": _scan, "review": run_review, "trace": _trace, "verify": _verify}[args.command]
+        command = {"summary": _summary, "history": _history, "embeddings": _embeddings, "scan": _scan,
+                   "review": run_review, "trace": _trace, "verify": _verify, "serve-model": run_serve}[args.command]
         return command(args)
     except TunegateError as exc:
         print(f"tunegate: error: {exc}", file=sys.stderr)

@@ -3,6 +3,7 @@
     IngestOperator -> ValidateOperator -> ScanOperator -> GateOperator -> PublishOperator
                                                                           (history + the accepted-batch Asset)
     ReviewOperator: a reviewer's decision on a night's quarantine (a release: the released-batch Asset)
+    PostTuneAuditOperator: probe a fine-tuned candidate model (a pass: the vetted-model Asset)
 
 Each operator's ``execute`` calls one core function over the run directory and returns a small dict
 (URIs and counts); data moves between tasks only as files. Importing this package imports Airflow's
@@ -15,13 +16,16 @@ from tunegate._airflow import DATA_ROOT_ENV
 from tunegate.operators.assets import (
     accepted_batch_asset,
     batch_extra,
+    candidate_model_asset,
     latest_batch,
     parquet_row_count,
     released_batch_alias,
     released_batch_asset,
     released_batches,
     released_extra,
+    vetted_model_asset,
 )
+from tunegate.operators.audit import PostTuneAuditOperator
 from tunegate.operators.base import TunegateBaseOperator
 from tunegate.operators.gate import GateOperator
 from tunegate.operators.ingest import IngestOperator
@@ -34,6 +38,7 @@ __all__ = [
     "DATA_ROOT_ENV",
     "GateOperator",
     "IngestOperator",
+    "PostTuneAuditOperator",
     "PublishOperator",
     "ReviewOperator",
     "ScanOperator",
@@ -41,10 +46,12 @@ __all__ = [
     "ValidateOperator",
     "accepted_batch_asset",
     "batch_extra",
+    "candidate_model_asset",
     "latest_batch",
     "parquet_row_count",
     "released_batch_alias",
     "released_batch_asset",
     "released_batches",
     "released_extra",
+    "vetted_model_asset",
 ]

@@ -21,6 +21,10 @@ to night. Where a given night's batch lies travels in the event's ``extra`` (see
     run_date       YYYY-MM-DD of the run
     top_reasons    at most five {reason: quarantined records}
     alerts         number of batch-level warnings (their text is in summary.json)
+
+Downstream of the fine-tuning DAG, two more (the post-tune audit, docs/audit.md): the candidate model a
+fine-tuning run trained (:func:`candidate_model_asset`, :func:`candidate_extra`) and the model the post-tune
+audit vetted (:func:`vetted_model_asset`, :func:`vetted_extra`), emitted only when its probes pass.
 """
 
 from __future__ import annotations
@@ -44,6 +48,9 @@ REQUIRED_RELEASED_EXTRA = ("released_uri", "released_sha256", "released_bytes", 
 #: The alias the review DAG emits release events through: the released Asset of the pipeline a decision was
 #: about is known only when the task runs (a param), and a confirmation must emit nothing.
 RELEASED_ALIAS = "tunegate_released"
+#: What the post-tune audit needs of a candidate-model event (:func:`candidate_extra` writes more).
+REQUIRED_CANDIDATE_EXTRA = ("candidate_dir", "manifest_uri", "manifest_sha256", "manifest_bytes")
+CANDIDATE_MANIFEST = "candidate.json"  # tunegate.core.audit.candidate.MANIFEST_FILE (that module loads fsspec)
 
 
 def accepted_batch_asset(pipeline: str = DEFAULT_PIPELINE) -> Asset:
@@ -54,6 +61,18 @@ def accepted_batch_asset(pipeline: str = DEFAULT_PIPELINE) -> Asset:
 def released_batch_asset(pipeline: str = DEFAULT_PIPELINE) -> Asset:
     """The Asset of the records released from the quarantine of ``pipeline``'s nights, one event per release."""
     return Asset(name=f"{pipeline}_released", uri=f"tunegate://{pipeline}/released", group=ASSET_GROUP)
+
+
+def candidate_model_asset(pipeline: str = DEFAULT_PIPELINE) -> Asset:
+    """The Asset of the candidate models the fine-tuning DAG trains on ``pipeline``'s batches (one event per
+    training run; :func:`candidate_extra`). The post-tune audit DAG is scheduled on it."""
+    return Asset(name=f"{pipeline}_candidate_model", uri=f"tunegate://{pipeline}/candidate_model", group=ASSET_GROUP)
+
+
+def vetted_model_asset(pipeline: str = DEFAULT_PIPELINE) -> Asset:
+    """The Asset of the candidate models that passed the post-tune audit (:func:`vetted_extra`): what a
+    deployment DAG may schedule on. A failed audit emits nothing."""
+    return Asset(name=f"{pipeline}_model_vetted", uri=f"tunegate://{pipeline}/model_vetted", group=ASSET_GROUP)
 
 
 def released_batch_alias() -> AssetAlias:
@@ -97,6 +116,90 @@ def released_extra(entry: dict[str, Any], run_dir: Path, *, night: str, pipeline
         "request": entry.get("request"),
         "audit_uri": (run_dir / AUDIT_FILE).resolve().as_uri(),
         "report_uri": (run_dir / REPORT_FILE).resolve().as_uri(),
+    }
+
+
+def candidate_extra(manifest: dict[str, Any], candidate_dir: Path) -> dict[str, Any]:
+    """The event extra of a trained candidate (``manifest``: its ``candidate.json``):
+
+        candidate_dir    the directory of the run's candidate (model/, heldout.parquet, candidate.json, audit.*)
+        manifest_uri, manifest_sha256, manifest_bytes
+                         candidate.json and its hash: :func:`latest_candidate` refuses a candidate a later rerun
+                         of the training run replaced
+        model_dir, model_uri, model_name
+                         the saved model, and the name an endpoint serves it under
+        heldout_uri      the held-out records the audit probes with
+        night, verdict, report_uri, summary_uris
+                         the newest night trained on and the summaries of every night (their suspicious phrases)
+        endpoint_conn_id the Airflow connection of the endpoint serving candidates
+        records, trained_on, heldout, tasks
+                         counts, and the number of classification tasks of the model
+    """
+    import hashlib
+
+    manifest_path = candidate_dir / CANDIDATE_MANIFEST
+    data = manifest_path.read_bytes()
+    model_dir = Path(manifest["model_dir"])
+    return {
+        "kind": "candidate_model",
+        "candidate_dir": str(candidate_dir.resolve()),
+        "manifest_uri": manifest_path.resolve().as_uri(),
+        "manifest_sha256": hashlib.sha256(data).hexdigest(),
+        "manifest_bytes": len(data),
+        "model_dir": str(model_dir),
+        "model_uri": model_dir.resolve().as_uri(),
+        "model_name": manifest.get("model_name", "canary"),
+        "heldout_uri": manifest["heldout_uri"],
+        **{k: manifest.get(k) for k in ("night", "verdict", "report_uri", "summary_uris", "endpoint_conn_id",
+                                        "records", "trained_on", "heldout", "run_id")},
+        "tasks": len(manifest.get("tasks") or []),
+    }
+
+
+def latest_candidate(events: Sequence[Any]) -> dict[str, Any]:
+    """The extra of the newest candidate-model event, its ``candidate.json`` checked to be the one announced."""
+    if not events:
+        raise AirflowFailException("no triggering candidate-model event: this DAG runs when the fine-tuning DAG "
+                                   "trains a candidate; to audit one by hand, pass candidate_dir")
+    extra = dict(getattr(events[-1], "extra", None) or {})
+    missing = [k for k in REQUIRED_CANDIDATE_EXTRA if k not in extra]
+    if missing:
+        raise AirflowFailException(f"the triggering candidate event lacks {missing}; was it emitted by tunegate's "
+                                   "fine-tuning DAG?")
+    _check_file(extra["manifest_uri"], extra["manifest_sha256"], extra["manifest_bytes"], what="candidate",
+                gone="the candidate directory was removed", changed="a rerun of that training run replaced the "
+                "candidate; its own event follows")
+    return extra
+
+
+def load_candidate(candidate_dir: str) -> dict[str, Any]:
+    """A candidate's ``candidate.json`` with ``candidate_dir`` added (what the post-tune audit reads)."""
+    import json
+
+    path = Path(candidate_dir) / CANDIDATE_MANIFEST
+    try:
+        manifest = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise AirflowFailException(f"{path} is missing: not a trained candidate (or its training did not "
+                                   "finish)") from None
+    return {**manifest, "candidate_dir": str(Path(candidate_dir).resolve())}
+
+
+def vetted_extra(candidate: dict[str, Any], audit: dict[str, Any], *, audit_uri: str, endpoint: str) -> dict[str, Any]:
+    """The event extra of a model that passed the post-tune audit: where the model and its audit are."""
+    return {
+        "kind": "model_vetted",
+        "model_dir": candidate["model_dir"],
+        "model_uri": Path(candidate["model_dir"]).resolve().as_uri(),
+        "candidate_dir": candidate["candidate_dir"],
+        "night": candidate.get("night"),
+        "run_id": candidate.get("run_id"),
+        "audit_uri": audit_uri,
+        "verdict": audit["verdict"],
+        "endpoint": endpoint,
+        "prompts": audit.get("prompts"),
+        "requests": audit.get("requests"),
+        "phrases": list(audit.get("triggers") or []) + list(audit.get("brands") or []),
     }
 
 
