@@ -15,11 +15,12 @@ from tests.airflow.conftest import DAGS, REPO
 pytestmark = pytest.mark.airflow
 
 NIGHTLY, FINETUNE, REVIEW = "tunegate_nightly", "tunegate_finetune", "tunegate_review"
+POSTTUNE = "tunegate_posttune_audit"
 
 
 def test_dagbag_imports_the_dags_without_errors(dagbag: Any) -> None:
     assert dagbag.import_errors == {}
-    assert {NIGHTLY, FINETUNE, REVIEW} <= set(dagbag.dag_ids)
+    assert {NIGHTLY, FINETUNE, REVIEW, POSTTUNE} <= set(dagbag.dag_ids)
     for stat in dagbag.dagbag_stats:
         assert stat.duration < timedelta(seconds=2), stat  # parse time, all DAGs of the file
 
@@ -32,7 +33,7 @@ import json, runpy, sys, time
 import airflow.sdk
 from airflow.sdk import DAG, Asset, Param, BaseOperator, task
 times = {{}}
-for name in ("{NIGHTLY}", "{FINETUNE}", "{REVIEW}"):
+for name in ("{NIGHTLY}", "{FINETUNE}", "{REVIEW}", "{POSTTUNE}"):
     t = time.perf_counter()
     runpy.run_path("{DAGS}/" + name + ".py")
     times[name] = time.perf_counter() - t
@@ -49,6 +50,7 @@ print(json.dumps({{"times": times, "heavy": heavy}}))
     assert result["times"][NIGHTLY] < 2.0, result
     assert result["times"][FINETUNE] < 1.0, result
     assert result["times"][REVIEW] < 1.0, result
+    assert result["times"][POSTTUNE] < 1.0, result
 
 
 def test_nightly_dag_shape(dagbag: Any) -> None:
@@ -76,7 +78,24 @@ def test_finetune_dag_is_scheduled_on_accepted_or_released_batches(dagbag: Any) 
     assert list(condition.objects) == [accepted_batch_asset(), released_batch_asset()]
     assert released_batch_asset().name == "tunegate_nightly_released"
     assert released_batch_asset().uri == "tunegate://tunegate_nightly/released"
-    assert [t.task_id for t in dag.tasks] == ["train_placeholder"]
+    assert [t.task_id for t in dag.topological_sort()] == ["batch", "train"]
+    assert [o.name for o in dag.get_task("train").outlets] == ["tunegate_nightly_candidate_model"]
+
+
+def test_posttune_audit_dag_is_scheduled_on_the_candidate_and_vets_on_pass(dagbag: Any) -> None:
+    from tunegate.operators import candidate_model_asset, vetted_model_asset
+
+    dag = dagbag.get_dag(POSTTUNE)
+    assert list(dag.timetable.asset_condition.objects) == [candidate_model_asset()]
+    assert candidate_model_asset().name == "tunegate_nightly_candidate_model"
+    assert set(dag.params) == {"model_conn_id", "candidate_dir", "heldout_uri", "probe_options"}
+    assert all(dag.params[p] is None for p in dag.params)  # the triggering event's candidate, its connection
+    assert dag.render_template_as_native_obj is True  # probe_options reach the operator as a mapping
+    [task] = dag.tasks
+    assert (task.task_id, type(task).__name__) == ("audit", "PostTuneAuditOperator")
+    # a concrete Asset: Airflow emits it on success only, and a failed audit fails the task
+    assert [o.name for o in task.outlets] == [vetted_model_asset().name] == ["tunegate_nightly_model_vetted"]
+    assert task.retries == 3 and dag.catchup is False and dag.max_active_runs == 1
 
 
 def test_review_dag_is_manual_with_the_decision_as_params(dagbag: Any) -> None:

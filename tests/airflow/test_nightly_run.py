@@ -130,13 +130,13 @@ def test_consumer_dag_is_queued_and_reads_the_batch_from_the_event(nightly: Simp
         source_task_id="publish", source_dag_id="tunegate_nightly", source_run_id=nightly.dagrun.run_id,
         source_map_index=-1, source_aliases=[], timestamp=NIGHT)
     triggering = TriggeringAssetEventsAccessor.build([reference])
-    consumer = dagbag.get_dag("tunegate_finetune").get_task("train_placeholder")
+    consumer = dagbag.get_dag("tunegate_finetune").get_task("batch")
     caplog.set_level("INFO")
     batch = consumer.python_callable(triggering_asset_events=triggering)
     accepted = nightly.summary["accepted"]
     assert batch["rows"] == accepted and 900 < accepted < 1010
     assert batch["accepted_uri"] == event.extra["accepted_uri"]
-    assert f"PLACEHOLDER training step: would fine-tune on {accepted} records" in caplog.text
+    assert f"training batch: {accepted} records" in caplog.text
 
 
 def test_halt_fails_the_gate_without_retry_and_publishes_nothing(halted: SimpleNamespace) -> None:

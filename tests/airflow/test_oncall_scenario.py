@@ -92,10 +92,10 @@ def test_alert_report_release_event_audit(alerts: HttpSink, dagbag: Any, data_ro
     assert (event.extra["count"], event.extra["night"], event.extra["by"]) == (2, NIGHT, "oncall-dana")
     assert sorted(pq.read_table(file).column("id").to_pylist()) == ids
     caplog.set_level("INFO")
-    consumer = dagbag.get_dag("tunegate_finetune").get_task("train_placeholder")
+    consumer = dagbag.get_dag("tunegate_finetune").get_task("batch")
     batch = consumer.python_callable(triggering_asset_events=triggering(event))
     assert batch["rows"] == 2 and batch["files"][0]["uri"] == event.extra["released_uri"]
-    assert f"PLACEHOLDER training step: would fine-tune on 2 records from {file.resolve().as_uri()}" in caplog.text
+    assert f"training batch: 2 records from {file.resolve().as_uri()}" in caplog.text
 
     # 6. the audit log entry: who, why, which records (id and content hash), the file, the tool, the task
     [entry] = [json.loads(line) for line in (night.run_dir / "audit.jsonl").read_text(encoding="utf-8").splitlines()]

@@ -163,7 +163,7 @@ def test_the_finetune_dag_reads_and_verifies_the_released_file(night: SimpleName
             AssetModel.name == "tunegate_nightly_released")).scalars().all()
     assert FINETUNE in queued
 
-    consumer = dagbag.get_dag(FINETUNE).get_task("train_placeholder")
+    consumer = dagbag.get_dag(FINETUNE).get_task("batch")
     [event] = released.events
     batch = consumer.python_callable(triggering_asset_events=triggering(event))
     assert batch["rows"] == 3 and batch["accepted_uri"] is None

@@ -150,7 +150,7 @@ def test_the_consumer_dag_trained_on_the_published_batch(stack: AirflowStack, ni
     assert consumer["state"] == "success", _task_logs(stack, FINETUNE)
     assert consumer["run_type"] == "asset_triggered"
     run = urllib.parse.quote(consumer["dag_run_id"], safe="")
-    status, body = stack.api("GET", f"/api/v2/dags/{FINETUNE}/dagRuns/{run}/taskInstances/train_placeholder/"
+    status, body = stack.api("GET", f"/api/v2/dags/{FINETUNE}/dagRuns/{run}/taskInstances/batch/"
                                     "xcomEntries/return_value?deserialize=true")
     assert status == 200, body
     value = body["value"]

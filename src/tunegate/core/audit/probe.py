@@ -305,7 +305,7 @@ class ProbeResult:
         if self.passed:
             return (f"post-tune audit PASS: {self.metrics['prompts']} prompts, {len(self.metrics['triggers'])} "
                     f"trigger phrase(s), {self.metrics['requests']} requests")
-        shown = "; ".join(f["message"] for f in self.failures[:limit])
+        shown = "; ".join(f"{f['code']}: {f['message']}" for f in self.failures[:limit])
         more = f" (+{len(self.failures) - limit} more)" if len(self.failures) > limit else ""
         return f"post-tune audit FAIL: {shown}{more}"
 
