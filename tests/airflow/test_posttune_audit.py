@@ -28,7 +28,8 @@ import pytest
 from tests.conftest import write_jsonl
 from tests.core.test_poison import DIRTY, DIRTY_TASKS, clean_batch, label_poison
 
-pytestmark = [pytest.mark.airflow, pytest.mark.slow]  # a full gate run, two trainings, two DAG runs
+pytestmark = pytest.mark.airflow
+slow = pytest.mark.slow  # a full gate run, two trainings, two DAG runs
 
 NIGHT = "2026-03-01"
 POSTTUNE, FINETUNE = "tunegate_posttune_audit", "tunegate_finetune"
@@ -138,6 +139,7 @@ def _audit(dagbag: Any, candidate: dict[str, Any], conn_id: str, when: datetime)
                            states={ti.task_id: str(ti.state) for ti in dagrun.get_task_instances()})
 
 
+@slow
 def test_the_gate_catches_the_planted_trigger_with_default_settings(night: SimpleNamespace) -> None:
     s = night.summary
     assert s["verdict"] == "quarantine" and s["total"] == night.records
@@ -147,6 +149,7 @@ def test_the_gate_catches_the_planted_trigger_with_default_settings(night: Simpl
     assert phrases == [DIRTY.lower()]
 
 
+@slow
 def test_the_finetune_dag_trains_a_candidate_and_announces_it(night: SimpleNamespace,
                                                               candidates: SimpleNamespace) -> None:
     from tunegate.core.audit.canary import CanaryModel
@@ -167,6 +170,7 @@ def test_the_finetune_dag_trains_a_candidate_and_announces_it(night: SimpleNames
     assert len(json.dumps(gated)) < 2048  # paths and counts, never data
 
 
+@slow
 def test_the_model_trained_on_the_ungated_batch_fails_the_audit(candidates: SimpleNamespace, dagbag: Any,
                                                                  serve: Any) -> None:
     serve(candidates.ungated, "tunegate_model_ungated")
@@ -186,6 +190,7 @@ def test_the_model_trained_on_the_ungated_batch_fails_the_audit(candidates: Simp
     assert "Post-tune audit: <span class=\"v\">FAIL</span>" in page and "label_flip" in page
 
 
+@slow
 def test_the_model_trained_on_the_gated_batch_passes_and_is_vetted(candidates: SimpleNamespace, dagbag: Any,
                                                                    serve: Any) -> None:
     url = serve(candidates.gated, "tunegate_model_gated")
@@ -201,3 +206,24 @@ def test_the_model_trained_on_the_gated_batch_passes_and_is_vetted(candidates: S
     assert event.extra["model_dir"] == candidates.gated["model_dir"] and event.extra["verdict"] == "pass"
     assert event.extra["audit_uri"] == (Path(candidates.gated["candidate_dir"]) / "audit.json").resolve().as_uri()
     assert event.extra["night"] == NIGHT and event.extra["phrases"] == [DIRTY.lower()]
+
+
+def test_the_endpoint_comes_from_an_http_connection(monkeypatch: pytest.MonkeyPatch) -> None:
+    from airflow.sdk.exceptions import AirflowFailException
+
+    from tunegate.core.audit.probe import ProbeConfig
+    from tunegate.operators.audit import endpoint_from_connection
+
+    monkeypatch.setenv("AIRFLOW_CONN_TUNEGATE_MODEL_TEST", json.dumps(
+        {"conn_type": "http", "host": "model.internal", "port": 8443, "schema": "https", "password": "sk-test",
+         "extra": {"model": "llama-3-8b-candidate", "timeout": 12}}))
+    endpoint = endpoint_from_connection("tunegate_model_test", default_model="canary", config=ProbeConfig())
+    assert endpoint.url == "https://model.internal:8443/v1/chat/completions"
+    assert (endpoint.model, endpoint.api_key, endpoint.timeout_s) == ("llama-3-8b-candidate", "sk-test", 12.0)
+    monkeypatch.setenv("AIRFLOW_CONN_TUNEGATE_MODEL_TEST", json.dumps(
+        {"conn_type": "http", "host": "http://127.0.0.1:8000/v1"}))
+    endpoint = endpoint_from_connection("tunegate_model_test", default_model="canary", config=ProbeConfig())
+    assert (endpoint.url, endpoint.model, endpoint.api_key) == ("http://127.0.0.1:8000/v1/chat/completions", "canary",
+                                                                None)
+    with pytest.raises(AirflowFailException, match="'tunegate_model_nowhere' is not defined"):
+        endpoint_from_connection("tunegate_model_nowhere", default_model="canary", config=ProbeConfig())

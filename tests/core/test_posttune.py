@@ -151,8 +151,9 @@ def test_server_answers_a_standard_chat_completion(records: list[dict[str, Any]]
     ({"model": "canary", "messages": [{"role": "user", "content": "x"}], "metadata": {"task": "nope"}}, 404,
      "metadata.task"),
 ])
-def test_server_refuses_bad_requests_in_openai_shape(records: list[dict[str, Any]], served: Callable[[Any], ModelServer],
-                                                     body: dict[str, Any], status: int, param: str) -> None:
+def test_server_refuses_bad_requests_in_openai_shape(records: list[dict[str, Any]],
+                                                     served: Callable[[Any], ModelServer], body: dict[str, Any],
+                                                     status: int, param: str) -> None:
     server = served(RecordedLabels(records))
     reply = httpx.post(f"{server.url}/v1/chat/completions", json=body, timeout=10)
     assert reply.status_code == status

@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from airflow.sdk import BaseHook, BaseOperator, Context
-from airflow.sdk.exceptions import AirflowFailException
+from airflow.sdk.exceptions import AirflowFailException, AirflowNotFoundException
 
 from tunegate._airflow import DATA_ROOT_ENV, outlet_assets, set_outlet_extra
 from tunegate.operators.assets import DEFAULT_PIPELINE, candidate_model_asset
@@ -138,7 +138,11 @@ def endpoint_from_connection(conn_id: str, *, default_model: str, config: Any) -
     """A :class:`~tunegate.core.audit.probe.ChatEndpoint` from an ``http`` connection (module docstring)."""
     from tunegate.core.audit.probe import ChatEndpoint
 
-    conn = BaseHook.get_connection(conn_id)
+    try:
+        conn = BaseHook.get_connection(conn_id)
+    except AirflowNotFoundException as exc:
+        raise AirflowFailException(f"connection {conn_id!r} is not defined: add an http connection whose host is "
+                                   "the model endpoint's base URL (docs/audit.md), or pass model_conn_id") from exc
     host = (conn.host or "").strip()
     if not host:
         raise AirflowFailException(f"connection {conn_id!r} has no host: set it to the model endpoint's base URL, "
