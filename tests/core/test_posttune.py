@@ -127,6 +127,8 @@ def test_server_answers_a_standard_chat_completion(records: list[dict[str, Any]]
                                                     served: Callable[[Any], ModelServer]) -> None:
     model = RecordedLabels(records)
     server = served(model)
+    assert model.seen == [(model.tasks()[0], "")]  # warmed up before serving: lazy imports happen at start
+    model.seen.clear()
     r = records[0]
     body = {"model": "canary", "metadata": {"task": r["task"]},
             "messages": [{"role": "system", "content": r["instruction"]}, {"role": "user", "content": r["input"]}]}

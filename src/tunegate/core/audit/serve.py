@@ -151,6 +151,8 @@ class ModelServer:
         self.model = model
         self.name = name
         self.tasks = list(model.tasks())
+        if self.tasks:  # the first request must not pay the model's lazy imports (seconds: sklearn, scipy)
+            model.predict(self.tasks[0], [""])
         self._lock = threading.Lock()  # a model's predict need not be thread-safe
         handler = type("ChatHandler", (_ChatHandler,), {"server_model": self})
         self.httpd = ThreadingHTTPServer((host, port), handler)
