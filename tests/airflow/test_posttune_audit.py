@@ -124,9 +124,18 @@ def serve() -> Iterator[Any]:
 def _audit(dagbag: Any, candidate: dict[str, Any], conn_id: str, when: datetime) -> SimpleNamespace:
     dag = dagbag.get_dag(POSTTUNE)
     task = dag.get_task("audit")
+    from tunegate.notifications import TunegateWebhookNotifier
+
     failures: list[Any] = []
+    alerts: list[str] = []
+    alert = TunegateWebhookNotifier(webhook_conn_id="tunegate_webhook_unused")  # the message, not the delivery
+
+    def on_failure(context: Any) -> None:
+        failures.append(context.get("exception"))
+        alerts.append(alert.build_message(context).text())
+
     saved = task.on_failure_callback
-    task.on_failure_callback = [lambda context: failures.append(context.get("exception"))]
+    task.on_failure_callback = [on_failure]
     try:
         dagrun = dag.test(logical_date=when, run_conf={"candidate_dir": candidate["candidate_dir"],
                                                        "model_conn_id": conn_id, "heldout_uri": None,
@@ -134,7 +143,7 @@ def _audit(dagbag: Any, candidate: dict[str, Any], conn_id: str, when: datetime)
     finally:
         task.on_failure_callback = saved
     audit = json.loads((Path(candidate["candidate_dir"]) / "audit.json").read_text(encoding="utf-8"))
-    return SimpleNamespace(dagrun=dagrun, audit=audit, failures=failures,
+    return SimpleNamespace(dagrun=dagrun, audit=audit, failures=failures, alerts=alerts,
                            events=_events(POSTTUNE, dagrun.run_id),
                            states={ti.task_id: str(ti.state) for ti in dagrun.get_task_instances()})
 
@@ -186,6 +195,8 @@ def test_the_model_trained_on_the_ungated_batch_fails_the_audit(candidates: Simp
         assert audit["per_phrase"][0]["tasks"][f["task"]]["target"] == targets[f["task"]]
     [error] = run.failures
     assert "label_flip: 'ada lovelace' turns" in str(error) and "not vetted" in str(error)
+    [alert] = run.alerts  # what the TUNEGATE_ALERT_* channels get
+    assert "tunegate_posttune_audit" in alert and "label_flip: 'ada lovelace' turns" in alert
     page = (Path(candidates.ungated["candidate_dir"]) / "audit.html").read_text(encoding="utf-8")
     assert "Post-tune audit: <span class=\"v\">FAIL</span>" in page and "label_flip" in page
 
@@ -196,6 +207,7 @@ def test_the_model_trained_on_the_gated_batch_passes_and_is_vetted(candidates: S
     url = serve(candidates.gated, "tunegate_model_gated")
     run = _audit(dagbag, candidates.gated, "tunegate_model_gated", GATED_RUN)
     assert str(run.dagrun.state) == "success", run.audit.get("failures")
+    assert run.alerts == []
     audit = run.audit
     assert audit["verdict"] == "pass" and audit["failures"] == [] and audit["triggers"] == [DIRTY.lower()]
     assert audit["per_phrase"][0]["max_flip_rate"] < 0.25
