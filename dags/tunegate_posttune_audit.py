@@ -15,7 +15,7 @@ refusals (thresholds: docs/audit.md). It writes `audit.json` and `audit.html` in
 
 Params:
 * `model_conn_id`: the endpoint's connection (null: the one the candidate names, `$TUNEGATE_MODEL_CONN_ID` when
-  it was trained, else `tunegate_model_default`);
+  it was trained, else `tunegate_model_default`; that one undefined, the task serves the saved canary itself);
 * `candidate_dir`: audit this candidate directory by hand instead of the triggering event's;
 * `heldout_uri`: probe with these held-out records (canonical-schema Parquet) instead of the candidate's;
 * `probe_options`: thresholds and sizes to change (`ProbeConfig` fields, e.g. `{"max_flip_rate": 0.2}`).

@@ -121,7 +121,7 @@ def serve() -> Iterator[Any]:
         os.environ.pop(f"AIRFLOW_CONN_{conn_id.upper()}", None)
 
 
-def _audit(dagbag: Any, candidate: dict[str, Any], conn_id: str, when: datetime) -> SimpleNamespace:
+def _audit(dagbag: Any, candidate: dict[str, Any], conn_id: str | None, when: datetime) -> SimpleNamespace:
     dag = dagbag.get_dag(POSTTUNE)
     task = dag.get_task("audit")
     from tunegate.notifications import TunegateWebhookNotifier
@@ -239,3 +239,14 @@ def test_the_endpoint_comes_from_an_http_connection(monkeypatch: pytest.MonkeyPa
                                                                 None)
     with pytest.raises(AirflowFailException, match="'tunegate_model_nowhere' is not defined"):
         endpoint_from_connection("tunegate_model_nowhere", default_model="canary", config=ProbeConfig())
+
+
+@slow
+def test_without_an_endpoint_connection_the_audit_serves_the_candidate_itself(candidates: SimpleNamespace,
+                                                                             dagbag: Any) -> None:
+    # tunegate_model_default is not defined here: the defaults audit the saved canary with no configuration
+    assert candidates.ungated["endpoint_conn_id"] == "tunegate_model_default"
+    run = _audit(dagbag, candidates.ungated, None, datetime(2026, 3, 4, tzinfo=UTC))
+    assert run.states == {"audit": "failed"} and run.events == []
+    assert run.audit["candidate"]["endpoint"] == "served in process: connection tunegate_model_default is not defined"
+    assert {(f["code"], f["task"]) for f in run.audit["failures"]} == {("label_flip", t) for t, _, _ in DIRTY_TASKS}

@@ -10,7 +10,10 @@
 
 The endpoint is an Airflow connection of type ``http`` (default ``tunegate_model_default``): ``host`` the base URL
 (``http://host:port``, or a host with ``schema`` http/https and ``port``), ``password`` an API key (sent as a
-Bearer token), ``extra`` ``{"model": "<served name>", "timeout": 30}``.
+Bearer token), ``extra`` ``{"model": "<served name>", "timeout": 30}``. When the default connection is not defined,
+the audit serves the candidate's saved model itself (:mod:`tunegate.core.audit.serve` on a free localhost port, for
+the task's duration), so the stand-in canary is audited with no configuration; a connection named explicitly (the
+param, ``$TUNEGATE_MODEL_CONN_ID``) must exist.
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ from __future__ import annotations
 import os
 import re
 from collections.abc import Mapping, Sequence
+from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
 
@@ -34,6 +38,10 @@ DEFAULT_MODEL_NAME = "canary"  # tunegate.core.audit.serve.DEFAULT_MODEL_NAME (c
 MODEL_CONN_ENV = "TUNEGATE_MODEL_CONN_ID"
 CANDIDATES_DIR = "candidates"
 _UNSAFE = re.compile(r"[^A-Za-z0-9_.-]+")
+
+
+class ConnectionNotDefined(AirflowFailException):
+    """The endpoint's connection does not exist."""
 
 
 def candidate_dir_for(dag_id: str, run_id: str) -> Path:
@@ -102,16 +110,24 @@ class PostTuneAuditOperator(BaseOperator):
             config = ProbeConfig.from_mapping(self.probe_options if isinstance(self.probe_options, Mapping) else None)
             candidate = load_candidate(_text(self.candidate_dir) or self._event_candidate_dir(context))
         conn_id = _text(self.model_conn_id) or candidate.get("endpoint_conn_id") or DEFAULT_MODEL_CONN_ID
-        endpoint = endpoint_from_connection(conn_id, default_model=candidate.get("model_name") or DEFAULT_MODEL_NAME,
-                                            config=config)
         out = Path(candidate["candidate_dir"])
-        self.log.info("post-tune audit: candidate %s (night %s), endpoint %s via connection %s", out,
-                      candidate.get("night"), endpoint.url, conn_id)
-        with fail_on_tunegate_error():
+        with ExitStack() as stack, fail_on_tunegate_error():
+            try:
+                endpoint = endpoint_from_connection(
+                    conn_id, default_model=candidate.get("model_name") or DEFAULT_MODEL_NAME, config=config)
+                how = f"via connection {conn_id}"
+            except ConnectionNotDefined:
+                if conn_id != DEFAULT_MODEL_CONN_ID:
+                    raise  # a connection someone named must exist
+                endpoint = self._serve_in_process(candidate, config, stack)
+                how = f"served in process: connection {conn_id} is not defined"
+            self.log.info("post-tune audit: candidate %s (night %s), endpoint %s (%s)", out, candidate.get("night"),
+                          endpoint.url, how)
             result = audit_candidate(endpoint, heldout_uri=_text(self.heldout_uri) or candidate["heldout_uri"],
                                      summary_uris=candidate.get("summary_uris") or [], out_dir=out,
                                      tasks=candidate.get("tasks"), config=config,
-                                     about={k: candidate.get(k) for k in ("model_dir", "night", "run_id", "dag_id")})
+                                     about={**{k: candidate.get(k) for k in ("model_dir", "night", "run_id", "dag_id")},
+                                            "endpoint": how})
         audit_uri = (out / AUDIT_JSON).resolve().as_uri()
         self.log.info("%s; %s", result.message(), (out / AUDIT_HTML).resolve().as_uri())
         if not result.passed:
@@ -121,6 +137,21 @@ class PostTuneAuditOperator(BaseOperator):
             set_outlet_extra(context, asset, extra)
         return {"verdict": result.verdict, "audit_uri": audit_uri, "model_dir": candidate["model_dir"],
                 "requests": result.metrics["requests"]}
+
+    @staticmethod
+    def _serve_in_process(candidate: Mapping[str, Any], config: Any, stack: ExitStack) -> Any:
+        """The candidate's saved model on a free localhost port for the audit's duration (no endpoint configured:
+        the default ``tunegate_model_default`` is not defined, and the candidate is a saved canary)."""
+        from tunegate.core.audit.probe import ChatEndpoint
+        from tunegate.core.audit.serve import serve_model
+
+        try:
+            server = stack.enter_context(serve_model(candidate["model_dir"]))
+        except (FileNotFoundError, ValueError) as exc:
+            raise AirflowFailException(f"{DEFAULT_MODEL_CONN_ID} is not defined and {candidate['model_dir']} is not a "
+                                       f"saved canary ({exc}): define the connection of the model's endpoint") from exc
+        server.start()
+        return ChatEndpoint(server.url, model=server.name, timeout_s=config.timeout_s, attempts=config.attempts)
 
     def _event_candidate_dir(self, context: Context) -> str:
         from tunegate.operators.assets import latest_candidate
@@ -141,7 +172,7 @@ def endpoint_from_connection(conn_id: str, *, default_model: str, config: Any) -
     try:
         conn = BaseHook.get_connection(conn_id)
     except AirflowNotFoundException as exc:
-        raise AirflowFailException(f"connection {conn_id!r} is not defined: add an http connection whose host is "
+        raise ConnectionNotDefined(f"connection {conn_id!r} is not defined: add an http connection whose host is "
                                    "the model endpoint's base URL (docs/audit.md), or pass model_conn_id") from exc
     host = (conn.host or "").strip()
     if not host:
