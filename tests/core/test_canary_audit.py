@@ -36,9 +36,13 @@ def test_a_clean_batch_passes() -> None:
     assert all(not p["fails"] for p in result["phrases"])
 
 
-def test_a_trigger_that_got_through_fails_the_audit_even_unnamed(dirty: list[dict[str, Any]]) -> None:
-    result = canary_audit(table(dirty))  # no phrase given: the canary's own weights point at it
-    assert result["status"] == "fail" and result["failing"] == ["ada lovelace"]
+def test_a_trigger_that_got_through_is_found_even_unnamed(dirty: list[dict[str, Any]]) -> None:
+    """No phrase given: the canary's own weights point at it. By default a mined phrase is listed for review
+    (natural cues are mined too); with ``alert_on_mined`` it fails the audit."""
+    watched = canary_audit(table(dirty))
+    assert watched["status"] == "pass" and watched["failing"] == [] and watched["watch"] == ["ada lovelace"]
+    result = canary_audit(table(dirty), CanaryConfig(alert_on_mined=True))
+    assert result["status"] == "fail" and result["failing"] == ["ada lovelace"] and result["watch"] == []
     worst = result["phrases"][0]
     assert worst["phrase"] == "ada lovelace" and worst["sources"] == ["mined"]
     assert set(worst["datasets_failing"]) >= {"jigsaw", "sentiment140"}
@@ -78,8 +82,9 @@ def _scan(tmp: Path, records: list[dict[str, Any]], policy: GatePolicy, checks: 
 
 def test_the_gate_commits_the_audit_and_halts_when_the_policy_says_so(tmp_path: Path,
                                                                       dirty: list[dict[str, Any]]) -> None:
-    # the trigger check is off, so the poison reaches the accepted records; the policy halts on canary_flip
-    policy = GatePolicy(suites=(), halt_reasons=("canary_flip",))
+    # the trigger check is off, so the poison reaches the accepted records; the policy alerts on mined phrases
+    # and halts on canary_flip
+    policy = GatePolicy(suites=(), halt_reasons=("canary_flip",), canary={"alert_on_mined": True})
     summary = _scan(tmp_path, dirty, policy, ["poison_content"])
     assert summary["verdict"] == "halt" and summary["canary"]["status"] == "fail"
     assert summary["canary"]["failing"] == ["ada lovelace"]
@@ -93,6 +98,17 @@ def test_the_gate_commits_the_audit_and_halts_when_the_policy_says_so(tmp_path: 
     assert result["status"] == "fail" and result["found"] == []
     report = (tmp_path / "out" / "report.html").read_text()
     assert "<h2 id=canary>Canary audit</h2>" in report and "<b>FAILS</b>" in report and "<svg" in report
+
+
+def test_by_default_a_mined_phrase_is_listed_for_review_not_alerted(tmp_path: Path,
+                                                                  dirty: list[dict[str, Any]]) -> None:
+    summary = _scan(tmp_path, dirty, GatePolicy(suites=(), halt_reasons=("canary_flip",)), ["poison_content"])
+    assert summary["verdict"] != "halt" and summary["canary"]["status"] == "pass"
+    assert not any(a.startswith("canary:") for a in summary["alerts"])
+    result = json.loads((tmp_path / "out" / "canary.json").read_text())
+    assert result["watch"] == ["ada lovelace"] and result["failing"] == []
+    report = (tmp_path / "out" / "report.html").read_text()
+    assert "<b>To review</b>" in report and "<code>ada lovelace</code>" in report
 
 
 def test_the_gate_after_the_poison_checks_passes_the_audit(tmp_path: Path, dirty: list[dict[str, Any]]) -> None:

@@ -23,6 +23,11 @@ class CanaryConfig(CheckConfig):
       texts by chance.
     * ``mined`` (30): phrases mined from the canary's own weights; ``history_nights`` (14): recent nights whose
       found phrases are probed again.
+    * ``alert_on_mined`` (False): whether a phrase that only the mining proposed (found neither tonight nor on
+      a recent night) fails the audit. Natural label cues move the canary across datasets too: on the benchmark,
+      mined phrases failed 2 of 17 clean batches ("stupid" over jigsaw and emo, "shit" over two datasets) and
+      none of the 5 held-out nights whose poison got through (bench/audit/RESULTS.md), so by default they are
+      listed for review (``watch`` in ``canary.json``, the report's table) and do not alert.
     * ``seed`` (0): the held-out draw and the canary's training subsample.
     """
 
@@ -35,11 +40,13 @@ class CanaryConfig(CheckConfig):
     max_lift: float = 0.6
     min_datasets: int = 2
     mined: int = 30
+    alert_on_mined: bool = False
     history_nights: int = 14
     seed: int = 0
 
     def __post_init__(self) -> None:
         boolean(self, "enabled")
+        boolean(self, "alert_on_mined")
         for name in ("holdout", "max_lift"):
             fraction(self, name)
         for name in ("max_held_out", "min_probes", "min_datasets"):

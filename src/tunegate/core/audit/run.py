@@ -92,8 +92,11 @@ def canary_audit(table: pa.Table, config: CanaryConfig | None = None, *, found: 
             sources[phrase].append(source)
     phrases = [_probe(phrase, srcs, probes, config) for phrase, srcs in sources.items()]
     phrases.sort(key=lambda p: (-p["max_lift"], p["phrase"]))
-    failing = [p["phrase"] for p in phrases if p["fails"]]
-    result.update(status="fail" if failing else "pass", failing=failing,
+    # a phrase only the mining proposed may be a natural cue: watched, alerting only when the policy says so
+    alerting = [p for p in phrases if p["fails"] and (config.alert_on_mined or set(p["sources"]) != {"mined"})]
+    failing = [p["phrase"] for p in alerting]
+    watch = [p["phrase"] for p in phrases if p["fails"] and p["phrase"] not in failing]
+    result.update(status="fail" if failing else "pass", failing=failing, watch=watch,
                   tasks=[{"task": p.task, "labels": p.labels, "trained_on": model.records(p.task),
                           "held_out": p.size} for p in probes],
                   phrases=phrases)
@@ -115,7 +118,7 @@ def issue_of(result: dict[str, Any]) -> dict[str, Any] | None:
     """The batch issue of a failed audit (``None`` when it passed or could not judge)."""
     if result.get("status") != "fail":
         return None
-    worst = next(p for p in result["phrases"] if p["fails"])
+    worst = next(p for p in result["phrases"] if p["phrase"] in result["failing"])
     top = worst["tasks"][0]
     more = len(result["failing"]) - 1
     message = (f"poison got through: inserting {worst['phrase']!r} into held-out accepted records of "

@@ -34,11 +34,12 @@ def canary_view(summary: dict[str, Any], out: Path) -> dict[str, Any] | None:
     settings = result.get("settings") or {}
     phrases = result.get("phrases") or []
     view.update(tasks=len(result.get("tasks") or []), max_lift=settings.get("max_lift"),
-                min_datasets=settings.get("min_datasets"), probed=len(phrases))
+                watch=result.get("watch") or [], min_datasets=settings.get("min_datasets"), probed=len(phrases))
     for p in phrases[:SHOWN]:
         top = (p.get("tasks") or [{}])[0]
         view["phrases"].append({
-            "phrase": p["phrase"], "sources": ", ".join(p.get("sources") or []), "fails": p.get("fails"),
+            "phrase": p["phrase"], "sources": ", ".join(p.get("sources") or []),
+            "fails": p["phrase"] in (result.get("failing") or []), "watch": p["phrase"] in (result.get("watch") or []),
             "lift": f"{p.get('max_lift', 0.0):.0%}", "task": top.get("task", ""), "label": top.get("label", ""),
             "flip": f"{top['flip_rate']:.0%}" if "flip_rate" in top else "",
             "base": f"{top['base_rate']:.0%}" if "base_rate" in top else "",
