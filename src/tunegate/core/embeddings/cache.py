@@ -100,6 +100,30 @@ class EmbeddingCache:
             _vecs_path(p).unlink(missing_ok=True)
 
 
+def gather(sources: list[EmbeddingCache], target: EmbeddingCache, *, name: str) -> int:
+    """The vectors of every ``sources`` cache as one part of ``target`` named ``part-<name>`` (keys unique, the first
+    source's vector kept); a part of that name is replaced, so gathering again adds nothing. Returns the count."""
+    import numpy as np
+
+    keys_parts, vec_parts = [], []
+    for source in sources:
+        for part in source._parts():
+            keys_parts.append(np.load(part))
+            vec_parts.append(np.load(_vecs_path(part)))
+    if not keys_parts:
+        return 0
+    keys, first = np.unique(np.concatenate(keys_parts), return_index=True)
+    target.dir.mkdir(parents=True, exist_ok=True)
+    spec_file = target.dir / "spec.json"
+    if not spec_file.exists():
+        from tunegate.core.io import write_json_atomic
+
+        write_json_atomic(spec_file, target.spec.to_json())
+    _save_npy(target.dir / f"part-{name}.vecs.npy", np.concatenate(vec_parts)[first])
+    _save_npy(target.dir / f"part-{name}.keys.npy", keys)  # keys last: a part without them is ignored
+    return len(keys)
+
+
 def _vecs_path(keys_path: Path) -> Path:
     return keys_path.with_name(keys_path.name.replace(".keys.npy", ".vecs.npy"))
 

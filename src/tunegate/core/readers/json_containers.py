@@ -31,11 +31,12 @@ def _unreadable(path: str, line: int, after: str, exc: BaseException) -> Rejecti
                      "the rest of the file is unreadable")
 
 
-def iter_jsonl(f: io.BufferedIOBase | Any, path: str) -> Iterator[RawItem]:
+def iter_jsonl(f: io.BufferedIOBase | Any, path: str, *, first_line: int = 1) -> Iterator[RawItem]:
     """One record per line. A line that is not JSON is rejected with its number; a stream that breaks part-way
-    (a truncated or corrupt ``.gz``) keeps the lines before and rejects the rest as one entry."""
+    (a truncated or corrupt ``.gz``) keeps the lines before and rejects the rest as one entry. ``f`` may be any
+    iterable of lines; ``first_line`` numbers its first line (a piece of a file, :mod:`.pieces`)."""
     lines = iter(f)
-    lineno = 0
+    lineno = first_line - 1
     errors = stream_errors()
     while True:
         try:

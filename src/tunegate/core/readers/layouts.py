@@ -191,6 +191,20 @@ def _detect(items: list[RawItem], columns: Mapping[str, str]) -> str | None:
     return max(votes, key=lambda k: votes[k]) if votes else None  # max keeps the first of equal counts
 
 
+def detect_head(items: Iterator[RawItem], columns: Mapping[str, str]) -> tuple[str | None, list[RawItem]]:
+    """The layout of an input from its head (up to :data:`DETECT_RECORDS` objects, read from ``items``), and the
+    items read for it (they are still to be normalized)."""
+    head: list[RawItem] = []
+    objects = 0
+    for item in items:
+        head.append(item)
+        if not isinstance(item, Rejection) and isinstance(item[1], dict):
+            objects += 1
+            if objects >= DETECT_RECORDS:
+                break
+    return _detect(head, columns), head
+
+
 def normalize_items(items: Iterator[RawItem], path: str, options: InputOptions, *,
                     default_source: str | None = None,
                     require_records: bool = True) -> Iterator[dict[str, Any] | Rejection]:
@@ -204,17 +218,10 @@ def normalize_items(items: Iterator[RawItem], path: str, options: InputOptions, 
     columns = options.columns
     record_format: str | None = options.layout if options.layout in RECORD_FORMATS else None
     if record_format is None:
-        head: list[RawItem] = []
-        objects = 0
-        for item in items:
-            head.append(item)
-            if not isinstance(item, Rejection) and isinstance(item[1], dict):
-                objects += 1
-                if objects >= DETECT_RECORDS:
-                    break
-        record_format = _detect(head, columns)
+        record_format, head = detect_head(items, columns)
         first = next((i for i in head if not isinstance(i, Rejection) and isinstance(i[1], dict)), None)
         if record_format is None and first is not None:
+            objects = sum(1 for i in head if not isinstance(i, Rejection) and isinstance(i[1], dict))
             line, obj = first
             obj = _map_columns(obj, columns) if columns else obj
             raise InputError(

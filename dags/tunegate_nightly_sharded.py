@@ -1,0 +1,100 @@
+"""
+### tunegate_nightly_sharded: tonight's batch in shards, on as many workers as there are
+
+The same gate as `tunegate_nightly`, scaled out with Airflow's dynamic task mapping:
+
+`plan -> shard (one mapped task per shard) -> merge -> validate -> scan -> gate -> publish`
+
+* **plan** cuts the input into shards of about equal bytes: whole files, and large JSON Lines files cut at line
+  boundaries (`shards` param, or one shard per 32 MiB of input);
+* **shard** (mapped: one task instance per shard, spread over the Celery or Kubernetes workers) reads its share,
+  runs the per-record checks and embeds its records, writing only under `work/shards/<n>/`; a failed shard
+  retries alone;
+* **merge** joins the shards in input order into the night's work directory, exactly as one ingest of every file
+  would have written it, and gathers every shard's vectors;
+* **validate**, **scan**, **gate** and **publish** are the unsharded DAG's: the Great Expectations suites, then the
+  checks that need the whole batch (exact duplicates across shards, near duplicates and outliers through one
+  FAISS index of all shards' vectors plus the history, both poison scans), the verdict and the history.
+
+The verdict and every output equal `tunegate_nightly`'s on the same input (docs/scale.md says what runs where,
+measured costs and how far it scales). Outputs live under `{TUNEGATE_DATA_ROOT}/tunegate_nightly_sharded/{date}/`
+and the accepted batch is the Asset `tunegate_nightly_sharded_accepted`.
+
+Params: those of `tunegate_nightly`, plus `shards` (an integer, or null for one shard per 32 MiB of input).
+"""
+
+from __future__ import annotations
+
+import os
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+from airflow.sdk import DAG, Param
+
+from tunegate._airflow import retry_default_args
+from tunegate.exceptions import TunegateError
+from tunegate.notifications import notifiers_from_env
+from tunegate.operators import GateOperator, PublishOperator, ValidateOperator, accepted_batch_asset
+from tunegate.operators.shard import MergeScanOperator, ShardMergeOperator, ShardOperator, ShardPlanOperator
+
+DAG_ID = "tunegate_nightly_sharded"
+_SAMPLE_INPUT = Path(__file__).resolve().parents[1] / "samples" / "nightly"
+DEFAULT_INPUT_URI = os.environ.get("TUNEGATE_INPUT_URI") or str(_SAMPLE_INPUT)
+DEFAULT_POLICY_FILE = os.environ.get("TUNEGATE_POLICY_FILE") or None
+DEFAULT_HISTORY_DIR = os.environ.get("TUNEGATE_HISTORY_DIR") or None
+DEFAULT_STORAGE_CONN_ID = os.environ.get("TUNEGATE_STORAGE_CONN_ID") or None
+ALERTS = notifiers_from_env()
+
+default_args = {
+    "owner": "data-platform",
+    # As in tunegate_nightly: transient faults retry (a mapped shard retries alone), verdicts and bad input do not.
+    **retry_default_args(retries=3, retry_delay=timedelta(minutes=2), max_retry_delay=timedelta(minutes=30),
+                         transient=(OSError, TimeoutError, "httpx.TransportError"), permanent=(TunegateError,)),
+    "execution_timeout": timedelta(hours=2),
+    **({"on_failure_callback": ALERTS} if ALERTS else {}),
+}
+
+with DAG(
+    dag_id=DAG_ID,
+    description="Gate the nightly instruction-tuning batch in shards: plan, shard (mapped), merge, validate, scan, "
+                "gate, publish",
+    doc_md=__doc__,
+    schedule="@daily",
+    start_date=datetime(2026, 1, 1, tzinfo=UTC),
+    catchup=False,
+    max_active_runs=1,
+    dagrun_timeout=timedelta(hours=6),
+    default_args=default_args,
+    render_template_as_native_obj=True,
+    params={
+        "input_uri": Param(DEFAULT_INPUT_URI, type="string", minLength=1,
+                           description="File, directory, glob or fsspec URL of tonight's batch; may use {{ ds }}"),
+        "policy_file": Param(DEFAULT_POLICY_FILE, type=["null", "string"],
+                             description="YAML or JSON policy (gate settings, checks:, suites:); null for defaults"),
+        "checks": Param(None, type=["null", "array"], items={"type": "string"},
+                        description="Run exactly these checks instead of the policy's; null for the policy's"),
+        "history_dir": Param(DEFAULT_HISTORY_DIR, type=["null", "string"],
+                             description="History of accepted nights; null for the default under the data root, "
+                                         "empty for none"),
+        "storage_conn_id": Param(DEFAULT_STORAGE_CONN_ID, type=["null", "string"],
+                                 description="Airflow connection for object-storage inputs (s3://...)"),
+        "shards": Param(None, type=["null", "integer"], minimum=1,
+                        description="How many shards; null for one per 32 MiB of input"),
+    },
+    tags=["tunegate", "curation", "sharded"],
+) as dag:
+    reading: dict[str, Any] = {"inputs": "{{ params.input_uri }}", "policy_file": "{{ params.policy_file }}",
+                               "storage_conn_id": "{{ params.storage_conn_id }}"}
+    plan = ShardPlanOperator(task_id="plan", shards="{{ params.shards }}", **reading)
+    shard = ShardOperator.partial(task_id="shard", checks="{{ params.checks }}",
+                                  map_index_template="shard {{ task.shard }}", **reading).expand(shard=plan.output)
+    merge = ShardMergeOperator(task_id="merge", policy_file="{{ params.policy_file }}", checks="{{ params.checks }}")
+    validate = ValidateOperator(task_id="validate", policy_file="{{ params.policy_file }}")
+    scan = MergeScanOperator(task_id="scan", policy_file="{{ params.policy_file }}", checks="{{ params.checks }}",
+                             history_dir="{{ params.history_dir }}")
+    gate = GateOperator(task_id="gate", policy_file="{{ params.policy_file }}", on_quarantine=ALERTS or None)
+    publish = PublishOperator(task_id="publish", history_dir="{{ params.history_dir }}",
+                              policy_file="{{ params.policy_file }}", outlets=[accepted_batch_asset(DAG_ID)])
+
+    plan >> shard >> merge >> validate >> scan >> gate >> publish

@@ -1,0 +1,166 @@
+"""A night in shards (tunegate.core.shards): the plan, one shard at a time, the merge, and the result that equals
+one ingest and scan of the same input."""
+
+from __future__ import annotations
+
+import gzip
+import json
+from pathlib import Path
+from typing import Any
+
+import pyarrow.parquet as pq
+import pytest
+
+from tests.conftest import DATA, FORMATS, NIGHTLY, write_jsonl
+from tunegate.core.checks import run_checks
+from tunegate.core.gate import ACCEPTED_FILE, QUARANTINE_FILE, REJECTED_FILE, gate
+from tunegate.core.ingest import CANONICAL_FILE, INGEST_FILE, ingest
+from tunegate.core.pipeline import build_checks, scan
+from tunegate.core.policy import GatePolicy
+from tunegate.core.readers import InputOptions
+from tunegate.core.readers.pieces import InputPiece, split_jsonl
+from tunegate.core.shards import (
+    SHARDS_DIR,
+    ShardPlan,
+    cut,
+    merge_checks,
+    merge_shards,
+    plan_shards,
+    run_shard,
+    shard_count,
+    shard_dir,
+)
+from tunegate.exceptions import ConfigError, TunegateError
+
+
+def shard_night(inputs: list[str], work: Path, shards: int | None, policy: GatePolicy | None = None) -> ShardPlan:
+    plan = plan_shards(inputs, work, shards=shards)
+    for i in range(plan.count):
+        run_shard(work, i, policy=policy)
+    merge_shards(work, policy=policy)
+    return plan
+
+
+def assert_same_work(a: Path, b: Path) -> None:
+    """The canonical table, rejected records and ingest record of two work directories are the same."""
+    assert pq.read_table(a / CANONICAL_FILE).equals(pq.read_table(b / CANONICAL_FILE))
+    assert (a / REJECTED_FILE).read_bytes() == (b / REJECTED_FILE).read_bytes()
+    ja, jb = (json.loads((d / INGEST_FILE).read_text(encoding="utf-8")) for d in (a, b))
+    assert {**ja, "work_dir": ""} == {**jb, "work_dir": ""}
+
+
+def test_cut_keeps_order_balances_bytes_and_leaves_no_shard_empty() -> None:
+    assert cut([10, 10, 10, 10], 2) == [(0, 2), (2, 4)]
+    assert cut([100, 1, 1, 1], 3) == [(0, 1), (1, 2), (2, 4)]
+    assert cut([1, 1, 1, 100], 2) == [(0, 3), (3, 4)]
+    assert cut([5, 5], 7) == [(0, 1), (1, 2)]
+    assert cut([0, 0, 0], 3) == [(0, 1), (1, 2), (2, 3)]
+
+
+def test_shard_count_from_the_param_or_the_batch_size() -> None:
+    assert shard_count(100 << 20, None, shard_bytes=32 << 20) == 4
+    assert shard_count(1, None) == 1
+    assert shard_count(100 << 20, 7) == 7
+    for bad in (0, -1, True, 2.5):
+        with pytest.raises(ConfigError, match="shards must be a positive integer"):
+            shard_count(1, bad)  # type: ignore[arg-type]
+
+
+def test_a_jsonl_file_is_cut_at_line_starts_numbered_as_in_the_whole_file() -> None:
+    pieces = split_jsonl(str(NIGHTLY), 4, InputOptions())
+    assert pieces is not None and len(pieces) == 4
+    data = NIGHTLY.read_bytes()
+    assert [p.start for p in pieces] == [0] + [p.stop for p in pieces[:-1]]
+    assert pieces[-1].stop == len(data)
+    for p in pieces:
+        assert p.start == 0 or data[p.start - 1:p.start] == b"\n"
+        assert p.first_line == data[:p.start].count(b"\n") + 1
+        assert p.layout == "alpaca" and InputPiece.from_json(p.to_json()) == p
+    # compressed files and other containers are read whole
+    assert split_jsonl(str(DATA / "superni_slice.jsonl.gz"), 4, InputOptions()) is None
+    assert split_jsonl(str(FORMATS / "alpaca.csv"), 4, InputOptions()) is None
+
+
+@pytest.mark.parametrize("shards", [1, 3, 8])
+def test_the_merged_shards_are_one_ingest_of_the_input(tmp_path: Path, shards: int) -> None:
+    # the sample night: one file with malformed records, cut into pieces
+    ingest([str(NIGHTLY)], tmp_path / "whole")
+    plan = shard_night([str(NIGHTLY)], tmp_path / "sharded", shards)
+    assert plan.count == shards
+    assert_same_work(tmp_path / "whole", tmp_path / "sharded")
+
+
+def test_derived_ids_are_numbered_across_shards_as_in_one_ingest(tmp_path: Path) -> None:
+    # records without an id get sha256:<hash>[-n]; copies of one record in several shards must be numbered in
+    # input order over the whole night, not per shard
+    with gzip.open(DATA / "self_instruct_slice.jsonl.gz", "rt", encoding="utf-8") as f:
+        records = [json.loads(line) for line in f][:40]
+    no_id = [{k: v for k, v in r.items() if k != "id"} for r in records]
+    inputs = tmp_path / "in"
+    inputs.mkdir()
+    write_jsonl(inputs / "a.jsonl", no_id[:20])
+    write_jsonl(inputs / "b.jsonl", no_id[10:30] + records[30:])  # ten copies of a's records, ten records with ids
+    write_jsonl(inputs / "c.jsonl", no_id[:5] + no_id[10:15])  # second copies, and third ones
+    (inputs / "d.jsonl").write_text('{"instruction": "no output"\nnot json\n', encoding="utf-8")
+    ingest([str(inputs)], tmp_path / "whole")
+    plan = shard_night([str(inputs)], tmp_path / "sharded", 4)
+    assert plan.count == 4
+    assert_same_work(tmp_path / "whole", tmp_path / "sharded")
+    ids = [i for i in pq.read_table(tmp_path / "sharded" / CANONICAL_FILE, columns=["id"]).column(0).to_pylist()
+           if i.startswith("sha256:")]
+    assert len(ids) == 50 and sum(i.endswith("-2") for i in ids) == 15 and sum(i.endswith("-3") for i in ids) == 5
+
+
+def test_every_format_sharded_equals_one_ingest(tmp_path: Path) -> None:
+    ingest([str(FORMATS)], tmp_path / "whole")
+    plan = shard_night([str(FORMATS)], tmp_path / "sharded", 5)
+    assert plan.count == 5
+    assert_same_work(tmp_path / "whole", tmp_path / "sharded")
+
+
+def test_a_shard_rerun_replaces_only_that_shard_and_the_merge_is_idempotent(tmp_path: Path) -> None:
+    work = tmp_path / "work"
+    shard_night([str(NIGHTLY)], work, 3)
+    before = {i: (shard_dir(work, i) / "shard.json").stat().st_mtime_ns for i in range(3)}
+    canonical = pq.read_table(work / CANONICAL_FILE)
+    run_shard(work, 1)
+    after = {i: (shard_dir(work, i) / "shard.json").stat().st_mtime_ns for i in range(3)}
+    assert after[0] == before[0] and after[2] == before[2] and after[1] != before[1]
+    assert sorted(p.name for p in (work / SHARDS_DIR).iterdir() if not p.name.endswith((".lock", ".owner"))) == [
+        "00000", "00001", "00002", "plan.json"]  # no temporary directory left behind
+    merge_shards(work)
+    merge_shards(work)
+    assert pq.read_table(work / CANONICAL_FILE).equals(canonical)
+    parts = sorted(p.name for p in (work / "embeddings").rglob("part-*.keys.npy"))
+    assert len(parts) == 1  # the merge replaces its vectors, it does not add a second copy
+
+
+def test_the_merge_refuses_a_missing_shard(tmp_path: Path) -> None:
+    work = tmp_path / "work"
+    plan = plan_shards([str(NIGHTLY)], work, shards=2)
+    run_shard(work, 0)
+    with pytest.raises(TunegateError, match=r"shard 1 of 2 is not complete"):
+        merge_shards(work)
+    with pytest.raises(TunegateError, match="not in the plan"):
+        run_shard(work, plan.count)
+
+
+def _placement(out: Path) -> dict[str, Any]:
+    quarantine = pq.read_table(out / QUARANTINE_FILE, columns=["id", "content_sha256", "reasons"]).to_pylist()
+    accepted = pq.read_table(out / ACCEPTED_FILE)
+    return {"accepted": accepted.to_pylist(), "quarantine": quarantine,
+            "rejected": (out / REJECTED_FILE).read_bytes()}
+
+
+@pytest.mark.slow  # every default check twice over the sample night (~1 min)
+def test_the_sharded_night_gates_exactly_as_the_unsharded_one(tmp_path: Path) -> None:
+    policy = GatePolicy()
+    whole = scan([str(NIGHTLY)], tmp_path / "whole", policy=policy)
+    work = tmp_path / "sharded" / "work"
+    shard_night([str(NIGHTLY)], work, 4, policy)
+    run_checks(str(work), [c for c in build_checks(policy, checks=False)] + merge_checks(policy))
+    sharded = gate(work, tmp_path / "sharded", policy)
+    assert sharded["verdict"] == whole["verdict"] == "quarantine"
+    for key in ("total", "accepted", "quarantined", "rejected", "reasons"):
+        assert sharded[key] == whole[key], key
+    assert _placement(tmp_path / "sharded") == _placement(tmp_path / "whole")
