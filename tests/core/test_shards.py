@@ -13,8 +13,8 @@ import pytest
 
 from tests.conftest import DATA, FORMATS, NIGHTLY, write_jsonl
 from tunegate.core.checks import run_checks
-from tunegate.core.gate import ACCEPTED_FILE, QUARANTINE_FILE, REJECTED_FILE, gate
-from tunegate.core.ingest import CANONICAL_FILE, INGEST_FILE, ingest
+from tunegate.core.gate import ACCEPTED_FILE, QUARANTINE_FILE, gate
+from tunegate.core.ingest import CANONICAL_FILE, INGEST_FILE, REJECTED_FILE, ingest
 from tunegate.core.pipeline import build_checks, scan
 from tunegate.core.policy import GatePolicy
 from tunegate.core.readers import InputOptions
