@@ -80,6 +80,9 @@ class AirflowStack:
     timings: dict[str, float] = field(default_factory=dict)
     #: Components whose process group was still there after SIGKILL (set by :meth:`stop`; should stay empty).
     leftover: list[str] = field(default_factory=list)
+    #: Celery worker processes (``celery-worker``, ``celery-worker-2``, ...) and the task slots of each.
+    celery_workers: int = 1
+    worker_concurrency: int = 2
     _db_created: bool = False
 
     @property
@@ -130,7 +133,7 @@ class AirflowStack:
             "AIRFLOW__API_AUTH__JWT_SECRET": secret,
             "AIRFLOW__CELERY__BROKER_URL": f"redis://{REDIS_HOST}:{REDIS_PORT}/{REDIS_DB}",
             "AIRFLOW__CELERY__RESULT_BACKEND": f"db+postgresql+psycopg2://{PG_USER}@{PG_HOST}:{PG_PORT}/{self.db_name}",
-            "AIRFLOW__CELERY__WORKER_CONCURRENCY": "2",
+            "AIRFLOW__CELERY__WORKER_CONCURRENCY": str(self.worker_concurrency),
             "AIRFLOW__OPERATORS__DEFAULT_QUEUE": self.queue,
             # Parse each DAG file once; the test never edits them while the stack runs.
             "AIRFLOW__DAG_PROCESSOR__PARSING_PROCESSES": "1",
@@ -160,10 +163,13 @@ class AirflowStack:
             "api-server": ["airflow", "api-server", "--host", "127.0.0.1", "--port", str(self.port), "--workers", "1"],
             "scheduler": ["airflow", "scheduler", "--skip-serve-logs"],
             "dag-processor": ["airflow", "dag-processor"],
-            "celery-worker": ["airflow", "celery", "worker", "--concurrency", "2", "--queues", self.queue,
-                              "--skip-serve-logs", "--without-gossip", "--without-mingle",
-                              "--celery-hostname", f"{self.queue}@%h"],
         }
+        for n in range(1, self.celery_workers + 1):
+            suffix = "" if n == 1 else f"-{n}"
+            commands[f"celery-worker{suffix}"] = [
+                "airflow", "celery", "worker", "--concurrency", str(self.worker_concurrency), "--queues", self.queue,
+                "--skip-serve-logs", "--without-gossip", "--without-mingle",
+                "--celery-hostname", f"{self.queue}{suffix}@%h"]
         for name, cmd in commands.items():
             self._spawn(name, cmd)
         self.wait_for(self._health_ok, 180, "the api-server to answer /api/v2/monitor/health")
@@ -256,11 +262,14 @@ class AirflowStack:
         text = path.read_text(encoding="utf-8", errors="replace").splitlines()[-lines:]
         return f"--- {name} (last {len(text)} lines of {path}) ---\n" + "\n".join(text)
 
+    def components(self) -> list[str]:
+        return [*COMPONENTS, *(f"celery-worker-{n}" for n in range(2, self.celery_workers + 1))]
+
     def diagnostics(self) -> str:
-        return "\n".join(self.tail(name) for name in COMPONENTS)
+        return "\n".join(self.tail(name) for name in self.components())
 
     def check_alive(self) -> None:
-        for name in COMPONENTS:
+        for name in self.components():
             p = self.procs.get(name)
             if p is not None and p.poll() is not None:
                 raise RuntimeError(f"airflow {name} exited with {p.returncode}\n{self.tail(name, 80)}")
