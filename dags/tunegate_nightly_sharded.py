@@ -8,13 +8,14 @@ The same gate as `tunegate_nightly`, scaled out with Airflow's dynamic task mapp
 * **plan** cuts the input into shards of about equal bytes: whole files, and large JSON Lines files cut at line
   boundaries (`shards` param, or one shard per 32 MiB of input);
 * **shard** (mapped: one task instance per shard, spread over the Celery or Kubernetes workers) reads its share,
-  runs the per-record checks and embeds its records, writing only under `work/shards/<n>/`; a failed shard
-  retries alone;
+  runs the per-record checks (record size, the GX suites' per-record expectations) and embeds its records,
+  writing only under `work/shards/<n>/`; a failed shard retries alone;
 * **merge** joins the shards in input order into the night's work directory, exactly as one ingest of every file
   would have written it, and gathers every shard's vectors;
-* **validate**, **scan**, **gate** and **publish** are the unsharded DAG's: the Great Expectations suites, then the
-  checks that need the whole batch (exact duplicates across shards, near duplicates and outliers through one
-  FAISS index of all shards' vectors plus the history, both poison scans), the verdict and the history.
+* **validate** adds up the shards' GX results and runs the expectations that need the whole night (id uniqueness,
+  label sets derived from the night); **scan** runs the checks that need the whole batch (exact duplicates across
+  shards, near duplicates and outliers through one FAISS index of all shards' vectors plus the history, both
+  poison scans); **gate** and **publish** are the unsharded DAG's: the verdict and the history.
 
 The verdict and every output equal `tunegate_nightly`'s on the same input (docs/scale.md says what runs where,
 measured costs and how far it scales). Outputs live under `{TUNEGATE_DATA_ROOT}/tunegate_nightly_sharded/{date}/`
@@ -35,8 +36,14 @@ from airflow.sdk import DAG, Param
 from tunegate._airflow import retry_default_args
 from tunegate.exceptions import TunegateError
 from tunegate.notifications import notifiers_from_env
-from tunegate.operators import GateOperator, PublishOperator, ValidateOperator, accepted_batch_asset
-from tunegate.operators.shard import MergeScanOperator, ShardMergeOperator, ShardOperator, ShardPlanOperator
+from tunegate.operators import GateOperator, PublishOperator, accepted_batch_asset
+from tunegate.operators.shard import (
+    MergeScanOperator,
+    MergeValidateOperator,
+    ShardMergeOperator,
+    ShardOperator,
+    ShardPlanOperator,
+)
 
 DAG_ID = "tunegate_nightly_sharded"
 _SAMPLE_INPUT = Path(__file__).resolve().parents[1] / "samples" / "nightly"
@@ -90,7 +97,7 @@ with DAG(
     shard = ShardOperator.partial(task_id="shard", checks="{{ params.checks }}",
                                   map_index_template="shard {{ task.shard }}", **reading).expand(shard=plan.output)
     merge = ShardMergeOperator(task_id="merge", policy_file="{{ params.policy_file }}", checks="{{ params.checks }}")
-    validate = ValidateOperator(task_id="validate", policy_file="{{ params.policy_file }}")
+    validate = MergeValidateOperator(task_id="validate", policy_file="{{ params.policy_file }}")
     scan = MergeScanOperator(task_id="scan", policy_file="{{ params.policy_file }}", checks="{{ params.checks }}",
                              history_dir="{{ params.history_dir }}")
     gate = GateOperator(task_id="gate", policy_file="{{ params.policy_file }}", on_quarantine=ALERTS or None)

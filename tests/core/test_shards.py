@@ -13,9 +13,10 @@ import pytest
 
 from tests.conftest import DATA, FORMATS, NIGHTLY, write_jsonl
 from tunegate.core.checks import run_checks
+from tunegate.core.checks.gx_suite import GxSuiteCheck
 from tunegate.core.gate import ACCEPTED_FILE, QUARANTINE_FILE, gate
 from tunegate.core.ingest import CANONICAL_FILE, INGEST_FILE, REJECTED_FILE, ingest
-from tunegate.core.pipeline import build_checks, scan
+from tunegate.core.pipeline import scan
 from tunegate.core.policy import GatePolicy
 from tunegate.core.readers import InputOptions
 from tunegate.core.readers.pieces import InputPiece, split_jsonl
@@ -29,6 +30,7 @@ from tunegate.core.shards import (
     run_shard,
     shard_count,
     shard_dir,
+    validate_merged,
 )
 from tunegate.exceptions import ConfigError, TunegateError
 
@@ -158,9 +160,52 @@ def test_the_sharded_night_gates_exactly_as_the_unsharded_one(tmp_path: Path) ->
     whole = scan([str(NIGHTLY)], tmp_path / "whole", policy=policy)
     work = tmp_path / "sharded" / "work"
     shard_night([str(NIGHTLY)], work, 4, policy)
-    run_checks(str(work), [c for c in build_checks(policy, checks=False)] + merge_checks(policy))
+    validate_merged(work, policy=policy)
+    run_checks(str(work), merge_checks(policy))
     sharded = gate(work, tmp_path / "sharded", policy)
     assert sharded["verdict"] == whole["verdict"] == "quarantine"
     for key in ("total", "accepted", "quarantined", "rejected", "reasons"):
         assert sharded[key] == whole[key], key
     assert _placement(tmp_path / "sharded") == _placement(tmp_path / "whole")
+
+
+def _gx_outputs(work: Path, key: str) -> tuple[Any, Any, str]:
+    findings = pq.read_table(work / "findings" / f"{key}.parquet").to_pylist()
+    summary = json.loads((work / "findings" / f"{key}.json").read_text(encoding="utf-8"))
+    return findings, summary, (work / "findings" / f"{key}.html").read_text(encoding="utf-8")
+
+
+@pytest.mark.slow  # both suites, whole and in shards (~1 min with the GX import)
+def test_gx_suites_in_shards_equal_one_validation_of_the_night(tmp_path: Path) -> None:
+    # the sample night (label errors: the label sets are derived from the whole night), plus a record that
+    # reuses an id of another shard with other content (the id -> content expectation spans shards)
+    records = []
+    for line in NIGHTLY.read_bytes().splitlines():
+        try:
+            record = json.loads(line.decode("utf-8"))
+        except ValueError:  # the night's malformed lines
+            continue
+        if isinstance(record, dict) and record.get("id") and record.get("output"):
+            records.append(record)
+    stolen = {**records[-1], "id": records[0]["id"]}
+    inputs = tmp_path / "in"
+    inputs.mkdir()
+    write_jsonl(inputs / "a.jsonl", records[:500])
+    write_jsonl(inputs / "b.jsonl", [*records[500:], stolen])
+    whole, sharded = tmp_path / "whole", tmp_path / "sharded"
+    policy = GatePolicy()
+    ingest([str(inputs)], whole)
+    run_checks(str(whole), [GxSuiteCheck(suite=s) for s in policy.suites])
+    shard_night([str(inputs)], sharded, 3, policy)
+    results = validate_merged(sharded, policy=policy)
+    assert [r.check for r in results] == ["gx_instruction_record", "gx_instruction_quality"]
+    for r in results:
+        a, b = _gx_outputs(sharded, r.check), _gx_outputs(whole, r.check)
+        assert a[0] == b[0], r.check  # every finding, row for row
+        assert a[1] == b[1], r.check  # statistics, failed expectations, issues, label sets
+        assert a[2] == b[2], r.check  # the suite's page
+    record = _gx_outputs(sharded, "gx_instruction_record")
+    rows = {f["row"] for f in record[0] if f["reason"] == "gx_id_collision"}
+    assert len(rows) >= 2  # the id's first record (shard 0) and the one that took it (last shard)
+    quality = _gx_outputs(sharded, "gx_instruction_quality")[1]
+    assert quality["metrics"]["label_sets"]["tasks"] > 0  # derived over the night, equal to the whole run's

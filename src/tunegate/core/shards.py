@@ -58,6 +58,8 @@ SHARDS_DIR = "shards"
 PLAN_FILE = "plan.json"
 SHARD_FILE = "shard.json"
 DERIVED_FILE = "derived_ids.parquet"
+#: A shard's per-record results of each GX suite (``<check key>.json``, a ``GxPartial``).
+GX_DIR = "gx"
 #: Checks whose findings depend on the record alone: they run in the shards, the merge shifts their rows.
 SHARD_CHECKS = frozenset({"record_size"})
 #: Input bytes per shard when the shard count is not given: 32 MiB, about 50,000 records of the instruction
@@ -255,6 +257,7 @@ def _write_shard(final: Path, units: list[str | InputPiece], *, policy: Any, opt
     import pyarrow.parquet as pq
 
     from tunegate.core.checks import CanonicalBatch, run_checks
+    from tunegate.core.checks.gx_suite import GxSuiteCheck
     from tunegate.core.embeddings import embed_table
     from tunegate.core.ingest import ingest_sources
     from tunegate.core.pipeline import build_checks
@@ -273,6 +276,9 @@ def _write_shard(final: Path, units: list[str | InputPiece], *, policy: Any, opt
         checks = build_checks(policy, gx=False)
         run_checks(str(tmp), [c for c in checks if c.name in SHARD_CHECKS])
         batch = CanonicalBatch(tmp)
+        for suite in policy.suites:  # the per-record expectations; the validate task completes them
+            gx = GxSuiteCheck(suite=suite, data_docs=False)
+            write_json_atomic(tmp / GX_DIR / f"{gx.key}.json", gx.validate_rows(batch).to_json())
         for target in embedding_targets(checks):
             embed_table(batch, target.spec, cache_dir=target.cache_dir or tmp / _work_cache())
         info = {"shard": int(final.name), "units": _plan_units(units), "records": result.records,
@@ -481,3 +487,37 @@ def merge_checks(policy: Any = None, *, history_dir: str | Path | None = None, b
 
     checks = build_checks(policy or GatePolicy(), history_dir=history_dir, batch_id=batch_id, gx=False)
     return [c for c in checks if c.name not in SHARD_CHECKS]
+
+
+def validate_merged(work_dir: str | Path, *, policy: Any = None, suites: Sequence[str] | None = None,
+                    chunk_size: int = 100_000, data_docs: bool = True) -> list[Any]:
+    """The GX suites over the merged night: each shard's per-record results (validated in the shard) added up,
+    then the expectations that need the whole batch (uniqueness across shards, label sets derived from the
+    night) run over the merged table; the findings are saved as a whole-night validation saves them."""
+    from tunegate.core.checks import CanonicalBatch, save_result
+    from tunegate.core.checks.gx_suite import GxPartial, GxSuiteCheck
+    from tunegate.core.policy import GatePolicy
+
+    work = Path(work_dir)
+    plan = ShardPlan.load(work)
+    infos = [_shard_info(work, plan, i) for i in range(plan.count)]
+    offsets = [0]
+    for info in infos:
+        offsets.append(offsets[-1] + int(info["records"]))
+    batch = CanonicalBatch(work)
+    results = []
+    for suite in (policy or GatePolicy()).suites if suites is None else suites:
+        check = GxSuiteCheck(suite=suite, chunk_size=chunk_size, data_docs=data_docs)
+        partials = []
+        for index in range(plan.count):
+            path = shard_dir(work, index) / GX_DIR / f"{check.key}.json"
+            try:
+                partials.append((offsets[index], GxPartial.from_json(json.loads(path.read_text(encoding="utf-8")))))
+            except FileNotFoundError as exc:
+                raise TunegateError(f"shard {index} has no results of suite {check.key} ({path}): the suites "
+                                    "changed since the shards ran; rerun the night") from exc
+        result = check.complete(batch, partials)
+        result.check = check.key
+        save_result(work, result)
+        results.append(result)
+    return results

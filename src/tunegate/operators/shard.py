@@ -1,7 +1,7 @@
 """The sharded night's own tasks: plan the shards, process one shard (a mapped task), merge them.
 
     ShardPlanOperator -> ShardOperator.partial(...).expand(shard=plan.output) -> ShardMergeOperator
-        -> ValidateOperator -> MergeScanOperator -> GateOperator -> PublishOperator
+        -> MergeValidateOperator -> MergeScanOperator -> GateOperator -> PublishOperator
 
 The logic is :mod:`tunegate.core.shards`; these are its shells. Not exported from :mod:`tunegate.operators`:
 import them from this module (``dags/tunegate_nightly_sharded.py`` does).
@@ -25,6 +25,7 @@ from tunegate.operators.base import (
 )
 from tunegate.operators.ingest import IngestOperator
 from tunegate.operators.scan import ScanOperator
+from tunegate.operators.validate import ValidateOperator
 
 
 class _ShardInputOperator(IngestOperator):
@@ -144,6 +145,24 @@ class ShardMergeOperator(TunegateBaseOperator):
         self.log.info("merge: %d shard(s) -> %d records, %d rejected into %s", result.shards, result.records,
                       result.rejected, work)
         return {"work_dir": str(work), **result.to_json()}
+
+
+class MergeValidateOperator(ValidateOperator):
+    """:class:`ValidateOperator` over the merged night: the suites' per-record expectations were validated in the
+    shards; this adds them up and runs the whole-batch expectations (id uniqueness across shards, label sets
+    derived from the whole night) over the merged table (:func:`tunegate.core.shards.validate_merged`)."""
+
+    def execute(self, context: Context) -> dict[str, Any]:
+        from tunegate.core.shards import validate_merged
+
+        work = self.resolve_work_dir(context)
+        with run_dir_lock(work.parent), fail_on_tunegate_error():
+            policy = load_run_policy(self.policy_file, suites=self.suites)
+            results = validate_merged(work, policy=policy, chunk_size=self.chunk_size, data_docs=self.data_docs)
+        for r in results:
+            self.log.info("validate: %s flagged %d records %s, %d batch issues", r.check,
+                          len({f.row for f in r.findings}), r.counts(), len(r.issues))
+        return check_results_digest(work, results)
 
 
 class MergeScanOperator(ScanOperator):

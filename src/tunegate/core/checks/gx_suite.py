@@ -21,9 +21,10 @@ per expectation, each value clipped to :data:`CLIP_CHARS` characters (a 50 MB re
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
@@ -128,6 +129,69 @@ def _columns_of(expectation: Any) -> set[str]:
     return cols
 
 
+def row_local(expectation: dict[str, Any]) -> bool:
+    """Whether an expectation (a suite JSON entry) judges each record by itself, so that shards of the batch can be
+    validated apart: not a whole-batch expectation, and not a label set derived from the batch."""
+    if expectation["type"] in GLOBAL_EXPECTATIONS:
+        return False
+    derived = (expectation.get("meta") or {}).get("derive_label_sets") is not None
+    return not (expectation["type"] == LABEL_SET_EXPECTATION and derived)
+
+
+@dataclass
+class GxPartial:
+    """A suite's results over some of the batch's rows: per expectation (by its index in the suite) the merged
+    counts, and the findings. Shards validate the per-record expectations into one each
+    (:meth:`GxSuiteCheck.validate_rows`); :meth:`GxSuiteCheck.complete` adds them up over the night."""
+
+    merged: dict[int, _Merged] = field(default_factory=dict)
+    findings: list[Finding] = field(default_factory=list)
+    validated: bool = False
+    #: The rows whose sample ids were taken before the merge (a shard's derived ids are renumbered then).
+    sample_rows: set[int] = field(default_factory=set)
+
+    def add(self, other: GxPartial, offset: int) -> None:
+        """Add a later shard's results, its rows shifted by ``offset`` (the records before it)."""
+        for i, m in other.merged.items():
+            mine = self.merged.setdefault(i, dataclasses.replace(m, element_count=0, missing_count=0,
+                                                                 unexpected_count=0, errors=[], samples=[]))
+            mine.map_metric |= m.map_metric
+            mine.chunk_failed |= m.chunk_failed
+            mine.element_count += m.element_count
+            mine.missing_count += m.missing_count
+            mine.unexpected_count += m.unexpected_count
+            mine.errors += [e for e in m.errors if e not in mine.errors]
+            for sample in m.samples[:max(0, MAX_SAMPLES - len(mine.samples))]:
+                mine.samples.append({**sample, "row": sample["row"] + offset})
+                self.sample_rows.add(sample["row"] + offset)
+        self.findings += [dataclasses.replace(f, row=f.row + offset) for f in other.findings]
+        self.validated |= other.validated
+
+    def rename_samples(self, batch: CanonicalBatch) -> None:
+        """The sample rows' ids as the merged batch has them."""
+        if not self.sample_rows:
+            return
+        ids = batch.read_columns(["id"]).column(0)
+        for m in self.merged.values():
+            for sample in m.samples:
+                if sample["row"] in self.sample_rows:
+                    sample["id"] = clip(ids[sample["row"]].as_py(), 200)
+
+    def to_json(self) -> dict[str, Any]:
+        # kwargs as JSON text: their key order is the suite's, which the page shows (a JSON file may sort keys)
+        return {"merged": {str(i): {**dataclasses.asdict(m), "kwargs": json.dumps(m.kwargs, default=str)}
+                           for i, m in self.merged.items()},
+                "findings": [[f.row, f.reason, f.score, f.detail] for f in self.findings], "validated": self.validated}
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> GxPartial:
+        return cls(merged={int(i): _Merged(**{**m, "kwargs": json.loads(m["kwargs"])})
+                           for i, m in data["merged"].items()},
+                   findings=[Finding(int(r), str(reason), float(score), dict(detail))
+                             for r, reason, score, detail in data["findings"]],
+                   validated=bool(data["validated"]))
+
+
 @dataclass(frozen=True)
 class GxSuiteConfig(CheckConfig):
     """``suite``: a bundled suite name or a suite JSON file; ``chunk_size``: rows validated at a time (the
@@ -163,63 +227,44 @@ class GxSuiteCheck(Check):
         return f"gx_{self.suite.name}"
 
     def run(self, batch: CanonicalBatch) -> CheckResult:
-        quiet_gx()
-        import great_expectations as gx
-        import pandas as pd
-        import pyarrow as pa
-        from great_expectations.data_context.types.base import ProgressBarsConfig
+        return self.complete(batch)
 
-        ctx = gx.get_context(mode="ephemeral")
-        ctx.variables.progress_bars = ProgressBarsConfig(globally=False)
-        asset = ctx.data_sources.add_pandas("tunegate").add_dataframe_asset("batch")
-        batch_def = asset.add_batch_definition_whole_dataframe("all")
+    def validate_rows(self, batch: CanonicalBatch) -> GxPartial:
+        """The per-record expectations (:func:`row_local`) over ``batch`` alone: a shard's share of the suite, to be
+        completed over the whole night by :meth:`complete`."""
+        spec = self.suite.to_json_dict()
+        expectations = [dict(e) for e in spec["expectations"]]
+        partial = GxPartial()
+        local = [(i, e) for i, e in enumerate(expectations) if row_local(e)]
+        self._validate(batch, spec, [(local, self.config.chunk_size)], partial)
+        return partial
+
+    def complete(self, batch: CanonicalBatch, partials: Sequence[tuple[int, GxPartial]] | None = None
+                 ) -> CheckResult:
+        """Validate the whole ``batch``. With ``partials`` (``(first row, partial)`` of each shard, in order), the
+        per-record expectations are taken from them and only the rest (whole-batch expectations, label sets
+        derived from the batch) run here; the result is the same as without."""
         spec = self.suite.to_json_dict()
         expectations = [dict(e) for e in spec["expectations"]]
         label_sets_info = self._derive_label_sets(batch, expectations)
-        local = [e for e in expectations if e["type"] not in GLOBAL_EXPECTATIONS]
-        global_ = [e for e in expectations if e["type"] in GLOBAL_EXPECTATIONS]
-        result_format = {"result_format": "COMPLETE", "unexpected_index_column_names": [ROW],
-                         "return_unexpected_index_query": False}
-
-        findings: list[Finding] = []
-        merged: dict[str, _Merged] = {}
-        validated = False
-        passes = [(local, self.config.chunk_size), (global_, max(batch.num_rows, 1))]
-        for n, (exps, chunk_rows) in enumerate(passes):
-            if not exps:
-                continue
-            pass_name = self.suite.name if n == 0 else f"{self.suite.name}__whole_batch"
-            suite = ctx.suites.add(gx.ExpectationSuite(name=pass_name, meta=spec.get("meta") or {},
-                                                       expectations=[e | {"id": None} for e in exps]))
-            definition = ctx.validation_definitions.add(
-                gx.ValidationDefinition(name=f"{self.key}__{pass_name}", data=batch_def, suite=suite))
-            for e in suite.expectations:
-                cfg = e.configuration.kwargs
-                meta = e.meta or {}
-                etype = e.expectation_type
-                merged[str(e.id)] = _Merged(etype=etype, reason=expectation_reason(meta, etype),
-                                            column=cfg.get("column") or cfg.get("column_B"),
-                                            severity=expectation_severity(e), mostly=float(cfg.get("mostly", 1.0)),
-                                            why=meta.get("why"), kwargs=dict(cfg))
-            wanted = set().union(*(_columns_of(e) for e in suite.expectations))
-            columns = [c for c in batch.columns if c in wanted]
-            # the id rides along (outside the validated frame) so the page can name the unexpected records
-            read = columns + (["id"] if "id" in batch.columns and "id" not in columns else [])
-            for start, rb in batch.iter_batches(columns=read or ["id"], batch_size=chunk_rows):
-                table = clip_fields(pa.Table.from_batches([rb]))
-                df = table.select(columns).to_pandas(types_mapper=pd.ArrowDtype)
-                df.insert(0, ROW, range(start, start + rb.num_rows))
-                ids = table.column("id") if "id" in table.column_names else None
-                res = definition.run(batch_parameters={"dataframe": df}, result_format=result_format)
-                for r in res.results:
-                    self._merge(merged[str(r.expectation_config.id)], r, findings,  # type: ignore[union-attr]
-                                _id_lookup(ids, start))
-                validated = True
+        state = GxPartial()
+        if partials is not None:
+            for offset, part in partials:
+                state.add(part, offset)
+            state.rename_samples(batch)
+        local = [(i, e) for i, e in enumerate(expectations)
+                 if e["type"] not in GLOBAL_EXPECTATIONS and (partials is None or not row_local(e))]
+        global_ = [(i, e) for i, e in enumerate(expectations) if e["type"] in GLOBAL_EXPECTATIONS]
+        self._validate(batch, spec, [(local, self.config.chunk_size), (global_, max(batch.num_rows, 1))], state)
+        findings = state.findings
+        # the order of a whole run: per-record expectations in suite order, then the whole-batch ones
+        merged = [state.merged[i] for i in sorted(state.merged, key=lambda i: (
+            expectations[i]["type"] in GLOBAL_EXPECTATIONS, i))]
 
         issues: list[BatchIssue] = []
         statistics = {"evaluated_expectations": len(merged), "successful_expectations": 0}
         failed: list[dict[str, Any]] = []
-        for m in merged.values():
+        for m in merged:
             if m.success:
                 statistics["successful_expectations"] += 1
                 continue
@@ -232,8 +277,8 @@ class GxSuiteCheck(Check):
         statistics["unsuccessful_expectations"] = len(failed)
         artifacts: dict[str, str] = {}
         flagged_rows = len({f.row for f in findings})
-        if self.config.data_docs and validated:
-            artifacts["data_docs"] = self._render(batch, list(merged.values()), statistics, flagged_rows,
+        if self.config.data_docs and state.validated:
+            artifacts["data_docs"] = self._render(batch, merged, statistics, flagged_rows,
                                                   str((spec.get("meta") or {}).get("description") or ""))
         log.info("%s: %d/%d expectations passed, %d rows flagged", self.key, statistics["successful_expectations"],
                  len(merged), flagged_rows)
@@ -242,6 +287,54 @@ class GxSuiteCheck(Check):
         if label_sets_info:
             metrics["label_sets"] = label_sets_info
         return CheckResult(self.key, findings, issues, metrics=metrics, artifacts=artifacts)
+
+    def _validate(self, batch: CanonicalBatch, spec: dict[str, Any],
+                  passes: list[tuple[list[tuple[int, dict[str, Any]]], int]], state: GxPartial) -> None:
+        """Run each pass (expectations with their suite index, rows per chunk) over ``batch``, into ``state``."""
+        quiet_gx()
+        import great_expectations as gx
+        import pandas as pd
+        import pyarrow as pa
+        from great_expectations.data_context.types.base import ProgressBarsConfig
+
+        ctx = gx.get_context(mode="ephemeral")
+        ctx.variables.progress_bars = ProgressBarsConfig(globally=False)
+        asset = ctx.data_sources.add_pandas("tunegate").add_dataframe_asset("batch")
+        batch_def = asset.add_batch_definition_whole_dataframe("all")
+        result_format = {"result_format": "COMPLETE", "unexpected_index_column_names": [ROW],
+                         "return_unexpected_index_query": False}
+        for n, (exps, chunk_rows) in enumerate(passes):
+            if not exps:
+                continue
+            pass_name = self.suite.name if n == 0 else f"{self.suite.name}__whole_batch"
+            suite = ctx.suites.add(gx.ExpectationSuite(name=pass_name, meta=spec.get("meta") or {},
+                                                       expectations=[e | {"id": None} for _, e in exps]))
+            definition = ctx.validation_definitions.add(
+                gx.ValidationDefinition(name=f"{self.key}__{pass_name}", data=batch_def, suite=suite))
+            index: dict[str, int] = {}
+            for (i, _), e in zip(exps, suite.expectations, strict=True):
+                cfg = e.configuration.kwargs
+                meta = e.meta or {}
+                etype = e.expectation_type
+                index[str(e.id)] = i
+                state.merged[i] = _Merged(etype=etype, reason=expectation_reason(meta, etype),
+                                          column=cfg.get("column") or cfg.get("column_B"),
+                                          severity=expectation_severity(e), mostly=float(cfg.get("mostly", 1.0)),
+                                          why=meta.get("why"), kwargs=dict(cfg))
+            wanted = set().union(*(_columns_of(e) for e in suite.expectations))
+            columns = [c for c in batch.columns if c in wanted]
+            # the id rides along (outside the validated frame) so the page can name the unexpected records
+            read = columns + (["id"] if "id" in batch.columns and "id" not in columns else [])
+            for start, rb in batch.iter_batches(columns=read or ["id"], batch_size=chunk_rows):
+                table = clip_fields(pa.Table.from_batches([rb]))
+                df = table.select(columns).to_pandas(types_mapper=pd.ArrowDtype)
+                df.insert(0, ROW, range(start, start + rb.num_rows))
+                ids = table.column("id") if "id" in table.column_names else None
+                res = definition.run(batch_parameters={"dataframe": df}, result_format=result_format)
+                for r in res.results:
+                    self._merge(state.merged[index[str(r.expectation_config.id)]], r,  # type: ignore[union-attr]
+                                state.findings, _id_lookup(ids, start))
+                state.validated = True
 
     def _derive_label_sets(self, batch: CanonicalBatch, expectations: list[dict[str, Any]]) -> dict[str, Any]:
         """Fill ``label_sets`` of label-set expectations that ask for it (``meta.derive_label_sets``)."""
