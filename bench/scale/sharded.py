@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import signal
 import sys
 import time
 import urllib.parse
@@ -105,6 +106,11 @@ def main() -> int:
     ap.add_argument("--out", type=Path, required=True)
     ap.add_argument("--timeout", type=float, default=3600)
     args = ap.parse_args()
+
+    def interrupt(signum: int, frame: Any) -> None:  # a TERM stops the stack (its finally) before exiting
+        raise KeyboardInterrupt(f"signal {signum}")
+
+    signal.signal(signal.SIGTERM, interrupt)
     problem = services_problem()
     if problem:
         print(f"skipped: {problem}")
