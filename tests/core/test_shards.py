@@ -5,6 +5,10 @@ from __future__ import annotations
 
 import gzip
 import json
+import os
+import signal
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -135,6 +139,25 @@ def test_a_shard_rerun_replaces_only_that_shard_and_the_merge_is_idempotent(tmp_
     assert pq.read_table(work / CANONICAL_FILE).equals(canonical)
     parts = sorted(p.name for p in (work / "embeddings").rglob("part-*.keys.npy"))
     assert len(parts) == 1  # the merge replaces its vectors, it does not add a second copy
+
+
+def test_a_shard_killed_before_it_is_complete_leaves_nothing_the_merge_reads(tmp_path: Path) -> None:
+    work = tmp_path / "work"
+    plan_shards([str(NIGHTLY)], work, shards=2)
+    run_shard(work, 1)
+    env = {**os.environ, "TUNEGATE_FAULT_POINT": "shard_written"}
+    killed = subprocess.run([sys.executable, "-c", "import sys; from tunegate.core.shards import run_shard; "
+                             "run_shard(sys.argv[1], 0)", str(work)], check=False, env=env, capture_output=True,
+                            timeout=300)
+    assert killed.returncode == -signal.SIGKILL
+    assert not shard_dir(work, 0).exists() and list((work / SHARDS_DIR).glob(".00000.tmp*"))
+    with pytest.raises(TunegateError, match=r"shard 0 of 2 is not complete"):
+        merge_shards(work)
+    run_shard(work, 0)  # the retry: the dead try's temporary folder goes, the shard lands whole
+    assert not list((work / SHARDS_DIR).glob(".00000.tmp*"))
+    merge_shards(work)
+    ingest([str(NIGHTLY)], tmp_path / "whole")
+    assert_same_work(tmp_path / "whole", work)
 
 
 def test_the_merge_refuses_a_missing_shard(tmp_path: Path) -> None:

@@ -57,7 +57,8 @@ def fault_point(name: str) -> None:
     A no-op otherwise (one environment lookup). The fault tests (tests/core/test_faults.py) use it to stop a
     run at a precise stage boundary, the way a killed worker or an OOM kill would. Points: ``ingested``,
     ``checked`` (scan), ``gate_writes`` (gate, quarantine written, passing records not yet placed),
-    ``history_updated`` (scan, history updated, set not yet committed).
+    ``history_updated`` (scan, history updated, set not yet committed), ``shard_written`` (a shard of the sharded
+    DAG complete in its temporary folder, not yet renamed into place).
     """
     if os.environ.get(FAULT_POINT_ENV) == name:
         import signal

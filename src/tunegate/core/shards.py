@@ -260,6 +260,7 @@ def _write_shard(final: Path, units: list[str | InputPiece], *, policy: Any, opt
     from tunegate.core.checks.gx_suite import GxSuiteCheck
     from tunegate.core.embeddings import embed_table
     from tunegate.core.ingest import ingest_sources
+    from tunegate.core.outputs import fault_point
     from tunegate.core.pipeline import build_checks
 
     for stale in final.parent.glob(f".{final.name}.tmp*"):  # an earlier try of this shard that died
@@ -284,6 +285,7 @@ def _write_shard(final: Path, units: list[str | InputPiece], *, policy: Any, opt
         info = {"shard": int(final.name), "units": _plan_units(units), "records": result.records,
                 "rejected": result.rejected, "derived_ids": len(derived)}
         write_json_atomic(tmp / SHARD_FILE, info)
+        fault_point("shard_written")
         if final.exists():
             shutil.rmtree(final)
         os.replace(tmp, final)
