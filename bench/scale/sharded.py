@@ -8,7 +8,7 @@ dag-processor, api-server; N worker processes of one task slot each), runs ``tun
 ``tunegate_nightly_sharded`` (``--shards``) on the same input, one after the other, and records each run's
 wall time (the DAG run's start to end), every task's duration, each whole-batch check's seconds (the sharded
 scan's XCom), and whether the sharded outputs equal the unsharded ones (verdict, counts, accepted table,
-quarantine placement and reasons, rejected records). Writes OUT/results.json and prints a table.
+quarantine placement and reasons, rejected records). Writes OUT/results-workers-*.json and prints a table.
 
 Needs PostgreSQL and Redis on loopback (tests/integration/ensure_services.sh); exits 77 (skipped) without them.
 """
@@ -105,6 +105,10 @@ def main() -> int:
     ap.add_argument("--workers", type=int, nargs="+", default=[1, 2])
     ap.add_argument("--out", type=Path, required=True)
     ap.add_argument("--timeout", type=float, default=3600)
+    ap.add_argument("--reference", type=Path,
+                    help="run directory of an earlier unsharded night on the same input: compare with it instead of "
+                         "running the unsharded DAG again (its tasks are a chain: one runs at a time whatever the "
+                         "worker count)")
     args = ap.parse_args()
 
     def interrupt(signum: int, frame: Any) -> None:  # a TERM stops the stack (its finally) before exiting
@@ -125,7 +129,11 @@ def main() -> int:
             t = time.monotonic()
             stack.start()
             print(f"workers={workers}: stack up in {time.monotonic() - t:.0f} s", flush=True)
-            whole = run_dag(stack, NIGHTLY, {"input_uri": args.input}, args.timeout)
+            if args.reference:
+                whole = {"dag_id": NIGHTLY, "state": "success", "wall_s": None, "tasks": [],
+                         "run_dir": str(args.reference), "reference": True}
+            else:
+                whole = run_dag(stack, NIGHTLY, {"input_uri": args.input}, args.timeout)
             print(f"  {NIGHTLY}: {whole['state']} in {whole['wall_s']} s", flush=True)
             sharded = run_dag(stack, SHARDED, {"input_uri": args.input, "shards": args.shards}, args.timeout)
             print(f"  {SHARDED}: {sharded['state']} in {sharded['wall_s']} s", flush=True)
@@ -136,8 +144,9 @@ def main() -> int:
                             "equal": same})
         finally:
             stack.stop()
-        (args.out / "results.json").write_text(json.dumps({"input": args.input, "runs": results}, indent=1) + "\n",
-                                               encoding="utf-8")
+        name = f"results-workers-{'-'.join(map(str, args.workers))}.json"
+        (args.out / name).write_text(json.dumps({"input": args.input, "runs": results}, indent=1) + "\n",
+                                     encoding="utf-8")
     print("\n| workers | unsharded wall s | sharded wall s | sharded: plan / shards (each) / merge / validate / scan / "
           "gate / publish s | equal |")
     print("|---|---|---|---|---|")
