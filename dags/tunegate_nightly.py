@@ -30,14 +30,11 @@ Params (all render to real types):
 
 from __future__ import annotations
 
-import os
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-from airflow.sdk import DAG, Param
+from airflow.sdk import DAG
 
-from tunegate._airflow import retry_default_args
-from tunegate.exceptions import TunegateError
 from tunegate.notifications import notifiers_from_env
 from tunegate.operators import (
     GateOperator,
@@ -47,27 +44,13 @@ from tunegate.operators import (
     ValidateOperator,
     accepted_batch_asset,
 )
+from tunegate.operators.nightly import nightly_default_args, nightly_params
 
 DAG_ID = "tunegate_nightly"
 # The bundled sample batch, when the DAG runs from a checkout (the demo); deployments set TUNEGATE_INPUT_URI.
 _SAMPLE_INPUT = Path(__file__).resolve().parents[1] / "samples" / "nightly"
-DEFAULT_INPUT_URI = os.environ.get("TUNEGATE_INPUT_URI") or str(_SAMPLE_INPUT)
-DEFAULT_POLICY_FILE = os.environ.get("TUNEGATE_POLICY_FILE") or None
-DEFAULT_HISTORY_DIR = os.environ.get("TUNEGATE_HISTORY_DIR") or None
-DEFAULT_STORAGE_CONN_ID = os.environ.get("TUNEGATE_STORAGE_CONN_ID") or None
 # Alert channels named by TUNEGATE_ALERT_* variables (connection ids only; secrets stay in connections).
 ALERTS = notifiers_from_env()
-
-default_args = {
-    "owner": "data-platform",
-    # Retry what can heal by itself (a network file system or object store hiccup, a timeout, the Task
-    # Execution API briefly unreachable); a data verdict, bad configuration or input, or a bug fails at once.
-    **retry_default_args(retries=3, retry_delay=timedelta(minutes=2), max_retry_delay=timedelta(minutes=30),
-                         transient=(OSError, TimeoutError, "httpx.TransportError"), permanent=(TunegateError,)),
-    "execution_timeout": timedelta(hours=2),
-    # A task that fails for good (a halt included) alerts; retries do not.
-    **({"on_failure_callback": ALERTS} if ALERTS else {}),
-}
 
 with DAG(
     dag_id=DAG_ID,
@@ -78,22 +61,10 @@ with DAG(
     catchup=False,
     max_active_runs=1,
     dagrun_timeout=timedelta(hours=6),
-    default_args=default_args,
+    default_args=nightly_default_args(ALERTS),
     # Params reach the operators as real lists and nulls, not their string renderings.
     render_template_as_native_obj=True,
-    params={
-        "input_uri": Param(DEFAULT_INPUT_URI, type="string", minLength=1,
-                           description="File, directory, glob or fsspec URL of tonight's batch; may use {{ ds }}"),
-        "policy_file": Param(DEFAULT_POLICY_FILE, type=["null", "string"],
-                             description="YAML or JSON policy (gate settings, checks:, suites:); null for defaults"),
-        "checks": Param(None, type=["null", "array"], items={"type": "string"},
-                        description="Run exactly these checks instead of the policy's; null for the policy's"),
-        "history_dir": Param(DEFAULT_HISTORY_DIR, type=["null", "string"],
-                             description="History of accepted nights; null for the default under the data root, "
-                                         "empty for none"),
-        "storage_conn_id": Param(DEFAULT_STORAGE_CONN_ID, type=["null", "string"],
-                                 description="Airflow connection for object-storage inputs (s3://...)"),
-    },
+    params=nightly_params(_SAMPLE_INPUT),
     tags=["tunegate", "curation"],
 ) as dag:
     ingest = IngestOperator(task_id="ingest", inputs="{{ params.input_uri }}", policy_file="{{ params.policy_file }}",

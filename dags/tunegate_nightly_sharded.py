@@ -26,17 +26,15 @@ Params: those of `tunegate_nightly`, plus `shards` (an integer, or null for one 
 
 from __future__ import annotations
 
-import os
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 from airflow.sdk import DAG, Param
 
-from tunegate._airflow import retry_default_args
-from tunegate.exceptions import TunegateError
 from tunegate.notifications import notifiers_from_env
 from tunegate.operators import GateOperator, PublishOperator, accepted_batch_asset
+from tunegate.operators.nightly import nightly_default_args, nightly_params
 from tunegate.operators.shard import (
     MergeScanOperator,
     MergeValidateOperator,
@@ -47,20 +45,7 @@ from tunegate.operators.shard import (
 
 DAG_ID = "tunegate_nightly_sharded"
 _SAMPLE_INPUT = Path(__file__).resolve().parents[1] / "samples" / "nightly"
-DEFAULT_INPUT_URI = os.environ.get("TUNEGATE_INPUT_URI") or str(_SAMPLE_INPUT)
-DEFAULT_POLICY_FILE = os.environ.get("TUNEGATE_POLICY_FILE") or None
-DEFAULT_HISTORY_DIR = os.environ.get("TUNEGATE_HISTORY_DIR") or None
-DEFAULT_STORAGE_CONN_ID = os.environ.get("TUNEGATE_STORAGE_CONN_ID") or None
 ALERTS = notifiers_from_env()
-
-default_args = {
-    "owner": "data-platform",
-    # As in tunegate_nightly: transient faults retry (a mapped shard retries alone), verdicts and bad input do not.
-    **retry_default_args(retries=3, retry_delay=timedelta(minutes=2), max_retry_delay=timedelta(minutes=30),
-                         transient=(OSError, TimeoutError, "httpx.TransportError"), permanent=(TunegateError,)),
-    "execution_timeout": timedelta(hours=2),
-    **({"on_failure_callback": ALERTS} if ALERTS else {}),
-}
 
 with DAG(
     dag_id=DAG_ID,
@@ -72,23 +57,10 @@ with DAG(
     catchup=False,
     max_active_runs=1,
     dagrun_timeout=timedelta(hours=6),
-    default_args=default_args,
+    default_args=nightly_default_args(ALERTS),  # as tunegate_nightly: a mapped shard retries alone
     render_template_as_native_obj=True,
-    params={
-        "input_uri": Param(DEFAULT_INPUT_URI, type="string", minLength=1,
-                           description="File, directory, glob or fsspec URL of tonight's batch; may use {{ ds }}"),
-        "policy_file": Param(DEFAULT_POLICY_FILE, type=["null", "string"],
-                             description="YAML or JSON policy (gate settings, checks:, suites:); null for defaults"),
-        "checks": Param(None, type=["null", "array"], items={"type": "string"},
-                        description="Run exactly these checks instead of the policy's; null for the policy's"),
-        "history_dir": Param(DEFAULT_HISTORY_DIR, type=["null", "string"],
-                             description="History of accepted nights; null for the default under the data root, "
-                                         "empty for none"),
-        "storage_conn_id": Param(DEFAULT_STORAGE_CONN_ID, type=["null", "string"],
-                                 description="Airflow connection for object-storage inputs (s3://...)"),
-        "shards": Param(None, type=["null", "integer"], minimum=1,
-                        description="How many shards; null for one per 32 MiB of input"),
-    },
+    params=nightly_params(_SAMPLE_INPUT, shards=Param(None, type=["null", "integer"], minimum=1,
+                                                      description="How many shards; null for one per 32 MiB of input")),
     tags=["tunegate", "curation", "sharded"],
 ) as dag:
     reading: dict[str, Any] = {"inputs": "{{ params.input_uri }}", "policy_file": "{{ params.policy_file }}",

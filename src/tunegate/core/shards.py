@@ -326,10 +326,7 @@ def merge_shards(work_dir: str | Path, *, policy: Any = None) -> MergeResult:
     started = time.monotonic()
     work = Path(work_dir)
     plan = ShardPlan.load(work)
-    infos = [_shard_info(work, plan, i) for i in range(plan.count)]
-    offsets = [0]
-    for info in infos:
-        offsets.append(offsets[-1] + int(info["records"]))
+    offsets = _row_offsets(work, plan)
     renumbered = _merge_canonical(work, plan.count)
     rejected = _merge_rejected(work, plan.count)
     _merge_ingest(work, plan.count)
@@ -342,6 +339,15 @@ def merge_shards(work_dir: str | Path, *, policy: Any = None) -> MergeResult:
     log.info("merge: %d shard(s) -> %d records, %d rejected, %d derived ids renumbered, %d vectors in %.1fs",
              result.shards, result.records, result.rejected, result.renumbered_ids, result.vectors, result.seconds)
     return result
+
+
+def _row_offsets(work: Path, plan: ShardPlan) -> list[int]:
+    """Where each complete shard's rows start in the merged night (its records after those of the shards before
+    it), and the night's total last; a shard that is missing or was planned differently is refused."""
+    offsets = [0]
+    for i in range(plan.count):
+        offsets.append(offsets[-1] + int(_shard_info(work, plan, i)["records"]))
+    return offsets
 
 
 def _shard_info(work: Path, plan: ShardPlan, index: int) -> dict[str, Any]:
@@ -502,10 +508,7 @@ def validate_merged(work_dir: str | Path, *, policy: Any = None, suites: Sequenc
 
     work = Path(work_dir)
     plan = ShardPlan.load(work)
-    infos = [_shard_info(work, plan, i) for i in range(plan.count)]
-    offsets = [0]
-    for info in infos:
-        offsets.append(offsets[-1] + int(info["records"]))
+    offsets = _row_offsets(work, plan)
     batch = CanonicalBatch(work)
     results = []
     for suite in (policy or GatePolicy()).suites if suites is None else suites:
