@@ -5,6 +5,7 @@ three pieces)."""
 from __future__ import annotations
 
 import json
+import shutil
 from datetime import UTC, datetime
 from pathlib import Path
 from types import SimpleNamespace
@@ -23,8 +24,12 @@ SHARDS = 3
 
 
 def _run(dagbag: Any, data_root: Path, dag_id: str, **params: Any) -> SimpleNamespace:
+    # each DAG gets a history of its own, empty before this module: the session's other tests publish nights into
+    # the default histories, and both runs must compare against the same (empty) past to be comparable
+    history = data_root / "sharded-equality" / dag_id / "history"
+    shutil.rmtree(history, ignore_errors=True)
     dag = dagbag.get_dag(dag_id)
-    dagrun = dag.test(logical_date=NIGHT, run_conf=nightly_conf(**params))
+    dagrun = dag.test(logical_date=NIGHT, run_conf=nightly_conf(history_dir=str(history), **params))
     run_dir = data_root / dag_id / "2026-03-01"
     return SimpleNamespace(dagrun=dagrun, run_dir=run_dir,
                            summary=json.loads((run_dir / "summary.json").read_text(encoding="utf-8")),
