@@ -35,6 +35,20 @@ DEFAULT_WEBHOOK_CONN_ID = "tunegate_webhook_default"
 _RETRY_STATUS = frozenset({408, 429, 500, 502, 503, 504})
 
 
+
+def connection_base_url(conn: Any, conn_id: str, *, what: str, example: str, schema_hint: str = "") -> str:
+    """The base URL an http connection names: its host when that is a URL, else ``{schema or http}://host[:port]``.
+    A missing host, or a schema other than http/https, is a :class:`ValueError` that names the connection."""
+    host = (conn.host or "").strip()
+    if not host:
+        raise ValueError(f"connection {conn_id!r} has no host: set it to {what}, e.g. {example}")
+    if "://" in host:
+        return str(host)
+    scheme = (conn.schema or "http").lower()
+    if scheme not in ("http", "https"):
+        raise ValueError(f"connection {conn_id!r}: schema {conn.schema!r} is not http or https{schema_hint}")
+    return f"{scheme}://{host}" + (f":{conn.port}" if conn.port else "")
+
 class WebhookDeliveryError(RuntimeError):
     """The endpoint refused the alert or could not be reached after the retries."""
 
@@ -65,20 +79,10 @@ class TunegateWebhookHook(BaseHook):
 
     def url(self, endpoint: str | None = None) -> str:
         """The URL to POST to: the connection's base URL joined with ``endpoint`` (or ``extra.endpoint``)."""
-        conn = self._conn
-        host = (conn.host or "").strip()
-        if not host:
-            raise ValueError(f"connection {self.webhook_conn_id!r} has no host: set it to the webhook's base URL, "
-                             "e.g. https://alerts.example.com")
-        if "://" in host:
-            base = host
-        else:
-            scheme = (conn.schema or "http").lower()
-            if scheme not in ("http", "https"):
-                raise ValueError(
-                    f"connection {self.webhook_conn_id!r}: schema {conn.schema!r} is not http or https. In an "
-                    "http:// connection URI the path lands in 'schema'; put the path in extra.endpoint instead")
-            base = f"{scheme}://{host}" + (f":{conn.port}" if conn.port else "")
+        base = connection_base_url(
+            self._conn, self.webhook_conn_id, what="the webhook's base URL", example="https://alerts.example.com",
+            schema_hint=". In an http:// connection URI the path lands in 'schema'; put the path in extra.endpoint "
+                        "instead")
         path = endpoint if endpoint is not None else str(self._extra().get("endpoint") or "")
         url = base.rstrip("/") + ("/" + path.lstrip("/") if path else "")
         if urlsplit(url).scheme not in ("http", "https"):

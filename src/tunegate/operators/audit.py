@@ -168,23 +168,17 @@ class PostTuneAuditOperator(BaseOperator):
 def endpoint_from_connection(conn_id: str, *, default_model: str, config: Any) -> Any:
     """A :class:`~tunegate.core.audit.probe.ChatEndpoint` from an ``http`` connection (module docstring)."""
     from tunegate.core.audit.probe import ChatEndpoint
+    from tunegate.notifications.webhook import connection_base_url
 
     try:
         conn = BaseHook.get_connection(conn_id)
     except AirflowNotFoundException as exc:
         raise ConnectionNotDefined(f"connection {conn_id!r} is not defined: add an http connection whose host is "
                                    "the model endpoint's base URL (docs/audit.md), or pass model_conn_id") from exc
-    host = (conn.host or "").strip()
-    if not host:
-        raise AirflowFailException(f"connection {conn_id!r} has no host: set it to the model endpoint's base URL, "
-                                   "e.g. http://127.0.0.1:8000")
-    if "://" in host:
-        base = host
-    else:
-        scheme = (conn.schema or "http").lower()
-        if scheme not in ("http", "https"):
-            raise AirflowFailException(f"connection {conn_id!r}: schema {conn.schema!r} is not http or https")
-        base = f"{scheme}://{host}" + (f":{conn.port}" if conn.port else "")
+    try:
+        base = connection_base_url(conn, conn_id, what="the model endpoint's base URL", example="http://127.0.0.1:8000")
+    except ValueError as exc:
+        raise AirflowFailException(str(exc)) from exc
     extra = conn.extra_dejson if isinstance(conn.extra_dejson, Mapping) else {}
     return ChatEndpoint(base_url=base, model=str(extra.get("model") or default_model), api_key=conn.password or None,
                         timeout_s=float(extra.get("timeout") or config.timeout_s), attempts=config.attempts)
