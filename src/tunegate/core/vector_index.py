@@ -183,30 +183,51 @@ def _ivf_self_join(vectors: np.ndarray, k: int, params: IndexParams) -> tuple[np
     bounds = np.searchsorted(cell[order], np.arange(nlist + 1))
     centroids = quantizer.reconstruct_n(0, nlist)
     _, near = quantizer.search(np.ascontiguousarray(centroids, dtype=np.float32), min(params.nprobe, nlist))
+    from concurrent.futures import ThreadPoolExecutor
+
+    from threadpoolctl import threadpool_limits
+
     from tunegate.core.progress import progress
 
     sims = np.full((n, k), -np.inf, dtype=np.float32)
     ids = np.full((n, k), -1, dtype=np.int64)
-    with progress(f"kNN search over {n:,} vectors", n, "vectors") as tracker:
-        for c in range(nlist):
-            members = order[bounds[c]:bounds[c + 1]]
-            tracker.update(len(members))
-            if len(members) == 0:
-                continue
-            cand = np.concatenate([order[bounds[j]:bounds[j + 1]] for j in near[c] if j >= 0])
-            cand_vectors = vectors[cand]
-            kc = min(k, len(cand))
-            step = max(1, _JOIN_BLOCK // len(cand))  # bounds the score block of a crowded cell
-            for lo in range(0, len(members), step):
-                rows = members[lo:lo + step]
-                scores = vectors[rows] @ cand_vectors.T  # one BLAS product per cell (or block of it)
-                top = np.argpartition(-scores, kc - 1, axis=1)[:, :kc] if kc < len(cand) else \
-                    np.broadcast_to(np.arange(len(cand)), (len(rows), len(cand)))
-                top_scores = np.take_along_axis(scores, top, axis=1)
-                rank = np.argsort(-top_scores, axis=1, kind="stable")
-                sims[rows, :kc] = np.take_along_axis(top_scores, rank, axis=1)
-                ids[rows, :kc] = cand[np.take_along_axis(top, rank, axis=1)]
+
+    def join(cell: int) -> int:
+        members = order[bounds[cell]:bounds[cell + 1]]
+        if len(members) == 0:
+            return 0
+        cand = np.concatenate([order[bounds[j]:bounds[j + 1]] for j in near[cell] if j >= 0])
+        cand_vectors = vectors[cand]
+        kc = min(k, len(cand))
+        step = max(1, _JOIN_BLOCK // len(cand))  # bounds the score block of a crowded cell
+        for lo in range(0, len(members), step):
+            rows = members[lo:lo + step]
+            scores = vectors[rows] @ cand_vectors.T  # one BLAS product per cell (or block of it)
+            top = np.argpartition(-scores, kc - 1, axis=1)[:, :kc] if kc < len(cand) else \
+                np.broadcast_to(np.arange(len(cand)), (len(rows), len(cand)))
+            top_scores = np.take_along_axis(scores, top, axis=1)
+            rank = np.argsort(-top_scores, axis=1, kind="stable")
+            sims[rows, :kc] = np.take_along_axis(top_scores, rank, axis=1)  # cells own disjoint rows
+            ids[rows, :kc] = cand[np.take_along_axis(top, rank, axis=1)]
+        return len(members)
+
+    # The products are small (a cell's members against its probes' members). Multi-threaded BLAS on them
+    # spins more than it computes, and collapses when another process holds a core (12x slower, measured:
+    # bench/scale/RESULTS.md); one BLAS thread per cell and the cells spread over the cores instead.
+    with progress(f"kNN search over {n:,} vectors", n, "vectors") as tracker, threadpool_limits(1, "blas"), \
+            ThreadPoolExecutor(max_workers=_cores()) as pool:
+        for done in pool.map(join, range(nlist)):
+            tracker.update(done)
     return sims, ids
+
+
+def _cores() -> int:
+    import os
+
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # pragma: no cover - not Linux
+        return max(1, os.cpu_count() or 1)
 
 
 def all_vectors(index: Any) -> np.ndarray:
