@@ -39,6 +39,7 @@ def embed_table(source: CanonicalBatch | str | Path, spec: EmbeddingSpec, *, cac
     Records already in the cache are not embedded again; exact copies within the table are embedded once.
     """
     import numpy as np
+    import pyarrow as pa
     import pyarrow.parquet as pq
 
     embedder = embedder or build_embedder(spec)
@@ -71,7 +72,9 @@ def embed_table(source: CanonicalBatch | str | Path, spec: EmbeddingSpec, *, cac
                 for i in miss:
                     first.setdefault(digests[i], int(i))
                 todo = list(first.values())
-                texts = {f: [rb.column(1 + k)[i].as_py() or "" for i in todo] for k, f in enumerate(spec.fields)}
+                take = pa.array(todo, type=pa.int64())
+                texts = {f: [t or "" for t in rb.column(1 + k).take(take).to_pylist()]
+                         for k, f in enumerate(spec.fields)}
                 vecs = embedder.embed(texts)
                 pos = {d: j for j, d in enumerate(first)}
                 out[start + miss] = vecs[[pos[digests[i]] for i in miss]]
