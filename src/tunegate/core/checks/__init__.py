@@ -8,6 +8,7 @@ is built. Which of them run, and with which options, is the policy's ``checks`` 
 from __future__ import annotations
 
 import importlib
+import logging
 from typing import Any
 
 from tunegate.core.checks.base import (
@@ -22,6 +23,8 @@ from tunegate.core.checks.base import (
 )
 from tunegate.core.policy import DEFAULT_CHECKS, DEFAULT_SUITES
 from tunegate.exceptions import ConfigError
+
+log = logging.getLogger(__name__)
 
 REGISTRY: dict[str, str] = {
     "record_size": "tunegate.core.checks.record_size:RecordSizeCheck",
@@ -58,17 +61,24 @@ def build_check(name: str, **options: Any) -> Check:
 
 def run_checks(work_dir: str, checks: list[Check]) -> list[CheckResult]:
     """Run each check over ``WORK/canonical.parquet`` and persist its findings under ``WORK/findings``."""
+    import time
+
     from tunegate.core.progress import progress
 
     batch = CanonicalBatch(work_dir)
     results = []
     with progress(f"checks over {batch.num_rows:,} records", len(checks), "checks") as tracker:
         for check in checks:
+            started = time.perf_counter()
             result = check.run(batch)
             result.check = check.key  # the configured check's key names its findings, whatever it reported
+            result.metrics["wall_seconds"] = round(time.perf_counter() - started, 2)  # where a night's time went
             save_result(work_dir, result)
             results.append(result)
             tracker.update()
+    if results:
+        log.info("checks over %d records took %s", batch.num_rows,
+                 ", ".join(f"{r.check} {r.metrics['wall_seconds']:.1f} s" for r in results))
     return results
 
 
