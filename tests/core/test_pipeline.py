@@ -310,3 +310,18 @@ def test_a_batch_published_concurrently_is_rechecked_before_this_one_enters(
     assert summary["reasons"]["near_duplicate"] == calls[1]
     assert summary["history"]["batches"] == 2
     assert open_history(history).count == 300 + 300  # the copies were not accepted twice
+
+
+def test_check_times_are_kept_beside_the_work_not_in_the_outputs(tmp_path: Path) -> None:
+    from tunegate.core.checks import TIMINGS_FILE, run_checks
+    from tunegate.core.ingest import ingest
+
+    work = tmp_path / "work"
+    ingest([str(NIGHTLY)], work)
+    run_checks(str(work), [build_check("exact_duplicate"), build_check("record_size")])
+    run_checks(str(work), [build_check("exact_duplicate")])  # a second call (a recheck) merges
+    times = json.loads((work / TIMINGS_FILE).read_text(encoding="utf-8"))
+    assert set(times) == {"exact_duplicate", "record_size"}
+    assert all(isinstance(s, float) and s >= 0 for s in times.values())
+    summary = json.loads((work / "findings" / "exact_duplicate.json").read_text(encoding="utf-8"))
+    assert "wall_seconds" not in json.dumps(summary) and TIMINGS_FILE not in json.dumps(summary)

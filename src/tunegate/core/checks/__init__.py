@@ -59,33 +59,56 @@ def build_check(name: str, **options: Any) -> Check:
     return check
 
 
+#: In the work directory: each check's wall time, merged over the calls of one night (not an output: reruns of a
+#: night give identical outputs, and times differ).
+TIMINGS_FILE = "timings.json"
+
+
 def run_checks(work_dir: str, checks: list[Check]) -> list[CheckResult]:
-    """Run each check over ``WORK/canonical.parquet`` and persist its findings under ``WORK/findings``."""
+    """Run each check over ``WORK/canonical.parquet`` and persist its findings under ``WORK/findings``; each
+    check's wall time goes to ``WORK/timings.json`` and to one log line."""
     import time
 
     from tunegate.core.progress import progress
 
     batch = CanonicalBatch(work_dir)
     results = []
+    seconds: dict[str, float] = {}
     with progress(f"checks over {batch.num_rows:,} records", len(checks), "checks") as tracker:
         for check in checks:
             started = time.perf_counter()
             result = check.run(batch)
             result.check = check.key  # the configured check's key names its findings, whatever it reported
-            result.metrics["wall_seconds"] = round(time.perf_counter() - started, 2)  # where a night's time went
             save_result(work_dir, result)
+            seconds[check.key] = round(time.perf_counter() - started, 2)
             results.append(result)
             tracker.update()
-    if results:
+    if seconds:
+        _record_timings(work_dir, seconds)
         log.info("checks over %d records took %s", batch.num_rows,
-                 ", ".join(f"{r.check} {r.metrics['wall_seconds']:.1f} s" for r in results))
+                 ", ".join(f"{name} {s:.1f} s" for name, s in seconds.items()))
     return results
+
+
+def _record_timings(work_dir: str, seconds: dict[str, float]) -> None:
+    import json
+    from pathlib import Path
+
+    from tunegate.core.io import write_json_atomic
+
+    path = Path(work_dir) / TIMINGS_FILE
+    try:
+        known = json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {}
+    except (OSError, ValueError):
+        known = {}
+    write_json_atomic(path, {**(known if isinstance(known, dict) else {}), **seconds})
 
 
 __all__ = [
     "DEFAULT_CHECKS",
     "DEFAULT_SUITES",
     "REGISTRY",
+    "TIMINGS_FILE",
     "BatchIssue",
     "CanonicalBatch",
     "Check",
