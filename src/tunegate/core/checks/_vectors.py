@@ -141,7 +141,12 @@ class EmbeddingCheck(Check):
         if path.is_file():
             with np.load(path) as data:
                 return data["sims"], data["ids"]
+        import time
+
+        started = time.perf_counter()
         sims, ids = history.search(vectors, k, self.params.history_nprobe)
+        log.info("history search: %d records against %d history records (%s, k=%d) in %.1f s", len(vectors),
+                 history.count, history.kind, k, time.perf_counter() - started)
         _save_arrays(path, sims=sims, ids=ids)
         return sims, ids
 
