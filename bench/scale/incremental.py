@@ -4,7 +4,8 @@
     .venv/bin/tunegate history update HIST OUT1M/accepted.parquet --cache-dir OUT1M/work/embeddings
     # tonight: 100k records that are not in the history (spliced from the real ones with another seed, 1% light
     # edits of the history's records): the last 100k of a 188k corpus (its first 88k are the real records)
-    .venv/bin/python bench/faiss/corpus.py 188000 N.jsonl --seed 2 --history-of C1M.jsonl && tail -100000 N.jsonl > new.jsonl
+    .venv/bin/python bench/faiss/corpus.py 188000 N.jsonl --seed 2 --history-of C1M.jsonl
+    tail -100000 N.jsonl > new.jsonl
     .venv/bin/python bench/scale/incremental.py new.jsonl HIST OUT
 
 Runs ``tunegate scan new.jsonl --history HIST --out OUT --keep-work`` (every default check, both suites) under
