@@ -100,8 +100,16 @@ def field_difference(a: tuple[str, ...], b: tuple[str, ...], *, answer: bool = F
     if not a or not b:
         return "empty on one side"
     longest = max(len(a), len(b))
+    short_answer = answer and longest <= SHORT_ANSWER_WORDS
+    common = longest if short_answer else _common_words(a, b)
+    if 2 * common < longest and common < _WRAPPER_CORE:
+        # What the alignment below would conclude, without it (difflib is most of verification's time): the
+        # words an alignment can share are at most the words both sides hold, so fewer than half of the longer
+        # side cannot be a light edit, and fewer than _WRAPPER_CORE cannot be a shared core inside another
+        # template's wrapper either.
+        return "mostly different words"
     ops = _opcodes(a, b)
-    if answer and longest <= SHORT_ANSWER_WORDS:
+    if short_answer:
         changes = [(a[i1:i2], b[j1:j2]) for tag, i1, i2, j1, j2 in ops if tag != "equal"]
         one_typo = (min(len(a), len(b)) >= 3 and len(changes) == 1
                     and not any(ch.isdigit() for w in changes[0][0] + changes[0][1] for ch in w)
@@ -183,6 +191,11 @@ def _edit_difference(a: tuple[str, ...], b: tuple[str, ...], ops: Sequence[tuple
     if changed > allowed:
         return f"{changed} of {longest} words differ"
     return None
+
+
+def _common_words(a: tuple[str, ...], b: tuple[str, ...]) -> int:
+    """Words ``a`` and ``b`` hold in common (multiset intersection): at least what any alignment shares."""
+    return sum((Counter(a) & Counter(b)).values())
 
 
 def _opcodes(a: tuple[str, ...], b: tuple[str, ...]) -> list[tuple[str, int, int, int, int]]:
