@@ -57,7 +57,6 @@ class TemplateIndex:
         import numpy as np
 
         self.min_records = min_records
-        self._recent: dict[tuple[str, ...], np.ndarray] = {}
         self._tables = np.zeros((2, 1 << self._BITS), dtype=np.int32)
         self._pending: list[np.ndarray] = []
         self._pending_size = 0
@@ -84,22 +83,50 @@ class TemplateIndex:
         return np.unique(h)
 
     def add(self, fields: Sequence[tuple[str, ...]]) -> None:
+        """Count one record's n-grams (its fields' words)."""
+        self.add_many([fields])
+
+    def add_many(self, records: Sequence[Sequence[tuple[str, ...]]]) -> None:
+        """Count the n-grams of many records at once: each n-gram once per record, whatever field it is in.
+
+        Equal to :meth:`_grams` per field and a union per record, computed over all the records' words as
+        one array (a record at a time cost ~10 small numpy calls: 240 us a record, most of verification's
+        reading time at 1M records)."""
+        import itertools
+
         import numpy as np
 
-        parts = []
-        for words in fields:
-            # a task definition repeats on every record of its task: its n-grams are hashed once
-            cached = self._recent.get(words) if len(words) > 50 else None
-            if cached is None:
-                cached = self._grams(words)
-                if len(words) > 50:
-                    if len(self._recent) >= 256:
-                        self._recent.clear()
-                    self._recent[words] = cached
-            parts.append(cached)
-        if parts:
-            self._pending.append(np.unique(np.concatenate(parts)))  # each n-gram counts once per record
-            self._pending_size += len(self._pending[-1])
+        runs: list[tuple[str, ...]] = []  # word runs that n-grams do not cross: fields, or a long field's ends
+        owner: list[int] = []
+        for r, fields in enumerate(records):
+            for words in fields:
+                if len(words) > 2 * self._ENDS:
+                    runs += [words[:self._ENDS], words[-self._ENDS:]]
+                    owner += [r, r]
+                elif words:
+                    runs.append(words)
+                    owner.append(r)
+        if not runs:
+            return
+        lengths = np.fromiter(map(len, runs), dtype=np.int64, count=len(runs))
+        w = np.fromiter(map(_word_hash, itertools.chain.from_iterable(runs)), dtype=np.uint64,
+                        count=int(lengths.sum()))
+        run = np.repeat(np.arange(len(runs)), lengths)
+        mul = np.uint64(_GRAM_MUL)
+        bi = w[:-1] * mul + w[1:]
+        tri = bi[:-1] * mul + w[2:]
+        h = np.concatenate((w, bi[run[1:] == run[:-1]], tri[run[2:] == run[:-2]]))
+        h ^= h >> np.uint64(31)
+        h *= np.uint64(0xBF58476D1CE4E5B9)
+        h ^= h >> np.uint64(29)
+        rec = np.asarray(owner, dtype=np.int64)[np.concatenate((run, run[1:][run[1:] == run[:-1]],
+                                                                 run[2:][run[2:] == run[:-2]]))]
+        order = np.lexsort((h, rec))
+        h, rec = h[order], rec[order]
+        first = np.ones(len(h), dtype=bool)
+        first[1:] = (h[1:] != h[:-1]) | (rec[1:] != rec[:-1])
+        self._pending.append(h[first])  # each n-gram counts once per record
+        self._pending_size += int(first.sum())
         if self._pending_size > 4_000_000:
             self._flush()
 

@@ -89,9 +89,8 @@ class PairVerifier:
         return tuple([vocab.setdefault(w, w) for w in words])
 
     def _words(self, record: dict[str, Any]) -> tuple[tuple[str, ...], ...]:
-        words = tuple(self._field(record.get(f)) for f in self.fields)
-        self.templates.add(words)
-        return words
+        """The record's words per field (the caller counts them in :attr:`templates`, many records at once)."""
+        return tuple(self._field(record.get(f)) for f in self.fields)
 
     def load_batch(self, batch: CanonicalBatch, rows: np.ndarray, digests: list[str]) -> None:
         import numpy as np
@@ -104,8 +103,9 @@ class PairVerifier:
             if not len(inside):
                 continue
             records = chunk.take(np.asarray(inside - first)).to_pylist()
-            for row, record in zip(inside.tolist(), records, strict=True):
-                self._rows[row] = self._words(record)
+            words = [self._words(record) for record in records]
+            self.templates.add_many(words)
+            self._rows.update(zip(inside.tolist(), words, strict=True))
 
     def load_history(self, history: History, positions: np.ndarray) -> list[BatchIssue]:
         """Read the text of these history records from the accepted batches the manifest lists, by
@@ -131,13 +131,16 @@ class PairVerifier:
                     file = pq.ParquetFile(source)
                     for chunk in file.iter_batches(batch_size=20_000, columns=["content_sha256", *self.fields]):
                         keep = pc.is_in(chunk.column(0), value_set=pa.array(list(by_digest), pa.string()))
+                        read = []
                         for record in chunk.filter(keep).to_pylist():
                             if record["content_sha256"] in found:
                                 continue
                             found.add(record["content_sha256"])
                             words = self._words(record)
+                            read.append(words)
                             for pos in by_digest[record["content_sha256"]]:
                                 self._history[pos] = words
+                        self.templates.add_many(read)
                 except (OSError, ValueError, KeyError, pa.ArrowException) as exc:
                     log.warning("near_duplicate: cannot read history batch %s: %s", source, exc)
             missing += sum(len(p) for d, p in by_digest.items() if d not in found)

@@ -1,0 +1,38 @@
+"""Template text counts: counting many records at once equals counting each record's n-grams on its own."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from tunegate.core.checks._edits import field_words
+from tunegate.core.checks._templates import TemplateIndex
+
+
+def one_by_one(records: list[tuple[tuple[str, ...], ...]]) -> np.ndarray:
+    """The reference: each record's distinct n-grams (``_grams`` per field, union), counted in the tables."""
+    index = TemplateIndex()
+    mask = np.uint64((1 << index._BITS) - 1)
+    for fields in records:
+        grams = [TemplateIndex._grams(words) for words in fields if words]
+        if not grams:
+            continue
+        h = np.unique(np.concatenate(grams))
+        np.add.at(index._tables[0], (h & mask).astype(np.int64), 1)
+        np.add.at(index._tables[1], ((h >> np.uint64(32)) & mask).astype(np.int64), 1)
+    return index._tables
+
+
+def test_many_at_once_equals_one_by_one(superni_slice: list[dict[str, Any]]) -> None:
+    records = [tuple(field_words(r[f], 20_000) for f in ("instruction", "input", "output")) for r in superni_slice]
+    long_field = tuple(f"w{i % 997}" for i in range(2_000))  # a long field: only its ends are indexed
+    records += [(long_field, (), ("a",)), ((), (), ()), (("x", "y"), ("x", "y"), ("y", "x", "y"))]
+    index = TemplateIndex()
+    for start in range(0, len(records), 333):
+        index.add_many(records[start:start + 333])
+    index._flush()
+    assert np.array_equal(index._tables, one_by_one(records))
+    assert index.frequency(("x", "y")) == 1  # in two fields of one record: counted once
+    definition = records[0][0][:3]
+    assert index.frequency(definition) >= sum(r[0][:3] == definition for r in records[:-3])
