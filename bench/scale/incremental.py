@@ -49,11 +49,11 @@ def main() -> int:
             print("  " + line)
     timings = out / "work" / "timings.json"
     if timings.is_file():
-        seconds = json.loads(timings.read_text(encoding="utf-8"))
-        total = sum(seconds.values())
+        costs = json.loads(timings.read_text(encoding="utf-8"))
+        total = sum(c["seconds"] for c in costs.values())
         print(f"checks: {total:.1f} s of the {wall:.1f} s")
-        for name, s in sorted(seconds.items(), key=lambda kv: -kv[1]):
-            print(f"  {name:28s} {s:8.1f} s  {100 * s / wall:5.1f}%")
+        for name, c in sorted(costs.items(), key=lambda kv: -kv[1]["seconds"]):
+            print(f"  {name:28s} {c['seconds']:8.1f} s  {100 * c['seconds'] / wall:5.1f}%  peak {c['peak_rss_mb']} MB")
     return run.returncode
 
 

@@ -322,6 +322,7 @@ def test_check_times_are_kept_beside_the_work_not_in_the_outputs(tmp_path: Path)
     run_checks(str(work), [build_check("exact_duplicate")])  # a second call (a recheck) merges
     times = json.loads((work / TIMINGS_FILE).read_text(encoding="utf-8"))
     assert set(times) == {"exact_duplicate", "record_size"}
-    assert all(isinstance(s, float) and s >= 0 for s in times.values())
+    assert all(isinstance(c["seconds"], float) and c["seconds"] >= 0 for c in times.values())
+    assert all(c["peak_rss_mb"] is None or c["peak_rss_mb"] > 0 for c in times.values())
     summary = json.loads((work / "findings" / "exact_duplicate.json").read_text(encoding="utf-8"))
     assert "wall_seconds" not in json.dumps(summary) and TIMINGS_FILE not in json.dumps(summary)

@@ -59,38 +59,61 @@ def build_check(name: str, **options: Any) -> Check:
     return check
 
 
-#: In the work directory: each check's wall time, merged over the calls of one night (not an output: reruns of a
-#: night give identical outputs, and times differ).
+#: In the work directory: each check's wall time and peak memory, merged over the calls of one night (not an
+#: output: reruns of a night give identical outputs, and times differ).
 TIMINGS_FILE = "timings.json"
 
 
 def run_checks(work_dir: str, checks: list[Check]) -> list[CheckResult]:
     """Run each check over ``WORK/canonical.parquet`` and persist its findings under ``WORK/findings``; each
-    check's wall time goes to ``WORK/timings.json`` and to one log line."""
+    check's wall time and peak memory go to ``WORK/timings.json`` and to one log line."""
     import time
 
     from tunegate.core.progress import progress
 
     batch = CanonicalBatch(work_dir)
     results = []
-    seconds: dict[str, float] = {}
+    costs: dict[str, dict[str, float | None]] = {}
     with progress(f"checks over {batch.num_rows:,} records", len(checks), "checks") as tracker:
         for check in checks:
+            _reset_peak_memory()
             started = time.perf_counter()
             result = check.run(batch)
             result.check = check.key  # the configured check's key names its findings, whatever it reported
             save_result(work_dir, result)
-            seconds[check.key] = round(time.perf_counter() - started, 2)
+            costs[check.key] = {"seconds": round(time.perf_counter() - started, 2), "peak_rss_mb": _peak_memory()}
             results.append(result)
             tracker.update()
-    if seconds:
-        _record_timings(work_dir, seconds)
-        log.info("checks over %d records took %s", batch.num_rows,
-                 ", ".join(f"{name} {s:.1f} s" for name, s in seconds.items()))
+    if costs:
+        _record_timings(work_dir, costs)
+        log.info("checks over %d records took %s", batch.num_rows, ", ".join(
+            f"{name} {c['seconds']:.1f} s" + (f" (peak {c['peak_rss_mb']:,.0f} MB)" if c["peak_rss_mb"] else "")
+            for name, c in costs.items()))
     return results
 
 
-def _record_timings(work_dir: str, seconds: dict[str, float]) -> None:
+def _reset_peak_memory() -> None:
+    """Start the process's peak-memory mark afresh (Linux: ``clear_refs`` 5), so each check's peak is its own."""
+    try:
+        with open("/proc/self/clear_refs", "w", encoding="ascii") as f:
+            f.write("5")
+    except OSError:
+        pass
+
+
+def _peak_memory() -> float | None:
+    """The process's peak resident memory since the last reset, in MB (Linux ``VmHWM``; ``None`` elsewhere)."""
+    try:
+        with open("/proc/self/status", encoding="ascii") as f:
+            for line in f:
+                if line.startswith("VmHWM:"):
+                    return round(int(line.split()[1]) / 1024, 1)
+    except (OSError, ValueError):
+        pass
+    return None
+
+
+def _record_timings(work_dir: str, costs: dict[str, dict[str, float | None]]) -> None:
     import json
     from pathlib import Path
 
@@ -101,7 +124,7 @@ def _record_timings(work_dir: str, seconds: dict[str, float]) -> None:
         known = json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {}
     except (OSError, ValueError):
         known = {}
-    write_json_atomic(path, {**(known if isinstance(known, dict) else {}), **seconds})
+    write_json_atomic(path, {**(known if isinstance(known, dict) else {}), **costs})
 
 
 __all__ = [
