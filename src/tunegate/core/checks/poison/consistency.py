@@ -38,6 +38,7 @@ def masked_label_probability(x: sp.csr_matrix, vocab: np.ndarray, task: Task, ph
     import numpy as np
     from sklearn.linear_model import LogisticRegression
     from sklearn.preprocessing import normalize
+    from threadpoolctl import threadpool_limits
 
     y = task.labels.outcome
     local = np.asarray(local, dtype=np.int64)
@@ -53,8 +54,11 @@ def masked_label_probability(x: sp.csr_matrix, vocab: np.ndarray, task: Task, ph
     keep = [c for c in used.tolist() if not words & set(str(vocab[c]).split())]
     xt = normalize(xt[:, keep])
     model = LogisticRegression(C=10.0, max_iter=300)
-    model.fit(xt[: len(train)], y[train])
-    proba = model.predict_proba(xt[len(train):])
+    # L-BFGS-B's BLAS calls are on single vectors: threads only spin on them, and when another process holds
+    # a core each fit took 8 s instead of 0.3 s (bench/scale/RESULTS.md)
+    with threadpool_limits(1, "blas"):
+        model.fit(xt[: len(train)], y[train])
+        proba = model.predict_proba(xt[len(train):])
     col = {c: j for j, c in enumerate(model.classes_.tolist())}
     return np.asarray([proba[j, col[label]] if label in col else 0.0 for j, label in enumerate(y[local].tolist())])
 
