@@ -90,32 +90,38 @@ class CanaryModel:
     # -- training ----------------------------------------------------------------------------------
 
     @classmethod
-    def fit(cls, table: pa.Table, *, seed: int = 0) -> CanaryModel:
-        """Train on a canonical-schema table (``instruction``, ``input``, ``output``, ``task``, ``source``).
+    def fit(cls, table: pa.Table, *, seed: int = 0, rows: Sequence[int] | None = None) -> CanaryModel:
+        """Train on a canonical-schema table (``instruction``, ``input``, ``output``, ``task``, ``source``), or
+        on its ``rows`` (positions, in table order) when given.
 
         Records group by ``task``, else ``source``; a group of at least ``MIN_TASK_RECORDS`` records whose
-        outputs form a label set is a classification task. Other groups are skipped.
+        outputs form a label set is a classification task. Other groups are skipped. Text is taken from the
+        table one group at a time (a million-record night holds one task's strings, not the night's).
         """
-        cols = {c: table.column(c).to_pylist() for c in ("instruction", "input", "output", "task", "source")}
-        groups: dict[str, list[int]] = {}
-        for i, (t, s) in enumerate(zip(cols["task"], cols["source"], strict=True)):
-            groups.setdefault(t or s or "(none)", []).append(i)
+        import pyarrow as pa
+
+        groups = record_groups(table, rows)
         models: dict[str, _TaskModel] = {}
-        for name, rows in groups.items():
-            outputs = [cols["output"][i] for i in rows]
+        for name, members in groups.items():
+            if len(members) < MIN_TASK_RECORDS:
+                continue  # too small to be a classification task (label_set would say so)
+            take = pa.array(members, pa.int64())
+            outputs = table.column("output").take(take).to_pylist()
             labels = label_set(outputs, min_records=MIN_TASK_RECORDS, max_labels=MAX_LABELS,
                                coverage=LABEL_COVERAGE, max_words=MAX_LABEL_WORDS)
             if labels is None:
                 continue
-            instructions = [cols["instruction"][i] for i in rows]
+            instructions = table.column("instruction").take(take).to_pylist()
+            inputs = table.column("input").take(take).to_pylist()
             template, shared = Counter(instructions).most_common(1)[0]
-            template_or_none = template if 2 * shared >= len(rows) else None
-            texts = [cols["input"][i] if ins == template_or_none else prompt_of(ins, cols["input"][i])
-                     for ins, i in zip(instructions, rows, strict=True)]
+            template_or_none = template if 2 * shared >= len(members) else None
+            texts = [inp if ins == template_or_none else prompt_of(ins, inp)
+                     for ins, inp in zip(instructions, inputs, strict=True)]
             model = _fit_task(texts, outputs, labels, seed=seed, template=template_or_none)
             if model is not None:
                 models[name] = model
-        log.info("canary: %d classification tasks trained from %d records", len(models), table.num_rows)
+        log.info("canary: %d classification tasks trained from %d records", len(models),
+                 table.num_rows if rows is None else len(rows))
         return cls(models, seed=seed)
 
     # -- use ---------------------------------------------------------------------------------------
@@ -211,6 +217,19 @@ class CanaryModel:
                 models[t["task"]] = _TaskModel(list(t["labels"]), list(t["vocabulary"]), npz[f"w{i}"], npz[f"b{i}"],
                                                int(t["records"]), t.get("template"))
         return cls(models, seed=int(meta.get("seed", 0)))
+
+
+def record_groups(table: pa.Table, rows: Sequence[int] | None = None) -> dict[str, list[int]]:
+    """The table's rows (or ``rows``) by group: ``task``, else ``source``, else ``(none)``; first seen first."""
+    import pyarrow as pa
+
+    positions = list(range(table.num_rows)) if rows is None else [int(i) for i in rows]
+    take = pa.array(positions, pa.int64())
+    tasks, sources = table.column("task").take(take).to_pylist(), table.column("source").take(take).to_pylist()
+    groups: dict[str, list[int]] = {}
+    for i, t, s in zip(positions, tasks, sources, strict=True):
+        groups.setdefault(t or s or "(none)", []).append(i)
+    return groups
 
 
 def _fit_task(texts: list[str], outputs: list[str], labels: list[str], *, seed: int, template: str | None

@@ -65,22 +65,22 @@ def canary_audit(table: pa.Table, config: CanaryConfig | None = None, *, found: 
     held = held_out_rows(groups, holdout=config.holdout, max_held_out=config.max_held_out, seed=config.seed)
     held_set = set(held)
     train = [i for i in range(table.num_rows) if i not in held_set]
-    model = CanaryModel.fit(table.take(pa.array(train, pa.int64())), seed=config.seed)
+    model = CanaryModel.fit(table, rows=train, seed=config.seed)
     result: dict[str, Any] = {"status": "pass", "settings": config.to_json(), "records": table.num_rows,
                               "found": found, "history": {p: nights for p, nights in sorted(history.items())}}
     if not model.tasks():
         result.update(status="insufficient_data", why="no classification task among the accepted records "
                       "(a task needs 50 records whose outputs form a small label set)", tasks=[], phrases=[])
         return result
-    cols = {c: table.column(c).to_pylist() for c in ("instruction", "input", "output")}
     probes: list[TaskProbe] = []
     by_task: dict[str, list[int]] = {}
     for i in held:
         by_task.setdefault(groups[i], []).append(i)
-    for task in model.tasks():
-        rows = by_task.get(task, [])
-        probes.append(TaskProbe(model, task, [prompt_of(cols["instruction"][i], cols["input"][i]) for i in rows],
-                                [cols["output"][i] for i in rows]))
+    for task in model.tasks():  # the held-out records' text, one task at a time
+        take = pa.array(by_task.get(task, []), pa.int64())
+        cols = {c: table.column(c).take(take).to_pylist() for c in ("instruction", "input", "output")}
+        probes.append(TaskProbe(model, task, [prompt_of(ins, inp) for ins, inp in
+                                              zip(cols["instruction"], cols["input"], strict=True)], cols["output"]))
     common = {p.task: set(p.common(MAX_COMMON)) for p in probes}
     mined = mined_phrases(model, limit=config.mined, common=common)
     sources: dict[str, list[str]] = {}
