@@ -237,10 +237,10 @@ def _fit_task(texts: list[str], outputs: list[str], labels: list[str], *, seed: 
     """A classifier of ``labels`` from the records whose output is one of them; ``None`` if not learnable.
     ``texts``: the prompts without the task's ``template``."""
     import numpy as np
-    from sklearn.feature_extraction.text import CountVectorizer
     from sklearn.linear_model import LogisticRegression
     from sklearn.preprocessing import normalize
 
+    from tunegate.core.checks.poison._text import ngram_matrix
     from tunegate.core.checks.poison.consistency import _stratified
 
     index = {label: j for j, label in enumerate(labels)}
@@ -252,11 +252,9 @@ def _fit_task(texts: list[str], outputs: list[str], labels: list[str], *, seed: 
         return None
     keep = keep[np.isin(y_all[keep], learnable)]
     keep = _stratified(keep, y_all, MAX_TRAIN, seed)
-    vec = CountVectorizer(token_pattern=TOKEN_PATTERN, ngram_range=(1, NGRAM_MAX), binary=True, min_df=MIN_DF,
-                          max_df=MAX_DF, dtype=np.float32)
-    try:
-        x = vec.fit_transform([texts[i][:MAX_CHARS] for i in keep])
-    except ValueError:  # nothing survives min_df/max_df
+    x, vocabulary = ngram_matrix([texts[i][:MAX_CHARS] for i in keep], ngram_max=NGRAM_MAX, min_df=MIN_DF,
+                                 max_df=MAX_DF)
+    if not x.shape[1]:  # nothing survives min_df/max_df
         return None
     y = y_all[keep]
     xn = normalize(x)
@@ -273,4 +271,4 @@ def _fit_task(texts: list[str], outputs: list[str], labels: list[str], *, seed: 
         for j in present:
             model = LogisticRegression(C=C, solver="liblinear", max_iter=300, random_state=seed).fit(xn, y == j)
             weights[j], bias[j] = model.coef_[0], model.intercept_[0]
-    return _TaskModel(labels, [str(v) for v in vec.get_feature_names_out()], weights, bias, len(keep), template)
+    return _TaskModel(labels, [str(v) for v in vocabulary], weights, bias, len(keep), template)
