@@ -36,3 +36,15 @@ def test_many_at_once_equals_one_by_one(superni_slice: list[dict[str, Any]]) -> 
     assert index.frequency(("x", "y")) == 1  # in two fields of one record: counted once
     definition = records[0][0][:3]
     assert index.frequency(definition) >= sum(r[0][:3] == definition for r in records[:-3])
+
+
+def test_frequencies_at_once_equal_one_at_a_time(superni_slice: list[dict[str, Any]]) -> None:
+    index = TemplateIndex()
+    records = [tuple(field_words(r[f], 20_000) for f in ("instruction", "input", "output")) for r in superni_slice]
+    index.add_many(records)
+    for fields in records[:200]:
+        for words in fields:
+            for n in (1, 2, 3):
+                starts = range(0, max(0, len(words) - n + 1), 2)
+                expected = [index.frequency(words[i:i + n]) for i in starts]
+                assert index._frequencies(words, n, starts).tolist() == expected

@@ -19,16 +19,19 @@ TEMPLATE_MIN_RECORDS = 5
 _TEMPLATE_SHARE = 0.8
 _MASK64 = (1 << 64) - 1
 _GRAM_MUL = 0x100000001B3  # odd: n-gram hashes combine word hashes by multiply-add (mod 2**64)
-_WORD_HASHES: dict[str, int] = {}  # crc32 per word: the same in every process (Python's str hash is salted)
+class _WordHashes(dict[str, int]):
+    """crc32 + 1 per word, the same in every process (Python's str hash is salted); a known word is a dict
+    lookup in C (``map(_WORD_HASHES.__getitem__, words)``), only a new one runs Python."""
+
+    def __missing__(self, word: str) -> int:
+        if len(self) >= 1_000_000:
+            self.clear()
+        h = self[word] = zlib.crc32(word.encode("utf-8", "surrogatepass")) + 1
+        return h
 
 
-def _word_hash(word: str) -> int:
-    h = _WORD_HASHES.get(word)
-    if h is None:
-        if len(_WORD_HASHES) >= 1_000_000:
-            _WORD_HASHES.clear()
-        h = _WORD_HASHES[word] = zlib.crc32(word.encode("utf-8", "surrogatepass")) + 1
-    return h
+_WORD_HASHES = _WordHashes()
+_word_hash = _WORD_HASHES.__getitem__
 
 
 def _gram_hash(words: tuple[str, ...]) -> int:
@@ -148,22 +151,41 @@ class TemplateIndex:
         mask = (1 << self._BITS) - 1
         return int(min(self._tables[0][h & mask], self._tables[1][(h >> 32) & mask]))
 
+    def _frequencies(self, words: tuple[str, ...], n: int, starts: range) -> np.ndarray:
+        """:meth:`frequency` of each n-gram ``words[i:i + n]`` for ``i`` in ``starts``, computed at once."""
+        import numpy as np
+
+        self._flush()
+        at = np.asarray(starts, dtype=np.int64)
+        if not len(at) or n < 1:
+            return np.zeros(len(at), dtype=np.int64)
+        w = np.fromiter(map(_word_hash, words), dtype=np.uint64, count=len(words))
+        h = np.zeros(len(at), dtype=np.uint64)
+        for j in range(n):  # the multiply-add of _gram_hash, modulo 2**64
+            h = h * np.uint64(_GRAM_MUL) + w[at + j]
+        h ^= h >> np.uint64(31)
+        h *= np.uint64(0xBF58476D1CE4E5B9)
+        h ^= h >> np.uint64(29)
+        mask = np.uint64((1 << self._BITS) - 1)
+        out: np.ndarray = np.minimum(self._tables[0][(h & mask).astype(np.int64)],
+                                     self._tables[1][((h >> np.uint64(32)) & mask).astype(np.int64)])
+        return out.astype(np.int64)
+
     def is_common(self, words: tuple[str, ...]) -> bool:
         """Whether a field's text is template text: most of its trigrams (the whole text when shorter) occur
         in at least ``min_records`` records (a task definition, a label), not the record's own."""
         n = min(3, len(words))
         step = max(1, (len(words) - n + 1) // 24)  # 24 trigrams spread over the text tell as well as all
-        grams = [words[i:i + n] for i in range(0, len(words) - n + 1, step)]
-        return bool(grams) and sum(self.frequency(g) >= self.min_records for g in grams) >= _TEMPLATE_SHARE * len(grams)
+        freq = self._frequencies(words, n, range(0, len(words) - n + 1, step))
+        return bool(len(freq)) and int((freq >= self.min_records).sum()) >= _TEMPLATE_SHARE * len(freq)
 
     def is_wrapper(self, region: tuple[str, ...], core: tuple[str, ...]) -> bool:
         """Whether most of the region's trigrams (the whole region when shorter) occur in at least
         ``min_records`` records and in twice as many records as the core's typical trigram: a template
         is used across many examples, while a question about a passage occurs where the passage does."""
         head = core[:200]  # indexed (see _ENDS) whatever the field's length
-        core_grams = [head[i:i + 3] for i in range(0, len(head) - 2, max(1, (len(head) - 2) // 16))]
-        core_freq = sorted(self.frequency(g) for g in core_grams)[len(core_grams) // 2] if core_grams else 0
-        need = max(self.min_records, 2 * core_freq)
+        core_freq = sorted(self._frequencies(head, 3, range(0, len(head) - 2, max(1, (len(head) - 2) // 16))).tolist())
+        need = max(self.min_records, 2 * (core_freq[len(core_freq) // 2] if core_freq else 0))
         n = min(3, len(region))
-        grams = [region[i:i + n] for i in range(len(region) - n + 1)]
-        return sum(self.frequency(g) >= need for g in grams) >= _TEMPLATE_SHARE * len(grams)
+        freq = self._frequencies(region, n, range(len(region) - n + 1))
+        return int((freq >= need).sum()) >= _TEMPLATE_SHARE * len(freq)
