@@ -107,8 +107,9 @@ class TriggerPhraseCheck(Check):
             # Exclusivity is measured where a phrase has an outcome to steer: in the scored tasks. Its
             # occurrences in open-ended prompts (a trigger that is also a real name) neither support nor
             # contradict a campaign.
-            scored = np.concatenate([t.rows for t in tasks])
-            df = np.asarray(x[scored].sum(axis=0)).ravel()
+            in_scored = np.zeros(x.shape[0], dtype=np.float32)
+            in_scored[np.concatenate([t.rows for t in tasks])] = 1.0
+            df = np.rint(np.asarray(x.T @ in_scored)).ravel()  # rows of scored tasks, without copying them
             phrases = find_phrases(x, vocab, df, tasks, prompts=prompts, config=cfg)
             if cfg.pooled:
                 phrases += self._pooled(x, vocab, df, tasks, prompts=prompts, found=phrases)
