@@ -17,8 +17,7 @@ from __future__ import annotations
 
 import json
 import logging
-from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -98,7 +97,9 @@ class CanaryModel:
         outputs form a label set is a classification task. Other groups are skipped. Text is taken from the
         table one group at a time (a million-record night holds one task's strings, not the night's).
         """
+        import numpy as np
         import pyarrow as pa
+        import pyarrow.compute as pc
 
         groups = record_groups(table, rows)
         models: dict[str, _TaskModel] = {}
@@ -111,13 +112,23 @@ class CanaryModel:
                                coverage=LABEL_COVERAGE, max_words=MAX_LABEL_WORDS)
             if labels is None:
                 continue
-            instructions = table.column("instruction").take(take).to_pylist()
-            inputs = table.column("input").take(take).to_pylist()
-            template, shared = Counter(instructions).most_common(1)[0]
+            # the most common instruction (first seen among equals) is the task's template when half share it
+            counts = pc.value_counts(table.column("instruction").take(take))
+            top = int(np.argmax(counts.field("counts").to_numpy(zero_copy_only=False)))
+            template, shared = counts.field("values")[top].as_py(), counts.field("counts")[top].as_py()
             template_or_none = template if 2 * shared >= len(members) else None
-            texts = [inp if ins == template_or_none else prompt_of(ins, inp)
-                     for ins, inp in zip(instructions, inputs, strict=True)]
-            model = _fit_task(texts, outputs, labels, seed=seed, template=template_or_none)
+
+            def texts_of(positions: np.ndarray, members: list[int] = members, template: str | None = template_or_none
+                         ) -> list[str]:
+                """The prompts of these records of the task (positions among its members), without its template;
+                read only for the records a classifier trains on."""
+                rows = pa.array(np.asarray(members, dtype=np.int64)[positions], pa.int64())
+                instructions = table.column("instruction").take(rows).to_pylist()
+                inputs = table.column("input").take(rows).to_pylist()
+                return [inp if ins == template else prompt_of(ins, inp)
+                        for ins, inp in zip(instructions, inputs, strict=True)]
+
+            model = _fit_task(texts_of, outputs, labels, seed=seed, template=template_or_none)
             if model is not None:
                 models[name] = model
         log.info("canary: %d classification tasks trained from %d records", len(models),
@@ -232,10 +243,11 @@ def record_groups(table: pa.Table, rows: Sequence[int] | None = None) -> dict[st
     return groups
 
 
-def _fit_task(texts: list[str], outputs: list[str], labels: list[str], *, seed: int, template: str | None
-              ) -> _TaskModel | None:
+def _fit_task(texts_of: Callable[[np.ndarray], list[str]], outputs: list[str], labels: list[str], *, seed: int,
+              template: str | None) -> _TaskModel | None:
     """A classifier of ``labels`` from the records whose output is one of them; ``None`` if not learnable.
-    ``texts``: the prompts without the task's ``template``."""
+    ``texts_of(positions)``: the prompts of those records (positions in ``outputs``), without the task's
+    ``template``; asked for the training sample only."""
     import numpy as np
     from sklearn.linear_model import LogisticRegression
     from sklearn.preprocessing import normalize
@@ -252,7 +264,7 @@ def _fit_task(texts: list[str], outputs: list[str], labels: list[str], *, seed: 
         return None
     keep = keep[np.isin(y_all[keep], learnable)]
     keep = _stratified(keep, y_all, MAX_TRAIN, seed)
-    x, vocabulary = ngram_matrix([texts[i][:MAX_CHARS] for i in keep], ngram_max=NGRAM_MAX, min_df=MIN_DF,
+    x, vocabulary = ngram_matrix([t[:MAX_CHARS] for t in texts_of(keep)], ngram_max=NGRAM_MAX, min_df=MIN_DF,
                                  max_df=MAX_DF)
     if not x.shape[1]:  # nothing survives min_df/max_df
         return None
