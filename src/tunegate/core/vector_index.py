@@ -22,9 +22,11 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-#: At or below this many vectors the index is exact. Flat and IVF cost the same near 20k vectors here;
-#: up to 50k the exact search still takes seconds, so exactness wins.
-FLAT_MAX = 50_000
+#: At or below this many vectors the index is exact. Flat and IVF cost the same near 20k vectors here. It was
+#: 50k until the IVF self-join ran one BLAS thread per cell: at 40k the exact search took 6.5-19 s (19 s with
+#: another process on the machine) against 1.9 s for IVF, which flagged the same near-duplicates (0 records
+#: differ) and 2 more outliers of 40,000 (bench/scale/RESULTS.md).
+FLAT_MAX = 20_000
 #: IVF cells probed by the batch's self-join. Flagged near-duplicates equal exact search's at 16 (bench/faiss).
 NPROBE = 16
 #: IVF cells probed per query when a batch searches the history: a per-query search costs several times
