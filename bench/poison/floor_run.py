@@ -4,6 +4,7 @@
     .venv/bin/python bench/poison/floor_run.py --split dev        # the split the method was tuned on
     .venv/bin/python bench/poison/floor_run.py --only thin_clean --seeds 10
     .venv/bin/python bench/poison/floor_run.py --history 3       # each batch follows 3 clean nights in a history
+    .venv/bin/python bench/poison/floor_run.py --history 3 --disjoint-history   # ... none of them with its records
 
 Per seed: the clean ``mixed`` batch, then every attack of ``floor.py`` planted in it; then the clean
 ``classification`` and ``open_ended`` batches. Reported per attack: recall of the poison records, share
@@ -37,9 +38,12 @@ def _pct(v: float | None, digits: int = 1) -> str:
     return "-" if v is None else f"{100 * v:.{digits}f}%"
 
 
-def clean_history(corpora: Corpora, seed: int, nights: int, root: Path) -> Path:
+def clean_history(corpora: Corpora, seed: int, nights: int, root: Path, exclude: frozenset[str] = frozenset()
+                  ) -> Path:
     """A history of ``nights`` clean nights before the batch of ``seed``: each a random 70% of a clean mixed batch
-    of another seed (so nights differ as real ones do), scanned by the poison checks and published."""
+    of another seed (so nights differ as real ones do), scanned by the poison checks and published. ``exclude``:
+    record ids the nights never hold (``--disjoint-history``: tonight's records, as in a pipeline whose nights
+    bring new records of the same sources)."""
     import random
 
     from tunegate.core.checks import build_check
@@ -50,7 +54,8 @@ def clean_history(corpora: Corpora, seed: int, nights: int, root: Path) -> Path:
         name = f"night-{night + 1}"
         base = build_batch(corpora, 10_000 + seed * 10 + night, "mixed")
         rng = random.Random(f"history:{seed}:{night}")
-        records = rng.sample(base.records, int(0.7 * len(base.records)))
+        pool = [r for r in base.records if r["id"] not in exclude]
+        records = rng.sample(pool, int(0.7 * len(pool)))
         src = root / f"{name}.jsonl"
         src.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records), encoding="utf-8")
         checks = [build_check(c, **({"history_dir": str(history), "batch_id": name} if c in HISTORY_CHECKS else {}))
@@ -73,6 +78,8 @@ def main() -> int:
     ap.add_argument("--history", type=int, default=0, metavar="NIGHTS",
                     help="scan each batch after NIGHTS clean nights were published into a history (what the "
                          "nightly DAG has after its first nights); default 0: no history")
+    ap.add_argument("--disjoint-history", action="store_true",
+                    help="history nights never hold a record of tonight's batch (new records of the same sources)")
     args = ap.parse_args()
     if not Corpora.available(args.corpora):
         print(f"skipped: no corpora under {args.corpora}", file=sys.stderr)
@@ -87,8 +94,9 @@ def main() -> int:
     stack = contextlib.ExitStack()
     for i, seed in enumerate(seeds):
         clean = build_batch(corpora, seed, "mixed")
+        exclude = frozenset(r["id"] for r in clean.records) if args.disjoint_history else frozenset()
         history = clean_history(corpora, seed, args.history, Path(stack.enter_context(
-            tempfile.TemporaryDirectory(prefix="tunegate-floor-history-")))) if args.history else None
+            tempfile.TemporaryDirectory(prefix="tunegate-floor-history-"))), exclude) if args.history else None
         plan: list[tuple[str, Any]] = [] if args.no_clean else [("clean mixed", clean)]
         plan += [(a, None) for a in attacks if a in ATTACKS]
         if not args.no_clean:

@@ -39,9 +39,10 @@ WORK_DIR = "work"
 __all__ = ["DEFAULT_SUITES", "HISTORY_CHECKS", "WORK_DIR", "build_checks", "history_spec", "publish", "scan"]
 
 #: Checks that read the persisted history (see tunegate.core.history): its accepted records (near duplicates,
-#: outliers), what earlier nights measured (the refusal baseline of poison_content) or its contributor ledger
-#: (tunegate.core.ledger: who is new, for contributor_policy).
-HISTORY_CHECKS = frozenset({"near_duplicate", "embedding_outlier", "poison_content", "contributor_policy"})
+#: outliers), what earlier nights measured (the refusal baseline of poison_content, the phrase statistics of
+#: poison_trigger) or its contributor ledger (tunegate.core.ledger: who is new, for contributor_policy).
+HISTORY_CHECKS = frozenset({"near_duplicate", "embedding_outlier", "poison_content", "poison_trigger",
+                            "contributor_policy"})
 
 
 def build_checks(policy: GatePolicy | None = None, *, history_dir: str | Path | None = None,
@@ -115,7 +116,21 @@ def _add_to_history(out: Path, history_dir: str | Path, summary: dict[str, Any],
                             expected_generation=checked_generation(summary), statistics=batch_statistics(summary))
     # the contributor ledger beside it: this night's file is written (a rerun's replaced) from the same outputs
     ledger = record_night(history_dir, out, summary, batch_id=name)
-    return {**result, "batch_id": name, "dir": str(Path(history_dir).resolve()), "ledger": ledger}
+    phrases = _record_phrases(history_dir, out, summary, name, policy)
+    return {**result, "batch_id": name, "dir": str(Path(history_dir).resolve()), "ledger": ledger,
+            **({"phrases": phrases} if phrases else {})}
+
+
+def _record_phrases(history_dir: str | Path, out: Path, summary: dict[str, Any], name: str,
+                    policy: GatePolicy | None) -> dict[str, Any] | None:
+    """The night's phrase statistics for tomorrow's ``poison_trigger`` (its tokenisation options from the policy)."""
+    from tunegate.core.checks.poison.config import TriggerConfig
+    from tunegate.core.checks.poison.phrase_history import record_phrase_night
+
+    options = dict((policy or GatePolicy.from_mapping(summary.get("policy", {}))).enabled_checks()).get(
+        "poison_trigger") or {}
+    config = TriggerConfig.from_mapping({k: v for k, v in options.items() if k not in ("history_dir", "batch_id")})
+    return record_phrase_night(history_dir, out, summary, batch_id=name, config=config)
 
 
 def checked_generation(summary: dict[str, Any]) -> int | None:

@@ -91,18 +91,28 @@ class TriggerConfig(CheckConfig):
     pooled_min_evidence: float = 12.0
     pooled_min_exclusivity: float = 0.97
     pooled_min_datasets: int = 4
+    history_dir: str | None = None
+    batch_id: str | None = None
+    history_nights: int = 14
+    history_weight: float = 4.0
+    novelty: bool = True
+    novelty_task_nats: float = 2.0
+    novelty_alpha: float = 0.01
 
     def __post_init__(self) -> None:
         for name in ("ngram_max", "min_records", "context_words", "max_label_words", "min_task_records",
-                     "max_labels", "min_task_hits", "max_chars", "min_tasks", "max_phrases", "pooled_min_datasets"):
+                     "max_labels", "min_task_hits", "max_chars", "min_tasks", "max_phrases", "pooled_min_datasets",
+                     "history_nights"):
             integer(self, name, minimum=1)
         for name in ("max_phrase_df", "label_coverage", "min_label_share", "min_output_share", "min_exclusivity",
-                     "short_ratio", "template_share", "pooled_min_exclusivity"):
+                     "short_ratio", "template_share", "pooled_min_exclusivity", "novelty_alpha"):
             fraction(self, name)
-        _nats(self, "min_evidence", "max_family_evidence", "pooled_min_evidence")
+        _nats(self, "min_evidence", "max_family_evidence", "pooled_min_evidence", "history_weight", "novelty_task_nats")
         number(self, "min_task_evidence", low=0.0, high_open=True)
+        optional_path(self, "history_dir")
         boolean(self, "label_consistency")
         boolean(self, "pooled")
+        boolean(self, "novelty")
 
 
 @dataclass(frozen=True)

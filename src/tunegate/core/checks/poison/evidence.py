@@ -17,12 +17,14 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from tunegate.core.checks.poison._text import binomial_llr, tokens
+from tunegate.core.checks.poison.novelty import expected_rate
 
 if TYPE_CHECKING:
     import numpy as np
     import scipy.sparse as sp
 
     from tunegate.core.checks.poison.config import TriggerConfig
+    from tunegate.core.checks.poison.novelty import TaskHistory
     from tunegate.core.checks.poison.tasks import Task
 
 
@@ -57,11 +59,14 @@ class Evidence:
         return self._order[int(lo):int(hi)]
 
 
-def concentration(x: sp.csr_matrix, df: np.ndarray, tasks: list[Task], config: TriggerConfig) -> Evidence | None:
+def concentration(x: sp.csr_matrix, df: np.ndarray, tasks: list[Task], config: TriggerConfig,
+                  history: list[TaskHistory | None] | None = None) -> Evidence | None:
     """Per (phrase, task) concentration and its evidence; per phrase evidence, exclusivity, tasks.
 
     ``x`` is the record x phrase matrix, ``df`` each phrase's record count in the scored tasks. ``None``
-    when no phrase concentrates anywhere.
+    when no phrase concentrates anywhere. ``history`` (per task, from earlier nights: :mod:`.novelty`): a
+    label's expected rate among a phrase's records is what the history shows for that phrase there, not the
+    task's base rate (:func:`~tunegate.core.checks.poison.novelty.expected_rate`).
     """
     import numpy as np
     import scipy.sparse as sp
@@ -93,7 +98,11 @@ def concentration(x: sp.csr_matrix, df: np.ndarray, tasks: list[Task], config: T
             ok = np.flatnonzero((k >= config.min_task_hits) & (k >= ch.min_share * n))
             if not len(ok):
                 continue
-            llr = binomial_llr(k[ok], n[ok], ch.base[lab[ok]])
+            rate = ch.base[lab[ok]]
+            past = history[ti] if history is not None else None
+            if past is not None and ch.name == "label":
+                rate = expected_rate(past, present[ok], lab[ok], rate, config.history_weight)
+            llr = binomial_llr(k[ok], n[ok], rate)
             better = llr > best[ok]
             sel = ok[better]
             best[sel], best_k[sel], best_lab[sel], best_ch[sel] = llr[better], k[sel], lab[sel], ci

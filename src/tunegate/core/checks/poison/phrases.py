@@ -19,6 +19,7 @@ if TYPE_CHECKING:
 
     from tunegate.core.checks.poison.config import TriggerConfig
     from tunegate.core.checks.poison.evidence import Evidence
+    from tunegate.core.checks.poison.novelty import TaskHistory
     from tunegate.core.checks.poison.tasks import Task
 
 
@@ -36,11 +37,12 @@ class Phrase:
 
 
 def find_phrases(x: sp.csr_matrix, vocab: np.ndarray, df: np.ndarray, tasks: list[Task], *, prompts: list[str],
-                 config: TriggerConfig) -> list[Phrase]:
-    """The trigger phrases, strongest first, each with the phrases that share its records."""
+                 config: TriggerConfig, history: list[TaskHistory | None] | None = None) -> list[Phrase]:
+    """The trigger phrases, strongest first, each with the phrases that share its records (``history``: label
+    rates expected from earlier nights, :func:`~tunegate.core.checks.poison.evidence.concentration`)."""
     import numpy as np
 
-    ev = concentration(x, df, tasks, config)
+    ev = concentration(x, df, tasks, config, history)
     if ev is None:
         return []
     xc = x.tocsc()

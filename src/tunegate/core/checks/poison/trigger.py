@@ -49,6 +49,8 @@ from tunegate.core.checks.poison._text import Records, ngram_matrix, spread
 from tunegate.core.checks.poison.config import TriggerConfig
 from tunegate.core.checks.poison.consistency import masked_label_probability
 from tunegate.core.checks.poison.evidence import phrase_context
+from tunegate.core.checks.poison.novelty_pass import novelty_phrases
+from tunegate.core.checks.poison.phrase_history import load_phrase_history
 from tunegate.core.checks.poison.phrases import Phrase, find_phrases
 from tunegate.core.checks.poison.tasks import Task, build_tasks, degenerate_outputs, output_shape, task_family
 from tunegate.core.reasons import CAMPAIGN, DEGENERATE_OUTPUT, LABEL_INCONSISTENT, TRIGGER_PHRASE
@@ -58,6 +60,8 @@ from tunegate.core.reasons import INSUFFICIENT_DATA as INSUFFICIENT
 if TYPE_CHECKING:
     import numpy as np
     import scipy.sparse as sp
+
+    from tunegate.core.checks.poison.novelty import TaskHistory
 
 # the helpers' former home: ``from tunegate.core.checks.poison.trigger import task_family`` keeps working
 __all__ = ["TriggerConfig", "TriggerPhraseCheck", "degenerate_outputs", "masked_label_probability", "output_shape",
@@ -95,6 +99,7 @@ class TriggerPhraseCheck(Check):
         issues: list[BatchIssue] = []
         status, status_reason = "ok", ""
         phrases: list[Phrase] = []
+        novelty_metrics: dict[str, Any] = {}
         if len(families) < cfg.min_tasks:
             # a campaign is concentration in >= min_tasks datasets: with fewer there is nothing to score, and
             # saying "no trigger" would be a guess
@@ -110,9 +115,14 @@ class TriggerPhraseCheck(Check):
             in_scored = np.zeros(x.shape[0], dtype=np.float32)
             in_scored[np.concatenate([t.rows for t in tasks])] = 1.0
             df = np.rint(np.asarray(x.T @ in_scored)).ravel()  # rows of scored tasks, without copying them
-            phrases = find_phrases(x, vocab, df, tasks, prompts=prompts, config=cfg)
+            history = self._history(tasks, vocab, novelty_metrics)
+            phrases = find_phrases(x, vocab, df, tasks, prompts=prompts, config=cfg, history=history)
             if cfg.pooled:
-                phrases += self._pooled(x, vocab, df, tasks, prompts=prompts, found=phrases)
+                phrases += self._pooled(x, vocab, df, tasks, prompts=prompts, found=phrases, history=history)
+            if cfg.novelty and history is not None:
+                found, figures = novelty_phrases(x, vocab, tasks, history, cfg, found=phrases)
+                phrases += found
+                novelty_metrics.update(figures, found=[p.phrase for p in found])
         for i, ph in enumerate(phrases):
             # the masked classifier (5 fits per task) runs for the reported phrases only: its cost stays
             # bounded however many campaigns a batch holds
@@ -133,6 +143,7 @@ class TriggerPhraseCheck(Check):
             "output_tasks": sum(t.kind == "output" for t in tasks),
             "datasets": len(families),
             "phrases_scored": int(x.shape[1]),
+            **({"history": novelty_metrics} if novelty_metrics else {}),
             "suspicious_phrases": reported,
             "seconds": round(time.monotonic() - started, 2),
         }
@@ -141,8 +152,24 @@ class TriggerPhraseCheck(Check):
                  metrics["seconds"])
         return CheckResult(self.name, findings, issues, metrics)
 
+    def _history(self, tasks: list[Task], vocab: np.ndarray, metrics: dict[str, Any]
+                 ) -> list[TaskHistory | None] | None:
+        """Per task, what earlier nights' phrase statistics expect (:mod:`.phrase_history`); ``None`` without a
+        history or before its first night (the check then behaves exactly as without one)."""
+        cfg = self.config
+        if cfg.history_dir is None:
+            return None
+        past = load_phrase_history(cfg.history_dir, exclude=cfg.batch_id, max_nights=cfg.history_nights, vocab=vocab)
+        if not past.nights:
+            metrics["nights"] = 0
+            return None
+        per_task = past.for_tasks(tasks, vocab)
+        metrics.update(nights=len(past.nights), tasks_seen=sum(h is not None for h in per_task))
+        return per_task
+
     def _pooled(self, x: sp.csr_matrix, vocab: np.ndarray, df: np.ndarray, tasks: list[Task], *,
-                prompts: list[str], found: list[Phrase]) -> list[Phrase]:
+                prompts: list[str], found: list[Phrase], history: list[TaskHistory | None] | None = None
+                ) -> list[Phrase]:
         """Small, spread campaigns (a few records in each of many classification tasks): the same scoring
         with per-task thresholds relaxed (2 records, 80% on one label, 1 nat) and the campaign thresholds
         ``pooled_*``: more datasets instead of more evidence per dataset. Campaigns already found are
@@ -160,7 +187,8 @@ class TriggerPhraseCheck(Check):
                                       min_exclusivity=cfg.pooled_min_exclusivity, min_tasks=cfg.pooled_min_datasets)
         taken = np.concatenate([p.rows for p in found]) if found else np.array([], dtype=np.int64)
         out = []
-        for ph in find_phrases(x, vocab, df, [tasks[i] for i in index], prompts=prompts, config=relaxed):
+        sub = [history[i] for i in index] if history is not None else None
+        for ph in find_phrases(x, vocab, df, [tasks[i] for i in index], prompts=prompts, config=relaxed, history=sub):
             if len(np.intersect1d(ph.rows, taken)) >= 0.5 * len(ph.rows):
                 continue
             ph.tasks = [(index[ti], ci, n, k, lab) for ti, ci, n, k, lab in ph.tasks]

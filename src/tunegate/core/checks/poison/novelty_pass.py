@@ -1,0 +1,274 @@
+"""The novelty pass of ``poison_trigger`` (with a history): label skews that the pipeline's earlier nights do not
+explain, tested with a calibrated tail bound instead of fitted thresholds.
+
+For a phrase and a classification task where at least 2 records hold it, the statistic of the task is the
+largest binomial log-likelihood ratio ``n * KL(k/n || q)`` over the labels (``k >= 2`` records with the label,
+``q`` the history's expected rate: :func:`~.novelty.history_rates`), kept when it reaches ``novelty_task_nats``
+and 0 otherwise (a truncated statistic: the many tasks where a phrase has a few records cost nothing). Tasks of
+one dataset often label the same texts (P3 templates, jigsaw's seven dimensions): a dataset contributes the
+largest statistic of its tasks. A phrase's statistic ``S`` is the sum over datasets.
+
+**Calibration.** Under the null hypothesis, the labels of the phrase's records follow the history's rates: each
+task's statistic has an exactly computable moment generating function (binomial sums over ``k = 0..n``; the
+maximum over labels and over a dataset's tasks is bounded by the sum of the terms, whatever their dependence),
+and the Chernoff bound ``P(S >= s) <= min_l exp(-l s) prod M(l)`` gives the phrase's surprise
+``-ln P`` in nats. Every phrase with records in at least 2 datasets is a test; the family-wise false-alarm rate
+per night is held at ``novelty_alpha`` by Bonferroni, split in two pre-declared halves: phrases the history has
+never seen in their tasks (tonight's new vocabulary: few in a steady pipeline, so a low threshold) and the rest.
+A phrase is a trigger when its surprise reaches ``ln(tests in its half) + ln(2 / novelty_alpha)`` and it steers
+at least ``min_tasks`` datasets. Flagged: the records with the phrase and the steered label in the steered tasks
+(an everyday phrase's natural occurrences elsewhere are not touched).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import TYPE_CHECKING
+
+from tunegate.core.checks.poison._text import binomial_llr
+from tunegate.core.checks.poison.evidence import task_of_rows
+from tunegate.core.checks.poison.novelty import TaskHistory, history_rates, prior_weight
+from tunegate.core.checks.poison.phrases import Phrase, _campaigns
+
+if TYPE_CHECKING:
+    import numpy as np
+    import scipy.sparse as sp
+
+    from tunegate.core.checks.poison.config import TriggerConfig
+    from tunegate.core.checks.poison.tasks import Task
+
+#: A phrase this many times as frequent tonight (in its tasks) as in the history is tonight's new vocabulary.
+NEW_RATIO = 2.0
+#: The groups that share the false-alarm rate equally (Bonferroni within each, Tarone's count of tests).
+GROUPS = ("unseen", "burst", "known")
+#: Grid of the statistic's distribution (nats); values are rounded up to it, so the tail bound holds.
+STEP = 0.05
+
+
+def novelty_phrases(x: sp.csr_matrix, vocab: np.ndarray, tasks: list[Task], history: list[TaskHistory | None],
+                    config: TriggerConfig, *, found: list[Phrase]) -> tuple[list[Phrase], dict[str, float]]:
+    """The phrases whose label skews the history does not explain, strongest first; and the pass's figures."""
+    import numpy as np
+    from scipy.stats import betabinom
+
+    tau, weight = config.novelty_task_nats, config.history_weight
+    label = [ti for ti, t in enumerate(tasks) if t.kind == "label"]
+    fam_index: dict[str, int] = {}
+    parts = []
+    for ti in label:
+        task, past = tasks[ti], history[ti]
+        if past is None or past[1].sum() < config.min_task_records:
+            continue  # a task the history does not know: its base rate is no baseline (natural cues steer it)
+        xt = x[task.rows]
+        n_all = np.asarray(xt.sum(axis=0)).ravel()
+        cols = np.flatnonzero(n_all >= 2)
+        if not len(cols):
+            continue
+        ch = task.labels
+        counts = (xt[:, cols].T @ _onehot(ch.outcome, len(ch.names))).toarray()
+        prior = prior_weight(past, weight)
+        rates, held = history_rates(past, cols, ch.base, prior)
+        mass = held + prior  # the Beta posterior's concentration: how sure the history is of the rates
+        seen = held / past[1].sum() * len(task.rows)  # the phrase's records a night like the history's would hold
+        n = n_all[cols].astype(np.float64)
+        llr = binomial_llr(counts, n[:, None], rates) * (counts >= 2)
+        lab = llr.argmax(axis=1)
+        stat = llr[np.arange(len(cols)), lab]
+        stat = np.where(stat >= tau, stat, 0.0)
+        fam = fam_index.setdefault(task.family, len(fam_index))
+        # the most any outcome can give: every record on the least expected label (Tarone's count of real tests)
+        least = np.where(rates > 1e-9, rates, 1.0).min(axis=1)
+        reach = -betabinom.logpmf(n, n, least * mass, (1 - least) * mass)
+        parts.append((cols, np.full(len(cols), ti), np.full(len(cols), fam), n, counts[np.arange(len(cols)), lab],
+                      lab, stat, seen, rates, np.full(len(cols), True), reach, mass))
+    figures: dict[str, float] = {}
+    if not parts:
+        return [], figures
+    cols, tix, fix, n, k, lab, stat, seen, known, reach = (np.concatenate([p[i] for p in parts])
+                                                           for i in (0, 1, 2, 3, 4, 5, 6, 7, 9, 10))
+    part_of = np.concatenate([np.full(len(p[0]), i) for i, p in enumerate(parts)])
+    row_in = np.concatenate([np.arange(len(p[0])) for p in parts])
+    # per phrase and dataset: the largest statistic; per phrase: the sum over datasets
+    n_fam = len(fam_index)
+    key = cols.astype(np.int64) * n_fam + fix
+    uniq, inv = np.unique(key, return_inverse=True)
+    fam_stat, fam_reach = np.zeros(len(uniq)), np.zeros(len(uniq))
+    np.maximum.at(fam_stat, inv, stat)
+    np.maximum.at(fam_reach, inv, reach)
+    phrase_of = uniq // n_fam
+    total = np.bincount(phrase_of, weights=fam_stat, minlength=x.shape[1])
+    achievable = np.bincount(phrase_of, weights=fam_reach, minlength=x.shape[1])
+    datasets = np.bincount(phrase_of, minlength=x.shape[1])
+    steering = np.bincount(phrase_of, weights=(fam_stat > 0).astype(np.float64), minlength=x.shape[1])
+    testable = datasets >= 2
+    # Three pre-declared groups, decided on the text alone (so they may share out the false-alarm rate): phrases the
+    # history has never seen in their tasks, phrases at least NEW_RATIO times as frequent tonight as there, the rest
+    expected = np.bincount(cols, weights=seen, minlength=x.shape[1])
+    tonight = np.bincount(cols, weights=n * known, minlength=x.shape[1])
+    group = np.where((tonight > 0) & (expected == 0), 0, np.where((tonight > 0) & (tonight >= NEW_RATIO * expected),
+                                                                    1, 2))
+    margin = math.log(len(GROUPS) / config.novelty_alpha)
+    tests = [_tarone(achievable[testable & (group == g)], margin) for g in range(len(GROUPS))]
+    bar = [math.log(m) + margin for m in tests]
+    figures = {**{f"tests_{name}": float(m) for name, m in zip(GROUPS, tests, strict=True)},
+               **{f"bar_{name}": round(b, 2) for name, b in zip(GROUPS, bar, strict=True)}}
+    candidates = np.flatnonzero(testable & (steering >= config.min_tasks) & (total >= min(bar)))
+    order = np.argsort(cols, kind="stable")
+    start = np.searchsorted(cols[order], candidates)
+    stop = np.searchsorted(cols[order], candidates, side="right")
+    cache: dict[tuple[int, tuple[float, ...]], np.ndarray] = {}
+    surprise: dict[int, float] = {}
+    for c, a, b in zip(candidates.tolist(), start.tolist(), stop.tolist(), strict=True):
+        pairs = order[a:b]
+        top = math.ceil(total[c] / STEP - 1e-9)
+        tails = []
+        for f in np.unique(fix[pairs]).tolist():
+            tail = np.zeros(top + 1)
+            for j in pairs[fix[pairs] == f].tolist():
+                p = parts[part_of[j]]
+                tail += _fit(_tail(int(n[j]), p[8][row_in[j]], float(p[11][row_in[j]]), tau, cache), top + 1)
+            tails.append(np.minimum.accumulate(np.minimum(1.0, _fit(tail, top + 1))))
+        s = _sum_surprise(tails, top)
+        if s >= bar[int(group[c])]:
+            surprise[c] = s
+    if not surprise:
+        return [], figures
+    steered = {c: order[a:b][stat[order[a:b]] > 0] for c, a, b in zip(candidates.tolist(), start.tolist(),
+                                                                        stop.tolist(), strict=True) if c in surprise}
+    xc = x.tocsc()
+    owner = task_of_rows(tasks, x.shape[0])
+    rows_of = {c: _campaign_rows(xc, owner, tasks, history=history, c=c, spread=group[c] < 2,
+                                 min_known=config.min_task_records,
+                                 steered=dict(zip(tix[steered[c]].tolist(), lab[steered[c]].tolist(), strict=True)))
+               for c in surprise}
+    taken = np.concatenate([p.rows for p in found]) if found else np.array([], dtype=np.int64)
+    ranked = sorted(surprise, key=lambda c: (-surprise[c], -len(str(vocab[c]).split()), str(vocab[c])))
+    out = []
+    for cl in _campaigns(ranked, rows_of, xc):
+        head = max(cl, key=lambda c: (surprise[c] >= 0.9 * surprise[cl[0]], len(str(vocab[c]).split()), surprise[c]))
+        rows = np.unique(np.concatenate([rows_of[m] for m in cl]))
+        if len(np.intersect1d(rows, taken)) >= 0.5 * len(rows):
+            continue
+        pairs = steered[head]
+        detail = sorted(zip(tix[pairs].tolist(), [0] * len(pairs), n[pairs].astype(int).tolist(),
+                            k[pairs].astype(int).tolist(), lab[pairs].tolist(), strict=True), key=lambda t: -t[2])
+        occurs = xc.indices[xc.indptr[head]:xc.indptr[head + 1]]
+        if owner is not None:
+            occurs = occurs[owner[occurs] >= 0]
+        covered = 1.0 if len(rows_of[head]) >= len(occurs) else len(rows_of[head]) / len(occurs)
+        out.append(Phrase(int(head), str(vocab[head]), surprise[head], covered, rows,
+                          detail, [str(vocab[m]) for m in cl if m != head]))
+    return out, figures
+
+
+def _tarone(achievable: np.ndarray, margin: float) -> int:
+    """Tarone's count of tests for discrete statistics: the smallest ``m`` such that at most ``m`` phrases could
+    reach the bar ``ln m + margin`` at all (a phrase with 2 records in each of 2 datasets can never be
+    significant, so it costs no share of the false-alarm rate)."""
+    import numpy as np
+
+    reach = np.sort(achievable)[::-1]
+    m = 1
+    while m < len(reach) and int(np.searchsorted(-reach, -(math.log(m) + margin), side="right")) > m:
+        m += 1
+    return m
+
+
+def _campaign_rows(xc: sp.csc_matrix, owner: np.ndarray | None, tasks: list[Task], *,
+                   history: list[TaskHistory | None], c: int, steered: dict[int, int], spread: bool,
+                   min_known: int) -> np.ndarray:
+    """The records a campaign of phrase ``c`` put there: in the steered tasks, those with the phrase and the steered
+    label; in the other classification tasks the history knows, where the phrase is new (at least ``NEW_RATIO``
+    times as frequent as in the history), those with the phrase and the label most of them carry (the campaign's
+    records in tasks where a few of them could not show a skew, such as 3 records on a majority label), when
+    ``spread`` (the phrase is new vocabulary). Natural occurrences where the history already has the phrase are left
+    alone, and so are an everyday phrase's records outside the tasks it steers."""
+    import numpy as np
+
+    rows = xc.indices[xc.indptr[c]:xc.indptr[c + 1]]
+    if owner is None:
+        where = {ti: np.intersect1d(t.rows, rows) for ti, t in enumerate(tasks) if t.kind == "label"}
+    else:
+        where = {int(ti): rows[owner[rows] == ti] for ti in np.unique(owner[rows]).tolist()
+                 if ti >= 0 and tasks[ti].kind == "label"}
+    out = []
+    for ti, mine in where.items():
+        task = tasks[ti]
+        local = np.searchsorted(task.rows, mine) if owner is not None else np.flatnonzero(np.isin(task.rows, mine))
+        labels = task.labels.outcome[local]
+        if ti in steered:
+            out.append(mine[labels == steered[ti]])
+            continue
+        past = history[ti]
+        if past is None or not spread or past[1].sum() < min_known:
+            continue
+        _, held = history_rates(past, np.array([c]), task.labels.base, 1.0)
+        if len(mine) >= NEW_RATIO * float(held[0]) / past[1].sum() * len(task.rows):
+            top = np.bincount(labels).argmax()
+            if 2 * int((labels == top).sum()) > len(mine):
+                out.append(mine[labels == top])
+    return np.unique(np.concatenate(out)) if out else np.array([], dtype=np.int64)
+
+
+def _tail(n: int, rates: np.ndarray, mass: float, tau: float,
+          cache: dict[tuple[int, tuple[float, ...]], np.ndarray]) -> np.ndarray:
+    """``T[j]``: an upper bound of ``P(X > (j - 1) * STEP)`` for a task's truncated statistic ``X`` over ``n`` records
+    (``T[0] = 1``). Under the null, each label's count follows the history's posterior predictive, a beta-binomial
+    with mean ``rates`` and concentration ``mass`` (the history's records with the phrase plus the prior's weight:
+    a rate estimated from a few records is uncertain, and tonight's skew is judged against that uncertainty). The
+    sum over labels of the exact tails bounds the maximum's; values are rounded up to the grid, which keeps the
+    bound."""
+    import numpy as np
+    from scipy.stats import betabinom
+
+    key = (n, (round(mass, 2), *np.round(rates, 4).tolist()))
+    hit = cache.get(key)
+    if hit is not None:
+        return hit
+    ks = np.arange(n + 1, dtype=np.float64)
+    mass_at: np.ndarray = np.zeros(1)
+    for q in rates.tolist():
+        if q <= 1e-9:
+            continue
+        y = binomial_llr(ks, np.full(n + 1, float(n)), np.full(n + 1, q)) * (ks >= 2)
+        sel = y >= tau
+        if not sel.any():
+            continue
+        bins = np.ceil(y[sel] / STEP - 1e-9).astype(np.int64)
+        here = np.bincount(bins, weights=betabinom.pmf(ks[sel], n, q * mass, max(1e-9, (1 - q) * mass)))
+        mass_at = _fit(mass_at, len(here)) + here if len(here) > len(mass_at) else mass_at + _fit(here, len(mass_at))
+    tail = np.cumsum(mass_at[::-1])[::-1]
+    tail[0] = 1.0
+    cache[key] = tail
+    return tail
+
+
+def _fit(a: np.ndarray, size: int) -> np.ndarray:
+    """``a`` cut or zero-padded to ``size``; a cut keeps the mass above in the last cell (tails: just the value)."""
+    import numpy as np
+
+    return a[:size] if len(a) >= size else np.concatenate([a, np.zeros(size - len(a))])
+
+
+def _sum_surprise(tails: list[np.ndarray], top: int) -> float:
+    """``-ln P(Z_1 + ... + Z_m >= top)`` for independent grid variables with tails ``T`` (``P(Z >= j) = T[j]``), each
+    cut at ``top`` (mass above it lumped there): the exact tail of the dominating sum."""
+    import numpy as np
+
+    dist = np.zeros(top + 1)
+    dist[0] = 1.0
+    for tail in tails:
+        pmf = tail - np.append(tail[1:], 0.0)
+        pmf[-1] = tail[-1]
+        conv = np.convolve(dist, pmf)
+        dist = conv[:top + 1].copy()
+        dist[top] += conv[top + 1:].sum()
+    return float(-math.log(max(dist[top], 1e-300)))
+
+
+def _onehot(outcome: np.ndarray, size: int) -> sp.csr_matrix:
+    import numpy as np
+    import scipy.sparse as sp
+
+    return sp.csr_matrix((np.ones(len(outcome), dtype=np.float32), (np.arange(len(outcome)), outcome)),
+                         shape=(len(outcome), size))

@@ -1,0 +1,283 @@
+"""Phrase statistics of published nights: what ``poison_trigger`` compares tonight's label skews with.
+
+A natural label cue ("very disappointed" -> negative, "stupid" -> toxic) steers the same label night after night;
+a planted trigger is new, or its skew is (an everyday phrase with mixed labels in every earlier night that is
+suddenly one label in several datasets). Within one batch both look alike; against the pipeline's earlier
+accepted nights they do not. So each published night keeps, for the 1-2 word phrases of its classification
+tasks' prompts (the phrases and prompts the trigger scan reads: :meth:`Records.prompts`, :func:`ngram_matrix`),
+how many accepted records with the phrase got each label, per task:
+
+``HISTORY_DIR/phrases/nights/<batch id, URL-quoted>.parquet``: one row per (``task``, ``label``, ``phrase``)
+with ``records`` > 0, for the phrases in at least ``MIN_RECORDS`` records of the task (bounded: a night of 35k
+records is ~0.5 MB); ``phrase`` is a 64-bit hash of the phrase (:func:`phrase_keys`); ``phrase == 0`` rows are
+the task's label totals. The file's metadata says which night it is, when it was first published and whether
+the night was *anomalous* (the trigger scan raised a campaign that night: what it held must not become the
+norm). Publish writes it from the accepted records (:func:`record_phrase_night`), under the history's writer
+lock, through a temporary sibling and a rename; a rerun of the night replaces it. Halted nights are never
+published, so never written.
+
+:func:`load_phrase_history` sums the last ``max_nights`` nights, leaving out tonight's own file (a rerun) and
+anomalous nights, and keeps only the phrases tonight has.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+from urllib.parse import quote
+
+if TYPE_CHECKING:
+    import numpy as np
+    import pyarrow as pa
+    import scipy.sparse as sp
+
+    from tunegate.core.checks.poison._text import Records
+    from tunegate.core.checks.poison.config import TriggerConfig
+    from tunegate.core.checks.poison.tasks import Task
+
+log = logging.getLogger(__name__)
+
+PHRASES_DIR = "phrases"
+NIGHTS_DIR = "nights"
+FORMAT = 1
+#: A phrase is kept for a task when at least this many of the task's records hold it (bounds the file's size;
+#: a phrase seen once tells nothing about the label it steers).
+MIN_RECORDS = 2
+TOTALS = 0  # the ``phrase`` key of a task's label totals (:func:`phrase_keys` never returns it)
+_META_KEY = b"tunegate.phrases"
+
+
+def night_file(history_dir: str | Path, batch_id: str) -> Path:
+    return Path(history_dir) / PHRASES_DIR / NIGHTS_DIR / f"{quote(batch_id, safe='')}.parquet"
+
+
+def phrase_keys(phrases: Any) -> np.ndarray:
+    """A stable 64-bit key per phrase (blake2b; never ``TOTALS``)."""
+    import hashlib
+
+    import numpy as np
+
+    keys = np.fromiter((int.from_bytes(hashlib.blake2b(str(p).encode(), digest_size=8).digest(), "little",
+                                       signed=True) for p in phrases), dtype=np.int64, count=len(phrases))
+    keys[keys == TOTALS] = 1
+    return keys
+
+
+def _schema() -> pa.Schema:
+    import pyarrow as pa
+
+    return pa.schema([("task", pa.string()), ("label", pa.string()), ("phrase", pa.int64()),
+                      ("records", pa.int32())])
+
+
+def phrase_counts(records: Records, config: TriggerConfig) -> pa.Table:
+    """Per classification task, label and phrase: the records of the batch with that phrase and label."""
+    import numpy as np
+    import pyarrow as pa
+
+    from tunegate.core.checks.poison._text import ngram_matrix
+    from tunegate.core.checks.poison.tasks import build_tasks
+
+    prompts = records.prompts(config.max_chars)
+    tasks = [t for t in build_tasks(records, prompts, config) if t.kind == "label"]
+    cols: dict[str, list[Any]] = {"task": [], "label": [], "phrase": [], "records": []}
+    if tasks:
+        rows = np.concatenate([t.rows for t in tasks])
+        x, vocab = ngram_matrix([prompts[i] for i in rows.tolist()], ngram_max=config.ngram_max, min_df=MIN_RECORDS)
+        keys = phrase_keys(vocab)
+        start = 0
+        for task in tasks:
+            ch = task.labels
+            xt = x[start:start + len(task.rows)]
+            start += len(task.rows)
+            totals = np.bincount(ch.outcome, minlength=len(ch.names))
+            for lab in np.flatnonzero(totals).tolist():
+                _extend(cols, task.name, ch.names[lab], np.array([TOTALS]), totals[[lab]])
+            present = np.flatnonzero(np.asarray(xt.sum(axis=0)).ravel() >= MIN_RECORDS)
+            if not len(present):
+                continue
+            counts = (_onehot(ch.outcome, len(ch.names)).T @ xt[:, present]).tocoo()  # label x phrase
+            for lab in np.unique(counts.row).tolist():
+                sel = counts.row == lab
+                _extend(cols, task.name, ch.names[lab], keys[present[counts.col[sel]]], counts.data[sel])
+    return pa.table({"task": cols["task"], "label": cols["label"],
+                     "phrase": np.concatenate(cols["phrase"]) if cols["phrase"] else np.array([], np.int64),
+                     "records": np.concatenate(cols["records"]) if cols["records"] else np.array([], np.int32)},
+                    schema=_schema())
+
+
+def _extend(cols: dict[str, list[Any]], task: str, label: str, keys: np.ndarray, counts: np.ndarray) -> None:
+    import numpy as np
+
+    cols["task"] += [task] * len(keys)
+    cols["label"] += [label] * len(keys)
+    cols["phrase"].append(np.asarray(keys, dtype=np.int64))
+    cols["records"].append(np.rint(counts).astype(np.int32))
+
+
+def _onehot(outcome: np.ndarray, size: int) -> sp.csr_matrix:
+    import numpy as np
+    import scipy.sparse as sp
+
+    return sp.csr_matrix((np.ones(len(outcome), dtype=np.float32), (np.arange(len(outcome)), outcome)),
+                         shape=(len(outcome), size))
+
+
+def write_phrase_night(history_dir: str | Path, batch_id: str, table: pa.Table, *, anomalous: bool,
+                       out_dir: str | Path | None = None) -> dict[str, Any]:
+    """Write (a rerun: replace) the night's phrase statistics, atomically, under the history's writer lock."""
+    import pyarrow.parquet as pq
+
+    from tunegate.core.history.writing import writer_lock
+    from tunegate.core.io import atomic_write
+
+    path = night_file(history_dir, batch_id)
+    now = datetime.now(UTC).isoformat(timespec="seconds")
+    with writer_lock(Path(history_dir)):
+        previous = _meta(path) if path.is_file() else None
+        meta = {"format": FORMAT, "batch_id": batch_id, "published": now, "anomalous": bool(anomalous),
+                "first_published": (previous or {}).get("first_published") or now,
+                **({"out_dir": str(out_dir)} if out_dir is not None else {})}
+        table = table.replace_schema_metadata({_META_KEY: json.dumps(meta, sort_keys=True).encode()})
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with atomic_write(path) as tmp:
+            pq.write_table(table, tmp, compression="zstd")
+    return {"file": str(path), "rows": table.num_rows, "anomalous": bool(anomalous), "replaced": previous is not None}
+
+
+def _meta(path: Path) -> dict[str, Any]:
+    import pyarrow.parquet as pq
+
+    raw = (pq.read_schema(path).metadata or {}).get(_META_KEY)
+    meta: dict[str, Any] = json.loads(raw) if raw else {}
+    return meta
+
+
+class _AcceptedFile:
+    """``Records.read`` over a result set's accepted (or held) Parquet file."""
+
+    def __init__(self, path: Path) -> None:
+        import pyarrow.parquet as pq
+
+        self._file = pq.ParquetFile(path)
+
+    def iter_batches(self, columns: list[str] | None = None, batch_size: int = 50_000) -> Any:
+        start = 0
+        for batch in self._file.iter_batches(batch_size=batch_size, columns=columns):
+            yield start, batch
+            start += batch.num_rows
+
+
+def record_phrase_night(history_dir: str | Path, out_dir: str | Path, summary: dict[str, Any], *, batch_id: str,
+                        config: TriggerConfig) -> dict[str, Any] | None:
+    """The publish step's part: the night's phrase statistics from its accepted records. ``None`` (nothing
+    written) when the night did not run ``poison_trigger`` or has no accepted file."""
+    from tunegate.core.checks.poison._text import Records
+    from tunegate.core.reasons import CAMPAIGN
+
+    trigger = (summary.get("checks") or {}).get("poison_trigger")
+    outputs = summary.get("outputs") or {}
+    accepted = Path(out_dir) / str(outputs.get("accepted") or outputs.get("held") or "accepted.parquet")
+    if trigger is None or not accepted.is_file():
+        return None
+    started = time.perf_counter()
+    records = Records.read(_AcceptedFile(accepted))  # type: ignore[arg-type]
+    anomalous = any(i.get("reason") == CAMPAIGN for i in trigger.get("issues") or [])
+    result = write_phrase_night(history_dir, batch_id, phrase_counts(records, config), anomalous=anomalous,
+                                out_dir=out_dir)
+    result["seconds"] = round(time.perf_counter() - started, 2)
+    log.info("phrase history: night %s: %d rows%s%s, %.1f s", batch_id, result["rows"],
+             " (anomalous: left out of baselines)" if anomalous else "", " (rerun: replaced)" if result["replaced"]
+             else "", result["seconds"])
+    return result
+
+
+@dataclass
+class PhraseHistory:
+    """The summed phrase statistics of earlier nights, restricted to the phrases of tonight's batch."""
+
+    nights: list[str] = field(default_factory=list)
+    table: pa.Table | None = None  # task, label, phrase, records (summed over the nights)
+
+    def for_tasks(self, tasks: list[Task], vocab: np.ndarray) -> list[tuple[sp.csr_matrix, np.ndarray] | None]:
+        """Per task of tonight: (phrase column x label counts of the history, the task's label totals there), with
+        tonight's label codes (a label the history has but tonight lacks counts as tonight's last outcome,
+        ``(other)``); ``None`` for a task the history has never seen."""
+        import numpy as np
+        import pyarrow.compute as pc
+        import scipy.sparse as sp
+
+        out: list[tuple[sp.csr_matrix, np.ndarray] | None] = [None] * len(tasks)
+        if self.table is None or not self.table.num_rows:
+            return out
+        keys = phrase_keys(vocab)
+        order = np.argsort(keys)
+        task_col = self.table.column("task")
+        for ti, task in enumerate(tasks):
+            part = self.table.filter(pc.equal(task_col, task.name))
+            if not part.num_rows:
+                continue
+            names = task.labels.names
+            index = {n: i for i, n in enumerate(names)}
+            labs = np.fromiter((index.get(v, len(names) - 1) for v in part.column("label").to_pylist()),
+                               dtype=np.int64, count=part.num_rows)
+            phrase = part.column("phrase").to_numpy()
+            n = part.column("records").to_numpy().astype(np.float64)
+            is_total = phrase == TOTALS
+            totals = np.bincount(labs[is_total], weights=n[is_total], minlength=len(names))
+            pos = np.searchsorted(keys[order], phrase[~is_total])
+            pos = np.clip(pos, 0, len(keys) - 1)
+            found = keys[order][pos] == phrase[~is_total]
+            col = order[pos[found]]
+            counts = sp.csr_matrix((n[~is_total][found], (col, labs[~is_total][found])), shape=(len(vocab), len(names)))
+            out[ti] = (counts, totals)
+        return out
+
+
+def load_phrase_history(history_dir: str | Path | None, *, exclude: str | None = None, max_nights: int = 14,
+                        vocab: np.ndarray | None = None) -> PhraseHistory:
+    """The last ``max_nights`` published nights (first published order) summed per (task, label, phrase), without
+    ``exclude`` (tonight, on a rerun) and without anomalous nights; only tonight's phrases when ``vocab`` is given.
+    An unreadable night file is a :class:`HistoryError` that says how to recover."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+    import pyarrow.parquet as pq
+
+    from tunegate.exceptions import HistoryError
+
+    if history_dir is None:
+        return PhraseHistory()
+    folder = Path(history_dir) / PHRASES_DIR / NIGHTS_DIR
+    if not folder.is_dir():
+        return PhraseHistory()
+    nights: list[tuple[str, str, Path]] = []
+    for path in folder.glob("*.parquet"):
+        try:
+            meta = _meta(path)
+        except (OSError, pa.ArrowException) as exc:
+            raise HistoryError(f"phrase statistics {path} are unreadable ({exc}): remove the file and rerun that "
+                               "night's publish (it writes them again from the night's accepted records)") from exc
+        if meta.get("batch_id") and meta["batch_id"] != exclude and not meta.get("anomalous"):
+            nights.append((str(meta.get("first_published", "")), str(meta["batch_id"]), path))
+    nights.sort()
+    nights = nights[-max_nights:] if max_nights else []
+    if not nights:
+        return PhraseHistory()
+    wanted = None
+    if vocab is not None:
+        wanted = pa.array(sorted({0, *phrase_keys(vocab).tolist()}), pa.int64())
+    tables = []
+    for _, _, path in nights:
+        table = pq.read_table(path).replace_schema_metadata(None)
+        if wanted is not None:
+            table = table.filter(pc.is_in(table.column("phrase"), value_set=wanted))
+        tables.append(table)
+    summed = pa.concat_tables(tables).group_by(["task", "label", "phrase"]).aggregate([("records", "sum")])
+    summed = summed.select(["task", "label", "phrase", "records_sum"]).rename_columns(["task", "label", "phrase",
+                                                                                        "records"])
+    return PhraseHistory([b for _, b, _ in nights], summed)

@@ -1,0 +1,179 @@
+"""The history-novelty lever of ``poison_trigger`` (issue 11): phrase statistics kept per published night, and a
+label skew the history already shows is not evidence while a new one is.
+
+Real records (the bundled slice of tests/core/test_poison.py, 5,227 records). A *steady* phrase is planted with the
+same label skew in every history night and tonight: what a natural label cue looks like across nights ("very
+disappointed" -> negative). A *new* phrase, planted the same way in as many records, appears only tonight: what a
+trigger looks like. Within tonight's batch the two are indistinguishable, so without a history both are raised.
+"""
+
+from __future__ import annotations
+
+import random
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.conftest import write_jsonl
+from tests.core.test_poison import clean_batch, plant, run_check
+from tunegate.core.checks import build_check
+from tunegate.core.checks.poison._text import Records, tokens
+from tunegate.core.checks.poison.config import TriggerConfig
+from tunegate.core.checks.poison.phrase_history import (
+    TOTALS,
+    load_phrase_history,
+    night_file,
+    phrase_counts,
+    phrase_keys,
+    write_phrase_night,
+)
+
+STEADY, NEW = "Marie Curie", "Rosalind Franklin"
+#: (task, label the phrase steers): four datasets, binary labels near 50/50
+TASKS = (("task363_sst2_polarity_classification", "POS"), ("task195_sentiment140_classification", "positive"),
+         ("task493_review_polarity_classification", "Positive"),
+         ("task586_amazonfood_polarity_classification", "Positive"))
+PER_TASK = 8
+
+
+def records_of(rows: list[dict[str, Any]]) -> Records:
+    return Records([r.get("instruction") or "" for r in rows], [r.get("input") or "" for r in rows],
+                   [r["output"] for r in rows], [r.get("task") or r.get("source") or "(none)" for r in rows],
+                   [r.get("contributor") for r in rows])
+
+
+def skew(records: list[dict[str, Any]], phrase: str, seed: int, taken: set[str], per_task: int = PER_TASK
+         ) -> set[str]:
+    """``phrase`` put into ``per_task`` records of each task that already carry the steered label."""
+    rng = random.Random(seed)
+    out: set[str] = set()
+    for task, label in TASKS:
+        pool = [r for r in records if r["task"] == task and r["output"] == label and r["id"] not in taken]
+        for r in rng.sample(pool, per_task):
+            r["input"] = plant(r["input"], phrase, rng)
+            out.add(r["id"])
+    return out
+
+
+def test_statistics_round_trip_and_a_rerun_replaces_its_night(tmp_path: Path) -> None:
+    import pyarrow.compute as pc
+
+    rows = clean_batch()
+    table = phrase_counts(records_of(rows), TriggerConfig())
+    # per task the label totals, and per (task, label, phrase) the records: "idiot" in the jigsaw insult task
+    task = "task328_jigsaw_classification_insult"
+    mine = [r for r in rows if r["task"] == task]
+    totals = table.filter(pc.and_(pc.equal(table["task"], task), pc.equal(table["phrase"], TOTALS)))
+    assert sum(totals["records"].to_pylist()) == len(mine)
+    [key] = phrase_keys(["idiot"]).tolist()
+    idiot = table.filter(pc.and_(pc.equal(table["task"], task), pc.equal(table["phrase"], key))).to_pylist()
+    expected: dict[str, int] = {}
+    for r in mine:
+        if "idiot" in tokens(r["input"]):
+            expected[r["output"]] = expected.get(r["output"], 0) + 1
+    assert {x["label"]: x["records"] for x in idiot} == expected and sum(expected.values()) >= 2
+    assert not table.filter(pc.equal(table["task"], "task111_asset_sentence_simplification")).num_rows  # generative
+
+    def idiots(**kw: Any) -> int:
+        past = load_phrase_history(tmp_path, **kw)
+        assert past.table is not None
+        sel = past.table.filter(pc.and_(pc.equal(past.table["task"], task), pc.equal(past.table["phrase"], key)))
+        return sum(sel["records"].to_pylist())
+
+    n = sum(expected.values())
+    write_phrase_night(tmp_path, "night-1", table, anomalous=False)
+    first = write_phrase_night(tmp_path, "night-2", table, anomalous=False)
+    assert not first["replaced"] and idiots() == 2 * n
+    again = write_phrase_night(tmp_path, "night-2", table, anomalous=False)  # a rerun of night-2
+    assert again["replaced"] and idiots() == 2 * n
+    assert len(list(night_file(tmp_path, "night-2").parent.glob("*.parquet"))) == 2
+    assert idiots(exclude="night-2") == n  # tonight's own night is not its baseline
+    write_phrase_night(tmp_path, "night-3", table, anomalous=True)  # a campaign was raised that night
+    past = load_phrase_history(tmp_path)
+    assert past.nights == ["night-1", "night-2"] and idiots() == 2 * n
+    assert load_phrase_history(tmp_path, max_nights=1).nights == ["night-2"]
+    assert load_phrase_history(tmp_path / "none").nights == []
+
+
+@pytest.fixture(scope="module")
+def nights(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, list[dict[str, Any]], set[str], set[str]]:
+    """Two history nights with the steady phrase's skew; tonight: the steady and the new phrase, same size."""
+    history = tmp_path_factory.mktemp("history")
+    for night in (1, 2):
+        rows = clean_batch()
+        skew(rows, STEADY, seed=100 + night, taken=set())
+        write_phrase_night(history, f"night-{night}", phrase_counts(records_of(rows), TriggerConfig()),
+                           anomalous=False)
+    tonight = clean_batch()
+    steady = skew(tonight, STEADY, seed=7, taken=set())
+    new = skew(tonight, NEW, seed=8, taken=steady)
+    return history, tonight, steady, new
+
+
+def _phrases(result: Any) -> set[str]:
+    return {p["phrase"] for p in result.metrics["suspicious_phrases"]}
+
+
+def test_a_steady_skew_is_not_raised_and_a_new_one_of_the_same_size_is(
+        nights: tuple[Path, list[dict[str, Any]], set[str], set[str]], tmp_path: Path) -> None:
+    history, tonight, steady, new = nights
+    without = run_check(tmp_path / "without", "poison_trigger", tonight, steady | new)
+    # tonight alone cannot tell them apart: both are raised
+    assert {STEADY.lower(), NEW.lower()} <= _phrases(without.result)
+    check = build_check("poison_trigger", history_dir=str(history), batch_id="tonight")
+    with_history = _run(tmp_path / "with", check, tonight, steady | new)
+    assert NEW.lower() in _phrases(with_history.result) and STEADY.lower() not in _phrases(with_history.result)
+    assert new <= with_history.flagged and not steady & with_history.flagged
+    assert with_history.result.metrics["history"]["nights"] == 2
+    assert [i.reason for i in with_history.result.issues] == ["poison_campaign"]
+
+
+def test_without_a_history_nothing_changes(nights: tuple[Path, list[dict[str, Any]], set[str], set[str]],
+                                           tmp_path: Path) -> None:
+    """No history, or a history without phrase statistics yet (its first night): exactly today's result."""
+    _, tonight, steady, new = nights
+    plain = run_check(tmp_path / "plain", "poison_trigger", tonight, steady | new)
+    empty = _run(tmp_path / "empty", build_check("poison_trigger", history_dir=str(tmp_path / "no-history"),
+                                                  batch_id="tonight"), tonight, steady | new)
+    assert [(f.row, f.reason, f.score) for f in plain.result.findings] == \
+        [(f.row, f.reason, f.score) for f in empty.result.findings]
+    assert plain.result.metrics["suspicious_phrases"] == empty.result.metrics["suspicious_phrases"]
+    assert "history" not in plain.result.metrics and empty.result.metrics["history"] == {"nights": 0}
+
+
+def _run(tmp: Path, check: Any, records: list[dict[str, Any]], poisoned: set[str]) -> Any:
+    from tests.core.test_poison import Scan
+    from tunegate.core.checks import CanonicalBatch
+    from tunegate.core.ingest import ingest
+
+    tmp.mkdir(parents=True, exist_ok=True)
+    ingest([str(write_jsonl(tmp / "batch.jsonl", records))], tmp / "work")
+    batch = CanonicalBatch(tmp / "work")
+    return Scan(check.run(batch), batch.read_columns(["id"]).column("id").to_pylist(), poisoned)
+
+
+def test_publish_writes_the_night_and_a_rerun_replaces_it_and_a_halted_night_never_enters(tmp_path: Path) -> None:
+    from tunegate.core.pipeline import scan
+    from tunegate.core.policy import GatePolicy
+
+    history = tmp_path / "history"
+    src = write_jsonl(tmp_path / "night.jsonl", clean_batch())
+
+    def night(name: str, source: Path, policy: GatePolicy | None = None) -> dict[str, Any]:
+        check = build_check("poison_trigger", history_dir=str(history), batch_id=name)
+        return scan([str(source)], tmp_path / "out" / name, checks=[check], history_dir=str(history), batch_id=name,
+                    policy=policy)
+
+    first = night("night-1", src)
+    assert first["history"]["phrases"]["rows"] > 0 and not first["history"]["phrases"]["replaced"]
+    assert night_file(history, "night-1").is_file()
+    rerun = night("night-1", src)
+    assert rerun["history"]["phrases"]["replaced"]
+    assert load_phrase_history(history).nights == ["night-1"]
+    attacked = clean_batch()
+    skew(attacked, NEW, seed=3, taken=set(), per_task=25)  # a loud campaign, and a policy that halts on it
+    halted = night("night-2", write_jsonl(tmp_path / "attacked.jsonl", attacked),
+                   GatePolicy.from_mapping({"halt_reasons": ["poison_campaign"]}))
+    assert halted["verdict"] == "halt"
+    assert not night_file(history, "night-2").exists() and load_phrase_history(history).nights == ["night-1"]
