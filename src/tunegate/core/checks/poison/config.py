@@ -62,6 +62,23 @@ class TriggerConfig(CheckConfig):
       ("works great", "a must", "only complaint", "gem"), which at 0.9 raised a false campaign ("a must",
       4 datasets, seed 11). 0.97 keeps the clean dev batches silent and gives up triggers that also occur
       naturally (docs/poison.md, detection floor).
+    * ``history_dir`` / ``batch_id``: set per run (not in a policy): the history whose published nights' phrase
+      statistics (:mod:`.phrase_history`) say which label skews are this pipeline's normal; a rerun of ``batch_id``
+      does not count itself. Without it (or before the history's first night with statistics) the check is
+      exactly the batch-only scan. ``history_nights`` (14): the most recent nights summed.
+    * With a history, a label's expected rate among the records of a task that hold a phrase is the posterior mean
+      of a Beta prior centred on the task's base rate, worth ``history_weight`` (4.0) records, updated by the
+      history's records with the phrase there (:mod:`.novelty`). A weak prior, so that a phrase's own history
+      dominates as soon as it has a few records: a prior weight measured per task from the history (method of
+      moments, ~1000 records in a task whose phrases mostly do not steer) pulled a known strong cue back to the
+      base rate and raised it as new (dev, "polarity positive": 109 of 109 history records on one label).
+    * ``novelty`` (True): the novelty pass (:mod:`.novelty_pass`), with a history only. ``novelty_task_nats``
+      (2.0): a task's statistic counts from 2 nats (3 records of 3 on one label of a 50/50 task: 2.08), so the
+      many tasks where a phrase has 2 records cost nothing. ``novelty_alpha`` (0.01): the family-wise false-alarm
+      rate per night of the pass (one false campaign in 100 clean nights at most, when the history's predictive
+      holds), shared equally by three groups of phrases (never seen in their tasks, at least twice as frequent
+      as in the history, the rest), each a Bonferroni bound over Tarone's count of the phrases that could reach it.
+      None of these three was fitted: 2 nats is the smallest concentration the pooled pass counts, 0.01 a policy.
     """
 
     check: ClassVar[str] = "poison_trigger"

@@ -46,31 +46,3 @@ def history_rates(history: TaskHistory | None, cols: np.ndarray, base: np.ndarra
     counts = history[0][cols].toarray()
     seen = counts.sum(axis=1)
     return (counts + weight * base) / (seen + weight)[:, None], seen
-
-
-def prior_weight(history: TaskHistory, fallback: float, min_records: int = 5, min_phrases: int = 20) -> float:
-    """How much a phrase's label rate varies around the task's base rate, from the history itself: the
-    concentration ``w`` of a Beta prior (a phrase's rate ~ Beta(w p, w (1 - p))), by the method of moments over the
-    phrases with at least ``min_records`` records there (each label's standardised squared deviation has mean
-    ``1 / (w + 1) + E[1 / H] w / (w + 1)``, the second term the binomial noise of ``H`` records). A task whose
-    phrases steer its labels strongly (sentiment words) gets a small ``w``: a new phrase's skew there is less
-    surprising. ``fallback`` when the history has too few phrases to say."""
-    import numpy as np
-
-    counts, totals = history
-    if totals.sum() <= 0:
-        return fallback
-    seen = np.asarray(counts.sum(axis=1)).ravel()
-    rows = np.flatnonzero(seen >= min_records)
-    if len(rows) < min_phrases:
-        return fallback
-    p = totals / totals.sum()
-    labels = np.flatnonzero((p > 0.02) & (p < 0.98))
-    if not len(labels):
-        return fallback
-    rates = counts[rows].toarray()[:, labels] / seen[rows, None]
-    dev = float((((rates - p[labels]) ** 2) / (p[labels] * (1 - p[labels]))).mean())
-    noise = float((1.0 / seen[rows]).mean())
-    if dev <= noise:
-        return 1000.0  # the phrases vary no more than sampling noise: rates follow the base rate closely
-    return float(np.clip((1.0 - dev) / (dev - noise), 1.0, 1000.0))

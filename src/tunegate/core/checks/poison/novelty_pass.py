@@ -8,16 +8,19 @@ and 0 otherwise (a truncated statistic: the many tasks where a phrase has a few 
 one dataset often label the same texts (P3 templates, jigsaw's seven dimensions): a dataset contributes the
 largest statistic of its tasks. A phrase's statistic ``S`` is the sum over datasets.
 
-**Calibration.** Under the null hypothesis, the labels of the phrase's records follow the history's rates: each
-task's statistic has an exactly computable moment generating function (binomial sums over ``k = 0..n``; the
-maximum over labels and over a dataset's tasks is bounded by the sum of the terms, whatever their dependence),
-and the Chernoff bound ``P(S >= s) <= min_l exp(-l s) prod M(l)`` gives the phrase's surprise
-``-ln P`` in nats. Every phrase with records in at least 2 datasets is a test; the family-wise false-alarm rate
-per night is held at ``novelty_alpha`` by Bonferroni, split in two pre-declared halves: phrases the history has
-never seen in their tasks (tonight's new vocabulary: few in a steady pipeline, so a low threshold) and the rest.
-A phrase is a trigger when its surprise reaches ``ln(tests in its half) + ln(2 / novelty_alpha)`` and it steers
-at least ``min_tasks`` datasets. Flagged: the records with the phrase and the steered label in the steered tasks
-(an everyday phrase's natural occurrences elsewhere are not touched).
+**Calibration.** Under the null hypothesis, each label count of the phrase's records in a task follows the
+history's posterior predictive: a beta-binomial with the history's rate and a concentration of its records with the
+phrase plus the prior's weight (a rate estimated from a few records is uncertain). Each task's tail is computed
+exactly (sums over ``k = 0..n``; the maximum over labels and over a dataset's tasks is bounded by the sum of their
+tails, whatever their dependence), rounded up to a grid of ``STEP`` nats and convolved over datasets:
+``-ln P(S >= s)`` is the phrase's surprise in nats, an upper bound of its p-value. Every phrase with records in at
+least 2 datasets is a test; the family-wise false-alarm rate per night is held at ``novelty_alpha`` by Bonferroni,
+split equally between three groups decided on the text alone (before any label is looked at): phrases the history
+has never seen in their tasks, phrases at least ``NEW_RATIO`` times as frequent as there, and the rest; each group's
+count of tests is Tarone's. A phrase is a trigger when its surprise reaches ``ln(tests in its group) +
+ln(3 / novelty_alpha)`` and it steers at least ``min_tasks`` datasets. Flagged: the records with the phrase and the
+steered label in the steered tasks, and, for new or bursting vocabulary, in the other known tasks where it is new
+(an everyday phrase's natural occurrences outside the steered tasks are not touched).
 """
 
 from __future__ import annotations
@@ -27,7 +30,7 @@ from typing import TYPE_CHECKING
 
 from tunegate.core.checks.poison._text import binomial_llr
 from tunegate.core.checks.poison.evidence import task_of_rows
-from tunegate.core.checks.poison.novelty import TaskHistory, history_rates, prior_weight
+from tunegate.core.checks.poison.novelty import TaskHistory, history_rates
 from tunegate.core.checks.poison.phrases import Phrase, _campaigns
 
 if TYPE_CHECKING:
@@ -66,9 +69,8 @@ def novelty_phrases(x: sp.csr_matrix, vocab: np.ndarray, tasks: list[Task], hist
             continue
         ch = task.labels
         counts = (xt[:, cols].T @ _onehot(ch.outcome, len(ch.names))).toarray()
-        prior = prior_weight(past, weight)
-        rates, held = history_rates(past, cols, ch.base, prior)
-        mass = held + prior  # the Beta posterior's concentration: how sure the history is of the rates
+        rates, held = history_rates(past, cols, ch.base, weight)
+        mass = held + weight  # the Beta posterior's concentration: how sure the history is of the rates
         seen = held / past[1].sum() * len(task.rows)  # the phrase's records a night like the history's would hold
         n = n_all[cols].astype(np.float64)
         llr = binomial_llr(counts, n[:, None], rates) * (counts >= 2)
