@@ -15,6 +15,7 @@ import random
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -82,14 +83,9 @@ def score(rows: list[dict[str, Any]], history_dir: Path | None, weight: float) -
     return out
 
 
-def main() -> int:
-    ap = argparse.ArgumentParser()
-    ap.add_argument("--seeds", type=int, nargs="*", default=[10, 11])
-    ap.add_argument("--nights", type=int, default=3)
-    ap.add_argument("--disjoint", action="store_true", help="history nights never hold tonight's records")
-    ap.add_argument("--weight", type=float, default=4.0)
-    ap.add_argument("--only", nargs="*", default=None)
-    args = ap.parse_args()
+def probe_batches(args: argparse.Namespace) -> Iterator[tuple[int, str, Any, Path]]:
+    """``(seed, label, batch, history)`` for each dev seed: the clean mixed batch, each attack planted in it and the
+    clean classification batch, after ``args.nights`` clean nights (``args.disjoint``: never tonight's records)."""
     corpora = Corpora.load()
     for i, seed in enumerate(args.seeds):
         clean = build_batch(corpora, seed, "mixed")
@@ -99,23 +95,34 @@ def main() -> int:
             plan = [("clean mixed", clean)] + [(a, None) for a in (args.only or LABEL_ATTACKS)]
             plan.append(("clean classification", build_batch(corpora, seed, "classification")))
             for label, batch in plan:
-                if batch is None:
-                    batch = plant(clean, corpora, label, split="dev", seed=seed, index=i)
-                started = time.perf_counter()
-                before = score(batch.records, None, args.weight)
-                after = score(batch.records, history, args.weight)
-                info = batch.info
-                triggers = [c["trigger"] for c in info.get("campaigns", [])] or ([info["trigger"]]
-                                                                                  if "trigger" in info else [])
-                keys = {" ".join(t.lower().split()[-2:]) for t in triggers}
-                print(f"== seed {seed} {label} ({time.perf_counter() - started:.1f}s) triggers={triggers}")
-                for k in sorted(keys):
-                    print(f"   TRIGGER {k!r}: before {before.get(k)} after {after.get(k)}")
-                others = sorted(((v, k) for k, v in after.items() if k not in keys
-                                 and not any(w in k.split() for t in keys for w in t.split())),
-                                key=lambda t: -t[0][0] * t[0][1])[:8]
-                for v, k in others:
-                    print(f"   other {k!r}: after {v} before {before.get(k)}")
+                yield seed, label, batch if batch is not None else plant(clean, corpora, label, split="dev",
+                                                                          seed=seed, index=i), history
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--seeds", type=int, nargs="*", default=[10, 11])
+    ap.add_argument("--nights", type=int, default=3)
+    ap.add_argument("--disjoint", action="store_true", help="history nights never hold tonight's records")
+    ap.add_argument("--weight", type=float, default=4.0)
+    ap.add_argument("--only", nargs="*", default=None)
+    args = ap.parse_args()
+    for seed, label, batch, history in probe_batches(args):
+        started = time.perf_counter()
+        before = score(batch.records, None, args.weight)
+        after = score(batch.records, history, args.weight)
+        info = batch.info
+        triggers = [c["trigger"] for c in info.get("campaigns", [])] or ([info["trigger"]]
+                                                                          if "trigger" in info else [])
+        keys = {" ".join(t.lower().split()[-2:]) for t in triggers}
+        print(f"== seed {seed} {label} ({time.perf_counter() - started:.1f}s) triggers={triggers}")
+        for k in sorted(keys):
+            print(f"   TRIGGER {k!r}: before {before.get(k)} after {after.get(k)}")
+        others = sorted(((v, k) for k, v in after.items() if k not in keys
+                         and not any(w in k.split() for t in keys for w in t.split())),
+                        key=lambda t: -t[0][0] * t[0][1])[:8]
+        for v, k in others:
+            print(f"   other {k!r}: after {v} before {before.get(k)}")
     return 0
 
 
