@@ -17,7 +17,6 @@ if TYPE_CHECKING:
 #: many of the records read for verification (a record's own text occurs in it and its copies only).
 TEMPLATE_MIN_RECORDS = 5
 _TEMPLATE_SHARE = 0.8
-_MASK64 = (1 << 64) - 1
 _GRAM_MUL = 0x100000001B3  # odd: n-gram hashes combine word hashes by multiply-add (mod 2**64)
 class _WordHashes(dict[str, int]):
     """crc32 + 1 per word, the same in every process (Python's str hash is salted); a known word is a dict
@@ -34,18 +33,14 @@ _WORD_HASHES = _WordHashes()
 _word_hash = _WORD_HASHES.__getitem__
 
 
-def _gram_hash(words: tuple[str, ...]) -> int:
-    """The 64-bit hash of an n-gram, as :meth:`TemplateIndex._grams` computes it for every n-gram at once."""
-    h = 0
-    for w in words:
-        h = (h * _GRAM_MUL + _word_hash(w)) & _MASK64
-    return _finalize(h)
+def _finalize(h: np.ndarray) -> np.ndarray:
+    """The n-gram hashes' final mix (in place, uint64): every count and lookup of the index goes through it."""
+    import numpy as np
 
-
-def _finalize(h: int) -> int:
-    h ^= h >> 31
-    h = (h * 0xBF58476D1CE4E5B9) & _MASK64
-    return h ^ (h >> 29)
+    h ^= h >> np.uint64(31)
+    h *= np.uint64(0xBF58476D1CE4E5B9)
+    h ^= h >> np.uint64(29)
+    return h
 
 
 class TemplateIndex:
@@ -68,23 +63,6 @@ class TemplateIndex:
     #: middle would cost time for nothing.
     _ENDS = 400
 
-    @classmethod
-    def _grams(cls, words: tuple[str, ...]) -> np.ndarray:
-        """Distinct hashes of the word 1-, 2- and 3-grams (vectorized; equal to :func:`_gram_hash`)."""
-        import numpy as np
-
-        if len(words) > 2 * cls._ENDS:
-            return np.union1d(cls._grams(words[:cls._ENDS]), cls._grams(words[-cls._ENDS:]))
-        w = np.array([_word_hash(x) for x in words], dtype=np.uint64)
-        mul = np.uint64(_GRAM_MUL)
-        bi = w[:-1] * mul + w[1:]
-        tri = bi[:-1] * mul + w[2:]
-        h = np.concatenate((w, bi, tri))
-        h ^= h >> np.uint64(31)
-        h *= np.uint64(0xBF58476D1CE4E5B9)
-        h ^= h >> np.uint64(29)
-        return np.unique(h)
-
     def add(self, fields: Sequence[tuple[str, ...]]) -> None:
         """Count one record's n-grams (its fields' words)."""
         self.add_many([fields])
@@ -92,9 +70,10 @@ class TemplateIndex:
     def add_many(self, records: Sequence[Sequence[tuple[str, ...]]]) -> None:
         """Count the n-grams of many records at once: each n-gram once per record, whatever field it is in.
 
-        Equal to :meth:`_grams` per field and a union per record, computed over all the records' words as
-        one array (a record at a time cost ~10 small numpy calls: 240 us a record, most of verification's
-        reading time at 1M records)."""
+        Equal to hashing each field's 1-, 2- and 3-grams (a long field's two ends apart) and a union per record
+        (tests/core/test_templates.py has that reference), computed over all the records' words as one array
+        (a record at a time cost ~10 small numpy calls: 240 us a record, most of verification's reading time
+        at 1M records)."""
         import itertools
 
         import numpy as np
@@ -118,10 +97,7 @@ class TemplateIndex:
         mul = np.uint64(_GRAM_MUL)
         bi = w[:-1] * mul + w[1:]
         tri = bi[:-1] * mul + w[2:]
-        h = np.concatenate((w, bi[run[1:] == run[:-1]], tri[run[2:] == run[:-2]]))
-        h ^= h >> np.uint64(31)
-        h *= np.uint64(0xBF58476D1CE4E5B9)
-        h ^= h >> np.uint64(29)
+        h = _finalize(np.concatenate((w, bi[run[1:] == run[:-1]], tri[run[2:] == run[:-2]])))
         rec = np.asarray(owner, dtype=np.int64)[np.concatenate((run, run[1:][run[1:] == run[:-1]],
                                                                  run[2:][run[2:] == run[:-2]]))]
         order = np.lexsort((h, rec))
@@ -145,14 +121,8 @@ class TemplateIndex:
         self._pending = []
         self._pending_size = 0
 
-    def frequency(self, words: tuple[str, ...]) -> int:
-        self._flush()
-        h = _gram_hash(words)
-        mask = (1 << self._BITS) - 1
-        return int(min(self._tables[0][h & mask], self._tables[1][(h >> 32) & mask]))
-
     def _frequencies(self, words: tuple[str, ...], n: int, starts: range) -> np.ndarray:
-        """:meth:`frequency` of each n-gram ``words[i:i + n]`` for ``i`` in ``starts``, computed at once."""
+        """Records holding each n-gram ``words[i:i + n]``, ``i`` in ``starts`` (count-min: the smaller table)."""
         import numpy as np
 
         self._flush()
@@ -161,11 +131,9 @@ class TemplateIndex:
             return np.zeros(len(at), dtype=np.int64)
         w = np.fromiter(map(_word_hash, words), dtype=np.uint64, count=len(words))
         h = np.zeros(len(at), dtype=np.uint64)
-        for j in range(n):  # the multiply-add of _gram_hash, modulo 2**64
+        for j in range(n):  # multiply-add of the word hashes, modulo 2**64, as add_many combines them
             h = h * np.uint64(_GRAM_MUL) + w[at + j]
-        h ^= h >> np.uint64(31)
-        h *= np.uint64(0xBF58476D1CE4E5B9)
-        h ^= h >> np.uint64(29)
+        h = _finalize(h)
         mask = np.uint64((1 << self._BITS) - 1)
         out: np.ndarray = np.minimum(self._tables[0][(h & mask).astype(np.int64)],
                                      self._tables[1][((h >> np.uint64(32)) & mask).astype(np.int64)])
