@@ -5,9 +5,23 @@ Each carries a message meant for a person: what went wrong, where, and what to c
 
 from __future__ import annotations
 
+from typing import Any
+
 
 class TunegateError(Exception):
     """Base class for errors that tunegate reports without a traceback."""
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        # rebuilt as raised (message, attributes), not by calling ``__init__`` again: checks that run in a process
+        # of their own (:mod:`tunegate.core.checks._parallel`) send their errors back pickled
+        return _restore, (type(self), self.args, dict(self.__dict__))
+
+
+def _restore(cls: type[TunegateError], args: tuple[Any, ...], state: dict[str, Any]) -> TunegateError:
+    exc = cls.__new__(cls)
+    Exception.__init__(exc, *args)
+    exc.__dict__.update(state)
+    return exc
 
 
 class InputError(TunegateError):

@@ -36,6 +36,11 @@ def configure(*, bars: bool | None = None, interval: float | None = None) -> Non
         _MODE["interval"] = float(interval)
 
 
+def interval() -> float:
+    """Seconds between two progress log lines of one stage (log mode)."""
+    return float(_MODE["interval"])
+
+
 def quiet_libraries() -> None:
     """Keep third-party chatter that is not progress out of INFO (it stays visible at DEBUG)."""
     for name in ("faiss.loader", "great_expectations", "datasets", "fsspec", "botocore", "s3fs"):

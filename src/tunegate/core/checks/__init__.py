@@ -66,32 +66,34 @@ def build_check(name: str, **options: Any) -> Check:
 TIMINGS_FILE = "timings.json"
 
 
-def run_checks(work_dir: str, checks: list[Check]) -> list[CheckResult]:
+def run_checks(work_dir: str, checks: list[Check], *, workers: int | None = None) -> list[CheckResult]:
     """Run each check over ``WORK/canonical.parquet`` and persist its findings under ``WORK/findings``; each
-    check's wall time and peak memory go to ``WORK/timings.json`` and to one log line."""
+    check's wall time and peak memory go to ``WORK/timings.json`` and to one log line.
+
+    ``workers``: processes at a time (:mod:`._parallel`): with 2 or more the embedding checks (one *lane*) run in a
+    child process of their own while this one runs the others; ``None``: ``TUNEGATE_CHECK_WORKERS``, else the cores
+    available (at most 2) for a batch of 20,000 records or more; ``1``: one after another in this process.
+    The findings are the same either way."""
     import time
 
+    from tunegate.core.checks._parallel import check_workers, run_in_order, run_side_by_side
     from tunegate.core.progress import progress
 
     batch = CanonicalBatch(work_dir)
-    results = []
-    costs: dict[str, dict[str, float | None]] = {}
-    with progress(f"checks over {batch.num_rows:,} records", len(checks), "checks") as tracker, \
-            _MemorySampler() as memory:
-        for check in checks:
-            memory.restart()
-            started = time.perf_counter()
-            result = check.run(batch)
-            result.check = check.key  # the configured check's key names its findings, whatever it reported
-            save_result(work_dir, result)
-            costs[check.key] = {"seconds": round(time.perf_counter() - started, 2), "peak_rss_mb": memory.peak()}
-            results.append(result)
-            tracker.update()
+    workers = min(check_workers(batch.num_rows) if workers is None else workers, len(checks))
+    started_all = time.perf_counter()
+    with progress(f"checks over {batch.num_rows:,} records", len(checks), "checks") as tracker:
+        if workers > 1:
+            results, costs = run_side_by_side(work_dir, checks, workers, tracker)
+        else:
+            results, costs = run_in_order(work_dir, checks, tracker)
     if costs:
         _record_timings(work_dir, costs)
-        log.info("checks over %d records took %s", batch.num_rows, ", ".join(
-            f"{name} {c['seconds']:.1f} s" + (f" (peak {c['peak_rss_mb']:,.0f} MB)" if c["peak_rss_mb"] else "")
-            for name, c in costs.items()))
+        log.info("checks over %d records took %.1f s (%s): %s", batch.num_rows, time.perf_counter() - started_all,
+                 "lanes in processes of their own" if workers > 1 else "one after another",
+                 ", ".join(f"{name} {c['seconds']:.1f} s" + (f" (peak {c['peak_rss_mb']:,.0f} MB)"
+                                                            if c["peak_rss_mb"] else "")
+                           for name, c in costs.items()))
     return results
 
 

@@ -82,6 +82,7 @@ class EmbeddingCheck(Check):
 
     config_class: ClassVar[type[CheckConfig]] = EmbeddingConfig
     config: EmbeddingConfig
+    lane: ClassVar[str | None] = "vectors"  # one vectors cache and kNN graph, computed once, shared in order
 
     @cached_property
     def spec(self) -> EmbeddingSpec:

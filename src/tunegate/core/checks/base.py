@@ -121,6 +121,12 @@ class Check(ABC):
 
     name: ClassVar[str]
     config_class: ClassVar[type[CheckConfig]] = CheckConfig
+    #: Checks of one lane share files in the work directory (the embedding checks: the vectors cache, the kNN
+    #: graphs): when checks run side by side (:mod:`tunegate.core.checks._parallel`) a lane runs one check at
+    #: a time, in the order given.
+    lane: ClassVar[str | None] = None
+    #: Names of checks whose findings this one reads: run side by side, it starts once they have finished.
+    after: ClassVar[tuple[str, ...]] = ()
 
     def __init__(self, config: CheckConfig | None = None, **options: Any) -> None:
         if config is not None and options:

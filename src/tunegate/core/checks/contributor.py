@@ -86,6 +86,7 @@ class ContributorPolicyCheck(Check):
     name = "contributor_policy"
     config_class: ClassVar[type[CheckConfig]] = ContributorPolicyConfig
     config: ContributorPolicyConfig
+    after: ClassVar[tuple[str, ...]] = POISON_CHECKS  # campaign attribution reads their findings
 
     def run(self, batch: CanonicalBatch) -> CheckResult:
         from tunegate.core.ledger.store import UNKNOWN, name_of

@@ -53,7 +53,7 @@ class Records:
                 column = rb.column(c)
                 if c in texts:  # cut in Arrow: a 50 MB field never becomes a 50 MB Python string here
                     column = pc.utf8_slice_codeunits(column, 0, keep)
-                data[c].extend(column.to_pylist())
+                data[c].extend(column.to_pylist() if c == "input" else _shared(column))
         group = [t or s or "(none)" for t, s in zip(data["task"], data["source"], strict=True)]
         return cls(data["instruction"], data["input"], data["output"], group, data["contributor"])
 
@@ -72,6 +72,19 @@ class Records:
         for i, g in enumerate(self.group):
             out.setdefault(g, []).append(i)
         return out
+
+
+def _shared(column: Any) -> list[Any]:
+    """A column's values as Python objects, one object per distinct value of the chunk: a task's template
+    instruction, its labels and its name repeat on every record (a million copies of a 500-character definition
+    are half a gigabyte; shared, a few kilobytes)."""
+    import numpy as np
+    import pyarrow.compute as pc
+
+    encoded = pc.dictionary_encode(column)
+    values = [*encoded.dictionary.to_pylist(), None]
+    indices = pc.fill_null(encoded.indices, len(values) - 1).to_numpy(zero_copy_only=False)
+    return [values[i] for i in np.asarray(indices).tolist()]
 
 
 def label_set(outputs: list[str], *, min_records: int, max_labels: int, coverage: float, max_words: int = 6

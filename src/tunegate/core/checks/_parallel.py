@@ -1,0 +1,223 @@
+"""Checks side by side: the embedding checks in a process of their own while this process runs the others.
+
+A night's checks are independent but for two things, which every check declares
+(:attr:`~tunegate.core.checks.base.Check.lane`, :attr:`~tunegate.core.checks.base.Check.after`): the embedding
+checks share the work directory's vectors cache and kNN graph (one *lane*: they run in order, the first computes
+what the next reads), and the contributor check reads the poison scans' findings (it starts *after* them).
+So a lane runs in a child process, one check after another, while this process runs the checks of no lane in
+their order; a check that reads a lane's findings waits for that lane. On a two-core worker a million-record
+night's near-duplicate check (~8 minutes) runs beside the poison scans and the Great Expectations suites
+instead of before them.
+
+Why a process and not a thread: the poison scans and the suites are Python-bound (the GIL would serialise them),
+and the child gives its memory back to the system when its lane ends. Why a lane and not a process per check:
+a fresh process pays the imports (NumPy, Arrow, scikit-learn, FAISS: seconds each on a busy machine), which cost
+more than the small checks themselves. Why a plain subprocess (``python -m tunegate.core.checks._lane``) and not
+``multiprocessing``: a Celery worker runs tasks in daemonic pool processes, which ``multiprocessing`` forbids to
+have children. The lane's checks travel pickled in a file of the work directory and its results come back the same
+way; its log records come back on its stderr, one JSON line each, and go to this process's handlers (the task
+log, the CLI's stderr). The child exits when this process dies (it watches its parent), and this process stops
+the child when it fails or is interrupted.
+
+What a check computes does not depend on where it runs: it reads ``WORK/canonical.parquet`` (and, in its lane,
+the files of the checks before it) and writes its findings file, exactly as in one process. Tests compare the two
+record by record (``tests/core/test_parallel_checks.py``).
+
+Workers: ``TUNEGATE_CHECK_WORKERS`` (an integer; ``1``: every check in the calling process, one after another)
+or, unset, the cores this process may use (at most :data:`MAX_WORKERS`), and 1 for a batch under
+:data:`PARALLEL_MIN_RECORDS` records, where starting a process costs more than it saves. With ``N`` workers, up
+to ``N - 1`` lanes get a process; a lane beyond them runs here.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from tunegate.exceptions import ConfigError
+
+if TYPE_CHECKING:
+    from tunegate.core.checks.base import Check, CheckResult
+    from tunegate.core.progress import Tracker
+
+log = logging.getLogger(__name__)
+
+#: The environment variable that fixes how many checks run at a time (``1``: in the calling process).
+WORKERS_ENV = "TUNEGATE_CHECK_WORKERS"
+#: Processes at a time when the environment does not say (this one and one per lane; today's checks have one
+#: lane, the embedding checks).
+MAX_WORKERS = 2
+#: Below this many records checks run in the calling process: a process's start costs more than it saves.
+PARALLEL_MIN_RECORDS = 20_000
+
+def check_workers(num_rows: int) -> int:
+    """How many checks run at a time for a batch of ``num_rows`` records (see the module docstring)."""
+    raw = os.environ.get(WORKERS_ENV, "").strip()
+    if raw:
+        try:
+            workers = int(raw)
+        except ValueError:
+            workers = 0
+        if workers < 1:
+            raise ConfigError(f"{WORKERS_ENV}={raw!r}: expected a whole number >= 1 (1 runs the checks one after "
+                              "another in this process)")
+    elif num_rows < PARALLEL_MIN_RECORDS:
+        return 1
+    else:
+        cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+        workers = min(cores, MAX_WORKERS)
+    return workers
+
+
+def run_side_by_side(work_dir: str, checks: list[Check], workers: int, tracker: Tracker
+                     ) -> tuple[list[CheckResult], dict[str, dict[str, float | None]]]:
+    """Run ``checks`` over ``work_dir``: up to ``workers - 1`` lanes in child processes, the rest here (see the
+    module docstring). Results in the order of ``checks``, and each check's seconds and peak memory. A failing
+    check's error is raised here as raised there."""
+    away = _lanes_away(checks, workers - 1)
+    if not away:
+        return run_in_order(work_dir, checks, tracker)
+    lanes: dict[str, _Lane] = {}
+    results: dict[str, CheckResult] = {}
+    costs: dict[str, dict[str, float | None]] = {}
+
+    def collect(lane: str) -> None:
+        done, spent = lanes.pop(lane).wait()
+        results.update((r.check, r) for r in done)
+        costs.update(spent)
+        tracker.update(len(done))
+
+    try:
+        for lane in away:
+            lanes[lane] = _Lane(work_dir, lane, [c for c in checks if c.lane == lane])
+        for check in checks:
+            if check.lane in away:
+                continue
+            for lane in {c.lane for c in checks if c.name in check.after and c.lane in lanes}:
+                collect(str(lane))  # it reads that lane's findings
+            done, spent = run_in_order(work_dir, [check], tracker)
+            results[check.key] = done[0]
+            costs.update(spent)
+        for lane in list(lanes):
+            collect(lane)
+    finally:
+        for running in lanes.values():  # this process failed or was interrupted: the lanes stop too
+            running.stop()
+    return [results[c.key] for c in checks], {c.key: costs[c.key] for c in checks}
+
+
+class _Lane:
+    """One lane's checks in a child process (``python -m tunegate.core.checks._lane``)."""
+
+    def __init__(self, work_dir: str, name: str, checks: list[Check]) -> None:
+        import pickle
+        import subprocess
+        import sys
+        import tempfile
+        import threading
+
+        from tunegate.core.progress import interval
+
+        self.name = name
+        self.keys = [c.key for c in checks]
+        self._dir = Path(tempfile.mkdtemp(prefix=".lane-", dir=work_dir))
+        self._out = self._dir / "out.pickle"
+        spec = self._dir / "in.pickle"
+        with spec.open("wb") as f:
+            pickle.dump(list(sys.path), f)  # first: the child must find the checks' modules to unpickle them
+            pickle.dump({"work_dir": work_dir, "checks": checks, "interval": interval(),
+                         "level": logging.getLogger("tunegate").getEffectiveLevel()}, f)
+        self._tail: list[str] = []
+        self._proc = subprocess.Popen(  # this interpreter, our own module
+            [sys.executable, "-m", "tunegate.core.checks._lane", str(spec), str(self._out)],
+            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, errors="replace")
+        self._relay = threading.Thread(target=self._read_log, name=f"tunegate-lane-{name}", daemon=True)
+        self._relay.start()
+        log.info("checks %s run in a process of their own (pid %d)", ", ".join(self.keys), self._proc.pid)
+
+    def _read_log(self) -> None:
+        import json
+
+        assert self._proc.stderr is not None
+        for line in self._proc.stderr:
+            try:
+                record = json.loads(line)
+                logging.getLogger(str(record["name"])).log(int(record["level"]), "%s", record["message"])
+            except (ValueError, KeyError, TypeError):  # not one of its records: a crash's traceback, a warning
+                text = line.rstrip()
+                if text:
+                    self._tail = [*self._tail[-19:], text]
+                    log.warning("lane %s: %s", self.name, text)
+
+    def wait(self) -> tuple[list[CheckResult], dict[str, dict[str, float | None]]]:
+        import pickle
+        import shutil
+
+        code = self._proc.wait()
+        self._relay.join()
+        try:
+            if not self._out.is_file():
+                tail = "\n".join(self._tail[-5:])
+                raise RuntimeError(f"the process running checks {', '.join(self.keys)} ended with status {code} "
+                                   f"without results (killed, or out of memory?){': ' + tail if tail else ''}")
+            with self._out.open("rb") as f:
+                payload = pickle.load(f)  # written by our own child, in our own work directory
+        finally:
+            shutil.rmtree(self._dir, ignore_errors=True)
+        if isinstance(payload, BaseException):
+            raise payload
+        results, costs = payload
+        return results, costs
+
+    def stop(self) -> None:
+        import shutil
+        import subprocess
+
+        if self._proc.poll() is None:
+            self._proc.terminate()
+            try:
+                self._proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:  # it would not stop: make it
+                self._proc.kill()
+                self._proc.wait()
+        shutil.rmtree(self._dir, ignore_errors=True)
+
+
+def run_in_order(work_dir: str, checks: list[Check], tracker: Tracker | None
+                 ) -> tuple[list[CheckResult], dict[str, dict[str, float | None]]]:
+    """Run ``checks`` one after another in this process; their results and each one's seconds and peak memory."""
+    from tunegate.core.checks import _MemorySampler
+    from tunegate.core.checks.base import CanonicalBatch, save_result
+
+    batch = CanonicalBatch(work_dir)
+    results: list[CheckResult] = []
+    costs: dict[str, dict[str, float | None]] = {}
+    with _MemorySampler() as memory:
+        for check in checks:
+            memory.restart()
+            started = time.perf_counter()
+            result = check.run(batch)
+            result.check = check.key  # the configured check's key names its findings, whatever it reported
+            save_result(work_dir, result)
+            costs[check.key] = {"seconds": round(time.perf_counter() - started, 2), "peak_rss_mb": memory.peak()}
+            results.append(result)
+            if tracker is not None:
+                tracker.update()
+    return results, costs
+
+
+def _lanes_away(checks: list[Check], processes: int) -> list[str]:
+    """The lanes that go to child processes: in order of first appearance, at most ``processes``, and none
+    whose checks read findings of checks outside it (a child cannot wait for this process)."""
+    away: list[str] = []
+    for check in checks:
+        lane = check.lane
+        if lane is None or lane in away or len(away) >= processes:
+            continue
+        members = {c.name for c in checks if c.lane == lane}
+        if all(set(c.after) & {o.name for o in checks} <= members for c in checks if c.lane == lane):
+            away.append(lane)
+    return away
