@@ -36,7 +36,12 @@ class Records:
 
     @property
     def size(self) -> int:
-        return len(self.output)
+        return len(self.group)
+
+    def release_text(self) -> None:
+        """Drop the text columns once what they were read for is built (a million records' texts are a
+        gigabyte); ``group`` and ``contributor`` stay."""
+        self.instruction, self.input, self.output = [], [], []
 
     @classmethod
     def read(cls, batch: CanonicalBatch) -> Records:

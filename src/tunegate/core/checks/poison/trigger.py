@@ -93,6 +93,7 @@ class TriggerPhraseCheck(Check):
         x, vocab = ngram_matrix(prompts, ngram_max=cfg.ngram_max, min_df=cfg.min_records,
                                 max_df=cfg.max_phrase_df if records.size >= 100 else 1.0)
         tasks = build_tasks(records, prompts, cfg)
+        records.release_text()  # from here on the scan reads prompts, tasks and groups only
         families = sorted({t.family for t in tasks})
         findings: list[Finding] = []
         reported: list[dict[str, Any]] = []
