@@ -10,9 +10,10 @@ everything after is numpy over integer arrays: a bigram is the pair of its words
 bigram can only be frequent when both its words are (so rare words' bigrams are never counted), document
 frequencies come from one sort, strings are built only for the n-grams that survive the cut.
 
-Memory: 4 bytes per word of the batch, plus 8-16 bytes per distinct (record, bigram of frequent words); the
-word lists of one chunk of :data:`CHUNK_RECORDS` records at a time. Phrases of three or more words
-(``ngram_max`` > 2, not a default) are left to CountVectorizer.
+Memory: 4 bytes per distinct (record, word) and 8 per distinct (record, bigram of frequent words) between the
+passes, plus the matrix (8 bytes per entry) and its column indices once more while they are joined; the Python
+word lists of one chunk of :data:`CHUNK_RECORDS` records at a time, and one dict entry per distinct word. Phrases
+of three or more words (``ngram_max`` > 2, not a default) are left to CountVectorizer.
 """
 
 from __future__ import annotations
@@ -27,8 +28,8 @@ if TYPE_CHECKING:
     import numpy as np
     import scipy.sparse as sp
 
-#: Records tokenized at once (their Python word lists are the working memory).
-CHUNK_RECORDS = 20_000
+#: Records tokenized at once (their Python word lists, ~60 bytes a word, are the working memory: ~40 MB).
+CHUNK_RECORDS = 5_000
 _SHIFT = 31  # a bigram key is (first word's id + 1) << 31 | second word's id: never a word id
 
 
@@ -89,24 +90,30 @@ def _bigrams(ids: np.ndarray, rows: np.ndarray, frequent: np.ndarray | None = No
     return rows[at], ((ids[at] + 1) << _SHIFT) | ids[at + 1]
 
 
-def _block(rows: np.ndarray, cols: np.ndarray, shape: tuple[int, int]) -> sp.csr_matrix:
-    """One chunk's rows of the binary matrix (each (row, col) once; int32 indices)."""
+def _block(rows: np.ndarray, cols: np.ndarray, size: int) -> tuple[np.ndarray, np.ndarray]:
+    """One chunk's rows of the binary matrix: its column indices (int32, each (row, col) once, row-major and
+    sorted within a row) and its entries per row."""
     import numpy as np
-    import scipy.sparse as sp
 
     order = np.lexsort((cols, rows))
-    indptr = np.zeros(shape[0] + 1, dtype=np.int64)
-    np.cumsum(np.bincount(rows, minlength=shape[0]), out=indptr[1:])
-    return sp.csr_matrix((np.ones(len(order), dtype=np.float32), cols[order].astype(np.int32), indptr), shape=shape)
+    return cols[order].astype(np.int32), np.bincount(rows, minlength=size)
 
 
-def _stack(blocks: list[sp.csr_matrix], shape: tuple[int, int]) -> sp.csr_matrix:
+def _stack(blocks: list[tuple[np.ndarray, np.ndarray]], shape: tuple[int, int]) -> sp.csr_matrix:
+    """The matrix of the chunks' blocks, in order (the blocks are emptied as they are joined)."""
     import numpy as np
     import scipy.sparse as sp
 
-    if not blocks:
-        return sp.csr_matrix(shape, dtype=np.float32)
-    x = sp.vstack(blocks, format="csr", dtype=np.float32)
+    indptr = np.zeros(shape[0] + 1, dtype=np.int64)
+    if blocks:
+        np.cumsum(np.concatenate([per_row for _, per_row in blocks]), out=indptr[1:])
+    indices = np.empty(int(indptr[-1]), dtype=np.int32)
+    at = 0
+    for i, (cols, _) in enumerate(blocks):
+        indices[at:at + len(cols)] = cols
+        at += len(cols)
+        blocks[i] = (cols[:0], blocks[i][1])
+    x = sp.csr_matrix((np.ones(len(indices), dtype=np.float32), indices, indptr), shape=shape)
     x.has_sorted_indices = True
     return x
 
@@ -141,7 +148,7 @@ def _transform(texts: Sequence[str], vocabulary: Sequence[str], pattern: str, bi
         brows, bkeys = _bigrams(ids, rows, wanted=bigrams)
         r, k = _distinct(np.concatenate((rows, brows)), np.concatenate((ids, bkeys)))
         at, hit = _lookup(sorted_keys, k)
-        blocks.append(_block(r[hit], order[at[hit]], (size, len(vocab))))
+        blocks.append(_block(r[hit], order[at[hit]], size))
     return _stack(blocks, (len(texts), len(vocab))), vocab
 
 
@@ -165,18 +172,19 @@ def ngram_matrix(texts: Sequence[str], *, pattern: str, min_df: int | float, max
     empty = sp.csr_matrix((n, 0), dtype=np.float32), np.array([], dtype=object)
     if high < low:
         return empty
-    # pass 1: the words of every record, and each word's document frequency
+    # pass 1: the words of every record, and each word's document frequency. A chunk keeps each record's distinct
+    # word ids and how many there are (its rows follow from the counts: 4 bytes an entry, not 8)
     words = _Words(pattern)
     chunks: list[tuple[int, np.ndarray, np.ndarray]] = []
     word_df = np.zeros(0, dtype=np.int64)
     for size, ids, rows in _chunks(texts, words):
         rows, ids = _distinct(rows, ids)  # each record's words once: all the matrix needs of them
-        chunks.append((size, ids.astype(np.int32), rows.astype(np.int32)))
+        chunks.append((size, ids.astype(np.int32), np.bincount(rows, minlength=size).astype(np.int32)))
         counts = np.bincount(ids, minlength=len(words.ids))
         counts[: len(word_df)] += word_df
         word_df = counts
     frequent = word_df >= low
-    # pass 2: the bigrams of frequent words, each record's once, and their document frequency
+    # pass 2: the bigrams of frequent words, each record's once (keys and counts per record), and their frequency
     pairs: list[tuple[np.ndarray, np.ndarray]] = []
     if bigrams:
         texts_at = 0
@@ -184,7 +192,7 @@ def ngram_matrix(texts: Sequence[str], *, pattern: str, min_df: int | float, max
             ids, rows = words.encode(texts[texts_at:texts_at + size])
             texts_at += size
             brows, bkeys = _distinct(*_bigrams(ids, rows, frequent))
-            pairs.append((brows.astype(np.int32), bkeys))
+            pairs.append((np.bincount(brows, minlength=size).astype(np.int32), bkeys))
     bigram_keys = np.concatenate([k for _, k in pairs]) if pairs else np.zeros(0, dtype=np.int64)
     uniq, bigram_df = np.unique(bigram_keys, return_counts=True)
     del bigram_keys
@@ -202,15 +210,17 @@ def ngram_matrix(texts: Sequence[str], *, pattern: str, min_df: int | float, max
     word_column[kept_words] = column[: len(kept_words)]
     bigram_column = column[len(kept_words):]
     blocks = []
-    for i, (size, ids32, rows32) in enumerate(chunks):
+    for i, (size, ids32, per_row) in enumerate(chunks):
         wc = word_column[ids32]
-        r, c = rows32[wc >= 0].astype(np.int64), wc[wc >= 0]
+        keep = wc >= 0
+        r, c = np.repeat(np.arange(size), per_row)[keep], wc[keep]
         if pairs:
-            brows, bkeys = pairs[i]
+            bper_row, bkeys = pairs[i]
             at, hit = _lookup(kept_bigrams, bkeys)
+            brows = np.repeat(np.arange(size), bper_row)
             r, c = np.concatenate((r, brows[hit])), np.concatenate((c, bigram_column[at[hit]]))
-        blocks.append(_block(r, c, (size, len(phrases))))
-        chunks[i] = (size, ids32[:0], rows32[:0])  # free as we go
+        blocks.append(_block(r, c, size))
+        chunks[i] = (size, ids32[:0], per_row[:0])  # free as we go
         if pairs:
             pairs[i] = (pairs[i][0][:0], pairs[i][1][:0])
     return _stack(blocks, (n, len(phrases))), np.asarray([phrases[i] for i in alphabetical.tolist()], dtype=object)
