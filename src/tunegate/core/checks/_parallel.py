@@ -204,9 +204,30 @@ def run_in_order(work_dir: str, checks: list[Check], tracker: Tracker | None
             save_result(work_dir, result)
             costs[check.key] = {"seconds": round(time.perf_counter() - started, 2), "peak_rss_mb": memory.peak()}
             results.append(result)
+            give_back_memory()
             if tracker is not None:
                 tracker.update()
     return results, costs
+
+
+def give_back_memory() -> None:
+    """Hand what a check freed back to the system: Python's garbage cycles, Arrow's pool, the C heap's free pages
+    (``malloc_trim``; glibc only). Freed memory otherwise stays in the process (a million-record check frees
+    gigabytes in small blocks), and the next check, or the lane beside it, starts from it."""
+    import gc
+    import sys
+
+    gc.collect()
+    if "pyarrow" in sys.modules:
+        import pyarrow as pa
+
+        pa.default_memory_pool().release_unused()
+    if sys.platform.startswith("linux"):
+        import contextlib
+        import ctypes
+
+        with contextlib.suppress(OSError, AttributeError):  # not glibc (musl has no malloc_trim): nothing to trim
+            ctypes.CDLL("libc.so.6").malloc_trim(0)
 
 
 def _lanes_away(checks: list[Check], processes: int) -> list[str]:
