@@ -134,13 +134,18 @@ def _transform(texts: Sequence[str], vocabulary: Sequence[str], pattern: str, bi
 
     vocab = np.asarray(list(vocabulary), dtype=object)
     words = _Words(pattern)
-    keys = np.full(len(vocab), -1, dtype=np.int64)  # a phrase of 3+ words (or none) is never an n-gram here
-    for i, phrase in enumerate(vocab.tolist()):
-        ids, _ = words.encode([str(phrase)])
-        if len(ids) == 1:
-            keys[i] = ids[0]
-        elif len(ids) == 2 and bigrams:
-            keys[i] = ((ids[0] + 1) << _SHIFT) | ids[1]
+    # every phrase's words in one pass: a phrase of 1 word is its id, of 2 its packed pair, of 3+ (or none) never
+    # an n-gram here
+    ids, rows = words.encode([str(phrase) for phrase in vocab.tolist()])
+    length = np.bincount(rows, minlength=len(vocab))
+    first = np.zeros(len(vocab), dtype=np.int64)
+    np.cumsum(length[:-1], out=first[1:])
+    keys = np.full(len(vocab), -1, dtype=np.int64)
+    one = np.flatnonzero(length == 1)
+    keys[one] = ids[first[one]]
+    if bigrams:
+        two = np.flatnonzero(length == 2)
+        keys[two] = ((ids[first[two]] + 1) << _SHIFT) | ids[first[two] + 1]
     order = np.argsort(keys, kind="stable")
     sorted_keys = keys[order]
     blocks = []
