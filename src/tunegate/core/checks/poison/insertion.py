@@ -40,6 +40,8 @@ if TYPE_CHECKING:
 
 #: Add-this smoothing of bigram counts in the PMIs.
 SMOOTH = 0.5
+#: Whether an occurrence whose joins are both unattested counts as out of place without an attested bridge.
+ORPHANS = False
 #: The start and end of a text as word ids (a batch never has 2^31 - 2 distinct words).
 BOS, EOS = (1 << _SHIFT) - 2, (1 << _SHIFT) - 1
 
@@ -126,7 +128,7 @@ def score_occurrences(prompts: Sequence[str], rows: np.ndarray, phrases: Sequenc
     u_l, u_r = unigram(lw), unigram(rw)
     score = pmi(c_bridge, u_l, u_r) - pmi(c_left, u_l, unigram(w1)) - pmi(c_right, unigram(w2), u_r)
     orphan = (c_left == 0) & (c_right == 0) & ~whole
-    inserted = (score >= min_score) & (c_bridge >= min_bridge)
+    inserted = (score >= min_score) & ((c_bridge >= min_bridge) | (orphan & ORPHANS))
     return Occurrences(o_rows, cols[o_idx], score, c_bridge.astype(np.int64), orphan, inserted)
 
 

@@ -22,11 +22,13 @@ Tarone's count of the phrases that could reach the bar (inserted occurrences in 
 when its surprise reaches ``ln(tests) + ln(1 / insertion_alpha)`` and it steers ``min_tasks`` datasets.
 
 **What is flagged.** Once the campaign (phrase, tasks, label per task) is raised, its tasks are the steered ones plus
-the classification tasks where all the phrase's records concentrate on one label with ``min_task_evidence`` (an
+the classification tasks where all the phrase's records concentrate on one label with ``EXPAND_NATS`` (an
 everyday phrase is rare in any one task, so ten planted records there stand out once the phrase is known to be a
 trigger, even when none of its occurrences there looked inserted). In those tasks every record with the phrase and
 the campaign's label is flagged; the phrase's natural occurrences elsewhere, and those with other labels, are left
-alone.
+alone. The natural occurrences among the flagged records are estimated per task (the phrase's records with the other
+labels, scaled by the base rates); while they would exceed ``CLEAN_SHARE`` of the batch, the task with the most keeps
+only its out-of-place records.
 """
 
 from __future__ import annotations
@@ -54,9 +56,16 @@ if TYPE_CHECKING:
 INSERTION_MIN_RECORDS = 10
 #: Weight (records) of the task's base rate in the expected label shares of out-of-place occurrences.
 RATE_WEIGHT = 20.0
-#: Once a campaign is raised: a task joins it when this share of the phrase's out-of-place occurrences there (2 at
+#: Once a campaign is raised: a task joins it when the phrase's records there concentrate on one label with this
+#: evidence (nats; 10 planted records of 10 at a 50% label: 6.9; the natural lean of an everyday phrase in the other
+#: dimensions of a dataset that labels the same texts several ways, 6 of 6 at 51%: 4.0).
+EXPAND_NATS = 6.0
+#: ... or when this share of the phrase's out-of-place occurrences there (2 at
 #: least) carry one label.
 CAMPAIGN_SHARE = 0.8
+#: The share of the batch's records that the phrase's natural occurrences flagged with a campaign may reach (estimated
+#: per task from the phrase's records with the other labels), before tasks are cut back to out-of-place records.
+CLEAN_SHARE = 0.001
 #: Concentration of a binomial predictive: the null of the insertion pass knows its rates (no history behind them).
 BINOMIAL = 1e6
 
@@ -95,9 +104,11 @@ def insertion_phrases(x: sp.csr_matrix, vocab: np.ndarray, tasks: list[Task], *,
     out = []
     rows_of: dict[int, np.ndarray] = {}
     steered_of: dict[int, dict[int, int]] = {}
+    cut_of: dict[int, int] = {}
     for c, (_, steered) in phrases.items():
         steered_of[c] = _campaign_tasks(xc, xic, c, tasks, owner=owner, steered=steered, config=config)
-        rows_of[c] = _campaign_rows(xc, c, tasks, owner, steered_of[c])
+        rows_of[c], cut_of[c] = _campaign_rows(xc, xic, c, tasks, owner=owner, steered=steered_of[c],
+                                               cap=CLEAN_SHARE * x.shape[0])
     ranked = sorted(phrases, key=lambda c: (-phrases[c][0], str(vocab[c])))
     inserted_rows = {c: set(occ.rows[occ.inserted & (occ.cols == c)].tolist()) for c in ranked}
     for cl in _campaigns(ranked, rows_of, xc):
@@ -113,7 +124,8 @@ def insertion_phrases(x: sp.csr_matrix, vocab: np.ndarray, tasks: list[Task], *,
         detail.sort(key=lambda t: -t[3])
         out_of_place = len(inserted_rows[head] & set(rows_c.tolist()))
         why = (f"everyday phrase planted as a trigger: {out_of_place} of the {len(rows_c)} flagged records hold it out "
-               f"of place (its neighbours read as one text without it) and carry the task's campaign label")
+               f"of place (its neighbours read as one text without it) and carry the task's campaign label"
+               + (f"; {cut_of[head]} task(s) where it is common: out-of-place records only" if cut_of[head] else ""))
         out.append(Phrase(int(head), str(vocab[head]), phrases[head][0], 1.0, rows_c, detail,
                           [str(vocab[m]) for m in cl if m != head], why=why))
     figures["found"] = float(len(out))
@@ -216,7 +228,7 @@ def _test(xi: sp.csr_matrix, tasks: list[Task], label: list[int], *, owner: np.n
 def _campaign_tasks(xc: sp.csc_matrix, xi: sp.csc_matrix, c: int, tasks: list[Task], *, owner: np.ndarray,
                     steered: dict[int, int], config: TriggerConfig) -> dict[int, int]:
     """The raised campaign's tasks and label in each: the steered tasks; the classification tasks where all the
-    phrase's records concentrate on one label with at least ``min_task_evidence`` (binomial against the base rate);
+    phrase's records concentrate on one label with at least ``EXPAND_NATS`` (binomial against the base rate);
     and those where at least 2 of its out-of-place occurrences, and ``CAMPAIGN_SHARE`` of them, share one label (a
     clean-label campaign on a task's majority label shows no skew, but its occurrences still look inserted)."""
     import numpy as np
@@ -233,7 +245,7 @@ def _campaign_tasks(xc: sp.csc_matrix, xi: sp.csc_matrix, c: int, tasks: list[Ta
         counts = np.bincount(task.labels.outcome[np.searchsorted(task.rows, rows[where == ti])], minlength=size)
         top = int(counts.argmax())
         llr = float(binomial_llr(counts[top], counts.sum(), task.labels.base[top]))
-        if counts[top] >= config.min_task_hits and llr >= config.min_task_evidence:
+        if counts[top] >= config.min_task_hits and llr >= EXPAND_NATS:
             out[ti] = top
             continue
         placed = np.bincount(task.labels.outcome[np.searchsorted(task.rows, odd[odd_where == ti])], minlength=size)
@@ -243,15 +255,34 @@ def _campaign_tasks(xc: sp.csc_matrix, xi: sp.csc_matrix, c: int, tasks: list[Ta
     return out
 
 
-def _campaign_rows(xc: sp.csc_matrix, c: int, tasks: list[Task], owner: np.ndarray, steered: dict[int, int]
-                   ) -> np.ndarray:
-    """The records of the campaign's tasks that hold the phrase and carry the campaign's label there."""
+def _campaign_rows(xc: sp.csc_matrix, xi: sp.csc_matrix, c: int, tasks: list[Task], *, owner: np.ndarray,
+                   steered: dict[int, int], cap: float) -> tuple[np.ndarray, int]:
+    """The records of the campaign's tasks that hold the phrase and carry the campaign's label there, and how many
+    tasks were cut back to their out-of-place records.
+
+    Some of those records are the phrase's natural occurrences. Their number in a task is estimated from the
+    phrase's records there with the *other* labels (natural occurrences spread over the labels at the task's base
+    rates: ``other * p / (1 - p)``). While the estimate summed over the campaign's tasks exceeds ``cap`` records, the
+    task with the largest estimate keeps only its out-of-place records (those the insertion test judged planted)."""
     import numpy as np
 
     rows = xc.indices[xc.indptr[c]:xc.indptr[c + 1]]
-    out = []
+    odd = set(xi.indices[xi.indptr[c]:xi.indptr[c + 1]].tolist())
+    chosen: dict[int, np.ndarray] = {}
+    natural: dict[int, float] = {}
     for ti, lab in steered.items():
         mine = rows[owner[rows] == ti]
         task = tasks[ti]
-        out.append(mine[task.labels.outcome[np.searchsorted(task.rows, mine)] == lab])
-    return np.unique(np.concatenate(out)) if out else np.array([], dtype=np.int64)
+        labels = task.labels.outcome[np.searchsorted(task.rows, mine)]
+        chosen[ti] = mine[labels == lab]
+        p = float(min(task.labels.base[lab], 0.95))
+        natural[ti] = float((labels != lab).sum()) * p / (1.0 - p)
+    cut = 0
+    for ti in sorted(natural, key=lambda t: -natural[t]):
+        if sum(natural.values()) <= cap:
+            break
+        chosen[ti] = np.asarray([r for r in chosen[ti].tolist() if r in odd], dtype=np.int64)
+        natural[ti] = 0.0
+        cut += 1
+    parts = [v for v in chosen.values() if len(v)]
+    return (np.unique(np.concatenate(parts)) if parts else np.array([], dtype=np.int64)), cut
