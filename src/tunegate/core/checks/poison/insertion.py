@@ -15,9 +15,12 @@ in nats, with ``PMI(a, b) = ln(c(a b) * N / (c(a) * c(b)))`` from document frequ
 (the occurrence's own record left out of the joins' counts), add-``SMOOTH`` smoothing of the bigram counts, and the
 text's start and end as words of their own (a phrase put at the start of a text is judged by its right join). An
 occurrence is *out of place* when its score reaches ``min_score`` and the bridge ``L R`` is attested in at least
-``min_bridge`` other records (an unattested bridge says nothing). Replacing a name slot leaves a bridge that the
-batch rarely has; such an occurrence still counts when neither join is attested anywhere else in the batch
-(``orphan``: both joins unseen, while the phrase and its neighbours are common).
+``min_bridge`` other records (an unattested bridge says nothing; at a text's start or end, where the bridge is a text
+boundary, one other text suffices). A phrase of three words is planted whole: the occurrences of its word pairs are
+also judged as the 3-word span (the pair and the word after or before it), when that span recurs in
+``TRIGRAM_RECORDS`` of the records scored. ``orphan`` (both joins unattested) is reported, not used: counting such
+occurrences as inserted (for a phrase put in place of a name, where the bridge is rarely attested) doubled the
+natural occurrences judged inserted and found fewer campaigns on dev.
 
 No language model and no list of triggers: counts of the batch itself, numpy over integer word ids. Only the
 occurrences of candidate phrases (2-word phrases of the trigger scan's vocabulary) in the records given are
@@ -29,7 +32,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from tunegate.core.checks.poison._ngrams import _SHIFT, CHUNK_RECORDS
+from tunegate.core.checks.poison._ngrams import _SHIFT, CHUNK_RECORDS, _distinct
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
@@ -40,8 +43,8 @@ if TYPE_CHECKING:
 
 #: Add-this smoothing of bigram counts in the PMIs.
 SMOOTH = 0.5
-#: Whether an occurrence whose joins are both unattested counts as out of place without an attested bridge.
-ORPHANS = False
+#: A 3-word span (a candidate pair and the word after or before it) is judged when it recurs in this many records.
+TRIGRAM_RECORDS = 10
 #: The start and end of a text as word ids (a batch never has 2^31 - 2 distinct words).
 BOS, EOS = (1 << _SHIFT) - 2, (1 << _SHIFT) - 1
 
@@ -86,7 +89,12 @@ def score_occurrences(prompts: Sequence[str], rows: np.ndarray, phrases: Sequenc
     phrase_key = _key(pair[:, 0], pair[:, 1])
     order = np.argsort(phrase_key)
     sorted_phrase = phrase_key[order]
-    occ_rows, occ_idx, left, right = [], [], [], []
+    occ_rows: list[np.ndarray] = []
+    occ_idx: list[np.ndarray] = []
+    left: list[np.ndarray] = []
+    right: list[np.ndarray] = []
+    left2: list[np.ndarray] = []  # the word before the left neighbour, and after the right one (3-word spans)
+    right2: list[np.ndarray] = []
     rows = np.asarray(rows, dtype=np.int64)
     for start in range(0, len(rows), CHUNK_RECORDS):
         chunk = rows[start:start + CHUNK_RECORDS]
@@ -96,15 +104,16 @@ def score_occurrences(prompts: Sequence[str], rows: np.ndarray, phrases: Sequenc
         at = np.flatnonzero(local[1:] == local[:-1])
         pos, hit = _find(sorted_phrase, _key(ids[at], ids[at + 1]))
         at, pos = at[hit], pos[hit]
-        before, after = np.maximum(at - 1, 0), np.minimum(at + 2, len(ids) - 1)
-        left.append(np.where((at >= 1) & (local[before] == local[at]), ids[before], BOS))
-        right.append(np.where((at + 2 < len(ids)) & (local[after] == local[at]), ids[after], EOS))
+        for shift, side, edge in ((-1, left, BOS), (2, right, EOS), (-2, left2, BOS), (3, right2, EOS)):
+            near = np.clip(at + shift, 0, len(ids) - 1)
+            inside = (at + shift >= 0) & (at + shift < len(ids)) & (local[near] == local[at])
+            side.append(np.where(inside, ids[near], edge))
         occ_rows.append(chunk[local[at]])
         occ_idx.append(order[pos])
     if not occ_rows or not sum(map(len, occ_rows)):
         return nothing
     o_rows, o_idx = np.concatenate(occ_rows), np.concatenate(occ_idx)
-    lw, rw = np.concatenate(left), np.concatenate(right)
+    lw, rw, lw2, rw2 = (np.concatenate(a) for a in (left, right, left2, right2))
     w1, w2 = pair[o_idx, 0], pair[o_idx, 1]
     n = float(max(stats.texts, 1))
 
@@ -121,15 +130,45 @@ def score_occurrences(prompts: Sequence[str], rows: np.ndarray, phrases: Sequenc
     def pmi(c: np.ndarray, a: np.ndarray, b: np.ndarray) -> np.ndarray:
         return np.asarray(np.log((c + SMOOTH) * n / np.maximum(a * b, 1.0)))
 
-    whole = (lw == BOS) & (rw == EOS)  # the phrase is the whole text: nothing to judge
-    c_bridge = np.where(whole, 0.0, count(lw, rw))
-    c_left = np.maximum(count(lw, w1) - 1.0, 0.0)  # without the occurrence's own record
-    c_right = np.maximum(count(w2, rw) - 1.0, 0.0)
-    u_l, u_r = unigram(lw), unigram(rw)
-    score = pmi(c_bridge, u_l, u_r) - pmi(c_left, u_l, unigram(w1)) - pmi(c_right, unigram(w2), u_r)
-    orphan = (c_left == 0) & (c_right == 0) & ~whole
-    inserted = (score >= min_score) & ((c_bridge >= min_bridge) | (orphan & ORPHANS))
-    return Occurrences(o_rows, cols[o_idx], score, c_bridge.astype(np.int64), orphan, inserted)
+    def span(lw: np.ndarray, first: np.ndarray, last: np.ndarray, rw: np.ndarray
+             ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """Score, attested bridge, orphan and verdict of the span ``first .. last`` between ``lw`` and ``rw``."""
+        whole = (lw == BOS) & (rw == EOS)  # the span is the whole text: nothing to judge
+        c_bridge = np.where(whole, 0.0, count(lw, rw))
+        c_left = np.maximum(count(lw, first) - 1.0, 0.0)  # without the occurrence's own record
+        c_right = np.maximum(count(last, rw) - 1.0, 0.0)
+        u_l, u_r = unigram(lw), unigram(rw)
+        score = pmi(c_bridge, u_l, u_r) - pmi(c_left, u_l, unigram(first)) - pmi(c_right, unigram(last), u_r)
+        orphan = (c_left == 0) & (c_right == 0) & ~whole
+        # at a text's start or end the bridge is a text boundary, rarer than a bigram: one other text suffices
+        edge = (lw == BOS) | (rw == EOS)
+        verdict = (score >= min_score) & ((c_bridge >= min_bridge) | (edge & (c_bridge >= 1)))
+        return score, c_bridge, orphan, verdict
+
+    score, bridge, orphan, inserted = span(lw, w1, w2, rw)
+    # A phrase of three words is planted whole: its pairs' occurrences are judged as the 3-word span too, when that
+    # span recurs in the records scored (TRIGRAM_RECORDS), so that "this is the" inserted reads out of place although
+    # "is the" follows "this" naturally.
+    for third, outer, is_right in ((rw, rw2, True), (lw, lw2, False)):
+        real = third < BOS
+        if not real.any():
+            continue
+        key = (o_idx.astype(np.int64) << _SHIFT) | np.where(real, third, 0)
+        _, distinct_keys = _distinct(o_rows[real], key[real])  # each record's 3-word span once
+        uniq, per = np.unique(distinct_keys, return_counts=True)
+        pos, hit = _find(uniq, key)
+        recurs = real & hit & (per[pos] >= TRIGRAM_RECORDS)
+        if not recurs.any():
+            continue
+        sel = np.flatnonzero(recurs)
+        if is_right:
+            s3, b3, o3, v3 = span(lw[sel], w1[sel], third[sel], outer[sel])
+        else:
+            s3, b3, o3, v3 = span(outer[sel], third[sel], w2[sel], rw[sel])
+        better = v3 & ~inserted[sel]
+        at = sel[better]
+        score[at], bridge[at], orphan[at], inserted[at] = s3[better], b3[better], o3[better], True
+    return Occurrences(o_rows, cols[o_idx], score, bridge.astype(np.int64), orphan, inserted)
 
 
 def _find(sorted_keys: np.ndarray, keys: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
