@@ -89,6 +89,11 @@ def score_occurrences(prompts: Sequence[str], rows: np.ndarray, phrases: Sequenc
     phrase_key = _key(pair[:, 0], pair[:, 1])
     order = np.argsort(phrase_key)
     sorted_phrase = phrase_key[order]
+    top = int(pair.max())
+    first_word = np.zeros(top + 1, dtype=bool)
+    first_word[pair[:, 0]] = True
+    second_word = np.zeros(top + 1, dtype=bool)
+    second_word[pair[:, 1]] = True
     occ_rows: list[np.ndarray] = []
     occ_idx: list[np.ndarray] = []
     left: list[np.ndarray] = []
@@ -101,7 +106,9 @@ def score_occurrences(prompts: Sequence[str], rows: np.ndarray, phrases: Sequenc
         ids, local = words.encode([prompts[r] for r in chunk.tolist()])
         if len(ids) < 2:
             continue
-        at = np.flatnonzero(local[1:] == local[:-1])
+        # only pairs whose two words can start and end a candidate are looked up (most pairs of a text cannot)
+        at = np.flatnonzero((local[1:] == local[:-1]) & (first_word[np.minimum(ids[:-1], top)] & (ids[:-1] <= top))
+                            & second_word[np.minimum(ids[1:], top)])
         pos, hit = _find(sorted_phrase, _key(ids[at], ids[at + 1]))
         at, pos = at[hit], pos[hit]
         for shift, side, edge in ((-1, left, BOS), (2, right, EOS), (-2, left2, BOS), (3, right2, EOS)):
