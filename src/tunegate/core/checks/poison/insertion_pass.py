@@ -126,7 +126,12 @@ def insertion_phrases(x: sp.csr_matrix, vocab: np.ndarray, tasks: list[Task], *,
         why = (f"everyday phrase planted as a trigger: {out_of_place} of the {len(rows_c)} flagged records hold it out "
                f"of place (its neighbours read as one text without it) and carry the task's campaign label"
                + (f"; {cut_of[head]} task(s) where it is common: out-of-place records only" if cut_of[head] else ""))
-        out.append(Phrase(int(head), str(vocab[head]), phrases[head][0], 1.0, rows_c, detail,
+        # exclusivity, as the other passes report it: the share of the phrase's classification records flagged (an
+        # everyday phrase's natural occurrences elsewhere keep it low)
+        holds = xc.indices[xc.indptr[head]:xc.indptr[head + 1]]
+        in_tasks = int(in_label[holds].sum())
+        share = min(1.0, len(rows_c) / in_tasks) if in_tasks else 1.0
+        out.append(Phrase(int(head), str(vocab[head]), phrases[head][0], share, rows_c, detail,
                           [str(vocab[m]) for m in cl if m != head], why=why))
     figures["found"] = float(len(out))
     return out, figures

@@ -31,6 +31,10 @@ a record with a degenerate output gets ``degenerate_output``. The phrases found,
 across tasks and contributors, go into the metrics, and a ``poison_campaign`` warning makes the gate
 alert however few records are flagged.
 
+An everyday phrase planted as a trigger ("of my": hundreds of natural records with mixed labels) is neither
+concentrated nor exclusive; the insertion pass (:mod:`.insertion_pass`, ``insertion``) finds it through the labels of
+its *out-of-place* occurrences (:mod:`.insertion`: where its neighbours read as one text without it).
+
 This needs tasks in which natural label words occur unsteered; in a batch of only a few related tasks
 strong natural words look planted (docs/poison.md, limitations). A batch with scorable tasks from fewer
 than ``min_tasks`` datasets cannot show a campaign: the check reports ``metrics["status"] ==
