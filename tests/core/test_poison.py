@@ -290,6 +290,9 @@ def test_scan_alerts_and_reports_the_phrase(tmp_path: Path) -> None:
     ("poison_trigger", {"ngram_max": 0}, "poison_trigger ngram_max must be an integer >= 1, got 0"),
     ("poison_trigger", {"label_consistency": "yes"},
      "poison_trigger label_consistency must be true or false, got 'yes'"),
+    ("poison_trigger", {"insertion_min_score": -1.0},
+     "poison_trigger insertion_min_score must be a number in (0.0, inf), got -1.0"),
+    ("poison_trigger", {"insertion": "off"}, "poison_trigger insertion must be true or false, got 'off'"),
     ("poison_content", {"refusal_rate": 0}, "poison_content refusal_rate must be a number in (0.0, 1.0], got 0"),
     ("poison_content", {"min_groups": "3"}, "poison_content min_groups must be an integer >= 1, got '3'"),
 ])
