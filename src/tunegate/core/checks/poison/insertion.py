@@ -22,9 +22,10 @@ also judged as the 3-word span (the pair and the word after or before it), when 
 occurrences as inserted (for a phrase put in place of a name, where the bridge is rarely attested) doubled the
 natural occurrences judged inserted and found fewer campaigns on dev.
 
-No language model and no list of triggers: counts of the batch itself, numpy over integer word ids. Only the
-occurrences of candidate phrases (2-word phrases of the trigger scan's vocabulary) in the records given are
-scored; the counting pass streams over the batch's prompts in chunks and keeps only the counts the candidates need.
+No language model and no list of triggers: counts of the batch itself, numpy over integer word ids. The counts are
+the ones the trigger scan's n-gram pass computes anyway (:class:`~._ngrams.WordStats`: word and bigram document
+frequencies, bigrams held by >= 2 records, texts' first and last words); only the records given are tokenised again,
+chunk by chunk, to find the candidates' occurrences and their neighbours.
 """
 
 from __future__ import annotations
