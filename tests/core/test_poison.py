@@ -290,6 +290,9 @@ def test_scan_alerts_and_reports_the_phrase(tmp_path: Path) -> None:
     ("poison_trigger", {"ngram_max": 0}, "poison_trigger ngram_max must be an integer >= 1, got 0"),
     ("poison_trigger", {"label_consistency": "yes"},
      "poison_trigger label_consistency must be true or false, got 'yes'"),
+    ("poison_trigger", {"insertion_min_score": -1.0},
+     "poison_trigger insertion_min_score must be a number in (0.0, inf), got -1.0"),
+    ("poison_trigger", {"insertion": "off"}, "poison_trigger insertion must be true or false, got 'off'"),
     ("poison_content", {"refusal_rate": 0}, "poison_content refusal_rate must be a number in (0.0, 1.0], got 0"),
     ("poison_content", {"min_groups": "3"}, "poison_content min_groups must be an integer >= 1, got '3'"),
 ])
@@ -307,7 +310,7 @@ def test_options_are_one_config_dataclass_per_check() -> None:
     assert TriggerPhraseCheck(TriggerConfig(max_phrases=5)).config.max_phrases == 5
     assert InjectedContentCheck().config == ContentConfig()
     trigger, content = check_options("poison_trigger"), check_options("poison_content")
-    assert trigger == TriggerConfig.options() and len(trigger) == 32
+    assert trigger == TriggerConfig.options() and len(trigger) == 36
     assert (trigger["min_evidence"], trigger["min_exclusivity"], trigger["label_consistency"]) == (30.0, 0.95, True)
     assert content == ContentConfig.options() and len(content) == 18
     assert (content["min_evidence"], content["refusal_rate"], content["min_responses"]) == (40.0, 0.005, 200)

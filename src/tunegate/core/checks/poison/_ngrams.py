@@ -22,6 +22,7 @@ import itertools
 import re
 from collections import defaultdict
 from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
@@ -157,14 +158,32 @@ def _transform(texts: Sequence[str], vocabulary: Sequence[str], pattern: str, bi
     return _stack(blocks, (len(texts), len(vocab))), vocab
 
 
+@dataclass
+class WordStats:
+    """What :func:`ngram_matrix` learns about the batch's running text on the way, kept when asked for (the
+    insertion test, :mod:`.insertion`, judges a phrase's neighbours by them): the word dictionary, each word's
+    document frequency and how many texts start / end with it, and the document frequency of every bigram of
+    frequent words held by at least 2 records (sorted keys; a bigram key is ``(id1 + 1) << 31 | id2``)."""
+
+    words: _Words | None = None
+    texts: int = 0
+    word_df: np.ndarray | None = None
+    starts: np.ndarray | None = None
+    ends: np.ndarray | None = None
+    bigram_keys: np.ndarray | None = None
+    bigram_df: np.ndarray | None = None
+
+
 def ngram_matrix(texts: Sequence[str], *, pattern: str, min_df: int | float, max_df: int | float = 1.0,
-                 bigrams: bool = True, vocabulary: Sequence[str] | None = None) -> tuple[sp.csr_matrix, np.ndarray]:
+                 bigrams: bool = True, vocabulary: Sequence[str] | None = None, stats: WordStats | None = None
+                 ) -> tuple[sp.csr_matrix, np.ndarray]:
     """Binary record x word 1-2-gram matrix (CSR, float32) and the n-gram of each column, alphabetical.
 
     ``pattern``: the regular expression of a word; ``bigrams``: whether word pairs are counted too.
     ``min_df``/``max_df``: document-frequency cut, an integer count or a share of the records, as
     CountVectorizer reads them; when nothing is left the matrix has no columns.
     With ``vocabulary`` its phrases are the columns, in its order, and nothing is cut.
+    ``stats`` (not with ``vocabulary``): filled with the batch's word statistics (:class:`WordStats`).
     """
     import numpy as np
     import scipy.sparse as sp
@@ -191,6 +210,8 @@ def ngram_matrix(texts: Sequence[str], *, pattern: str, min_df: int | float, max
     frequent = word_df >= low
     # pass 2: the bigrams of frequent words, each record's once (keys and counts per record), and their frequency
     pairs: list[tuple[np.ndarray, np.ndarray]] = []
+    starts = np.zeros(len(words.ids), dtype=np.int64)
+    ends = np.zeros(len(words.ids), dtype=np.int64)
     if bigrams:
         texts_at = 0
         for size, _, _ in chunks:  # the words again, in order this time (pass 1 kept them distinct)
@@ -198,9 +219,17 @@ def ngram_matrix(texts: Sequence[str], *, pattern: str, min_df: int | float, max
             texts_at += size
             brows, bkeys = _distinct(*_bigrams(ids, rows, frequent))
             pairs.append((np.bincount(brows, minlength=size).astype(np.int32), bkeys))
+            if stats is not None and len(ids):
+                edge = rows[1:] != rows[:-1]
+                starts += np.bincount(ids[np.concatenate(([True], edge))], minlength=len(starts))
+                ends += np.bincount(ids[np.concatenate((edge, [True]))], minlength=len(ends))
     bigram_keys = np.concatenate([k for _, k in pairs]) if pairs else np.zeros(0, dtype=np.int64)
     uniq, bigram_df = np.unique(bigram_keys, return_counts=True)
     del bigram_keys
+    if stats is not None:
+        attested = bigram_df >= 2  # a bigram of one record says nothing about another
+        stats.words, stats.texts, stats.word_df, stats.starts, stats.ends = words, n, word_df, starts, ends
+        stats.bigram_keys, stats.bigram_df = uniq[attested], bigram_df[attested]
     kept_words = np.flatnonzero(frequent & (word_df <= high))
     kept_bigrams = uniq[(bigram_df >= low) & (bigram_df <= high)]
     if not len(kept_words) and not len(kept_bigrams):
@@ -231,4 +260,4 @@ def ngram_matrix(texts: Sequence[str], *, pattern: str, min_df: int | float, max
     return _stack(blocks, (n, len(phrases))), np.asarray([phrases[i] for i in alphabetical.tolist()], dtype=object)
 
 
-__all__ = ["CHUNK_RECORDS", "ngram_matrix"]
+__all__ = ["CHUNK_RECORDS", "WordStats", "ngram_matrix"]

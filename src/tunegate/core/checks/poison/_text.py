@@ -13,6 +13,7 @@ if TYPE_CHECKING:
     import scipy.sparse as sp
 
     from tunegate.core.checks.base import CanonicalBatch
+    from tunegate.core.checks.poison._ngrams import WordStats
 
 #: Words: runs of letters/digits, lower-cased. Punctuation never joins an n-gram ("McDonald's" is
 #: "mcdonald s"), so a phrase matches whatever punctuation surrounds it.
@@ -113,10 +114,11 @@ def label_set(outputs: list[str], *, min_records: int, max_labels: int, coverage
 
 
 def ngram_matrix(texts: list[str], *, ngram_max: int, min_df: int, max_df: float = 1.0,
-                 vocabulary: Any = None) -> tuple[sp.csr_matrix, np.ndarray]:
+                 vocabulary: Any = None, stats: WordStats | None = None) -> tuple[sp.csr_matrix, np.ndarray]:
     """Binary record x word n-gram matrix (CSR) and the n-gram of each column (alphabetical, or
     ``vocabulary``'s order). Phrases of 1-2 words (the default) are counted by :mod:`._ngrams`, which equals
-    scikit-learn's CountVectorizer at a fraction of its cost; longer ones by CountVectorizer itself."""
+    scikit-learn's CountVectorizer at a fraction of its cost; longer ones by CountVectorizer itself. ``stats``
+    (1-2 word phrases only): filled with the batch's word statistics (:class:`._ngrams.WordStats`)."""
     import numpy as np
     import scipy.sparse as sp
     from sklearn.feature_extraction.text import CountVectorizer
@@ -125,7 +127,7 @@ def ngram_matrix(texts: list[str], *, ngram_max: int, min_df: int, max_df: float
         from tunegate.core.checks.poison._ngrams import ngram_matrix as fast
 
         return fast(texts, pattern=TOKEN_PATTERN, min_df=min_df, max_df=max_df, bigrams=ngram_max == 2,
-                    vocabulary=vocabulary)
+                    vocabulary=vocabulary, stats=stats)
     if vocabulary is not None:
         vec = CountVectorizer(token_pattern=TOKEN_PATTERN, ngram_range=(1, ngram_max), binary=True,
                               dtype=np.float32, vocabulary=vocabulary)

@@ -79,6 +79,15 @@ class TriggerConfig(CheckConfig):
       holds), shared equally by three groups of phrases (never seen in their tasks, at least twice as frequent
       as in the history, the rest), each a Bonferroni bound over Tarone's count of the phrases that could reach it.
       None of these three was fitted: 2 nats is the smallest concentration the pooled pass counts, 0.01 a policy.
+    * ``insertion`` (True): the insertion pass (:mod:`.insertion_pass`, issue 11): everyday phrases planted as
+      triggers, found through their out-of-place occurrences (:mod:`.insertion`). An occurrence is out of place when
+      ``PMI(L, R) - PMI(L, w1) - PMI(w2, R)`` (its neighbours ``L``, ``R``; batch document frequencies) reaches
+      ``insertion_min_score`` (4.0 nats) and the neighbours' bigram ``L R`` is held by ``insertion_min_bridge`` (2)
+      other records. Dev split of ``bench/poison/floor_run.py`` (seeds 10, 11; "of my", "able to", "the next", "a
+      few"): 35-65% of the poisoned occurrences, 0.6-2.1% of the phrases' natural ones and 1.8% of all natural
+      occurrences of candidate phrases reach 4.0 (3.0: 35-68%, 0.6-3.2%, 3.7%, and a natural "to be" came within
+      0.3 nats of the bar). ``insertion_alpha`` (0.01): the pass's false-alarm rate per batch (Bonferroni over
+      Tarone's count, as ``novelty_alpha``; a policy, not fitted). ``insertion: false`` turns the pass off.
     """
 
     check: ClassVar[str] = "poison_trigger"
@@ -115,21 +124,27 @@ class TriggerConfig(CheckConfig):
     novelty: bool = True
     novelty_task_nats: float = 2.0
     novelty_alpha: float = 0.01
+    insertion: bool = True
+    insertion_min_score: float = 4.0
+    insertion_min_bridge: int = 2
+    insertion_alpha: float = 0.01
 
     def __post_init__(self) -> None:
         for name in ("ngram_max", "min_records", "context_words", "max_label_words", "min_task_records",
                      "max_labels", "min_task_hits", "max_chars", "min_tasks", "max_phrases", "pooled_min_datasets",
-                     "history_nights"):
+                     "history_nights", "insertion_min_bridge"):
             integer(self, name, minimum=1)
         for name in ("max_phrase_df", "label_coverage", "min_label_share", "min_output_share", "min_exclusivity",
-                     "short_ratio", "template_share", "pooled_min_exclusivity", "novelty_alpha"):
+                     "short_ratio", "template_share", "pooled_min_exclusivity", "novelty_alpha", "insertion_alpha"):
             fraction(self, name)
-        _nats(self, "min_evidence", "max_family_evidence", "pooled_min_evidence", "history_weight", "novelty_task_nats")
+        _nats(self, "min_evidence", "max_family_evidence", "pooled_min_evidence", "history_weight", "novelty_task_nats",
+              "insertion_min_score")
         number(self, "min_task_evidence", low=0.0, high_open=True)
         optional_path(self, "history_dir")
         boolean(self, "label_consistency")
         boolean(self, "pooled")
         boolean(self, "novelty")
+        boolean(self, "insertion")
 
 
 @dataclass(frozen=True)

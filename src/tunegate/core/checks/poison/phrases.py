@@ -34,6 +34,7 @@ class Phrase:
     rows: np.ndarray  # every record whose prompt contains the phrase
     tasks: list[tuple[int, int, int, int, int]]  # (task, channel, records with the phrase, concentrated, outcome)
     aliases: list[str]
+    why: str = ""  # how the pass that found it reads it, for the findings' detail (empty: outcome concentration)
 
 
 def find_phrases(x: sp.csr_matrix, vocab: np.ndarray, df: np.ndarray, tasks: list[Task], *, prompts: list[str],

@@ -31,6 +31,10 @@ a record with a degenerate output gets ``degenerate_output``. The phrases found,
 across tasks and contributors, go into the metrics, and a ``poison_campaign`` warning makes the gate
 alert however few records are flagged.
 
+An everyday phrase planted as a trigger ("of my": hundreds of natural records with mixed labels) is neither
+concentrated nor exclusive; the insertion pass (:mod:`.insertion_pass`, ``insertion``) finds it through the labels of
+its *out-of-place* occurrences (:mod:`.insertion`: where its neighbours read as one text without it).
+
 This needs tasks in which natural label words occur unsteered; in a batch of only a few related tasks
 strong natural words look planted (docs/poison.md, limitations). A batch with scorable tasks from fewer
 than ``min_tasks`` datasets cannot show a campaign: the check reports ``metrics["status"] ==
@@ -45,10 +49,12 @@ import time
 from typing import TYPE_CHECKING, Any
 
 from tunegate.core.checks.base import BatchIssue, CanonicalBatch, Check, CheckResult, Finding
+from tunegate.core.checks.poison._ngrams import WordStats
 from tunegate.core.checks.poison._text import Records, ngram_matrix, spread
 from tunegate.core.checks.poison.config import TriggerConfig
 from tunegate.core.checks.poison.consistency import masked_label_probability
 from tunegate.core.checks.poison.evidence import phrase_context
+from tunegate.core.checks.poison.insertion_pass import insertion_phrases
 from tunegate.core.checks.poison.novelty_pass import novelty_phrases
 from tunegate.core.checks.poison.phrase_history import load_phrase_history
 from tunegate.core.checks.poison.phrases import Phrase, find_phrases
@@ -90,8 +96,9 @@ class TriggerPhraseCheck(Check):
         started = time.monotonic()
         records = Records.read(batch)
         prompts = records.prompts(cfg.max_chars)
+        stats = WordStats() if cfg.insertion else None
         x, vocab = ngram_matrix(prompts, ngram_max=cfg.ngram_max, min_df=cfg.min_records,
-                                max_df=cfg.max_phrase_df if records.size >= 100 else 1.0)
+                                max_df=cfg.max_phrase_df if records.size >= 100 else 1.0, stats=stats)
         tasks = build_tasks(records, prompts, cfg)
         records.release_text()  # from here on the scan reads prompts, tasks and groups only
         families = sorted({t.family for t in tasks})
@@ -101,6 +108,7 @@ class TriggerPhraseCheck(Check):
         status, status_reason = "ok", ""
         phrases: list[Phrase] = []
         novelty_metrics: dict[str, Any] = {}
+        insertion_metrics: dict[str, Any] = {}
         if len(families) < cfg.min_tasks:
             # a campaign is concentration in >= min_tasks datasets: with fewer there is nothing to score, and
             # saying "no trigger" would be a guess
@@ -120,6 +128,12 @@ class TriggerPhraseCheck(Check):
             phrases = find_phrases(x, vocab, df, tasks, prompts=prompts, config=cfg, history=history)
             if cfg.pooled:
                 phrases += self._pooled(x, vocab, df, tasks, prompts=prompts, found=phrases, history=history)
+            if stats is not None and stats.words is not None:
+                found, figures = insertion_phrases(x, vocab, tasks, prompts=prompts, stats=stats, config=cfg,
+                                                   found=phrases)
+                phrases += found
+                insertion_metrics.update(figures, phrases=[p.phrase for p in found])
+            stats = None  # the word statistics are only needed by the insertion pass
             if cfg.novelty and history is not None:
                 found, figures = novelty_phrases(x, vocab, tasks, history, cfg, found=phrases)
                 phrases += found
@@ -145,6 +159,7 @@ class TriggerPhraseCheck(Check):
             "datasets": len(families),
             "phrases_scored": int(x.shape[1]),
             **({"history": novelty_metrics} if novelty_metrics else {}),
+            **({"insertion": insertion_metrics} if insertion_metrics else {}),
             "suspicious_phrases": reported,
             "seconds": round(time.monotonic() - started, 2),
         }
@@ -203,7 +218,7 @@ class TriggerPhraseCheck(Check):
         import numpy as np
 
         base = {"phrase": ph.phrase, "evidence": round(ph.evidence, 1), "exclusivity": round(ph.exclusivity, 3),
-                "records": len(ph.rows)}
+                "records": len(ph.rows), **({"why": ph.why} if ph.why else {})}
         findings = [Finding(int(r), TRIGGER_PHRASE, ph.evidence, {**base, "task": records.group[r]})
                     for r in ph.rows]
         has = set(ph.rows.tolist())

@@ -1,0 +1,293 @@
+"""The insertion pass of ``poison_trigger``: everyday phrases planted as triggers, found through their out-of-place
+occurrences (:mod:`.insertion`).
+
+An everyday phrase ("of my", "a few") occurs in hundreds of records of a batch with mixed labels; ten poisoned
+records in each of five tasks do not make its label statistics stand out among the thousands of phrases a batch
+tests (docs/poison.md, detection floor). Its *inserted* occurrences do: about half of the poisoned ones are out of
+place, against 1-2% of the natural ones, so among the occurrences judged inserted the campaign's records dominate,
+and they share the attacker's label.
+
+**Statistic.** For a candidate phrase (2 words, ``INSERTION_MIN_RECORDS`` records in classification tasks) and a
+classification task, ``n`` records hold an out-of-place occurrence of it and ``k`` of them carry one label. The
+expected share of that label is the share among *all* the task's out-of-place occurrences (of every candidate):
+whether a word looks inserted may depend on the label itself (in a grammaticality task the unacceptable sentences
+are the ones with words out of place), and this null absorbs that; it is the task's base rate smoothed by
+``RATE_WEIGHT`` records. The task's statistic is the largest ``n * KL(k/n || q)`` over the labels with ``k >= 2``,
+counted from ``novelty_task_nats``; a dataset contributes its largest task, a phrase sums its datasets.
+
+**Calibration.** The same tail bound as the novelty pass (:mod:`.novelty_pass`): each task's exact binomial tail
+under the null, summed over labels and a dataset's tasks, convolved over datasets; ``-ln P(S >= s)`` is the phrase's
+surprise, a bound of its p-value. The false-alarm rate per batch is held at ``insertion_alpha`` by Bonferroni over
+Tarone's count of the phrases that could reach the bar (inserted occurrences in >= 2 datasets). A phrase is a trigger
+when its surprise reaches ``ln(tests) + ln(1 / insertion_alpha)`` and it steers ``min_tasks`` datasets.
+
+**What is flagged.** Once the campaign (phrase, tasks, label per task) is raised, its tasks are the steered ones plus
+the classification tasks where all the phrase's records concentrate on one label with ``EXPAND_NATS`` (an
+everyday phrase is rare in any one task, so ten planted records there stand out once the phrase is known to be a
+trigger, even when none of its occurrences there looked inserted). In those tasks every record with the phrase and
+the campaign's label is flagged; the phrase's natural occurrences elsewhere, and those with other labels, are left
+alone. The natural occurrences among the flagged records are estimated per task (the phrase's records with the other
+labels, scaled by the base rates); while they would exceed ``CLEAN_SHARE`` of the batch, the task with the most keeps
+only its out-of-place records.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import TYPE_CHECKING
+
+from tunegate.core.checks.poison._text import binomial_llr
+from tunegate.core.checks.poison.evidence import task_of_rows
+from tunegate.core.checks.poison.insertion import score_occurrences
+from tunegate.core.checks.poison.novelty_pass import STEP, _fit, _sum_surprise, _tail, _tarone
+from tunegate.core.checks.poison.phrases import Phrase, _campaigns
+
+if TYPE_CHECKING:
+    import numpy as np
+    import scipy.sparse as sp
+
+    from tunegate.core.checks.poison._ngrams import WordStats
+    from tunegate.core.checks.poison.config import TriggerConfig
+    from tunegate.core.checks.poison.insertion import Occurrences
+    from tunegate.core.checks.poison.tasks import Task
+
+#: A candidate phrase has at least this many records in classification tasks (an everyday phrase has hundreds;
+#: below a few dozen, counts of its neighbours are too small for the insertion test, docs/poison.md).
+INSERTION_MIN_RECORDS = 10
+#: Weight (records) of the task's base rate in the expected label shares of out-of-place occurrences.
+RATE_WEIGHT = 20.0
+#: Once a campaign is raised: a task joins it when the phrase's records there concentrate on one label with this
+#: evidence (nats; 10 planted records of 10 at a 50% label: 6.9; the natural lean of an everyday phrase in the other
+#: dimensions of a dataset that labels the same texts several ways, 6 of 6 at 51%: 4.0).
+EXPAND_NATS = 6.0
+#: ... or when this share of the phrase's out-of-place occurrences there (2 at
+#: least) carry one label.
+CAMPAIGN_SHARE = 0.8
+#: The share of the batch's records that the phrase's natural occurrences flagged with a campaign may reach (estimated
+#: per task from the phrase's records with the other labels), before tasks are cut back to out-of-place records.
+CLEAN_SHARE = 0.001
+#: Concentration of a binomial predictive: the null of the insertion pass knows its rates (no history behind them).
+BINOMIAL = 1e6
+
+
+def insertion_phrases(x: sp.csr_matrix, vocab: np.ndarray, tasks: list[Task], *, prompts: list[str], stats: WordStats,
+                      config: TriggerConfig, found: list[Phrase]) -> tuple[list[Phrase], dict[str, float]]:
+    """The everyday-phrase triggers found through their out-of-place occurrences, strongest first, and the pass's
+    figures (candidates, occurrences scored and judged inserted, tests, bar)."""
+    import numpy as np
+
+    label = [ti for ti, t in enumerate(tasks) if t.kind == "label"]
+    owner = task_of_rows(tasks, x.shape[0])
+    figures: dict[str, float] = {}
+    if not label or owner is None:
+        return [], figures
+    in_label = np.zeros(x.shape[0], dtype=bool)
+    in_label[np.concatenate([tasks[ti].rows for ti in label])] = True
+    xl = x[np.flatnonzero(in_label)]
+    df = np.asarray(xl.sum(axis=0)).ravel()
+    two = np.fromiter((str(v).count(" ") == 1 for v in vocab.tolist()), dtype=bool, count=len(vocab))
+    cand = np.flatnonzero(two & (df >= INSERTION_MIN_RECORDS))
+    if not len(cand):
+        return [], figures
+    holds = np.asarray(x[:, cand].sum(axis=1)).ravel() > 0
+    rows = np.flatnonzero(in_label & holds)
+    occ = score_occurrences(prompts, rows, [str(vocab[c]) for c in cand.tolist()], cand, stats,
+                            min_score=config.insertion_min_score, min_bridge=config.insertion_min_bridge)
+    figures.update(candidates=float(len(cand)), occurrences=float(len(occ.rows)), inserted=float(occ.inserted.sum()))
+    xi = _inserted_matrix(occ, x.shape)
+    phrases, tested = _test(xi, tasks, label, owner=owner, occ=occ, config=config)
+    figures.update(tested)
+    if not phrases:
+        return [], figures
+    taken = np.concatenate([p.rows for p in found]) if found else np.array([], dtype=np.int64)
+    xc, xic = x.tocsc(), xi.tocsc()
+    out = []
+    rows_of: dict[int, np.ndarray] = {}
+    steered_of: dict[int, dict[int, int]] = {}
+    cut_of: dict[int, int] = {}
+    for c, (_, steered) in phrases.items():
+        steered_of[c] = _campaign_tasks(xc, xic, c, tasks, owner=owner, steered=steered, config=config)
+        rows_of[c], cut_of[c] = _campaign_rows(xc, xic, c, tasks, owner=owner, steered=steered_of[c],
+                                               cap=CLEAN_SHARE * x.shape[0])
+    ranked = sorted(phrases, key=lambda c: (-phrases[c][0], str(vocab[c])))
+    inserted_rows = {c: set(occ.rows[occ.inserted & (occ.cols == c)].tolist()) for c in ranked}
+    for cl in _campaigns(ranked, rows_of, xc):
+        head = cl[0]
+        rows_c = np.unique(np.concatenate([rows_of[m] for m in cl]))
+        if not len(rows_c) or len(np.intersect1d(rows_c, taken)) >= 0.5 * len(rows_c):
+            continue
+        detail = []
+        for ti, lab in sorted(steered_of[head].items()):
+            mine = rows_of[head][owner[rows_of[head]] == ti]
+            holds_t = xc.indices[xc.indptr[head]:xc.indptr[head + 1]]
+            detail.append((ti, 0, int((owner[holds_t] == ti).sum()), len(mine), lab))
+        detail.sort(key=lambda t: -t[3])
+        out_of_place = len(inserted_rows[head] & set(rows_c.tolist()))
+        why = (f"everyday phrase planted as a trigger: {out_of_place} of the {len(rows_c)} flagged records hold it out "
+               f"of place (its neighbours read as one text without it) and carry the task's campaign label"
+               + (f"; {cut_of[head]} task(s) where it is common: out-of-place records only" if cut_of[head] else ""))
+        # exclusivity, as the other passes report it: the share of the phrase's classification records flagged (an
+        # everyday phrase's natural occurrences elsewhere keep it low)
+        holds = xc.indices[xc.indptr[head]:xc.indptr[head + 1]]
+        in_tasks = int(in_label[holds].sum())
+        share = min(1.0, len(rows_c) / in_tasks) if in_tasks else 1.0
+        out.append(Phrase(int(head), str(vocab[head]), phrases[head][0], share, rows_c, detail,
+                          [str(vocab[m]) for m in cl if m != head], why=why))
+    figures["found"] = float(len(out))
+    return out, figures
+
+
+def _inserted_matrix(occ: Occurrences, shape: tuple[int, int]) -> sp.csr_matrix:
+    """Record x phrase: 1 where the record holds an out-of-place occurrence of the phrase."""
+    import numpy as np
+    import scipy.sparse as sp
+
+    sel = occ.inserted
+    xi = sp.csr_matrix((np.ones(int(sel.sum()), dtype=np.float32), (occ.rows[sel], occ.cols[sel])), shape=shape)
+    xi.sum_duplicates()
+    xi.data[:] = 1.0
+    return xi
+
+
+def _test(xi: sp.csr_matrix, tasks: list[Task], label: list[int], *, owner: np.ndarray, occ: Occurrences,
+          config: TriggerConfig) -> tuple[dict[int, tuple[float, dict[int, int]]], dict[str, float]]:
+    """Phrase column -> (surprise, steered task -> label) for the phrases whose out-of-place occurrences' labels
+    reach the bar; and the figures of the test."""
+    import numpy as np
+    import scipy.sparse as sp
+
+    tau = config.novelty_task_nats
+    fam_index: dict[str, int] = {}
+    parts = []
+    occ_task = owner[occ.rows]
+    for ti in label:
+        task = tasks[ti]
+        xt = xi[task.rows]
+        n_all = np.asarray(xt.sum(axis=0)).ravel()
+        cols = np.flatnonzero(n_all >= 1)
+        if not len(cols):
+            continue
+        ch = task.labels
+        size = len(ch.names)
+        y = sp.csr_matrix((np.ones(len(task.rows), dtype=np.float32), (np.arange(len(task.rows)), ch.outcome)),
+                          shape=(len(task.rows), size))
+        counts = (xt[:, cols].T @ y).toarray()
+        # the label shares of every out-of-place occurrence in the task: the null absorbs a task where looking
+        # inserted goes with a label (ungrammatical sentences)
+        here = occ.inserted & (occ_task == ti)
+        seen = np.bincount(ch.outcome[np.searchsorted(task.rows, occ.rows[here])], minlength=size).astype(np.float64)
+        rates = (seen + RATE_WEIGHT * ch.base) / (seen.sum() + RATE_WEIGHT)
+        n = n_all[cols].astype(np.float64)
+        llr = binomial_llr(counts, n[:, None], rates[None, :]) * (counts >= 2)
+        lab = llr.argmax(axis=1)
+        stat = llr[np.arange(len(cols)), lab]
+        stat = np.where(stat >= tau, stat, 0.0)
+        least = float(np.where(rates > 1e-9, rates, 1.0).min())
+        # every record on the least expected label: the smallest p-value the task can give (2 records at least)
+        reach = np.where(n >= 2, -n * math.log(least), 0.0)
+        fam = fam_index.setdefault(task.family, len(fam_index))
+        parts.append((cols, np.full(len(cols), ti), np.full(len(cols), fam), n, lab, stat, reach, rates))
+    figures: dict[str, float] = {}
+    if not parts:
+        return {}, figures
+    cols, tix, fix, n, lab, stat, reach = (np.concatenate([p[i] for p in parts]) for i in range(7))
+    part_of = np.concatenate([np.full(len(p[0]), i) for i, p in enumerate(parts)])
+    n_fam = len(fam_index)
+    key = cols.astype(np.int64) * n_fam + fix
+    uniq, inv = np.unique(key, return_inverse=True)
+    fam_stat, fam_reach = np.zeros(len(uniq)), np.zeros(len(uniq))
+    np.maximum.at(fam_stat, inv, stat)
+    np.maximum.at(fam_reach, inv, reach)
+    phrase_of = uniq // n_fam
+    width = xi.shape[1]
+    total = np.bincount(phrase_of, weights=fam_stat, minlength=width)
+    achievable = np.bincount(phrase_of, weights=fam_reach, minlength=width)
+    datasets = np.bincount(phrase_of, minlength=width)
+    steering = np.bincount(phrase_of, weights=(fam_stat > 0).astype(np.float64), minlength=width)
+    margin = math.log(1.0 / config.insertion_alpha)
+    tests = _tarone(achievable[datasets >= 2], margin)
+    bar = math.log(tests) + margin
+    figures.update(tests=float(tests), bar=round(bar, 2))
+    candidates = np.flatnonzero((datasets >= 2) & (steering >= config.min_tasks) & (total >= bar))
+    order = np.argsort(cols, kind="stable")
+    start = np.searchsorted(cols[order], candidates)
+    stop = np.searchsorted(cols[order], candidates, side="right")
+    cache: dict[tuple[int, tuple[float, ...]], np.ndarray] = {}
+    out: dict[int, tuple[float, dict[int, int]]] = {}
+    for c, a, b in zip(candidates.tolist(), start.tolist(), stop.tolist(), strict=True):
+        pairs = order[a:b]
+        top = math.ceil(total[c] / STEP - 1e-9)
+        tails = []
+        for f in np.unique(fix[pairs]).tolist():
+            tail = np.zeros(top + 1)
+            for j in pairs[fix[pairs] == f].tolist():
+                tail += _fit(_tail(int(n[j]), parts[part_of[j]][7], BINOMIAL, tau, cache), top + 1)
+            tails.append(np.minimum.accumulate(np.minimum(1.0, _fit(tail, top + 1))))
+        surprise = _sum_surprise(tails, top)
+        if surprise >= bar:
+            hit = pairs[stat[pairs] > 0]
+            out[c] = (surprise, dict(zip(tix[hit].tolist(), lab[hit].tolist(), strict=True)))
+    return out, figures
+
+
+def _campaign_tasks(xc: sp.csc_matrix, xi: sp.csc_matrix, c: int, tasks: list[Task], *, owner: np.ndarray,
+                    steered: dict[int, int], config: TriggerConfig) -> dict[int, int]:
+    """The raised campaign's tasks and label in each: the steered tasks; the classification tasks where all the
+    phrase's records concentrate on one label with at least ``EXPAND_NATS`` (binomial against the base rate);
+    and those where at least 2 of its out-of-place occurrences, and ``CAMPAIGN_SHARE`` of them, share one label (a
+    clean-label campaign on a task's majority label shows no skew, but its occurrences still look inserted)."""
+    import numpy as np
+
+    rows = xc.indices[xc.indptr[c]:xc.indptr[c + 1]]
+    odd = xi.indices[xi.indptr[c]:xi.indptr[c + 1]]
+    where, odd_where = owner[rows], owner[odd]
+    out = dict(steered)
+    for ti in np.unique(where[where >= 0]).tolist():
+        task = tasks[ti]
+        if ti in out or task.kind != "label":
+            continue
+        size = len(task.labels.names)
+        counts = np.bincount(task.labels.outcome[np.searchsorted(task.rows, rows[where == ti])], minlength=size)
+        top = int(counts.argmax())
+        llr = float(binomial_llr(counts[top], counts.sum(), task.labels.base[top]))
+        if counts[top] >= config.min_task_hits and llr >= EXPAND_NATS:
+            out[ti] = top
+            continue
+        placed = np.bincount(task.labels.outcome[np.searchsorted(task.rows, odd[odd_where == ti])], minlength=size)
+        top = int(placed.argmax())
+        if placed[top] >= 2 and placed[top] >= CAMPAIGN_SHARE * placed.sum():
+            out[ti] = top
+    return out
+
+
+def _campaign_rows(xc: sp.csc_matrix, xi: sp.csc_matrix, c: int, tasks: list[Task], *, owner: np.ndarray,
+                   steered: dict[int, int], cap: float) -> tuple[np.ndarray, int]:
+    """The records of the campaign's tasks that hold the phrase and carry the campaign's label there, and how many
+    tasks were cut back to their out-of-place records.
+
+    Some of those records are the phrase's natural occurrences. Their number in a task is estimated from the
+    phrase's records there with the *other* labels (natural occurrences spread over the labels at the task's base
+    rates: ``other * p / (1 - p)``). While the estimate summed over the campaign's tasks exceeds ``cap`` records, the
+    task with the largest estimate keeps only its out-of-place records (those the insertion test judged planted)."""
+    import numpy as np
+
+    rows = xc.indices[xc.indptr[c]:xc.indptr[c + 1]]
+    odd = set(xi.indices[xi.indptr[c]:xi.indptr[c + 1]].tolist())
+    chosen: dict[int, np.ndarray] = {}
+    natural: dict[int, float] = {}
+    for ti, lab in steered.items():
+        mine = rows[owner[rows] == ti]
+        task = tasks[ti]
+        labels = task.labels.outcome[np.searchsorted(task.rows, mine)]
+        chosen[ti] = mine[labels == lab]
+        p = float(min(task.labels.base[lab], 0.95))
+        natural[ti] = float((labels != lab).sum()) * p / (1.0 - p)
+    cut = 0
+    for ti in sorted(natural, key=lambda t: -natural[t]):
+        if sum(natural.values()) <= cap:
+            break
+        chosen[ti] = np.asarray([r for r in chosen[ti].tolist() if r in odd], dtype=np.int64)
+        natural[ti] = 0.0
+        cut += 1
+    parts = [v for v in chosen.values() if len(v)]
+    return (np.unique(np.concatenate(parts)) if parts else np.array([], dtype=np.int64)), cut
