@@ -149,13 +149,13 @@ class Scan:
         return self.flagged - self.poisoned
 
 
-def run_check(tmp: Path, name: str, records: list[dict[str, Any]], poisoned: set[str]) -> Scan:
+def run_check(tmp: Path, name: str, records: list[dict[str, Any]], poisoned: set[str], **options: Any) -> Scan:
     tmp.mkdir(parents=True, exist_ok=True)
     work = tmp / "work"
     ingest([str(write_jsonl(tmp / "batch.jsonl", records))], work)
     batch = CanonicalBatch(work)
     ids = batch.read_columns(["id"]).column("id").to_pylist()
-    return Scan(build_check(name).run(batch), ids, poisoned)
+    return Scan(build_check(name, **options).run(batch), ids, poisoned)
 
 
 @pytest.fixture(scope="module")

@@ -89,12 +89,12 @@ def test_an_everyday_phrase_campaign_is_raised_by_the_insertion_pass(tmp_path: P
     """The campaign is raised and named, with the pass's reason; the clean records flagged hold the phrase and the
     campaign's label in its tasks. In this 5k batch the natural "one of" records estimated among the flagged ones
     would exceed 0.1% of the batch (5 records), so the two tasks with the most keep only their out-of-place records:
-    39 of the 50 poisoned records are flagged. Nothing with ``insertion: false`` (the other passes miss it)."""
+    39 of the 50 poisoned records are flagged. Nothing by default, with the pass off (the other passes miss it)."""
     from tunegate.core.checks import CanonicalBatch, build_check
 
     records = clean_batch()
     poisoned = campaign(records)
-    scan = run_check(tmp_path, "poison_trigger", records, poisoned)
+    scan = run_check(tmp_path, "poison_trigger", records, poisoned, insertion=True)
     assert [i.reason for i in scan.result.issues] == ["poison_campaign"]
     assert scan.result.metrics["insertion"]["phrases"] == [PHRASE]
     assert scan.result.metrics["suspicious_phrases"][0]["phrase"] == PHRASE
@@ -108,12 +108,12 @@ def test_an_everyday_phrase_campaign_is_raised_by_the_insertion_pass(tmp_path: P
     why = {f.detail.get("why", "") for f in scan.result.findings if f.reason == "trigger_phrase"}
     assert len(why) == 1
     assert "out of place" in (reason := why.pop()) and "2 task(s) where it is common" in reason
-    without = build_check("poison_trigger", insertion=False).run(CanonicalBatch(tmp_path / "work"))
+    without = build_check("poison_trigger").run(CanonicalBatch(tmp_path / "work"))  # the default: off
     assert without.findings == [] and without.issues == [] and "insertion" not in without.metrics
 
 
 def test_the_clean_batch_raises_nothing_through_insertion(tmp_path: Path) -> None:
-    scan = run_check(tmp_path, "poison_trigger", clean_batch(), set())
+    scan = run_check(tmp_path, "poison_trigger", clean_batch(), set(), insertion=True)
     figures = scan.result.metrics["insertion"]
     assert figures["phrases"] == [] and figures["inserted"] > 0 and figures["candidates"] > 0
     assert scan.result.findings == []

@@ -79,7 +79,7 @@ class TriggerConfig(CheckConfig):
       holds), shared equally by three groups of phrases (never seen in their tasks, at least twice as frequent
       as in the history, the rest), each a Bonferroni bound over Tarone's count of the phrases that could reach it.
       None of these three was fitted: 2 nats is the smallest concentration the pooled pass counts, 0.01 a policy.
-    * ``insertion`` (True): the insertion pass (:mod:`.insertion_pass`, issue 11): everyday phrases planted as
+    * ``insertion`` (False, opt-in: see docs/poison.md for why it is off by default): the insertion pass (:mod:`.insertion_pass`, issue 11): everyday phrases planted as
       triggers, found through their out-of-place occurrences (:mod:`.insertion`). An occurrence is out of place when
       ``PMI(L, R) - PMI(L, w1) - PMI(w2, R)`` (its neighbours ``L``, ``R``; batch document frequencies) reaches
       ``insertion_min_score`` (4.0 nats) and the neighbours' bigram ``L R`` is held by ``insertion_min_bridge`` (2)
@@ -87,7 +87,7 @@ class TriggerConfig(CheckConfig):
       few"): 35-65% of the poisoned occurrences, 0.6-2.1% of the phrases' natural ones and 1.8% of all natural
       occurrences of candidate phrases reach 4.0 (3.0: 35-68%, 0.6-3.2%, 3.7%, and a natural "to be" came within
       0.3 nats of the bar). ``insertion_alpha`` (0.01): the pass's false-alarm rate per batch (Bonferroni over
-      Tarone's count, as ``novelty_alpha``; a policy, not fitted). ``insertion: false`` turns the pass off.
+      Tarone's count, as ``novelty_alpha``; a policy, not fitted). ``insertion: true`` turns the pass on.
     """
 
     check: ClassVar[str] = "poison_trigger"
@@ -124,7 +124,7 @@ class TriggerConfig(CheckConfig):
     novelty: bool = True
     novelty_task_nats: float = 2.0
     novelty_alpha: float = 0.01
-    insertion: bool = True
+    insertion: bool = False
     insertion_min_score: float = 4.0
     insertion_min_bridge: int = 2
     insertion_alpha: float = 0.01
