@@ -45,7 +45,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-#: The environment variable that fixes how many checks run at a time (``1``: in the calling process).
+#: The environment variable that fixes how many processes the checks use (``1``: the calling process only).
 WORKERS_ENV = "TUNEGATE_CHECK_WORKERS"
 #: Processes at a time when the environment does not say (this one and one per lane; today's checks have one
 #: lane, the embedding checks).
@@ -53,8 +53,9 @@ MAX_WORKERS = 2
 #: Below this many records checks run in the calling process: a process's start costs more than it saves.
 PARALLEL_MIN_RECORDS = 20_000
 
+
 def check_workers(num_rows: int) -> int:
-    """How many checks run at a time for a batch of ``num_rows`` records (see the module docstring)."""
+    """How many processes the checks of a batch of ``num_rows`` records use (see the module docstring)."""
     raw = os.environ.get(WORKERS_ENV, "").strip()
     if raw:
         try:
@@ -85,7 +86,8 @@ def run_side_by_side(work_dir: str, checks: list[Check], workers: int, tracker: 
     costs: dict[str, dict[str, float | None]] = {}
 
     def collect(lane: str) -> None:
-        done, spent = lanes.pop(lane).wait()
+        done, spent = lanes[lane].wait()
+        del lanes[lane]  # only once it has ended: interrupted while waiting, it is still stopped below
         results.update((r.check, r) for r in done)
         costs.update(spent)
         tracker.update(len(done))

@@ -79,8 +79,9 @@ class TriggerConfig(CheckConfig):
       holds), shared equally by three groups of phrases (never seen in their tasks, at least twice as frequent
       as in the history, the rest), each a Bonferroni bound over Tarone's count of the phrases that could reach it.
       None of these three was fitted: 2 nats is the smallest concentration the pooled pass counts, 0.01 a policy.
-    * ``insertion`` (False, opt-in: see docs/poison.md for why it is off by default): the insertion pass (:mod:`.insertion_pass`, issue 11): everyday phrases planted as
-      triggers, found through their out-of-place occurrences (:mod:`.insertion`). An occurrence is out of place when
+    * ``insertion`` (False, opt-in: docs/poison.md says why it is off by default): the insertion pass
+      (:mod:`.insertion_pass`, issue 11): everyday phrases planted as triggers, found through their out-of-place
+      occurrences (:mod:`.insertion`). An occurrence is out of place when
       ``PMI(L, R) - PMI(L, w1) - PMI(w2, R)`` (its neighbours ``L``, ``R``; batch document frequencies) reaches
       ``insertion_min_score`` (4.0 nats) and the neighbours' bigram ``L R`` is held by ``insertion_min_bridge`` (2)
       other records. Dev split of ``bench/poison/floor_run.py`` (seeds 10, 11; "of my", "able to", "the next", "a
