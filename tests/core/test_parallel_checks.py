@@ -16,7 +16,7 @@ import pytest
 
 from tests.conftest import NIGHTLY
 from tunegate.core.checks import CanonicalBatch, Check, CheckResult, run_checks
-from tunegate.core.checks._parallel import PARALLEL_MIN_RECORDS, WORKERS_ENV, _lanes_away, check_workers
+from tunegate.core.checks._parallel import WORKERS_ENV, _lanes_away, check_workers
 from tunegate.exceptions import BatchHalted, ConfigError, InputError
 
 
@@ -129,17 +129,15 @@ def test_a_lane_that_reads_another_checks_findings_stays_here() -> None:
     assert _lanes_away([_ReadsProbe()], 3) == ["other-lane"]  # what it waits for is not in this call
 
 
-def test_workers_come_from_the_environment_or_the_batch(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_workers_come_from_the_environment_else_one(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv(WORKERS_ENV, raising=False)
-    assert check_workers(PARALLEL_MIN_RECORDS - 1) == 1
-    cores = len(os.sched_getaffinity(0))
-    assert check_workers(PARALLEL_MIN_RECORDS) == min(cores, 2)
+    assert check_workers() == 1
     monkeypatch.setenv(WORKERS_ENV, "2")
-    assert check_workers(10) == 2
+    assert check_workers() == 2
     for bad in ("0", "two", "-1"):
         monkeypatch.setenv(WORKERS_ENV, bad)
         with pytest.raises(ConfigError, match=WORKERS_ENV):
-            check_workers(10)
+            check_workers()
 
 
 def test_tunegate_errors_survive_a_trip_between_processes() -> None:

@@ -78,8 +78,8 @@ def stack(services: None, webhook: WebhookReceiver, tmp_path_factory: pytest.Tem
     dags = Path(os.environ.get("TUNEGATE_IT_DAGS_FOLDER") or REPO / "dags").resolve()
     extra_env = {
         "TUNEGATE_DATA_ROOT": str(root / "data"),
-        # the sample night is below the size at which the embedding checks get a process of their own: force it,
-        # so a Celery task starting a child process is tried here as in production
+        # checks side by side (off by default): on here, so that a Celery task starting the embedding checks' child
+        # process is tried as a deployment that sets it runs it
         "TUNEGATE_CHECK_WORKERS": "2",
         "TUNEGATE_ALERT_WEBHOOK_CONN_ID": WEBHOOK_CONN_ID,
         f"AIRFLOW_CONN_{WEBHOOK_CONN_ID.upper()}": json.dumps({

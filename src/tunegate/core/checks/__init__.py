@@ -70,9 +70,9 @@ def run_checks(work_dir: str, checks: list[Check], *, workers: int | None = None
     """Run each check over ``WORK/canonical.parquet`` and persist its findings under ``WORK/findings``; each
     check's wall time and peak memory go to ``WORK/timings.json`` and to one log line.
 
-    ``workers``: processes at a time (:mod:`._parallel`): with 2 or more the embedding checks (one *lane*) run in a
-    child process of their own while this one runs the others; ``None``: ``TUNEGATE_CHECK_WORKERS``, else the cores
-    available (at most 2) for a batch of 20,000 records or more; ``1``: one after another in this process.
+    ``workers``: processes (:mod:`._parallel`): with 2 or more the embedding checks (one *lane*) run in a child process
+    of their own while this one runs the others; ``None``: ``TUNEGATE_CHECK_WORKERS``, else 1 (one after another in
+    this process, the default: on two cores side by side did not pay, docs/scale.md).
     The findings are the same either way."""
     import time
 
@@ -80,7 +80,7 @@ def run_checks(work_dir: str, checks: list[Check], *, workers: int | None = None
     from tunegate.core.progress import progress
 
     batch = CanonicalBatch(work_dir)
-    workers = min(check_workers(batch.num_rows) if workers is None else workers, len(checks))
+    workers = min(check_workers() if workers is None else workers, len(checks))
     started_all = time.perf_counter()
     with progress(f"checks over {batch.num_rows:,} records", len(checks), "checks") as tracker:
         if workers > 1:

@@ -23,10 +23,13 @@ What a check computes does not depend on where it runs: it reads ``WORK/canonica
 the files of the checks before it) and writes its findings file, exactly as in one process. Tests compare the two
 record by record (``tests/core/test_parallel_checks.py``).
 
-Workers: ``TUNEGATE_CHECK_WORKERS`` (an integer; ``1``: every check in the calling process, one after another)
-or, unset, the cores this process may use (at most :data:`MAX_WORKERS`), and 1 for a batch under
-:data:`PARALLEL_MIN_RECORDS` records, where starting a process costs more than it saves. With ``N`` workers, up
-to ``N - 1`` lanes get a process; a lane beyond them runs here.
+Workers: ``TUNEGATE_CHECK_WORKERS`` (an integer; with ``N`` >= 2, up to ``N - 1`` lanes get a process, a lane
+beyond them runs here). **Unset, it is 1: every check in the calling process, one after another.** Measured on a
+two-core machine (docs/scale.md), side by side did not pay at a million records: the near-duplicate check already
+spreads its self-join over the cores, so the two processes shared them (checks 663 s side by side against 558 s one
+after another, with more load beside the first run) while the night held the largest pair of checks at once (6.3 GB
+against 4.2 GB). At 200k records, with another job holding a core, it was 1.11x faster for 1.54x the memory. A
+worker with cores to spare beside the near-duplicate check sets it.
 """
 
 from __future__ import annotations
@@ -47,29 +50,18 @@ log = logging.getLogger(__name__)
 
 #: The environment variable that fixes how many processes the checks use (``1``: the calling process only).
 WORKERS_ENV = "TUNEGATE_CHECK_WORKERS"
-#: Processes at a time when the environment does not say (this one and one per lane; today's checks have one
-#: lane, the embedding checks).
-MAX_WORKERS = 2
-#: Below this many records checks run in the calling process: a process's start costs more than it saves.
-PARALLEL_MIN_RECORDS = 20_000
-
-
-def check_workers(num_rows: int) -> int:
-    """How many processes the checks of a batch of ``num_rows`` records use (see the module docstring)."""
+def check_workers() -> int:
+    """How many processes the checks use: ``TUNEGATE_CHECK_WORKERS``, else 1 (see the module docstring)."""
     raw = os.environ.get(WORKERS_ENV, "").strip()
-    if raw:
-        try:
-            workers = int(raw)
-        except ValueError:
-            workers = 0
-        if workers < 1:
-            raise ConfigError(f"{WORKERS_ENV}={raw!r}: expected a whole number >= 1 (1 runs the checks one after "
-                              "another in this process)")
-    elif num_rows < PARALLEL_MIN_RECORDS:
+    if not raw:
         return 1
-    else:
-        cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-        workers = min(cores, MAX_WORKERS)
+    try:
+        workers = int(raw)
+    except ValueError:
+        workers = 0
+    if workers < 1:
+        raise ConfigError(f"{WORKERS_ENV}={raw!r}: expected a whole number >= 1 (1 runs the checks one after "
+                          "another in this process)")
     return workers
 
 
