@@ -52,7 +52,8 @@ BOS, EOS = (1 << _SHIFT) - 2, (1 << _SHIFT) - 1
 
 @dataclass
 class Occurrences:
-    """Every scored occurrence of a candidate phrase: its record, the phrase's column, its score and verdict."""
+    """Scored occurrences of candidate phrases: their record, the phrase's column, score and verdict (every occurrence
+    scored, or only the out-of-place ones: ``scored`` says how many were scored)."""
 
     rows: np.ndarray
     cols: np.ndarray
@@ -60,6 +61,7 @@ class Occurrences:
     bridge: np.ndarray  # other records with the bigram of the neighbours
     orphan: np.ndarray  # neither join attested in another record
     inserted: np.ndarray  # bool: out of place
+    scored: int = 0
 
 
 def _key(a: np.ndarray, b: np.ndarray) -> np.ndarray:
@@ -69,9 +71,14 @@ def _key(a: np.ndarray, b: np.ndarray) -> np.ndarray:
 
 
 def score_occurrences(prompts: Sequence[str], rows: np.ndarray, phrases: Sequence[str], cols: np.ndarray,
-                      stats: WordStats, *, min_score: float, min_bridge: int) -> Occurrences:
+                      stats: WordStats, *, min_score: float, min_bridge: int, everything: bool = True
+                      ) -> Occurrences:
     """Score the occurrences of ``phrases`` (2 words each; ``cols``: their columns, reported back) in the prompts of
-    ``rows``, against the batch's word statistics ``stats`` (filled by the trigger scan's n-gram pass)."""
+    ``rows``, against the batch's word statistics ``stats`` (filled by the trigger scan's n-gram pass).
+
+    The records are read :data:`~._ngrams.CHUNK_RECORDS` at a time and each chunk's occurrences are scored there;
+    with ``everything`` false only the out-of-place occurrences are kept (what the insertion pass needs: its memory
+    is then bounded by one chunk's occurrences plus the out-of-place ones, not by every occurrence of the batch)."""
     import numpy as np
 
     words, word_df, starts, ends = stats.words, stats.word_df, stats.starts, stats.ends
@@ -95,34 +102,6 @@ def score_occurrences(prompts: Sequence[str], rows: np.ndarray, phrases: Sequenc
     first_word[pair[:, 0]] = True
     second_word = np.zeros(top + 1, dtype=bool)
     second_word[pair[:, 1]] = True
-    occ_rows: list[np.ndarray] = []
-    occ_idx: list[np.ndarray] = []
-    left: list[np.ndarray] = []
-    right: list[np.ndarray] = []
-    left2: list[np.ndarray] = []  # the word before the left neighbour, and after the right one (3-word spans)
-    right2: list[np.ndarray] = []
-    rows = np.asarray(rows, dtype=np.int64)
-    for start in range(0, len(rows), CHUNK_RECORDS):
-        chunk = rows[start:start + CHUNK_RECORDS]
-        ids, local = words.encode([prompts[r] for r in chunk.tolist()])
-        if len(ids) < 2:
-            continue
-        # only pairs whose two words can start and end a candidate are looked up (most pairs of a text cannot)
-        at = np.flatnonzero((local[1:] == local[:-1]) & (first_word[np.minimum(ids[:-1], top)] & (ids[:-1] <= top))
-                            & second_word[np.minimum(ids[1:], top)])
-        pos, hit = _find(sorted_phrase, _key(ids[at], ids[at + 1]))
-        at, pos = at[hit], pos[hit]
-        for shift, side, edge in ((-1, left, BOS), (2, right, EOS), (-2, left2, BOS), (3, right2, EOS)):
-            near = np.clip(at + shift, 0, len(ids) - 1)
-            inside = (at + shift >= 0) & (at + shift < len(ids)) & (local[near] == local[at])
-            side.append(np.where(inside, ids[near], edge))
-        occ_rows.append(chunk[local[at]])
-        occ_idx.append(order[pos])
-    if not occ_rows or not sum(map(len, occ_rows)):
-        return nothing
-    o_rows, o_idx = np.concatenate(occ_rows), np.concatenate(occ_idx)
-    lw, rw, lw2, rw2 = (np.concatenate(a) for a in (left, right, left2, right2))
-    w1, w2 = pair[o_idx, 0], pair[o_idx, 1]
     n = float(max(stats.texts, 1))
 
     def count(a: np.ndarray, b: np.ndarray) -> np.ndarray:
@@ -153,30 +132,90 @@ def score_occurrences(prompts: Sequence[str], rows: np.ndarray, phrases: Sequenc
         verdict = (score >= min_score) & ((c_bridge >= min_bridge) | (edge & (c_bridge >= 1)))
         return score, c_bridge, orphan, verdict
 
-    score, bridge, orphan, inserted = span(lw, w1, w2, rw)
-    # A phrase of three words is planted whole: its pairs' occurrences are judged as the 3-word span too, when that
-    # span recurs in the records scored (TRIGRAM_RECORDS), so that "this is the" inserted reads out of place although
-    # "is the" follows "this" naturally.
-    for third, outer, is_right in ((rw, rw2, True), (lw, lw2, False)):
-        real = third < BOS
-        if not real.any():
+    # per chunk: occurrence id, row, phrase index, score, bridge, orphan, verdict
+    kept: list[tuple[np.ndarray, ...]] = []
+    # occurrences that a 3-word span would judge out of place, if that span recurs: id, row, phrase index, score,
+    # bridge, orphan, span key, side (0: the word after, 1: the word before)
+    pending: list[tuple[np.ndarray, ...]] = []
+    span_keys: list[np.ndarray] = []  # each record's 3-word spans once, merged as they come
+    span_counts: list[np.ndarray] = []
+    scored = 0
+    rows = np.asarray(rows, dtype=np.int64)
+    for start in range(0, len(rows), CHUNK_RECORDS):
+        chunk = rows[start:start + CHUNK_RECORDS]
+        ids, local = words.encode([prompts[r] for r in chunk.tolist()])
+        if len(ids) < 2:
             continue
-        key = (o_idx.astype(np.int64) << _SHIFT) | np.where(real, third, 0)
-        _, distinct_keys = _distinct(o_rows[real], key[real])  # each record's 3-word span once
-        uniq, per = np.unique(distinct_keys, return_counts=True)
-        pos, hit = _find(uniq, key)
-        recurs = real & hit & (per[pos] >= TRIGRAM_RECORDS)
-        if not recurs.any():
+        # only pairs whose two words can start and end a candidate are looked up (most pairs of a text cannot)
+        at = np.flatnonzero((local[1:] == local[:-1]) & (first_word[np.minimum(ids[:-1], top)] & (ids[:-1] <= top))
+                            & second_word[np.minimum(ids[1:], top)])
+        pos, hit = _find(sorted_phrase, _key(ids[at], ids[at + 1]))
+        at, pos = at[hit], pos[hit]
+        if not len(at):
             continue
-        sel = np.flatnonzero(recurs)
-        if is_right:
-            s3, b3, o3, v3 = span(lw[sel], w1[sel], third[sel], outer[sel])
-        else:
-            s3, b3, o3, v3 = span(outer[sel], third[sel], w2[sel], rw[sel])
-        better = v3 & ~inserted[sel]
-        at = sel[better]
-        score[at], bridge[at], orphan[at], inserted[at] = s3[better], b3[better], o3[better], True
-    return Occurrences(o_rows, cols[o_idx], score, bridge.astype(np.int64), orphan, inserted)
+        side_words = []
+        for shift, edge in ((-1, BOS), (2, EOS), (-2, BOS), (3, EOS)):
+            near = np.clip(at + shift, 0, len(ids) - 1)
+            inside = (at + shift >= 0) & (at + shift < len(ids)) & (local[near] == local[at])
+            side_words.append(np.where(inside, ids[near], edge))
+        lw, rw, lw2, rw2 = side_words
+        o_rows, o_idx = chunk[local[at]], order[pos]
+        gid = np.arange(scored, scored + len(at))
+        scored += len(at)
+        w1, w2 = pair[o_idx, 0], pair[o_idx, 1]
+        score, bridge, orphan, inserted = span(lw, w1, w2, rw)
+        keep = slice(None) if everything else inserted
+        kept.append((gid[keep], o_rows[keep], o_idx[keep], score[keep], bridge[keep], orphan[keep], inserted[keep]))
+        # A phrase of three words is planted whole: its pairs' occurrences are judged as the 3-word span too, when
+        # that span recurs in the records scored (TRIGRAM_RECORDS), so that "this is the" inserted reads out of place
+        # although "is the" follows "this" naturally. Whether a span recurs is known once every chunk is read.
+        for side, (third, outer) in enumerate(((rw, rw2), (lw, lw2))):
+            real = third < BOS
+            key = (side << 62) | (o_idx.astype(np.int64) << _SHIFT) | np.where(real, third, 0)  # sides apart
+            _, distinct_keys = _distinct(o_rows[real], key[real])  # each record's 3-word span once
+            uniq, per = np.unique(distinct_keys, return_counts=True)
+            span_keys.append(uniq)
+            span_counts.append(per)
+            sel = np.flatnonzero(real & ~inserted)
+            if side == 0:
+                s3, b3, o3, v3 = span(lw[sel], w1[sel], third[sel], outer[sel])
+            else:
+                s3, b3, o3, v3 = span(outer[sel], third[sel], w2[sel], rw[sel])
+            sel = sel[v3]
+            pending.append((gid[sel], o_rows[sel], o_idx[sel], s3[v3], b3[v3], o3[v3], key[sel],
+                            np.full(len(sel), side)))
+        if sum(map(len, span_keys)) > 4 * CHUNK_RECORDS * 20:  # merge the spans' counts as they grow
+            span_keys, span_counts = _merge(span_keys, span_counts)
+    if not kept:
+        return nothing
+    gid, o_rows, o_idx, score, bridge, orphan, inserted = (np.concatenate([k[i] for k in kept]) for i in range(7))
+    span_keys, span_counts = _merge(span_keys, span_counts)
+    p_gid, p_rows, p_idx, p_score, p_bridge, p_orphan, p_key, p_side = (np.concatenate([p[i] for p in pending])
+                                                                        for i in range(8))
+    pos, hit = _find(span_keys[0], p_key)
+    recurs = hit & (span_counts[0][pos] >= TRIGRAM_RECORDS)
+    # the span with the word after first, then the one with the word before (for those still in place)
+    right = recurs & (p_side == 0)
+    take = right | (recurs & (p_side == 1) & ~np.isin(p_gid, p_gid[right]))
+    if everything:  # occurrence ids are positions
+        at = p_gid[take]
+        score[at], bridge[at], orphan[at], inserted[at] = p_score[take], p_bridge[take], p_orphan[take], True
+    else:
+        o_rows, o_idx = np.concatenate((o_rows, p_rows[take])), np.concatenate((o_idx, p_idx[take]))
+        score, bridge = np.concatenate((score, p_score[take])), np.concatenate((bridge, p_bridge[take]))
+        orphan = np.concatenate((orphan, p_orphan[take]))
+        inserted = np.ones(len(o_rows), dtype=bool)
+    return Occurrences(o_rows, cols[o_idx], score, bridge.astype(np.int64), orphan, inserted, scored)
+
+
+def _merge(keys: list[np.ndarray], counts: list[np.ndarray]) -> tuple[list[np.ndarray], list[np.ndarray]]:
+    """The sum of several (sorted distinct keys, counts), as one."""
+    import numpy as np
+
+    if not keys:
+        return [np.zeros(0, dtype=np.int64)], [np.zeros(0, dtype=np.int64)]
+    uniq, inv = np.unique(np.concatenate(keys), return_inverse=True)
+    return [uniq], [np.bincount(inv, weights=np.concatenate(counts), minlength=len(uniq)).astype(np.int64)]
 
 
 def _find(sorted_keys: np.ndarray, keys: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
