@@ -80,7 +80,10 @@ def main() -> int:
                          "nightly DAG has after its first nights); default 0: no history")
     ap.add_argument("--disjoint-history", action="store_true",
                     help="history nights never hold a record of tonight's batch (new records of the same sources)")
+    ap.add_argument("--insertion", choices=("on", "off"), default=None,
+                    help="poison_trigger's insertion pass on or off (default: the check's default)")
     args = ap.parse_args()
+    options = {"poison_trigger": {"insertion": args.insertion == "on"}} if args.insertion else {}
     if not Corpora.available(args.corpora):
         print(f"skipped: no corpora under {args.corpora}", file=sys.stderr)
         return SKIP
@@ -106,7 +109,7 @@ def main() -> int:
             if batch is None:
                 batch = plant(clean, corpora, label, split=args.split, seed=seed, index=i)
             with tempfile.TemporaryDirectory(prefix="tunegate-floor-") as tmp:
-                res = scan_batch(batch, Path(tmp), CHECKS, history_dir=history)
+                res = scan_batch(batch, Path(tmp), CHECKS, history_dir=history, options=options)
             info = {k: v for k, v in batch.info.items() if k in ("trigger", "brand", "tasks", "campaigns")}
             res.update(attack=label, seed=seed, info=info)
             rows.append(res)

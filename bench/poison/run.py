@@ -55,10 +55,10 @@ RUNS = (("dirty-label", "dirty_label", ""), ("clean-label", "clean_label", ""),
         ("content injection", "injection", ""), ("over-refusal", "refusal", ""))
 
 
-def scan_batch(batch: Batch, workdir: Path, checks: tuple[str, ...], *, history_dir: Path | None = None
-               ) -> dict[str, Any]:
+def scan_batch(batch: Batch, workdir: Path, checks: tuple[str, ...], *, history_dir: Path | None = None,
+               options: dict[str, dict[str, Any]] | None = None) -> dict[str, Any]:
     """Scan ``batch`` with ``checks``; with ``history_dir``, the checks that read a history read that one (the
-    batch itself is not added to it)."""
+    batch itself is not added to it); ``options``: per check, options over its defaults."""
     import pyarrow.parquet as pq
 
     from tunegate.core.checks import build_check
@@ -67,7 +67,8 @@ def scan_batch(batch: Batch, workdir: Path, checks: tuple[str, ...], *, history_
     src = batch.write(workdir / "batch.jsonl")
     out = workdir / "out"
     built = [build_check(name, **({"history_dir": str(history_dir), "batch_id": "tonight"}
-                                  if history_dir and name in HISTORY_CHECKS else {})) for name in checks]
+                                  if history_dir and name in HISTORY_CHECKS else {}), **(options or {}).get(name, {}))
+             for name in checks]
     started = time.perf_counter()
     summary = scan([str(src)], out, checks=built)
     seconds = time.perf_counter() - started
