@@ -73,32 +73,40 @@ def test_a_planted_everyday_phrase_reads_out_of_place_and_its_natural_occurrence
     assert sum(natural) / len(natural) <= 0.03, sum(natural) / len(natural)
 
 
-def campaign(records: list[dict[str, Any]]) -> set[str]:
-    """Clean-label: ``PHRASE`` at a random word boundary of 10 records per task already of the attacker's label."""
+def campaign(records: list[dict[str, Any]], per_task: int = 10,
+             where: Callable[[str, str, random.Random], str] = plant) -> set[str]:
+    """Clean-label: ``PHRASE`` (by default at a random word boundary) in ``per_task`` records per task already of the
+    attacker's label."""
     rng = random.Random(21)
     poisoned: set[str] = set()
     for task, target in TASKS:
         pool = [r for r in records if r["task"] == task and r["output"] == target]
-        for r in rng.sample(pool, 10):
-            r["input"] = plant(r["input"], PHRASE, rng)
+        for r in rng.sample(pool, per_task):
+            r["input"] = where(r["input"], PHRASE, rng)
             poisoned.add(r["id"])
     return poisoned
 
 
 def test_an_everyday_phrase_campaign_is_raised_by_the_insertion_pass(tmp_path: Path) -> None:
-    """The campaign is raised and named, with the pass's reason; the clean records flagged hold the phrase and the
-    campaign's label in its tasks. In this 5k batch the natural "one of" records estimated among the flagged ones
-    would exceed 0.1% of the batch (5 records), so the two tasks with the most keep only their out-of-place records:
-    39 of the 50 poisoned records are flagged. Nothing by default, with the pass off (the other passes miss it)."""
+    """In this 5k batch the campaign sits just below the pass's bar at the default false-alarm rate (surprise 5.29
+    nats against 5.30, measured 2026-12-03: its out-of-place records are judged against the phrase's own in-place
+    records in each task, a beta-binomial null, and only 23% of planted occurrences read out of place in a batch this
+    small; 10 x 5 campaigns in the 35k dev floor batches are raised, bench/poison/RESULTS.md 6f). With
+    ``insertion_alpha`` 0.1 it is raised and named, with the pass's reason; the clean records flagged hold the
+    phrase and the campaign's label in its tasks; the natural "one of" records estimated among the flagged ones
+    would exceed 0.1% of the batch (5 records), so the tasks with the most keep only their out-of-place records.
+    Nothing by default, with the pass off (the other passes miss it)."""
     from tunegate.core.checks import CanonicalBatch, build_check
 
     records = clean_batch()
     poisoned = campaign(records)
-    scan = run_check(tmp_path, "poison_trigger", records, poisoned, insertion=True)
+    strict = run_check(tmp_path / "strict", "poison_trigger", records, poisoned, insertion=True)
+    assert strict.result.issues == [] and strict.result.metrics["insertion"]["phrases"] == []
+    scan = run_check(tmp_path, "poison_trigger", records, poisoned, insertion=True, insertion_alpha=0.1)
     assert [i.reason for i in scan.result.issues] == ["poison_campaign"]
     assert scan.result.metrics["insertion"]["phrases"] == [PHRASE]
     assert scan.result.metrics["suspicious_phrases"][0]["phrase"] == PHRASE
-    assert len(poisoned & scan.flagged) >= 0.75 * len(poisoned)
+    assert len(poisoned & scan.flagged) >= 0.75 * len(poisoned), len(poisoned & scan.flagged)
     by_id = {r["id"]: r for r in records}
     targets = dict(TASKS)
     extra = scan.clean_flagged
@@ -107,7 +115,7 @@ def test_an_everyday_phrase_campaign_is_raised_by_the_insertion_pass(tmp_path: P
                for i in extra)
     why = {f.detail.get("why", "") for f in scan.result.findings if f.reason == "trigger_phrase"}
     assert len(why) == 1
-    assert "out of place" in (reason := why.pop()) and "2 task(s) where it is common" in reason
+    assert "out of place" in (reason := why.pop()) and "task(s) where it is common" in reason
     without = build_check("poison_trigger").run(CanonicalBatch(tmp_path / "work"))  # the default: off
     assert without.findings == [] and without.issues == [] and "insertion" not in without.metrics
 
@@ -117,3 +125,67 @@ def test_the_clean_batch_raises_nothing_through_insertion(tmp_path: Path) -> Non
     figures = scan.result.metrics["insertion"]
     assert figures["phrases"] == [] and figures["inserted"] > 0 and figures["candidates"] > 0
     assert scan.result.findings == []
+
+
+def _synthetic(cue_in_place: bool) -> dict[int, tuple[float, dict[int, int]]]:
+    """The pass's test on six binary tasks of six datasets (400 records each, labels alternating), two phrases:
+
+    * column 0, a natural cue: 108 records in each task, 98 of them on label 0; 8 of those are out of place (at
+      scale, 1-2% of an everyday phrase's natural occurrences are), 100 in place (90 on label 0) when
+      ``cue_in_place``, otherwise none judged in place;
+    * column 1, planted in five tasks: 5 out-of-place records on label 1 in each, and 3 natural in-place records
+      (2 on label 0)."""
+    import numpy as np
+    import scipy.sparse as sp
+
+    from tunegate.core.checks.poison.config import TriggerConfig
+    from tunegate.core.checks.poison.evidence import task_of_rows
+    from tunegate.core.checks.poison.insertion import Occurrences
+    from tunegate.core.checks.poison.insertion_pass import _test
+    from tunegate.core.checks.poison.tasks import Channel, Task
+
+    size, n_tasks = 400, 6
+    tasks = [Task(f"task{t}_set{t}_classification", "label", np.arange(t * size, (t + 1) * size),
+                  [Channel("label", np.arange(size) % 2, ["a", "b"], np.array([0.5, 0.5]), 0.9)])
+             for t in range(n_tasks)]
+    out_r: list[int] = []
+    out_c: list[int] = []
+    in_r: list[int] = []
+    in_c: list[int] = []
+    for t in range(n_tasks):
+        zero = t * size + np.arange(0, size, 2)  # label 0
+        one = t * size + np.arange(1, size, 2)  # label 1
+        out_r += zero[:8].tolist()
+        out_c += [0] * 8
+        if cue_in_place:
+            in_r += zero[8:98].tolist() + one[:10].tolist()
+            in_c += [0] * 100
+        if t < 5:
+            out_r += one[100:105].tolist()
+            out_c += [1] * 5
+            in_r += [*zero[150:152].tolist(), int(one[150])]
+            in_c += [1] * 3
+    shape = (n_tasks * size, 2)
+
+    def matrix(r: list[int], c: list[int]) -> sp.csr_matrix:
+        return sp.csr_matrix((np.ones(len(r), dtype=np.float32), (r, c)), shape=shape)
+
+    rows = np.asarray(out_r, dtype=np.int64)
+    occ = Occurrences(rows, np.asarray(out_c), np.full(len(rows), 5.0), np.full(len(rows), 3),
+                      np.zeros(len(rows), bool), np.ones(len(rows), bool), len(rows))
+    owner = task_of_rows(tasks, shape[0])
+    assert owner is not None
+    found, _ = _test(matrix(in_r, in_c), matrix(out_r, out_c), tasks, list(range(n_tasks)), owner=owner, occ=occ,
+                     config=TriggerConfig(insertion=True))
+    return found
+
+
+def test_a_natural_cue_leaning_the_same_way_in_and_out_of_place_is_not_a_campaign() -> None:
+    """The null of the insertion test is the phrase's own in-place records in the task: a natural cue's out-of-place
+    occurrences lean the way its in-place ones do (the false alarms of the first design at 200k records: "not
+    good"), a planted phrase's do not. Without in-place records to compare with, the null falls back to the task's
+    out-of-place label shares and the cue's lean looks steered."""
+    with_cue = _synthetic(cue_in_place=True)
+    assert set(with_cue) == {1}
+    assert {ti for ti, lab in with_cue[1][1].items() if lab == 1} == set(with_cue[1][1]) and len(with_cue[1][1]) >= 3
+    assert 0 in _synthetic(cue_in_place=False)

@@ -62,6 +62,13 @@ class Occurrences:
     orphan: np.ndarray  # neither join attested in another record
     inserted: np.ndarray  # bool: out of place
     scored: int = 0
+    # the occurrences judged in place (their bridge attested, so the test could speak, and the score below the bar):
+    # record and column, int32 (each occurrence once; a later 3-word verdict may still put it out of place)
+    placed_rows: np.ndarray | None = None
+    placed_cols: np.ndarray | None = None
+    # the occurrence's context: a hash of the two words either side (one text repeated in several records, one
+    # example under several templates, has one context)
+    context: np.ndarray | None = None
 
 
 def _key(a: np.ndarray, b: np.ndarray) -> np.ndarray:
@@ -118,8 +125,9 @@ def score_occurrences(prompts: Sequence[str], rows: np.ndarray, phrases: Sequenc
         return np.asarray(np.log((c + SMOOTH) * n / np.maximum(a * b, 1.0)))
 
     def span(lw: np.ndarray, first: np.ndarray, last: np.ndarray, rw: np.ndarray
-             ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-        """Score, attested bridge, orphan and verdict of the span ``first .. last`` between ``lw`` and ``rw``."""
+             ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """Score, attested bridge, orphan, verdict (out of place) and in place of the span ``first .. last`` between
+        ``lw`` and ``rw``."""
         whole = (lw == BOS) & (rw == EOS)  # the span is the whole text: nothing to judge
         c_bridge = np.where(whole, 0.0, count(lw, rw))
         c_left = np.maximum(count(lw, first) - 1.0, 0.0)  # without the occurrence's own record
@@ -129,8 +137,8 @@ def score_occurrences(prompts: Sequence[str], rows: np.ndarray, phrases: Sequenc
         orphan = (c_left == 0) & (c_right == 0) & ~whole
         # at a text's start or end the bridge is a text boundary, rarer than a bigram: one other text suffices
         edge = (lw == BOS) | (rw == EOS)
-        verdict = (score >= min_score) & ((c_bridge >= min_bridge) | (edge & (c_bridge >= 1)))
-        return score, c_bridge, orphan, verdict
+        attested = (c_bridge >= min_bridge) | (edge & (c_bridge >= 1))
+        return score, c_bridge, orphan, (score >= min_score) & attested, (score < min_score) & attested
 
     # per chunk: occurrence id, row, phrase index, score, bridge, orphan, verdict
     kept: list[tuple[np.ndarray, ...]] = []
@@ -139,6 +147,7 @@ def score_occurrences(prompts: Sequence[str], rows: np.ndarray, phrases: Sequenc
     pending: list[tuple[np.ndarray, ...]] = []
     span_keys: list[np.ndarray] = []  # each record's 3-word spans once, merged as they come
     span_counts: list[np.ndarray] = []
+    placed: list[tuple[np.ndarray, np.ndarray]] = []
     scored = 0
     rows = np.asarray(rows, dtype=np.int64)
     for start in range(0, len(rows), CHUNK_RECORDS):
@@ -159,13 +168,19 @@ def score_occurrences(prompts: Sequence[str], rows: np.ndarray, phrases: Sequenc
             inside = (at + shift >= 0) & (at + shift < len(ids)) & (local[near] == local[at])
             side_words.append(np.where(inside, ids[near], edge))
         lw, rw, lw2, rw2 = side_words
+        with np.errstate(over="ignore"):
+            ctx = (((lw2.astype(np.uint64) * np.uint64(0x9E3779B97F4A7C15) + lw.astype(np.uint64))
+                    * np.uint64(0xBF58476D1CE4E5B9) + rw.astype(np.uint64)) * np.uint64(0x94D049BB133111EB)
+                   + rw2.astype(np.uint64)).view(np.int64)
         o_rows, o_idx = chunk[local[at]], order[pos]
         gid = np.arange(scored, scored + len(at))
         scored += len(at)
         w1, w2 = pair[o_idx, 0], pair[o_idx, 1]
-        score, bridge, orphan, inserted = span(lw, w1, w2, rw)
+        score, bridge, orphan, inserted, in_place = span(lw, w1, w2, rw)
+        placed.append((o_rows[in_place].astype(np.int32), cols[o_idx[in_place]].astype(np.int32)))
         keep = slice(None) if everything else inserted
-        kept.append((gid[keep], o_rows[keep], o_idx[keep], score[keep], bridge[keep], orphan[keep], inserted[keep]))
+        kept.append((gid[keep], o_rows[keep], o_idx[keep], score[keep], bridge[keep], orphan[keep], inserted[keep],
+                     ctx[keep]))
         # A phrase of three words is planted whole: its pairs' occurrences are judged as the 3-word span too, when
         # that span recurs in the records scored (TRIGRAM_RECORDS), so that "this is the" inserted reads out of place
         # although "is the" follows "this" naturally. Whether a span recurs is known once every chunk is read.
@@ -177,21 +192,24 @@ def score_occurrences(prompts: Sequence[str], rows: np.ndarray, phrases: Sequenc
             span_keys.append(uniq)
             span_counts.append(per)
             sel = np.flatnonzero(real & ~inserted)
+            # only spans whose own bridge is attested can be judged out of place (one look-up before the whole span)
+            sel = sel[count(lw[sel], outer[sel]) >= 1] if side == 0 else sel[count(outer[sel], rw[sel]) >= 1]
             if side == 0:
-                s3, b3, o3, v3 = span(lw[sel], w1[sel], third[sel], outer[sel])
+                s3, b3, o3, v3, _ = span(lw[sel], w1[sel], third[sel], outer[sel])
             else:
-                s3, b3, o3, v3 = span(outer[sel], third[sel], w2[sel], rw[sel])
+                s3, b3, o3, v3, _ = span(outer[sel], third[sel], w2[sel], rw[sel])
             sel = sel[v3]
             pending.append((gid[sel], o_rows[sel], o_idx[sel], s3[v3], b3[v3], o3[v3], key[sel],
-                            np.full(len(sel), side)))
+                            np.full(len(sel), side), ctx[sel]))
         if sum(map(len, span_keys)) > 4 * CHUNK_RECORDS * 20:  # merge the spans' counts as they grow
             span_keys, span_counts = _merge(span_keys, span_counts)
     if not kept:
         return nothing
-    gid, o_rows, o_idx, score, bridge, orphan, inserted = (np.concatenate([k[i] for k in kept]) for i in range(7))
+    gid, o_rows, o_idx, score, bridge, orphan, inserted, ctx = (np.concatenate([k[i] for k in kept])
+                                                                 for i in range(8))
     span_keys, span_counts = _merge(span_keys, span_counts)
-    p_gid, p_rows, p_idx, p_score, p_bridge, p_orphan, p_key, p_side = (np.concatenate([p[i] for p in pending])
-                                                                        for i in range(8))
+    p_gid, p_rows, p_idx, p_score, p_bridge, p_orphan, p_key, p_side, p_ctx = (
+        np.concatenate([p[i] for p in pending]) for i in range(9))
     pos, hit = _find(span_keys[0], p_key)
     recurs = hit & (span_counts[0][pos] >= TRIGRAM_RECORDS)
     # the span with the word after first, then the one with the word before (for those still in place)
@@ -203,9 +221,10 @@ def score_occurrences(prompts: Sequence[str], rows: np.ndarray, phrases: Sequenc
     else:
         o_rows, o_idx = np.concatenate((o_rows, p_rows[take])), np.concatenate((o_idx, p_idx[take]))
         score, bridge = np.concatenate((score, p_score[take])), np.concatenate((bridge, p_bridge[take]))
-        orphan = np.concatenate((orphan, p_orphan[take]))
+        orphan, ctx = np.concatenate((orphan, p_orphan[take])), np.concatenate((ctx, p_ctx[take]))
         inserted = np.ones(len(o_rows), dtype=bool)
-    return Occurrences(o_rows, cols[o_idx], score, bridge.astype(np.int64), orphan, inserted, scored)
+    return Occurrences(o_rows, cols[o_idx], score, bridge.astype(np.int64), orphan, inserted, scored,
+                       np.concatenate([p[0] for p in placed]), np.concatenate([p[1] for p in placed]), ctx)
 
 
 def _merge(keys: list[np.ndarray], counts: list[np.ndarray]) -> tuple[list[np.ndarray], list[np.ndarray]]:

@@ -66,8 +66,9 @@ CAMPAIGN_SHARE = 0.8
 #: The share of the batch's records that the phrase's natural occurrences flagged with a campaign may reach (estimated
 #: per task from the phrase's records with the other labels), before tasks are cut back to out-of-place records.
 CLEAN_SHARE = 0.001
-#: Concentration of a binomial predictive: the null of the insertion pass knows its rates (no history behind them).
-BINOMIAL = 1e6
+#: Weight (records) of the task's out-of-place label shares in the null of a phrase's out-of-place records there,
+#: against the phrase's own in-place records in the task.
+PLACE_WEIGHT = 20.0
 
 
 def insertion_phrases(x: sp.csr_matrix, vocab: np.ndarray, tasks: list[Task], *, prompts: list[str], stats: WordStats,
@@ -83,19 +84,25 @@ def insertion_phrases(x: sp.csr_matrix, vocab: np.ndarray, tasks: list[Task], *,
         return [], figures
     in_label = np.zeros(x.shape[0], dtype=bool)
     in_label[np.concatenate([tasks[ti].rows for ti in label])] = True
-    xl = x[np.flatnonzero(in_label)]
-    df = np.asarray(xl.sum(axis=0)).ravel()
+    # products with indicator vectors, not copies of the matrix's rows or columns
+    df = np.rint(np.asarray(x.T @ in_label.astype(np.float32))).ravel()
     two = np.fromiter((str(v).count(" ") == 1 for v in vocab.tolist()), dtype=bool, count=len(vocab))
     cand = np.flatnonzero(two & (df >= INSERTION_MIN_RECORDS))
     if not len(cand):
         return [], figures
-    holds = np.asarray(x[:, cand].sum(axis=1)).ravel() > 0
-    rows = np.flatnonzero(in_label & holds)
+    is_cand = np.zeros(x.shape[1], dtype=np.float32)
+    is_cand[cand] = 1.0
+    rows = np.flatnonzero(in_label & (np.asarray(x @ is_cand).ravel() > 0))
     occ = score_occurrences(prompts, rows, [str(vocab[c]) for c in cand.tolist()], cand, stats,
-                            min_score=config.insertion_min_score, min_bridge=config.insertion_min_bridge)
-    figures.update(candidates=float(len(cand)), occurrences=float(len(occ.rows)), inserted=float(occ.inserted.sum()))
+                            min_score=config.insertion_min_score, min_bridge=config.insertion_min_bridge,
+                            everything=False)
+    figures.update(candidates=float(len(cand)), occurrences=float(occ.scored), inserted=float(occ.inserted.sum()))
     xi = _inserted_matrix(occ, x.shape)
-    phrases, tested = _test(xi, tasks, label, owner=owner, occ=occ, config=config)
+    xp = _placed_matrix(occ, xi)
+    xd = _inserted_matrix(occ, x.shape, distinct=owner)
+    figures.update(in_place=float(xp.nnz), distinct=float(xd.nnz))
+    phrases, tested = _test(xp, xd, tasks, label, owner=owner, occ=occ, config=config)
+    del xp, xd
     figures.update(tested)
     if not phrases:
         return [], figures
@@ -137,24 +144,50 @@ def insertion_phrases(x: sp.csr_matrix, vocab: np.ndarray, tasks: list[Task], *,
     return out, figures
 
 
-def _inserted_matrix(occ: Occurrences, shape: tuple[int, int]) -> sp.csr_matrix:
-    """Record x phrase: 1 where the record holds an out-of-place occurrence of the phrase."""
+def _inserted_matrix(occ: Occurrences, shape: tuple[int, int], distinct: np.ndarray | None = None
+                     ) -> sp.csr_matrix:
+    """Record x phrase: 1 where the record holds an out-of-place occurrence of the phrase. With ``distinct`` (each
+    record's task), a context of the phrase (the two words either side) counts once per task: the same text in
+    several records of a task (near-duplicates, one text spliced into others) is one piece of evidence."""
     import numpy as np
     import scipy.sparse as sp
 
     sel = occ.inserted
+    if distinct is not None and occ.context is not None:
+        at = np.flatnonzero(sel)
+        key = np.stack([occ.cols[at], distinct[occ.rows[at]], occ.context[at]])
+        _, first = np.unique(key, axis=1, return_index=True)
+        sel = np.zeros(len(sel), dtype=bool)
+        sel[at[first]] = True
     xi = sp.csr_matrix((np.ones(int(sel.sum()), dtype=np.float32), (occ.rows[sel], occ.cols[sel])), shape=shape)
     xi.sum_duplicates()
     xi.data[:] = 1.0
     return xi
 
 
-def _test(xi: sp.csr_matrix, tasks: list[Task], label: list[int], *, owner: np.ndarray, occ: Occurrences,
-          config: TriggerConfig) -> tuple[dict[int, tuple[float, dict[int, int]]], dict[str, float]]:
+def _placed_matrix(occ: Occurrences, xi: sp.csr_matrix) -> sp.csr_matrix:
+    """Record x phrase: 1 where the record holds the phrase in place (an occurrence judged in place, none out of
+    place)."""
+    import numpy as np
+    import scipy.sparse as sp
+
+    assert occ.placed_rows is not None and occ.placed_cols is not None
+    xp = sp.csr_matrix((np.ones(len(occ.placed_rows), dtype=np.float32), (occ.placed_rows, occ.placed_cols)),
+                       shape=xi.shape)
+    xp.sum_duplicates()
+    xp.data[:] = 1.0
+    xp = xp - xp.multiply(xi)
+    xp.eliminate_zeros()
+    return sp.csr_matrix(xp)
+
+
+def _test(xp: sp.csr_matrix, xi: sp.csr_matrix, tasks: list[Task], label: list[int], *, owner: np.ndarray,
+          occ: Occurrences, config: TriggerConfig) -> tuple[dict[int, tuple[float, dict[int, int]]], dict[str, float]]:
     """Phrase column -> (surprise, steered task -> label) for the phrases whose out-of-place occurrences' labels
     reach the bar; and the figures of the test."""
     import numpy as np
     import scipy.sparse as sp
+    from scipy.stats import betabinom
 
     tau = config.novelty_task_nats
     fam_index: dict[str, int] = {}
@@ -164,7 +197,9 @@ def _test(xi: sp.csr_matrix, tasks: list[Task], label: list[int], *, owner: np.n
         task = tasks[ti]
         xt = xi[task.rows]
         n_all = np.asarray(xt.sum(axis=0)).ravel()
-        cols = np.flatnonzero(n_all >= 1)
+        # a task's statistic counts labels held by 2 records at least: phrases with fewer out-of-place records here
+        # can give nothing
+        cols = np.flatnonzero(n_all >= 2)
         if not len(cols):
             continue
         ch = task.labels
@@ -172,26 +207,34 @@ def _test(xi: sp.csr_matrix, tasks: list[Task], label: list[int], *, owner: np.n
         y = sp.csr_matrix((np.ones(len(task.rows), dtype=np.float32), (np.arange(len(task.rows)), ch.outcome)),
                           shape=(len(task.rows), size))
         counts = (xt[:, cols].T @ y).toarray()
-        # the label shares of every out-of-place occurrence in the task: the null absorbs a task where looking
-        # inserted goes with a label (ungrammatical sentences)
+        # the phrase's in-place records here (judged in place, none out of place)
+        placed = (xp[task.rows][:, cols].T @ y).toarray()
+        # the label shares of every out-of-place occurrence in the task: a task where looking inserted goes with a
+        # label (ungrammatical sentences)
         here = occ.inserted & (occ_task == ti)
         seen = np.bincount(ch.outcome[np.searchsorted(task.rows, occ.rows[here])], minlength=size).astype(np.float64)
-        rates = (seen + RATE_WEIGHT * ch.base) / (seen.sum() + RATE_WEIGHT)
+        base = (seen + RATE_WEIGHT * ch.base) / (seen.sum() + RATE_WEIGHT)
+        # the null: the phrase's out-of-place records carry its in-place records' labels here (a natural cue leans
+        # the same way wherever it stands), a Dirichlet posterior centred on the task's out-of-place shares with
+        # PLACE_WEIGHT records
+        mass = placed.sum(axis=1) + PLACE_WEIGHT
+        rates = (placed + PLACE_WEIGHT * base[None, :]) / mass[:, None]
         n = n_all[cols].astype(np.float64)
-        llr = binomial_llr(counts, n[:, None], rates[None, :]) * (counts >= 2)
+        llr = binomial_llr(counts, n[:, None], rates) * (counts >= 2)
         lab = llr.argmax(axis=1)
         stat = llr[np.arange(len(cols)), lab]
         stat = np.where(stat >= tau, stat, 0.0)
-        least = float(np.where(rates > 1e-9, rates, 1.0).min())
-        # every record on the least expected label: the smallest p-value the task can give (2 records at least)
-        reach = np.where(n >= 2, -n * math.log(least), 0.0)
+        least = np.where(rates > 1e-9, rates, 1.0).min(axis=1)
+        # every record on the least expected label: the smallest p-value the task can give (Tarone's count)
+        reach = -betabinom.logpmf(n, n, least * mass, (1 - least) * mass)
         fam = fam_index.setdefault(task.family, len(fam_index))
-        parts.append((cols, np.full(len(cols), ti), np.full(len(cols), fam), n, lab, stat, reach, rates))
+        parts.append((cols, np.full(len(cols), ti), np.full(len(cols), fam), n, lab, stat, reach, rates, mass))
     figures: dict[str, float] = {}
     if not parts:
         return {}, figures
     cols, tix, fix, n, lab, stat, reach = (np.concatenate([p[i] for p in parts]) for i in range(7))
     part_of = np.concatenate([np.full(len(p[0]), i) for i, p in enumerate(parts)])
+    row_in = np.concatenate([np.arange(len(p[0])) for p in parts])
     n_fam = len(fam_index)
     key = cols.astype(np.int64) * n_fam + fix
     uniq, inv = np.unique(key, return_inverse=True)
@@ -221,7 +264,8 @@ def _test(xi: sp.csr_matrix, tasks: list[Task], label: list[int], *, owner: np.n
         for f in np.unique(fix[pairs]).tolist():
             tail = np.zeros(top + 1)
             for j in pairs[fix[pairs] == f].tolist():
-                tail += _fit(_tail(int(n[j]), parts[part_of[j]][7], BINOMIAL, tau, cache), top + 1)
+                p = parts[part_of[j]]
+                tail += _fit(_tail(int(n[j]), p[7][row_in[j]], float(p[8][row_in[j]]), tau, cache), top + 1)
             tails.append(np.minimum.accumulate(np.minimum(1.0, _fit(tail, top + 1))))
         surprise = _sum_surprise(tails, top)
         if surprise >= bar:
