@@ -87,8 +87,11 @@ class TriggerConfig(CheckConfig):
       other records. Dev split of ``bench/poison/floor_run.py`` (seeds 10, 11; "of my", "able to", "the next", "a
       few"): 35-65% of the poisoned occurrences, 0.6-2.1% of the phrases' natural ones and 1.8% of all natural
       occurrences of candidate phrases reach 4.0 (3.0: 35-68%, 0.6-3.2%, 3.7%, and a natural "to be" came within
-      0.3 nats of the bar). ``insertion_alpha`` (0.01): the pass's false-alarm rate per batch (Bonferroni over
-      Tarone's count, as ``novelty_alpha``; a policy, not fitted). ``insertion: true`` turns the pass on.
+      0.3 nats of the bar). A phrase's out-of-place records are judged against its own in-place records in each
+      task (since 2026-12-03, evening: the first null, the task's out-of-place label shares, raised 6 natural cues
+      on a 200k clean corpus; docs/poison.md). ``insertion_alpha`` (0.01): the pass's false-alarm rate per batch
+      (Bonferroni over Tarone's count, as ``novelty_alpha``; a policy, not fitted). ``insertion: true`` turns the
+      pass on.
     """
 
     check: ClassVar[str] = "poison_trigger"

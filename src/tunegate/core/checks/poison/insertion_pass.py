@@ -8,18 +8,26 @@ place, against 1-2% of the natural ones, so among the occurrences judged inserte
 and they share the attacker's label.
 
 **Statistic.** For a candidate phrase (2 words, ``INSERTION_MIN_RECORDS`` records in classification tasks) and a
-classification task, ``n`` records hold an out-of-place occurrence of it and ``k`` of them carry one label. The
-expected share of that label is the share among *all* the task's out-of-place occurrences (of every candidate):
-whether a word looks inserted may depend on the label itself (in a grammaticality task the unacceptable sentences
-are the ones with words out of place), and this null absorbs that; it is the task's base rate smoothed by
-``RATE_WEIGHT`` records. The task's statistic is the largest ``n * KL(k/n || q)`` over the labels with ``k >= 2``,
-counted from ``novelty_task_nats``; a dataset contributes its largest task, a phrase sums its datasets.
+classification task, ``n`` distinct contexts of the phrase (its two words either side; the same text in several
+records of a task is one piece of evidence) are out of place, ``k`` of them in records with one label. The null is
+that they carry the labels of the phrase's own *in-place* records in the task (records where an occurrence was judged
+in place: its bridge attested, its score below the bar, none out of place): a natural cue ("not good" -> negative)
+leans the same way wherever it stands, while a planted trigger's out-of-place (planted) occurrences carry the
+attacker's label and its in-place (natural) ones are mixed. The in-place label counts update a Dirichlet prior centred
+on the share of each label among *all* the task's out-of-place occurrences (whether a word looks inserted may depend
+on the label itself: ungrammatical sentences), smoothed to the base rate with ``RATE_WEIGHT`` records, worth
+``PLACE_WEIGHT`` records; the predictive is beta-binomial with that mean and concentration. Records merely "not out of
+place" would not do as the reference: half or more of the planted occurrences are not judged out of place, and they
+would carry the attacker's label into the null. The task's statistic is the largest ``n * KL(k/n || q)`` over the
+labels with ``k >= 2``, counted from ``novelty_task_nats``; a dataset contributes its largest task, a phrase sums its
+datasets.
 
-**Calibration.** The same tail bound as the novelty pass (:mod:`.novelty_pass`): each task's exact binomial tail
-under the null, summed over labels and a dataset's tasks, convolved over datasets; ``-ln P(S >= s)`` is the phrase's
-surprise, a bound of its p-value. The false-alarm rate per batch is held at ``insertion_alpha`` by Bonferroni over
-Tarone's count of the phrases that could reach the bar (inserted occurrences in >= 2 datasets). A phrase is a trigger
-when its surprise reaches ``ln(tests) + ln(1 / insertion_alpha)`` and it steers ``min_tasks`` datasets.
+**Calibration.** The same tail bound as the novelty pass (:mod:`.novelty_pass`): each task's exact beta-binomial
+tail under the null, summed over labels and a dataset's tasks, convolved over datasets; ``-ln P(S >= s)`` is the
+phrase's surprise, a bound of its p-value. The false-alarm rate per batch is held at ``insertion_alpha`` by
+Bonferroni over Tarone's count of the phrases that could reach the bar (out-of-place occurrences in >= 2 datasets). A
+phrase is a trigger when its surprise reaches ``ln(tests) + ln(1 / insertion_alpha)`` and it steers ``min_tasks``
+datasets.
 
 **What is flagged.** Once the campaign (phrase, tasks, label per task) is raised, its tasks are the steered ones plus
 the classification tasks where all the phrase's records concentrate on one label with ``EXPAND_NATS`` (an
