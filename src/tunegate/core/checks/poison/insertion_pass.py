@@ -47,7 +47,7 @@ from typing import TYPE_CHECKING
 from tunegate.core.checks.poison._text import binomial_llr
 from tunegate.core.checks.poison.evidence import task_of_rows
 from tunegate.core.checks.poison.insertion import score_occurrences
-from tunegate.core.checks.poison.novelty_pass import STEP, _fit, _sum_surprise, _tail, _tarone
+from tunegate.core.checks.poison.novelty_pass import _tarone, phrase_surprise, pool_datasets
 from tunegate.core.checks.poison.phrases import Phrase, _campaigns
 
 if TYPE_CHECKING:
@@ -243,18 +243,8 @@ def _test(xp: sp.csr_matrix, xi: sp.csr_matrix, tasks: list[Task], label: list[i
     cols, tix, fix, n, lab, stat, reach = (np.concatenate([p[i] for p in parts]) for i in range(7))
     part_of = np.concatenate([np.full(len(p[0]), i) for i, p in enumerate(parts)])
     row_in = np.concatenate([np.arange(len(p[0])) for p in parts])
-    n_fam = len(fam_index)
-    key = cols.astype(np.int64) * n_fam + fix
-    uniq, inv = np.unique(key, return_inverse=True)
-    fam_stat, fam_reach = np.zeros(len(uniq)), np.zeros(len(uniq))
-    np.maximum.at(fam_stat, inv, stat)
-    np.maximum.at(fam_reach, inv, reach)
-    phrase_of = uniq // n_fam
-    width = xi.shape[1]
-    total = np.bincount(phrase_of, weights=fam_stat, minlength=width)
-    achievable = np.bincount(phrase_of, weights=fam_reach, minlength=width)
-    datasets = np.bincount(phrase_of, minlength=width)
-    steering = np.bincount(phrase_of, weights=(fam_stat > 0).astype(np.float64), minlength=width)
+    total, achievable, datasets, steering = pool_datasets(cols, fix, stat, reach, n_fam=len(fam_index),
+                                                          width=xi.shape[1])
     margin = math.log(1.0 / config.insertion_alpha)
     tests = _tarone(achievable[datasets >= 2], margin)
     bar = math.log(tests) + margin
@@ -265,17 +255,13 @@ def _test(xp: sp.csr_matrix, xi: sp.csr_matrix, tasks: list[Task], label: list[i
     stop = np.searchsorted(cols[order], candidates, side="right")
     cache: dict[tuple[int, tuple[float, ...]], np.ndarray] = {}
     out: dict[int, tuple[float, dict[int, int]]] = {}
+    def prior(j: int) -> tuple[np.ndarray, float]:
+        p = parts[part_of[j]]
+        return p[7][row_in[j]], float(p[8][row_in[j]])
+
     for c, a, b in zip(candidates.tolist(), start.tolist(), stop.tolist(), strict=True):
         pairs = order[a:b]
-        top = math.ceil(total[c] / STEP - 1e-9)
-        tails = []
-        for f in np.unique(fix[pairs]).tolist():
-            tail = np.zeros(top + 1)
-            for j in pairs[fix[pairs] == f].tolist():
-                p = parts[part_of[j]]
-                tail += _fit(_tail(int(n[j]), p[7][row_in[j]], float(p[8][row_in[j]]), tau, cache), top + 1)
-            tails.append(np.minimum.accumulate(np.minimum(1.0, _fit(tail, top + 1))))
-        surprise = _sum_surprise(tails, top)
+        surprise = phrase_surprise(pairs, fix, n, prior, total=float(total[c]), tau=tau, cache=cache)
         if surprise >= bar:
             hit = pairs[stat[pairs] > 0]
             out[c] = (surprise, dict(zip(tix[hit].tolist(), lab[hit].tolist(), strict=True)))

@@ -34,6 +34,8 @@ from tunegate.core.checks.poison.novelty import TaskHistory, history_rates
 from tunegate.core.checks.poison.phrases import Phrase, _campaigns
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
     import numpy as np
     import scipy.sparse as sp
 
@@ -90,18 +92,8 @@ def novelty_phrases(x: sp.csr_matrix, vocab: np.ndarray, tasks: list[Task], hist
                                                            for i in (0, 1, 2, 3, 4, 5, 6, 7, 9, 10))
     part_of = np.concatenate([np.full(len(p[0]), i) for i, p in enumerate(parts)])
     row_in = np.concatenate([np.arange(len(p[0])) for p in parts])
-    # per phrase and dataset: the largest statistic; per phrase: the sum over datasets
-    n_fam = len(fam_index)
-    key = cols.astype(np.int64) * n_fam + fix
-    uniq, inv = np.unique(key, return_inverse=True)
-    fam_stat, fam_reach = np.zeros(len(uniq)), np.zeros(len(uniq))
-    np.maximum.at(fam_stat, inv, stat)
-    np.maximum.at(fam_reach, inv, reach)
-    phrase_of = uniq // n_fam
-    total = np.bincount(phrase_of, weights=fam_stat, minlength=x.shape[1])
-    achievable = np.bincount(phrase_of, weights=fam_reach, minlength=x.shape[1])
-    datasets = np.bincount(phrase_of, minlength=x.shape[1])
-    steering = np.bincount(phrase_of, weights=(fam_stat > 0).astype(np.float64), minlength=x.shape[1])
+    total, achievable, datasets, steering = pool_datasets(cols, fix, stat, reach, n_fam=len(fam_index),
+                                                          width=x.shape[1])
     testable = datasets >= 2
     # Three pre-declared groups, decided on the text alone (so they may share out the false-alarm rate): phrases the
     # history has never seen in their tasks, phrases at least NEW_RATIO times as frequent tonight as there, the rest
@@ -120,17 +112,12 @@ def novelty_phrases(x: sp.csr_matrix, vocab: np.ndarray, tasks: list[Task], hist
     stop = np.searchsorted(cols[order], candidates, side="right")
     cache: dict[tuple[int, tuple[float, ...]], np.ndarray] = {}
     surprise: dict[int, float] = {}
+    def prior(j: int) -> tuple[np.ndarray, float]:
+        p = parts[part_of[j]]
+        return p[8][row_in[j]], float(p[11][row_in[j]])
+
     for c, a, b in zip(candidates.tolist(), start.tolist(), stop.tolist(), strict=True):
-        pairs = order[a:b]
-        top = math.ceil(total[c] / STEP - 1e-9)
-        tails = []
-        for f in np.unique(fix[pairs]).tolist():
-            tail = np.zeros(top + 1)
-            for j in pairs[fix[pairs] == f].tolist():
-                p = parts[part_of[j]]
-                tail += _fit(_tail(int(n[j]), p[8][row_in[j]], float(p[11][row_in[j]]), tau, cache), top + 1)
-            tails.append(np.minimum.accumulate(np.minimum(1.0, _fit(tail, top + 1))))
-        s = _sum_surprise(tails, top)
+        s = phrase_surprise(order[a:b], fix, n, prior, total=float(total[c]), tau=tau, cache=cache)
         if s >= bar[int(group[c])]:
             surprise[c] = s
     if not surprise:
@@ -161,6 +148,45 @@ def novelty_phrases(x: sp.csr_matrix, vocab: np.ndarray, tasks: list[Task], hist
         out.append(Phrase(int(head), str(vocab[head]), surprise[head], covered, rows,
                           detail, [str(vocab[m]) for m in cl if m != head]))
     return out, figures
+
+
+def pool_datasets(cols: np.ndarray, fix: np.ndarray, stat: np.ndarray, reach: np.ndarray, *, n_fam: int,
+                  width: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Per phrase column (``width`` of them), from its (task) statistics ``stat`` and the most each task could give
+    ``reach``: the sum over datasets of each dataset's largest statistic, the same sum of ``reach``, how many
+    datasets hold the phrase and how many it steers (a statistic above 0). Tasks of one dataset often label the same
+    texts: a dataset counts once."""
+    import numpy as np
+
+    key = cols.astype(np.int64) * n_fam + fix
+    uniq, inv = np.unique(key, return_inverse=True)
+    fam_stat, fam_reach = np.zeros(len(uniq)), np.zeros(len(uniq))
+    np.maximum.at(fam_stat, inv, stat)
+    np.maximum.at(fam_reach, inv, reach)
+    phrase_of = uniq // n_fam
+    total = np.bincount(phrase_of, weights=fam_stat, minlength=width)
+    achievable = np.bincount(phrase_of, weights=fam_reach, minlength=width)
+    datasets = np.bincount(phrase_of, minlength=width)
+    steering = np.bincount(phrase_of, weights=(fam_stat > 0).astype(np.float64), minlength=width)
+    return total, achievable, datasets, steering
+
+
+def phrase_surprise(pairs: np.ndarray, fix: np.ndarray, n: np.ndarray, prior: Callable[[int], tuple[np.ndarray, float]],
+                    *, total: float, tau: float, cache: dict[tuple[int, tuple[float, ...]], np.ndarray]) -> float:
+    """A phrase's surprise (nats, the upper bound of its p-value, module docstring) from its (task) entries ``pairs``:
+    each task's exact tail under its beta-binomial ``prior(j)`` (expected rates, concentration), a dataset's tasks
+    bounded by the sum of their tails, datasets convolved, up to the phrase's statistic ``total``."""
+    import numpy as np
+
+    top = math.ceil(total / STEP - 1e-9)
+    tails = []
+    for f in np.unique(fix[pairs]).tolist():
+        tail = np.zeros(top + 1)
+        for j in pairs[fix[pairs] == f].tolist():
+            rates, mass = prior(j)
+            tail += _fit(_tail(int(n[j]), rates, mass, tau, cache), top + 1)
+        tails.append(np.minimum.accumulate(np.minimum(1.0, _fit(tail, top + 1))))
+    return _sum_surprise(tails, top)
 
 
 def _tarone(achievable: np.ndarray, margin: float) -> int:
