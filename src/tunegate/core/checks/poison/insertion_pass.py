@@ -47,7 +47,7 @@ from typing import TYPE_CHECKING
 from tunegate.core.checks.poison._text import binomial_llr
 from tunegate.core.checks.poison.evidence import task_of_rows
 from tunegate.core.checks.poison.insertion import score_occurrences
-from tunegate.core.checks.poison.novelty_pass import _tarone, phrase_surprise, pool_datasets
+from tunegate.core.checks.poison.novelty_pass import _onehot, _tarone, phrase_surprise, pool_datasets
 from tunegate.core.checks.poison.phrases import Phrase, _campaigns
 
 if TYPE_CHECKING:
@@ -194,7 +194,6 @@ def _test(xp: sp.csr_matrix, xi: sp.csr_matrix, tasks: list[Task], label: list[i
     """Phrase column -> (surprise, steered task -> label) for the phrases whose out-of-place occurrences' labels
     reach the bar; and the figures of the test."""
     import numpy as np
-    import scipy.sparse as sp
     from scipy.stats import betabinom
 
     tau = config.novelty_task_nats
@@ -212,8 +211,7 @@ def _test(xp: sp.csr_matrix, xi: sp.csr_matrix, tasks: list[Task], label: list[i
             continue
         ch = task.labels
         size = len(ch.names)
-        y = sp.csr_matrix((np.ones(len(task.rows), dtype=np.float32), (np.arange(len(task.rows)), ch.outcome)),
-                          shape=(len(task.rows), size))
+        y = _onehot(ch.outcome, size)
         counts = (xt[:, cols].T @ y).toarray()
         # the phrase's in-place records here (judged in place, none out of place)
         placed = (xp[task.rows][:, cols].T @ y).toarray()
