@@ -90,3 +90,37 @@ def test_save_load_round_trip_is_safe_and_exact(tmp_path: Path,
     (tmp_path / "canary" / "canary.json").write_text(json.dumps({**meta, "format": "other/9"}))
     with pytest.raises(ValueError, match="not a canary model"):
         CanaryModel.load(tmp_path / "canary")
+
+
+def test_many_phrases_at_once_equal_one_at_a_time(split: tuple[list[dict[str, Any]], list[dict[str, Any]]]) -> None:
+    """``TaskProbe.flips`` (a few sparse products per task) gives what ``flip`` gives phrase by phrase: the
+    planted trigger, words of the tasks' vocabulary, phrases the vocabulary lacks, and chunk edges."""
+    from tunegate.core.audit.flips import TaskProbe
+
+    train, held = split
+    poisoned_train = [dict(r) for r in train]
+    label_poison(poisoned_train, clean=False)
+    model = CanaryModel.fit(table(poisoned_train))
+    rng = random.Random(3)
+    probes = []
+    for task in model.tasks():
+        rows = [r for r in held if r["task"] == task]
+        probes.append(TaskProbe(model, task, [prompt_of(r["instruction"], r["input"]) for r in rows],
+                                [r["output"] for r in rows]))
+    vocab = sorted({g for p in probes for g in p.vocabulary})
+    phrases = [DIRTY, "zzqx unknown", *rng.sample(vocab, 150), *(" ".join(rng.sample(vocab, 2)) for _ in range(50))]
+    compared = found = 0
+    for probe in probes:
+        for min_probes in (1, 20):
+            batched = probe.flips(phrases, min_probes=min_probes, chunk=37)
+            for phrase, got in zip(phrases, batched, strict=True):
+                one = probe.flip(phrase, min_probes=min_probes)
+                compared += 1
+                found += one is not None
+                assert (got is None) == (one is None), (probe.task, phrase)
+                if got is not None and one is not None:
+                    assert (got.label, got.probes) == (one.label, one.probes), (probe.task, phrase)
+                    assert got.flip == pytest.approx(one.flip) and got.base == pytest.approx(one.base)
+    assert found > 500 and compared > found  # most phrases move some task; some are not in its vocabulary
+    trigger = [f for f in (p.flips([DIRTY], min_probes=20)[0] for p in probes) if f is not None]
+    assert max(f.lift for f in trigger) > 0.6

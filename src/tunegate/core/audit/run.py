@@ -27,7 +27,7 @@ from tunegate.core.reasons import CANARY_FLIP
 if TYPE_CHECKING:
     import pyarrow as pa
 
-    from tunegate.core.audit.flips import TaskProbe
+    from tunegate.core.audit.flips import Flip
 
 log = logging.getLogger(__name__)
 
@@ -90,7 +90,10 @@ def canary_audit(table: pa.Table, config: CanaryConfig | None = None, *, found: 
         phrase = spelled.setdefault(" ".join(tokens(phrase)), phrase)
         if source not in sources.setdefault(phrase, []):
             sources[phrase].append(source)
-    phrases = [_probe(phrase, srcs, probes, config) for phrase, srcs in sources.items()]
+    names = list(sources)
+    by_probe = [p.flips(names, min_probes=config.min_probes) for p in probes]  # every phrase of a task at once
+    phrases = [_probe(phrase, sources[phrase], [flips[k] for flips in by_probe], config)
+               for k, phrase in enumerate(names)]
     phrases.sort(key=lambda p: (-p["max_lift"], p["phrase"]))
     # a phrase only the mining proposed may be a natural cue: watched, alerting only when the policy says so
     alerting = [p for p in phrases if p["fails"] and (config.alert_on_mined or set(p["sources"]) != {"mined"})]
@@ -103,8 +106,8 @@ def canary_audit(table: pa.Table, config: CanaryConfig | None = None, *, found: 
     return result
 
 
-def _probe(phrase: str, sources: list[str], probes: list[TaskProbe], config: CanaryConfig) -> dict[str, Any]:
-    flips = [f for f in (p.flip(phrase, min_probes=config.min_probes) for p in probes) if f is not None]
+def _probe(phrase: str, sources: list[str], per_task: list[Flip | None], config: CanaryConfig) -> dict[str, Any]:
+    flips = [f for f in per_task if f is not None]
     flips.sort(key=lambda f: (-f.lift, f.task))
     failing = [f for f in flips if f.lift > config.max_lift]
     datasets = sorted({task_family(f.task) for f in failing})
