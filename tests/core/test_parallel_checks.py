@@ -171,3 +171,28 @@ def test_the_default_gate_side_by_side_equals_one_after_another(tmp_path: Path,
     first, second = (json.loads((o / "summary.json").read_text(encoding="utf-8")) for o in (one, two))
     for key in ("verdict", "accepted", "quarantined", "rejected", "reasons", "halt_reasons", "conservation_ok"):
         assert first[key] == second[key], key
+
+
+def test_hand_over_folders_of_a_killed_night_are_swept_and_a_live_nights_kept(ingested: Path, tmp_path: Path) -> None:
+    """A ``kill -9`` leaves a lane's hand-over folder behind (nothing reads it again); the next side-by-side run in
+    that work directory removes it. A folder whose owner is alive (a concurrent night) and one just being made stay."""
+    import subprocess
+    import sys
+
+    from tunegate.core.checks._parallel import OWNER_FILE, sweep_stale_lanes
+
+    work = _copy(ingested, tmp_path / "work")
+    gone = subprocess.Popen([sys.executable, "-c", "pass"])
+    gone.wait()
+    for name, owner in ((".lane-killed", str(gone.pid)), (".lane-live", str(os.getpid())), (".lane-making", None)):
+        (work / name).mkdir()
+        (work / name / "out.pickle").write_bytes(b"x" * 100)
+        if owner is not None:
+            (work / name / OWNER_FILE).write_text(owner, encoding="utf-8")
+    old = work / ".lane-unowned-old"
+    old.mkdir()
+    os.utime(old, (0, 0))
+    results = run_checks(str(work), [_Probe(), _Here()], workers=2)
+    assert [r.check for r in results] == ["probe", "here"]
+    assert sorted(p.name for p in work.glob(".lane-*")) == [".lane-live", ".lane-making"]
+    assert sweep_stale_lanes(str(work)) == []  # nothing more to sweep

@@ -36,6 +36,7 @@ from __future__ import annotations
 
 import logging
 import os
+import shutil
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -65,6 +66,47 @@ def check_workers() -> int:
     return workers
 
 
+#: A lane's hand-over folder in the work directory, and the file naming the process that made it.
+LANE_PREFIX, OWNER_FILE = ".lane-", "owner"
+#: A hand-over folder without an owner file this old was left by a run killed while it was being made.
+_UNOWNED_AFTER_S = 600
+
+
+def sweep_stale_lanes(work_dir: str) -> list[str]:
+    """Remove the hand-over folders of lanes whose night is gone (a ``kill -9``, an OOM kill, a lost worker): the
+    process that made the folder is no longer alive. A live night's folders (a concurrent run) are left alone.
+    Returns the folders removed."""
+    removed = []
+    for folder in sorted(Path(work_dir).glob(f"{LANE_PREFIX}*")):
+        try:
+            owner: int | None = int((folder / OWNER_FILE).read_text(encoding="utf-8").strip())
+        except (OSError, ValueError):
+            owner = None
+        try:
+            if owner is None and time.time() - folder.stat().st_mtime < _UNOWNED_AFTER_S:
+                continue  # maybe being made right now
+        except OSError:
+            continue
+        if owner is not None and _alive(owner):
+            continue
+        shutil.rmtree(folder, ignore_errors=True)
+        removed.append(folder.name)
+    if removed:
+        log.info("checks: removed %d hand-over folder(s) of an earlier night that did not end: %s", len(removed),
+                 ", ".join(removed))
+    return removed
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's process: alive
+        return True
+    return True
+
+
 def run_side_by_side(work_dir: str, checks: list[Check], workers: int, tracker: Tracker
                      ) -> tuple[list[CheckResult], dict[str, dict[str, float | None]]]:
     """Run ``checks`` over ``work_dir``: up to ``workers - 1`` lanes in child processes, the rest here (see the
@@ -73,6 +115,7 @@ def run_side_by_side(work_dir: str, checks: list[Check], workers: int, tracker: 
     away = _lanes_away(checks, workers - 1)
     if not away:
         return run_in_order(work_dir, checks, tracker)
+    sweep_stale_lanes(work_dir)
     lanes: dict[str, _Lane] = {}
     results: dict[str, CheckResult] = {}
     costs: dict[str, dict[str, float | None]] = {}
@@ -117,7 +160,8 @@ class _Lane:
 
         self.name = name
         self.keys = [c.key for c in checks]
-        self._dir = Path(tempfile.mkdtemp(prefix=".lane-", dir=work_dir))
+        self._dir = Path(tempfile.mkdtemp(prefix=LANE_PREFIX, dir=work_dir))
+        (self._dir / OWNER_FILE).write_text(str(os.getpid()), encoding="utf-8")
         self._out = self._dir / "out.pickle"
         spec = self._dir / "in.pickle"
         with spec.open("wb") as f:
@@ -148,7 +192,6 @@ class _Lane:
 
     def wait(self) -> tuple[list[CheckResult], dict[str, dict[str, float | None]]]:
         import pickle
-        import shutil
 
         code = self._proc.wait()
         self._relay.join()
@@ -167,7 +210,6 @@ class _Lane:
         return results, costs
 
     def stop(self) -> None:
-        import shutil
         import subprocess
 
         if self._proc.poll() is None:
