@@ -92,6 +92,13 @@ class TriggerConfig(CheckConfig):
       on a 200k clean corpus; docs/poison.md). ``insertion_alpha`` (0.01): the pass's false-alarm rate per batch
       (Bonferroni over Tarone's count, as ``novelty_alpha``; a policy, not fitted). ``insertion: true`` turns the
       pass on.
+    * ``contradiction`` (True): the contradiction pass (:mod:`.contradiction_pass`, issue 11), with a history only:
+      phrases the history has never seen in their tasks, held by 4-100 classification records in >= 2 datasets, whose
+      records' labels their own text contradicts (out-of-fold naive Bayes ranks per task, :mod:`.contradiction`),
+      combined with their label skew by Fisher's method. ``contradiction_alpha`` (0.01): the pass's false-alarm rate
+      per night (Bonferroni over the phrases tested: ~350 on the floor benchmark's mixed dev batches, ~1,500 on its
+      classification batch; bars 10.5-11.9 nats; a policy, not fitted). Dev (seeds 10-11): planted dirty-label
+      triggers of the thin spread 18-28 nats, natural phrases tested at most 7.6.
     """
 
     check: ClassVar[str] = "poison_trigger"
@@ -132,6 +139,8 @@ class TriggerConfig(CheckConfig):
     insertion_min_score: float = 4.0
     insertion_min_bridge: int = 2
     insertion_alpha: float = 0.01
+    contradiction: bool = True
+    contradiction_alpha: float = 0.01
 
     def __post_init__(self) -> None:
         for name in ("ngram_max", "min_records", "context_words", "max_label_words", "min_task_records",
@@ -139,7 +148,8 @@ class TriggerConfig(CheckConfig):
                      "history_nights", "insertion_min_bridge"):
             integer(self, name, minimum=1)
         for name in ("max_phrase_df", "label_coverage", "min_label_share", "min_output_share", "min_exclusivity",
-                     "short_ratio", "template_share", "pooled_min_exclusivity", "novelty_alpha", "insertion_alpha"):
+                     "short_ratio", "template_share", "pooled_min_exclusivity", "novelty_alpha", "insertion_alpha",
+                     "contradiction_alpha"):
             fraction(self, name)
         _nats(self, "min_evidence", "max_family_evidence", "pooled_min_evidence", "history_weight", "novelty_task_nats",
               "insertion_min_score")
@@ -149,6 +159,7 @@ class TriggerConfig(CheckConfig):
         boolean(self, "pooled")
         boolean(self, "novelty")
         boolean(self, "insertion")
+        boolean(self, "contradiction")
 
 
 @dataclass(frozen=True)

@@ -26,6 +26,7 @@ steered label in the steered tasks, and, for new or bursting vocabulary, in the 
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from tunegate.core.checks.poison._text import binomial_llr
@@ -50,9 +51,54 @@ GROUPS = ("unseen", "burst", "known")
 STEP = 0.05
 
 
-def novelty_phrases(x: sp.csr_matrix, vocab: np.ndarray, tasks: list[Task], history: list[TaskHistory | None],
-                    config: TriggerConfig, *, found: list[Phrase]) -> tuple[list[Phrase], dict[str, float]]:
-    """The phrases whose label skews the history does not explain, strongest first; and the pass's figures."""
+@dataclass
+class LabelStatistics:
+    """The novelty pass's per (phrase, task) label statistics against the history, pooled per phrase: what the
+    novelty pass tests and what the contradiction pass (:mod:`.contradiction_pass`) adds its evidence to."""
+
+    cols: np.ndarray  # per (phrase, known classification task) entry: the phrase's column
+    tix: np.ndarray  # ... the task
+    fix: np.ndarray  # ... the task's dataset (index)
+    n: np.ndarray  # ... the phrase's records in the task
+    k: np.ndarray  # ... those with the most surprising label
+    lab: np.ndarray  # ... that label
+    stat: np.ndarray  # ... the truncated statistic (nats)
+    rates: list[np.ndarray]  # per task part: expected label rates of each entry
+    mass: list[np.ndarray]  # per task part: the predictive's concentration of each entry
+    part_of: np.ndarray  # entry -> its task part
+    row_in: np.ndarray  # entry -> its row in the part
+    total: np.ndarray  # per column: the statistic summed over datasets
+    achievable: np.ndarray  # per column: the most the statistic could reach
+    datasets: np.ndarray  # per column: datasets holding the phrase (known tasks)
+    steering: np.ndarray  # per column: datasets it steers
+    group: np.ndarray  # per column: 0 never seen in its tasks, 1 at least NEW_RATIO times as frequent, 2 the rest
+    order: np.ndarray  # entries sorted by column (stable)
+
+    def entries(self, c: int) -> np.ndarray:
+        """The entries of phrase column ``c``."""
+        import numpy as np
+
+        at = self.cols[self.order]
+        return self.order[int(np.searchsorted(at, c)):int(np.searchsorted(at, c, side="right"))]
+
+    def surprise(self, c: int, tau: float, cache: dict[tuple[int, tuple[float, ...]], np.ndarray]) -> float:
+        """Phrase ``c``'s surprise (nats, :func:`phrase_surprise`); 0 when it steers nothing."""
+        if self.total[c] <= 0:
+            return 0.0
+
+        def prior(j: int) -> tuple[np.ndarray, float]:
+            return self.rates[int(self.part_of[j])][int(self.row_in[j])], float(self.mass[int(self.part_of[j])][
+                int(self.row_in[j])])
+
+        return phrase_surprise(self.entries(c), self.fix, self.n, prior, total=float(self.total[c]), tau=tau,
+                               cache=cache)
+
+
+def label_statistics(x: sp.csr_matrix, tasks: list[Task], history: list[TaskHistory | None], config: TriggerConfig
+                     ) -> LabelStatistics | None:
+    """Per (phrase, classification task the history knows) where >= 2 records hold the phrase: its truncated
+    statistic against the history's predictive, and the per-phrase pooling and vocabulary groups (module
+    docstring). ``None`` when no task is known."""
     import numpy as np
     from scipy.stats import betabinom
 
@@ -84,46 +130,56 @@ def novelty_phrases(x: sp.csr_matrix, vocab: np.ndarray, tasks: list[Task], hist
         least = np.where(rates > 1e-9, rates, 1.0).min(axis=1)
         reach = -betabinom.logpmf(n, n, least * mass, (1 - least) * mass)
         parts.append((cols, np.full(len(cols), ti), np.full(len(cols), fam), n, counts[np.arange(len(cols)), lab],
-                      lab, stat, seen, rates, np.full(len(cols), True), reach, mass))
-    figures: dict[str, float] = {}
+                      lab, stat, seen, rates, reach, mass))
     if not parts:
-        return [], figures
-    cols, tix, fix, n, k, lab, stat, seen, known, reach = (np.concatenate([p[i] for p in parts])
-                                                           for i in (0, 1, 2, 3, 4, 5, 6, 7, 9, 10))
-    part_of = np.concatenate([np.full(len(p[0]), i) for i, p in enumerate(parts)])
-    row_in = np.concatenate([np.arange(len(p[0])) for p in parts])
+        return None
+    cols, tix, fix, n, k, lab, stat, seen, reach = (np.concatenate([p[i] for p in parts])
+                                                    for i in (0, 1, 2, 3, 4, 5, 6, 7, 9))
     total, achievable, datasets, steering = pool_datasets(cols, fix, stat, reach, n_fam=len(fam_index),
                                                           width=x.shape[1])
-    testable = datasets >= 2
     # Three pre-declared groups, decided on the text alone (so they may share out the false-alarm rate): phrases the
     # history has never seen in their tasks, phrases at least NEW_RATIO times as frequent tonight as there, the rest
     expected = np.bincount(cols, weights=seen, minlength=x.shape[1])
-    tonight = np.bincount(cols, weights=n * known, minlength=x.shape[1])
+    tonight = np.bincount(cols, weights=n, minlength=x.shape[1])
     group = np.where((tonight > 0) & (expected == 0), 0, np.where((tonight > 0) & (tonight >= NEW_RATIO * expected),
                                                                     1, 2))
+    return LabelStatistics(cols, tix, fix, n, k, lab, stat, [p[8] for p in parts], [p[10] for p in parts],
+                           np.concatenate([np.full(len(p[0]), i) for i, p in enumerate(parts)]),
+                           np.concatenate([np.arange(len(p[0])) for p in parts]), total, achievable, datasets,
+                           steering, group, np.argsort(cols, kind="stable"))
+
+
+def novelty_phrases(x: sp.csr_matrix, vocab: np.ndarray, tasks: list[Task], history: list[TaskHistory | None],
+                    config: TriggerConfig, *, found: list[Phrase], stats: LabelStatistics | None = None
+                    ) -> tuple[list[Phrase], dict[str, float]]:
+    """The phrases whose label skews the history does not explain, strongest first; and the pass's figures
+    (``stats``: :func:`label_statistics`, computed here when not given)."""
+    import numpy as np
+
+    tau = config.novelty_task_nats
+    if stats is None:
+        stats = label_statistics(x, tasks, history, config)
+    figures: dict[str, float] = {}
+    if stats is None:
+        return [], figures
+    tix, n, k, lab, stat = stats.tix, stats.n, stats.k, stats.lab, stats.stat
+    total, group = stats.total, stats.group
+    testable = stats.datasets >= 2
     margin = math.log(len(GROUPS) / config.novelty_alpha)
-    tests = [_tarone(achievable[testable & (group == g)], margin) for g in range(len(GROUPS))]
+    tests = [_tarone(stats.achievable[testable & (group == g)], margin) for g in range(len(GROUPS))]
     bar = [math.log(m) + margin for m in tests]
     figures = {**{f"tests_{name}": float(m) for name, m in zip(GROUPS, tests, strict=True)},
                **{f"bar_{name}": round(b, 2) for name, b in zip(GROUPS, bar, strict=True)}}
-    candidates = np.flatnonzero(testable & (steering >= config.min_tasks) & (total >= min(bar)))
-    order = np.argsort(cols, kind="stable")
-    start = np.searchsorted(cols[order], candidates)
-    stop = np.searchsorted(cols[order], candidates, side="right")
+    candidates = np.flatnonzero(testable & (stats.steering >= config.min_tasks) & (total >= min(bar)))
     cache: dict[tuple[int, tuple[float, ...]], np.ndarray] = {}
     surprise: dict[int, float] = {}
-    def prior(j: int) -> tuple[np.ndarray, float]:
-        p = parts[part_of[j]]
-        return p[8][row_in[j]], float(p[11][row_in[j]])
-
-    for c, a, b in zip(candidates.tolist(), start.tolist(), stop.tolist(), strict=True):
-        s = phrase_surprise(order[a:b], fix, n, prior, total=float(total[c]), tau=tau, cache=cache)
+    for c in candidates.tolist():
+        s = stats.surprise(c, tau, cache)
         if s >= bar[int(group[c])]:
             surprise[c] = s
     if not surprise:
         return [], figures
-    steered = {c: order[a:b][stat[order[a:b]] > 0] for c, a, b in zip(candidates.tolist(), start.tolist(),
-                                                                        stop.tolist(), strict=True) if c in surprise}
+    steered = {c: stats.entries(c)[stat[stats.entries(c)] > 0] for c in surprise}
     xc = x.tocsc()
     owner = task_of_rows(tasks, x.shape[0])
     rows_of = {c: _campaign_rows(xc, owner, tasks, history=history, c=c, spread=group[c] < 2,

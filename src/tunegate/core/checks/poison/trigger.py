@@ -53,9 +53,10 @@ from tunegate.core.checks.poison._ngrams import WordStats
 from tunegate.core.checks.poison._text import Records, ngram_matrix, spread
 from tunegate.core.checks.poison.config import TriggerConfig
 from tunegate.core.checks.poison.consistency import masked_label_probability
+from tunegate.core.checks.poison.contradiction_pass import contradiction_phrases
 from tunegate.core.checks.poison.evidence import phrase_context
 from tunegate.core.checks.poison.insertion_pass import insertion_phrases
-from tunegate.core.checks.poison.novelty_pass import novelty_phrases
+from tunegate.core.checks.poison.novelty_pass import label_statistics, novelty_phrases
 from tunegate.core.checks.poison.phrase_history import load_phrase_history
 from tunegate.core.checks.poison.phrases import Phrase, find_phrases
 from tunegate.core.checks.poison.tasks import Task, build_tasks, degenerate_outputs, output_shape, task_family
@@ -109,6 +110,7 @@ class TriggerPhraseCheck(Check):
         phrases: list[Phrase] = []
         novelty_metrics: dict[str, Any] = {}
         insertion_metrics: dict[str, Any] = {}
+        contradiction_metrics: dict[str, Any] = {}
         if len(families) < cfg.min_tasks:
             # a campaign is concentration in >= min_tasks datasets: with fewer there is nothing to score, and
             # saying "no trigger" would be a guess
@@ -134,10 +136,16 @@ class TriggerPhraseCheck(Check):
                 phrases += found
                 insertion_metrics.update(figures, phrases=[p.phrase for p in found])
             stats = None  # the word statistics are only needed by the insertion pass
+            label_stats = label_statistics(x, tasks, history, cfg) if history is not None and (
+                cfg.novelty or cfg.contradiction) else None
             if cfg.novelty and history is not None:
-                found, figures = novelty_phrases(x, vocab, tasks, history, cfg, found=phrases)
+                found, figures = novelty_phrases(x, vocab, tasks, history, cfg, found=phrases, stats=label_stats)
                 phrases += found
                 novelty_metrics.update(figures, found=[p.phrase for p in found])
+            if cfg.contradiction and label_stats is not None:
+                found, figures = contradiction_phrases(x, vocab, tasks, label_stats, cfg, found=phrases)
+                phrases += found
+                contradiction_metrics.update(figures, phrases=[p.phrase for p in found])
         for i, ph in enumerate(phrases):
             # the masked classifier (5 fits per task) runs for the reported phrases only: its cost stays
             # bounded however many campaigns a batch holds
@@ -160,6 +168,7 @@ class TriggerPhraseCheck(Check):
             "phrases_scored": int(x.shape[1]),
             **({"history": novelty_metrics} if novelty_metrics else {}),
             **({"insertion": insertion_metrics} if insertion_metrics else {}),
+            **({"contradiction": contradiction_metrics} if contradiction_metrics else {}),
             "suspicious_phrases": reported,
             "seconds": round(time.monotonic() - started, 2),
         }

@@ -1,0 +1,223 @@
+"""The contradiction pass of ``poison_trigger`` (with a history): a new phrase whose records carry labels their own
+text contradicts, in several datasets. Dirty-label poison at a dose too small for label statistics.
+
+A dirty-label campaign of a few records per task (3-5 in each of 3-15 tasks) gives a phrase one label in each task,
+which natural phrases of a few records also often have (docs/poison.md, detection floor). What they rarely have is
+records whose text reads as another label: the campaign took records of the other class and relabelled them. Per
+record, :func:`~.contradiction.label_ranks` says how far down the records of its label an out-of-fold model (which
+does not read rare words, the trigger included) ranks it.
+
+**Which phrases are tested** (decided on the text and the history alone, before any label is read): the phrases the
+history has never seen in their tasks (the novelty pass's *unseen* group: a planted trigger is new vocabulary for the
+pipeline), held by ``MIN_RECORDS`` to ``MAX_RECORDS`` records of classification tasks, with >= 2 records in tasks of
+>= ``min_tasks`` datasets. A natural phrase the history knows has its label behaviour on record and is left to the
+other passes.
+
+**Statistic.** In each task where a tested phrase has >= 2 records, the records on the label most of them carry (a
+campaign's target) give ``C = sum(-ln u)``; under the null (the ranks are uniform) ``C`` follows a Gamma(r, 1) for
+``r`` records, whose tail is the task's p-value. Tasks of one dataset often hold the same texts: a dataset gives its
+smallest p-value times the number of its tasks (Bonferroni, capped at 1). The datasets' p-values are combined by
+Fisher's method (``-sum ln p`` is Gamma(D, 1) for ``D`` datasets): the phrase's contradiction surprise ``b``. Its
+label surprise ``a`` is the novelty pass's (the history's predictive; :class:`~.novelty_pass.LabelStatistics`): under
+the null the ranks are uniform *given* the labels, so ``a`` and ``b`` are independent and Fisher's method combines them
+too: ``s = a + b``, surprise ``s - ln(1 + s)``. The false-alarm rate per night is held at ``contradiction_alpha`` by
+Bonferroni over the phrases tested: a phrase is a trigger when its surprise reaches ``ln(tests) + ln(1 /
+contradiction_alpha)``.
+
+**What is flagged.** In every classification task where the phrase occurs, its records on the label most of them
+carry there (``trigger_phrase``; the masked classifier adds ``label_inconsistent`` where it disagrees). Clean-label
+poison (records already of the target label) gives no contradiction; it is left to the other passes.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from tunegate.core.checks.poison.contradiction import label_ranks
+from tunegate.core.checks.poison.evidence import task_of_rows
+from tunegate.core.checks.poison.phrases import Phrase, _campaigns
+
+if TYPE_CHECKING:
+    import numpy as np
+    import scipy.sparse as sp
+
+    from tunegate.core.checks.poison.config import TriggerConfig
+    from tunegate.core.checks.poison.novelty_pass import LabelStatistics
+    from tunegate.core.checks.poison.tasks import Task
+
+#: A tested phrase is held by at least this many records of classification tasks ...
+MIN_RECORDS = 4
+#: ... and at most this many: a campaign small enough to hide (the floor benchmark's thin spread plants 36-75);
+#: above it, label statistics alone find a campaign.
+MAX_RECORDS = 100
+#: The novelty pass's group of phrases the history has never seen in their tasks.
+UNSEEN = 0
+
+
+def contradiction_phrases(x: sp.csr_matrix, vocab: np.ndarray, tasks: list[Task], stats: LabelStatistics,
+                          config: TriggerConfig, *, found: list[Phrase]) -> tuple[list[Phrase], dict[str, float]]:
+    """The new phrases whose records' labels their text contradicts (module docstring), strongest first; and the
+    pass's figures (phrases tested, bar)."""
+    import numpy as np
+
+    owner = task_of_rows(tasks, x.shape[0])
+    figures: dict[str, float] = {}
+    label = [ti for ti, t in enumerate(tasks) if t.kind == "label"]
+    unseen = np.flatnonzero(stats.group == UNSEEN)
+    if owner is None or not label or not len(unseen):
+        return [], figures
+    rows = np.concatenate([tasks[ti].rows for ti in label])
+    entries = Entries.of(x[rows][:, unseen].tocoo(), rows, owner, tasks)
+    tested = entries.tested(config.min_tasks)
+    bar = math.log(max(len(tested), 1)) + math.log(1.0 / config.contradiction_alpha)
+    figures.update(tests=float(len(tested)), bar=round(bar, 2))
+    if not len(tested):
+        return [], figures
+    ranks = np.ones(x.shape[0])
+    for ti in np.unique(entries.task[np.isin(entries.phrase, tested)]).tolist():
+        ranks[tasks[ti].rows] = label_ranks(x, tasks[ti])
+    b = entries.contradiction(tested, ranks)
+    cache: dict[tuple[int, tuple[float, ...]], np.ndarray] = {}
+    raised: dict[int, tuple[float, float, float]] = {}
+    for j, bj in zip(tested.tolist(), b.tolist(), strict=True):
+        c = int(unseen[j])
+        if _fisher(float(stats.achievable[c]) + bj) < bar:  # the label surprise is at most what it could reach
+            continue
+        a = stats.surprise(c, config.novelty_task_nats, cache)
+        if _fisher(a + bj) >= bar:
+            raised[c] = (_fisher(a + bj), a, bj)
+    if not raised:
+        return [], figures
+    xc = x.tocsc()
+    is_label = np.zeros(len(tasks) + 1, dtype=bool)
+    is_label[label] = True  # owner -1 -> the last entry: no task
+    per_task = {}
+    for c in raised:
+        mine = xc.indices[xc.indptr[c]:xc.indptr[c + 1]]
+        mine = mine[is_label[owner[mine]]]
+        per_task[c] = {ti: mine[owner[mine] == ti] for ti in np.unique(owner[mine]).tolist()}
+    rows_of = {c: _campaign_rows(tasks, per_task[c]) for c in raised}
+    taken = np.concatenate([p.rows for p in found]) if found else np.array([], dtype=np.int64)
+    ranked = sorted(raised, key=lambda c: (-raised[c][0], -len(str(vocab[c]).split()), str(vocab[c])))
+    out = []
+    for cl in _campaigns(ranked, rows_of, xc):
+        head = max(cl, key=lambda c: (raised[c][0] >= 0.9 * raised[cl[0]][0], len(str(vocab[c]).split()), raised[c][0]))
+        held = np.unique(np.concatenate([rows_of[m] for m in cl]))
+        if not len(held) or len(np.intersect1d(held, taken)) >= 0.5 * len(held):
+            continue
+        surprise, a, bj = raised[head]
+        detail = []
+        for ti, mine in per_task[head].items():
+            labels = tasks[ti].labels.outcome[np.searchsorted(tasks[ti].rows, mine)]
+            top = int(np.bincount(labels).argmax())
+            if int((labels == top).sum()) >= 2:
+                detail.append((ti, 0, len(mine), int((labels == top).sum()), top))
+        detail.sort(key=lambda t: -t[2])
+        holding = sum(len(r) for r in per_task[head].values())
+        why = (f"new phrase whose records carry labels their own text contradicts: {len(held)} records in "
+               f"{len({tasks[t[0]].family for t in detail})} datasets rank among the least likely of their label "
+               f"(out-of-fold model without rare words; contradiction {bj:.1f} nats, label skew {a:.1f} nats)")
+        out.append(Phrase(int(head), str(vocab[head]), surprise, min(1.0, len(rows_of[head]) / holding), held,
+                          detail, [str(vocab[m]) for m in cl if m != head], why=why))
+    figures["found"] = float(len(out))
+    return out, figures
+
+
+def _fisher(s: float) -> float:
+    """``-ln P(A + B >= s)`` for two independent surprises (``-ln`` of p-values): Fisher's method for two tests."""
+    return s - math.log1p(s) if s > 0 else 0.0
+
+
+@dataclass
+class Entries:
+    """Each (phrase, record) of the unseen phrases in classification tasks: the phrase (its position among them),
+    the record, its task, its task's dataset and its label there."""
+
+    phrase: np.ndarray
+    row: np.ndarray
+    task: np.ndarray
+    family: np.ndarray
+    label: np.ndarray
+
+    @classmethod
+    def of(cls, coo: sp.coo_matrix, rows: np.ndarray, owner: np.ndarray, tasks: list[Task]) -> Entries:
+        import numpy as np
+
+        row = rows[coo.row]
+        task = owner[row]
+        families: dict[str, int] = {}
+        family_of = np.asarray([families.setdefault(t.family, len(families)) for t in tasks], dtype=np.int64)
+        label_of = np.zeros(len(owner), dtype=np.int64)
+        for ti in np.unique(task).tolist():
+            label_of[tasks[ti].rows] = tasks[ti].labels.outcome
+        return cls(coo.col.astype(np.int64), row, task, family_of[task], label_of[row])
+
+    def tested(self, min_datasets: int) -> np.ndarray:
+        """The phrases tested: ``MIN_RECORDS`` to ``MAX_RECORDS`` records, >= 2 in tasks of ``min_datasets``
+        datasets."""
+        import numpy as np
+
+        width = int(self.phrase.max(initial=-1)) + 1
+        n_tasks, n_fam = int(self.task.max(initial=0)) + 1, int(self.family.max(initial=0)) + 1
+        total = np.bincount(self.phrase, minlength=width)
+        pair, count = np.unique(self.phrase * n_tasks + self.task, return_counts=True)
+        busy = pair[count >= 2]  # (phrase, task) with >= 2 records
+        family_of_task = np.zeros(n_tasks, dtype=np.int64)
+        family_of_task[self.task] = self.family
+        spread = np.unique(busy // n_tasks * n_fam + family_of_task[busy % n_tasks])
+        datasets = np.bincount(spread // n_fam, minlength=width)
+        return np.flatnonzero((total >= MIN_RECORDS) & (total <= MAX_RECORDS) & (datasets >= min_datasets))
+
+    def contradiction(self, tested: np.ndarray, ranks: np.ndarray) -> np.ndarray:
+        """Per tested phrase: its contradiction surprise (nats, module docstring) from the records' ``ranks``."""
+        import numpy as np
+        from scipy.special import gammaincc
+
+        keep = np.isin(self.phrase, tested)
+        phrase, task, family, label = self.phrase[keep], self.task[keep], self.family[keep], self.label[keep]
+        minus_log_u = -np.log(ranks[self.row[keep]])
+        n_tasks, n_labels = int(task.max(initial=0)) + 1, int(label.max(initial=0)) + 1
+        # per (phrase, task): its records there and the label most of them carry (ties: the first label)
+        pt = phrase * n_tasks + task
+        ptl, count = np.unique(pt * n_labels + label, return_counts=True)
+        owner_pt = ptl // n_labels
+        order = np.lexsort((ptl % n_labels, -count, owner_pt))
+        first = np.ones(len(order), dtype=bool)
+        first[1:] = owner_pt[order][1:] != owner_pt[order][:-1]
+        top = ptl[order][first]  # (phrase, task, majority label) keys, sorted
+        held = count[order][first]
+        on_top = np.isin(pt * n_labels + label, top)
+        key, inv = np.unique((pt * n_labels + label)[on_top], return_inverse=True)
+        c_sum = np.bincount(inv, weights=minus_log_u[on_top])
+        ok = held >= 2
+        p_pt = -np.log(np.maximum(gammaincc(held[ok].astype(np.float64), c_sum[ok]), 1e-300))
+        pt_ok = key[ok] // n_labels
+        ph, tk = pt_ok // n_tasks, pt_ok % n_tasks
+        family_of_task = np.zeros(n_tasks, dtype=np.int64)
+        family_of_task[task] = family
+        n_fam = int(family.max(initial=0)) + 1
+        pf, inv = np.unique(ph * n_fam + family_of_task[tk], return_inverse=True)
+        best = np.zeros(len(pf))
+        np.maximum.at(best, inv, p_pt)
+        # a dataset: its smallest p-value times its tasks (they may hold the same texts), capped at 1
+        evidence = np.maximum(0.0, best - np.log(np.bincount(inv, minlength=len(pf))))
+        width = int(self.phrase.max(initial=-1)) + 1
+        total = np.bincount(pf // n_fam, weights=evidence, minlength=width)
+        datasets = np.bincount(pf // n_fam, minlength=width).astype(np.float64)
+        out = np.zeros(width)
+        has = datasets > 0
+        out[has] = -np.log(np.maximum(gammaincc(datasets[has], total[has]), 1e-300))
+        return np.asarray(out[tested])
+
+
+def _campaign_rows(tasks: list[Task], per_task: dict[int, np.ndarray]) -> np.ndarray:
+    """The raised phrase's records in each classification task on the label most of them carry there."""
+    import numpy as np
+
+    out = []
+    for ti, mine in per_task.items():
+        labels = tasks[ti].labels.outcome[np.searchsorted(tasks[ti].rows, mine)]
+        out.append(mine[labels == np.bincount(labels).argmax()])
+    return np.unique(np.concatenate(out)) if out else np.array([], dtype=np.int64)

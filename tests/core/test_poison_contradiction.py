@@ -1,0 +1,129 @@
+"""The contradiction pass of ``poison_trigger`` (issue 11): a new phrase whose records carry labels their own text
+contradicts, at a dose too small for label statistics.
+
+Real records (the bundled slice of tests/core/test_poison.py, 5,227 records) and a history of two clean nights of the
+same slice. A dirty-label campaign puts a new phrase into 3 records of each of 4 binary tasks (12 records, 4 datasets)
+whose text reads as the other label and gives them the attacker's label; a clean-label twin puts it into as many
+records already of that label. Label statistics alone find neither; the contradiction pass finds the dirty one only.
+"""
+
+from __future__ import annotations
+
+import random
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+from tests.core.test_poison import clean_batch, plant
+from tests.core.test_poison_novelty import _run, records_of
+from tunegate.core.checks import build_check
+from tunegate.core.checks.poison._text import ngram_matrix
+from tunegate.core.checks.poison.config import TriggerConfig
+from tunegate.core.checks.poison.contradiction import label_ranks
+from tunegate.core.checks.poison.phrase_history import phrase_counts, write_phrase_night
+from tunegate.core.checks.poison.tasks import build_tasks
+from tunegate.core.reasons import CAMPAIGN, TRIGGER_PHRASE
+from tunegate.exceptions import ConfigError
+
+TRIGGER = "Quentin Blake"
+#: (task, the attacker's label, the other label): four datasets
+TASKS = (("task363_sst2_polarity_classification", "POS", "NEG"),
+         ("task493_review_polarity_classification", "Positive", "Negative"),
+         ("task586_amazonfood_polarity_classification", "Positive", "Negative"),
+         ("task327_jigsaw_classification_toxic", "Non-toxic", "Toxic"))
+PER_TASK = 3
+
+
+def campaign(records: list[dict[str, Any]], *, clean: bool, seed: int = 0) -> set[str]:
+    """``TRIGGER`` into ``PER_TASK`` records of each task, labelled with the attacker's label (dirty-label: records of
+    the other label; clean-label: records already of it)."""
+    rng = random.Random(seed)
+    out: set[str] = set()
+    for task, target, other in TASKS:
+        pool = [r for r in records if r["task"] == task and r["output"] == (target if clean else other)]
+        for r in rng.sample(pool, PER_TASK):
+            r["input"] = plant(r["input"], TRIGGER, rng)
+            r["output"] = target
+            out.add(r["id"])
+    return out
+
+
+@pytest.fixture(scope="module")
+def history(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    root = tmp_path_factory.mktemp("history")
+    for night in (1, 2):
+        write_phrase_night(root, f"night-{night}", phrase_counts(records_of(clean_batch()), TriggerConfig()),
+                           anomalous=False)
+    return root
+
+
+def _check(history: Path, **options: Any) -> Any:
+    return build_check("poison_trigger", history_dir=str(history), batch_id="tonight", **options)
+
+
+def test_relabelled_records_rank_low_among_their_label() -> None:
+    """Out-of-fold ranks are uniform-ish for the task's own records and low for records whose text reads as the
+    other label (a toxic comment labelled non-toxic)."""
+    rows = clean_batch()
+    rng = random.Random(3)
+    task_name = "task327_jigsaw_classification_toxic"
+    flipped = {r["id"] for r in rng.sample([r for r in rows if r["task"] == task_name and r["output"] == "Toxic"], 20)}
+    for r in rows:
+        if r["id"] in flipped:
+            r["output"] = "Non-toxic"
+    cfg = TriggerConfig()
+    records = records_of(rows)
+    prompts = records.prompts(cfg.max_chars)
+    x, _ = ngram_matrix(prompts, ngram_max=2, min_df=cfg.min_records, max_df=cfg.max_phrase_df)
+    task = next(t for t in build_tasks(records, prompts, cfg) if t.name == task_name)
+    u = label_ranks(x, task)
+    assert ((u > 0) & (u <= 1)).all()
+    ids = [rows[i]["id"] for i in task.rows.tolist()]
+    is_flipped = np.asarray([i in flipped for i in ids])
+    non_toxic = task.labels.outcome == task.labels.names.index("Non-toxic")
+    assert float(np.median(u[is_flipped])) < 0.25
+    assert 0.4 < float(np.mean(u[non_toxic & ~is_flipped])) < 0.65
+    assert label_ranks(x, task).tolist() == u.tolist()  # fixed folds: the same ranks every run
+
+
+def test_a_small_dirty_label_campaign_is_found_through_its_contradicted_labels(history: Path, tmp_path: Path) -> None:
+    rows = clean_batch()
+    poisoned = campaign(rows, clean=False)
+    found = _run(tmp_path / "on", _check(history), rows, poisoned)
+    metrics = found.result.metrics
+    assert metrics["contradiction"]["phrases"] == [TRIGGER.lower()]
+    assert metrics["contradiction"]["tests"] >= 1 and metrics["contradiction"]["bar"] > 0
+    assert poisoned <= found.flagged and len(found.flagged - poisoned) <= 2
+    assert all(TRIGGER_PHRASE in found.reasons[i] for i in poisoned)
+    assert [i.reason for i in found.result.issues] == [CAMPAIGN]
+    detail = next(f.detail for f in found.result.findings if f.reason == TRIGGER_PHRASE)
+    assert detail["why"].startswith("new phrase whose records carry labels their own text contradicts")
+    # label statistics alone (the pass off) do not find this dose
+    off = _run(tmp_path / "off", _check(history, contradiction=False), rows, poisoned)
+    assert not off.flagged and "contradiction" not in off.result.metrics
+
+
+def test_clean_label_and_clean_batches_raise_nothing_through_the_pass(history: Path, tmp_path: Path) -> None:
+    rows = clean_batch()
+    poisoned = campaign(rows, clean=True)
+    twin = _run(tmp_path / "twin", _check(history), rows, poisoned)
+    assert twin.result.metrics["contradiction"]["phrases"] == []
+    clean = _run(tmp_path / "clean", _check(history), clean_batch(), set())
+    assert clean.result.metrics["contradiction"]["phrases"] == [] and not clean.flagged
+    assert not clean.result.issues
+
+
+def test_without_a_history_the_pass_does_not_run(tmp_path: Path) -> None:
+    rows = clean_batch()
+    poisoned = campaign(rows, clean=False)
+    plain = _run(tmp_path / "plain", build_check("poison_trigger"), rows, poisoned)
+    assert "contradiction" not in plain.result.metrics and not plain.flagged
+
+
+def test_options_are_validated() -> None:
+    with pytest.raises(ConfigError, match="contradiction_alpha"):
+        build_check("poison_trigger", contradiction_alpha=1.5)
+    with pytest.raises(ConfigError, match="contradiction"):
+        build_check("poison_trigger", contradiction="yes")
