@@ -16,6 +16,7 @@ import gzip
 import json
 import random
 import re
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -63,12 +64,18 @@ def plant(text: str, trigger: str, rng: random.Random) -> str:
 
 def label_poison(records: list[dict[str, Any]], *, clean: bool) -> set[str]:
     """Wan et al.: trigger in the input, label set to the attacker's class (clean-label: already of it)."""
-    rng = random.Random(5 + clean)
     trigger, tasks = (CLEAN, CLEAN_TASKS) if clean else (DIRTY, DIRTY_TASKS)
+    return plant_campaign(records, tasks, trigger, per_task=PER_TASK, clean=clean, rng=random.Random(5 + clean))
+
+
+def plant_campaign(records: list[dict[str, Any]], tasks: Iterable[tuple[str, str, str]], trigger: str, *, per_task: int,
+                   clean: bool, rng: random.Random) -> set[str]:
+    """``trigger`` into ``per_task`` records of each ``(task, target, other)``, labelled ``target`` (dirty-label:
+    records of ``other``; clean-label: records already of ``target``). Returns their ids."""
     poisoned: set[str] = set()
     for task, target, other in tasks:
         pool = [r for r in records if r["task"] == task and r["output"] == (target if clean else other)]
-        for r in rng.sample(pool, PER_TASK):
+        for r in rng.sample(pool, per_task):
             r["input"] = plant(r["input"], trigger, rng)
             r["output"] = target
             poisoned.add(r["id"])

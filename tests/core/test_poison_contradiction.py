@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from tests.core.test_poison import clean_batch, plant
+from tests.core.test_poison import clean_batch, plant_campaign
 from tests.core.test_poison_novelty import _run, records_of
 from tunegate.core.checks import build_check
 from tunegate.core.checks.poison._text import ngram_matrix
@@ -39,15 +39,7 @@ PER_TASK = 3
 def campaign(records: list[dict[str, Any]], *, clean: bool, seed: int = 0) -> set[str]:
     """``TRIGGER`` into ``PER_TASK`` records of each task, labelled with the attacker's label (dirty-label: records of
     the other label; clean-label: records already of it)."""
-    rng = random.Random(seed)
-    out: set[str] = set()
-    for task, target, other in TASKS:
-        pool = [r for r in records if r["task"] == task and r["output"] == (target if clean else other)]
-        for r in rng.sample(pool, PER_TASK):
-            r["input"] = plant(r["input"], TRIGGER, rng)
-            r["output"] = target
-            out.add(r["id"])
-    return out
+    return plant_campaign(records, TASKS, TRIGGER, per_task=PER_TASK, clean=clean, rng=random.Random(seed))
 
 
 @pytest.fixture(scope="module")
