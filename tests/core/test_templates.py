@@ -56,11 +56,15 @@ def test_many_at_once_equals_one_by_one(superni_slice: list[dict[str, Any]]) -> 
     records = [tuple(field_words(r[f], 20_000) for f in ("instruction", "input", "output")) for r in superni_slice]
     long_field = tuple(f"w{i % 997}" for i in range(2_000))  # a long field: only its ends are indexed
     records += [(long_field, (), ("a",)), ((), (), ()), (("x", "y"), ("x", "y"), ("y", "x", "y"))]
-    index = TemplateIndex()
+    index, chunked = TemplateIndex(), TemplateIndex()
     for start in range(0, len(records), 333):
         index.add_many(records[start:start + 333])
+        chunked.add_many(records[start:start + 333])
+        chunked._flush()  # a few thousand n-grams a flush: counted with np.add.at
+    assert index._pending_size * 64 >= 1 << index._BITS  # all of them in one flush: counted with np.bincount
     index._flush()
     assert np.array_equal(index._tables, one_by_one(records))
+    assert np.array_equal(chunked._tables, index._tables)
     assert frequency(index, ("x", "y")) == 1  # in two fields of one record: counted once
     definition = records[0][0][:3]
     assert frequency(index, definition) >= sum(r[0][:3] == definition for r in records[:-3])

@@ -118,7 +118,10 @@ class TemplateIndex:
         mask = np.uint64((1 << self._BITS) - 1)
         size = 1 << self._BITS
         for table, slot in ((self._tables[0], h & mask), (self._tables[1], (h >> np.uint64(32)) & mask)):
-            table += np.bincount(slot.astype(np.int64), minlength=size).astype(np.int32)  # np.add.at: 1.5x slower
+            if len(slot) * 64 < size:  # a few n-grams: one pass over the table would cost more than they do
+                np.add.at(table, slot.astype(np.int64), 1)
+            else:  # many (a chunk of records): counting them over the table is 1.5x faster than np.add.at
+                table += np.bincount(slot.astype(np.int64), minlength=size).astype(np.int32)
         self._pending = []
         self._pending_size = 0
 
