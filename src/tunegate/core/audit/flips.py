@@ -64,12 +64,13 @@ class TaskProbe:
         index = {label: j for j, label in enumerate(self.labels)}
         keep = [i for i, label in enumerate(labels) if label in index]
         self.y = np.asarray([index[labels[i]] for i in keep], dtype=np.int64)
-        self.x = model.features(task, [prompts[i] for i in keep]).tocsc()
+        rows = model.features(task, [prompts[i] for i in keep]).tocsr()
+        self.x = rows.tocsc()
         weights, bias = model.weights(task)
         self.w, self.bias = weights.astype(np.float64), bias.astype(np.float64)
-        self.nnz = np.diff(self.x.tocsr().indptr).astype(np.float64)
-        self.raw = np.asarray(self.x.tocsr() @ self.w.T)  # records x labels, before normalization
-        self.held = (self.x.tocsr() > 0).astype(np.float64)  # which n-grams each record holds
+        self.nnz = np.diff(rows.indptr).astype(np.float64)
+        self.raw = np.asarray(rows @ self.w.T)  # records x labels, before normalization
+        self.held = (rows > 0).astype(np.float64)  # which n-grams each record holds
         self.vocabulary = model.vocabulary(task)
         self.column = {g: c for c, g in enumerate(self.vocabulary)}
         self.base = self._predict(self.raw, self.nnz)
