@@ -73,12 +73,13 @@ class LabelStatistics:
     steering: np.ndarray  # per column: datasets it steers
     group: np.ndarray  # per column: 0 never seen in its tasks, 1 at least NEW_RATIO times as frequent, 2 the rest
     order: np.ndarray  # entries sorted by column (stable)
+    sorted_cols: np.ndarray  # cols[order]: where each column's entries start and stop in ``order``
 
     def entries(self, c: int) -> np.ndarray:
         """The entries of phrase column ``c``."""
         import numpy as np
 
-        at = self.cols[self.order]
+        at = self.sorted_cols
         return self.order[int(np.searchsorted(at, c)):int(np.searchsorted(at, c, side="right"))]
 
     def surprise(self, c: int, tau: float, cache: dict[tuple[int, tuple[float, ...]], np.ndarray]) -> float:
@@ -143,10 +144,11 @@ def label_statistics(x: sp.csr_matrix, tasks: list[Task], history: list[TaskHist
     tonight = np.bincount(cols, weights=n, minlength=x.shape[1])
     group = np.where((tonight > 0) & (expected == 0), 0, np.where((tonight > 0) & (tonight >= NEW_RATIO * expected),
                                                                     1, 2))
+    order = np.argsort(cols, kind="stable")
     return LabelStatistics(cols, tix, fix, n, k, lab, stat, [p[8] for p in parts], [p[10] for p in parts],
                            np.concatenate([np.full(len(p[0]), i) for i, p in enumerate(parts)]),
                            np.concatenate([np.arange(len(p[0])) for p in parts]), total, achievable, datasets,
-                           steering, group, np.argsort(cols, kind="stable"))
+                           steering, group, order, cols[order])
 
 
 def novelty_phrases(x: sp.csr_matrix, vocab: np.ndarray, tasks: list[Task], history: list[TaskHistory | None],
@@ -179,7 +181,7 @@ def novelty_phrases(x: sp.csr_matrix, vocab: np.ndarray, tasks: list[Task], hist
             surprise[c] = s
     if not surprise:
         return [], figures
-    steered = {c: stats.entries(c)[stat[stats.entries(c)] > 0] for c in surprise}
+    steered = {c: e[stat[e] > 0] for c, e in ((c, stats.entries(c)) for c in surprise)}
     xc = x.tocsc()
     owner = task_of_rows(tasks, x.shape[0])
     rows_of = {c: _campaign_rows(xc, owner, tasks, history=history, c=c, spread=group[c] < 2,
