@@ -119,3 +119,33 @@ def test_options_are_validated() -> None:
         build_check("poison_trigger", contradiction_alpha=1.5)
     with pytest.raises(ConfigError, match="contradiction"):
         build_check("poison_trigger", contradiction="yes")
+
+
+def test_step_down_lowers_the_bar_per_campaign_found_and_is_bonferroni_on_a_clean_night() -> None:
+    """The step-down over campaigns: the strongest phrase needs the Bonferroni bar; each further distinct campaign
+    ``ln(i)`` nats less; a word of a raised campaign (its records) neither needs nor gives a lower bar; one phrase short
+    of its bar stops the procedure."""
+    import scipy.sparse as sp
+
+    from tunegate.core.checks.poison.contradiction_pass import _step_down
+
+    # 5 phrases over 40 records: 0 and 1 share records 0-9 (a campaign and its word), 2: 10-19, 3: 20-29, 4: 30-39
+    cols = [range(0, 10), range(0, 10), range(10, 20), range(20, 30), range(30, 40)]
+    rows = np.concatenate([np.asarray(c) for c in cols])
+    xc = sp.csc_matrix((np.ones(len(rows)), (rows, np.repeat(np.arange(5), 10))), shape=(40, 5))
+    bar = 10.0
+
+    def raised(surprises: dict[int, float]) -> dict[int, int]:
+        out = _step_down({c: (s, 0.0, s) for c, s in surprises.items()}, bar, xc, tests=100)
+        return {c: v[3] for c, v in out.items()}
+
+    # a clean night: one phrase just below the bar is not raised; alone, bar - 0.5 is not enough
+    assert raised({2: bar - 0.5}) == {}
+    # a campaign at the bar lets the second distinct one through at bar - ln 2 (and not below it)
+    assert raised({0: bar + 1, 2: bar - 0.6}) == {0: 1, 2: 2}
+    assert raised({0: bar + 1, 2: bar - 0.8}) == {0: 1}
+    # the campaign's own word (same records) keeps its rank: the third campaign still needs bar - ln 3 after the second
+    assert raised({0: bar + 2, 1: bar + 1, 2: bar - 0.6, 3: bar - 1.05}) == {0: 1, 1: 1, 2: 2, 3: 3}
+    assert raised({0: bar + 2, 1: bar + 1, 3: bar - 0.8}) == {0: 1, 1: 1}
+    # it stops at the first phrase short of its bar: a weaker one after it is not looked at
+    assert raised({0: bar + 1, 2: bar - 0.8, 3: bar - 0.9}) == {0: 1}

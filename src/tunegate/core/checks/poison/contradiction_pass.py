@@ -21,8 +21,11 @@ Fisher's method (``-sum ln p`` is Gamma(D, 1) for ``D`` datasets): the phrase's 
 label surprise ``a`` is the novelty pass's (the history's predictive; :class:`~.novelty_pass.LabelStatistics`): under
 the null the ranks are uniform *given* the labels, so ``a`` and ``b`` are independent and Fisher's method combines them
 too: ``s = a + b``, surprise ``s - ln(1 + s)``. The false-alarm rate per night is held at ``contradiction_alpha`` by
-Bonferroni over the phrases tested: a phrase is a trigger when its surprise reaches ``ln(tests) + ln(1 /
-contradiction_alpha)``.
+Bonferroni over the phrases tested: the strongest phrase is a trigger when its surprise reaches ``ln(tests) + ln(1 /
+contradiction_alpha)``. Several campaigns in one night (issue 11's five at once) are raised by the Benjamini-Hochberg
+step-down over campaigns (:func:`_step_down`): the ``i``-th distinct campaign needs ``ln(i)`` nats less. On a clean
+night it is the same test; once campaigns are found, the expected share of natural phrases among the raised stays
+under ``contradiction_alpha``.
 
 **What is flagged.** In every classification task where the phrase occurs, its records on the label most of them
 carry there (``trigger_phrase``; the masked classifier adds ``label_inconsistent`` where it disagrees). Clean-label
@@ -54,6 +57,8 @@ MIN_RECORDS = 4
 MAX_RECORDS = 100
 #: The novelty pass's group of phrases the history has never seen in their tasks.
 UNSEEN = 0
+#: The step-down (:func:`_step_down`) lowers the bar for at most this many campaigns in one night.
+MAX_CAMPAIGNS = 20
 
 
 def contradiction_phrases(x: sp.csr_matrix, vocab: np.ndarray, tasks: list[Task], stats: LabelStatistics,
@@ -80,17 +85,22 @@ def contradiction_phrases(x: sp.csr_matrix, vocab: np.ndarray, tasks: list[Task]
         ranks[tasks[ti].rows] = label_ranks(x, tasks[ti])
     b = entries.contradiction(tested, ranks)
     cache: dict[tuple[int, tuple[float, ...]], np.ndarray] = {}
-    raised: dict[int, tuple[float, float, float]] = {}
+    scored: dict[int, tuple[float, float, float]] = {}
+    lowest = bar - math.log(min(MAX_CAMPAIGNS, max(len(tested), 1)))  # the bar of the last campaign step-down reaches
     for j, bj in zip(tested.tolist(), b.tolist(), strict=True):
         c = int(unseen[j])
-        if _fisher(float(stats.achievable[c]) + bj) < bar:  # the label surprise is at most what it could reach
+        if _fisher(float(stats.achievable[c]) + bj) < lowest:  # the label surprise is at most what it could reach
             continue
         a = stats.surprise(c, config.novelty_task_nats, cache)
-        if _fisher(a + bj) >= bar:
-            raised[c] = (_fisher(a + bj), a, bj)
-    if not raised:
+        if _fisher(a + bj) >= lowest:
+            scored[c] = (_fisher(a + bj), a, bj)
+    if not scored:
         return [], figures
     xc = x.tocsc()
+    raised = _step_down(scored, bar, xc, len(tested))
+    figures["campaigns"] = float(len({raised[c][3] for c in raised}))
+    if not raised:
+        return [], figures
     is_label = np.zeros(len(tasks) + 1, dtype=bool)
     is_label[label] = True  # owner -1 -> the last entry: no task
     per_task = {}
@@ -107,7 +117,7 @@ def contradiction_phrases(x: sp.csr_matrix, vocab: np.ndarray, tasks: list[Task]
         held = np.unique(np.concatenate([rows_of[m] for m in cl]))
         if not len(held) or len(np.intersect1d(held, taken)) >= 0.5 * len(held):
             continue
-        surprise, a, bj = raised[head]
+        surprise, a, bj, _ = raised[head]
         detail = []
         for ti, mine in per_task[head].items():
             labels = tasks[ti].labels.outcome[np.searchsorted(tasks[ti].rows, mine)]
@@ -123,6 +133,32 @@ def contradiction_phrases(x: sp.csr_matrix, vocab: np.ndarray, tasks: list[Task]
                           detail, [str(vocab[m]) for m in cl if m != head], why=why))
     figures["found"] = float(len(out))
     return out, figures
+
+
+def _step_down(scored: dict[int, tuple[float, float, float]], bar: float, xc: sp.csc_matrix, tests: int
+               ) -> dict[int, tuple[float, float, float, int]]:
+    """The phrases of ``scored`` (surprise, label skew, contradiction) raised by the Benjamini-Hochberg step-down over
+    campaigns, each with its campaign's rank: the strongest phrase needs ``bar`` (Bonferroni), the ``i``-th distinct
+    campaign ``bar - ln(i)``; a phrase whose records are mostly those of campaigns already raised (a word of one, a
+    variant) is held to the bar of the last one and does not lower the next. It stops at the first phrase short of
+    its bar. With no campaign at all this is Bonferroni (a clean night is alerted at ``contradiction_alpha`` as
+    before); with several, each found campaign lowers the bar for the next, so five small campaigns need not each
+    reach the bar of one (the expected share of natural phrases among those raised stays below the alpha)."""
+    import numpy as np
+
+    raised: dict[int, tuple[float, float, float, int]] = {}
+    covered = np.zeros(xc.shape[0], dtype=bool)
+    level = 0
+    for c in sorted(scored, key=lambda c: (-scored[c][0], c)):
+        rows = xc.indices[xc.indptr[c]:xc.indptr[c + 1]]
+        fresh = not len(rows) or covered[rows].mean() < 0.5
+        rank = level + 1 if fresh else max(level, 1)
+        if rank > min(MAX_CAMPAIGNS, tests) or scored[c][0] < bar - math.log(rank):
+            break
+        raised[c] = (*scored[c], rank)
+        covered[rows] = True
+        level = rank
+    return raised
 
 
 def _fisher(s: float) -> float:
