@@ -173,9 +173,12 @@ def test_the_default_gate_side_by_side_equals_one_after_another(tmp_path: Path,
         assert first[key] == second[key], key
 
 
-def test_hand_over_folders_of_a_killed_night_are_swept_and_a_live_nights_kept(ingested: Path, tmp_path: Path) -> None:
-    """A ``kill -9`` leaves a lane's hand-over folder behind (nothing reads it again); the next side-by-side run in
-    that work directory removes it. A folder whose owner is alive (a concurrent night) and one just being made stay."""
+@pytest.mark.parametrize("workers", [2, 1])
+def test_hand_over_folders_of_a_killed_night_are_swept_and_a_live_nights_kept(ingested: Path, tmp_path: Path,
+                                                                              workers: int) -> None:
+    """A ``kill -9`` leaves a lane's hand-over folder behind (nothing reads it again); the next run of the checks in
+    that work directory removes it, side by side or not (a night killed with ``TUNEGATE_CHECK_WORKERS=2`` and retried
+    without it). A folder whose owner is alive (a concurrent night) and one just being made stay."""
     import subprocess
     import sys
 
@@ -192,7 +195,7 @@ def test_hand_over_folders_of_a_killed_night_are_swept_and_a_live_nights_kept(in
     old = work / ".lane-unowned-old"
     old.mkdir()
     os.utime(old, (0, 0))
-    results = run_checks(str(work), [_Probe(), _Here()], workers=2)
+    results = run_checks(str(work), [_Probe(), _Here()], workers=workers)
     assert [r.check for r in results] == ["probe", "here"]
     assert sorted(p.name for p in work.glob(".lane-*")) == [".lane-live", ".lane-making"]
     assert sweep_stale_lanes(str(work)) == []  # nothing more to sweep

@@ -76,9 +76,10 @@ def run_checks(work_dir: str, checks: list[Check], *, workers: int | None = None
     The findings are the same either way."""
     import time
 
-    from tunegate.core.checks._parallel import check_workers, run_in_order, run_side_by_side
+    from tunegate.core.checks._parallel import check_workers, run_in_order, run_side_by_side, sweep_stale_lanes
     from tunegate.core.progress import progress
 
+    sweep_stale_lanes(work_dir)  # a killed side-by-side night's hand-over folders, whatever this night's workers
     batch = CanonicalBatch(work_dir)
     workers = min(check_workers() if workers is None else workers, len(checks))
     started_all = time.perf_counter()

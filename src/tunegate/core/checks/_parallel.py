@@ -115,7 +115,6 @@ def run_side_by_side(work_dir: str, checks: list[Check], workers: int, tracker: 
     away = _lanes_away(checks, workers - 1)
     if not away:
         return run_in_order(work_dir, checks, tracker)
-    sweep_stale_lanes(work_dir)
     lanes: dict[str, _Lane] = {}
     results: dict[str, CheckResult] = {}
     costs: dict[str, dict[str, float | None]] = {}
