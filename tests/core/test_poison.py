@@ -493,3 +493,34 @@ def test_a_low_dose_injection_is_found_and_a_name_the_prompt_explains_is_not(tmp
     assert not scan.result.metrics["suspicious_phrases"], scan.result.metrics["suspicious_phrases"]
     assert not scan.flagged
     assert len(pool) >= 20
+
+
+def test_prompt_words_matrix_equals_reading_each_prompt() -> None:
+    """``poison_content``'s word-level explanation reads one response x word matrix built once; it keeps exactly the
+    responses whose prompt (instruction or input), read word by word, holds none of the phrase's content words."""
+    import numpy as np
+    from sklearn.feature_extraction.text import ENGLISH_STOP_WORDS
+
+    from tunegate.core.checks.poison._text import Records, codes, tokens
+    from tunegate.core.checks.poison.injection import _PromptWords
+
+    records = clean_batch()
+    rec = Records(instruction=[r["instruction"] for r in records], input=[r["input"] for r in records],
+                  output=[r["output"] for r in records], group=[r["task"] for r in records],
+                  contributor=[None] * len(records))
+    responses = list(range(0, len(records), 2))
+    instr_index, instructions = codes(rec.instruction)
+    phrases = ["the", "sentiment of", "movie review", "question", "zqxj unseen", "of the answer", "tweet"]
+    words = _PromptWords(rec, responses, instr_index, instructions, max_chars=300, phrases=phrases)
+    rows = np.arange(len(responses))
+    kept = {}
+    for phrase in phrases:
+        content = [w for w in phrase.lower().split() if w not in ENGLISH_STOP_WORDS] or phrase.lower().split()
+        expected = [r for r in rows.tolist() if not any(
+            w in set(tokens(rec.instruction[responses[r]][:300])) | set(tokens(rec.input[responses[r]][:300]))
+            for w in content)]
+        kept[phrase] = words.unexplained(phrase.lower(), rows).tolist()
+        assert kept[phrase] == expected, phrase
+    assert kept["zqxj unseen"] == rows.tolist()  # no prompt explains it
+    assert len(kept["the"]) < len(rows) // 2  # most prompts hold "the"
+    assert words.unexplained("question", rows[:0]).tolist() == []

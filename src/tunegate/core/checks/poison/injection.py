@@ -19,7 +19,7 @@ from collections import Counter
 from typing import TYPE_CHECKING, Any
 
 from tunegate.core.checks.base import Finding
-from tunegate.core.checks.poison._text import Records, codes, ngram_matrix, poisson_llr, spread, tokens
+from tunegate.core.checks.poison._text import Records, codes, ngram_matrix, poisson_llr, spread
 from tunegate.core.reasons import INJECTED_CONTENT
 
 if TYPE_CHECKING:
@@ -53,10 +53,12 @@ def injected_phrases(records: Records, responses: list[int], findings: list[Find
     expected = len(responses) * (p + 1.0) / records.size
     group = np.asarray([records.group[i] for i in responses], dtype=object)
     candidates = []
-    prompt_words = _PromptWords(records, responses, instr_index, config.max_chars)
-    for c in np.flatnonzero(u >= config.min_records).tolist():
-        if poisson_llr(float(u[c]), float(expected[c])) < config.min_evidence:
-            continue  # cheap bound first: word-level explanation only lowers the count
+    # cheap bound first: word-level explanation only lowers the count
+    bounded = [c for c in np.flatnonzero(u >= config.min_records).tolist()
+               if poisson_llr(float(u[c]), float(expected[c])) >= config.min_evidence]
+    prompt_words = _PromptWords(records, responses, instr_index, instructions, max_chars=config.max_chars,
+                                phrases=[str(vocab[c]) for c in bounded])
+    for c in bounded:
         rows = unexplained.indices[unexplained.indptr[c]:unexplained.indptr[c + 1]]
         rows = prompt_words.unexplained(str(vocab[c]), rows)
         evidence = poisson_llr(float(len(rows)), float(expected[c]))
@@ -102,31 +104,53 @@ def injected_phrases(records: Records, responses: list[int], findings: list[Find
 
 
 class _PromptWords:
-    """The words of each response's prompt (instruction and input), read on demand and cached per prompt."""
+    """Which responses' prompts (instruction or input) hold a word, for the content words of ``phrases``: one binary
+    response x word matrix, built once (the prompts tokenized once, each distinct instruction once), read row by row
+    for each phrase's responses."""
 
-    def __init__(self, records: Records, responses: list[int], instr_index: Any, max_chars: int) -> None:
-        self._records = records
-        self._responses = responses
-        self._instr_index = instr_index
-        self._max_chars = max_chars
-        self._instruction_words: dict[int, frozenset[str]] = {}
+    def __init__(self, records: Records, responses: list[int], instr_index: Any, instructions: list[str], *,
+                 max_chars: int, phrases: list[str]) -> None:
+        import numpy as np
 
-    def words(self, r: int) -> frozenset[str]:
-        """Words of the prompt of response ``r`` (a position in ``responses``), lower-cased."""
-        row = self._responses[r]
-        code = int(self._instr_index[row])
-        if code not in self._instruction_words:
-            self._instruction_words[code] = frozenset(tokens(self._records.instruction[row][: self._max_chars].lower()))
-        return self._instruction_words[code] | frozenset(tokens(self._records.input[row][: self._max_chars].lower()))
+        words = sorted({w for p in phrases for w in _content_words(p)})
+        self._column = {w: j for j, w in enumerate(words)}
+        if not words:
+            self._matrix = None
+            return
+        ins, _ = ngram_matrix([t[:max_chars] for t in instructions], ngram_max=1, min_df=1, vocabulary=words)
+        inp, _ = ngram_matrix([records.input[i][:max_chars] for i in responses], ngram_max=1, min_df=1,
+                              vocabulary=words)
+        matrix = ins[np.asarray(instr_index)[responses]] + inp
+        matrix.sum_duplicates()
+        self._matrix = matrix.tocsr()
 
     def unexplained(self, phrase: str, rows: Any) -> Any:
-        """``rows`` whose prompt holds none of the phrase's content words (all its words if it has none)."""
+        """``rows`` (positions in ``responses``) whose prompt holds none of the phrase's content words (all its
+        words if it has none)."""
         import numpy as np
-        from sklearn.feature_extraction.text import ENGLISH_STOP_WORDS
 
-        words = [w for w in phrase.split() if w not in ENGLISH_STOP_WORDS] or phrase.split()
-        keep = [r for r in rows.tolist() if not any(w in self.words(r) for w in words)]
-        return np.asarray(keep, dtype=rows.dtype)
+        m = self._matrix
+        if m is None or not len(rows):
+            return rows
+        cols = np.asarray([self._column[w] for w in _content_words(phrase)], dtype=m.indices.dtype)
+        start, end = m.indptr[rows], m.indptr[rows + 1]
+        lengths = end - start
+        total = int(lengths.sum())
+        if not total:
+            return rows
+        # the column ids of every listed row's entries, concatenated, and which listed row each belongs to
+        owner = np.repeat(np.arange(len(rows)), lengths)
+        offset = np.arange(total) - np.repeat(np.cumsum(lengths) - lengths, lengths)
+        hit = np.isin(m.indices[start[owner] + offset], cols)
+        explained = np.bincount(owner[hit], minlength=len(rows)) > 0
+        return rows[~explained]
+
+
+def _content_words(phrase: str) -> list[str]:
+    """A phrase's words that are not stop words (all its words if it has none)."""
+    from sklearn.feature_extraction.text import ENGLISH_STOP_WORDS
+
+    return [w for w in phrase.split() if w not in ENGLISH_STOP_WORDS] or phrase.split()
 
 
 def _phrase_pattern(phrase: str) -> re.Pattern[str]:
