@@ -524,3 +524,35 @@ def test_prompt_words_matrix_equals_reading_each_prompt() -> None:
     assert kept["zqxj unseen"] == rows.tolist()  # no prompt explains it
     assert len(kept["the"]) < len(rows) // 2  # most prompts hold "the"
     assert words.unexplained("question", rows[:0]).tolist() == []
+
+
+def test_context_finder_equals_phrase_context() -> None:
+    """The trigger scan's phrase contexts read windows around a regular-expression match instead of tokenizing each
+    prompt: the same strings as :func:`phrase_context` for phrases of 1-3 words at any place in real prompts (start,
+    end, long inputs), absent phrases, context widths 0-6, and text whose windows cut words or hold other scripts."""
+    import random
+
+    from tunegate.core.checks.poison._text import tokens
+    from tunegate.core.checks.poison.evidence import ContextFinder, phrase_context
+
+    rng = random.Random(7)
+    prompts = [f"{r['instruction']}\n{r['input']}" for r in clean_batch()]
+    prompts += ["Ünïcode wörds: naïve café — İstanbul's straße, ΑΒΓ δέλτα; x_y z", "a", "", "... ,,, !!!",
+                "word " * 500 + "needle here " + "word " * 500, "needle" + "x" * 300 + " needle end"]
+    checked = 0
+    for prompt in rng.sample(prompts, 400) + prompts[-6:]:
+        toks = tokens(prompt)
+        phrases = [["needle"], ["not", "there"], ["the"]]
+        if toks:
+            for _ in range(3):
+                n = rng.randint(1, 3)
+                i = rng.randrange(max(1, len(toks) - n + 1))
+                phrases.append(toks[i:i + n])
+        for words in phrases:
+            if not words:
+                continue
+            for width in (0, 1, 3, 6):
+                assert ContextFinder(words, width).context(prompt) == phrase_context(prompt, words, width), \
+                    (prompt[:80], words, width)
+                checked += 1
+    assert checked > 5000

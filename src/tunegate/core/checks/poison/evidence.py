@@ -13,10 +13,11 @@ concentrates informatively (at least ``min_task_evidence``).
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-from tunegate.core.checks.poison._text import binomial_llr, tokens
+from tunegate.core.checks.poison._text import _TOKEN, binomial_llr, tokens
 from tunegate.core.checks.poison.novelty import expected_rate
 
 if TYPE_CHECKING:
@@ -158,6 +159,7 @@ def distinct_evidence(c: int, ev: Evidence, tasks: list[Task], xc: sp.csc_matrix
 
     rows = xc.indices[xc.indptr[c]:xc.indptr[c + 1]]
     words = phrase.split()
+    finder = ContextFinder(words, config.context_words)
     seen: set[str] = set()
     family: dict[str, float] = {}
     sel = ev.positions(c)
@@ -165,12 +167,60 @@ def distinct_evidence(c: int, ev: Evidence, tasks: list[Task], xc: sp.csc_matrix
         task = tasks[int(ev.tix[j])]
         ti = int(ev.tix[j])
         mine = rows[owner[rows] == ti] if owner is not None else np.intersect1d(task.rows, rows)
-        texts = {phrase_context(prompts[r], words, config.context_words) for r in mine.tolist()}
+        texts = {finder.context(prompts[r]) for r in mine.tolist()}
         if len(texts & seen) < 0.5 * len(texts):
             family[task.family] = family.get(task.family, 0.0) + float(ev.llr[j])
         seen |= texts
     total = sum(min(e, config.max_family_evidence) for e in family.values())
     return total, sum(e >= config.min_task_evidence for e in family.values())
+
+
+class ContextFinder:
+    """:func:`phrase_context` for one phrase over many prompts, without tokenizing each whole prompt: the phrase's
+    first occurrence is found by a regular expression over the lower-cased prompt (consecutive words are separated by
+    non-word characters only, so ``w1\\W+w2`` between non-word boundaries is exactly the phrase as consecutive
+    tokens), and only a window of characters on either side is tokenized (widened to the whole side when it holds
+    fewer than ``width`` whole words). The same strings as :func:`phrase_context` (tested)."""
+
+    #: Characters read per context word on either side before falling back to the whole side.
+    CHARS_PER_WORD = 40
+
+    def __init__(self, words: list[str], width: int) -> None:
+        self._words = words
+        self._width = width
+        self._window = self.CHARS_PER_WORD * (width + 1)
+        self._pattern = re.compile(r"(?<!\w)" + r"\W+".join(re.escape(w) for w in words) + r"(?!\w)")
+
+    def context(self, prompt: str) -> str:
+        low = prompt.lower()
+        m = self._pattern.search(low)
+        if m is None or not self._words:
+            return " ".join(_TOKEN.findall(low))
+        width = self._width
+        left: list[str] = []
+        right: list[str] = []
+        if width > 0:
+            start, end = m.start(), m.end()
+            lo = max(0, start - self._window)
+            left = _TOKEN.findall(low, lo, start)  # from ``lo`` the pattern sees what precedes: no cut word
+            if len(left) < width and lo > 0:
+                left = _TOKEN.findall(low, 0, start)
+            left = left[-width:]
+            hi = min(len(low), end + self._window)
+            right = _TOKEN.findall(low, end, hi)
+            if hi < len(low) and right and _is_word(low, hi - 1) and _is_word(low, hi):
+                right = right[:-1]  # up to ``hi`` the text looks as if it ended there: a cut word
+            if len(right) < width and hi < len(low):
+                right = _TOKEN.findall(low, end)
+            right = right[:width]
+        return " ".join([*left, *self._words, *right])
+
+
+_WORD_CHAR = re.compile(r"\w")
+
+
+def _is_word(text: str, i: int) -> bool:
+    return bool(_WORD_CHAR.match(text, i))
 
 
 def phrase_context(prompt: str, words: list[str], width: int) -> str:
