@@ -193,8 +193,10 @@ class ContextFinder:
 
     def context(self, prompt: str) -> str:
         low = prompt.lower()
+        if not self._words:  # as phrase_context: the empty phrase is found at the start
+            return " ".join(_TOKEN.findall(low)[:self._width])
         m = self._pattern.search(low)
-        if m is None or not self._words:
+        if m is None:
             return " ".join(_TOKEN.findall(low))
         width = self._width
         left: list[str] = []
