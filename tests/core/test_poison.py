@@ -369,7 +369,7 @@ def test_template_variants_of_one_dataset_are_one_observation(tmp_path: Path, mo
     # raises a false campaign ("waste": 12 negative reviews counted four times): the guards, not the
     # thresholds, keep it clean
     monkeypatch.setattr(tasks, "task_family", lambda name: name)
-    monkeypatch.setattr(evidence, "phrase_context", lambda prompt, words, width: prompt)
+    monkeypatch.setattr(evidence.ContextFinder, "context", lambda self, prompt: prompt)
     unguarded = run_check(tmp_path / "unguarded", "poison_trigger", records, set())
     assert [i.reason for i in unguarded.result.issues] == ["poison_campaign"]
     assert unguarded.result.metrics["suspicious_phrases"][0]["phrase"] == "waste"
