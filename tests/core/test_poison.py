@@ -528,12 +528,22 @@ def test_prompt_words_matrix_equals_reading_each_prompt() -> None:
 
 def test_context_finder_equals_phrase_context() -> None:
     """The trigger scan's phrase contexts read windows around a regular-expression match instead of tokenizing each
-    prompt: the same strings as :func:`phrase_context` for phrases of 1-3 words at any place in real prompts (start,
-    end, long inputs), absent phrases, context widths 0-6, and text whose windows cut words or hold other scripts."""
+    prompt: the same strings as reading the prompt's words in order (the reference below) for phrases of 0-3 words at
+    any place in real prompts (start, end, long inputs), absent phrases, context widths 0-6, and text whose windows
+    cut words or hold other scripts."""
     import random
 
     from tunegate.core.checks.poison._text import tokens
-    from tunegate.core.checks.poison.evidence import ContextFinder, phrase_context
+    from tunegate.core.checks.poison.evidence import ContextFinder
+
+    def phrase_context(prompt: str, words: list[str], width: int) -> str:
+        """The reference: the prompt's words in order, the phrase's first run of them, ``width`` either side."""
+        toks = tokens(prompt)
+        n = len(words)
+        for i in range(len(toks) - n + 1):
+            if toks[i:i + n] == words:
+                return " ".join(toks[max(0, i - width):i + n + width])
+        return " ".join(toks)
 
     rng = random.Random(7)
     prompts = [f"{r['instruction']}\n{r['input']}" for r in clean_batch()]

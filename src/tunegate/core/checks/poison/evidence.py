@@ -17,7 +17,7 @@ import re
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-from tunegate.core.checks.poison._text import _TOKEN, binomial_llr, tokens
+from tunegate.core.checks.poison._text import _TOKEN, binomial_llr
 from tunegate.core.checks.poison.novelty import expected_rate
 
 if TYPE_CHECKING:
@@ -180,7 +180,7 @@ class ContextFinder:
     first occurrence is found by a regular expression over the lower-cased prompt (consecutive words are separated by
     non-word characters only, so ``w1\\W+w2`` between non-word boundaries is exactly the phrase as consecutive
     tokens), and only a window of characters on either side is tokenized (widened to the whole side when it holds
-    fewer than ``width`` whole words). The same strings as :func:`phrase_context` (tested)."""
+    fewer than ``width`` whole words). The same strings as reading the prompt's words in order (tested)."""
 
     #: Characters read per context word on either side before falling back to the whole side.
     CHARS_PER_WORD = 40
@@ -193,7 +193,7 @@ class ContextFinder:
 
     def context(self, prompt: str) -> str:
         low = prompt.lower()
-        if not self._words:  # as phrase_context: the empty phrase is found at the start
+        if not self._words:  # the empty phrase is found at the start
             return " ".join(_TOKEN.findall(low)[:self._width])
         m = self._pattern.search(low)
         if m is None:
@@ -227,10 +227,6 @@ def _is_word(text: str, i: int) -> bool:
 
 def phrase_context(prompt: str, words: list[str], width: int) -> str:
     """The phrase's first occurrence in ``prompt`` with ``width`` words either side, lower-cased: the same
-    example under another prompt template gives the same context. Whole prompt when not found."""
-    toks = tokens(prompt)
-    n = len(words)
-    for i in range(len(toks) - n + 1):
-        if toks[i:i + n] == words:
-            return " ".join(toks[max(0, i - width):i + n + width])
-    return " ".join(toks)
+    example under another prompt template gives the same context. Whole prompt when not found. (For many prompts
+    and one phrase, keep one :class:`ContextFinder`.)"""
+    return ContextFinder(words, width).context(prompt)

@@ -120,9 +120,7 @@ class _PromptWords:
         ins, _ = ngram_matrix([t[:max_chars] for t in instructions], ngram_max=1, min_df=1, vocabulary=words)
         inp, _ = ngram_matrix([records.input[i][:max_chars] for i in responses], ngram_max=1, min_df=1,
                               vocabulary=words)
-        matrix = ins[np.asarray(instr_index)[responses]] + inp
-        matrix.sum_duplicates()
-        self._matrix = matrix.tocsr()
+        self._matrix = (ins[np.asarray(instr_index)[responses]] + inp).tocsr()
 
     def unexplained(self, phrase: str, rows: Any) -> Any:
         """``rows`` (positions in ``responses``) whose prompt holds none of the phrase's content words (all its
