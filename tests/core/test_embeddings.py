@@ -71,6 +71,24 @@ def test_the_cache_returns_what_was_computed(tmp_path: Path, superni_slice: list
     assert not EmbeddingCache(tmp_path / "cache", EmbeddingSpec(fields=("output",))).get(digests[:1])[0].any()
 
 
+@pytest.mark.parametrize("threads", [1, 2, 3])
+def test_a_table_embedded_in_threads_is_the_table_embedded_record_by_record(
+        tmp_path: Path, superni_slice: list[dict[str, Any]], monkeypatch: pytest.MonkeyPatch, threads: int) -> None:
+    from tunegate.core.embeddings import table
+
+    records = superni_slice[:700] + superni_slice[100:160]  # exact copies in later read batches
+    batch = make_batch(tmp_path, "b", records)
+    monkeypatch.setattr(table, "_READ_BATCH", 97)  # many read batches in flight
+    monkeypatch.setattr(table, "_cores", lambda: threads)
+    spec = EmbeddingSpec()
+    one_by_one = build_embedder(spec).embed(columns(batch.read_columns(list(FIELDS)).to_pylist()))
+    np.testing.assert_array_equal(embed_table(batch, spec), one_by_one)
+    half = make_batch(tmp_path, "half", records[::2])
+    embed_table(half, spec, cache_dir=tmp_path / "cache")  # half of them cached, in stored order
+    np.testing.assert_array_equal(embed_table(batch, spec, cache_dir=tmp_path / "cache"), one_by_one)
+    np.testing.assert_array_equal(embed_table(batch, spec, cache_dir=tmp_path / "cache"), one_by_one)
+
+
 def test_cache_parts_are_merged(tmp_path: Path, superni_slice: list[dict[str, Any]]) -> None:
     spec = EmbeddingSpec()
     cache = EmbeddingCache(tmp_path, spec)

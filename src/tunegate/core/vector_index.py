@@ -205,12 +205,9 @@ def _ivf_self_join(vectors: np.ndarray, k: int, params: IndexParams) -> tuple[np
         for lo in range(0, len(members), step):
             rows = members[lo:lo + step]
             scores = vectors[rows] @ cand_vectors.T  # one BLAS product per cell (or block of it)
-            top = np.argpartition(-scores, kc - 1, axis=1)[:, :kc] if kc < len(cand) else \
-                np.broadcast_to(np.arange(len(cand)), (len(rows), len(cand)))
-            top_scores = np.take_along_axis(scores, top, axis=1)
-            rank = np.argsort(-top_scores, axis=1, kind="stable")
-            sims[rows, :kc] = np.take_along_axis(top_scores, rank, axis=1)  # cells own disjoint rows
-            ids[rows, :kc] = cand[np.take_along_axis(top, rank, axis=1)]
+            top_scores, top = top_k(scores, kc)
+            sims[rows, :kc] = top_scores  # cells own disjoint rows
+            ids[rows, :kc] = cand[top]
         return len(members)
 
     # The products are small (a cell's members against its probes' members). Multi-threaded BLAS on them
@@ -221,6 +218,56 @@ def _ivf_self_join(vectors: np.ndarray, k: int, params: IndexParams) -> tuple[np
         for done in pool.map(join, range(nlist)):
             tracker.update(done)
     return sims, ids
+
+
+#: Column groups whose maxima bound a row's k-th largest score from below in :func:`top_k`.
+_TOP_K_GROUPS = 128
+
+
+def top_k(scores: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """Each row's ``k`` largest scores, largest first, and their columns; equal scores by column.
+
+    ``np.argpartition`` over every score of a row cost 1.7x the matrix product that made them (the IVF
+    self-join's per-cell scores, 4,000 columns a row at 1M vectors). Here the columns fall into
+    :data:`_TOP_K_GROUPS` strided groups; the k-th largest of the groups' maxima is at most the row's k-th
+    largest score (the maxima are ``G`` distinct scores of the row), so the scores at or above it hold the top
+    ``k``: a few more than ``k`` a row, sorted alone. The maxima are one vectorised reduction.
+    """
+    import numpy as np
+
+    m, c = scores.shape
+    k = min(k, c)
+    groups = _TOP_K_GROUPS
+    if c < 2 * groups or k > groups // 4:  # small or wide: the plain partition
+        return _top_k_partition(scores, k)
+    per_group = c // groups
+    maxima = np.maximum.reduce(scores[:, :per_group * groups].reshape(m, per_group, groups), axis=1)
+    bound = np.partition(maxima, groups - k, axis=1)[:, groups - k]
+    at = np.flatnonzero(scores >= bound[:, None])
+    row, col = np.divmod(at, c)
+    if len(at) < m * k or np.bincount(row, minlength=m).min() < k:  # NaN scores compare False
+        return _top_k_partition(scores, k)
+    value = scores.ravel()[at]
+    order = np.lexsort((col, -value, row))
+    row, col, value = row[order], col[order], value[order]
+    rank = np.arange(len(row)) - np.searchsorted(row, row)
+    keep = rank < k
+    out_scores = np.empty((m, k), dtype=scores.dtype)
+    out_cols = np.empty((m, k), dtype=np.int64)
+    out_scores[row[keep], rank[keep]] = value[keep]
+    out_cols[row[keep], rank[keep]] = col[keep]
+    return out_scores, out_cols
+
+
+def _top_k_partition(scores: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`top_k` by a partition of every row (its reference, and the path for narrow rows)."""
+    import numpy as np
+
+    m, c = scores.shape
+    top = np.argpartition(-scores, k - 1, axis=1)[:, :k] if k < c else np.broadcast_to(np.arange(c), (m, c))
+    top_scores = np.take_along_axis(scores, top, axis=1)
+    rank = np.lexsort((top, -top_scores), axis=1)
+    return np.take_along_axis(top_scores, rank, axis=1), np.take_along_axis(top, rank, axis=1)
 
 
 def _cores() -> int:

@@ -21,6 +21,8 @@ class Embedder(ABC):
     """
 
     backend: ClassVar[str]
+    #: Whether :meth:`embed` may run in several threads at once (then a table is embedded on every core).
+    thread_safe: ClassVar[bool] = False
 
     def __init__(self, spec: EmbeddingSpec) -> None:
         self.spec = spec

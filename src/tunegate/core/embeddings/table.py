@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections import deque
 from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -53,10 +54,31 @@ def embed_table(source: CanonicalBatch | str | Path, spec: EmbeddingSpec, *, cac
         n = source.num_rows
         batches = (rb for _, rb in source.iter_batches(columns=columns, batch_size=_READ_BATCH))
     out = np.zeros((n, embedder.dim), dtype=np.float32)
+    from concurrent.futures import Future, ThreadPoolExecutor
+
     from tunegate.core.progress import progress
 
+    def texts_of(rb: Any, todo: list[int]) -> dict[str, list[str]]:
+        take = pa.array(todo, type=pa.int64())
+        return {f: [t or "" for t in rb.column(1 + k).take(take).to_pylist()] for k, f in enumerate(spec.fields)}
+
+    # Read batches go to a pool of embedding threads, at most one per core ahead of the one being stored, and
+    # are stored (and cached) in order: the same vectors and cache whatever the threads.
+    workers = _cores() if embedder.thread_safe else 1
+    pending: deque[tuple[int, list[str], np.ndarray, list[str], Future[np.ndarray] | None]] = deque()
+
+    def store() -> None:
+        at, digests, miss, first, job = pending.popleft()
+        if job is not None:
+            vecs = job.result()
+            pos = {d: j for j, d in enumerate(first)}
+            out[at + miss] = vecs[[pos[digests[i]] for i in miss]]
+            if cache is not None:
+                cache.put(first, vecs)
+        tracker.update(len(digests))
+
     started, hits, start = time.perf_counter(), 0, 0
-    with progress(f"embed {spec.describe()}", n, "records") as tracker:
+    with progress(f"embed {spec.describe()}", n, "records") as tracker, ThreadPoolExecutor(workers) as pool:
         for rb in batches:
             digests = rb.column(0).to_pylist()
             rows = len(digests)
@@ -67,21 +89,25 @@ def embed_table(source: CanonicalBatch | str | Path, spec: EmbeddingSpec, *, cac
                     out[start:start + rows][found] = cached[found]
                 hits += int(found.sum())
             miss = np.flatnonzero(~found)
-            if len(miss):
-                first: dict[str, int] = {}
-                for i in miss:
-                    first.setdefault(digests[i], int(i))
-                todo = list(first.values())
-                take = pa.array(todo, type=pa.int64())
-                texts = {f: [t or "" for t in rb.column(1 + k).take(take).to_pylist()]
-                         for k, f in enumerate(spec.fields)}
-                vecs = embedder.embed(texts)
-                pos = {d: j for j, d in enumerate(first)}
-                out[start + miss] = vecs[[pos[digests[i]] for i in miss]]
-                if cache is not None:
-                    cache.put(list(first), vecs)
+            first: dict[str, int] = {}
+            for i in miss.tolist():
+                first.setdefault(digests[i], i)
+            job = pool.submit(embedder.embed, texts_of(rb, list(first.values()))) if first else None
+            pending.append((start, digests, miss, list(first), job))
             start += rows
-            tracker.update(rows)
+            while len(pending) > workers:
+                store()
+        while pending:
+            store()
     elapsed = time.perf_counter() - started
     log.info("embeddings: %d records with %s in %.1f s (%d from cache)", n, spec.describe(), elapsed, hits)
     return out
+
+
+def _cores() -> int:
+    import os
+
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # pragma: no cover - not Linux
+        return max(1, os.cpu_count() or 1)
