@@ -104,6 +104,37 @@ def test_cache_parts_are_merged(tmp_path: Path, superni_slice: list[dict[str, An
     np.testing.assert_array_equal(got, vecs)
 
 
+def test_merging_parts_keeps_each_key_once_with_its_first_vector(tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+                                                                 ) -> None:
+    from tunegate.core.embeddings import cache as cache_module
+
+    monkeypatch.setattr(cache_module, "_MERGE_ROWS", 7)  # many blocks, each drawing on several parts
+    spec = EmbeddingSpec()
+    rng = np.random.default_rng(0)
+    caches = [EmbeddingCache(tmp_path / f"c{i}", spec) for i in range(2)]
+    want: dict[str, np.ndarray] = {}
+    for i in range(12):  # keys repeat across parts and caches; the first part written (in order) wins
+        digests = [f"{int(k):064x}" for k in rng.choice(60, size=9, replace=False)]
+        vecs = rng.standard_normal((9, 256)).astype(np.float32)
+        caches[i % 2].put(digests, vecs)
+        for d, v in zip(digests, vecs, strict=True):
+            want.setdefault((i % 2, d), v)  # per cache
+    target = EmbeddingCache(tmp_path / "target", spec)
+    gathered = cache_module.gather(caches, target, name="shards")
+    first_source = {d: v for (c, d), v in sorted(want.items(), key=lambda kv: kv[0][0], reverse=True)}
+    assert gathered == len(first_source)
+    keys = sorted(first_source)
+    found, got = target.get(keys)
+    assert found.all() and len(list(target.dir.glob("part-*.keys.npy"))) == 1
+    np.testing.assert_array_equal(got, np.stack([first_source[k] for k in keys]))
+    caches[0].compact()  # one cache's parts, merged in place
+    assert len(list(caches[0].dir.glob("part-*.keys.npy"))) == 1
+    mine = sorted(d for c, d in want if c == 0)
+    found, got = caches[0].get(mine)
+    assert found.all()
+    np.testing.assert_array_equal(got, np.stack([want[(0, d)] for d in mine]))
+
+
 def test_fields_and_backends_are_validated() -> None:
     assert parse_fields("prompt") == ("instruction", "input")
     assert parse_fields("output+instruction") == ("instruction", "output")

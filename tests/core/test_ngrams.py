@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 from typing import Any
 
 import numpy as np
@@ -72,3 +73,32 @@ words = st.text(alphabet=st.characters(codec="utf-8", categories=("L", "N", "P",
 def test_equals_countvectorizer_on_any_text(texts: list[str], min_df: int) -> None:
     # any script, case folding that changes lengths ("İ"), digits, underscores, marks, symbols, emoji
     assert_equal(texts, 2, min_df=min_df)
+
+
+@pytest.mark.parametrize("chunk", [4, _ngrams.CHUNK_RECORDS])
+def test_word_statistics_are_the_batch_s_own(superni_slice: list[dict[str, Any]], monkeypatch: pytest.MonkeyPatch,
+                                            chunk: int) -> None:
+    # what the insertion test reads: each word's document frequency, how many texts start and end with it, and the
+    # document frequency of each bigram of frequent words held by 2+ texts; counted here from each text's words
+    import re
+    from collections import Counter
+
+    monkeypatch.setattr(_ngrams, "CHUNK_RECORDS", chunk)
+    texts = [r["input"] for r in superni_slice[:400]] + ["", "!!"]
+    stats = _ngrams.WordStats()
+    _ngrams.ngram_matrix(texts, pattern=TOKEN_PATTERN, min_df=3, stats=stats)
+    assert stats.words is not None and stats.word_df is not None and stats.bigram_keys is not None
+    names = stats.words.names()
+    tokens = [re.findall(TOKEN_PATTERN, t.lower()) for t in texts]
+    df = Counter(w for ws in tokens for w in set(ws))
+    assert stats.texts == len(texts)
+    assert {w: int(stats.word_df[i]) for i, w in enumerate(names)} == dict(df)
+    starts = Counter(ws[0] for ws in tokens if ws)
+    ends = Counter(ws[-1] for ws in tokens if ws)
+    assert {w: int(stats.starts[i]) for i, w in enumerate(names) if stats.starts[i]} == starts
+    assert {w: int(stats.ends[i]) for i, w in enumerate(names) if stats.ends[i]} == ends
+    bigram_df = Counter(b for ws in tokens for b in {(p, q) for p, q in itertools.pairwise(ws) if df[p] >= 3 <= df[q]})
+    shift = _ngrams._SHIFT
+    got = {(names[(k >> shift) - 1], names[k & ((1 << shift) - 1)]): int(n)
+           for k, n in zip(stats.bigram_keys.tolist(), stats.bigram_df.tolist(), strict=True)}
+    assert got == {b: n for b, n in bigram_df.items() if n >= 2}

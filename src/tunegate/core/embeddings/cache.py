@@ -84,17 +84,11 @@ class EmbeddingCache:
 
     def compact(self) -> None:
         """Merge all parts into one (readers that race with this see a miss, never a wrong vector)."""
-        import numpy as np
-
         parts = self._parts()
         if len(parts) < 2:
             return
-        keys = np.concatenate([np.load(p) for p in parts])
-        vecs = np.concatenate([np.load(_vecs_path(p)) for p in parts])
-        keys, first = np.unique(keys, return_index=True)
         name = f"part-{time.time_ns():020d}-{uuid.uuid4().hex[:8]}"
-        _save_npy(self.dir / f"{name}.vecs.npy", vecs[first])
-        _save_npy(self.dir / f"{name}.keys.npy", keys)
+        _merge(parts, self.dir / f"{name}.keys.npy")
         for p in parts:
             p.unlink(missing_ok=True)
             _vecs_path(p).unlink(missing_ok=True)
@@ -103,24 +97,53 @@ class EmbeddingCache:
 def gather(sources: list[EmbeddingCache], target: EmbeddingCache, *, name: str) -> int:
     """The vectors of every ``sources`` cache as one part of ``target`` named ``part-<name>`` (keys unique, the first
     source's vector kept); a part of that name is replaced, so gathering again adds nothing. Returns the count."""
-    import numpy as np
-
-    keys_parts, vec_parts = [], []
-    for source in sources:
-        for part in source._parts():
-            keys_parts.append(np.load(part))
-            vec_parts.append(np.load(_vecs_path(part)))
-    if not keys_parts:
+    parts = [part for source in sources for part in source._parts()]
+    if not parts:
         return 0
-    keys, first = np.unique(np.concatenate(keys_parts), return_index=True)
     target.dir.mkdir(parents=True, exist_ok=True)
     spec_file = target.dir / "spec.json"
     if not spec_file.exists():
         from tunegate.core.io import write_json_atomic
 
         write_json_atomic(spec_file, target.spec.to_json())
-    _save_npy(target.dir / f"part-{name}.vecs.npy", np.concatenate(vec_parts)[first])
-    _save_npy(target.dir / f"part-{name}.keys.npy", keys)  # keys last: a part without them is ignored
+    return _merge(parts, target.dir / f"part-{name}.keys.npy")
+
+
+#: Rows of the merged vectors gathered and written at a time (64 MB at dim 256).
+_MERGE_ROWS = 65_536
+
+
+def _merge(parts: list[Path], keys_path: Path) -> int:
+    """Write the parts as one part (``keys_path`` and its vectors): each key once, with the vector of its first
+    part in the given order. Returns the keys written.
+
+    Memory is bounded by the keys (32 bytes each) and one block of :data:`_MERGE_ROWS` vectors: the vectors are
+    gathered block by block from the parts, memory-mapped one block at a time, and appended to the file. (Loading
+    every part at once held the whole cache twice: at a million records 2 GB, the peak of the night.)"""
+    import numpy as np
+
+    from tunegate.core.io import atomic_write
+
+    keys_of = [np.load(p) for p in parts]
+    offsets = np.zeros(len(parts) + 1, dtype=np.int64)
+    np.cumsum([len(k) for k in keys_of], out=offsets[1:])
+    keys, first = np.unique(np.concatenate(keys_of) if keys_of else np.zeros(0, "S32"), return_index=True)
+    del keys_of
+    dim = next((np.load(_vecs_path(p), mmap_mode="r").shape[1] for p in parts), 0)
+    part_of = np.searchsorted(offsets, first, side="right") - 1
+    with atomic_write(_vecs_path(keys_path)) as tmp, open(tmp, "wb") as f:
+        np.lib.format.write_array_header_1_0(f, {"descr": np.lib.format.dtype_to_descr(np.dtype(np.float32)),
+                                                 "fortran_order": False, "shape": (len(keys), dim)})
+        for start in range(0, len(keys), _MERGE_ROWS):
+            src, owner = first[start:start + _MERGE_ROWS], part_of[start:start + _MERGE_ROWS]
+            block = np.empty((len(src), dim), dtype=np.float32)
+            for i in np.unique(owner).tolist():
+                vecs = np.load(_vecs_path(parts[i]), mmap_mode="r")
+                mine = owner == i
+                block[mine] = vecs[src[mine] - offsets[i]]
+                del vecs  # unmapped: the pages read leave the process
+            f.write(block.tobytes())
+    _save_npy(keys_path, keys)  # keys last: a part without them is ignored
     return len(keys)
 
 
