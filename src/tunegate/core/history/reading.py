@@ -27,7 +27,7 @@ MANIFEST = "manifest.json"
 _EXCLUDE_SLACK = 16
 FORMAT = 1
 ID_COLUMNS: tuple[str, ...] = ("id", "content_sha256", "task", "source", "contributor")
-_GENERATION_FILE = re.compile(r"^(index|ids)-(\d{6,})\.(faiss|parquet)$")
+_GENERATION_FILE = re.compile(r"^(index|ids|cells)-(\d{6,})\.(faiss|parquet)$")
 
 
 def _recovery(history_dir: Path) -> str:
@@ -46,10 +46,14 @@ class History:
     notes: list[str] = field(default_factory=list)
     #: positions hidden from :meth:`search` (the current batch's earlier contribution, on a rerun)
     excluded: np.ndarray | None = None
+    #: the trained IVF cells, empty (only the writer's light load sets it: a night's segment is built on them)
+    cells: Any = None
 
     @property
     def count(self) -> int:
-        return 0 if self.index is None else int(self.index.ntotal)
+        if self.index is None:  # empty, or the writer's light load (id map and cells, no vectors)
+            return int(self.manifest.get("count", 0)) if self.cells is not None else 0
+        return int(self.index.ntotal)
 
     @property
     def spec(self) -> EmbeddingSpec | None:
@@ -114,7 +118,7 @@ class History:
 
 
 #: The last history loaded in this process: the checks of one run read the same generation (one load).
-_LOADED: dict[tuple[str, str, int, int], History] = {}
+_LOADED: dict[tuple[str, str, tuple[tuple[int, int], ...]], History] = {}
 
 
 def open_history(history_dir: str | Path, *, verify: bool = True) -> History:
@@ -122,14 +126,15 @@ def open_history(history_dir: str | Path, *, verify: bool = True) -> History:
 
     ``verify`` checks each file against the sha256 in the manifest (about 1 s per GB); a mismatch, a
     missing file or an unreadable index raises :class:`HistoryError` with the way to recover. A generation
-    already loaded by this process, whose index file is unchanged (size and mtime), is not read again.
+    already loaded by this process, whose index files are unchanged (size and mtime), is not read again.
     """
     path = Path(history_dir)
     try:
         manifest_text = (path / MANIFEST).read_text(encoding="utf-8")
-        index_name = json.loads(manifest_text)["index"]["file"]
-        st = (path / index_name).stat()
-        key = (str(path.resolve()), hashlib.sha256(manifest_text.encode()).hexdigest(), st.st_size, st.st_mtime_ns)
+        manifest = json.loads(manifest_text)
+        names = [manifest["index"]["file"], *(seg["index"] for seg in manifest.get("segments") or [])]
+        stats = tuple((st.st_size, st.st_mtime_ns) for st in ((path / name).stat() for name in names))
+        key = (str(path.resolve()), hashlib.sha256(manifest_text.encode()).hexdigest(), stats)
     except (OSError, ValueError, KeyError, TypeError):
         key = None  # no manifest, or not one with an index: load (and report) the usual way
     if key is not None and key in _LOADED:
@@ -142,8 +147,6 @@ def open_history(history_dir: str | Path, *, verify: bool = True) -> History:
 
 
 def _load_history(history_dir: Path, *, verify: bool) -> History:
-    import faiss
-    import pyarrow.parquet as pq
 
     path = Path(history_dir)
     manifest_path = path / MANIFEST
@@ -158,27 +161,54 @@ def _load_history(history_dir: Path, *, verify: bool) -> History:
     if manifest["count"] == 0:
         return History(path, manifest)
     started = time.perf_counter()
-    index_file = path / manifest["index"]["file"]
-    ids_file = path / manifest["ids"]["file"]
-    for f, key in ((index_file, "index"), (ids_file, "ids")):
-        if not f.is_file():
-            raise HistoryError(f"history {path}: {f.name} (generation {manifest['generation']}) is missing; "
-                               + _recovery(path))
-        if verify and _sha256(f) != manifest[key]["sha256"]:
-            raise HistoryError(f"history {path}: {f.name} does not match the sha256 in {MANIFEST} (damaged or "
-                               "overwritten); " + _recovery(path))
-    try:
-        index = faiss.read_index(str(index_file))
-        ids = pq.read_table(ids_file)
-    except Exception as exc:  # faiss raises RuntimeError, pyarrow ArrowInvalid: both mean "damaged"
-        raise HistoryError(f"history {path}: cannot read generation {manifest['generation']} ({exc}); "
-                           + _recovery(path)) from exc
+    index, ids = _read_part(path, manifest, (manifest["index"]["file"], manifest["index"]["sha256"]),
+                            (manifest["ids"]["file"], manifest["ids"]["sha256"]), verify=verify)
+    segments = manifest.get("segments") or []
+    if segments:
+        import pyarrow as pa
+
+        tables = [ids]
+        for seg in segments:
+            part, part_ids = _read_part(path, manifest, (seg["index"], seg["index_sha256"]),
+                                        (seg["ids"], seg["ids_sha256"]), verify=verify)
+            if part.ntotal != seg["count"] or part_ids.num_rows != seg["count"]:
+                raise HistoryError(f"history {path}: segment {seg['index']} should hold {seg['count']} records but "
+                                   f"holds {part.ntotal} (ids {part_ids.num_rows}); " + _recovery(path))
+            try:
+                index.merge_from(part, index.ntotal)  # same cells: the lists are appended, positions follow on
+            except RuntimeError as exc:
+                raise HistoryError(f"history {path}: segment {seg['index']} does not fit its base index ({exc}); "
+                                   + _recovery(path)) from exc
+            tables.append(part_ids)
+        ids = pa.concat_tables([t.cast(tables[0].schema) for t in tables])
     if index.ntotal != manifest["count"] or ids.num_rows != manifest["count"]:
         raise HistoryError(f"history {path}: the manifest counts {manifest['count']} records but the index holds "
                            f"{index.ntotal} and the id map {ids.num_rows}; " + _recovery(path))
-    log.info("history: loaded %d records (%s) from %s in %.1f s", index.ntotal, index_kind(index), path,
-             time.perf_counter() - started)
+    log.info("history: loaded %d records (%s, %d segment(s) after the base) from %s in %.1f s", index.ntotal,
+             index_kind(index), len(segments), path, time.perf_counter() - started)
     return History(path, manifest, index, ids)
+
+
+def _read_part(path: Path, manifest: dict[str, Any], index: tuple[str, str], ids: tuple[str, str], *,
+               verify: bool) -> tuple[Any, pa.Table]:
+    """One index file and its id map (the base, or a segment a night appended), each given as (file name,
+    sha256), checked against the manifest."""
+    import faiss
+    import pyarrow.parquet as pq
+
+    index_file, ids_file = path / index[0], path / ids[0]
+    for f, sha in ((index_file, index[1]), (ids_file, ids[1])):
+        if not f.is_file():
+            raise HistoryError(f"history {path}: {f.name} (generation {manifest['generation']}) is missing; "
+                               + _recovery(path))
+        if verify and _sha256(f) != sha:
+            raise HistoryError(f"history {path}: {f.name} does not match the sha256 in {MANIFEST} (damaged or "
+                               "overwritten); " + _recovery(path))
+    try:
+        return faiss.read_index(str(index_file)), pq.read_table(ids_file)
+    except Exception as exc:  # faiss raises RuntimeError, pyarrow ArrowInvalid: both mean "damaged"
+        raise HistoryError(f"history {path}: cannot read generation {manifest['generation']} ({exc}); "
+                           + _recovery(path)) from exc
 
 
 def _read_manifest(path: Path) -> dict[str, Any]:

@@ -41,6 +41,9 @@ LOCK_TIMEOUT = 600.0
 #: Re-train the IVF cells once the history has grown this many times since they were trained: cells
 #: trained on early data fit later data worse (longer lists, lower recall).
 RETRAIN_GROWTH = 4.0
+#: A night appends its records as a segment (its own index file on the base's trained cells) instead of
+#: rewriting the whole index; at this many segments the next update folds them into a new base.
+MAX_SEGMENTS = 8
 
 
 @contextlib.contextmanager
@@ -82,7 +85,9 @@ def update_history(history_dir: str | Path, accepted: str | Path, *, batch_id: s
     if not source.is_file():
         raise HistoryError(f"accepted batch {source} does not exist; nothing added to history {path}")
     with writer_lock(path):
-        current = _load_history(path, verify=True)  # never the in-process copy: this one gets added to
+        # never the in-process copy: this one gets added to. A history that takes a segment is read without its
+        # vectors (id map and trained cells only); the others are loaded whole
+        current = _appendable(path) or _load_history(path, verify=True)
         generation = int(current.manifest.get("generation", 0))
         if expected_generation is not None and generation != expected_generation:
             raise HistoryConflict(
@@ -99,6 +104,8 @@ def update_history(history_dir: str | Path, accepted: str | Path, *, batch_id: s
             return _summary(current.manifest, added=0, skipped=0, replaced=0, note="batch already in history")
         replaced = 0
         if name in current.batch_names():
+            if current.index is None:
+                current = _load_history(path, verify=True)
             current, replaced = _drop_batch(current, name)
         summary = _write_next(path, current, [(source, digest, name)], spec=use_spec, cache_dir=cache_dir,
                               params=params or IndexParams(), statistics={name: statistics} if statistics else None)
@@ -162,7 +169,6 @@ def rebuild_history(history_dir: str | Path, *, spec: EmbeddingSpec | None = Non
 def _write_next(path: Path, current: History, sources: list[tuple[Path, str, str]], *, spec: EmbeddingSpec,
                 cache_dir: str | Path | None, params: IndexParams, generation: int | None = None,
                 statistics: dict[str, dict[str, Any]] | None = None) -> dict[str, Any]:
-    import faiss
     import numpy as np
     import pyarrow as pa
     import pyarrow.parquet as pq
@@ -193,33 +199,137 @@ def _write_next(path: Path, current: History, sources: list[tuple[Path, str, str
             new_vectors.append(vectors[keep])
     added = sum(len(v) for v in new_vectors)
     vectors = np.concatenate(new_vectors) if new_vectors else np.zeros((0, 0), dtype=np.float32)
-    old_count = current.count
-    total = old_count + added
-    index, info = _grow_index(current, vectors, total, params, manifest.get("index", {}))
+    total = current.count + added
     generation = (generation if generation is not None else int(manifest.get("generation", 0))) + 1
+    info = manifest.get("index", {})
+    if current.index is None and current.count and _must_rebuild(str(info.get("type", "flat")), total, params, info):
+        current = _load_history(path, verify=True)  # the cells are re-trained: every vector is needed
+    if current.index is None and current.count:
+        files = _write_segment(path, generation, current, vectors, new_ids)
+    else:
+        files = _write_base(path, generation, current, vectors, new_ids, total=total, params=params, info=info)
+    manifest.update({"format": FORMAT, "generation": generation, "count": total, "embedding": spec.to_json(),
+                     "fingerprint": spec.fingerprint(), "batches": batches, **files})
+    if not manifest.get("segments"):
+        manifest.pop("segments", None)
+    write_json_atomic(path / MANIFEST, manifest)  # the commit point
+    referenced = _referenced(manifest)
+    for p in path.iterdir():  # files of earlier generations no longer referenced, leftovers of an interrupted update
+        if _GENERATION_FILE.match(p.name) and p.name not in referenced:
+            p.unlink(missing_ok=True)
+    elapsed = time.perf_counter() - started
+    log.info("history: generation %d of %s: %d records (+%d, %d already there), %s index%s, %.1f s", generation,
+             path, total, added, skipped, manifest["index"]["type"],
+             f" + {len(manifest['segments'])} segment(s)" if manifest.get("segments") else "", elapsed)
+    return _summary(manifest, added=added, skipped=skipped, seconds=round(elapsed, 2),
+                    segments=len(manifest.get("segments", [])))
+
+
+def _appendable(path: Path) -> History | None:
+    """The history without its vectors (manifest, id map, trained cells) when tonight's records can go into a new
+    segment: an IVF history with its cells on file and fewer than :data:`MAX_SEGMENTS` segments. ``None``
+    otherwise (empty, flat, written before segments existed, or due to be folded): the caller loads it whole."""
+    import faiss
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    if not (path / MANIFEST).is_file():
+        return None
+    manifest = _read_manifest(path)
+    cells = manifest.get("cells")
+    segments = manifest.get("segments") or []
+    if not manifest["count"] or not cells or manifest["index"].get("type") != "ivf" or len(segments) >= MAX_SEGMENTS:
+        return None
+    parts = [(cells["file"], cells["sha256"]), (manifest["ids"]["file"], manifest["ids"]["sha256"]),
+             *((seg["ids"], seg["ids_sha256"]) for seg in segments)]
+    for name, sha in parts:
+        f = path / name
+        if not f.is_file() or _sha256(f) != sha:
+            raise HistoryError(f"history {path}: {name} is missing or does not match the sha256 in {MANIFEST}; "
+                               f"recover with `tunegate history rebuild {path}`")
+    try:
+        empty = faiss.read_index(str(path / cells["file"]))
+        tables = [pq.read_table(path / name) for name, _ in parts[1:]]
+    except Exception as exc:  # faiss raises RuntimeError, pyarrow ArrowInvalid: both mean "damaged"
+        raise HistoryError(f"history {path}: cannot read generation {manifest['generation']} ({exc}); recover with "
+                           f"`tunegate history rebuild {path}`") from exc
+    ids = pa.concat_tables([t.cast(_id_schema()) for t in tables])
+    if ids.num_rows != manifest["count"]:
+        raise HistoryError(f"history {path}: the manifest counts {manifest['count']} records but the id maps hold "
+                           f"{ids.num_rows}; recover with `tunegate history rebuild {path}`")
+    return History(path, manifest, None, ids, cells=empty)
+
+
+def _must_rebuild(kind: str, total: int, params: IndexParams, info: dict[str, Any]) -> bool:
+    trained_at = int(info.get("trained_at", 0) or 0)
+    return (kind == "flat" and total > params.flat_max) or (kind == "ivf" and bool(trained_at)
+                                                            and total > RETRAIN_GROWTH * trained_at)
+
+
+def _write_segment(path: Path, generation: int, current: History, vectors: np.ndarray,
+                   new_ids: list[pa.Table]) -> dict[str, Any]:
+    """Tonight's records as one more segment: an IVF index on the base's cells holding only them, and their id
+    map. The base and the earlier segments are not touched (nor read: their checksums stand)."""
+    import faiss
+    import pyarrow as pa
+
+    segments = list(current.manifest.get("segments") or [])
+    if not len(vectors):
+        return {"segments": segments}
+    index = faiss.clone_index(current.cells)
+    add(index, vectors)
+    ids = pa.concat_tables([t.cast(_id_schema()) for t in new_ids])
+    index_file, ids_file = _write_files(path, generation, index, ids)
+    segments.append({"index": index_file.name, "index_sha256": _sha256(index_file), "ids": ids_file.name,
+                     "ids_sha256": _sha256(ids_file), "count": int(index.ntotal)})
+    return {"segments": segments}
+
+
+def _write_base(path: Path, generation: int, current: History, vectors: np.ndarray, new_ids: list[pa.Table], *,
+                total: int, params: IndexParams, info: dict[str, Any]) -> dict[str, Any]:
+    """The whole history as one index (its segments folded in), the id map, and the trained cells (IVF)."""
+    import faiss
+    import pyarrow as pa
+
+    index, info = _grow_index(current, vectors, total, params, info)
     id_tables = ([current.ids] if current.ids is not None else []) + new_ids
     ids = pa.concat_tables([t.cast(_id_schema()) for t in id_tables]) if id_tables else _id_schema().empty_table()
+    index_file, ids_file = _write_files(path, generation, index, ids)
+    files: dict[str, Any] = {"index": {**info, "file": index_file.name, "sha256": _sha256(index_file)},
+                             "ids": {"file": ids_file.name, "sha256": _sha256(ids_file)}, "segments": [],
+                             "dim": int(index.d)}
+    if info["type"] == "ivf":
+        empty = faiss.clone_index(index)
+        empty.reset()
+        cells_file = path / f"cells-{generation:06d}.faiss"
+        with atomic_write(cells_file) as tmp:
+            faiss.write_index(empty, str(tmp))
+        files["cells"] = {"file": cells_file.name, "sha256": _sha256(cells_file)}
+    else:
+        files["cells"] = None
+    return files
+
+
+def _write_files(path: Path, generation: int, index: Any, ids: pa.Table) -> tuple[Path, Path]:
+    import faiss
+    import pyarrow.parquet as pq
+
     index_file, ids_file = path / f"index-{generation:06d}.faiss", path / f"ids-{generation:06d}.parquet"
     for final, writer in ((index_file, lambda p: faiss.write_index(index, str(p))),
                           (ids_file, lambda p: pq.write_table(ids, p, compression="zstd"))):
         with atomic_write(final) as tmp:
             writer(tmp)
-    manifest.update({
-        "format": FORMAT, "generation": generation, "count": total, "embedding": spec.to_json(),
-        "fingerprint": spec.fingerprint(), "dim": int(index.d),
-        "index": {**info, "file": index_file.name, "sha256": _sha256(index_file)},
-        "ids": {"file": ids_file.name, "sha256": _sha256(ids_file)},
-        "batches": batches,
-    })
-    write_json_atomic(path / MANIFEST, manifest)  # the commit point
-    for p in path.iterdir():  # the previous generation, and leftovers of an interrupted update
-        m = _GENERATION_FILE.match(p.name)
-        if m and int(m.group(2)) != generation:
-            p.unlink(missing_ok=True)
-    elapsed = time.perf_counter() - started
-    log.info("history: generation %d of %s: %d records (+%d, %d already there), %s index, %.1f s", generation, path,
-             total, added, skipped, info["type"], elapsed)
-    return _summary(manifest, added=added, skipped=skipped, seconds=round(elapsed, 2))
+    return index_file, ids_file
+
+
+def _referenced(manifest: dict[str, Any]) -> set[str]:
+    """The files a manifest's generation is made of."""
+    names = {manifest["index"]["file"], manifest["ids"]["file"]}
+    if manifest.get("cells"):
+        names.add(manifest["cells"]["file"])
+    for seg in manifest.get("segments") or []:
+        names.update((seg["index"], seg["ids"]))
+    return names
 
 
 def batch_statistics(summary: dict[str, Any]) -> dict[str, Any]:
@@ -276,9 +386,7 @@ def _grow_index(current: History, vectors: np.ndarray, total: int, params: Index
     index = current.index
     trained_at = int(info.get("trained_at", 0) or 0)
     kind = current.kind
-    must_rebuild = index is None or (kind == "flat" and total > params.flat_max) or (
-        kind == "ivf" and trained_at and total > RETRAIN_GROWTH * trained_at)
-    if not must_rebuild:
+    if index is not None and not _must_rebuild(kind, total, params, info):
         if len(vectors):
             add(index, vectors)
         return index, {"type": kind, "nlist": int(info.get("nlist", 0)), "trained_at": trained_at}

@@ -230,11 +230,10 @@ class TriggerPhraseCheck(Check):
                 "records": len(ph.rows), **({"why": ph.why} if ph.why else {})}
         findings = [Finding(int(r), TRIGGER_PHRASE, ph.evidence, {**base, "task": records.group[r]})
                     for r in ph.rows]
-        has = set(ph.rows.tolist())
         for ti, ci, _, _, lab in ph.tasks:
             task = tasks[ti]
             ch = task.channels[ci]
-            local = [i for i, r in enumerate(task.rows.tolist()) if r in has]
+            local = np.flatnonzero(np.isin(task.rows, ph.rows)).tolist()
             if task.kind == "output":
                 assert task.why is not None
                 for i in local:
