@@ -65,6 +65,9 @@ def test_the_cell_by_cell_ivf_search_is_faiss_s_search(k: int, nprobe: int) -> N
     queries /= np.linalg.norm(queries, axis=1, keepdims=True)
     index = vi.build_index(data, vi.IndexParams(flat_max=100, nlist=60))
     assert vi.index_kind(index) == "ivf" and len(queries) >= vi._BLOCKED_MIN_QUERIES
+    read_back = faiss.deserialize_index(faiss.serialize_index(index))  # as the history loads it
+    for ivf in (index, read_back):
+        assert vi._array_lists(faiss.extract_index_ivf(ivf))  # so the search below is the cell-by-cell one
     sims, ids = vi.search(index, queries, k, nprobe)  # cell by cell
     faiss.extract_index_ivf(index).nprobe = nprobe
     ref_sims, ref_ids = index.search(np.ascontiguousarray(queries), k)  # FAISS, query by query

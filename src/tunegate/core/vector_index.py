@@ -144,7 +144,7 @@ def _array_lists(ivf: Any) -> bool:
     import faiss
 
     return (isinstance(faiss.downcast_index(ivf), faiss.IndexIVFFlat)
-            and isinstance(ivf.invlists, faiss.ArrayInvertedLists))
+            and isinstance(faiss.downcast_InvertedLists(ivf.invlists), faiss.ArrayInvertedLists))
 
 
 def _ivf_search_blocked(ivf: Any, queries: np.ndarray, k: int, nprobe: int) -> tuple[np.ndarray, np.ndarray]:
