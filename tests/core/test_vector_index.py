@@ -77,6 +77,9 @@ def test_the_cell_by_cell_ivf_search_is_faiss_s_search(k: int, nprobe: int) -> N
     for row in np.flatnonzero(differ.any(axis=1)):  # and the tied positions hold the same vectors' scores
         assert np.allclose(np.sort(data[ids[row]] @ queries[row]), np.sort(data[ref_ids[row]] @ queries[row]),
                            atol=1e-5)
+    tied = (sims[:, 1:] == sims[:, :-1]) & (ids[:, 1:] >= 0)
+    assert (ids[:, 1:][tied] > ids[:, :-1][tied]).all()  # equal scores: the earlier position first
+    assert k == 1 or tied[-20:].any()  # (the last queries are copies of indexed vectors that are there twice)
 
 
 def test_an_ivf_index_with_fewer_vectors_than_k_pads_like_faiss() -> None:
