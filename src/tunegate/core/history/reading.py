@@ -257,4 +257,4 @@ def describe_history(history_dir: str | Path) -> dict[str, Any]:
 def _summary(manifest: dict[str, Any], **extra: Any) -> dict[str, Any]:
     return {"history_records": manifest.get("count", 0), "generation": manifest.get("generation", 0),
             "index": manifest.get("index", {}).get("type", "empty"), "batches": len(manifest.get("batches", [])),
-            **extra}
+            "segments": len(manifest.get("segments") or []), **extra}

@@ -221,8 +221,7 @@ def _write_next(path: Path, current: History, sources: list[tuple[Path, str, str
     log.info("history: generation %d of %s: %d records (+%d, %d already there), %s index%s, %.1f s", generation,
              path, total, added, skipped, manifest["index"]["type"],
              f" + {len(manifest['segments'])} segment(s)" if manifest.get("segments") else "", elapsed)
-    return _summary(manifest, added=added, skipped=skipped, seconds=round(elapsed, 2),
-                    segments=len(manifest.get("segments", [])))
+    return _summary(manifest, added=added, skipped=skipped, seconds=round(elapsed, 2))
 
 
 def _appendable(path: Path) -> History | None:
