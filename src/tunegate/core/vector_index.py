@@ -154,9 +154,9 @@ def _ivf_search_blocked(ivf: Any, queries: np.ndarray, k: int, nprobe: int) -> t
     then grouped by cell, and each cell's vectors, read in place from the inverted lists, are scored against
     every query that probes it in one BLAS product. Each (query, probe) keeps its top ``k``; a query's top
     ``k`` is the best of its probes'. Same candidates and scores as ``index.search``; equal scores (exact
-    copies) are taken earliest position first, whichever cells or segments hold them (FAISS: in scan order);
-    100k queries against 856k vectors (3,700 cells, 8 probes): 5.6 s against 16.5 s on two
-    cores (bench/scale/RESULTS.md)."""
+    copies) are taken earliest position first, whichever cells or segments hold them (FAISS: in scan order).
+    100k queries against 856k vectors (3,700 cells, 8 probes), two cores: 5.2 s against FAISS's 14.2 s in the same
+    run (``bench/scale/history_search.py``; bench/scale/RESULTS.md, ninth session)."""
     from concurrent.futures import ThreadPoolExecutor
 
     import faiss
