@@ -147,7 +147,6 @@ def open_history(history_dir: str | Path, *, verify: bool = True) -> History:
 
 
 def _load_history(history_dir: Path, *, verify: bool) -> History:
-
     path = Path(history_dir)
     manifest_path = path / MANIFEST
     if not manifest_path.exists():
