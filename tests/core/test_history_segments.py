@@ -160,3 +160,33 @@ def test_a_history_written_before_segments_is_loaded_whole_once(tmp_path: Path, 
     update_history(history, nights[2] / "canonical.parquet", batch_id="n2", params=IVF)
     assert len(_manifest(history)["segments"]) == 1
     assert open_history(history).batch_names() == ["n0", "n1", "n2"]
+
+
+def test_a_segment_update_that_dies_before_its_manifest_leaves_the_previous_generation(
+        tmp_path: Path, nights: list[Path], monkeypatch: pytest.MonkeyPatch) -> None:
+    history = tmp_path / "history"
+    update_history(history, nights[0] / "canonical.parquet", batch_id="n0", params=IVF)
+    update_history(history, nights[1] / "canonical.parquet", batch_id="n1", params=IVF)
+    before = _manifest(history)
+    count = open_history(history).count
+
+    def die(path: Path, obj: Any) -> None:
+        raise KeyboardInterrupt("killed before the commit point")
+
+    with monkeypatch.context() as patch:
+        patch.setattr(history_writing, "write_json_atomic", die)
+        with pytest.raises(KeyboardInterrupt):
+            update_history(history, nights[2] / "canonical.parquet", batch_id="n2", params=IVF)
+    assert (history / "index-000003.faiss").is_file()  # tonight's segment was written, never committed
+    assert _manifest(history) == before
+    h = open_history(history)
+    assert h.count == count and h.batch_names() == ["n0", "n1"]
+
+    update_history(history, nights[2] / "canonical.parquet", batch_id="n2", params=IVF)  # the rerun
+    after = _manifest(history)
+    assert [s["index"] for s in after["segments"]] == ["index-000002.faiss", "index-000003.faiss"]
+    assert set(_files(history)) == {"cells-000001.faiss", "index-000001.faiss", "ids-000001.parquet",
+                                    "index-000002.faiss", "ids-000002.parquet", "index-000003.faiss",
+                                    "ids-000003.parquet"}
+    assert open_history(history).batch_names() == ["n0", "n1", "n2"]
+    _self_matches(history, nights[2])
