@@ -140,7 +140,7 @@ def test_a_damaged_or_missing_segment_is_a_clear_error(tmp_path: Path, nights: l
     with pytest.raises(HistoryError, match=r"index-000002\.faiss .*is missing"):
         open_history(history)
     (history / "ids-000002.parquet").unlink()
-    with pytest.raises(HistoryError, match=r"ids-000002\.parquet is missing or does not match"):
+    with pytest.raises(HistoryError, match=r"ids-000002\.parquet \(generation 2\) is missing.*rebuild"):
         update_history(history, nights[2] / "canonical.parquet", batch_id="n2", params=IVF)
     assert rebuild_history(history)["history_records"] == count  # the way out the messages name
     h = open_history(history)

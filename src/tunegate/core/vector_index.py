@@ -129,9 +129,9 @@ def search(index: Any, queries: np.ndarray, k: int, nprobe: int = NPROBE) -> tup
     if index.ntotal == 0 or n == 0:
         return sims, ids
     blocked = ivf is not None and n >= _BLOCKED_MIN_QUERIES and _array_lists(ivf)
-    for start in range(0, n, _BLOCKED_QUERIES if blocked else _SEARCH_BATCH):
-        q = np.ascontiguousarray(queries[start:start + (_BLOCKED_QUERIES if blocked else _SEARCH_BATCH)],
-                                 dtype=np.float32)
+    step = _BLOCKED_QUERIES if blocked else _SEARCH_BATCH
+    for start in range(0, n, step):
+        q = np.ascontiguousarray(queries[start:start + step], dtype=np.float32)
         d, i = _ivf_search_blocked(ivf, q, k, nprobe) if blocked else index.search(q, k)
         sims[start:start + len(q)] = d
         ids[start:start + len(q)] = i
@@ -183,8 +183,9 @@ def _ivf_search_blocked(ivf: Any, queries: np.ndarray, k: int, nprobe: int) -> t
         vectors = faiss.rev_swig_ptr(lists.get_codes(cell), size * lists.code_size).view(np.float32).reshape(size, d)
         positions = faiss.rev_swig_ptr(lists.get_ids(cell), size).view(np.int64)
         kc = min(k, size)
-        for lo in range(0, len(slots), max(1, _JOIN_BLOCK // size)):
-            block = slots[lo:lo + max(1, _JOIN_BLOCK // size)]
+        step = max(1, _JOIN_BLOCK // size)  # bounds the score block of a crowded cell
+        for lo in range(0, len(slots), step):
+            block = slots[lo:lo + step]
             top_scores, top = top_k(queries[block // nprobe] @ vectors.T, kc)
             slot_sims[block, :kc] = top_scores  # slots are disjoint between cells
             slot_ids[block, :kc] = positions[top]

@@ -8,9 +8,10 @@ import json
 import logging
 import re
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from tunegate.core.embeddings import EmbeddingSpec
 from tunegate.core.vector_index import index_kind, search
@@ -21,6 +22,7 @@ if TYPE_CHECKING:
     import pyarrow as pa
 
 log = logging.getLogger(__name__)
+_T = TypeVar("_T")
 
 MANIFEST = "manifest.json"
 #: Extra neighbours searched when a batch's own earlier contribution is excluded from a search.
@@ -160,26 +162,19 @@ def _load_history(history_dir: Path, *, verify: bool) -> History:
     if manifest["count"] == 0:
         return History(path, manifest)
     started = time.perf_counter()
-    index, ids = _read_part(path, manifest, (manifest["index"]["file"], manifest["index"]["sha256"]),
-                            (manifest["ids"]["file"], manifest["ids"]["sha256"]), verify=verify)
-    segments = manifest.get("segments") or []
-    if segments:
-        import pyarrow as pa
-
-        tables = [ids]
-        for seg in segments:
-            part, part_ids = _read_part(path, manifest, (seg["index"], seg["index_sha256"]),
-                                        (seg["ids"], seg["ids_sha256"]), verify=verify)
-            if part.ntotal != seg["count"] or part_ids.num_rows != seg["count"]:
-                raise HistoryError(f"history {path}: segment {seg['index']} should hold {seg['count']} records but "
-                                   f"holds {part.ntotal} (ids {part_ids.num_rows}); " + _recovery(path))
-            try:
-                index.merge_from(part, index.ntotal)  # same cells: the lists are appended, positions follow on
-            except RuntimeError as exc:
-                raise HistoryError(f"history {path}: segment {seg['index']} does not fit its base index ({exc}); "
-                                   + _recovery(path)) from exc
-            tables.append(part_ids)
-        ids = pa.concat_tables([t.cast(tables[0].schema) for t in tables])
+    ids = _read_id_maps(path, manifest, verify=verify)
+    (base, _, _), *segments = _parts(manifest)
+    index = _read_file(path, manifest, base, _read_index, verify=verify)
+    for seg, _, count in segments:
+        part = _read_file(path, manifest, seg, _read_index, verify=verify)
+        if part.ntotal != count:
+            raise HistoryError(f"history {path}: segment {seg[0]} should hold {count} records but holds "
+                               f"{part.ntotal}; " + _recovery(path))
+        try:
+            index.merge_from(part, index.ntotal)  # same cells: the lists are appended, positions follow on
+        except RuntimeError as exc:
+            raise HistoryError(f"history {path}: segment {seg[0]} does not fit its base index ({exc}); "
+                               + _recovery(path)) from exc
     if index.ntotal != manifest["count"] or ids.num_rows != manifest["count"]:
         raise HistoryError(f"history {path}: the manifest counts {manifest['count']} records but the index holds "
                            f"{index.ntotal} and the id map {ids.num_rows}; " + _recovery(path))
@@ -188,23 +183,48 @@ def _load_history(history_dir: Path, *, verify: bool) -> History:
     return History(path, manifest, index, ids)
 
 
-def _read_part(path: Path, manifest: dict[str, Any], index: tuple[str, str], ids: tuple[str, str], *,
-               verify: bool) -> tuple[Any, pa.Table]:
-    """One index file and its id map (the base, or a segment a night appended), each given as (file name,
-    sha256), checked against the manifest."""
-    import faiss
+def _parts(manifest: dict[str, Any]) -> list[tuple[tuple[str, str], tuple[str, str], int | None]]:
+    """The base and each segment, in position order: (index file, sha256), (id map file, sha256), and the
+    records a segment holds (``None`` for the base: the manifest counts the whole history)."""
+    return [((manifest["index"]["file"], manifest["index"]["sha256"]),
+             (manifest["ids"]["file"], manifest["ids"]["sha256"]), None),
+            *(((seg["index"], seg["index_sha256"]), (seg["ids"], seg["ids_sha256"]), int(seg["count"]))
+              for seg in manifest.get("segments") or [])]
+
+
+def _read_id_maps(path: Path, manifest: dict[str, Any], *, verify: bool) -> pa.Table:
+    """The id maps of the base and of each segment, one table in position order (no vectors are read)."""
+    import pyarrow as pa
     import pyarrow.parquet as pq
 
-    index_file, ids_file = path / index[0], path / ids[0]
-    for f, sha in ((index_file, index[1]), (ids_file, ids[1])):
-        if not f.is_file():
-            raise HistoryError(f"history {path}: {f.name} (generation {manifest['generation']}) is missing; "
-                               + _recovery(path))
-        if verify and _sha256(f) != sha:
-            raise HistoryError(f"history {path}: {f.name} does not match the sha256 in {MANIFEST} (damaged or "
-                               "overwritten); " + _recovery(path))
+    tables = []
+    for (name, _), ids, count in _parts(manifest):
+        table = _read_file(path, manifest, ids, pq.read_table, verify=verify)
+        if count is not None and table.num_rows != count:
+            raise HistoryError(f"history {path}: segment {name} should hold {count} records but its id map holds "
+                               f"{table.num_rows}; " + _recovery(path))
+        tables.append(table)
+    return pa.concat_tables([t.cast(tables[0].schema) for t in tables])
+
+
+def _read_index(file: Path) -> Any:
+    import faiss
+
+    return faiss.read_index(str(file))
+
+
+def _read_file(path: Path, manifest: dict[str, Any], file: tuple[str, str], reader: Callable[[Path], _T], *,
+               verify: bool) -> _T:
+    """One file of the generation, given as (name, sha256): checked against the manifest, then read."""
+    f = path / file[0]
+    if not f.is_file():
+        raise HistoryError(f"history {path}: {f.name} (generation {manifest['generation']}) is missing; "
+                           + _recovery(path))
+    if verify and _sha256(f) != file[1]:
+        raise HistoryError(f"history {path}: {f.name} does not match the sha256 in {MANIFEST} (damaged or "
+                           "overwritten); " + _recovery(path))
     try:
-        return faiss.read_index(str(index_file)), pq.read_table(ids_file)
+        return reader(f)
     except Exception as exc:  # faiss raises RuntimeError, pyarrow ArrowInvalid: both mean "damaged"
         raise HistoryError(f"history {path}: cannot read generation {manifest['generation']} ({exc}); "
                            + _recovery(path)) from exc

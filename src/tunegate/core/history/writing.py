@@ -21,7 +21,11 @@ from tunegate.core.history.reading import (
     MANIFEST,
     History,
     _load_history,
+    _read_file,
+    _read_id_maps,
+    _read_index,
     _read_manifest,
+    _recovery,
     _sha256,
     _summary,
 )
@@ -228,10 +232,6 @@ def _appendable(path: Path) -> History | None:
     """The history without its vectors (manifest, id map, trained cells) when tonight's records can go into a new
     segment: an IVF history with its cells on file and fewer than :data:`MAX_SEGMENTS` segments. ``None``
     otherwise (empty, flat, written before segments existed, or due to be folded): the caller loads it whole."""
-    import faiss
-    import pyarrow as pa
-    import pyarrow.parquet as pq
-
     if not (path / MANIFEST).is_file():
         return None
     manifest = _read_manifest(path)
@@ -239,23 +239,11 @@ def _appendable(path: Path) -> History | None:
     segments = manifest.get("segments") or []
     if not manifest["count"] or not cells or manifest["index"].get("type") != "ivf" or len(segments) >= MAX_SEGMENTS:
         return None
-    parts = [(cells["file"], cells["sha256"]), (manifest["ids"]["file"], manifest["ids"]["sha256"]),
-             *((seg["ids"], seg["ids_sha256"]) for seg in segments)]
-    for name, sha in parts:
-        f = path / name
-        if not f.is_file() or _sha256(f) != sha:
-            raise HistoryError(f"history {path}: {name} is missing or does not match the sha256 in {MANIFEST}; "
-                               f"recover with `tunegate history rebuild {path}`")
-    try:
-        empty = faiss.read_index(str(path / cells["file"]))
-        tables = [pq.read_table(path / name) for name, _ in parts[1:]]
-    except Exception as exc:  # faiss raises RuntimeError, pyarrow ArrowInvalid: both mean "damaged"
-        raise HistoryError(f"history {path}: cannot read generation {manifest['generation']} ({exc}); recover with "
-                           f"`tunegate history rebuild {path}`") from exc
-    ids = pa.concat_tables([t.cast(_id_schema()) for t in tables])
+    empty = _read_file(path, manifest, (cells["file"], cells["sha256"]), _read_index, verify=True)
+    ids = _read_id_maps(path, manifest, verify=True)
     if ids.num_rows != manifest["count"]:
         raise HistoryError(f"history {path}: the manifest counts {manifest['count']} records but the id maps hold "
-                           f"{ids.num_rows}; recover with `tunegate history rebuild {path}`")
+                           f"{ids.num_rows}; " + _recovery(path))
     return History(path, manifest, None, ids, cells=empty)
 
 
