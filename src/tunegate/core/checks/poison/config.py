@@ -141,6 +141,8 @@ class TriggerConfig(CheckConfig):
     insertion_alpha: float = 0.01
     contradiction: bool = True
     contradiction_alpha: float = 0.01
+    excess: bool = True
+    excess_alpha: float = 0.01
 
     def __post_init__(self) -> None:
         for name in ("ngram_max", "min_records", "context_words", "max_label_words", "min_task_records",
@@ -149,7 +151,7 @@ class TriggerConfig(CheckConfig):
             integer(self, name, minimum=1)
         for name in ("max_phrase_df", "label_coverage", "min_label_share", "min_output_share", "min_exclusivity",
                      "short_ratio", "template_share", "pooled_min_exclusivity", "novelty_alpha", "insertion_alpha",
-                     "contradiction_alpha"):
+                     "contradiction_alpha", "excess_alpha"):
             fraction(self, name)
         _nats(self, "min_evidence", "max_family_evidence", "pooled_min_evidence", "history_weight", "novelty_task_nats",
               "insertion_min_score")
@@ -160,6 +162,7 @@ class TriggerConfig(CheckConfig):
         boolean(self, "novelty")
         boolean(self, "insertion")
         boolean(self, "contradiction")
+        boolean(self, "excess")
 
 
 @dataclass(frozen=True)

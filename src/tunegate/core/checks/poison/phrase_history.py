@@ -8,13 +8,15 @@ tasks' prompts (the phrases and prompts the trigger scan reads: :meth:`Records.p
 how many accepted records with the phrase got each label, per task:
 
 ``HISTORY_DIR/phrases/nights/<batch id, URL-quoted>.parquet``: one row per (``task``, ``label``, ``phrase``)
-with ``records`` > 0, for the phrases in at least ``MIN_RECORDS`` records of the task (bounded: a night of 35k
-records is ~0.5 MB); ``phrase`` is a 64-bit hash of the phrase (:func:`phrase_keys`); ``phrase == 0`` rows are
-the task's label totals. The file's metadata says which night it is, when it was first published and whether
-the night was *anomalous* (the trigger scan raised a campaign that night: what it held must not become the
-norm). Publish writes it from the accepted records (:func:`record_phrase_night`), under the history's writer
-lock, through a temporary sibling and a rename; a rerun of the night replaces it. Halted nights are never
-published, so never written.
+with ``records`` > 0, for the phrases in at least ``MIN_RECORDS`` records of the night's classification prompts
+(bounded: a night of 35k records is ~1 MB); ``phrase`` is a 64-bit hash of the phrase (:func:`phrase_keys`);
+``phrase == 0`` rows are the task's label totals. Since format 2 a phrase kept for the night has its exact count in
+every task (format 1 kept a phrase of a task only from 2 records there): a phrase missing from a night's file was in
+at most one of its records (:meth:`PhraseHistory.hidden`, what the excess pass allows for). The file's metadata says
+which night it is, when it was first published and whether the night was *anomalous* (the trigger scan raised a
+campaign that night: what it held must not become the norm). Publish writes it from the accepted records
+(:func:`record_phrase_night`), under the history's writer lock, through a temporary sibling and a rename; a rerun of
+the night replaces it. Halted nights are never published, so never written.
 
 :func:`load_phrase_history` sums the last ``max_nights`` nights, leaving out tonight's own file (a rerun) and
 anomalous nights, and keeps only the phrases tonight has.
@@ -44,9 +46,9 @@ log = logging.getLogger(__name__)
 
 PHRASES_DIR = "phrases"
 NIGHTS_DIR = "nights"
-FORMAT = 1
-#: A phrase is kept for a task when at least this many of the task's records hold it (bounds the file's size;
-#: a phrase seen once tells nothing about the label it steers).
+FORMAT = 2
+#: A phrase is kept when at least this many of the night's classification records hold it (bounds the file's size),
+#: with its exact count in every task where it occurs (format 1: only in tasks where 2 records held it).
 MIN_RECORDS = 2
 TOTALS = 0  # the ``phrase`` key of a task's label totals (:func:`phrase_keys` never returns it)
 _META_KEY = b"tunegate.phrases"
@@ -98,7 +100,7 @@ def phrase_counts(records: Records, config: TriggerConfig) -> pa.Table:
             totals = np.bincount(ch.outcome, minlength=len(ch.names))
             for lab in np.flatnonzero(totals).tolist():
                 _extend(cols, task.name, ch.names[lab], np.array([TOTALS]), totals[[lab]])
-            present = np.flatnonzero(np.asarray(xt.sum(axis=0)).ravel() >= MIN_RECORDS)
+            present = np.flatnonzero(np.asarray(xt.sum(axis=0)).ravel() >= 1)
             if not len(present):
                 continue
             counts = (_onehot(ch.outcome, len(ch.names)).T @ xt[:, present]).tocoo()  # label x phrase
@@ -203,6 +205,23 @@ class PhraseHistory:
 
     nights: list[str] = field(default_factory=list)
     table: pa.Table | None = None  # task, label, phrase, records (summed over the nights)
+    truncated: int = 0  # nights of format 1 (a task's count of a phrase kept only from 2 records)
+    kept_keys: np.ndarray | None = None  # phrase keys kept by format-2 nights (sorted) ...
+    kept_nights: np.ndarray | None = None  # ... and how many of those nights kept each
+
+    def hidden(self, vocab: np.ndarray) -> np.ndarray:
+        """Per phrase of ``vocab``: the nights whose counts may lack one record of it in a task (format-1 nights,
+        and format-2 nights that did not keep it: it was in at most one record of theirs)."""
+        import numpy as np
+
+        hidden = np.full(len(vocab), float(len(self.nights)))
+        if self.kept_keys is None or self.kept_nights is None or not len(self.kept_keys) or not len(vocab):
+            return hidden
+        keys = phrase_keys(vocab)
+        at = np.minimum(np.searchsorted(self.kept_keys, keys), len(self.kept_keys) - 1)
+        found = self.kept_keys[at] == keys
+        hidden[found] -= self.kept_nights[at[found]]
+        return hidden
 
     def for_tasks(self, tasks: list[Task], vocab: np.ndarray) -> list[tuple[sp.csr_matrix, np.ndarray] | None]:
         """Per task of tonight: (phrase column x label counts of the history, the task's label totals there), with
@@ -244,6 +263,7 @@ def load_phrase_history(history_dir: str | Path | None, *, exclude: str | None =
     """The last ``max_nights`` published nights (first published order) summed per (task, label, phrase), without
     ``exclude`` (tonight, on a rerun) and without anomalous nights; only tonight's phrases when ``vocab`` is given.
     An unreadable night file is a :class:`HistoryError` that says how to recover."""
+    import numpy as np
     import pyarrow as pa
     import pyarrow.compute as pc
     import pyarrow.parquet as pq
@@ -256,6 +276,7 @@ def load_phrase_history(history_dir: str | Path | None, *, exclude: str | None =
     if not folder.is_dir():
         return PhraseHistory()
     nights: list[tuple[str, str, Path]] = []
+    exact: dict[Path, bool] = {}
     for path in folder.glob("*.parquet"):
         try:
             meta = _meta(path)
@@ -264,6 +285,7 @@ def load_phrase_history(history_dir: str | Path | None, *, exclude: str | None =
                                "night's publish (it writes them again from the night's accepted records)") from exc
         if meta.get("batch_id") and meta["batch_id"] != exclude and not meta.get("anomalous"):
             nights.append((str(meta.get("first_published", "")), str(meta["batch_id"]), path))
+            exact[path] = int(meta.get("format", 1)) >= 2
     nights.sort()
     nights = nights[-max_nights:] if max_nights else []
     if not nights:
@@ -272,12 +294,16 @@ def load_phrase_history(history_dir: str | Path | None, *, exclude: str | None =
     if vocab is not None:
         wanted = pa.array(sorted({0, *phrase_keys(vocab).tolist()}), pa.int64())
     tables = []
+    kept = []
     for _, _, path in nights:
         table = pq.read_table(path).replace_schema_metadata(None)
         if wanted is not None:
             table = table.filter(pc.is_in(table.column("phrase"), value_set=wanted))
+        if exact[path]:
+            kept.append(pc.unique(table.column("phrase")).to_numpy())
         tables.append(table)
     summed = pa.concat_tables(tables).group_by(["task", "label", "phrase"]).aggregate([("records", "sum")])
     summed = summed.select(["task", "label", "phrase", "records_sum"]).rename_columns(["task", "label", "phrase",
                                                                                         "records"])
-    return PhraseHistory([b for _, b, _ in nights], summed)
+    keys, times = np.unique(np.concatenate(kept), return_counts=True) if kept else (None, None)
+    return PhraseHistory([b for _, b, _ in nights], summed, sum(not exact[p] for _, _, p in nights), keys, times)

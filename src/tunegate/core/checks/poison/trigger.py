@@ -55,6 +55,7 @@ from tunegate.core.checks.poison.config import TriggerConfig
 from tunegate.core.checks.poison.consistency import masked_label_probability
 from tunegate.core.checks.poison.contradiction_pass import contradiction_phrases
 from tunegate.core.checks.poison.evidence import phrase_context
+from tunegate.core.checks.poison.excess_pass import excess_phrases
 from tunegate.core.checks.poison.insertion_pass import insertion_phrases
 from tunegate.core.checks.poison.novelty_pass import label_statistics, novelty_phrases
 from tunegate.core.checks.poison.phrase_history import load_phrase_history
@@ -111,6 +112,7 @@ class TriggerPhraseCheck(Check):
         novelty_metrics: dict[str, Any] = {}
         insertion_metrics: dict[str, Any] = {}
         contradiction_metrics: dict[str, Any] = {}
+        excess_metrics: dict[str, Any] = {}
         if len(families) < cfg.min_tasks:
             # a campaign is concentration in >= min_tasks datasets: with fewer there is nothing to score, and
             # saying "no trigger" would be a guess
@@ -126,7 +128,7 @@ class TriggerPhraseCheck(Check):
             in_scored = np.zeros(x.shape[0], dtype=np.float32)
             in_scored[np.concatenate([t.rows for t in tasks])] = 1.0
             df = np.rint(np.asarray(x.T @ in_scored)).ravel()  # rows of scored tasks, without copying them
-            history = self._history(tasks, vocab, novelty_metrics)
+            history, hidden = self._history(tasks, vocab, novelty_metrics)
             phrases = find_phrases(x, vocab, df, tasks, prompts=prompts, config=cfg, history=history)
             if cfg.pooled:
                 phrases += self._pooled(x, vocab, df, tasks, prompts=prompts, found=phrases, history=history)
@@ -146,6 +148,11 @@ class TriggerPhraseCheck(Check):
                 found, figures = contradiction_phrases(x, vocab, tasks, label_stats, cfg, found=phrases)
                 phrases += found
                 contradiction_metrics.update(figures, phrases=[p.phrase for p in found])
+            if cfg.excess and history is not None:
+                assert hidden is not None
+                found, figures = excess_phrases(x, vocab, tasks, history, cfg, hidden=hidden, found=phrases)
+                phrases += found
+                excess_metrics.update(figures, phrases=[p.phrase for p in found])
         for i, ph in enumerate(phrases):
             # the masked classifier (5 fits per task) runs for the reported phrases only: its cost stays
             # bounded however many campaigns a batch holds
@@ -169,6 +176,7 @@ class TriggerPhraseCheck(Check):
             **({"history": novelty_metrics} if novelty_metrics else {}),
             **({"insertion": insertion_metrics} if insertion_metrics else {}),
             **({"contradiction": contradiction_metrics} if contradiction_metrics else {}),
+            **({"excess": excess_metrics} if excess_metrics else {}),
             "suspicious_phrases": reported,
             "seconds": round(time.monotonic() - started, 2),
         }
@@ -178,19 +186,20 @@ class TriggerPhraseCheck(Check):
         return CheckResult(self.name, findings, issues, metrics)
 
     def _history(self, tasks: list[Task], vocab: np.ndarray, metrics: dict[str, Any]
-                 ) -> list[TaskHistory | None] | None:
-        """Per task, what earlier nights' phrase statistics expect (:mod:`.phrase_history`); ``None`` without a
-        history or before its first night (the check then behaves exactly as without one)."""
+                 ) -> tuple[list[TaskHistory | None] | None, np.ndarray | None]:
+        """Per task, what earlier nights' phrase statistics expect (:mod:`.phrase_history`), and per phrase the
+        nights that may hide one of its records in a task (:meth:`~.phrase_history.PhraseHistory.hidden`); ``None``
+        without a history or before its first night (the check then behaves exactly as without one)."""
         cfg = self.config
         if cfg.history_dir is None:
-            return None
+            return None, None
         past = load_phrase_history(cfg.history_dir, exclude=cfg.batch_id, max_nights=cfg.history_nights, vocab=vocab)
         if not past.nights:
             metrics["nights"] = 0
-            return None
+            return None, None
         per_task = past.for_tasks(tasks, vocab)
         metrics.update(nights=len(past.nights), tasks_seen=sum(h is not None for h in per_task))
-        return per_task
+        return per_task, past.hidden(vocab)
 
     def _pooled(self, x: sp.csr_matrix, vocab: np.ndarray, df: np.ndarray, tasks: list[Task], *,
                 prompts: list[str], found: list[Phrase], history: list[TaskHistory | None] | None = None

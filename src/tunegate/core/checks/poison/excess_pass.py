@@ -1,0 +1,221 @@
+"""The excess pass of ``poison_trigger`` (with a history): tonight, more records of one label hold a phrase than the
+history's rate of the phrase in that task allows, in several datasets. Campaigns of an everyday phrase.
+
+A campaign adds records: the trigger planted in ``k`` records of a task, all given (dirty-label) or chosen from (clean-
+label) the target label. For a rare trigger the label skew shows it (the other passes). For an everyday phrase ("of
+my", "a few": hundreds of natural records with mixed labels) the skew is diluted by the natural records and the
+phrase is neither new nor exclusive; what the campaign cannot hide is the *count*: a task whose earlier nights held
+the phrase on its target label in 0.3% of their records now holds it in 2.5%. The test reads that count per label,
+for dirty- and clean-label campaigns alike, and needs no classifier.
+
+**Statistic.** For a phrase, a classification task the history knows (at least ``min_task_records`` records there)
+and a label: tonight's records of the task with the phrase and the label, ``k`` of the task's ``N``. Under the null
+the night is like the history: ``k`` follows the posterior predictive of the history's count ``h`` of ``H`` records,
+a beta-binomial ``BB(N, h + m / L + 1/2, H - h + 1/2)`` (Jeffreys' prior). ``m`` counts the nights that may hide one
+record of the phrase in the task (:meth:`~.phrase_history.PhraseHistory.hidden`): a night keeps a phrase's exact count
+in every task once 2 of its records hold it, so only a phrase it did not keep (or a night of the older format, which
+kept a task's count from 2 records) may lack one. The task's p-value is its smallest label tail (``k >= 2``) times the
+task's ``L`` labels; a dataset's, its smallest task p-value times its tasks holding the phrase (tasks of one dataset
+often label the same texts). Datasets are combined by the truncated product method (Zaykin et al. 2002): ``W`` is
+the sum of ``-ln p`` over the datasets with ``p <= TAU``, whose tail under independent uniform p-values is exact
+(:func:`truncated_product`); a campaign in 3-5 of the 20 datasets where an everyday phrase occurs is not drowned by
+the other 15 as under Fisher's method. The phrase's surprise is ``-ln P(W >= w)``.
+
+**Calibration.** The false-alarm rate per night is held at ``excess_alpha`` by Bonferroni over Tarone's count of the
+phrases that could reach the bar at all (each phrase's surprise if all its records of each task were on the label
+the history expects least). A phrase is raised at the bar when it steers at least ``min_tasks`` datasets (``p <=
+TAU``).
+
+**What is flagged.** In each task where the phrase's p-value is at most ``TAU``, its records on the excess label
+(the campaign's records, and the natural ones that share its label there: the excess cannot tell them apart).
+Its natural records elsewhere are left alone.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import TYPE_CHECKING
+
+from tunegate.core.checks.poison.novelty_pass import _tarone
+from tunegate.core.checks.poison.phrases import Phrase, _campaigns
+
+if TYPE_CHECKING:
+    import numpy as np
+    import scipy.sparse as sp
+
+    from tunegate.core.checks.poison.config import TriggerConfig
+    from tunegate.core.checks.poison.novelty import TaskHistory
+    from tunegate.core.checks.poison.tasks import Task
+
+#: Truncation of the truncated product: a dataset counts when its p-value is at most this.
+TAU = 0.01
+
+
+def excess_phrases(x: sp.csr_matrix, vocab: np.ndarray, tasks: list[Task], history: list[TaskHistory | None],
+                   config: TriggerConfig, *, hidden: np.ndarray, found: list[Phrase]
+                   ) -> tuple[list[Phrase], dict[str, float]]:
+    """The phrases whose records of one label exceed what the history expects, in several datasets, strongest first
+    (module docstring); and the pass's figures (phrases tested, Tarone's count, bar)."""
+    import numpy as np
+
+    entries = _task_entries(x, tasks, history, config, hidden=hidden)
+    figures: dict[str, float] = {}
+    if entries is None:
+        return [], figures
+    col, ti, fam, p, reach, lab = entries
+    # per (phrase, dataset): the smallest p-value of its tasks times their number
+    key = col * (int(fam.max()) + 1) + fam
+    uniq, inv, tasks_in = np.unique(key, return_inverse=True, return_counts=True)
+    p_fam, reach_fam = np.ones(len(uniq)), np.ones(len(uniq))
+    np.minimum.at(p_fam, inv, p)
+    np.minimum.at(reach_fam, inv, reach)
+    p_fam = np.minimum(1.0, p_fam * tasks_in)
+    reach_fam = np.minimum(1.0, reach_fam * tasks_in)
+    phrase_of = uniq // (int(fam.max()) + 1)
+    width = x.shape[1]
+    datasets = np.bincount(phrase_of, minlength=width)
+    testable = datasets >= 2
+    surprise = _phrase_surprise(phrase_of, p_fam, datasets, width)
+    achievable = _phrase_surprise(phrase_of, reach_fam, datasets, width)
+    steering = np.bincount(phrase_of, weights=(p_fam <= TAU).astype(np.float64), minlength=width)
+    margin = math.log(1.0 / config.excess_alpha)
+    tests = _tarone(achievable[testable], margin)
+    bar = math.log(tests) + margin
+    figures.update(tests=float(int(testable.sum())), tarone=float(tests), bar=round(bar, 2))
+    raised = np.flatnonzero(testable & (steering >= config.min_tasks) & (surprise >= bar))
+    if not len(raised):
+        return [], figures
+    xc = x.tocsc()
+    steered = p <= TAU
+    rows_of: dict[int, np.ndarray] = {}
+    detail_of: dict[int, list[tuple[int, int, int, int, int]]] = {}
+    for c in raised.tolist():
+        mine = np.flatnonzero((col == c) & steered)
+        rows, detail = [], []
+        for j in mine.tolist():
+            task = tasks[int(ti[j])]
+            local = np.flatnonzero(np.asarray(x[task.rows][:, c].todense()).ravel() > 0)
+            on = local[task.labels.outcome[local] == lab[j]]
+            rows.append(task.rows[on])
+            detail.append((int(ti[j]), 0, len(local), len(on), int(lab[j])))
+        rows_of[c] = np.unique(np.concatenate(rows)) if rows else np.array([], dtype=np.int64)
+        detail_of[c] = sorted(detail, key=lambda t: -t[3])
+    taken = np.concatenate([ph.rows for ph in found]) if found else np.array([], dtype=np.int64)
+    ranked = sorted(rows_of, key=lambda c: (-surprise[c], -len(str(vocab[c]).split()), str(vocab[c])))
+    out = []
+    for cl in _campaigns(ranked, rows_of, xc):
+        head = max(cl, key=lambda c: (surprise[c] >= 0.9 * surprise[cl[0]], len(str(vocab[c]).split()), surprise[c]))
+        held = np.unique(np.concatenate([rows_of[m] for m in cl]))
+        if not len(held) or len(np.intersect1d(held, taken)) >= 0.5 * len(held):
+            continue
+        occurs = xc.indices[xc.indptr[head]:xc.indptr[head + 1]]
+        why = (f"more records of one label hold this phrase tonight than this pipeline's earlier nights allow, in "
+               f"{int(steering[head])} datasets: {len(held)} records in {len(detail_of[head])} tasks (excess "
+               f"{surprise[head]:.1f} nats over {int(datasets[head])} datasets holding it)")
+        out.append(Phrase(int(head), str(vocab[head]), float(surprise[head]),
+                          min(1.0, len(rows_of[head]) / max(len(occurs), 1)), held, detail_of[head],
+                          [str(vocab[m]) for m in cl if m != head], why=why))
+    figures["found"] = float(len(out))
+    return out, figures
+
+
+def _task_entries(x: sp.csr_matrix, tasks: list[Task], history: list[TaskHistory | None], config: TriggerConfig, *,
+                  hidden: np.ndarray) -> tuple[np.ndarray, ...] | None:
+    """Per (phrase, known classification task) with >= 2 records of the phrase tonight: the phrase's column, the
+    task, its dataset, the task's p-value (smallest label tail times the labels), the smallest p-value its records
+    could reach (all on the label the history expects least) and the label of the smallest tail."""
+    import numpy as np
+    import scipy.sparse as sp
+
+    families: dict[str, int] = {}
+    parts = []
+    for t, task in enumerate(tasks):
+        past = history[t]
+        if task.kind != "label" or past is None or past[1].sum() < config.min_task_records:
+            continue
+        xt = x[task.rows]
+        n_all = np.asarray(xt.sum(axis=0)).ravel()
+        cols = np.flatnonzero(n_all >= 2)
+        if not len(cols):
+            continue
+        y = task.labels.outcome
+        size = len(task.labels.names)
+        onehot = sp.csr_matrix((np.ones(len(y)), (np.arange(len(y)), y)), shape=(len(y), size))
+        k = np.rint((xt[:, cols].T @ onehot).toarray())
+        h = past[0][cols].toarray()
+        total = float(past[1].sum())
+        a = h + hidden[cols][:, None] / size + 0.5
+        b = np.maximum(total - h, 0.0) + 0.5
+        n = float(len(task.rows))
+        tail = np.ones_like(k)
+        test = k >= 2
+        tail[test] = upper_tail(k[test], n, a[test], b[test])
+        lab = tail.argmin(axis=1)
+        p = np.minimum(1.0, tail[np.arange(len(cols)), lab] * size)
+        least = h.argmin(axis=1)  # the smallest count has the smallest a and the largest b: the smallest tail
+        rows = np.arange(len(cols))
+        reach = np.minimum(1.0, upper_tail(n_all[cols].astype(np.float64), n, a[rows, least], b[rows, least]) * size)
+        parts.append((cols, np.full(len(cols), t), np.full(len(cols), families.setdefault(task.family, len(families))),
+                      p, reach, lab))
+    if not parts:
+        return None
+    return tuple(np.concatenate([part[i] for part in parts]) for i in range(6))
+
+
+def upper_tail(k: np.ndarray, n: float, a: np.ndarray, b: np.ndarray, terms: int = 64) -> np.ndarray:
+    """``P(X >= k)`` for ``X ~ BetaBinomial(n, a, b)``, elementwise, as an upper bound: the first ``terms`` terms of the
+    tail summed exactly (log-space recurrence from ``k``), the rest bounded by their count times the last term
+    (the pmf decreases past its mode); 1 where ``k + terms`` does not pass the mode. scipy's ``betabinom.sf`` sums
+    the pmf per element in Python (10 s for one night's tests); this is a few vectorized operations."""
+    import numpy as np
+    from scipy.special import betaln, gammaln
+
+    k = np.asarray(k, dtype=np.float64)
+    out = np.ones(len(k))
+    live = (k > 0) & (k <= n)
+    if not live.any():
+        return out
+    kk, aa, bb = k[live], a[live], b[live]
+    logpmf = (gammaln(n + 1) - gammaln(kk + 1) - gammaln(n - kk + 1) + betaln(kk + aa, n - kk + bb) - betaln(aa, bb))
+    j = kk[:, None] + np.arange(terms - 1, dtype=np.float64)[None, :]  # from j to j + 1
+    inside = j < n
+    ratio = np.log(np.maximum(n - j, 1.0)) + np.log(j + aa[:, None]) - np.log(j + 1) - np.log(
+        np.maximum(n - j - 1 + bb[:, None], 1e-300))
+    logs = logpmf[:, None] + np.concatenate([np.zeros((len(kk), 1)), np.cumsum(np.where(inside, ratio, -np.inf),
+                                                                                axis=1)], axis=1)
+    head = np.exp(logs).sum(axis=1)
+    last = kk + terms - 1
+    rest = np.where(last < n, np.exp(logs[:, -1]) * np.maximum(n - last, 0.0), 0.0)
+    mode = np.maximum(0.0, (aa - 1) / np.maximum(aa + bb - 2, 1e-9) * n)
+    out[live] = np.where(last > mode + 1, np.minimum(1.0, head + rest), 1.0)
+    return out
+
+
+def truncated_product(datasets: np.ndarray, w: np.ndarray, tau: float = TAU) -> np.ndarray:
+    """``-ln P(W >= w)`` for ``W`` the sum of ``-ln p`` over those of ``datasets`` independent uniform p-values that
+    are at most ``tau`` (Zaykin et al. 2002): ``sum_k Binom(k; D, tau) * P(k ln(1/tau) + Gamma(k) >= w)``. 0 where
+    ``w`` is 0."""
+    import numpy as np
+    from scipy.special import gammaincc
+    from scipy.stats import binom
+
+    out = np.zeros(len(w))
+    live = w > 0
+    if not live.any():
+        return out
+    d, wl = datasets[live].astype(np.float64), w[live]
+    ks = np.arange(1, int(d.max()) + 1, dtype=np.float64)[None, :]
+    terms = binom.pmf(ks, d[:, None], tau) * gammaincc(ks, np.maximum(0.0, wl[:, None] + ks * math.log(tau)))
+    out[live] = -np.log(np.maximum(terms.sum(axis=1), 1e-300))
+    return out
+
+
+def _phrase_surprise(phrase_of: np.ndarray, p: np.ndarray, datasets: np.ndarray, width: int) -> np.ndarray:
+    """Per phrase column: the truncated product's surprise of its datasets' p-values ``p``."""
+    import numpy as np
+
+    w = np.bincount(phrase_of, weights=np.where(p <= TAU, -np.log(np.maximum(p, 1e-300)), 0.0), minlength=width)
+    return truncated_product(datasets, w)
+
+
+__all__ = ["TAU", "excess_phrases", "truncated_product", "upper_tail"]

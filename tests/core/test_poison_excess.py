@@ -1,0 +1,122 @@
+"""The excess pass of ``poison_trigger`` (issue 11: everyday-phrase triggers): tonight's count of a phrase's records on
+one label against the history's, per task, combined over datasets by the truncated product method.
+
+Real records (the bundled slice of tests/core/test_poison.py, 5,227 records). "at the" is an everyday phrase there:
+126 records over 25 tasks with mixed labels. Planted in 16 more records of four sentiment tasks (300 records each), on
+one label, it is neither new nor exclusive (the other passes do not see it) but its count on that label is more than
+the history's two nights allow (12 per task were not enough against two nights of 300 records: 4.3-8.4 nats per task,
+9 in all against a bar of 11.1).
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+from tests.core.test_poison import clean_batch
+from tests.core.test_poison_novelty import _run, records_of, skew
+from tunegate.core.checks import build_check
+from tunegate.core.checks.poison import phrase_history
+from tunegate.core.checks.poison.config import TriggerConfig
+from tunegate.core.checks.poison.excess_pass import truncated_product, upper_tail
+from tunegate.core.checks.poison.phrase_history import load_phrase_history, phrase_counts, write_phrase_night
+
+EVERYDAY = "at the"
+
+
+def test_upper_tail_is_the_beta_binomial_tail_and_never_below_it() -> None:
+    """Against the direct sum of the pmf (scipy's ``sf`` is ``1 - cdf``: off by 1e-5 relative at 1e-7)."""
+    from scipy.stats import betabinom
+
+    rng = np.random.default_rng(0)
+    k = rng.integers(0, 60, 400).astype(np.float64)
+    a, b, n = rng.uniform(0.5, 80, 400), rng.uniform(50, 2000, 400), 500.0
+    mine = upper_tail(k, n, a, b)
+    direct = np.array([betabinom.pmf(np.arange(int(k[i]), 501), 500, a[i], b[i]).sum() for i in range(len(k))])
+    assert np.all(mine >= direct * (1 - 1e-9))
+    small = direct < 0.01  # exact where the tail is small (what decides a test); a bounded overestimate near the mode
+    assert small.sum() >= 100 and np.allclose(mine[small], direct[small], rtol=1e-9, atol=0.0)
+    assert np.all(mine[k == 0] == 1.0)
+
+
+def test_truncated_product_tail_is_exact_under_the_null() -> None:
+    """Uniform p-values of 12 datasets: the share of draws whose surprise reaches ``s`` is ``exp(-s)`` (at most that
+    where ``s`` is below the surprise of the smallest ``W > 0``: the statistic is 0 when no p-value is under tau)."""
+    rng = np.random.default_rng(1)
+    draws, d, tau = 200_000, 12, 0.01
+    p = rng.uniform(size=(draws, d))
+    w = np.where(p <= tau, -np.log(p), 0.0).sum(axis=1)
+    s = truncated_product(np.full(draws, d), w, tau)
+    some = 1 - (1 - tau) ** d  # P(W > 0) = 0.114 < exp(-1)
+    assert float((s >= 1.0).mean()) == pytest.approx(some, abs=0.005) and some < math.exp(-1.0)
+    for level in (3.0, 5.0, 7.0):
+        share = float((s >= level).mean())
+        expected = math.exp(-level)
+        assert abs(share - expected) <= 5 * math.sqrt(expected / draws), (level, share, expected)
+    assert truncated_product(np.array([5]), np.array([0.0]))[0] == 0.0
+
+
+def test_a_night_keeps_exact_counts_and_the_history_says_what_may_be_hidden(tmp_path: Path,
+                                                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    import pyarrow.compute as pc
+
+    rows = clean_batch()
+    table = phrase_counts(records_of(rows), TriggerConfig())
+    # a phrase kept for the night has its count in every task, one record included (format 1 kept 2 and more)
+    phrases = pc.not_equal(table["phrase"], phrase_history.TOTALS)
+    per_task: dict[tuple[str, int], int] = {}
+    for r in table.filter(phrases).to_pylist():
+        per_task[(r["task"], r["phrase"])] = per_task.get((r["task"], r["phrase"]), 0) + r["records"]
+    assert sum(1 for n in per_task.values() if n == 1) > 0.3 * len(per_task)
+    [key] = phrase_history.phrase_keys([EVERYDAY]).tolist()
+    assert sum(1 for task, phrase in per_task if phrase == key) >= 10
+    write_phrase_night(tmp_path, "night-1", table, anomalous=False)
+    write_phrase_night(tmp_path, "night-2", table, anomalous=False)
+    vocab = np.array([EVERYDAY, "zqx never said"], dtype=object)
+    past = load_phrase_history(tmp_path, vocab=vocab)
+    assert past.truncated == 0
+    assert past.hidden(vocab).tolist() == [0.0, 2.0]  # kept by both nights; never kept: one record a night may hide
+    monkeypatch.setattr(phrase_history, "FORMAT", 1)  # a night written by the previous release
+    write_phrase_night(tmp_path, "night-3", table, anomalous=False)
+    past = load_phrase_history(tmp_path, vocab=vocab)
+    assert past.truncated == 1 and past.hidden(vocab).tolist() == [1.0, 3.0]
+
+
+@pytest.fixture(scope="module")
+def history(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Two clean nights of the slice."""
+    folder = tmp_path_factory.mktemp("history")
+    for night in (1, 2):
+        write_phrase_night(folder, f"night-{night}", phrase_counts(records_of(clean_batch()), TriggerConfig()),
+                           anomalous=False)
+    return folder
+
+
+def _check(history: Path, **options: Any) -> Any:
+    return build_check("poison_trigger", history_dir=str(history), batch_id="tonight", **options)
+
+
+def test_an_everyday_phrase_planted_on_one_label_is_raised_by_its_excess(history: Path, tmp_path: Path) -> None:
+    tonight = clean_batch()
+    planted = skew(tonight, EVERYDAY, seed=3, taken=set(), per_task=16)
+    without = _run(tmp_path / "off", _check(history, excess=False), tonight, planted)
+    assert EVERYDAY not in {p["phrase"] for p in without.result.metrics["suspicious_phrases"]}
+    scan = _run(tmp_path / "on", _check(history), tonight, planted)
+    excess = scan.result.metrics["excess"]
+    assert excess["phrases"] == [EVERYDAY] and excess["tarone"] <= excess["tests"]
+    assert planted <= scan.flagged
+    natural = scan.flagged - planted  # the phrase's natural records on the same label in the steered tasks
+    assert len(natural) <= len(planted) // 2
+    assert "poison_campaign" in [i.reason for i in scan.result.issues]
+    why = next(f.detail["why"] for f in scan.result.findings if f.detail.get("phrase") == EVERYDAY)
+    assert "earlier nights" in why
+
+
+def test_a_clean_night_raises_nothing(history: Path, tmp_path: Path) -> None:
+    scan = _run(tmp_path / "clean", _check(history), clean_batch(), set())
+    assert scan.result.metrics["excess"]["phrases"] == []
+    assert not scan.flagged
