@@ -99,6 +99,11 @@ class TriggerConfig(CheckConfig):
       per night (Bonferroni over the phrases tested: ~350 on the floor benchmark's mixed dev batches, ~1,500 on its
       classification batch; bars 10.5-11.9 nats; a policy, not fitted). Dev (seeds 10-11): planted dirty-label
       triggers of the thin spread 18-28 nats, natural phrases tested at most 7.6.
+    * ``excess`` (True): the excess pass (:mod:`.excess_pass`, issue 11), with a history only: tonight's records of a
+      task holding a phrase on one label against the history's count (beta-binomial predictive), datasets combined by
+      the truncated product method; everyday phrases planted as triggers, dirty- or clean-label. ``excess_alpha``
+      (0.01): the pass's false-alarm rate per night (Bonferroni over Tarone's count: ~1,600 of ~11,700 phrases tested
+      on the floor benchmark's mixed dev batches, bar 12.0 nats; a policy, not fitted).
     """
 
     check: ClassVar[str] = "poison_trigger"

@@ -8,18 +8,20 @@ phrase is neither new nor exclusive; what the campaign cannot hide is the *count
 the phrase on its target label in 0.3% of their records now holds it in 2.5%. The test reads that count per label,
 for dirty- and clean-label campaigns alike, and needs no classifier.
 
-**Statistic.** For a phrase, a classification task the history knows (at least ``min_task_records`` records there)
-and a label: tonight's records of the task with the phrase and the label, ``k`` of the task's ``N``. Under the null
-the night is like the history: ``k`` follows the posterior predictive of the history's count ``h`` of ``H`` records,
-a beta-binomial ``BB(N, h + m / L + 1/2, H - h + 1/2)`` (Jeffreys' prior). ``m`` counts the nights that may hide one
-record of the phrase in the task (:meth:`~.phrase_history.PhraseHistory.hidden`): a night keeps a phrase's exact count
-in every task once 2 of its records hold it, so only a phrase it did not keep (or a night of the older format, which
-kept a task's count from 2 records) may lack one. The task's p-value is its smallest label tail (``k >= 2``) times the
-task's ``L`` labels; a dataset's, its smallest task p-value times its tasks holding the phrase (tasks of one dataset
-often label the same texts). Datasets are combined by the truncated product method (Zaykin et al. 2002): ``W`` is
-the sum of ``-ln p`` over the datasets with ``p <= TAU``, whose tail under independent uniform p-values is exact
-(:func:`truncated_product`); a campaign in 3-5 of the 20 datasets where an everyday phrase occurs is not drowned by
-the other 15 as under Fisher's method. The phrase's surprise is ``-ln P(W >= w)``.
+**Statistic.** For a phrase, a classification task the history knows (at least ``min_task_records`` records there) and a
+label: tonight's records of the task with the phrase and the label, ``k`` of the task's ``N``. Under the null the night
+is like the history: ``k`` follows the posterior predictive of the history's count ``h`` of ``H`` records, a
+beta-binomial ``BB(N, h + m * H / T + 1/2, H - h + 1/2)`` (Jeffreys' prior). ``m`` counts the nights that may hide one
+record of the phrase (:meth:`~.phrase_history.PhraseHistory.hidden`): a night keeps a phrase's exact count in every task
+once 2 of its classification records hold it, so a phrase it did not keep was in at most one of its records, in any of
+its tasks; that record is allowed for in each task and label at the task's share ``H / T`` of the history's
+classification records. A night of the older format, which kept a task's count only from 2 records there, may lack one
+record of every phrase in every task: it adds ``1 / L`` to each label. The task's p-value is its smallest label tail
+(``k >= 2``) times the task's ``L`` labels; a dataset's, its smallest task p-value times its tasks holding the phrase
+(tasks of one dataset often label the same texts). Datasets are combined by the truncated product method (Zaykin et al.
+2002): ``W`` is the sum of ``-ln p`` over the datasets with ``p <= TAU``, whose tail under independent uniform p-values
+is exact (:func:`truncated_product`); a campaign in 3-5 of the 20 datasets where an everyday phrase occurs is not
+drowned by the other 15 as under Fisher's method. The phrase's surprise is ``-ln P(W >= w)``.
 
 **Calibration.** The false-alarm rate per night is held at ``excess_alpha`` by Bonferroni over Tarone's count of the
 phrases that could reach the bar at all (each phrase's surprise if all its records of each task were on the label
@@ -52,13 +54,14 @@ TAU = 0.01
 
 
 def excess_phrases(x: sp.csr_matrix, vocab: np.ndarray, tasks: list[Task], history: list[TaskHistory | None],
-                   config: TriggerConfig, *, hidden: np.ndarray, found: list[Phrase]
+                   config: TriggerConfig, *, hidden: np.ndarray, truncated: int = 0, found: list[Phrase]
                    ) -> tuple[list[Phrase], dict[str, float]]:
     """The phrases whose records of one label exceed what the history expects, in several datasets, strongest first
-    (module docstring); and the pass's figures (phrases tested, Tarone's count, bar)."""
+    (module docstring); and the pass's figures (phrases tested, Tarone's count, bar). ``hidden``: per phrase, the
+    history's nights that did not keep it; ``truncated``: its nights of the older format."""
     import numpy as np
 
-    entries = _task_entries(x, tasks, history, config, hidden=hidden)
+    entries = _task_entries(x, tasks, history, config, hidden=hidden, truncated=truncated)
     figures: dict[str, float] = {}
     if entries is None:
         return [], figures
@@ -120,7 +123,7 @@ def excess_phrases(x: sp.csr_matrix, vocab: np.ndarray, tasks: list[Task], histo
 
 
 def _task_entries(x: sp.csr_matrix, tasks: list[Task], history: list[TaskHistory | None], config: TriggerConfig, *,
-                  hidden: np.ndarray) -> tuple[np.ndarray, ...] | None:
+                  hidden: np.ndarray, truncated: int) -> tuple[np.ndarray, ...] | None:
     """Per (phrase, known classification task) with >= 2 records of the phrase tonight: the phrase's column, the
     task, its dataset, the task's p-value (smallest label tail times the labels), the smallest p-value its records
     could reach (all on the label the history expects least) and the label of the smallest tail."""
@@ -129,6 +132,7 @@ def _task_entries(x: sp.csr_matrix, tasks: list[Task], history: list[TaskHistory
 
     families: dict[str, int] = {}
     parts = []
+    known = sum(float(h[1].sum()) for t, h in zip(tasks, history, strict=True) if t.kind == "label" and h is not None)
     for t, task in enumerate(tasks):
         past = history[t]
         if task.kind != "label" or past is None or past[1].sum() < config.min_task_records:
@@ -144,7 +148,7 @@ def _task_entries(x: sp.csr_matrix, tasks: list[Task], history: list[TaskHistory
         k = np.rint((xt[:, cols].T @ onehot).toarray())
         h = past[0][cols].toarray()
         total = float(past[1].sum())
-        a = h + hidden[cols][:, None] / size + 0.5
+        a = h + hidden[cols][:, None] * (total / known) + truncated / size + 0.5
         b = np.maximum(total - h, 0.0) + 0.5
         n = float(len(task.rows))
         tail = np.ones_like(k)

@@ -210,11 +210,11 @@ class PhraseHistory:
     kept_nights: np.ndarray | None = None  # ... and how many of those nights kept each
 
     def hidden(self, vocab: np.ndarray) -> np.ndarray:
-        """Per phrase of ``vocab``: the nights whose counts may lack one record of it in a task (format-1 nights,
-        and format-2 nights that did not keep it: it was in at most one record of theirs)."""
+        """Per phrase of ``vocab``: the format-2 nights that did not keep it (it was in at most one of their records,
+        in any task). Format-1 nights (:attr:`truncated`) may lack one record of every phrase in every task."""
         import numpy as np
 
-        hidden = np.full(len(vocab), float(len(self.nights)))
+        hidden = np.full(len(vocab), float(len(self.nights) - self.truncated))
         if self.kept_keys is None or self.kept_nights is None or not len(self.kept_keys) or not len(vocab):
             return hidden
         keys = phrase_keys(vocab)

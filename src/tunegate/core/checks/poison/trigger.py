@@ -58,7 +58,7 @@ from tunegate.core.checks.poison.evidence import phrase_context
 from tunegate.core.checks.poison.excess_pass import excess_phrases
 from tunegate.core.checks.poison.insertion_pass import insertion_phrases
 from tunegate.core.checks.poison.novelty_pass import label_statistics, novelty_phrases
-from tunegate.core.checks.poison.phrase_history import load_phrase_history
+from tunegate.core.checks.poison.phrase_history import PhraseHistory, load_phrase_history
 from tunegate.core.checks.poison.phrases import Phrase, find_phrases
 from tunegate.core.checks.poison.tasks import Task, build_tasks, degenerate_outputs, output_shape, task_family
 from tunegate.core.reasons import CAMPAIGN, DEGENERATE_OUTPUT, LABEL_INCONSISTENT, TRIGGER_PHRASE
@@ -128,7 +128,7 @@ class TriggerPhraseCheck(Check):
             in_scored = np.zeros(x.shape[0], dtype=np.float32)
             in_scored[np.concatenate([t.rows for t in tasks])] = 1.0
             df = np.rint(np.asarray(x.T @ in_scored)).ravel()  # rows of scored tasks, without copying them
-            history, hidden = self._history(tasks, vocab, novelty_metrics)
+            history, past = self._history(tasks, vocab, novelty_metrics)
             phrases = find_phrases(x, vocab, df, tasks, prompts=prompts, config=cfg, history=history)
             if cfg.pooled:
                 phrases += self._pooled(x, vocab, df, tasks, prompts=prompts, found=phrases, history=history)
@@ -149,8 +149,9 @@ class TriggerPhraseCheck(Check):
                 phrases += found
                 contradiction_metrics.update(figures, phrases=[p.phrase for p in found])
             if cfg.excess and history is not None:
-                assert hidden is not None
-                found, figures = excess_phrases(x, vocab, tasks, history, cfg, hidden=hidden, found=phrases)
+                assert past is not None
+                found, figures = excess_phrases(x, vocab, tasks, history, cfg, hidden=past.hidden(vocab),
+                                                truncated=past.truncated, found=phrases)
                 phrases += found
                 excess_metrics.update(figures, phrases=[p.phrase for p in found])
         for i, ph in enumerate(phrases):
@@ -186,10 +187,9 @@ class TriggerPhraseCheck(Check):
         return CheckResult(self.name, findings, issues, metrics)
 
     def _history(self, tasks: list[Task], vocab: np.ndarray, metrics: dict[str, Any]
-                 ) -> tuple[list[TaskHistory | None] | None, np.ndarray | None]:
-        """Per task, what earlier nights' phrase statistics expect (:mod:`.phrase_history`), and per phrase the
-        nights that may hide one of its records in a task (:meth:`~.phrase_history.PhraseHistory.hidden`); ``None``
-        without a history or before its first night (the check then behaves exactly as without one)."""
+                 ) -> tuple[list[TaskHistory | None] | None, PhraseHistory | None]:
+        """Per task, what earlier nights' phrase statistics expect (:mod:`.phrase_history`), and those statistics;
+        ``None`` without a history or before its first night (the check then behaves exactly as without one)."""
         cfg = self.config
         if cfg.history_dir is None:
             return None, None
@@ -199,7 +199,7 @@ class TriggerPhraseCheck(Check):
             return None, None
         per_task = past.for_tasks(tasks, vocab)
         metrics.update(nights=len(past.nights), tasks_seen=sum(h is not None for h in per_task))
-        return per_task, past.hidden(vocab)
+        return per_task, past
 
     def _pooled(self, x: sp.csr_matrix, vocab: np.ndarray, df: np.ndarray, tasks: list[Task], *,
                 prompts: list[str], found: list[Phrase], history: list[TaskHistory | None] | None = None
