@@ -43,6 +43,17 @@ def test_upper_tail_is_the_beta_binomial_tail_and_never_below_it() -> None:
     assert np.all(mine[k == 0] == 1.0)
 
 
+def test_upper_tail_in_blocks_is_the_same(monkeypatch: pytest.MonkeyPatch) -> None:
+    from tunegate.core.checks.poison import excess_pass
+
+    rng = np.random.default_rng(2)
+    k = rng.integers(0, 40, 1000).astype(np.float64)
+    a, b = rng.uniform(0.5, 30, 1000), rng.uniform(50, 2000, 1000)
+    whole = upper_tail(k, 400.0, a, b)
+    monkeypatch.setattr(excess_pass, "BLOCK", 7)
+    assert np.array_equal(upper_tail(k, 400.0, a, b), whole)
+
+
 def test_truncated_product_tail_is_exact_under_the_null() -> None:
     """Uniform p-values of 12 datasets: the share of draws whose surprise reaches ``s`` is ``exp(-s)`` (at most that
     where ``s`` is below the surprise of the smallest ``W > 0``: the statistic is 0 when no p-value is under tau)."""

@@ -51,6 +51,8 @@ if TYPE_CHECKING:
 
 #: Truncation of the truncated product: a dataset counts when its p-value is at most this.
 TAU = 0.01
+#: Tail probabilities computed at once (:func:`upper_tail`).
+BLOCK = 32_768
 
 
 def excess_phrases(x: sp.csr_matrix, vocab: np.ndarray, tasks: list[Task], history: list[TaskHistory | None],
@@ -170,29 +172,34 @@ def upper_tail(k: np.ndarray, n: float, a: np.ndarray, b: np.ndarray, terms: int
     """``P(X >= k)`` for ``X ~ BetaBinomial(n, a, b)``, elementwise, as an upper bound: the first ``terms`` terms of the
     tail summed exactly (log-space recurrence from ``k``), the rest bounded by their count times the last term
     (the pmf decreases past its mode); 1 where ``k + terms`` does not pass the mode. scipy's ``betabinom.sf`` sums
-    the pmf per element in Python (10 s for one night's tests); this is a few vectorized operations."""
+    the pmf per element in Python (10 s for one night's tests); this is a few vectorized operations, in blocks of
+    ``BLOCK`` elements (memory: ``BLOCK * terms`` floats a few times over, whatever the night's size)."""
     import numpy as np
-    from scipy.special import betaln, gammaln
 
     k = np.asarray(k, dtype=np.float64)
     out = np.ones(len(k))
-    live = (k > 0) & (k <= n)
-    if not live.any():
-        return out
-    kk, aa, bb = k[live], a[live], b[live]
+    live = np.flatnonzero((k > 0) & (k <= n))
+    for start in range(0, len(live), BLOCK):
+        at = live[start:start + BLOCK]
+        out[at] = _tail_block(k[at], n, a[at], b[at], terms)
+    return out
+
+
+def _tail_block(kk: np.ndarray, n: float, aa: np.ndarray, bb: np.ndarray, terms: int) -> np.ndarray:
+    import numpy as np
+    from scipy.special import betaln, gammaln
+
     logpmf = (gammaln(n + 1) - gammaln(kk + 1) - gammaln(n - kk + 1) + betaln(kk + aa, n - kk + bb) - betaln(aa, bb))
     j = kk[:, None] + np.arange(terms - 1, dtype=np.float64)[None, :]  # from j to j + 1
-    inside = j < n
     ratio = np.log(np.maximum(n - j, 1.0)) + np.log(j + aa[:, None]) - np.log(j + 1) - np.log(
         np.maximum(n - j - 1 + bb[:, None], 1e-300))
-    logs = logpmf[:, None] + np.concatenate([np.zeros((len(kk), 1)), np.cumsum(np.where(inside, ratio, -np.inf),
-                                                                                axis=1)], axis=1)
+    ratio[j >= n] = -np.inf  # no term beyond n
+    logs = logpmf[:, None] + np.concatenate([np.zeros((len(kk), 1)), np.cumsum(ratio, axis=1)], axis=1)
     head = np.exp(logs).sum(axis=1)
     last = kk + terms - 1
     rest = np.where(last < n, np.exp(logs[:, -1]) * np.maximum(n - last, 0.0), 0.0)
     mode = np.maximum(0.0, (aa - 1) / np.maximum(aa + bb - 2, 1e-9) * n)
-    out[live] = np.where(last > mode + 1, np.minimum(1.0, head + rest), 1.0)
-    return out
+    return np.asarray(np.where(last > mode + 1, np.minimum(1.0, head + rest), 1.0))
 
 
 def truncated_product(datasets: np.ndarray, w: np.ndarray, tau: float = TAU) -> np.ndarray:
