@@ -28,9 +28,10 @@ phrases that could reach the bar at all (each phrase's surprise if all its recor
 the history expects least). A phrase is raised at the bar when it steers at least ``min_tasks`` datasets (``p <=
 TAU``).
 
-**What is flagged.** In each task where the phrase's p-value is at most ``TAU``, its records on the excess label
-(the campaign's records, and the natural ones that share its label there: the excess cannot tell them apart).
-Its natural records elsewhere are left alone.
+**What is flagged.** Once a phrase is raised (the family-wise test above), each of its tasks is judged on its own at
+``FLAG_P``: in each task where its p-value is at most that, its records on the excess label (the campaign's records,
+and the natural ones that share its label there: the excess cannot tell them apart). A campaign's weaker tasks are
+flagged with its stronger ones; its natural records elsewhere are left alone.
 """
 
 from __future__ import annotations
@@ -51,6 +52,10 @@ if TYPE_CHECKING:
 
 #: Truncation of the truncated product: a dataset counts when its p-value is at most this.
 TAU = 0.01
+#: A raised phrase's records are flagged in the tasks where its p-value is at most this (module docstring). Dev
+#: (seeds 10-11, disjoint histories): at 0.01 60-80% of an everyday-phrase campaign's records (its weaker tasks
+#: missed), at 0.05 80-100% with 1-7 natural records flagged per batch, at 0.1 100% with 7-13.
+FLAG_P = 0.05
 #: Tail probabilities computed at once (:func:`upper_tail`).
 BLOCK = 32_768
 
@@ -91,7 +96,7 @@ def excess_phrases(x: sp.csr_matrix, vocab: np.ndarray, tasks: list[Task], histo
     if not len(raised):
         return [], figures
     xc = x.tocsc()
-    steered = p <= TAU
+    steered = p <= FLAG_P
     rows_of: dict[int, np.ndarray] = {}
     detail_of: dict[int, list[tuple[int, int, int, int, int]]] = {}
     for c in raised.tolist():
@@ -229,4 +234,4 @@ def _phrase_surprise(phrase_of: np.ndarray, p: np.ndarray, datasets: np.ndarray,
     return truncated_product(datasets, w)
 
 
-__all__ = ["TAU", "excess_phrases", "truncated_product", "upper_tail"]
+__all__ = ["FLAG_P", "TAU", "excess_phrases", "truncated_product", "upper_tail"]
