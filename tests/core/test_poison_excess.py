@@ -12,20 +12,21 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import pytest
 
+from tests.core import test_poison_contradiction as contradiction
 from tests.core.test_poison import clean_batch
 from tests.core.test_poison_novelty import _run, records_of, skew
-from tunegate.core.checks import build_check
 from tunegate.core.checks.poison import phrase_history
 from tunegate.core.checks.poison.config import TriggerConfig
 from tunegate.core.checks.poison.excess_pass import truncated_product, upper_tail
 from tunegate.core.checks.poison.phrase_history import load_phrase_history, phrase_counts, write_phrase_night
 
 EVERYDAY = "at the"
+history = contradiction.history  # the same module fixture: two clean nights of the slice
+_check = contradiction._check
 
 
 def test_upper_tail_is_the_beta_binomial_tail_and_never_below_it() -> None:
@@ -95,20 +96,6 @@ def test_a_night_keeps_exact_counts_and_the_history_says_what_may_be_hidden(tmp_
     write_phrase_night(tmp_path, "night-3", table, anomalous=False)
     past = load_phrase_history(tmp_path, vocab=vocab)
     assert past.truncated == 1 and past.hidden(vocab).tolist() == [0.0, 2.0]  # format 1 is counted apart
-
-
-@pytest.fixture(scope="module")
-def history(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """Two clean nights of the slice."""
-    folder = tmp_path_factory.mktemp("history")
-    for night in (1, 2):
-        write_phrase_night(folder, f"night-{night}", phrase_counts(records_of(clean_batch()), TriggerConfig()),
-                           anomalous=False)
-    return folder
-
-
-def _check(history: Path, **options: Any) -> Any:
-    return build_check("poison_trigger", history_dir=str(history), batch_id="tonight", **options)
 
 
 def test_an_everyday_phrase_planted_on_one_label_is_raised_by_its_excess(history: Path, tmp_path: Path) -> None:
