@@ -40,7 +40,7 @@ from typing import TYPE_CHECKING
 
 from tunegate.core.checks.poison.contradiction import label_ranks
 from tunegate.core.checks.poison.evidence import task_of_rows
-from tunegate.core.checks.poison.phrases import Phrase, _campaigns
+from tunegate.core.checks.poison.phrases import Phrase, named_campaigns
 
 if TYPE_CHECKING:
     import numpy as np
@@ -109,14 +109,8 @@ def contradiction_phrases(x: sp.csr_matrix, vocab: np.ndarray, tasks: list[Task]
         mine = mine[is_label[owner[mine]]]
         per_task[c] = {ti: mine[owner[mine] == ti] for ti in np.unique(owner[mine]).tolist()}
     rows_of = {c: _campaign_rows(tasks, per_task[c]) for c in raised}
-    taken = np.concatenate([p.rows for p in found]) if found else np.array([], dtype=np.int64)
-    ranked = sorted(raised, key=lambda c: (-raised[c][0], -len(str(vocab[c]).split()), str(vocab[c])))
     out = []
-    for cl in _campaigns(ranked, rows_of, xc):
-        head = max(cl, key=lambda c: (raised[c][0] >= 0.9 * raised[cl[0]][0], len(str(vocab[c]).split()), raised[c][0]))
-        held = np.unique(np.concatenate([rows_of[m] for m in cl]))
-        if not len(held) or len(np.intersect1d(held, taken)) >= 0.5 * len(held):
-            continue
+    for head, cl, held in named_campaigns({c: raised[c][0] for c in raised}, rows_of, xc, vocab, found):
         surprise, a, bj, _ = raised[head]
         detail = []
         for ti, mine in per_task[head].items():

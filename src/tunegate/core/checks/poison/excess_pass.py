@@ -40,7 +40,7 @@ import math
 from typing import TYPE_CHECKING
 
 from tunegate.core.checks.poison.novelty_pass import _tarone
-from tunegate.core.checks.poison.phrases import Phrase, _campaigns
+from tunegate.core.checks.poison.phrases import Phrase, named_campaigns
 
 if TYPE_CHECKING:
     import numpy as np
@@ -110,14 +110,8 @@ def excess_phrases(x: sp.csr_matrix, vocab: np.ndarray, tasks: list[Task], histo
             detail.append((int(ti[j]), 0, len(local), len(on), int(lab[j])))
         rows_of[c] = np.unique(np.concatenate(rows)) if rows else np.array([], dtype=np.int64)
         detail_of[c] = sorted(detail, key=lambda t: -t[3])
-    taken = np.concatenate([ph.rows for ph in found]) if found else np.array([], dtype=np.int64)
-    ranked = sorted(rows_of, key=lambda c: (-surprise[c], -len(str(vocab[c]).split()), str(vocab[c])))
     out = []
-    for cl in _campaigns(ranked, rows_of, xc):
-        head = max(cl, key=lambda c: (surprise[c] >= 0.9 * surprise[cl[0]], len(str(vocab[c]).split()), surprise[c]))
-        held = np.unique(np.concatenate([rows_of[m] for m in cl]))
-        if not len(held) or len(np.intersect1d(held, taken)) >= 0.5 * len(held):
-            continue
+    for head, cl, held in named_campaigns({c: float(surprise[c]) for c in rows_of}, rows_of, xc, vocab, found):
         occurs = xc.indices[xc.indptr[head]:xc.indptr[head + 1]]
         why = (f"more records of one label hold this phrase tonight than this pipeline's earlier nights allow, in "
                f"{int(steering[head])} datasets: {len(held)} records in {len(detail_of[head])} tasks (excess "

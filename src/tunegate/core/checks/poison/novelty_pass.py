@@ -32,7 +32,7 @@ from typing import TYPE_CHECKING
 from tunegate.core.checks.poison._text import binomial_llr
 from tunegate.core.checks.poison.evidence import task_of_rows
 from tunegate.core.checks.poison.novelty import TaskHistory, history_rates
-from tunegate.core.checks.poison.phrases import Phrase, _campaigns
+from tunegate.core.checks.poison.phrases import Phrase, named_campaigns
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -188,14 +188,8 @@ def novelty_phrases(x: sp.csr_matrix, vocab: np.ndarray, tasks: list[Task], hist
                                  min_known=config.min_task_records,
                                  steered=dict(zip(tix[steered[c]].tolist(), lab[steered[c]].tolist(), strict=True)))
                for c in surprise}
-    taken = np.concatenate([p.rows for p in found]) if found else np.array([], dtype=np.int64)
-    ranked = sorted(surprise, key=lambda c: (-surprise[c], -len(str(vocab[c]).split()), str(vocab[c])))
     out = []
-    for cl in _campaigns(ranked, rows_of, xc):
-        head = max(cl, key=lambda c: (surprise[c] >= 0.9 * surprise[cl[0]], len(str(vocab[c]).split()), surprise[c]))
-        rows = np.unique(np.concatenate([rows_of[m] for m in cl]))
-        if len(np.intersect1d(rows, taken)) >= 0.5 * len(rows):
-            continue
+    for head, cl, rows in named_campaigns(surprise, rows_of, xc, vocab, found):
         pairs = steered[head]
         detail = sorted(zip(tix[pairs].tolist(), [0] * len(pairs), n[pairs].astype(int).tolist(),
                             k[pairs].astype(int).tolist(), lab[pairs].tolist(), strict=True), key=lambda t: -t[2])

@@ -14,6 +14,8 @@ from typing import TYPE_CHECKING
 from tunegate.core.checks.poison.evidence import concentration, distinct_evidence, task_of_rows
 
 if TYPE_CHECKING:
+    from collections.abc import Iterator, Mapping
+
     import numpy as np
     import scipy.sparse as sp
 
@@ -91,6 +93,24 @@ def _campaigns(order: list[int], rows_of: dict[int, np.ndarray], xc: sp.csc_matr
         else:
             home.append(c)
     return clusters
+
+
+def named_campaigns(strength: Mapping[int, float], rows_of: dict[int, np.ndarray], xc: sp.csc_matrix,
+                    vocab: np.ndarray, found: list[Phrase]) -> Iterator[tuple[int, list[int], np.ndarray]]:
+    """The campaigns of the phrases of ``rows_of`` (:func:`_campaigns`, strongest first by ``strength``), each as (the
+    phrase that names it, its members, the records of all its members), without a campaign whose records are mostly
+    those of campaigns already ``found``. The name is the longest member within 90% of the strongest: the whole
+    trigger rather than one of its words."""
+    import numpy as np
+
+    taken = np.concatenate([p.rows for p in found]) if found else np.array([], dtype=np.int64)
+    ranked = sorted(rows_of, key=lambda c: (-strength[c], -len(str(vocab[c]).split()), str(vocab[c])))
+    for cl in _campaigns(ranked, rows_of, xc):
+        head = max(cl, key=lambda c: (strength[c] >= 0.9 * strength[cl[0]], len(str(vocab[c]).split()), strength[c]))
+        held = np.unique(np.concatenate([rows_of[m] for m in cl]))
+        if not len(held) or len(np.intersect1d(held, taken)) >= 0.5 * len(held):
+            continue
+        yield head, cl, held
 
 
 def _name(cl: list[int], ev: Evidence, vocab: np.ndarray, rows_of: dict[int, np.ndarray], tasks: list[Task], *,
