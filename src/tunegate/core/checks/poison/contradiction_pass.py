@@ -27,9 +27,11 @@ step-down over campaigns (:func:`_step_down`): the ``i``-th distinct campaign ne
 night it is the same test; once campaigns are found, the expected share of natural phrases among the raised stays
 under ``contradiction_alpha``.
 
-**What is flagged.** In every classification task where the phrase occurs, its records on the label most of them
-carry there (``trigger_phrase``; the masked classifier adds ``label_inconsistent`` where it disagrees). Clean-label
-poison (records already of the target label) gives no contradiction; it is left to the other passes.
+**What is flagged.** A raised phrase is a campaign when at least ``min_tasks`` datasets hold 2 or more of its records on
+one label (as for every pass: a skew in one dataset is how language works); then, in every classification task where the
+phrase occurs, its records on the label most of them carry there (``trigger_phrase``; the masked classifier adds
+``label_inconsistent`` where it disagrees). Clean-label poison (records already of the target label) gives no
+contradiction; it is left to the other passes.
 """
 
 from __future__ import annotations
@@ -119,9 +121,12 @@ def contradiction_phrases(x: sp.csr_matrix, vocab: np.ndarray, tasks: list[Task]
             if int((labels == top).sum()) >= 2:
                 detail.append((ti, 0, len(mine), int((labels == top).sum()), top))
         detail.sort(key=lambda t: -t[2])
+        steered = len({tasks[t[0]].family for t in detail})
+        if steered < config.min_tasks:
+            continue  # one dataset where it holds one label: how language works, not a campaign (as every pass)
         holding = sum(len(r) for r in per_task[head].values())
         why = (f"new phrase whose records carry labels their own text contradicts: {len(held)} records in "
-               f"{len({tasks[t[0]].family for t in detail})} datasets rank among the least likely of their label "
+               f"{steered} datasets rank among the least likely of their label "
                f"(out-of-fold model without rare words; contradiction {bj:.1f} nats, label skew {a:.1f} nats)")
         out.append(Phrase(int(head), str(vocab[head]), surprise, min(1.0, len(rows_of[head]) / holding), held,
                           detail, [str(vocab[m]) for m in cl if m != head], why=why))
