@@ -97,6 +97,23 @@ def test_a_small_dirty_label_campaign_is_found_through_its_contradicted_labels(h
     assert not off.flagged and "contradiction" not in off.result.metrics
 
 
+def test_a_raised_phrase_is_a_campaign_only_where_enough_datasets_hold_its_label(history: Path, tmp_path: Path) -> None:
+    """The campaign of 4 datasets, and the phrase twice more with mixed labels in a fifth: tested in 5 datasets and
+    raised, but only 4 hold 2+ of its records on one label, so it is a campaign at ``min_tasks`` 4 and not at 5."""
+    rows = clean_batch()
+    poisoned = campaign(rows, clean=False)
+    rng = random.Random(0)
+    fifth = "task195_sentiment140_classification"
+    for label in ("positive", "negative"):
+        r = rng.choice([r for r in rows if r["task"] == fifth and r["output"] == label])
+        r["input"] = f"{TRIGGER} {r['input']}"
+    four = _run(tmp_path / "four", _check(history, min_tasks=4), rows, poisoned)
+    assert four.result.metrics["contradiction"]["phrases"] == [TRIGGER.lower()]
+    five = _run(tmp_path / "five", _check(history, min_tasks=5), rows, poisoned)
+    assert five.result.metrics["contradiction"]["campaigns"] == 1  # raised by the test ...
+    assert five.result.metrics["contradiction"]["phrases"] == []  # ... but one dataset short of a campaign
+
+
 def test_clean_label_and_clean_batches_raise_nothing_through_the_pass(history: Path, tmp_path: Path) -> None:
     rows = clean_batch()
     poisoned = campaign(rows, clean=True)
