@@ -55,6 +55,20 @@ def test_upper_tail_in_blocks_is_the_same(monkeypatch: pytest.MonkeyPatch) -> No
     assert np.array_equal(upper_tail(k, 400.0, a, b), whole)
 
 
+def test_upper_tail_above_a_level_skips_only_tails_above_it() -> None:
+    """``above``: every tail at most the level is the full computation's; the others are it or 1 (skipped once their
+    first terms pass the level)."""
+    rng = np.random.default_rng(3)
+    k = rng.integers(0, 40, 3000).astype(np.float64)
+    a, b = rng.uniform(0.5, 30, 3000), rng.uniform(50, 2000, 3000)
+    full, quick = upper_tail(k, 500.0, a, b), upper_tail(k, 500.0, a, b, above=0.05)
+    small = full <= 0.05
+    assert small.sum() > 300 and (~small).sum() > 300
+    assert np.array_equal(quick[small], full[small])
+    rest = quick[~small]
+    assert np.all((rest == 1.0) | (rest == full[~small])) and (rest == 1.0).mean() > 0.5
+
+
 def test_truncated_product_tail_is_exact_under_the_null() -> None:
     """Uniform p-values of 12 datasets: the share of draws whose surprise reaches ``s`` is ``exp(-s)`` (at most that
     where ``s`` is below the surprise of the smallest ``W > 0``: the statistic is 0 when no p-value is under tau)."""

@@ -56,6 +56,8 @@ TAU = 0.01
 #: (seeds 10-11, disjoint histories): at 0.01 60-80% of an everyday-phrase campaign's records (its weaker tasks
 #: missed), at 0.05 80-100% with 1-7 natural records flagged per batch, at 0.1 100% with 7-13.
 FLAG_P = 0.05
+#: No p-value above this is read (the truncation and ``FLAG_P``): a larger tail is computed only far enough to know.
+READ = max(TAU, FLAG_P)
 #: Tail probabilities computed at once (:func:`upper_tail`).
 BLOCK = 32_768
 
@@ -154,12 +156,13 @@ def _task_entries(x: sp.csr_matrix, tasks: list[Task], history: list[TaskHistory
         n = float(len(task.rows))
         tail = np.ones_like(k)
         test = k >= 2
-        tail[test] = upper_tail(k[test], n, a[test], b[test])
+        tail[test] = upper_tail(k[test], n, a[test], b[test], above=READ)
         lab = tail.argmin(axis=1)
         p = np.minimum(1.0, tail[np.arange(len(cols)), lab] * size)
         least = h.argmin(axis=1)  # the smallest count has the smallest a and the largest b: the smallest tail
         rows = np.arange(len(cols))
-        reach = np.minimum(1.0, upper_tail(n_all[cols].astype(np.float64), n, a[rows, least], b[rows, least]) * size)
+        reach = np.minimum(1.0, upper_tail(n_all[cols].astype(np.float64), n, a[rows, least], b[rows, least],
+                                           above=READ) * size)
         parts.append((cols, np.full(len(cols), t), np.full(len(cols), families.setdefault(task.family, len(families))),
                       p, reach, lab))
     if not parts:
@@ -167,24 +170,35 @@ def _task_entries(x: sp.csr_matrix, tasks: list[Task], history: list[TaskHistory
     return tuple(np.concatenate([part[i] for part in parts]) for i in range(6))
 
 
-def upper_tail(k: np.ndarray, n: float, a: np.ndarray, b: np.ndarray, terms: int = 64) -> np.ndarray:
+def upper_tail(k: np.ndarray, n: float, a: np.ndarray, b: np.ndarray, terms: int = 64, *, above: float = 1.0
+               ) -> np.ndarray:
     """``P(X >= k)`` for ``X ~ BetaBinomial(n, a, b)``, elementwise, as an upper bound: the first ``terms`` terms of the
     tail summed exactly (log-space recurrence from ``k``), the rest bounded by their count times the last term
     (the pmf decreases past its mode); 1 where ``k + terms`` does not pass the mode. scipy's ``betabinom.sf`` sums
     the pmf per element in Python (10 s for one night's tests); this is a few vectorized operations, in blocks of
-    ``BLOCK`` elements (memory: ``BLOCK * terms`` floats a few times over, whatever the night's size)."""
+    ``BLOCK`` elements (memory: ``BLOCK * terms`` floats a few times over, whatever the night's size).
+
+    ``above``: a tail whose first 8 terms already exceed it is returned as 1 without the rest (the pass reads no
+    p-value above 0.05: most of a night's tests cost 8 terms, not 64)."""
     import numpy as np
 
     k = np.asarray(k, dtype=np.float64)
     out = np.ones(len(k))
     live = np.flatnonzero((k > 0) & (k <= n))
+    if above < 1.0 and len(live):
+        first = np.concatenate([_tail_block(k[at], n, a[at], b[at], 8, head_only=True)
+                                for at in np.array_split(live, max(1, -(-len(live) // BLOCK)))])
+        live = live[first <= above]
     for start in range(0, len(live), BLOCK):
         at = live[start:start + BLOCK]
         out[at] = _tail_block(k[at], n, a[at], b[at], terms)
     return out
 
 
-def _tail_block(kk: np.ndarray, n: float, aa: np.ndarray, bb: np.ndarray, terms: int) -> np.ndarray:
+def _tail_block(kk: np.ndarray, n: float, aa: np.ndarray, bb: np.ndarray, terms: int, *, head_only: bool = False
+                ) -> np.ndarray:
+    """The tail from ``kk`` (see :func:`upper_tail`); ``head_only``: the sum of its first ``terms`` terms, a lower
+    bound."""
     import numpy as np
     from scipy.special import betaln, gammaln
 
@@ -195,6 +209,8 @@ def _tail_block(kk: np.ndarray, n: float, aa: np.ndarray, bb: np.ndarray, terms:
     ratio[j >= n] = -np.inf  # no term beyond n
     logs = logpmf[:, None] + np.concatenate([np.zeros((len(kk), 1)), np.cumsum(ratio, axis=1)], axis=1)
     head = np.exp(logs).sum(axis=1)
+    if head_only:
+        return np.asarray(head)
     last = kk + terms - 1
     rest = np.where(last < n, np.exp(logs[:, -1]) * np.maximum(n - last, 0.0), 0.0)
     mode = np.maximum(0.0, (aa - 1) / np.maximum(aa + bb - 2, 1e-9) * n)
