@@ -39,7 +39,7 @@ from __future__ import annotations
 import math
 from typing import TYPE_CHECKING
 
-from tunegate.core.checks.poison.novelty_pass import _tarone
+from tunegate.core.checks.poison.novelty_pass import _onehot, _tarone
 from tunegate.core.checks.poison.phrases import Phrase, named_campaigns
 
 if TYPE_CHECKING:
@@ -76,14 +76,15 @@ def excess_phrases(x: sp.csr_matrix, vocab: np.ndarray, tasks: list[Task], histo
         return [], figures
     col, ti, fam, p, reach, lab = entries
     # per (phrase, dataset): the smallest p-value of its tasks times their number
-    key = col * (int(fam.max()) + 1) + fam
+    n_fam = int(fam.max()) + 1
+    key = col * n_fam + fam
     uniq, inv, tasks_in = np.unique(key, return_inverse=True, return_counts=True)
     p_fam, reach_fam = np.ones(len(uniq)), np.ones(len(uniq))
     np.minimum.at(p_fam, inv, p)
     np.minimum.at(reach_fam, inv, reach)
     p_fam = np.minimum(1.0, p_fam * tasks_in)
     reach_fam = np.minimum(1.0, reach_fam * tasks_in)
-    phrase_of = uniq // (int(fam.max()) + 1)
+    phrase_of = uniq // n_fam
     width = x.shape[1]
     datasets = np.bincount(phrase_of, minlength=width)
     testable = datasets >= 2
@@ -102,11 +103,11 @@ def excess_phrases(x: sp.csr_matrix, vocab: np.ndarray, tasks: list[Task], histo
     rows_of: dict[int, np.ndarray] = {}
     detail_of: dict[int, list[tuple[int, int, int, int, int]]] = {}
     for c in raised.tolist():
-        mine = np.flatnonzero((col == c) & steered)
+        holding = xc.indices[xc.indptr[c]:xc.indptr[c + 1]]
         rows, detail = [], []
-        for j in mine.tolist():
+        for j in np.flatnonzero((col == c) & steered).tolist():
             task = tasks[int(ti[j])]
-            local = np.flatnonzero(np.asarray(x[task.rows][:, c].todense()).ravel() > 0)
+            local = np.flatnonzero(np.isin(task.rows, holding))
             on = local[task.labels.outcome[local] == lab[j]]
             rows.append(task.rows[on])
             detail.append((int(ti[j]), 0, len(local), len(on), int(lab[j])))
@@ -131,7 +132,6 @@ def _task_entries(x: sp.csr_matrix, tasks: list[Task], history: list[TaskHistory
     task, its dataset, the task's p-value (smallest label tail times the labels), the smallest p-value its records
     could reach (all on the label the history expects least) and the label of the smallest tail."""
     import numpy as np
-    import scipy.sparse as sp
 
     families: dict[str, int] = {}
     parts = []
@@ -147,8 +147,7 @@ def _task_entries(x: sp.csr_matrix, tasks: list[Task], history: list[TaskHistory
             continue
         y = task.labels.outcome
         size = len(task.labels.names)
-        onehot = sp.csr_matrix((np.ones(len(y)), (np.arange(len(y)), y)), shape=(len(y), size))
-        k = np.rint((xt[:, cols].T @ onehot).toarray())
+        k = np.rint((xt[:, cols].T @ _onehot(y, size)).toarray()).astype(np.float64)
         h = past[0][cols].toarray()
         total = float(past[1].sum())
         a = h + hidden[cols][:, None] * (total / known) + truncated / size + 0.5
@@ -185,9 +184,11 @@ def upper_tail(k: np.ndarray, n: float, a: np.ndarray, b: np.ndarray, terms: int
     k = np.asarray(k, dtype=np.float64)
     out = np.ones(len(k))
     live = np.flatnonzero((k > 0) & (k <= n))
-    if above < 1.0 and len(live):
-        first = np.concatenate([_tail_block(k[at], n, a[at], b[at], 8, head_only=True)
-                                for at in np.array_split(live, max(1, -(-len(live) // BLOCK)))])
+    if above < 1.0:
+        first = np.ones(len(live))
+        for start in range(0, len(live), BLOCK):
+            at = live[start:start + BLOCK]
+            first[start:start + BLOCK] = _tail_block(k[at], n, a[at], b[at], 8, head_only=True)
         live = live[first <= above]
     for start in range(0, len(live), BLOCK):
         at = live[start:start + BLOCK]
