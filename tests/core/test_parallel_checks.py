@@ -16,7 +16,13 @@ import pytest
 
 from tests.conftest import NIGHTLY
 from tunegate.core.checks import CanonicalBatch, Check, CheckResult, run_checks
-from tunegate.core.checks._parallel import WORKERS_ENV, _lanes_away, check_workers
+from tunegate.core.checks._parallel import (
+    AUTO_MAX_RECORDS,
+    AUTO_MIN_RECORDS,
+    WORKERS_ENV,
+    _lanes_away,
+    check_workers,
+)
 from tunegate.exceptions import BatchHalted, ConfigError, InputError
 
 
@@ -129,9 +135,21 @@ def test_a_lane_that_reads_another_checks_findings_stays_here() -> None:
     assert _lanes_away([_ReadsProbe()], 3) == ["other-lane"]  # what it waits for is not in this call
 
 
-def test_workers_come_from_the_environment_else_one(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_workers_come_from_the_environment_else_from_the_batch_and_the_cores(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv(WORKERS_ENV, raising=False)
-    assert check_workers() == 1
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0, 1})
+    assert check_workers() == 1  # no batch size: one after another
+    assert check_workers(AUTO_MIN_RECORDS - 1) == 1  # the child's imports would cost more than the overlap
+    assert check_workers(AUTO_MIN_RECORDS) == 2
+    assert check_workers(AUTO_MAX_RECORDS) == 2
+    assert check_workers(AUTO_MAX_RECORDS + 1) == 1  # a million records: both processes' memory, no time saved
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0})
+    assert check_workers(100_000) == 1  # one core: nothing to overlap
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0, 1, 2, 3})
+    monkeypatch.setenv(WORKERS_ENV, "auto")
+    assert check_workers(100_000) == 2
+    monkeypatch.setenv(WORKERS_ENV, "1")
+    assert check_workers(100_000) == 1
     monkeypatch.setenv(WORKERS_ENV, "2")
     assert check_workers() == 2
     for bad in ("0", "two", "-1"):

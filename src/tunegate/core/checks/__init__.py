@@ -71,8 +71,8 @@ def run_checks(work_dir: str, checks: list[Check], *, workers: int | None = None
     check's wall time and peak memory go to ``WORK/timings.json`` and to one log line.
 
     ``workers``: processes (:mod:`._parallel`): with 2 or more the embedding checks (one *lane*) run in a child process
-    of their own while this one runs the others; ``None``: ``TUNEGATE_CHECK_WORKERS``, else 1 (one after another in
-    this process, the default: on two cores side by side did not pay, docs/scale.md).
+    of their own while this one runs the others; ``None``: ``TUNEGATE_CHECK_WORKERS``, else side by side for a batch of
+    20k-300k records on two cores or more and one after another otherwise (:func:`._parallel.check_workers`).
     The findings are the same either way."""
     import time
 
@@ -81,7 +81,7 @@ def run_checks(work_dir: str, checks: list[Check], *, workers: int | None = None
 
     sweep_stale_lanes(work_dir)  # a killed side-by-side night's hand-over folders, whatever this night's workers
     batch = CanonicalBatch(work_dir)
-    workers = min(check_workers() if workers is None else workers, len(checks))
+    workers = min(check_workers(batch.num_rows) if workers is None else workers, len(checks))
     started_all = time.perf_counter()
     with progress(f"checks over {batch.num_rows:,} records", len(checks), "checks") as tracker:
         if workers > 1:

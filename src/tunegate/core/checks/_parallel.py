@@ -24,12 +24,14 @@ the files of the checks before it) and writes its findings file, exactly as in o
 record by record (``tests/core/test_parallel_checks.py``).
 
 Workers: ``TUNEGATE_CHECK_WORKERS`` (an integer; with ``N`` >= 2, up to ``N - 1`` lanes get a process, a lane
-beyond them runs here). **Unset, it is 1: every check in the calling process, one after another.** Measured on a
-two-core machine (docs/scale.md), side by side did not pay at a million records: the near-duplicate check already
-spreads its self-join over the cores, so the two processes shared them (checks 663 s side by side against 558 s one
-after another, with more load beside the first run) while the night held the largest pair of checks at once (6.3 GB
-against 4.2 GB). At 200k records, with another job holding a core, it was 1.11x faster for 1.54x the memory. A
-worker with cores to spare beside the near-duplicate check sets it.
+beyond them runs here; ``1``: every check in the calling process, one after another). **Unset (or ``auto``): side by
+side (2) for a batch of 20,000 to 300,000 records when the process may use two cores or more, else one after
+another.** Measured on a two-core machine (docs/scale.md): side by side did not pay at a million records (the
+near-duplicate check already spreads its self-join over the cores, so the two processes shared them: checks 663 s
+side by side against 558 s one after another, while the night held the largest pair of checks at once, 6.3 GB
+against 4.2 GB); at 200k records, with another job holding a core, it was 1.11x faster for 1.54x the memory; a 100k
+night against a 1M history took 65.5 s against 74.5 s one after another. Below 20,000 records the child's imports
+(seconds) cost more than the overlap saves.
 """
 
 from __future__ import annotations
@@ -51,17 +53,27 @@ log = logging.getLogger(__name__)
 
 #: The environment variable that fixes how many processes the checks use (``1``: the calling process only).
 WORKERS_ENV = "TUNEGATE_CHECK_WORKERS"
-def check_workers() -> int:
-    """How many processes the checks use: ``TUNEGATE_CHECK_WORKERS``, else 1 (see the module docstring)."""
+#: Unset (or ``auto``), a batch of this many records or more, up to :data:`AUTO_MAX_RECORDS`, runs its embedding checks
+#: beside the others when the process may use two cores or more (the module docstring has the measurements).
+AUTO_MIN_RECORDS = 20_000
+AUTO_MAX_RECORDS = 300_000
+
+
+def check_workers(records: int | None = None) -> int:
+    """How many processes the checks use: ``TUNEGATE_CHECK_WORKERS`` when set to a number; unset or ``auto``, 2 for
+    a batch of ``records`` between :data:`AUTO_MIN_RECORDS` and :data:`AUTO_MAX_RECORDS` on a process that may use 2
+    cores or more, else 1 (see the module docstring)."""
     raw = os.environ.get(WORKERS_ENV, "").strip()
-    if not raw:
-        return 1
+    if not raw or raw.lower() == "auto":
+        cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+        fits = records is not None and AUTO_MIN_RECORDS <= records <= AUTO_MAX_RECORDS
+        return 2 if fits and cores >= 2 else 1
     try:
         workers = int(raw)
     except ValueError:
         workers = 0
     if workers < 1:
-        raise ConfigError(f"{WORKERS_ENV}={raw!r}: expected a whole number >= 1 (1 runs the checks one after "
+        raise ConfigError(f"{WORKERS_ENV}={raw!r}: expected auto or a whole number >= 1 (1 runs the checks one after "
                           "another in this process)")
     return workers
 

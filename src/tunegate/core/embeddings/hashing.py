@@ -73,18 +73,31 @@ class HashingEmbedder(Embedder):
         out = np.zeros((n, d), dtype=np.float64)
         field_weight = 1.0 / len(fields)
         for fi, name in enumerate(fields):
-            texts = records[name]
+            # a field's vector depends on its text only: each distinct text is sketched once (a task's definition
+            # heads every record of the task; in SuperNI-style data that is most of the characters)
+            first: dict[str, int] = {}
+            inverse = np.fromiter((first.setdefault(t or "", len(first)) for t in records[name]), dtype=np.int64,
+                                  count=n)
+            texts = list(first)
+            m = len(texts)
+            whole = m == n  # all distinct (then in order): straight into out
+            # else one array per channel, added to ``out`` after: the same sums in the same order, bit for bit
+            parts = None if whole else [np.zeros((m, d), dtype=np.float64) for _ in range(2)]
             start = 0
-            while start < n:
+            while start < m:
                 stop, budget = start, 0
-                while stop < n and (budget < _CHUNK_CHARS or stop == start):
-                    budget += min(len(texts[stop] or ""), self.spec.max_chars) * 3 + 8
+                while stop < m and (budget < _CHUNK_CHARS or stop == start):
+                    budget += min(len(texts[stop]), self.spec.max_chars) * 3 + 8
                     stop += 1
-                chunk = [t or "" for t in texts[start:stop]]
-                for ci, (rows, feats) in enumerate(self._features(chunk)):
-                    seed = 1 + 2 * fi + ci
-                    out[start:stop] += _sketch(rows, feats, m=stop - start, d=d, seed=seed, weight=field_weight * 0.5)
+                for ci, (rows, feats) in enumerate(self._features(texts[start:stop])):
+                    sketch = _sketch(rows, feats, m=stop - start, d=d, seed=1 + 2 * fi + ci, weight=field_weight * 0.5)
+                    if parts is None:
+                        out[start:stop] += sketch
+                    else:
+                        parts[ci][start:stop] = sketch
                 start = stop
+            for part in parts or ():
+                out += part[inverse]
         return normalize_rows(out)
 
     def _features(self, texts: list[str]) -> list[tuple[np.ndarray, np.ndarray]]:
