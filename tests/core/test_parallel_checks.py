@@ -22,6 +22,7 @@ from tunegate.core.checks._parallel import (
     WORKERS_ENV,
     _lanes_away,
     check_workers,
+    fix_mmap_threshold,
 )
 from tunegate.exceptions import BatchHalted, ConfigError, InputError
 
@@ -217,3 +218,14 @@ def test_hand_over_folders_of_a_killed_night_are_swept_and_a_live_nights_kept(in
     assert [r.check for r in results] == ["probe", "here"]
     assert sorted(p.name for p in work.glob(".lane-*")) == [".lane-live", ".lane-making"]
     assert sweep_stale_lanes(str(work)) == []  # nothing more to sweep
+
+
+def test_the_mmap_threshold_is_fixed_on_glibc() -> None:
+    """Large blocks keep their own pages (returned when freed) instead of glibc's moving threshold: set, and setting
+    it again is harmless."""
+    import platform
+    import sys
+
+    expected = sys.platform.startswith("linux") and platform.libc_ver()[0] == "glibc"
+    assert fix_mmap_threshold() is expected
+    assert fix_mmap_threshold() is expected

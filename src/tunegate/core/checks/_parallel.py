@@ -242,6 +242,7 @@ def run_in_order(work_dir: str, checks: list[Check], tracker: Tracker | None
     batch = CanonicalBatch(work_dir)
     results: list[CheckResult] = []
     costs: dict[str, dict[str, float | None]] = {}
+    fix_mmap_threshold()
     with _MemorySampler() as memory:
         for check in checks:
             memory.restart()
@@ -255,6 +256,32 @@ def run_in_order(work_dir: str, checks: list[Check], tracker: Tracker | None
             if tracker is not None:
                 tracker.update()
     return results, costs
+
+
+#: Allocations of this many bytes or more get pages of their own from the system (``mmap``), returned when freed.
+MMAP_THRESHOLD = 128 * 1024
+_M_MMAP_THRESHOLD = -3  # mallopt's parameter number (glibc's malloc.h)
+
+
+def fix_mmap_threshold() -> bool:
+    """Keep glibc's mmap threshold at :data:`MMAP_THRESHOLD` (its default's starting value) for this process.
+
+    glibc raises the threshold each time a large block is freed (up to 32 MiB), so that after the first big NumPy
+    temporaries are freed the next ones come from the heap, where freed blocks stay resident between live small
+    ones and ``malloc_trim`` cannot hand them back. A million-record night's trigger scan peaked at 3.58 GB in one
+    run and 4.25 GB in another on the same input and code, depending on what the checks before it had left in the
+    heap; alone, 3.77 GB with the moving threshold and 2.96 GB with a fixed one (bench/scale/RESULTS.md, eleventh
+    session). Setting the threshold explicitly turns the adjustment off (``mallopt(3)``); glibc only. Returns whether
+    it was set."""
+    import sys
+
+    if sys.platform.startswith("linux"):
+        import contextlib
+        import ctypes
+
+        with contextlib.suppress(OSError, AttributeError):  # not glibc: its own allocator's rules
+            return bool(ctypes.CDLL("libc.so.6").mallopt(_M_MMAP_THRESHOLD, MMAP_THRESHOLD) == 1)
+    return False
 
 
 def give_back_memory() -> None:
