@@ -242,7 +242,8 @@ def run_in_order(work_dir: str, checks: list[Check], tracker: Tracker | None
     batch = CanonicalBatch(work_dir)
     results: list[CheckResult] = []
     costs: dict[str, dict[str, float | None]] = {}
-    fix_mmap_threshold()
+    if batch.num_rows >= MMAP_FIXED_FROM:
+        fix_mmap_threshold()
     with _MemorySampler() as memory:
         for check in checks:
             memory.restart()
@@ -260,6 +261,8 @@ def run_in_order(work_dir: str, checks: list[Check], tracker: Tracker | None
 
 #: Allocations of this many bytes or more get pages of their own from the system (``mmap``), returned when freed.
 MMAP_THRESHOLD = 128 * 1024
+#: From this many records a night's checks fix the threshold (:func:`fix_mmap_threshold`): memory is what binds there.
+MMAP_FIXED_FROM = AUTO_MAX_RECORDS + 1
 _M_MMAP_THRESHOLD = -3  # mallopt's parameter number (glibc's malloc.h)
 
 
@@ -272,7 +275,12 @@ def fix_mmap_threshold() -> bool:
     run and 4.25 GB in another on the same input and code, depending on what the checks before it had left in the
     heap; alone, 3.77 GB with the moving threshold and 2.96 GB with a fixed one (bench/scale/RESULTS.md, eleventh
     session). Setting the threshold explicitly turns the adjustment off (``mallopt(3)``); glibc only. Returns whether
-    it was set."""
+    it was set.
+
+    It costs time: every large temporary is new pages from the system. The 1M night took 536.8 s and 3.33 GB with it,
+    459.0 s and 4.24 GB without an hour earlier; the 100k incremental night 63.0 / 63.3 s against 57.9 / 57.6 s back to
+    back. So it is set for nights above 300,000 records only (:data:`MMAP_FIXED_FROM`, the size from which the checks
+    run one after another in one process), where memory is what binds; smaller nights keep glibc's default."""
     import sys
 
     if sys.platform.startswith("linux"):
