@@ -79,7 +79,8 @@ class TemplateIndex:
         """Count the n-grams of many records at once: each n-gram once per record, whatever field it is in.
 
         Equal to hashing each field's 1-, 2- and 3-grams (a long field's two ends apart) and a union per record
-        (tests/core/test_templates.py has that reference), computed over all the records' words as one array
+        (tests/core/test_templates.py has that reference; but for two n-grams of one record sharing both table
+        slots, counted once: see below), computed over all the records' words as one array
         (a record at a time cost ~10 small numpy calls: 240 us a record, most of verification's reading time
         at 1M records)."""
         import itertools
@@ -116,7 +117,7 @@ class TemplateIndex:
         for start in range(0, len(records), 1 << 20):  # the record takes the key's top 20 bits
             part = (rec >= start) & (rec < start + (1 << 20))
             key = ((rec[part] - start).astype(np.uint64) << np.uint64(2 * self._BITS)) | slots[part]
-            key.sort()  # (np.unique hashes in NumPy 2.3: 50x slower here than a sort)
+            key.sort()  # not np.unique: NumPy 2.4 takes a hash path for it, ~90x slower than a sort here
             key = key[np.concatenate(([True], key[1:] != key[:-1]))]
             self._pending.append(key & np.uint64((1 << 2 * self._BITS) - 1))
             self._pending_size += len(key)
