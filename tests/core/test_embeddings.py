@@ -79,7 +79,7 @@ def test_a_table_embedded_in_threads_is_the_table_embedded_record_by_record(
     records = superni_slice[:700] + superni_slice[100:160]  # exact copies in later read batches
     batch = make_batch(tmp_path, "b", records)
     monkeypatch.setattr(table, "_READ_BATCH", 97)  # many read batches in flight
-    monkeypatch.setattr(table, "_cores", lambda: threads)
+    monkeypatch.setattr(table, "usable_cores", lambda: threads)
     spec = EmbeddingSpec()
     one_by_one = build_embedder(spec).embed(columns(batch.read_columns(list(FIELDS)).to_pylist()))
     np.testing.assert_array_equal(embed_table(batch, spec), one_by_one)

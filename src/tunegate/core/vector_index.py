@@ -190,7 +190,7 @@ def _ivf_search_blocked(ivf: Any, queries: np.ndarray, k: int, nprobe: int) -> t
             slot_sims[block, :kc] = top_scores  # slots are disjoint between cells
             slot_ids[block, :kc] = positions[top]
 
-    with threadpool_limits(1, "blas"), ThreadPoolExecutor(max_workers=_cores()) as pool:
+    with threadpool_limits(1, "blas"), ThreadPoolExecutor(max_workers=usable_cores()) as pool:
         for _ in pool.map(join, range(nlist)):
             pass
     slot_sims, slot_ids = slot_sims.reshape(n, nprobe * k), slot_ids.reshape(n, nprobe * k)
@@ -281,7 +281,7 @@ def _ivf_self_join(vectors: np.ndarray, k: int, params: IndexParams) -> tuple[np
     # spins more than it computes, and collapses when another process holds a core (12x slower, measured:
     # bench/scale/RESULTS.md); one BLAS thread per cell and the cells spread over the cores instead.
     with progress(f"kNN search over {n:,} vectors", n, "vectors") as tracker, threadpool_limits(1, "blas"), \
-            ThreadPoolExecutor(max_workers=_cores()) as pool:
+            ThreadPoolExecutor(max_workers=usable_cores()) as pool:
         for done in pool.map(join, range(nlist)):
             tracker.update(done)
     return sims, ids
@@ -337,7 +337,8 @@ def _top_k_partition(scores: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray
     return np.take_along_axis(top_scores, rank, axis=1), np.take_along_axis(top, rank, axis=1)
 
 
-def _cores() -> int:
+def usable_cores() -> int:
+    """The cores this process may run on (its CPU affinity, e.g. a container's or a Celery worker's share)."""
     import os
 
     try:

@@ -36,12 +36,13 @@ night against a 1M history took 65.5 s against 74.5 s one after another. Below 2
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import shutil
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from tunegate.exceptions import ConfigError
 
@@ -65,9 +66,10 @@ def check_workers(records: int | None = None) -> int:
     cores or more, else 1 (see the module docstring)."""
     raw = os.environ.get(WORKERS_ENV, "").strip()
     if not raw or raw.lower() == "auto":
-        cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+        from tunegate.core.vector_index import usable_cores
+
         fits = records is not None and AUTO_MIN_RECORDS <= records <= AUTO_MAX_RECORDS
-        return 2 if fits and cores >= 2 else 1
+        return 2 if fits and usable_cores() >= 2 else 1
     try:
         workers = int(raw)
     except ValueError:
@@ -281,15 +283,8 @@ def fix_mmap_threshold() -> bool:
     459.0 s and 4.24 GB without an hour earlier; the 100k incremental night 63.0 / 63.3 s against 57.9 / 57.6 s back to
     back. So it is set for nights above 300,000 records only (:data:`MMAP_FIXED_FROM`, the size from which the checks
     run one after another in one process), where memory is what binds; smaller nights keep glibc's default."""
-    import sys
-
-    if sys.platform.startswith("linux"):
-        import contextlib
-        import ctypes
-
-        with contextlib.suppress(OSError, AttributeError):  # not glibc: its own allocator's rules
-            return bool(ctypes.CDLL("libc.so.6").mallopt(_M_MMAP_THRESHOLD, MMAP_THRESHOLD) == 1)
-    return False
+    libc = _glibc()
+    return libc is not None and libc.mallopt(_M_MMAP_THRESHOLD, MMAP_THRESHOLD) == 1
 
 
 def give_back_memory() -> None:
@@ -304,12 +299,27 @@ def give_back_memory() -> None:
         import pyarrow as pa
 
         pa.default_memory_pool().release_unused()
-    if sys.platform.startswith("linux"):
-        import contextlib
-        import ctypes
+    libc = _glibc()
+    if libc is not None:
+        libc.malloc_trim(0)
 
-        with contextlib.suppress(OSError, AttributeError):  # not glibc (musl has no malloc_trim): nothing to trim
-            ctypes.CDLL("libc.so.6").malloc_trim(0)
+
+@functools.cache
+def _glibc() -> Any:
+    """glibc (``ctypes``), whose ``malloc_trim`` and ``mallopt`` the checks call; ``None`` elsewhere (macOS, musl:
+    their allocators have their own rules, nothing to call)."""
+    import sys
+
+    if not sys.platform.startswith("linux"):
+        return None
+    import ctypes
+
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+        libc.malloc_trim, libc.mallopt  # noqa: B018 - musl's libc.so.6 lacks malloc_trim
+    except (OSError, AttributeError):
+        return None
+    return libc
 
 
 def _lanes_away(checks: list[Check], processes: int) -> list[str]:

@@ -58,6 +58,8 @@ class TemplateIndex:
     words can be told to be template text (in at least ``min_records`` records) or the record's own."""
 
     _BITS = 22
+    #: Records counted by one sort in :meth:`add_many`: their number fits the 64 - 2 * 22 bits above the slots.
+    _MAX_RECORDS = 1 << (64 - 2 * _BITS)
 
     def __init__(self, min_records: int = TEMPLATE_MIN_RECORDS) -> None:
         import numpy as np
@@ -87,6 +89,10 @@ class TemplateIndex:
 
         import numpy as np
 
+        if len(records) > self._MAX_RECORDS:  # the record number takes the dedup key's top 20 bits (below)
+            for start in range(0, len(records), self._MAX_RECORDS):
+                self.add_many(records[start:start + self._MAX_RECORDS])
+            return
         runs: list[tuple[str, ...]] = []  # word runs that n-grams do not cross: fields, or a long field's ends
         owner: list[int] = []
         for r, fields in enumerate(records):
@@ -113,14 +119,11 @@ class TemplateIndex:
         # slots (22 bits each), instead of a two-key lexsort (7x slower). Two n-grams of one record that share
         # both slots (a chance of ~n^2 / 2^45 for a record of n n-grams) count once: a count-min cell can then
         # only be lower by one, never below the n-gram's own count.
-        slots = _slots(h)
-        for start in range(0, len(records), 1 << 20):  # the record takes the key's top 20 bits
-            part = (rec >= start) & (rec < start + (1 << 20))
-            key = ((rec[part] - start).astype(np.uint64) << np.uint64(2 * self._BITS)) | slots[part]
-            key.sort()  # not np.unique: NumPy 2.4 takes a hash path for it, ~90x slower than a sort here
-            key = key[np.concatenate(([True], key[1:] != key[:-1]))]
-            self._pending.append(key & np.uint64((1 << 2 * self._BITS) - 1))
-            self._pending_size += len(key)
+        key = (rec.astype(np.uint64) << np.uint64(2 * self._BITS)) | _slots(h)
+        key.sort()  # not np.unique: NumPy 2.4 takes a hash path for it, ~90x slower than a sort here
+        key = key[np.concatenate(([True], key[1:] != key[:-1]))]
+        self._pending.append(key & np.uint64((1 << 2 * self._BITS) - 1))
+        self._pending_size += len(key)
         if self._pending_size > 4_000_000:
             self._flush()
 

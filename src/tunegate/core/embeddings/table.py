@@ -14,6 +14,7 @@ from tunegate.core.embeddings.cache import EmbeddingCache
 from tunegate.core.embeddings.hashing import HashingEmbedder
 from tunegate.core.embeddings.models import MiniLMEmbedder, StaticEmbedder
 from tunegate.core.embeddings.spec import EmbeddingSpec
+from tunegate.core.vector_index import usable_cores
 
 if TYPE_CHECKING:
     import numpy as np
@@ -64,7 +65,7 @@ def embed_table(source: CanonicalBatch | str | Path, spec: EmbeddingSpec, *, cac
 
     # Read batches go to a pool of embedding threads, at most one per core ahead of the one being stored, and
     # are stored (and cached) in order: the same vectors and cache whatever the threads.
-    workers = _cores() if embedder.thread_safe else 1
+    workers = usable_cores() if embedder.thread_safe else 1
     pending: deque[tuple[int, list[str], np.ndarray, list[str], Future[np.ndarray] | None]] = deque()
 
     def store() -> None:
@@ -103,11 +104,3 @@ def embed_table(source: CanonicalBatch | str | Path, spec: EmbeddingSpec, *, cac
     log.info("embeddings: %d records with %s in %.1f s (%d from cache)", n, spec.describe(), elapsed, hits)
     return out
 
-
-def _cores() -> int:
-    import os
-
-    try:
-        return max(1, len(os.sched_getaffinity(0)))
-    except AttributeError:  # pragma: no cover - not Linux
-        return max(1, os.cpu_count() or 1)
