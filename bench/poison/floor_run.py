@@ -38,24 +38,54 @@ def _pct(v: float | None, digits: int = 1) -> str:
     return "-" if v is None else f"{100 * v:.{digits}f}%"
 
 
-def clean_history(corpora: Corpora, seed: int, nights: int, root: Path, exclude: frozenset[str] = frozenset()
-                  ) -> Path:
+def _distinct_nights(corpora: Corpora, seed: int, nights: int, exclude: frozenset[str]) -> list[list[dict[str, Any]]]:
+    """``nights`` nights that share no record with each other nor with ``exclude``: every record of the mixed
+    batch's sources dealt out once, round robin per SuperNI task and per other source."""
+    import random
+
+    rng = random.Random(f"distinct-history:{seed}")
+    sources = ("superni", "alpaca", "self_instruct_gpt3", "gpteacher", "llamafactory_alpaca_en_demo", "oasst_en100",
+               "self_instruct", "codealpaca", "p3_t0", "instruction_induction")
+    groups: dict[str, list[dict[str, Any]]] = {}
+    for source in sources:
+        for r in corpora.records.get(source, []):
+            if r["id"] not in exclude:
+                groups.setdefault(r.get("task") or source if source == "superni" else source, []).append(r)
+    out: list[list[dict[str, Any]]] = [[] for _ in range(nights)]
+    for key in sorted(groups):
+        rows = groups[key]
+        rng.shuffle(rows)
+        for i, r in enumerate(rows):
+            out[i % nights].append(dict(r))
+    for night in out:
+        rng.shuffle(night)
+    return out
+
+
+def clean_history(corpora: Corpora, seed: int, nights: int, root: Path, exclude: frozenset[str] = frozenset(),
+                  *, distinct: bool = False) -> Path:
     """A history of ``nights`` clean nights before the batch of ``seed``: each a random 70% of a clean mixed batch
     of another seed (so nights differ as real ones do), scanned by the poison checks and published. ``exclude``:
     record ids the nights never hold (``--disjoint-history``: tonight's records, as in a pipeline whose nights
-    bring new records of the same sources)."""
+    bring new records of the same sources). ``distinct``: no record in two nights (a pipeline's history, whose
+    nights are accepted records and never repeat one: a record seen before is a near-duplicate of the history);
+    the corpora's records outside ``exclude`` dealt out over the nights, so nights are smaller."""
     import random
 
     from tunegate.core.checks import build_check
     from tunegate.core.pipeline import HISTORY_CHECKS, scan
 
     history = root / "history"
+    dealt = _distinct_nights(corpora, seed, nights, exclude) if distinct else None
     for night in range(nights):
         name = f"night-{night + 1}"
-        base = build_batch(corpora, 10_000 + seed * 10 + night, "mixed")
-        rng = random.Random(f"history:{seed}:{night}")
-        pool = [r for r in base.records if r["id"] not in exclude]
-        records = rng.sample(pool, int(0.7 * len(pool)))
+        if dealt is not None:
+            records = dealt[night]
+        else:
+            base = build_batch(corpora, 10_000 + seed * 10 + night, "mixed")
+            rng = random.Random(f"history:{seed}:{night}")
+            pool = [r for r in base.records if r["id"] not in exclude]
+            records = rng.sample(pool, int(0.7 * len(pool)))
         src = root / f"{name}.jsonl"
         src.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records), encoding="utf-8")
         checks = [build_check(c, **({"history_dir": str(history), "batch_id": name} if c in HISTORY_CHECKS else {}))
@@ -80,6 +110,9 @@ def main() -> int:
                          "nightly DAG has after its first nights); default 0: no history")
     ap.add_argument("--disjoint-history", action="store_true",
                     help="history nights never hold a record of tonight's batch (new records of the same sources)")
+    ap.add_argument("--distinct-history", action="store_true",
+                    help="no record in two history nights (as a pipeline's history); with --disjoint-history: "
+                         "the corpora's other records dealt out over the nights")
     ap.add_argument("--insertion", choices=("on", "off"), default=None,
                     help="poison_trigger's insertion pass on or off (default: the check's default)")
     args = ap.parse_args()
@@ -99,7 +132,8 @@ def main() -> int:
         clean = build_batch(corpora, seed, "mixed")
         exclude = frozenset(r["id"] for r in clean.records) if args.disjoint_history else frozenset()
         history = clean_history(corpora, seed, args.history, Path(stack.enter_context(
-            tempfile.TemporaryDirectory(prefix="tunegate-floor-history-"))), exclude) if args.history else None
+            tempfile.TemporaryDirectory(prefix="tunegate-floor-history-"))), exclude,
+            distinct=args.distinct_history) if args.history else None
         plan: list[tuple[str, Any]] = [] if args.no_clean else [("clean mixed", clean)]
         plan += [(a, None) for a in attacks if a in ATTACKS]
         if not args.no_clean:
@@ -116,7 +150,7 @@ def main() -> int:
             print(f"  {label:22s} seed={seed} n={res['records']} poison={res['poison']} recall={_pct(res['recall'])} "
                   f"clean_q={_pct(res['clean_quarantined'], 3)} alert={res['alert']} "
                   f"t={sum(v or 0 for v in res['check_seconds'].values()):.1f}s phrases={res['phrases']} "
-                  f"{info.get('trigger') or info.get('brand') or ''} refusals={res['refusals']}",
+                  f"{info.get('trigger') or info.get('brand') or ''} refusals={res['refusals']} passes={res['passes']}",
                   file=sys.stderr, flush=True)
     stack.close()
     print("| batch / attack | poison | recall mean | recall worst | clean quarantined mean | worst | alert | "

@@ -83,8 +83,14 @@ def scan_batch(batch: Batch, workdir: Path, checks: tuple[str, ...], *, history_
     per_check = {name: summary["checks"].get(name, {}).get("flagged_records", 0) for name in checks}
     phrases = [p["phrase"] for name in checks
                for p in summary["checks"].get(name, {}).get("metrics", {}).get("suspicious_phrases", [])]
+    trigger = summary["checks"].get("poison_trigger", {}).get("metrics", {})
+    passes = {name: trigger.get(key, {}).get(field) for name, key, field in (
+        ("novelty", "history", "found"), ("insertion", "insertion", "phrases"),
+        ("contradiction", "contradiction", "phrases"), ("excess", "excess", "phrases"))
+        if trigger.get(key, {}).get(field)}
     return {
         "records": total,
+        "passes": passes,  # the trigger scan's phrases by the history pass that found them (the others: its base scan)
         "poison": len(poison_ids),
         "recall": hits / len(poison_ids) if poison_ids else None,
         "clean_quarantined": (len(flagged) - hits) / clean_total,

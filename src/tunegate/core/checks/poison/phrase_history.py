@@ -1,25 +1,32 @@
 """Phrase statistics of published nights: what ``poison_trigger`` compares tonight's label skews with.
 
-A natural label cue ("very disappointed" -> negative, "stupid" -> toxic) steers the same label night after night;
-a planted trigger is new, or its skew is (an everyday phrase with mixed labels in every earlier night that is
-suddenly one label in several datasets). Within one batch both look alike; against the pipeline's earlier
-accepted nights they do not. So each published night keeps, for the 1-2 word phrases of its classification
-tasks' prompts (the phrases and prompts the trigger scan reads: :meth:`Records.prompts`, :func:`ngram_matrix`),
-how many accepted records with the phrase got each label, per task:
+A natural label cue ("very disappointed" -> negative, "stupid" -> toxic) steers the same label night after night; a
+planted trigger is new, or its skew is (an everyday phrase with mixed labels in every earlier night that is suddenly
+one label in several datasets). Within one batch both look alike; against the pipeline's earlier accepted nights they
+do not. So each published night keeps, for the 1-2 word phrases of its classification tasks' prompts (the phrases and
+prompts the trigger scan reads: :meth:`Records.prompts`, :func:`ngram_matrix`), how many accepted records with the
+phrase got each label, per task:
 
-``HISTORY_DIR/phrases/nights/<batch id, URL-quoted>.parquet``: one row per (``task``, ``label``, ``phrase``)
-with ``records`` > 0, for the phrases in at least ``MIN_RECORDS`` records of the night's classification prompts
-(bounded: a night of 35k records is ~1 MB); ``phrase`` is a 64-bit hash of the phrase (:func:`phrase_keys`);
-``phrase == 0`` rows are the task's label totals. Since format 2 a phrase kept for the night has its exact count in
-every task (format 1 kept a phrase of a task only from 2 records there): a phrase missing from a night's file was in
-at most one of its records (:meth:`PhraseHistory.hidden`, what the excess pass allows for). The file's metadata says
-which night it is, when it was first published and whether the night was *anomalous* (the trigger scan raised a
-campaign that night: what it held must not become the norm). Publish writes it from the accepted records
-(:func:`record_phrase_night`), under the history's writer lock, through a temporary sibling and a rename; a rerun of
-the night replaces it. Halted nights are never published, so never written.
+``HISTORY_DIR/phrases/nights/<batch id, URL-quoted>.parquet``: one row per (``task``, ``label``, ``phrase``) with
+``records`` > 0, for the phrases in at least ``MIN_RECORDS`` records of the night's classification prompts (bounded: a
+night of 35k records is ~1 MB); ``phrase`` is a 64-bit hash of the phrase (:func:`phrase_keys`); ``phrase == 0`` rows
+are the task's label totals. Since format 2 a phrase kept for the night has its exact count in every task (format 1
+kept a phrase of a task only from 2 records there): a phrase missing from a night's file was in at most one of its
+records (:meth:`PhraseHistory.hidden`, what the excess pass allows for). The file's metadata says which night it is,
+when it was first published and whether the night was *anomalous* (the trigger scan raised a campaign that night: what
+it held must not become the norm). Since format 3 a task's rows with a null ``label`` are its *record sketch*: the
+``SKETCH_SIZE`` smallest 64-bit content keys of its records (``phrase``: the first 8 bytes of each record's
+``content_sha256``; ``records``: 1), from which :func:`load_phrase_history` estimates how many *distinct* records the
+summed nights hold (a bottom-k sketch; exact below ``SKETCH_SIZE`` records). Publish writes it from the accepted
+records (:func:`record_phrase_night`), under the history's writer lock, through a temporary sibling and a rename; a
+rerun of the night replaces it. Halted nights are never published, so never written.
 
 :func:`load_phrase_history` sums the last ``max_nights`` nights, leaving out tonight's own file (a rerun) and
-anomalous nights, and keeps only the phrases tonight has.
+anomalous nights, and keeps only the phrases tonight has. A record counted on several nights is one record's evidence,
+not several: where a task's nights hold fewer distinct records than records (a pipeline that republishes what it saw,
+a history whose near-duplicate check is off), the task's summed counts are scaled down to its distinct records
+(:attr:`PhraseHistory.weights`), so the predictives the history passes draw from it are as wide as what the history
+knows. Repetition under ``MIN_REPEAT`` is left alone (within the sketch's error).
 """
 
 from __future__ import annotations
@@ -46,7 +53,13 @@ log = logging.getLogger(__name__)
 
 PHRASES_DIR = "phrases"
 NIGHTS_DIR = "nights"
-FORMAT = 2
+FORMAT = 3
+#: The record sketch of a task (format 3): the bottom-k of its records' content keys; a union's distinct count is
+#: estimated to ~1/sqrt(k) (3%), and is exact for tasks with fewer records.
+SKETCH_SIZE = 1024
+#: A task's history counts are scaled to its distinct records only when they are fewer than this share of its
+#: records (repetition under 10% is within the sketch's error and changes no predictive materially).
+MIN_REPEAT = 0.9
 #: A phrase is kept when at least this many of the night's classification records hold it (bounds the file's size),
 #: with its exact count in every task where it occurs (format 1: only in tasks where 2 records held it).
 MIN_RECORDS = 2
@@ -77,8 +90,39 @@ def _schema() -> pa.Schema:
                       ("records", pa.int32())])
 
 
-def phrase_counts(records: Records, config: TriggerConfig) -> pa.Table:
-    """Per classification task, label and phrase: the records of the batch with that phrase and label."""
+def content_keys(digests: Any) -> np.ndarray:
+    """A record's 64-bit content key: the first 8 bytes of its ``content_sha256`` (hex) as a signed integer."""
+    import numpy as np
+
+    return np.fromiter((int(d[:16], 16) for d in digests), dtype=np.uint64, count=len(digests)).view(np.int64)
+
+
+def _sketch(keys: np.ndarray) -> np.ndarray:
+    """The ``SKETCH_SIZE`` smallest distinct keys, ordered as unsigned 64-bit values (signed int64 storage)."""
+    import numpy as np
+
+    unsigned = np.unique(keys.astype(np.int64).view(np.uint64))[:SKETCH_SIZE]
+    return unsigned.view(np.int64)
+
+
+def distinct_records(sketches: list[np.ndarray]) -> float:
+    """Distinct records of the union of several nights' sketches of one task: exact when the union holds fewer
+    than ``SKETCH_SIZE`` keys (every night's sketch was all its records), else the bottom-k estimate
+    ``(k - 1) / u_k`` (``u_k``: the k-th smallest key as a fraction of the 64-bit range)."""
+    import numpy as np
+
+    if not sketches:
+        return 0.0
+    union = np.unique(np.concatenate(sketches).astype(np.int64).view(np.uint64))
+    if len(union) < SKETCH_SIZE:
+        return float(len(union))
+    kth = float(union[SKETCH_SIZE - 1]) + 1.0
+    return (SKETCH_SIZE - 1) / (kth / 2.0**64)
+
+
+def phrase_counts(records: Records, config: TriggerConfig, content: np.ndarray | None = None) -> pa.Table:
+    """Per classification task, label and phrase: the records of the batch with that phrase and label; with
+    ``content`` (each row's content key, :func:`content_keys`), each task's record sketch too (format 3)."""
     import numpy as np
     import pyarrow as pa
 
@@ -100,6 +144,9 @@ def phrase_counts(records: Records, config: TriggerConfig) -> pa.Table:
             totals = np.bincount(ch.outcome, minlength=len(ch.names))
             for lab in np.flatnonzero(totals).tolist():
                 _extend(cols, task.name, ch.names[lab], np.array([TOTALS]), totals[[lab]])
+            if content is not None:
+                sketch = _sketch(content[task.rows])
+                _extend(cols, task.name, None, sketch, np.ones(len(sketch)))
             present = np.flatnonzero(np.asarray(xt.sum(axis=0)).ravel() >= 1)
             if not len(present):
                 continue
@@ -113,7 +160,7 @@ def phrase_counts(records: Records, config: TriggerConfig) -> pa.Table:
                     schema=_schema())
 
 
-def _extend(cols: dict[str, list[Any]], task: str, label: str, keys: np.ndarray, counts: np.ndarray) -> None:
+def _extend(cols: dict[str, list[Any]], task: str, label: str | None, keys: np.ndarray, counts: np.ndarray) -> None:
     import numpy as np
 
     cols["task"] += [task] * len(keys)
@@ -187,10 +234,13 @@ def record_phrase_night(history_dir: str | Path, out_dir: str | Path, summary: d
     accepted = Path(out_dir) / str(outputs.get("accepted") or outputs.get("held") or "accepted.parquet")
     if trigger is None or not accepted.is_file():
         return None
+    import pyarrow.parquet as pq
+
     started = time.perf_counter()
     records = Records.read(_AcceptedFile(accepted))  # type: ignore[arg-type]
+    content = content_keys(pq.read_table(accepted, columns=["content_sha256"]).column(0).to_pylist())
     anomalous = any(i.get("reason") == CAMPAIGN for i in trigger.get("issues") or [])
-    result = write_phrase_night(history_dir, batch_id, phrase_counts(records, config), anomalous=anomalous,
+    result = write_phrase_night(history_dir, batch_id, phrase_counts(records, config, content), anomalous=anomalous,
                                 out_dir=out_dir)
     result["seconds"] = round(time.perf_counter() - started, 2)
     log.info("phrase history: night %s: %d rows%s%s, %.1f s", batch_id, result["rows"],
@@ -208,6 +258,9 @@ class PhraseHistory:
     truncated: int = 0  # nights of format 1 (a task's count of a phrase kept only from 2 records)
     kept_keys: np.ndarray | None = None  # phrase keys kept by format-2 nights (sorted) ...
     kept_nights: np.ndarray | None = None  # ... and how many of those nights kept each
+    #: per task whose nights repeat records: its distinct records over its records (< ``MIN_REPEAT``); its counts
+    #: are scaled by it (the others: 1)
+    weights: dict[str, float] = field(default_factory=dict)
 
     def hidden(self, vocab: np.ndarray) -> np.ndarray:
         """Per phrase of ``vocab``: the format-2 nights that did not keep it (it was in at most one of their records,
@@ -246,7 +299,7 @@ class PhraseHistory:
             labs = np.fromiter((index.get(v, len(names) - 1) for v in part.column("label").to_pylist()),
                                dtype=np.int64, count=part.num_rows)
             phrase = part.column("phrase").to_numpy()
-            n = part.column("records").to_numpy().astype(np.float64)
+            n = part.column("records").to_numpy().astype(np.float64) * self.weights.get(task.name, 1.0)
             is_total = phrase == TOTALS
             totals = np.bincount(labs[is_total], weights=n[is_total], minlength=len(names))
             pos = np.searchsorted(keys[order], phrase[~is_total])
@@ -295,8 +348,14 @@ def load_phrase_history(history_dir: str | Path | None, *, exclude: str | None =
         wanted = pa.array(sorted({0, *phrase_keys(vocab).tolist()}), pa.int64())
     tables = []
     kept = []
+    sketches: dict[str, list[np.ndarray]] = {}
+    unsketched: dict[str, float] = {}  # per task: records of nights written without a sketch (counted as distinct)
     for _, _, path in nights:
         table = pq.read_table(path).replace_schema_metadata(None)
+        is_sketch = pc.is_null(table.column("label"))
+        totals = table.filter(pc.and_(pc.equal(table.column("phrase"), TOTALS), pc.invert(is_sketch)))
+        _collect_sketches(table.filter(is_sketch), totals, sketches, unsketched)
+        table = table.filter(pc.invert(is_sketch))
         if wanted is not None:
             table = table.filter(pc.is_in(table.column("phrase"), value_set=wanted))
         if exact[path]:
@@ -306,4 +365,38 @@ def load_phrase_history(history_dir: str | Path | None, *, exclude: str | None =
     summed = summed.select(["task", "label", "phrase", "records_sum"]).rename_columns(["task", "label", "phrase",
                                                                                         "records"])
     keys, times = np.unique(np.concatenate(kept), return_counts=True) if kept else (None, None)
-    return PhraseHistory([b for _, b, _ in nights], summed, sum(not exact[p] for _, _, p in nights), keys, times)
+    return PhraseHistory([b for _, b, _ in nights], summed, sum(not exact[p] for _, _, p in nights), keys, times,
+                         _weights(sketches, unsketched, summed))
+
+
+def _collect_sketches(sketch: pa.Table, totals: pa.Table, sketches: dict[str, list[np.ndarray]],
+                      unsketched: dict[str, float]) -> None:
+    """One night's part of :func:`_weights`: its tasks' sketches, and the records of its tasks that have none."""
+    import numpy as np
+
+    phrase = sketch.column("phrase").to_numpy()
+    tasks = np.asarray(sketch.column("task").to_pylist(), dtype=object)
+    sketched = set(tasks.tolist())
+    for name in sketched:
+        sketches.setdefault(name, []).append(phrase[tasks == name])
+    for name, n in zip(totals.column("task").to_pylist(), totals.column("records").to_pylist(), strict=True):
+        if name not in sketched:
+            unsketched[name] = unsketched.get(name, 0.0) + float(n)
+
+
+def _weights(sketches: dict[str, list[np.ndarray]], unsketched: dict[str, float], summed: pa.Table
+             ) -> dict[str, float]:
+    """Per task whose summed nights hold materially fewer distinct records than records: distinct / records."""
+    import pyarrow.compute as pc
+
+    totals = summed.filter(pc.equal(summed.column("phrase"), TOTALS))
+    records: dict[str, float] = {}
+    for name, n in zip(totals.column("task").to_pylist(), totals.column("records").to_pylist(), strict=True):
+        records[name] = records.get(name, 0.0) + float(n)
+    out = {}
+    for name, parts in sketches.items():
+        n = records.get(name, 0.0)
+        distinct = distinct_records(parts) + unsketched.get(name, 0.0)
+        if n > 0 and distinct < MIN_REPEAT * n:
+            out[name] = max(distinct, 1.0) / n
+    return out
