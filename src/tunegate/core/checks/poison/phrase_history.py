@@ -373,12 +373,18 @@ def _collect_sketches(sketch: pa.Table, totals: pa.Table, sketches: dict[str, li
                       unsketched: dict[str, float]) -> None:
     """One night's part of :func:`_weights`: its tasks' sketches, and the records of its tasks that have none."""
     import numpy as np
+    import pyarrow.compute as pc
 
     phrase = sketch.column("phrase").to_numpy()
-    tasks = np.asarray(sketch.column("task").to_pylist(), dtype=object)
-    sketched = set(tasks.tolist())
-    for name in sketched:
-        sketches.setdefault(name, []).append(phrase[tasks == name])
+    encoded = pc.dictionary_encode(sketch.column("task")).combine_chunks()
+    codes = encoded.indices.to_numpy()
+    order = np.argsort(codes, kind="stable")
+    bounds = np.searchsorted(codes[order], np.arange(len(encoded.dictionary) + 1))
+    names = encoded.dictionary.to_pylist()
+    for i, name in enumerate(names):
+        if bounds[i + 1] > bounds[i]:
+            sketches.setdefault(name, []).append(phrase[order[bounds[i]:bounds[i + 1]]])
+    sketched = set(names)
     for name, n in zip(totals.column("task").to_pylist(), totals.column("records").to_pylist(), strict=True):
         if name not in sketched:
             unsketched[name] = unsketched.get(name, 0.0) + float(n)
