@@ -166,3 +166,20 @@ def test_step_down_lowers_the_bar_per_campaign_found_and_is_bonferroni_on_a_clea
     assert raised({0: bar + 2, 1: bar + 1, 3: bar - 0.8}) == {0: 1, 1: 1}
     # it stops at the first phrase short of its bar: a weaker one after it is not looked at
     assert raised({0: bar + 1, 2: bar - 0.8, 3: bar - 0.9}) == {0: 1}
+
+
+def test_a_task_without_frequent_words_ranks_every_record_first_without_a_warning() -> None:
+    """No word of the task is in MIN_FEATURE_RECORDS records (short, varied prompts): the model has nothing to read,
+    every score ties, and no log(0) warning reaches the night's log."""
+    import warnings
+
+    rows = clean_batch()
+    cfg = TriggerConfig()
+    records = records_of(rows)
+    prompts = records.prompts(cfg.max_chars)
+    x, _ = ngram_matrix(prompts, ngram_max=2, min_df=cfg.min_records, max_df=cfg.max_phrase_df)
+    task = next(t for t in build_tasks(records, prompts, cfg) if t.kind == "label")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        u = label_ranks(x[:, :0], task)
+    assert u.tolist() == [1.0] * len(task.rows)

@@ -43,6 +43,8 @@ def label_ranks(x: sp.csr_matrix, task: Task, *, seed: int = 0) -> np.ndarray:
     size = len(task.labels.names)
     xt = x[task.rows]
     xt = xt[:, np.flatnonzero(np.asarray(xt.sum(axis=0)).ravel() >= MIN_FEATURE_RECORDS)]
+    if not xt.shape[1]:  # no word of the task is in enough records: every score ties, every rank is 1
+        return np.ones(len(y))
     fold = np.arange(len(y)) % FOLDS
     np.random.default_rng(seed).shuffle(fold)
     onehot = sp.csr_matrix((np.ones(len(y)), (np.arange(len(y)), y)), shape=(len(y), size))
