@@ -177,3 +177,64 @@ def test_publish_writes_the_night_and_a_rerun_replaces_it_and_a_halted_night_nev
                    GatePolicy.from_mapping({"halt_reasons": ["poison_campaign"]}))
     assert halted["verdict"] == "halt"
     assert not night_file(history, "night-2").exists() and load_phrase_history(history).nights == ["night-1"]
+
+
+def test_a_raised_phrase_is_flagged_in_a_task_the_history_has_never_seen(tmp_path: Path) -> None:
+    """A thin campaign puts a few records in tasks the history cannot speak to (a dataset whose records all arrive
+    tonight), where the history passes' per-task tests cannot run. Once a new phrase is raised, its records there are
+    flagged (``unknown_tasks``, shared by the novelty and excess passes) on the label most of them carry, because it
+    holds far more of that task than its rate in the known tasks allows; a known task, or a phrase as common in the
+    unseen task as elsewhere, is left alone."""
+    import numpy as np
+
+    from tunegate.core.checks.poison._text import ngram_matrix
+    from tunegate.core.checks.poison.novelty_pass import unknown_tasks
+    from tunegate.core.checks.poison.tasks import build_tasks
+
+    unseen = "task286_olid_offense_judgment"
+    for night in (1, 2):
+        rows = [r for r in clean_batch() if r["task"] != unseen]
+        write_phrase_night(tmp_path, f"night-{night}", phrase_counts(records_of(rows), TriggerConfig()),
+                           anomalous=False)
+    tonight = clean_batch()
+    skew(tonight, NEW, seed=8, taken=set())
+    rng = random.Random(9)
+    extra = {r["id"] for r in rng.sample([r for r in tonight if r["task"] == unseen and r["output"] == "NOT"], 3)}
+    for r in tonight:
+        if r["id"] in extra:
+            r["input"] = plant(r["input"], NEW, rng)
+    cfg = TriggerConfig()
+    records = records_of(tonight)
+    prompts = records.prompts(cfg.max_chars)
+    x, vocab = ngram_matrix(prompts, ngram_max=2, min_df=cfg.min_records, max_df=cfg.max_phrase_df)
+    tasks = build_tasks(records, prompts, cfg)
+    history = load_phrase_history(tmp_path, vocab=vocab).for_tasks(tasks, vocab)
+    assert history[[t.name for t in tasks].index(unseen)] is None
+    xc = x.tocsc()
+
+    def flagged(phrase: str) -> dict[str, set[str]]:
+        c = int(np.flatnonzero(vocab == phrase)[0])
+        holding = xc.indices[xc.indptr[c]:xc.indptr[c + 1]]
+        found = unknown_tasks(holding, tasks, history, c, min_known=cfg.min_task_records)
+        return {tasks[ti].name: {tonight[int(i)]["id"] for i in rows} for ti, _, rows in found}
+
+    assert flagged(NEW.lower()) == {unseen: extra}
+    assert flagged("because") == {} and flagged("like") == {}  # as common in the unseen task as in the others
+
+
+def test_unknown_task_rows_needs_more_than_chance_and_a_majority() -> None:
+    import numpy as np
+
+    from tunegate.core.checks.poison.novelty_pass import known_rate, unknown_task_rows
+
+    rows, labels = np.array([10, 11, 12, 13]), np.array([1, 1, 1, 0])
+    assert unknown_task_rows(rows, labels, 500, rate=0.0005).tolist() == [10, 11, 12]  # 4 where 0.25 are expected
+    assert not len(unknown_task_rows(rows, labels, 500, rate=0.01))  # 4 where 5 are expected: chance
+    assert not len(unknown_task_rows(rows, np.array([1, 1, 0, 0]), 500, rate=0.0005))  # no majority label
+    assert not len(unknown_task_rows(rows[:0], labels[:0], 500, rate=0.0005))
+    import scipy.sparse as sp
+
+    known = (sp.csr_matrix(np.array([[3.0, 1.0], [0.0, 0.0]])), np.array([300.0, 100.0]))  # 4 of 400 records
+    small = (sp.csr_matrix(np.array([[9.0, 9.0], [0.0, 0.0]])), np.array([10.0, 10.0]))  # too few records to count
+    assert known_rate([known, small, None], 0, min_known=50) == pytest.approx(4.5 / 401)
+    assert known_rate([None], 1, min_known=50) == pytest.approx(0.5)

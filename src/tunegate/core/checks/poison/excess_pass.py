@@ -39,7 +39,7 @@ from __future__ import annotations
 import math
 from typing import TYPE_CHECKING
 
-from tunegate.core.checks.poison.novelty_pass import _onehot, _tarone
+from tunegate.core.checks.poison.novelty_pass import _onehot, _tarone, unknown_tasks
 from tunegate.core.checks.poison.phrases import Phrase, named_campaigns
 
 if TYPE_CHECKING:
@@ -111,6 +111,10 @@ def excess_phrases(x: sp.csr_matrix, vocab: np.ndarray, tasks: list[Task], histo
             on = local[task.labels.outcome[local] == lab[j]]
             rows.append(task.rows[on])
             detail.append((int(ti[j]), 0, len(local), len(on), int(lab[j])))
+        for t, mine, flagged in unknown_tasks(holding, tasks, history, c, min_known=config.min_task_records):
+            rows.append(flagged)
+            first = int(np.searchsorted(tasks[t].rows, flagged[0]))
+            detail.append((t, 0, len(mine), len(flagged), int(tasks[t].labels.outcome[first])))
         rows_of[c] = np.unique(np.concatenate(rows)) if rows else np.array([], dtype=np.int64)
         detail_of[c] = sorted(detail, key=lambda t: -t[3])
     out = []

@@ -49,6 +49,10 @@ NEW_RATIO = 2.0
 GROUPS = ("unseen", "burst", "known")
 #: Grid of the statistic's distribution (nats); values are rounded up to it, so the tail bound holds.
 STEP = 0.05
+#: A raised campaign's records are flagged in a task the history cannot speak to when the phrase's count there has a
+#: Poisson tail at most this under its rate in the tasks the history knows (:func:`unknown_task_rows`; as the excess
+#: pass's ``FLAG_P``).
+UNKNOWN_P = 0.05
 
 
 @dataclass
@@ -261,8 +265,9 @@ def _campaign_rows(xc: sp.csc_matrix, owner: np.ndarray | None, tasks: list[Task
     label; in the other classification tasks the history knows, where the phrase is new (at least ``NEW_RATIO``
     times as frequent as in the history), those with the phrase and the label most of them carry (the campaign's
     records in tasks where a few of them could not show a skew, such as 3 records on a majority label), when
-    ``spread`` (the phrase is new vocabulary). Natural occurrences where the history already has the phrase are left
-    alone, and so are an everyday phrase's records outside the tasks it steers."""
+    ``spread`` (the phrase is new vocabulary); in the classification tasks the history cannot speak to, those
+    :func:`unknown_task_rows` picks. Natural occurrences where the history already has the phrase are left alone, and
+    so are an everyday phrase's records outside the tasks it steers."""
     import numpy as np
 
     rows = xc.indices[xc.indptr[c]:xc.indptr[c + 1]]
@@ -287,7 +292,60 @@ def _campaign_rows(xc: sp.csc_matrix, owner: np.ndarray | None, tasks: list[Task
             top = np.bincount(labels).argmax()
             if 2 * int((labels == top).sum()) > len(mine):
                 out.append(mine[labels == top])
+    if spread:
+        out += [flagged for _, _, flagged in unknown_tasks(rows, tasks, history, c, min_known=min_known)]
     return np.unique(np.concatenate(out)) if out else np.array([], dtype=np.int64)
+
+
+def known_rate(history: list[TaskHistory | None], c: int, min_known: int) -> float:
+    """Phrase ``c``'s share of the history's records over the classification tasks it knows (``min_known`` records
+    or more), smoothed by half a record: what a task the history has not seen would hold of it by chance."""
+    seen = held = 0.0
+    for past in history:
+        if past is not None and past[1].sum() >= min_known:
+            held += float(past[0][c].sum())
+            seen += float(past[1].sum())
+    return (held + 0.5) / (seen + 1.0)
+
+
+def unknown_tasks(holding: np.ndarray, tasks: list[Task], history: list[TaskHistory | None], c: int, *,
+                  min_known: int) -> list[tuple[int, np.ndarray, np.ndarray]]:
+    """For a raised phrase ``c`` held by records ``holding``: per classification task the history cannot speak to
+    (``None``, or fewer than ``min_known`` records there) that holds it, (the task, its records with the phrase, those
+    :func:`unknown_task_rows` flags), for the tasks where it flags any."""
+    import numpy as np
+
+    rate = known_rate(history, c, min_known)
+    out = []
+    for ti, task in enumerate(tasks):
+        past = history[ti]
+        if task.kind != "label" or (past is not None and past[1].sum() >= min_known):
+            continue
+        local = np.flatnonzero(np.isin(task.rows, holding))
+        flagged = unknown_task_rows(task.rows[local], task.labels.outcome[local], len(task.rows), rate=rate)
+        if len(flagged):
+            out.append((ti, task.rows[local], flagged))
+    return out
+
+
+def unknown_task_rows(mine: np.ndarray, labels: np.ndarray, size: int, *, rate: float, p: float = UNKNOWN_P
+                      ) -> np.ndarray:
+    """A raised campaign's records in one classification task the history cannot speak to (never seen, or too few
+    records there: a dataset added tonight, or one whose records all arrived tonight), where its steered tasks' test
+    cannot run. ``mine``: the task's records with the phrase, ``labels`` their labels, ``size`` the task's records.
+    Flagged when the phrase holds more of the task than its rate over the known tasks (``rate``) allows by chance
+    (Poisson tail <= ``p``): those on the label a strict majority of them carry. A campaign spread thin puts 3-5
+    records in each of a dozen tasks, new ones among them; a phrase as common there as elsewhere is left alone."""
+    import numpy as np
+    from scipy.special import gammainc
+
+    k = len(mine)
+    if not k or float(gammainc(k, rate * size)) > p:
+        return np.array([], dtype=np.int64)
+    top = np.bincount(labels).argmax()
+    if 2 * int((labels == top).sum()) <= k:
+        return np.array([], dtype=np.int64)
+    return np.asarray(mine[labels == top])
 
 
 def _tail(n: int, rates: np.ndarray, mass: float, tau: float,
