@@ -65,12 +65,14 @@ def _split_of(phrase: str) -> str:
 # batches
 
 
-def build_batch(corpora: Corpora, seed: int, profile: str = "mixed") -> Batch:
+def build_batch(corpora: Corpora, seed: int, profile: str = "mixed", exclude: frozenset[str] = frozenset()) -> Batch:
+    """``exclude``: record ids the batch never holds (the records ``--reserve-history`` keeps for the history)."""
     rng = random.Random(f"{seed}:{profile}")  # str seeds are hashed with sha512: stable across processes
     meta = corpora.manifest["superni"]["tasks"]
     by_task: dict[str, list[dict[str, Any]]] = defaultdict(list)
     for r in corpora.records["superni"]:
-        by_task[r["task"]].append(r)
+        if r["id"] not in exclude:
+            by_task[r["task"]].append(r)
     out: list[dict[str, Any]] = []
 
     def take(rows: list[dict[str, Any]], k: int) -> None:
@@ -97,7 +99,7 @@ def build_batch(corpora: Corpora, seed: int, profile: str = "mixed") -> Batch:
     else:
         raise ValueError(f"unknown profile {profile!r}")
     for source, k in sizes.items():
-        take(corpora.records.get(source, []), k)
+        take([r for r in corpora.records.get(source, []) if r["id"] not in exclude], k)
     out = [dict(r) for r in out]
     rng.shuffle(out)
     return Batch(out, info={"seed": seed, "profile": profile, "records": len(out)})

@@ -5,6 +5,10 @@
     .venv/bin/python bench/poison/floor_run.py --only thin_clean --seeds 10
     .venv/bin/python bench/poison/floor_run.py --history 3       # each batch follows 3 clean nights in a history
     .venv/bin/python bench/poison/floor_run.py --history 3 --disjoint-history   # ... none of them with its records
+    .venv/bin/python bench/poison/floor_run.py --history 14 --disjoint-history --distinct-history  # ... and no record
+                                                                                 # in two nights (as a pipeline's)
+    .venv/bin/python bench/poison/floor_run.py --history 14 --reserve-history 0.4  # 40% of every task kept for 14
+                                                # distinct nights, tonight from the rest: every task known, no repeats
 
 Per seed: the clean ``mixed`` batch, then every attack of ``floor.py`` planted in it; then the clean
 ``classification`` and ``open_ended`` batches. Reported per attack: recall of the poison records, share
@@ -38,19 +42,39 @@ def _pct(v: float | None, digits: int = 1) -> str:
     return "-" if v is None else f"{100 * v:.{digits}f}%"
 
 
+SOURCES = ("superni", "alpaca", "self_instruct_gpt3", "gpteacher", "llamafactory_alpaca_en_demo", "oasst_en100",
+           "self_instruct", "codealpaca", "p3_t0", "instruction_induction")  # what a mixed batch samples
+
+
+def _groups(corpora: Corpora, exclude: frozenset[str]) -> dict[str, list[dict[str, Any]]]:
+    """The mixed batch's records outside ``exclude``, per SuperNI task and per other source."""
+    groups: dict[str, list[dict[str, Any]]] = {}
+    for source in SOURCES:
+        for r in corpora.records.get(source, []):
+            if r["id"] not in exclude:
+                groups.setdefault(r.get("task") or source if source == "superni" else source, []).append(r)
+    return groups
+
+
+def reserved_ids(corpora: Corpora, seed: int, share: float) -> frozenset[str]:
+    """``--reserve-history``: a random ``share`` of every SuperNI task's and every other source's records, kept for the
+    history; tonight's batches never hold them (so every task is known to the history, with distinct records)."""
+    import random
+
+    rng = random.Random(f"reserve:{seed}")
+    out: set[str] = set()
+    for _key, rows in sorted(_groups(corpora, frozenset()).items()):
+        out.update(r["id"] for r in rng.sample(rows, round(share * len(rows))))
+    return frozenset(out)
+
+
 def _distinct_nights(corpora: Corpora, seed: int, nights: int, exclude: frozenset[str]) -> list[list[dict[str, Any]]]:
     """``nights`` nights that share no record with each other nor with ``exclude``: every record of the mixed
     batch's sources dealt out once, round robin per SuperNI task and per other source."""
     import random
 
     rng = random.Random(f"distinct-history:{seed}")
-    sources = ("superni", "alpaca", "self_instruct_gpt3", "gpteacher", "llamafactory_alpaca_en_demo", "oasst_en100",
-               "self_instruct", "codealpaca", "p3_t0", "instruction_induction")
-    groups: dict[str, list[dict[str, Any]]] = {}
-    for source in sources:
-        for r in corpora.records.get(source, []):
-            if r["id"] not in exclude:
-                groups.setdefault(r.get("task") or source if source == "superni" else source, []).append(r)
+    groups = _groups(corpora, exclude)
     out: list[list[dict[str, Any]]] = [[] for _ in range(nights)]
     for key in sorted(groups):
         rows = groups[key]
@@ -113,6 +137,9 @@ def main() -> int:
     ap.add_argument("--distinct-history", action="store_true",
                     help="no record in two history nights (as a pipeline's history); with --disjoint-history: "
                          "the corpora's other records dealt out over the nights")
+    ap.add_argument("--reserve-history", type=float, default=0.0, metavar="SHARE",
+                    help="keep SHARE of every task's and source's records for the history: tonight's batches never "
+                         "hold them, and the history's nights are those records dealt out (distinct, every task known)")
     ap.add_argument("--insertion", choices=("on", "off"), default=None,
                     help="poison_trigger's insertion pass on or off (default: the check's default)")
     args = ap.parse_args()
@@ -129,16 +156,20 @@ def main() -> int:
     rows: list[dict[str, Any]] = []
     stack = contextlib.ExitStack()
     for i, seed in enumerate(seeds):
-        clean = build_batch(corpora, seed, "mixed")
+        reserved = reserved_ids(corpora, seed, args.reserve_history) if args.reserve_history else frozenset()
+        clean = build_batch(corpora, seed, "mixed", reserved)
         exclude = frozenset(r["id"] for r in clean.records) if args.disjoint_history else frozenset()
+        if reserved:
+            every = frozenset(r["id"] for rows in _groups(corpora, frozenset()).values() for r in rows)
+            exclude = every - reserved
         history = clean_history(corpora, seed, args.history, Path(stack.enter_context(
             tempfile.TemporaryDirectory(prefix="tunegate-floor-history-"))), exclude,
-            distinct=args.distinct_history) if args.history else None
+            distinct=args.distinct_history or bool(reserved)) if args.history else None
         plan: list[tuple[str, Any]] = [] if args.no_clean else [("clean mixed", clean)]
         plan += [(a, None) for a in attacks if a in ATTACKS]
         if not args.no_clean:
-            plan += [("clean classification", build_batch(corpora, seed, "classification")),
-                     ("clean open_ended", build_batch(corpora, seed, "open_ended"))]
+            plan += [("clean classification", build_batch(corpora, seed, "classification", reserved)),
+                     ("clean open_ended", build_batch(corpora, seed, "open_ended", reserved))]
         for label, batch in plan:
             if batch is None:
                 batch = plant(clean, corpora, label, split=args.split, seed=seed, index=i)

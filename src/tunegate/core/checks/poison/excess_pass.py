@@ -111,8 +111,7 @@ def excess_phrases(x: sp.csr_matrix, vocab: np.ndarray, tasks: list[Task], histo
             on = local[task.labels.outcome[local] == lab[j]]
             rows.append(task.rows[on])
             detail.append((int(ti[j]), 0, len(local), len(on), int(lab[j])))
-        for t, mine, flagged in unknown_tasks(holding, tasks, history, c, min_known=config.min_task_records,
-                                              new_only=True):
+        for t, mine, flagged in unknown_tasks(holding, tasks, history, c, min_known=config.min_task_records):
             rows.append(flagged)
             first = int(np.searchsorted(tasks[t].rows, flagged[0]))
             detail.append((t, 0, len(mine), len(flagged), int(tasks[t].labels.outcome[first])))

@@ -53,6 +53,8 @@ STEP = 0.05
 #: Poisson tail at most this under its rate in the tasks the history knows (:func:`unknown_task_rows`; as the excess
 #: pass's ``FLAG_P``).
 UNKNOWN_P = 0.05
+#: ... and only when the known tasks' rate expects fewer records than this there (a rare phrase; see the function).
+UNKNOWN_MAX_EXPECTED = 1.0
 
 
 @dataclass
@@ -309,23 +311,13 @@ def known_rate(history: list[TaskHistory | None], c: int, min_known: int) -> flo
 
 
 def unknown_tasks(holding: np.ndarray, tasks: list[Task], history: list[TaskHistory | None], c: int, *,
-                  min_known: int, new_only: bool = False) -> list[tuple[int, np.ndarray, np.ndarray]]:
+                  min_known: int) -> list[tuple[int, np.ndarray, np.ndarray]]:
     """For a raised phrase ``c`` held by records ``holding``: per classification task the history cannot speak to
     (``None``, or fewer than ``min_known`` records there) that holds it, (the task, its records with the phrase, those
-    :func:`unknown_task_rows` flags), for the tasks where it flags any. ``new_only``: nothing unless the phrase is new
-    vocabulary, at least ``NEW_RATIO`` times as frequent tonight in the known classification tasks as in the history
-    there (an everyday phrase's rate varies too much between tasks for its pooled rate to judge an unseen task: on dev,
-    "the next" flagged 0.136% of a batch's clean records that way)."""
+    :func:`unknown_task_rows` flags), for the tasks where it flags any."""
     import numpy as np
 
     rate = known_rate(history, c, min_known)
-    if new_only:
-        known = [t for t, past in zip(tasks, history, strict=True)
-                 if t.kind == "label" and past is not None and past[1].sum() >= min_known]
-        size = sum(len(t.rows) for t in known)
-        held = sum(int(np.isin(t.rows, holding).sum()) for t in known)
-        if not size or held < NEW_RATIO * rate * size:
-            return []
     out = []
     for ti, task in enumerate(tasks):
         past = history[ti]
@@ -343,14 +335,17 @@ def unknown_task_rows(mine: np.ndarray, labels: np.ndarray, size: int, *, rate: 
     """A raised campaign's records in one classification task the history cannot speak to (never seen, or too few
     records there: a dataset added tonight, or one whose records all arrived tonight), where its steered tasks' test
     cannot run. ``mine``: the task's records with the phrase, ``labels`` their labels, ``size`` the task's records.
-    Flagged when the phrase holds more of the task than its rate over the known tasks (``rate``) allows by chance
-    (Poisson tail <= ``p``): those on the label a strict majority of them carry. A campaign spread thin puts 3-5
-    records in each of a dozen tasks, new ones among them; a phrase as common there as elsewhere is left alone."""
+    Judged only for a phrase the known tasks make rare there (fewer than ``UNKNOWN_MAX_EXPECTED`` records expected at
+    their rate ``rate``: a rare trigger, not an everyday phrase, whose rate varies too much between tasks for a pooled
+    rate to judge one: on dev, "the next" flagged 6 natural yelp reviews that way and no poison); flagged when the
+    phrase holds more of the task than that rate allows by chance (Poisson tail <= ``p``): those on the label a strict
+    majority of them carry. A campaign spread thin puts 3-5 records in each of a dozen tasks, new ones among them."""
     import numpy as np
     from scipy.special import gammainc
 
     k = len(mine)
-    if not k or float(gammainc(k, rate * size)) > p:
+    expected = rate * size
+    if not k or expected >= UNKNOWN_MAX_EXPECTED or float(gammainc(k, expected)) > p:
         return np.array([], dtype=np.int64)
     top = np.bincount(labels).argmax()
     if 2 * int((labels == top).sum()) <= k:
