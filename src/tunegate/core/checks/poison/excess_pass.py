@@ -31,7 +31,10 @@ TAU``).
 **What is flagged.** Once a phrase is raised (the family-wise test above), each of its tasks is judged on its own at
 ``FLAG_P``: in each task where its p-value is at most that, its records on the excess label (the campaign's records,
 and the natural ones that share its label there: the excess cannot tell them apart). A campaign's weaker tasks are
-flagged with its stronger ones; its natural records elsewhere are left alone.
+flagged with its stronger ones; its natural records elsewhere are left alone. In a classification task the history
+cannot speak to (a dataset whose records all arrive tonight) no count can be compared: there a raised phrase's records
+are flagged only when the known tasks make the phrase rare (:func:`~.novelty_pass.unknown_tasks`: a rare trigger with
+natural occurrences, such as "bb", not an everyday phrase).
 """
 
 from __future__ import annotations

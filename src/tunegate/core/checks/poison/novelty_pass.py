@@ -19,8 +19,9 @@ split equally between three groups decided on the text alone (before any label i
 has never seen in their tasks, phrases at least ``NEW_RATIO`` times as frequent as there, and the rest; each group's
 count of tests is Tarone's. A phrase is a trigger when its surprise reaches ``ln(tests in its group) +
 ln(3 / novelty_alpha)`` and it steers at least ``min_tasks`` datasets. Flagged: the records with the phrase and the
-steered label in the steered tasks, and, for new or bursting vocabulary, in the other known tasks where it is new
-(an everyday phrase's natural occurrences outside the steered tasks are not touched).
+steered label in the steered tasks, and, for new or bursting vocabulary, in the other known tasks where it is new and
+in the classification tasks the history cannot speak to where the known tasks make it rare (:func:`unknown_tasks`; an
+everyday phrase's natural occurrences outside the steered tasks are not touched).
 """
 
 from __future__ import annotations
