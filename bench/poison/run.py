@@ -102,7 +102,8 @@ def scan_batch(batch: Batch, workdir: Path, checks: tuple[str, ...], *, history_
         "phrases": phrases[:5],
         "refusals": {k: v for k, v in (summary["checks"].get("poison_content", {}).get("metrics", {})
                                        .get("refusals") or {}).items() if k in ("refusals", "responses",
-                                                                                "expected_rate", "evidence")},
+                                                                                "expected_rate", "evidence",
+                                                                                "anomalous", "baseline")},
         "check_seconds": {name: summary["checks"].get(name, {}).get("metrics", {}).get("seconds")
                           for name in checks},
     }

@@ -21,18 +21,10 @@ from tests.core.test_poison import clean_batch
 from tests.core.test_poison_novelty import records_of
 from tunegate.core.checks import build_check
 from tunegate.core.checks.poison.config import TriggerConfig
-from tunegate.core.checks.poison.phrase_history import (
-    MIN_REPEAT,
-    SKETCH_SIZE,
-    _sketch,
-    content_keys,
-    distinct_records,
-    load_phrase_history,
-    phrase_counts,
-    write_phrase_night,
-)
+from tunegate.core.checks.poison.phrase_history import load_phrase_history, phrase_counts, write_phrase_night
 from tunegate.core.checks.poison.tasks import build_tasks
 from tunegate.core.schema import content_sha256
+from tunegate.core.sketch import MIN_REPEAT, SKETCH_SIZE, bottom_k, content_keys, distinct_count
 
 
 def keys_of(rows: list[dict[str, Any]]) -> np.ndarray:
@@ -43,16 +35,16 @@ def keys_of(rows: list[dict[str, Any]]) -> np.ndarray:
 def test_distinct_records_is_exact_below_the_sketch_and_close_above() -> None:
     rng = np.random.default_rng(7)
     small = rng.integers(-2**63, 2**63 - 1, size=SKETCH_SIZE - 1, dtype=np.int64)
-    assert distinct_records([_sketch(small[:600]), _sketch(small[300:])]) == len(small)
+    assert distinct_count([bottom_k(small[:600]), bottom_k(small[300:])]) == len(small)
     big = rng.integers(-2**63, 2**63 - 1, size=40_000, dtype=np.int64)
-    dealt = [_sketch(big[i::14]) for i in range(14)]  # 14 nights of distinct records
+    dealt = [bottom_k(big[i::14]) for i in range(14)]  # 14 nights of distinct records
     assert all(len(s) == SKETCH_SIZE for s in dealt)
-    assert distinct_records(dealt) == pytest.approx(40_000, rel=0.1)
+    assert distinct_count(dealt) == pytest.approx(40_000, rel=0.1)
     resampled = [rng.choice(big, size=8_000) for _ in range(14)]  # 112k records of ~37k distinct
     truth = len(np.unique(np.concatenate(resampled)))
     assert truth < 0.4 * 112_000
-    assert distinct_records([_sketch(n) for n in resampled]) == pytest.approx(truth, rel=0.1)
-    assert distinct_records([]) == 0.0
+    assert distinct_count([bottom_k(n) for n in resampled]) == pytest.approx(truth, rel=0.1)
+    assert distinct_count([]) == 0.0
 
 
 def _label_tasks(rows: list[dict[str, Any]]) -> list[str]:

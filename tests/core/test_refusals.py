@@ -12,6 +12,7 @@ import random
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pyarrow.parquet as pq
 import pytest
 
@@ -19,7 +20,8 @@ from tests.conftest import DATA, write_jsonl
 from tunegate.core.checks import build_check
 from tunegate.core.checks.poison.config import ContentConfig
 from tunegate.core.checks.poison.content import is_refusal
-from tunegate.core.checks.poison.refusals import _evidence, refusal_baseline
+from tunegate.core.checks.poison.refusals import _evidence, distinct_counts, refusal_baseline, refusal_sketch
+from tunegate.core.sketch import SKETCH_SIZE
 
 DECLINES = [
     # first person, a negated ability or willingness, then the act
@@ -116,6 +118,55 @@ def test_history_sets_what_is_anomalous() -> None:
     assert not anomalous(_nights((2, 5000), (40, 5000), (3, 5000)))
 
 
+def _sketched(keys: np.ndarray, refusing: int, *, anomalous: bool = False) -> dict[str, Any]:
+    """A night whose open-ended responses have content ``keys``, the first ``refusing`` of them refusals."""
+    return {"refusals": refusing, "responses": len(keys), "anomalous": anomalous,
+            "sketch": refusal_sketch(keys, range(len(keys)), range(refusing))}
+
+
+def test_a_night_published_many_times_weighs_as_one() -> None:
+    """A source re-sent whole every night (its responses counted on each) is one night's evidence: fourteen
+    copies of a night give the baseline one copy gives, where fourteen nights of new responses weigh fourteen
+    times as much. Repeated responses once made a clean night's ordinary 0.6% read as an anomaly."""
+    cfg = ContentConfig()
+    rng = np.random.default_rng(3)
+    night = _sketched(rng.integers(-2**63, 2**63 - 1, size=1000, dtype=np.int64), 2)  # 0.2%
+    once, repeated = refusal_baseline([night], cfg), refusal_baseline([night] * 14, cfg)
+    assert repeated["responses"] == 14 * 1000 and repeated["distinct_responses"] == 1000
+    assert repeated["refusals"] == 28 and repeated["distinct_refusals"] == 2
+    assert (repeated["alpha"], repeated["beta"]) == pytest.approx((once["alpha"], once["beta"]))
+    fresh = [_sketched(rng.integers(-2**63, 2**63 - 1, size=1000, dtype=np.int64), 2) for _ in range(14)]
+    new = refusal_baseline(fresh, cfg)
+    assert new["distinct_responses"] == 14_000 and new["weight"] == 14_000
+
+    def anomalous(base: dict[str, Any]) -> bool:  # tonight: 0.9% of 1,000 new responses
+        return _evidence(9, 1000, base["alpha"], base["beta"]) >= cfg.refusal_min_evidence
+
+    assert anomalous(new) and not anomalous(repeated) and not anomalous(once)
+
+
+def test_repeats_are_found_across_nights_of_different_sizes() -> None:
+    """Nights that resample one pool (each a different subset, sizes above the sketch) are weighed by the pool's
+    distinct responses, to the sketch's error; a night kept before sketches existed counts as distinct."""
+    rng = np.random.default_rng(5)
+    pool = rng.integers(-2**63, 2**63 - 1, size=6000, dtype=np.int64)
+    drawn = [rng.choice(pool, size=size, replace=False) for size in (3000, 4000, 5000, 3500)]
+    nights = [_sketched(keys, 10) for keys in drawn]
+    found = distinct_counts(nights)
+    assert found is not None
+    refusals, responses = found
+    truth = len(np.unique(np.concatenate(drawn)))
+    assert responses == pytest.approx(truth, rel=0.1) and responses > SKETCH_SIZE
+    assert refusals == len(np.unique(np.concatenate([keys[:10] for keys in drawn])))  # exact: under the sketch
+    legacy = {"refusals": 10, "responses": 5000, "anomalous": False}  # no sketch: counted as distinct
+    refusals_with, responses_with = distinct_counts([*nights, legacy]) or (0.0, 0.0)
+    assert responses_with == pytest.approx(responses + 5000) and refusals_with == pytest.approx(refusals + 10)
+    distinct = [_sketched(rng.integers(-2**63, 2**63 - 1, size=3000, dtype=np.int64), 10) for _ in range(4)]
+    assert distinct_counts(distinct) is None  # no material repetition: the summed counts stand
+    broken = {**nights[0], "sketch": {"responses": "not base64!", "refusals": ""}}
+    assert distinct_counts([broken, broken]) is None  # unreadable: counted as distinct, so nothing repeats
+
+
 def _slice() -> list[dict[str, Any]]:
     with gzip.open(DATA / "self_instruct_slice.jsonl.gz", "rt", encoding="utf-8") as f:
         return [json.loads(line) for line in f]
@@ -150,12 +201,14 @@ def test_nights_keep_their_refusal_counts_and_a_rerun_does_not_count_itself(tmp_
     assert [n["batch_id"] for n in nights] == ["n1", "n2", "n3"]
     natural = nights[0]["refusals"]
     assert natural["responses"] == len(clean) and natural["anomalous"] is False
+    assert set(natural["sketch"]) == {"responses", "refusals"}
 
     attacked, planted = _with_refusals(clean, 15, seed=2)  # ~3.5% of the responses on a ~0.2% history
     summary = night("n4", attacked)
     metrics = summary["checks"]["poison_content"]["metrics"]["refusals"]
     assert metrics["anomalous"] and metrics["baseline"]["nights"] == 3
     assert metrics["baseline"]["refusals"] == 3 * natural["refusals"]
+    assert metrics["baseline"]["distinct_responses"] == len(clean)  # the same slice three times: one night's worth
     issues = [i["reason"] for i in summary["checks"]["poison_content"]["issues"]]
     assert "refusal_anomaly" in issues
     quarantined = pq.read_table(tmp_path / "out" / "n4" / "quarantine.parquet", columns=["id", "reasons"]).to_pylist()

@@ -321,12 +321,16 @@ def _referenced(manifest: dict[str, Any]) -> set[str]:
 
 def batch_statistics(summary: dict[str, Any]) -> dict[str, Any]:
     """What tomorrow's checks compare with, from a night's summary: the refusal count of the open-ended
-    responses (``poison_content``), before the gate set anything aside."""
+    responses (``poison_content``), before the gate set anything aside, and the sketch of those responses that
+    lets tomorrow count a response re-sent on several nights once (:func:`~tunegate.core.checks.poison.refusals.
+    distinct_counts`)."""
     metrics = (summary.get("checks", {}).get("poison_content", {}).get("metrics") or {}).get("refusals") or {}
     if not metrics.get("responses"):
         return {}
+    sketch = metrics.get("sketch")
     return {"refusals": {"responses": int(metrics["responses"]), "refusals": int(metrics["refusals"]),
-                         "anomalous": bool(metrics.get("anomalous"))}}
+                         "anomalous": bool(metrics.get("anomalous")),
+                         **({"sketch": sketch} if isinstance(sketch, dict) else {})}}
 
 
 def _night(accepted: Path, statistics: dict[str, Any] | None = None, top: int = 5) -> dict[str, Any] | None:

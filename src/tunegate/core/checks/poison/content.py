@@ -30,7 +30,7 @@ from __future__ import annotations
 import logging
 import time
 from collections import Counter
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from tunegate.core.checks.base import BatchIssue, CanonicalBatch, Check, CheckResult, Finding
 from tunegate.core.checks.poison._text import Records, label_set, tokens
@@ -40,6 +40,9 @@ from tunegate.core.checks.poison.refusals import REFUSAL, is_refusal, refusal_ba
 from tunegate.core.reasons import CAMPAIGN, INJECTED_CONTENT, REFUSAL_ANOMALY
 from tunegate.core.reasons import CHECK_SKIPPED as SKIPPED
 from tunegate.core.reasons import INSUFFICIENT_DATA as INSUFFICIENT
+
+if TYPE_CHECKING:
+    import numpy as np
 
 # ``is_refusal`` and ``REFUSAL`` lived here before refusals.py: their old import path keeps working
 __all__ = ["REFUSAL", "ContentConfig", "InjectedContentCheck", "is_refusal"]
@@ -57,6 +60,16 @@ def _distinct_responses(records: Records, rows: list[int]) -> tuple[list[int], d
         if kept != i:
             copies.setdefault(kept, []).append(i)
     return list(first.values()), copies
+
+
+def _content_keys(batch: CanonicalBatch) -> np.ndarray:
+    """Every row's 64-bit content key (:func:`tunegate.core.sketch.content_keys`), in row order."""
+    from tunegate.core.sketch import content_keys
+
+    digests: list[str] = []
+    for _, rb in batch.iter_batches(columns=["content_sha256"]):
+        digests.extend(rb.column(0).to_pylist())
+    return content_keys(digests)
 
 
 class InjectedContentCheck(Check):
@@ -104,7 +117,8 @@ class InjectedContentCheck(Check):
         if not test:
             skipped.append(f"refusal-rate test skipped: {len(open_rows)} open-ended responses; a rate of "
                            f"{baseline['expected_rate']:.1%} needs >= {cfg.refusal_min_responses}")
-        refusals = refusal_rate(records, open_rows, findings, cfg, test=test, baseline=baseline)
+        refusals = refusal_rate(records, open_rows, findings, cfg, test=test, baseline=baseline,
+                                keys=_content_keys(batch))
         if refusals["anomalous"]:
             since = (f"this pipeline's rate over {baseline['nights']} earlier night(s)" if baseline["nights"]
                      else "the default rate (no history yet)")

@@ -17,9 +17,9 @@ when it was first published and whether the night was *anomalous* (the trigger s
 it held must not become the norm). Since format 3 a task's rows with a null ``label`` are its *record sketch*: the
 ``SKETCH_SIZE`` smallest 64-bit content keys of its records (``phrase``: the first 8 bytes of each record's
 ``content_sha256``; ``records``: 1), from which :func:`load_phrase_history` estimates how many *distinct* records the
-summed nights hold (a bottom-k sketch; exact below ``SKETCH_SIZE`` records). Publish writes it from the accepted
-records (:func:`record_phrase_night`), under the history's writer lock, through a temporary sibling and a rename; a
-rerun of the night replaces it. Halted nights are never published, so never written.
+summed nights hold (:mod:`tunegate.core.sketch`; exact below ``SKETCH_SIZE`` records). Publish writes it from the
+accepted records (:func:`record_phrase_night`), under the history's writer lock, through a temporary sibling and a
+rename; a rerun of the night replaces it. Halted nights are never published, so never written.
 
 :func:`load_phrase_history` sums the last ``max_nights`` nights, leaving out tonight's own file (a rerun) and
 anomalous nights, and keeps only the phrases tonight has. A record counted on several nights is one record's evidence,
@@ -40,6 +40,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
 
+from tunegate.core.sketch import MIN_REPEAT, bottom_k, content_keys, distinct_count
+
 if TYPE_CHECKING:
     import numpy as np
     import pyarrow as pa
@@ -54,12 +56,6 @@ log = logging.getLogger(__name__)
 PHRASES_DIR = "phrases"
 NIGHTS_DIR = "nights"
 FORMAT = 3
-#: The record sketch of a task (format 3): the bottom-k of its records' content keys; a union's distinct count is
-#: estimated to ~1/sqrt(k) (3%), and is exact for tasks with fewer records.
-SKETCH_SIZE = 1024
-#: A task's history counts are scaled to its distinct records only when they are fewer than this share of its
-#: records (repetition under 10% is within the sketch's error and changes no predictive materially).
-MIN_REPEAT = 0.9
 #: A phrase is kept when at least this many of the night's classification records hold it (bounds the file's size),
 #: with its exact count in every task where it occurs (format 1: only in tasks where 2 records held it).
 MIN_RECORDS = 2
@@ -90,36 +86,6 @@ def _schema() -> pa.Schema:
                       ("records", pa.int32())])
 
 
-def content_keys(digests: Any) -> np.ndarray:
-    """A record's 64-bit content key: the first 8 bytes of its ``content_sha256`` (hex) as a signed integer."""
-    import numpy as np
-
-    return np.fromiter((int(d[:16], 16) for d in digests), dtype=np.uint64, count=len(digests)).view(np.int64)
-
-
-def _sketch(keys: np.ndarray) -> np.ndarray:
-    """The ``SKETCH_SIZE`` smallest distinct keys, ordered as unsigned 64-bit values (signed int64 storage)."""
-    import numpy as np
-
-    unsigned = np.unique(keys.astype(np.int64).view(np.uint64))[:SKETCH_SIZE]
-    return unsigned.view(np.int64)
-
-
-def distinct_records(sketches: list[np.ndarray]) -> float:
-    """Distinct records of the union of several nights' sketches of one task: exact when the union holds fewer
-    than ``SKETCH_SIZE`` keys (every night's sketch was all its records), else the bottom-k estimate
-    ``(k - 1) / u_k`` (``u_k``: the k-th smallest key as a fraction of the 64-bit range)."""
-    import numpy as np
-
-    if not sketches:
-        return 0.0
-    union = np.unique(np.concatenate(sketches).astype(np.int64).view(np.uint64))
-    if len(union) < SKETCH_SIZE:
-        return float(len(union))
-    kth = float(union[SKETCH_SIZE - 1]) + 1.0
-    return (SKETCH_SIZE - 1) / (kth / 2.0**64)
-
-
 def phrase_counts(records: Records, config: TriggerConfig, content: np.ndarray | None = None) -> pa.Table:
     """Per classification task, label and phrase: the records of the batch with that phrase and label; with
     ``content`` (each row's content key, :func:`content_keys`), each task's record sketch too (format 3)."""
@@ -145,7 +111,7 @@ def phrase_counts(records: Records, config: TriggerConfig, content: np.ndarray |
             for lab in np.flatnonzero(totals).tolist():
                 _extend(cols, task.name, ch.names[lab], np.array([TOTALS]), totals[[lab]])
             if content is not None:
-                sketch = _sketch(content[task.rows])
+                sketch = bottom_k(content[task.rows])
                 _extend(cols, task.name, None, sketch, np.ones(len(sketch)))
             present = np.flatnonzero(np.asarray(xt.sum(axis=0)).ravel() >= 1)
             if not len(present):
@@ -402,7 +368,7 @@ def _weights(sketches: dict[str, list[np.ndarray]], unsketched: dict[str, float]
     out = {}
     for name, parts in sketches.items():
         n = records.get(name, 0.0)
-        distinct = distinct_records(parts) + unsketched.get(name, 0.0)
+        distinct = distinct_count(parts) + unsketched.get(name, 0.0)
         if n > 0 and distinct < MIN_REPEAT * n:
             out[name] = max(distinct, 1.0) / n
     return out
