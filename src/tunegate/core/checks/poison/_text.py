@@ -141,6 +141,16 @@ def ngram_matrix(texts: list[str], *, ngram_max: int, min_df: int, max_df: float
     return x.tocsr(), vec.get_feature_names_out()
 
 
+def onehot(outcome: np.ndarray, size: int) -> sp.csr_matrix:
+    """Rows x ``size`` indicator matrix of each row's outcome: ``x.T @ onehot(y)`` counts a phrase's records per
+    label."""
+    import numpy as np
+    import scipy.sparse as sp
+
+    return sp.csr_matrix((np.ones(len(outcome), dtype=np.float32), (np.arange(len(outcome)), outcome)),
+                         shape=(len(outcome), size))
+
+
 def binomial_llr(k: Any, n: Any, p: Any) -> Any:
     """Log-likelihood ratio (nats) of ``k`` successes in ``n`` at the observed rate versus rate ``p``.
 

@@ -42,7 +42,7 @@ from __future__ import annotations
 import math
 from typing import TYPE_CHECKING
 
-from tunegate.core.checks.poison.novelty_pass import _onehot, _tarone, unknown_tasks
+from tunegate.core.checks.poison.novelty_pass import _tarone, known_counts, unknown_tasks
 from tunegate.core.checks.poison.phrases import Phrase, named_campaigns
 
 if TYPE_CHECKING:
@@ -51,6 +51,7 @@ if TYPE_CHECKING:
 
     from tunegate.core.checks.poison.config import TriggerConfig
     from tunegate.core.checks.poison.novelty import TaskHistory
+    from tunegate.core.checks.poison.novelty_pass import KnownCounts
     from tunegate.core.checks.poison.tasks import Task
 
 #: Truncation of the truncated product: a dataset counts when its p-value is at most this.
@@ -66,14 +67,17 @@ BLOCK = 32_768
 
 
 def excess_phrases(x: sp.csr_matrix, vocab: np.ndarray, tasks: list[Task], history: list[TaskHistory | None],
-                   config: TriggerConfig, *, hidden: np.ndarray, truncated: int = 0, found: list[Phrase]
-                   ) -> tuple[list[Phrase], dict[str, float]]:
+                   config: TriggerConfig, *, hidden: np.ndarray, truncated: int = 0, found: list[Phrase],
+                   known: list[KnownCounts] | None = None) -> tuple[list[Phrase], dict[str, float]]:
     """The phrases whose records of one label exceed what the history expects, in several datasets, strongest first
     (module docstring); and the pass's figures (phrases tested, Tarone's count, bar). ``hidden``: per phrase, the
-    history's nights that did not keep it; ``truncated``: its nights of the older format."""
+    history's nights that did not keep it; ``truncated``: its nights of the older format; ``known``:
+    :func:`~.novelty_pass.known_counts` (computed here when not given)."""
     import numpy as np
 
-    entries = _task_entries(x, tasks, history, config, hidden=hidden, truncated=truncated)
+    if known is None:
+        known = known_counts(x, tasks, history, config)
+    entries = _task_entries(tasks, history, known, hidden=hidden, truncated=truncated)
     figures: dict[str, float] = {}
     if entries is None:
         return [], figures
@@ -133,31 +137,25 @@ def excess_phrases(x: sp.csr_matrix, vocab: np.ndarray, tasks: list[Task], histo
     return out, figures
 
 
-def _task_entries(x: sp.csr_matrix, tasks: list[Task], history: list[TaskHistory | None], config: TriggerConfig, *,
+def _task_entries(tasks: list[Task], history: list[TaskHistory | None], known: list[KnownCounts], *,
                   hidden: np.ndarray, truncated: int) -> tuple[np.ndarray, ...] | None:
-    """Per (phrase, known classification task) with >= 2 records of the phrase tonight: the phrase's column, the
-    task, its dataset, the task's p-value (smallest label tail times the labels), the smallest p-value its records
-    could reach (all on the label the history expects least) and the label of the smallest tail."""
+    """Per (phrase, known classification task) with >= 2 records of the phrase tonight (``known``:
+    :func:`~.novelty_pass.known_counts`): the phrase's column, the task, its dataset, the task's p-value (smallest
+    label tail times the labels), the smallest p-value its records could reach (all on the label the history
+    expects least) and the label of the smallest tail."""
     import numpy as np
 
     families: dict[str, int] = {}
     parts = []
-    known = sum(float(h[1].sum()) for t, h in zip(tasks, history, strict=True) if t.kind == "label" and h is not None)
-    for t, task in enumerate(tasks):
-        past = history[t]
-        if task.kind != "label" or past is None or past[1].sum() < config.min_task_records:
-            continue
-        xt = x[task.rows]
-        n_all = np.asarray(xt.sum(axis=0)).ravel()
-        cols = np.flatnonzero(n_all >= 2)
-        if not len(cols):
-            continue
-        y = task.labels.outcome
+    every = sum(float(h[1].sum()) for t, h in zip(tasks, history, strict=True) if t.kind == "label" and h is not None)
+    for entry in known:
+        t, cols, k = entry.task, entry.cols, entry.counts
+        task, past = tasks[t], history[t]
+        assert past is not None
         size = len(task.labels.names)
-        k = np.rint((xt[:, cols].T @ _onehot(y, size)).toarray()).astype(np.float64)
         h = past[0][cols].toarray()
         total = float(past[1].sum())
-        a = h + hidden[cols][:, None] * (total / known) + truncated / size + 0.5
+        a = h + hidden[cols][:, None] * (total / every) + truncated / size + 0.5
         b = np.maximum(total - h, 0.0) + 0.5
         n = float(len(task.rows))
         tail = np.ones_like(k)
@@ -167,8 +165,7 @@ def _task_entries(x: sp.csr_matrix, tasks: list[Task], history: list[TaskHistory
         p = np.minimum(1.0, tail[np.arange(len(cols)), lab] * size)
         least = h.argmin(axis=1)  # the smallest count has the smallest a and the largest b: the smallest tail
         rows = np.arange(len(cols))
-        reach = np.minimum(1.0, upper_tail(n_all[cols].astype(np.float64), n, a[rows, least], b[rows, least],
-                                           above=READ) * size)
+        reach = np.minimum(1.0, upper_tail(entry.n, n, a[rows, least], b[rows, least], above=READ) * size)
         parts.append((cols, np.full(len(cols), t), np.full(len(cols), families.setdefault(task.family, len(families))),
                       p, reach, lab))
     if not parts:

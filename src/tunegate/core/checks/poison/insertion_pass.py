@@ -44,10 +44,10 @@ from __future__ import annotations
 import math
 from typing import TYPE_CHECKING
 
-from tunegate.core.checks.poison._text import binomial_llr
+from tunegate.core.checks.poison._text import binomial_llr, onehot
 from tunegate.core.checks.poison.evidence import task_of_rows
 from tunegate.core.checks.poison.insertion import score_occurrences
-from tunegate.core.checks.poison.novelty_pass import _onehot, _tarone, phrase_surprise, pool_datasets
+from tunegate.core.checks.poison.novelty_pass import _tarone, phrase_surprise, pool_datasets
 from tunegate.core.checks.poison.phrases import Phrase, _campaigns
 
 if TYPE_CHECKING:
@@ -211,7 +211,7 @@ def _test(xp: sp.csr_matrix, xi: sp.csr_matrix, tasks: list[Task], label: list[i
             continue
         ch = task.labels
         size = len(ch.names)
-        y = _onehot(ch.outcome, size)
+        y = onehot(ch.outcome, size)
         counts = (xt[:, cols].T @ y).toarray()
         # the phrase's in-place records here (judged in place, none out of place)
         placed = (xp[task.rows][:, cols].T @ y).toarray()

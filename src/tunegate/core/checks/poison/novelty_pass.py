@@ -30,7 +30,7 @@ import math
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from tunegate.core.checks.poison._text import binomial_llr
+from tunegate.core.checks.poison._text import binomial_llr, onehot
 from tunegate.core.checks.poison.evidence import task_of_rows
 from tunegate.core.checks.poison.novelty import TaskHistory, history_rates
 from tunegate.core.checks.poison.phrases import Phrase, named_campaigns
@@ -102,33 +102,55 @@ class LabelStatistics:
                                cache=cache)
 
 
-def label_statistics(x: sp.csr_matrix, tasks: list[Task], history: list[TaskHistory | None], config: TriggerConfig
-                     ) -> LabelStatistics | None:
-    """Per (phrase, classification task the history knows) where >= 2 records hold the phrase: its truncated
-    statistic against the history's predictive, and the per-phrase pooling and vocabulary groups (module
-    docstring). ``None`` when no task is known."""
-    import numpy as np
-    from scipy.stats import betabinom
+@dataclass(frozen=True)
+class KnownCounts:
+    """Tonight's label counts in one classification task the history knows (>= ``min_task_records`` records there),
+    for the phrases held by >= 2 of its records: what the history passes (novelty, contradiction, excess) test."""
 
-    tau, weight = config.novelty_task_nats, config.history_weight
-    label = [ti for ti, t in enumerate(tasks) if t.kind == "label"]
-    fam_index: dict[str, int] = {}
-    parts = []
-    for ti in label:
-        task, past = tasks[ti], history[ti]
-        if past is None or past[1].sum() < config.min_task_records:
+    task: int  # the task's index
+    cols: np.ndarray  # the phrases' columns
+    n: np.ndarray  # the task's records holding each
+    counts: np.ndarray  # len(cols) x labels: those records per label
+
+
+def known_counts(x: sp.csr_matrix, tasks: list[Task], history: list[TaskHistory | None], config: TriggerConfig
+                 ) -> list[KnownCounts]:
+    """:class:`KnownCounts` of every classification task the history knows, in task order."""
+    import numpy as np
+
+    out = []
+    for ti, task in enumerate(tasks):
+        past = history[ti]
+        if task.kind != "label" or past is None or past[1].sum() < config.min_task_records:
             continue  # a task the history does not know: its base rate is no baseline (natural cues steer it)
         xt = x[task.rows]
         n_all = np.asarray(xt.sum(axis=0)).ravel()
         cols = np.flatnonzero(n_all >= 2)
-        if not len(cols):
-            continue
+        if len(cols):
+            counts = np.rint((xt[:, cols].T @ onehot(task.labels.outcome, len(task.labels.names))).toarray())
+            out.append(KnownCounts(ti, cols, n_all[cols].astype(np.float64), counts.astype(np.float64)))
+    return out
+
+
+def label_statistics(x: sp.csr_matrix, tasks: list[Task], history: list[TaskHistory | None], config: TriggerConfig,
+                     *, known: list[KnownCounts] | None = None) -> LabelStatistics | None:
+    """Per (phrase, classification task the history knows) where >= 2 records hold the phrase: its truncated
+    statistic against the history's predictive, and the per-phrase pooling and vocabulary groups (module
+    docstring). ``known``: :func:`known_counts` (computed here when not given). ``None`` when no task is known."""
+    import numpy as np
+    from scipy.stats import betabinom
+
+    tau, weight = config.novelty_task_nats, config.history_weight
+    fam_index: dict[str, int] = {}
+    parts = []
+    for entry in known if known is not None else known_counts(x, tasks, history, config):
+        ti, cols, n, counts = entry.task, entry.cols, entry.n, entry.counts
+        task, past = tasks[ti], history[ti]
+        assert past is not None
         ch = task.labels
-        counts = (xt[:, cols].T @ _onehot(ch.outcome, len(ch.names))).toarray()
         rates, held = history_rates(past, cols, ch.base, weight)
         mass = held + weight  # the Beta posterior's concentration: how sure the history is of the rates
         seen = held / past[1].sum() * len(task.rows)  # the phrase's records a night like the history's would hold
-        n = n_all[cols].astype(np.float64)
         llr = binomial_llr(counts, n[:, None], rates) * (counts >= 2)
         lab = llr.argmax(axis=1)
         stat = llr[np.arange(len(cols)), lab]
@@ -410,9 +432,3 @@ def _sum_surprise(tails: list[np.ndarray], top: int) -> float:
     return float(-math.log(max(dist[top], 1e-300)))
 
 
-def _onehot(outcome: np.ndarray, size: int) -> sp.csr_matrix:
-    import numpy as np
-    import scipy.sparse as sp
-
-    return sp.csr_matrix((np.ones(len(outcome), dtype=np.float32), (np.arange(len(outcome)), outcome)),
-                         shape=(len(outcome), size))

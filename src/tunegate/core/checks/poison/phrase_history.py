@@ -92,7 +92,7 @@ def phrase_counts(records: Records, config: TriggerConfig, content: np.ndarray |
     import numpy as np
     import pyarrow as pa
 
-    from tunegate.core.checks.poison._text import ngram_matrix
+    from tunegate.core.checks.poison._text import ngram_matrix, onehot
     from tunegate.core.checks.poison.tasks import build_tasks
 
     prompts = records.prompts(config.max_chars)
@@ -116,7 +116,7 @@ def phrase_counts(records: Records, config: TriggerConfig, content: np.ndarray |
             present = np.flatnonzero(np.asarray(xt.sum(axis=0)).ravel() >= 1)
             if not len(present):
                 continue
-            counts = (_onehot(ch.outcome, len(ch.names)).T @ xt[:, present]).tocoo()  # label x phrase
+            counts = (onehot(ch.outcome, len(ch.names)).T @ xt[:, present]).tocoo()  # label x phrase
             for lab in np.unique(counts.row).tolist():
                 sel = counts.row == lab
                 _extend(cols, task.name, ch.names[lab], keys[present[counts.col[sel]]], counts.data[sel])
@@ -133,14 +133,6 @@ def _extend(cols: dict[str, list[Any]], task: str, label: str | None, keys: np.n
     cols["label"] += [label] * len(keys)
     cols["phrase"].append(np.asarray(keys, dtype=np.int64))
     cols["records"].append(np.rint(counts).astype(np.int32))
-
-
-def _onehot(outcome: np.ndarray, size: int) -> sp.csr_matrix:
-    import numpy as np
-    import scipy.sparse as sp
-
-    return sp.csr_matrix((np.ones(len(outcome), dtype=np.float32), (np.arange(len(outcome)), outcome)),
-                         shape=(len(outcome), size))
 
 
 def write_phrase_night(history_dir: str | Path, batch_id: str, table: pa.Table, *, anomalous: bool,

@@ -57,7 +57,7 @@ from tunegate.core.checks.poison.contradiction_pass import contradiction_phrases
 from tunegate.core.checks.poison.evidence import phrase_context
 from tunegate.core.checks.poison.excess_pass import excess_phrases
 from tunegate.core.checks.poison.insertion_pass import insertion_phrases
-from tunegate.core.checks.poison.novelty_pass import label_statistics, novelty_phrases
+from tunegate.core.checks.poison.novelty_pass import known_counts, label_statistics, novelty_phrases
 from tunegate.core.checks.poison.phrase_history import PhraseHistory, load_phrase_history
 from tunegate.core.checks.poison.phrases import Phrase, find_phrases
 from tunegate.core.checks.poison.tasks import Task, build_tasks, degenerate_outputs, output_shape, task_family
@@ -138,7 +138,9 @@ class TriggerPhraseCheck(Check):
                 phrases += found
                 insertion_metrics.update(figures, phrases=[p.phrase for p in found])
             stats = None  # the word statistics are only needed by the insertion pass
-            label_stats = label_statistics(x, tasks, history, cfg) if history is not None and (
+            # tonight's label counts in the tasks the history knows: what the three history passes test
+            known = known_counts(x, tasks, history, cfg) if history is not None else None
+            label_stats = label_statistics(x, tasks, history, cfg, known=known) if history is not None and (
                 cfg.novelty or cfg.contradiction) else None
             if cfg.novelty and history is not None:
                 found, figures = novelty_phrases(x, vocab, tasks, history, cfg, found=phrases, stats=label_stats)
@@ -151,7 +153,7 @@ class TriggerPhraseCheck(Check):
             if cfg.excess and history is not None:
                 assert past is not None
                 found, figures = excess_phrases(x, vocab, tasks, history, cfg, hidden=past.hidden(vocab),
-                                                truncated=past.truncated, found=phrases)
+                                                truncated=past.truncated, found=phrases, known=known)
                 phrases += found
                 excess_metrics.update(figures, phrases=[p.phrase for p in found])
         for i, ph in enumerate(phrases):
