@@ -243,3 +243,53 @@ def test_unknown_task_rows_needs_more_than_chance_and_a_majority() -> None:
     small = (sp.csr_matrix(np.array([[9.0, 9.0], [0.0, 0.0]])), np.array([10.0, 10.0]))  # too few records to count
     assert known_rate([known, small, None], 0, min_known=50) == pytest.approx(4.5 / 401)
     assert known_rate([None], 1, min_known=50) == pytest.approx(0.5)
+
+
+def test_a_new_phrase_gathers_evidence_in_tasks_the_history_cannot_speak_to(tmp_path: Path,
+                                                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    """A thin campaign spreads over datasets the history holds and datasets whose records all arrive tonight. For a
+    phrase new to the history, those tasks are tested as a known task tests a phrase it never saw (the task's own
+    label shares, worth the prior's weight): 5 records in each of 2 known and 2 unknown datasets are raised, where
+    the 2 known datasets alone are not. A phrase the history has seen gains nothing there."""
+    import numpy as np
+
+    from tunegate.core.checks.poison import novelty_pass
+    from tunegate.core.checks.poison._text import ngram_matrix
+    from tunegate.core.checks.poison.tasks import build_tasks
+
+    unknown = {task for task, _ in TASKS[2:]}
+    for night in (1, 2):
+        rows = [r for r in clean_batch() if r["task"] not in unknown]
+        write_phrase_night(tmp_path, f"night-{night}", phrase_counts(records_of(rows), TriggerConfig()),
+                           anomalous=False)
+    tonight = clean_batch()
+    planted = skew(tonight, NEW, seed=8, taken=set(), per_task=5)
+    cfg = TriggerConfig()
+    records = records_of(tonight)
+    prompts = records.prompts(cfg.max_chars)
+    x, vocab = ngram_matrix(prompts, ngram_max=2, min_df=cfg.min_records, max_df=cfg.max_phrase_df)
+    tasks = build_tasks(records, prompts, cfg)
+    history = load_phrase_history(tmp_path, vocab=vocab).for_tasks(tasks, vocab)
+    names = [t.name for t in tasks]
+    assert all(history[names.index(task)] is None for task in unknown)
+
+    def raised() -> tuple[set[str], Any]:
+        stats = novelty_pass.label_statistics(x, tasks, history, cfg)
+        assert stats is not None
+        found, _ = novelty_pass.novelty_phrases(x, vocab, tasks, history, cfg, found=[], stats=stats)
+        return {p.phrase for p in found}, stats
+
+    phrases, stats = raised()
+    new = int(np.flatnonzero(vocab == NEW.lower())[0])
+    assert NEW.lower() in phrases and stats.group[new] == 0 and stats.datasets[new] == 4
+    steered = {names[int(stats.tix[j])] for j in stats.entries(new) if stats.stat[j] > 0}
+    assert unknown <= steered
+    seen = int(np.flatnonzero(vocab == "because")[0])  # in every night of the history
+    assert not {names[int(stats.tix[j])] for j in stats.entries(seen)} & unknown
+    monkeypatch.setattr(novelty_pass, "_unknown", lambda *args, **kwargs: [])
+    assert NEW.lower() not in raised()[0]  # the known datasets alone: not enough
+    monkeypatch.undo()
+    check = build_check("poison_trigger", history_dir=str(tmp_path), batch_id="tonight")
+    result = _run(tmp_path / "run", check, tonight, planted)
+    assert NEW.lower() in _phrases(result.result) and planted <= result.flagged
+    assert result.flagged == planted  # nothing else: the phrase is new, its natural records are none

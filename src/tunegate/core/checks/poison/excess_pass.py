@@ -51,7 +51,7 @@ if TYPE_CHECKING:
 
     from tunegate.core.checks.poison.config import TriggerConfig
     from tunegate.core.checks.poison.novelty import TaskHistory
-    from tunegate.core.checks.poison.novelty_pass import KnownCounts
+    from tunegate.core.checks.poison.novelty_pass import TaskCounts
     from tunegate.core.checks.poison.tasks import Task
 
 #: Truncation of the truncated product: a dataset counts when its p-value is at most this.
@@ -68,7 +68,7 @@ BLOCK = 32_768
 
 def excess_phrases(x: sp.csr_matrix, vocab: np.ndarray, tasks: list[Task], history: list[TaskHistory | None],
                    config: TriggerConfig, *, hidden: np.ndarray, truncated: int = 0, found: list[Phrase],
-                   known: list[KnownCounts] | None = None) -> tuple[list[Phrase], dict[str, float]]:
+                   known: list[TaskCounts] | None = None) -> tuple[list[Phrase], dict[str, float]]:
     """The phrases whose records of one label exceed what the history expects, in several datasets, strongest first
     (module docstring); and the pass's figures (phrases tested, Tarone's count, bar). ``hidden``: per phrase, the
     history's nights that did not keep it; ``truncated``: its nights of the older format; ``known``:
@@ -137,7 +137,7 @@ def excess_phrases(x: sp.csr_matrix, vocab: np.ndarray, tasks: list[Task], histo
     return out, figures
 
 
-def _task_entries(tasks: list[Task], history: list[TaskHistory | None], known: list[KnownCounts], *,
+def _task_entries(tasks: list[Task], history: list[TaskHistory | None], known: list[TaskCounts], *,
                   hidden: np.ndarray, truncated: int) -> tuple[np.ndarray, ...] | None:
     """Per (phrase, known classification task) with >= 2 records of the phrase tonight (``known``:
     :func:`~.novelty_pass.known_counts`): the phrase's column, the task, its dataset, the task's p-value (smallest

@@ -18,7 +18,9 @@ least 2 datasets is a test; the family-wise false-alarm rate per night is held a
 split equally between three groups decided on the text alone (before any label is looked at): phrases the history
 has never seen in their tasks, phrases at least ``NEW_RATIO`` times as frequent as there, and the rest; each group's
 count of tests is Tarone's. A phrase is a trigger when its surprise reaches ``ln(tests in its group) +
-ln(3 / novelty_alpha)`` and it steers at least ``min_tasks`` datasets. Flagged: the records with the phrase and the
+ln(3 / novelty_alpha)`` and it steers at least ``min_tasks`` datasets. A phrase the history has never seen in its
+known tasks is also tested in the classification tasks the history cannot speak to, against their own label shares
+(:func:`_unknown`): new to the pipeline, it is new there too. Flagged: the records with the phrase and the
 steered label in the steered tasks, and, for new or bursting vocabulary, in the other known tasks where it is new and
 in the classification tasks the history cannot speak to where the known tasks make it rare (:func:`unknown_tasks`; an
 everyday phrase's natural occurrences outside the steered tasks are not touched).
@@ -63,7 +65,7 @@ class LabelStatistics:
     """The novelty pass's per (phrase, task) label statistics against the history, pooled per phrase: what the
     novelty pass tests and what the contradiction pass (:mod:`.contradiction_pass`) adds its evidence to."""
 
-    cols: np.ndarray  # per (phrase, known classification task) entry: the phrase's column
+    cols: np.ndarray  # per (phrase, classification task) entry (a known task; for new phrases any): its column
     tix: np.ndarray  # ... the task
     fix: np.ndarray  # ... the task's dataset (index)
     n: np.ndarray  # ... the phrase's records in the task
@@ -103,9 +105,9 @@ class LabelStatistics:
 
 
 @dataclass(frozen=True)
-class KnownCounts:
-    """Tonight's label counts in one classification task the history knows (>= ``min_task_records`` records there),
-    for the phrases held by >= 2 of its records: what the history passes (novelty, contradiction, excess) test."""
+class TaskCounts:
+    """Tonight's label counts in one classification task, for the phrases held by >= 2 of its records: what the
+    history passes (novelty, contradiction, excess) test, in the tasks the history knows (:func:`known_counts`)."""
 
     task: int  # the task's index
     cols: np.ndarray  # the phrases' columns
@@ -114,8 +116,8 @@ class KnownCounts:
 
 
 def known_counts(x: sp.csr_matrix, tasks: list[Task], history: list[TaskHistory | None], config: TriggerConfig
-                 ) -> list[KnownCounts]:
-    """:class:`KnownCounts` of every classification task the history knows, in task order."""
+                 ) -> list[TaskCounts]:
+    """:class:`TaskCounts` of every classification task the history knows, in task order."""
     import numpy as np
 
     out = []
@@ -128,56 +130,98 @@ def known_counts(x: sp.csr_matrix, tasks: list[Task], history: list[TaskHistory 
         cols = np.flatnonzero(n_all >= 2)
         if len(cols):
             counts = np.rint((xt[:, cols].T @ onehot(task.labels.outcome, len(task.labels.names))).toarray())
-            out.append(KnownCounts(ti, cols, n_all[cols].astype(np.float64), counts.astype(np.float64)))
+            out.append(TaskCounts(ti, cols, n_all[cols].astype(np.float64), counts.astype(np.float64)))
     return out
 
 
 def label_statistics(x: sp.csr_matrix, tasks: list[Task], history: list[TaskHistory | None], config: TriggerConfig,
-                     *, known: list[KnownCounts] | None = None) -> LabelStatistics | None:
+                     *, known: list[TaskCounts] | None = None) -> LabelStatistics | None:
     """Per (phrase, classification task the history knows) where >= 2 records hold the phrase: its truncated
     statistic against the history's predictive, and the per-phrase pooling and vocabulary groups (module
-    docstring). ``known``: :func:`known_counts` (computed here when not given). ``None`` when no task is known."""
+    docstring); for a phrase new to the history, also its tasks the history cannot speak to (:func:`_unknown`).
+    ``known``: :func:`known_counts` (computed here when not given). ``None`` when no task is known."""
     import numpy as np
-    from scipy.stats import betabinom
 
-    tau, weight = config.novelty_task_nats, config.history_weight
+    weight = config.history_weight
     fam_index: dict[str, int] = {}
     parts = []
     for entry in known if known is not None else known_counts(x, tasks, history, config):
-        ti, cols, n, counts = entry.task, entry.cols, entry.n, entry.counts
-        task, past = tasks[ti], history[ti]
+        task, past = tasks[entry.task], history[entry.task]
         assert past is not None
-        ch = task.labels
-        rates, held = history_rates(past, cols, ch.base, weight)
-        mass = held + weight  # the Beta posterior's concentration: how sure the history is of the rates
-        seen = held / past[1].sum() * len(task.rows)  # the phrase's records a night like the history's would hold
-        llr = binomial_llr(counts, n[:, None], rates) * (counts >= 2)
-        lab = llr.argmax(axis=1)
-        stat = llr[np.arange(len(cols)), lab]
-        stat = np.where(stat >= tau, stat, 0.0)
-        fam = fam_index.setdefault(task.family, len(fam_index))
-        # the most any outcome can give: every record on the least expected label (Tarone's count of real tests)
-        least = np.where(rates > 1e-9, rates, 1.0).min(axis=1)
-        reach = -betabinom.logpmf(n, n, least * mass, (1 - least) * mass)
-        parts.append((cols, np.full(len(cols), ti), np.full(len(cols), fam), n, counts[np.arange(len(cols)), lab],
-                      lab, stat, seen, rates, reach, mass))
+        rates, held = history_rates(past, entry.cols, task.labels.base, weight)
+        # held + weight: the Beta posterior's concentration (how sure the history is of the rates); seen: the
+        # phrase's records a night like the history's would hold
+        parts.append(_part(entry, task, rates=rates, mass=held + weight, seen=held / past[1].sum() * len(task.rows),
+                           config=config, fam_index=fam_index))
     if not parts:
         return None
-    cols, tix, fix, n, k, lab, stat, seen, reach = (np.concatenate([p[i] for p in parts])
-                                                    for i in (0, 1, 2, 3, 4, 5, 6, 7, 9))
-    total, achievable, datasets, steering = pool_datasets(cols, fix, stat, reach, n_fam=len(fam_index),
-                                                          width=x.shape[1])
+    cols, seen, n = (np.concatenate([p[i] for p in parts]) for i in (0, 7, 3))
     # Three pre-declared groups, decided on the text alone (so they may share out the false-alarm rate): phrases the
     # history has never seen in their tasks, phrases at least NEW_RATIO times as frequent tonight as there, the rest
     expected = np.bincount(cols, weights=seen, minlength=x.shape[1])
     tonight = np.bincount(cols, weights=n, minlength=x.shape[1])
     group = np.where((tonight > 0) & (expected == 0), 0, np.where((tonight > 0) & (tonight >= NEW_RATIO * expected),
                                                                     1, 2))
+    for entry in _unknown(x, tasks, history, config, new=np.flatnonzero(group == 0)):
+        task = tasks[entry.task]
+        rates = np.tile(task.labels.base, (len(entry.cols), 1))
+        parts.append(_part(entry, task, rates=rates, mass=np.full(len(entry.cols), weight),
+                           seen=np.zeros(len(entry.cols)), config=config, fam_index=fam_index))
+    cols, tix, fix, n, k, lab, stat, seen, reach = (np.concatenate([p[i] for p in parts])
+                                                    for i in (0, 1, 2, 3, 4, 5, 6, 7, 9))
+    total, achievable, datasets, steering = pool_datasets(cols, fix, stat, reach, n_fam=len(fam_index),
+                                                          width=x.shape[1])
     order = np.argsort(cols, kind="stable")
     return LabelStatistics(cols, tix, fix, n, k, lab, stat, [p[8] for p in parts], [p[10] for p in parts],
                            np.concatenate([np.full(len(p[0]), i) for i, p in enumerate(parts)]),
                            np.concatenate([np.arange(len(p[0])) for p in parts]), total, achievable, datasets,
                            steering, group, order, cols[order])
+
+
+def _part(entry: TaskCounts, task: Task, *, rates: np.ndarray, mass: np.ndarray, seen: np.ndarray,
+          config: TriggerConfig, fam_index: dict[str, int]) -> tuple[np.ndarray, ...]:
+    """One task's entries: column, task, dataset, records, records on the most surprising label, that label, the
+    truncated statistic, the records the history expects, the expected rates, what the statistic could reach (every
+    record on the least expected label: Tarone's count of real tests) and the predictive's concentration."""
+    import numpy as np
+    from scipy.stats import betabinom
+
+    cols, n, counts = entry.cols, entry.n, entry.counts
+    llr = binomial_llr(counts, n[:, None], rates) * (counts >= 2)
+    lab = llr.argmax(axis=1)
+    stat = llr[np.arange(len(cols)), lab]
+    stat = np.where(stat >= config.novelty_task_nats, stat, 0.0)
+    fam = fam_index.setdefault(task.family, len(fam_index))
+    least = np.where(rates > 1e-9, rates, 1.0).min(axis=1)
+    reach = -betabinom.logpmf(n, n, least * mass, (1 - least) * mass)
+    return (cols, np.full(len(cols), entry.task), np.full(len(cols), fam), n, counts[np.arange(len(cols)), lab], lab,
+            stat, seen, rates, reach, mass)
+
+
+def _unknown(x: sp.csr_matrix, tasks: list[Task], history: list[TaskHistory | None], config: TriggerConfig, *,
+             new: np.ndarray) -> list[TaskCounts]:
+    """Tonight's label counts of the phrases ``new`` to the history (never seen in the known tasks where they occur
+    tonight) in the classification tasks the history cannot speak to (none, or under ``min_task_records`` records
+    there). A phrase new to the pipeline is new there too: its labels are expected to follow the task's own label
+    shares tonight, worth the prior's weight, as in a known task that never saw it (a thin campaign's other half,
+    in datasets whose records all arrive tonight). They add to the phrase's statistic and to what it could reach
+    (Tarone's count), never to its group."""
+    import numpy as np
+
+    out: list[TaskCounts] = []
+    if not len(new):
+        return out
+    for ti, task in enumerate(tasks):
+        past = history[ti]
+        if task.kind != "label" or (past is not None and past[1].sum() >= config.min_task_records):
+            continue
+        xt = x[task.rows][:, new]
+        n_all = np.asarray(xt.sum(axis=0)).ravel()
+        keep = np.flatnonzero(n_all >= 2)
+        if len(keep):
+            counts = np.rint((xt[:, keep].T @ onehot(task.labels.outcome, len(task.labels.names))).toarray())
+            out.append(TaskCounts(ti, new[keep], n_all[keep].astype(np.float64), counts.astype(np.float64)))
+    return out
 
 
 def novelty_phrases(x: sp.csr_matrix, vocab: np.ndarray, tasks: list[Task], history: list[TaskHistory | None],
