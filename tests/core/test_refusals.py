@@ -20,7 +20,7 @@ from tests.conftest import DATA, write_jsonl
 from tunegate.core.checks import build_check
 from tunegate.core.checks.poison.config import ContentConfig
 from tunegate.core.checks.poison.content import is_refusal
-from tunegate.core.checks.poison.refusals import _evidence, distinct_counts, refusal_baseline, refusal_sketch
+from tunegate.core.checks.poison.refusals import _evidence, distinct_responses, refusal_baseline, refusal_sketch
 from tunegate.core.sketch import SKETCH_SIZE
 
 DECLINES = [
@@ -121,7 +121,7 @@ def test_history_sets_what_is_anomalous() -> None:
 def _sketched(keys: np.ndarray, refusing: int, *, anomalous: bool = False) -> dict[str, Any]:
     """A night whose open-ended responses have content ``keys``, the first ``refusing`` of them refusals."""
     return {"refusals": refusing, "responses": len(keys), "anomalous": anomalous,
-            "sketch": refusal_sketch(keys, range(len(keys)), range(refusing))}
+            "sketch": refusal_sketch(keys, range(len(keys)))}
 
 
 def test_a_night_published_many_times_weighs_as_one() -> None:
@@ -133,7 +133,7 @@ def test_a_night_published_many_times_weighs_as_one() -> None:
     night = _sketched(rng.integers(-2**63, 2**63 - 1, size=1000, dtype=np.int64), 2)  # 0.2%
     once, repeated = refusal_baseline([night], cfg), refusal_baseline([night] * 14, cfg)
     assert repeated["responses"] == 14 * 1000 and repeated["distinct_responses"] == 1000
-    assert repeated["refusals"] == 28 and repeated["distinct_refusals"] == 2
+    assert repeated["refusals"] == 28 and repeated["expected_rate"] == pytest.approx(once["expected_rate"])
     assert (repeated["alpha"], repeated["beta"]) == pytest.approx((once["alpha"], once["beta"]))
     fresh = [_sketched(rng.integers(-2**63, 2**63 - 1, size=1000, dtype=np.int64), 2) for _ in range(14)]
     new = refusal_baseline(fresh, cfg)
@@ -152,19 +152,22 @@ def test_repeats_are_found_across_nights_of_different_sizes() -> None:
     pool = rng.integers(-2**63, 2**63 - 1, size=6000, dtype=np.int64)
     drawn = [rng.choice(pool, size=size, replace=False) for size in (3000, 4000, 5000, 3500)]
     nights = [_sketched(keys, 10) for keys in drawn]
-    found = distinct_counts(nights)
-    assert found is not None
-    refusals, responses = found
+    found = distinct_responses(nights)
     truth = len(np.unique(np.concatenate(drawn)))
-    assert responses == pytest.approx(truth, rel=0.1) and responses > SKETCH_SIZE
-    assert refusals == len(np.unique(np.concatenate([keys[:10] for keys in drawn])))  # exact: under the sketch
+    assert found is not None and found == pytest.approx(truth, rel=0.1) and found > SKETCH_SIZE
     legacy = {"refusals": 10, "responses": 5000, "anomalous": False}  # no sketch: counted as distinct
-    refusals_with, responses_with = distinct_counts([*nights, legacy]) or (0.0, 0.0)
-    assert responses_with == pytest.approx(responses + 5000) and refusals_with == pytest.approx(refusals + 10)
+    assert distinct_responses([*nights, legacy]) == pytest.approx(found + 5000)
     distinct = [_sketched(rng.integers(-2**63, 2**63 - 1, size=3000, dtype=np.int64), 10) for _ in range(4)]
-    assert distinct_counts(distinct) is None  # no material repetition: the summed counts stand
-    broken = {**nights[0], "sketch": {"responses": "not base64!", "refusals": ""}}
-    assert distinct_counts([broken, broken]) is None  # unreadable: counted as distinct, so nothing repeats
+    assert distinct_responses(distinct) is None  # no material repetition: the summed counts stand
+    broken = {**nights[0], "sketch": {"responses": "not base64!"}}
+    assert distinct_responses([broken, broken]) is None  # unreadable: counted as distinct, so nothing repeats
+    # the history's rate is its nights' rate: 40 refusals of 15,500 responses, however few of them are distinct
+    cfg = ContentConfig()
+    base = refusal_baseline(nights, cfg)
+    assert base["weight"] == pytest.approx(found, abs=1) and base["refusals"] == 40
+    rate = 40 / 15_500
+    assert base["alpha"] == pytest.approx(cfg.refusal_rate * cfg.refusal_prior_responses + rate * base["weight"],
+                                          rel=1e-4)  # the rate of the nights, the weight of the distinct
 
 
 def _slice() -> list[dict[str, Any]]:
@@ -201,7 +204,7 @@ def test_nights_keep_their_refusal_counts_and_a_rerun_does_not_count_itself(tmp_
     assert [n["batch_id"] for n in nights] == ["n1", "n2", "n3"]
     natural = nights[0]["refusals"]
     assert natural["responses"] == len(clean) and natural["anomalous"] is False
-    assert set(natural["sketch"]) == {"responses", "refusals"}
+    assert set(natural["sketch"]) == {"responses"}
 
     attacked, planted = _with_refusals(clean, 15, seed=2)  # ~3.5% of the responses on a ~0.2% history
     summary = night("n4", attacked)

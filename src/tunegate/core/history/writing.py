@@ -322,8 +322,8 @@ def _referenced(manifest: dict[str, Any]) -> set[str]:
 def batch_statistics(summary: dict[str, Any]) -> dict[str, Any]:
     """What tomorrow's checks compare with, from a night's summary: the refusal count of the open-ended
     responses (``poison_content``), before the gate set anything aside, and the sketch of those responses that
-    lets tomorrow count a response re-sent on several nights once (:func:`~tunegate.core.checks.poison.refusals.
-    distinct_counts`)."""
+    lets tomorrow count a response re-sent on several nights once
+    (:func:`~tunegate.core.checks.poison.refusals.distinct_responses`)."""
     metrics = (summary.get("checks", {}).get("poison_content", {}).get("metrics") or {}).get("refusals") or {}
     if not metrics.get("responses"):
         return {}

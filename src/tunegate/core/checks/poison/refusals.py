@@ -128,66 +128,60 @@ def refusal_baseline(nights: Sequence[dict[str, Any]], config: ContentConfig) ->
     responses) plus earlier nights' counts (``{"responses", "refusals", "anomalous", "sketch"}``; anomalous nights
     are left out so an attack that got through does not become the norm).
 
-    A response counted on several nights is one observation: where the nights' sketches
-    (:func:`refusal_sketch`) show materially fewer distinct responses than their summed count (a source re-sent
-    whole every night), the history weighs its distinct responses and refusals (:func:`distinct_counts`).
-    Nights vary more than a binomial allows (a source's share moves): with three or more nights the history's
-    weight is capped at the concentration their spread implies (method of moments), so a steady history is
-    trusted fully and a jumpy one only as far as it predicts."""
+    A response counted on several nights is one observation: where the nights' sketches (:func:`refusal_sketch`)
+    show materially fewer distinct responses than their summed count (a source re-sent whole every night), the
+    history weighs its distinct responses (:func:`distinct_responses`) at the nights' rate: the rate stays, the
+    certainty becomes that of what the history has seen. Nights vary more than a binomial allows (a source's share
+    moves): with three or more nights the history's weight is also capped at the concentration their spread implies
+    (method of moments), so a steady history is trusted fully and a jumpy one only as far as it predicts."""
     used = [n for n in nights if n.get("responses") and not n.get("anomalous")]
     k_sum, n_sum = sum(int(n["refusals"]) for n in used), sum(int(n["responses"]) for n in used)
-    k_eff, n_eff = distinct_counts(used) or (float(k_sum), float(n_sum))
-    weight = n_eff
-    rate = k_eff / n_eff if n_eff else config.refusal_rate
-    if len(used) >= 3 and n_eff:
+    distinct = distinct_responses(used)
+    weight = float(n_sum) if distinct is None else distinct
+    if len(used) >= 3 and n_sum:
+        p = k_sum / n_sum
         rates = [int(n["refusals"]) / int(n["responses"]) for n in used]
-        spread = sum((r - rate) ** 2 for r in rates) / (len(rates) - 1)
-        binomial = sum(rate * (1 - rate) / int(n["responses"]) for n in used) / len(used)
-        if spread > binomial and rate > 0:
-            weight = min(weight, rate * (1 - rate) / (spread - binomial))
+        spread = sum((r - p) ** 2 for r in rates) / (len(rates) - 1)
+        binomial = sum(p * (1 - p) / int(n["responses"]) for n in used) / len(used)
+        if spread > binomial and p > 0:
+            weight = min(weight, p * (1 - p) / (spread - binomial))
+    rate = k_sum / n_sum if n_sum else config.refusal_rate
     prior = float(config.refusal_prior_responses)
     alpha = config.refusal_rate * prior + rate * weight
     beta = (1 - config.refusal_rate) * prior + (1 - rate) * weight
-    return {"nights": len(used), "responses": n_sum, "refusals": k_sum, "distinct_responses": round(n_eff),
-            "distinct_refusals": round(k_eff), "weight": round(weight, 1), "alpha": alpha, "beta": beta,
-            "expected_rate": alpha / (alpha + beta)}
+    return {"nights": len(used), "responses": n_sum, "refusals": k_sum,
+            "distinct_responses": n_sum if distinct is None else round(distinct), "weight": round(weight, 1),
+            "alpha": alpha, "beta": beta, "expected_rate": alpha / (alpha + beta)}
 
 
-def refusal_sketch(keys: np.ndarray, rows: Sequence[int], refusing: Sequence[int]) -> dict[str, str]:
-    """A night's part of :func:`distinct_counts`: bottom-k sketches (:mod:`tunegate.core.sketch`) of the content
-    keys of its open-ended responses (``rows``) and of its refusals, encoded for the history manifest."""
+def refusal_sketch(keys: np.ndarray, rows: Sequence[int]) -> dict[str, str]:
+    """A night's part of :func:`distinct_responses`: the bottom-k sketch (:mod:`tunegate.core.sketch`) of the content
+    keys of its open-ended responses (``rows``), encoded for the history manifest."""
     import numpy as np
 
     from tunegate.core.sketch import bottom_k, encode_sketch
 
-    return {"responses": encode_sketch(bottom_k(keys[np.asarray(rows, dtype=np.int64)])),
-            "refusals": encode_sketch(bottom_k(keys[np.asarray(refusing, dtype=np.int64)]))}
+    return {"responses": encode_sketch(bottom_k(keys[np.asarray(rows, dtype=np.int64)]))}
 
 
-def distinct_counts(nights: Sequence[dict[str, Any]]) -> tuple[float, float] | None:
-    """The distinct ``(refusals, responses)`` of ``nights`` when their sketches show materially repeated responses
-    (distinct under ``MIN_REPEAT`` of the summed count), else ``None`` (the sums stand: within the sketches' error).
-    A night without a readable sketch (written before there was one) counts as distinct."""
+def distinct_responses(nights: Sequence[dict[str, Any]]) -> float | None:
+    """The distinct open-ended responses of ``nights`` when their sketches show them materially repeated (distinct
+    under ``MIN_REPEAT`` of the summed count), else ``None`` (the sum stands: within the sketches' error). A night
+    without a readable sketch (written before there was one) counts as distinct."""
     from tunegate.core.sketch import MIN_REPEAT, decode_sketch, distinct_count
 
-    responses: list[np.ndarray] = []
-    refusals: list[np.ndarray] = []
-    loose_n = loose_k = 0.0
+    sketches: list[np.ndarray] = []
+    loose = 0.0
     for night in nights:
-        sketch = night.get("sketch")
         try:
-            pair = (decode_sketch(sketch["responses"]), decode_sketch(sketch["refusals"]))  # type: ignore[index]
+            sketches.append(decode_sketch(night["sketch"]["responses"]))
         except (TypeError, KeyError, ValueError, AttributeError):
-            loose_n, loose_k = loose_n + int(night["responses"]), loose_k + int(night["refusals"])
-            continue
-        responses.append(pair[0])
-        refusals.append(pair[1])
-    summed_n = sum(int(n["responses"]) for n in nights)
-    summed_k = sum(int(n["refusals"]) for n in nights)
-    distinct_n = distinct_count(responses) + loose_n
-    if not responses or distinct_n >= MIN_REPEAT * summed_n:
+            loose += int(night["responses"])
+    summed = sum(int(n["responses"]) for n in nights)
+    distinct = distinct_count(sketches) + loose
+    if not sketches or distinct >= MIN_REPEAT * summed:
         return None
-    return min(distinct_count(refusals) + loose_k, float(summed_k)), max(distinct_n, 1.0)
+    return max(distinct, 1.0)
 
 
 def _evidence(k: int, n: int, alpha: float, beta: float) -> float:
@@ -225,4 +219,4 @@ def refusal_rate(records: Records, open_rows: set[int], findings: list[Finding],
             "tested": test, "baseline": {key: baseline[key] for key in ("nights", "responses", "refusals",
                                                                          "distinct_responses", "weight")},
             "by_group": dict(per_group.most_common(10)),
-            **({"sketch": refusal_sketch(keys, rows, refusing)} if keys is not None else {})}
+            **({"sketch": refusal_sketch(keys, rows)} if keys is not None else {})}
