@@ -179,6 +179,27 @@ def test_publish_writes_the_night_and_a_rerun_replaces_it_and_a_halted_night_nev
     assert not night_file(history, "night-2").exists() and load_phrase_history(history).nights == ["night-1"]
 
 
+def _history_without(history: Path, tasks: set[str]) -> None:
+    """Two nights of the clean batch without ``tasks``: tonight's records of them are unknown to the history."""
+    for night in (1, 2):
+        rows = [r for r in clean_batch() if r["task"] not in tasks]
+        write_phrase_night(history, f"night-{night}", phrase_counts(records_of(rows), TriggerConfig()),
+                           anomalous=False)
+
+
+def _scan_inputs(history: Path, tonight: list[dict[str, Any]], cfg: TriggerConfig) -> tuple[Any, Any, Any, Any]:
+    """What the trigger scan's history passes read for ``tonight``: n-gram matrix, vocabulary, tasks, per-task
+    history."""
+    from tunegate.core.checks.poison._text import ngram_matrix
+    from tunegate.core.checks.poison.tasks import build_tasks
+
+    records = records_of(tonight)
+    prompts = records.prompts(cfg.max_chars)
+    x, vocab = ngram_matrix(prompts, ngram_max=2, min_df=cfg.min_records, max_df=cfg.max_phrase_df)
+    tasks = build_tasks(records, prompts, cfg)
+    return x, vocab, tasks, load_phrase_history(history, vocab=vocab).for_tasks(tasks, vocab)
+
+
 def test_a_raised_phrase_is_flagged_in_a_task_the_history_has_never_seen(tmp_path: Path) -> None:
     """A thin campaign puts a few records in tasks the history cannot speak to (a dataset whose records all arrive
     tonight), where the history passes' per-task tests cannot run. Once a new phrase is raised, its records there are
@@ -187,15 +208,10 @@ def test_a_raised_phrase_is_flagged_in_a_task_the_history_has_never_seen(tmp_pat
     unseen task as elsewhere, is left alone."""
     import numpy as np
 
-    from tunegate.core.checks.poison._text import ngram_matrix
     from tunegate.core.checks.poison.novelty_pass import unknown_tasks
-    from tunegate.core.checks.poison.tasks import build_tasks
 
     unseen = "task286_olid_offense_judgment"
-    for night in (1, 2):
-        rows = [r for r in clean_batch() if r["task"] != unseen]
-        write_phrase_night(tmp_path, f"night-{night}", phrase_counts(records_of(rows), TriggerConfig()),
-                           anomalous=False)
+    _history_without(tmp_path, {unseen})
     tonight = clean_batch()
     skew(tonight, NEW, seed=8, taken=set())
     rng = random.Random(9)
@@ -204,11 +220,7 @@ def test_a_raised_phrase_is_flagged_in_a_task_the_history_has_never_seen(tmp_pat
         if r["id"] in extra:
             r["input"] = plant(r["input"], NEW, rng)
     cfg = TriggerConfig()
-    records = records_of(tonight)
-    prompts = records.prompts(cfg.max_chars)
-    x, vocab = ngram_matrix(prompts, ngram_max=2, min_df=cfg.min_records, max_df=cfg.max_phrase_df)
-    tasks = build_tasks(records, prompts, cfg)
-    history = load_phrase_history(tmp_path, vocab=vocab).for_tasks(tasks, vocab)
+    x, vocab, tasks, history = _scan_inputs(tmp_path, tonight, cfg)
     assert history[[t.name for t in tasks].index(unseen)] is None
     xc = x.tocsc()
 
@@ -254,22 +266,13 @@ def test_a_new_phrase_gathers_evidence_in_tasks_the_history_cannot_speak_to(tmp_
     import numpy as np
 
     from tunegate.core.checks.poison import novelty_pass
-    from tunegate.core.checks.poison._text import ngram_matrix
-    from tunegate.core.checks.poison.tasks import build_tasks
 
     unknown = {task for task, _ in TASKS[2:]}
-    for night in (1, 2):
-        rows = [r for r in clean_batch() if r["task"] not in unknown]
-        write_phrase_night(tmp_path, f"night-{night}", phrase_counts(records_of(rows), TriggerConfig()),
-                           anomalous=False)
+    _history_without(tmp_path, unknown)
     tonight = clean_batch()
     planted = skew(tonight, NEW, seed=8, taken=set(), per_task=5)
     cfg = TriggerConfig()
-    records = records_of(tonight)
-    prompts = records.prompts(cfg.max_chars)
-    x, vocab = ngram_matrix(prompts, ngram_max=2, min_df=cfg.min_records, max_df=cfg.max_phrase_df)
-    tasks = build_tasks(records, prompts, cfg)
-    history = load_phrase_history(tmp_path, vocab=vocab).for_tasks(tasks, vocab)
+    x, vocab, tasks, history = _scan_inputs(tmp_path, tonight, cfg)
     names = [t.name for t in tasks]
     assert all(history[names.index(task)] is None for task in unknown)
 
