@@ -118,20 +118,31 @@ class TaskCounts:
 def known_counts(x: sp.csr_matrix, tasks: list[Task], history: list[TaskHistory | None], config: TriggerConfig
                  ) -> list[TaskCounts]:
     """:class:`TaskCounts` of every classification task the history knows, in task order."""
-    import numpy as np
 
     out = []
     for ti, task in enumerate(tasks):
         past = history[ti]
         if task.kind != "label" or past is None or past[1].sum() < config.min_task_records:
             continue  # a task the history does not know: its base rate is no baseline (natural cues steer it)
-        xt = x[task.rows]
-        n_all = np.asarray(xt.sum(axis=0)).ravel()
-        cols = np.flatnonzero(n_all >= 2)
-        if len(cols):
-            counts = np.rint((xt[:, cols].T @ onehot(task.labels.outcome, len(task.labels.names))).toarray())
-            out.append(TaskCounts(ti, cols, n_all[cols].astype(np.float64), counts.astype(np.float64)))
+        entry = _task_counts(x, ti, task)
+        if entry is not None:
+            out.append(entry)
     return out
+
+
+def _task_counts(x: sp.csr_matrix, ti: int, task: Task, within: np.ndarray | None = None) -> TaskCounts | None:
+    """:class:`TaskCounts` of task ``ti`` for the phrase columns ``within`` (default: all); ``None`` when no phrase is
+    in 2 of its records."""
+    import numpy as np
+
+    xt = x[task.rows] if within is None else x[task.rows][:, within]
+    n_all = np.asarray(xt.sum(axis=0)).ravel()
+    keep = np.flatnonzero(n_all >= 2)
+    if not len(keep):
+        return None
+    counts = np.rint((xt[:, keep].T @ onehot(task.labels.outcome, len(task.labels.names))).toarray())
+    return TaskCounts(ti, keep if within is None else within[keep], n_all[keep].astype(np.float64),
+                      counts.astype(np.float64))
 
 
 def label_statistics(x: sp.csr_matrix, tasks: list[Task], history: list[TaskHistory | None], config: TriggerConfig,
@@ -206,7 +217,6 @@ def _unknown(x: sp.csr_matrix, tasks: list[Task], history: list[TaskHistory | No
     shares tonight, worth the prior's weight, as in a known task that never saw it (a thin campaign's other half,
     in datasets whose records all arrive tonight). They add to the phrase's statistic and to what it could reach
     (Tarone's count), never to its group."""
-    import numpy as np
 
     out: list[TaskCounts] = []
     if not len(new):
@@ -215,12 +225,9 @@ def _unknown(x: sp.csr_matrix, tasks: list[Task], history: list[TaskHistory | No
         past = history[ti]
         if task.kind != "label" or (past is not None and past[1].sum() >= config.min_task_records):
             continue
-        xt = x[task.rows][:, new]
-        n_all = np.asarray(xt.sum(axis=0)).ravel()
-        keep = np.flatnonzero(n_all >= 2)
-        if len(keep):
-            counts = np.rint((xt[:, keep].T @ onehot(task.labels.outcome, len(task.labels.names))).toarray())
-            out.append(TaskCounts(ti, new[keep], n_all[keep].astype(np.float64), counts.astype(np.float64)))
+        entry = _task_counts(x, ti, task, new)
+        if entry is not None:
+            out.append(entry)
     return out
 
 
