@@ -15,9 +15,9 @@ kept a phrase of a task only from 2 records there): a phrase missing from a nigh
 records (:meth:`PhraseHistory.hidden`, what the excess pass allows for). The file's metadata says which night it is,
 when it was first published and whether the night was *anomalous* (the trigger scan raised a campaign that night: what
 it held must not become the norm). Since format 3 a task's rows with a null ``label`` are its *record sketch*: the
-``SKETCH_SIZE`` smallest 64-bit content keys of its records (``phrase``: the first 8 bytes of each record's
-``content_sha256``; ``records``: 1), from which :func:`load_phrase_history` estimates how many *distinct* records the
-summed nights hold (:mod:`tunegate.core.sketch`; exact below ``SKETCH_SIZE`` records). Publish writes it from the
+1,024 (``sketch.SKETCH_SIZE``) smallest 64-bit content keys of its records (``phrase``: the first 8 bytes of each
+record's ``content_sha256``; ``records``: 1), from which :func:`load_phrase_history` estimates how many *distinct*
+records the summed nights hold (:mod:`tunegate.core.sketch`; exact below 1,024 records). Publish writes it from the
 accepted records (:func:`record_phrase_night`), under the history's writer lock, through a temporary sibling and a
 rename; a rerun of the night replaces it. Halted nights are never published, so never written.
 
