@@ -115,6 +115,12 @@ class TaskCounts:
     counts: np.ndarray  # len(cols) x labels: those records per label
 
 
+def knows(past: TaskHistory | None, min_records: int) -> bool:
+    """Whether the history can speak to a task: it holds at least ``min_records`` of the task's records (fewer give
+    no reliable rate; ``None``: the history never saw the task)."""
+    return past is not None and past[1].sum() >= min_records
+
+
 def known_counts(x: sp.csr_matrix, tasks: list[Task], history: list[TaskHistory | None], config: TriggerConfig
                  ) -> list[TaskCounts]:
     """:class:`TaskCounts` of every classification task the history knows, in task order."""
@@ -122,7 +128,7 @@ def known_counts(x: sp.csr_matrix, tasks: list[Task], history: list[TaskHistory 
     out = []
     for ti, task in enumerate(tasks):
         past = history[ti]
-        if task.kind != "label" or past is None or past[1].sum() < config.min_task_records:
+        if task.kind != "label" or not knows(past, config.min_task_records):
             continue  # a task the history does not know: its base rate is no baseline (natural cues steer it)
         entry = _task_counts(x, ti, task)
         if entry is not None:
@@ -223,7 +229,7 @@ def _unknown(x: sp.csr_matrix, tasks: list[Task], history: list[TaskHistory | No
         return out
     for ti, task in enumerate(tasks):
         past = history[ti]
-        if task.kind != "label" or (past is not None and past[1].sum() >= config.min_task_records):
+        if task.kind != "label" or knows(past, config.min_task_records):
             continue
         entry = _task_counts(x, ti, task, new)
         if entry is not None:
@@ -361,7 +367,7 @@ def _campaign_rows(xc: sp.csc_matrix, owner: np.ndarray | None, tasks: list[Task
             out.append(mine[labels == steered[ti]])
             continue
         past = history[ti]
-        if past is None or not spread or past[1].sum() < min_known:
+        if not spread or past is None or not knows(past, min_known):
             continue
         _, held = history_rates(past, np.array([c]), task.labels.base, 1.0)
         if len(mine) >= NEW_RATIO * float(held[0]) / past[1].sum() * len(task.rows):
@@ -378,7 +384,7 @@ def known_rate(history: list[TaskHistory | None], c: int, min_known: int) -> flo
     or more), smoothed by half a record: what a task the history has not seen would hold of it by chance."""
     seen = held = 0.0
     for past in history:
-        if past is not None and past[1].sum() >= min_known:
+        if past is not None and knows(past, min_known):
             held += float(past[0][c].sum())
             seen += float(past[1].sum())
     return (held + 0.5) / (seen + 1.0)
@@ -395,7 +401,7 @@ def unknown_tasks(holding: np.ndarray, tasks: list[Task], history: list[TaskHist
     out = []
     for ti, task in enumerate(tasks):
         past = history[ti]
-        if task.kind != "label" or (past is not None and past[1].sum() >= min_known):
+        if task.kind != "label" or knows(past, min_known):
             continue
         local = np.flatnonzero(np.isin(task.rows, holding))
         flagged = unknown_task_rows(task.rows[local], task.labels.outcome[local], len(task.rows), rate=rate)

@@ -139,7 +139,8 @@ class TriggerPhraseCheck(Check):
                 insertion_metrics.update(figures, phrases=[p.phrase for p in found])
             stats = None  # the word statistics are only needed by the insertion pass
             # tonight's label counts in the tasks the history knows: what the three history passes test
-            known = known_counts(x, tasks, history, cfg) if history is not None else None
+            known = known_counts(x, tasks, history, cfg) if history is not None and (
+                cfg.novelty or cfg.contradiction or cfg.excess) else None
             label_stats = label_statistics(x, tasks, history, cfg, known=known) if history is not None and (
                 cfg.novelty or cfg.contradiction) else None
             if cfg.novelty and history is not None:
