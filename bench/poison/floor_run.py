@@ -128,6 +128,9 @@ def main() -> int:
     ap.add_argument("--only", nargs="*", default=None, help="attacks to run (default: all, plus clean batches)")
     ap.add_argument("--no-clean", action="store_true", help="skip the clean batches")
     ap.add_argument("--corpora", type=Path, default=DEFAULT_CORPORA)
+    ap.add_argument("--trigger", default=None,
+                    help="the low-dose and thin attacks' trigger instead of the split's (e.g. a word with natural "
+                         "occurrences)")
     ap.add_argument("--json", type=Path, default=None)
     ap.add_argument("--history", type=int, default=0, metavar="NIGHTS",
                     help="scan each batch after NIGHTS clean nights were published into a history (what the "
@@ -172,7 +175,7 @@ def main() -> int:
                      ("clean open_ended", build_batch(corpora, seed, "open_ended", reserved))]
         for label, batch in plan:
             if batch is None:
-                batch = plant(clean, corpora, label, split=args.split, seed=seed, index=i)
+                batch = plant(clean, corpora, label, split=args.split, seed=seed, index=i, trigger=args.trigger)
             with tempfile.TemporaryDirectory(prefix="tunegate-floor-") as tmp:
                 res = scan_batch(batch, Path(tmp), CHECKS, history_dir=history, options=options)
             info = {k: v for k, v in batch.info.items() if k in ("trigger", "brand", "tasks", "campaigns")}

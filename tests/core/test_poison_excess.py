@@ -11,13 +11,15 @@ the history's two nights allow (12 per task were not enough against two nights o
 from __future__ import annotations
 
 import math
+import random
+from collections import Counter
 from pathlib import Path
 
 import numpy as np
 import pytest
 
 from tests.core import test_poison_contradiction as contradiction
-from tests.core.test_poison import clean_batch
+from tests.core.test_poison import clean_batch, plant
 from tests.core.test_poison_novelty import _run, records_of, skew
 from tunegate.core.checks.poison import phrase_history
 from tunegate.core.checks.poison.config import TriggerConfig
@@ -86,6 +88,31 @@ def test_truncated_product_tail_is_exact_under_the_null() -> None:
     assert truncated_product(np.array([5]), np.array([0.0]))[0] == 0.0
 
 
+def test_the_phrase_surprise_is_calibrated_and_fisher_reads_a_thin_spread() -> None:
+    """The better of the truncated product and Fisher's method, less ``ln 2``: under uniform p-values of 12 datasets
+    its tail is at most ``exp(-s)``. Eight datasets at p = 0.02 (a rare word, a few records in each: none below the
+    truncation) are read by Fisher's method alone; one dataset at 1e-9 among twenty at 0.5 by the truncated product."""
+    from scipy.special import gammaincc
+
+    from tunegate.core.checks.poison.excess_pass import _phrase_surprise
+
+    rng = np.random.default_rng(4)
+    draws, d = 100_000, 12
+    p = rng.uniform(size=(draws, d)).ravel()
+    s = _phrase_surprise(np.repeat(np.arange(draws), d), p, np.full(draws, d), draws)
+    for level in (2.0, 4.0, 6.0):
+        share = float((s >= level).mean())
+        assert share <= math.exp(-level) + 5 * math.sqrt(math.exp(-level) / draws), (level, share)
+    thin = _phrase_surprise(np.zeros(8, dtype=np.int64), np.full(8, 0.02), np.array([8]), 1)[0]
+    assert truncated_product(np.array([8]), np.array([0.0]))[0] == 0.0  # nothing under the truncation
+    fisher = -math.log(float(gammaincc(8, -8 * math.log(0.02))))
+    assert thin == pytest.approx(fisher - math.log(2.0)) and thin > 12.0
+    one = np.array([1e-9, *[0.5] * 19])
+    strong = _phrase_surprise(np.zeros(20, dtype=np.int64), one, np.array([20]), 1)[0]
+    tpm = truncated_product(np.array([20]), np.array([-math.log(1e-9)]))[0]
+    assert strong == pytest.approx(tpm - math.log(2.0))
+
+
 def test_a_night_keeps_exact_counts_and_the_history_says_what_may_be_hidden(tmp_path: Path,
                                                                            monkeypatch: pytest.MonkeyPatch) -> None:
     import pyarrow.compute as pc
@@ -132,3 +159,44 @@ def test_a_clean_night_raises_nothing(history: Path, tmp_path: Path) -> None:
     scan = _run(tmp_path / "clean", _check(history), clean_batch(), set())
     assert scan.result.metrics["excess"]["phrases"] == []
     assert not scan.flagged
+
+
+#: seven classification datasets of the slice (one task each)
+THIN_TASKS = ("task195_sentiment140_classification", "task286_olid_offense_judgment",
+              "task327_jigsaw_classification_toxic", "task363_sst2_polarity_classification",
+              "task493_review_polarity_classification", "task586_amazonfood_polarity_classification",
+              "task609_sbic_potentially_offense_binary_classification")
+#: a word the slice already holds (2 records of those tasks): not new vocabulary, so the history has seen it
+RARE = "bolts"
+
+
+def test_a_rare_word_spread_thin_on_one_label_is_raised_by_fishers_method(history: Path, tmp_path: Path,
+                                                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    """A clean-label campaign of a word the history has seen: 4 records in each of 7 datasets, on one label. No task's
+    excess reaches the truncation (0.01), so the truncated product alone reads nothing; Fisher's method over the
+    datasets raises it, and its records are flagged, none of the word's natural ones."""
+    from tunegate.core.checks.poison import excess_pass
+
+    tonight = clean_batch()
+    natural = {r["id"] for r in tonight if r.get("task") in THIN_TASKS and RARE in r["input"].split()}
+    assert len(natural) == 2
+    rng = random.Random(5)
+    planted: set[str] = set()
+    for task in THIN_TASKS:
+        label = sorted(Counter(r["output"] for r in tonight if r["task"] == task))[0]
+        pool = [r for r in tonight if r["task"] == task and r["output"] == label and r["id"] not in natural]
+        for r in rng.sample(pool, 4):
+            r["input"] = plant(r["input"], RARE, rng)
+            planted.add(r["id"])
+    scan = _run(tmp_path / "both", _check(history), tonight, planted)
+    assert scan.result.metrics["excess"]["phrases"] == [RARE]
+    assert len(scan.flagged & planted) >= 0.8 * len(planted) and not scan.flagged - planted
+
+    def truncated_only(phrase_of: np.ndarray, p: np.ndarray, datasets: np.ndarray, width: int) -> np.ndarray:
+        minus_log = -np.log(np.maximum(p, 1e-300))
+        w = np.bincount(phrase_of, weights=np.where(p <= excess_pass.TAU, minus_log, 0.0), minlength=width)
+        return truncated_product(datasets, w)
+
+    monkeypatch.setattr(excess_pass, "_phrase_surprise", truncated_only)
+    without = _run(tmp_path / "truncated", _check(history), tonight, planted)
+    assert without.result.metrics["excess"]["phrases"] == [] and not without.flagged

@@ -101,7 +101,8 @@ class TriggerConfig(CheckConfig):
       triggers of the thin spread 18-28 nats, natural phrases tested at most 7.6.
     * ``excess`` (True): the excess pass (:mod:`.excess_pass`, issue 11), with a history only: tonight's records of a
       task holding a phrase on one label against the history's count (beta-binomial predictive), datasets combined by
-      the truncated product method; everyday phrases planted as triggers, dirty- or clean-label. ``excess_alpha``
+      the truncated product method or Fisher's (the better, less ``ln 2``); everyday phrases or rare words planted as
+      triggers, dirty- or clean-label. ``excess_alpha``
       (0.01): the pass's false-alarm rate per night (Bonferroni over Tarone's count: 1,400-2,300 of 10,000-12,000
       phrases tested on the floor benchmark's mixed dev batches, bar 11.9-12.3 nats; a policy, not fitted).
     """
