@@ -183,3 +183,61 @@ def test_a_task_without_frequent_words_ranks_every_record_first_without_a_warnin
         warnings.simplefilter("error")
         u = label_ranks(x[:, :0], task)
     assert u.tolist() == [1.0] * len(task.rows)
+
+
+@pytest.fixture(scope="module")
+def long_history(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Fourteen clean nights of the slice (the nightly DAG's history length): a rare word's usual rate is on record."""
+    root = tmp_path_factory.mktemp("long-history")
+    table = phrase_counts(records_of(clean_batch()), TriggerConfig())
+    for night in range(14):
+        write_phrase_night(root, f"night-{night + 1}", table, anomalous=False)
+    return root
+
+
+def test_burst_is_the_conditional_test_of_two_poisson_rates_and_is_calibrated() -> None:
+    from scipy.stats import binom
+
+    from tunegate.core.checks.poison.novelty_pass import burst
+
+    tonight = np.array([6.0, 3.0, 0.0, 2.0])
+    expected = np.array([2.0, 0.5, 1.0, 0.0])
+    held = np.array([28.0, 7.0, 14.0, 0.0])
+    out = burst(tonight, expected, held)
+    assert out[0] == pytest.approx(-np.log(binom.sf(5, 34, 2 / 30)))  # P(Bin(k + h, e / (e + h)) >= k)
+    assert out[1] == pytest.approx(-np.log(binom.sf(2, 10, 0.5 / 7.5)))
+    assert out[2] == 0.0 and out[3] == np.inf  # absent tonight; never held by the history
+    rng = np.random.default_rng(0)  # a night like the history's: its tail is at most exp(-s)
+    rate, scale, draws = rng.uniform(0.2, 3.0, 200_000), 1 / 14, 200_000
+    h = rng.poisson(rate / scale).astype(np.float64)
+    k = rng.poisson(rate).astype(np.float64)
+    s = burst(k, h * scale, h)
+    for level in (2.0, 4.0, 6.0):
+        share = float(((s >= level) & np.isfinite(s)).mean())
+        assert share <= np.exp(-level) + 5 * np.sqrt(np.exp(-level) / draws), (level, share)
+
+
+def test_a_rare_word_the_history_holds_is_tested_once_its_count_bursts(long_history: Path, tmp_path: Path,
+                                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    """"bolts" is in 2 records of one campaign task every night: not new vocabulary. Planted in 4 relabelled records
+    of each of 4 datasets, its count tonight is a burst the history cannot explain, so the pass tests it and raises it;
+    without the burst (as before) it is not tested. Its 2 natural records sit in a campaign task, where they may share
+    the campaign's label; nothing else is flagged."""
+    from tunegate.core.checks.poison import novelty_pass
+
+    word = "bolts"
+    rows = clean_batch()
+    natural = {r["id"] for r in rows if word in (r.get("input") or "").split()}
+    assert len(natural) == 2
+    poisoned = plant_campaign(rows, TASKS, word, per_task=4, clean=False, rng=random.Random(0))
+    scan = _run(tmp_path / "burst", _check(long_history), rows, poisoned)
+    figures = scan.result.metrics["contradiction"]
+    assert figures["phrases"] == [word] and figures["bursting"] >= 1
+    assert poisoned <= scan.flagged and scan.flagged - poisoned <= natural
+
+    def never_bursts(tonight: np.ndarray, expected: np.ndarray, held: np.ndarray) -> np.ndarray:
+        return np.where((tonight > 0) & (held <= 0), np.inf, 0.0)
+
+    monkeypatch.setattr(novelty_pass, "burst", never_bursts)
+    before = _run(tmp_path / "before", _check(long_history), rows, poisoned)
+    assert before.result.metrics["contradiction"]["phrases"] == []

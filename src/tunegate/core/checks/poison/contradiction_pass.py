@@ -7,11 +7,15 @@ records whose text reads as another label: the campaign took records of the othe
 record, :func:`~.contradiction.label_ranks` says how far down the records of its label an out-of-fold model (which
 does not read rare words, the trigger included) ranks it.
 
-**Which phrases are tested** (decided on the text and the history alone, before any label is read): the phrases the
-history has never seen in their tasks (the novelty pass's *unseen* group: a planted trigger is new vocabulary for the
-pipeline), held by ``MIN_RECORDS`` to ``MAX_RECORDS`` records of classification tasks, with >= 2 records in tasks of
->= ``min_tasks`` datasets. A natural phrase the history knows has its label behaviour on record and is left to the
-other passes.
+**Which phrases are tested** (decided on the text and the history alone, before any label is read): tonight's new
+vocabulary, held by ``MIN_RECORDS`` to ``MAX_RECORDS`` records of classification tasks, with >= 2 records in tasks of
+>= ``min_tasks`` datasets. New vocabulary is a phrase the history has never seen in its tasks (the novelty pass's
+*unseen* group: a planted name), or one whose count tonight the history's cannot explain: a rare word the history
+holds a few times, planted in dozens of records ("bb", "puke"). That is the conditional test of two Poisson rates
+(:func:`~.novelty_pass.burst`), family-wise significant at ``contradiction_alpha`` over the phrases it is computed
+for: ``burst >= ln(m) + ln(1 / contradiction_alpha)`` (dev, 14 distinct nights: a bar of 14.3-14.9 nats, passed by
+0-2 natural phrases of a clean night and by planted rare words at 28-52). A natural phrase the history knows at its
+usual rate has its label behaviour on record and is left to the other passes.
 
 **Statistic.** In each task where a tested phrase has >= 2 records, the records on the label most of them carry (a
 campaign's target) give ``C = sum(-ln u)``; under the null (the ranks are uniform) ``C`` follows a Gamma(r, 1) for
@@ -49,6 +53,7 @@ if TYPE_CHECKING:
     import scipy.sparse as sp
 
     from tunegate.core.checks.poison.config import TriggerConfig
+    from tunegate.core.checks.poison.novelty import TaskHistory
     from tunegate.core.checks.poison.novelty_pass import LabelStatistics
     from tunegate.core.checks.poison.tasks import Task
 
@@ -59,24 +64,32 @@ MIN_RECORDS = 4
 MAX_RECORDS = 100
 #: The novelty pass's group of phrases the history has never seen in their tasks.
 UNSEEN = 0
+#: A raised rare word's records are flagged in a task the history knows when its count there has a burst p-value at
+#: most this (:func:`_bursting`; as the excess pass's ``FLAG_P``).
+TASK_BURST_P = 0.05
 #: The step-down (:func:`_step_down`) lowers the bar for at most this many campaigns in one night.
 MAX_CAMPAIGNS = 20
 
 
 def contradiction_phrases(x: sp.csr_matrix, vocab: np.ndarray, tasks: list[Task], stats: LabelStatistics,
-                          config: TriggerConfig, *, found: list[Phrase]) -> tuple[list[Phrase], dict[str, float]]:
+                          config: TriggerConfig, *, found: list[Phrase], history: list[TaskHistory | None]
+                          ) -> tuple[list[Phrase], dict[str, float]]:
     """The new phrases whose records' labels their text contradicts (module docstring), strongest first; and the
-    pass's figures (phrases tested, bar)."""
+    pass's figures (phrases tested, bar). ``history``: per task, the history's phrase counts (where a raised rare word
+    bursts: :func:`_bursting`)."""
     import numpy as np
 
     owner = task_of_rows(tasks, x.shape[0])
     figures: dict[str, float] = {}
     label = [ti for ti, t in enumerate(tasks) if t.kind == "label"]
-    unseen = np.flatnonzero(stats.group == UNSEEN)
-    if owner is None or not label or not len(unseen):
+    counted = np.isfinite(stats.burst) & (stats.burst > 0)  # phrases the history holds that occur tonight
+    gate = math.log(max(int(counted.sum()), 1)) + math.log(1.0 / config.contradiction_alpha)
+    novel = np.flatnonzero((stats.group == UNSEEN) | (stats.burst >= gate))
+    figures.update(bursting=float(int((counted & (stats.burst >= gate)).sum())), burst_bar=round(gate, 2))
+    if owner is None or not label or not len(novel):
         return [], figures
     rows = np.concatenate([tasks[ti].rows for ti in label])
-    entries = Entries.of(x[rows][:, unseen].tocoo(), rows, owner, tasks)
+    entries = Entries.of(x[rows][:, novel].tocoo(), rows, owner, tasks)
     tested = entries.tested(config.min_tasks)
     bar = math.log(max(len(tested), 1)) + math.log(1.0 / config.contradiction_alpha)
     figures.update(tests=float(len(tested)), bar=round(bar, 2))
@@ -90,7 +103,7 @@ def contradiction_phrases(x: sp.csr_matrix, vocab: np.ndarray, tasks: list[Task]
     scored: dict[int, tuple[float, float, float]] = {}
     lowest = bar - math.log(min(MAX_CAMPAIGNS, max(len(tested), 1)))  # the bar of the last campaign step-down reaches
     for j, bj in zip(tested.tolist(), b.tolist(), strict=True):
-        c = int(unseen[j])
+        c = int(novel[j])
         if _fisher(float(stats.achievable[c]) + bj) < lowest:  # the label surprise is at most what it could reach
             continue
         a = stats.surprise(c, config.novelty_task_nats, cache)
@@ -110,6 +123,8 @@ def contradiction_phrases(x: sp.csr_matrix, vocab: np.ndarray, tasks: list[Task]
         mine = xc.indices[xc.indptr[c]:xc.indptr[c + 1]]
         mine = mine[is_label[owner[mine]]]
         per_task[c] = {ti: mine[owner[mine] == ti] for ti in np.unique(owner[mine]).tolist()}
+        if stats.group[c] != UNSEEN:
+            per_task[c] = _bursting(per_task[c], tasks, history, c, min_known=config.min_task_records)
     rows_of = {c: _campaign_rows(tasks, per_task[c]) for c in raised}
     out = []
     for head, cl, held in named_campaigns({c: raised[c][0] for c in raised}, rows_of, xc, vocab, found):
@@ -167,7 +182,7 @@ def _fisher(s: float) -> float:
 
 @dataclass
 class Entries:
-    """Each (phrase, record) of the unseen phrases in classification tasks: the phrase (its position among them),
+    """Each (phrase, record) of the new phrases in classification tasks: the phrase (its position among them),
     the record, its task, its task's dataset and its label there."""
 
     phrase: np.ndarray
@@ -245,6 +260,35 @@ class Entries:
         has = datasets > 0
         out[has] = -np.log(np.maximum(gammaincc(datasets[has], total[has]), 1e-300))
         return np.asarray(out[tested])
+
+
+def _bursting(per_task: dict[int, np.ndarray], tasks: list[Task], history: list[TaskHistory | None], c: int, *,
+              min_known: int) -> dict[int, np.ndarray]:
+    """Of a raised phrase the history holds (a rare word, not a new one), its records in the tasks where tonight's
+    count of it on the label most of them carry is a burst: in a task the history knows, at ``TASK_BURST_P`` against
+    the history's count of the phrase on that label (:func:`~.novelty_pass.burst`, the nights' exposure ratio); in a
+    task it cannot speak to, 2 records or more. Its natural records, in the tasks where the history has them at
+    tonight's rate, are left alone."""
+    import numpy as np
+
+    from tunegate.core.checks.poison.novelty_pass import burst, knows
+
+    level = -math.log(TASK_BURST_P)
+    out = {}
+    for ti, mine in per_task.items():
+        past = history[ti]
+        if past is None or not knows(past, min_known):
+            if len(mine) >= 2:
+                out[ti] = mine
+            continue
+        labels = tasks[ti].labels.outcome[np.searchsorted(tasks[ti].rows, mine)]
+        top = int(np.bincount(labels).argmax())
+        held = float(past[0][c].toarray().ravel()[top])
+        k = np.array([float((labels == top).sum())])
+        scale = len(tasks[ti].rows) / float(past[1].sum())
+        if float(burst(k, np.array([held * scale]), np.array([held]))[0]) >= level:
+            out[ti] = mine
+    return out
 
 
 def _campaign_rows(tasks: list[Task], per_task: dict[int, np.ndarray]) -> np.ndarray:

@@ -81,6 +81,7 @@ class LabelStatistics:
     datasets: np.ndarray  # per column: datasets holding the phrase (known tasks)
     steering: np.ndarray  # per column: datasets it steers
     group: np.ndarray  # per column: 0 never seen in its tasks, 1 at least NEW_RATIO times as frequent, 2 the rest
+    burst: np.ndarray  # per column: how surprising tonight's count is against the history's (nats, :func:`burst`)
     order: np.ndarray  # entries sorted by column (stable)
     sorted_cols: np.ndarray  # cols[order]: where each column's entries start and stop in ``order``
 
@@ -162,10 +163,12 @@ def label_statistics(x: sp.csr_matrix, tasks: list[Task], history: list[TaskHist
     weight = config.history_weight
     fam_index: dict[str, int] = {}
     parts = []
+    held_parts = []
     for entry in known if known is not None else known_counts(x, tasks, history, config):
         task, past = tasks[entry.task], history[entry.task]
         assert past is not None
         rates, held = history_rates(past, entry.cols, task.labels.base, weight)
+        held_parts.append(held)
         # held + weight: the Beta posterior's concentration (how sure the history is of the rates); seen: the
         # phrase's records a night like the history's would hold
         parts.append(_part(entry, task, rates=rates, mass=held + weight, seen=held / past[1].sum() * len(task.rows),
@@ -179,6 +182,7 @@ def label_statistics(x: sp.csr_matrix, tasks: list[Task], history: list[TaskHist
     tonight = np.bincount(cols, weights=n, minlength=x.shape[1])
     group = np.where((tonight > 0) & (expected == 0), 0, np.where((tonight > 0) & (tonight >= NEW_RATIO * expected),
                                                                     1, 2))
+    bursts = burst(tonight, expected, np.bincount(cols, weights=np.concatenate(held_parts), minlength=x.shape[1]))
     for entry in _unknown(x, tasks, history, config, new=np.flatnonzero(group == 0)):
         task = tasks[entry.task]
         rates = np.tile(task.labels.base, (len(entry.cols), 1))
@@ -192,7 +196,26 @@ def label_statistics(x: sp.csr_matrix, tasks: list[Task], history: list[TaskHist
     return LabelStatistics(cols, tix, fix, n, k, lab, stat, [p[8] for p in parts], [p[10] for p in parts],
                            np.concatenate([np.full(len(p[0]), i) for i, p in enumerate(parts)]),
                            np.concatenate([np.arange(len(p[0])) for p in parts]), total, achievable, datasets,
-                           steering, group, order, cols[order])
+                           steering, group, bursts, order, cols[order])
+
+
+def burst(tonight: np.ndarray, expected: np.ndarray, held: np.ndarray) -> np.ndarray:
+    """Per phrase: ``-ln P(K >= k)`` for tonight's ``k`` records of it (``tonight``) given the history's ``held``
+    records of it, where a night like the history's would hold ``expected``: under the null both counts are Poisson
+    with rates in the ratio of their exposures ``r = expected / held``, so ``K`` given the sum is binomial with
+    ``r / (1 + r)`` (the conditional test of two Poisson rates; exact, and it weighs how few records the history's
+    rate rests on). A phrase the history never held gives ``inf`` (0 when it is absent tonight too)."""
+    import numpy as np
+    from scipy.special import betainc
+
+    out = np.zeros(len(tonight))
+    new = (tonight > 0) & (held <= 0)
+    out[new] = np.inf
+    live = (tonight > 0) & (held > 0)
+    k, h = tonight[live], held[live]
+    share = expected[live] / (expected[live] + h)
+    out[live] = -np.log(np.maximum(betainc(k, h + 1.0, share), 1e-300))  # P(Bin(k + h, share) >= k)
+    return out
 
 
 def _part(entry: TaskCounts, task: Task, *, rates: np.ndarray, mass: np.ndarray, seen: np.ndarray,

@@ -148,7 +148,9 @@ class TriggerPhraseCheck(Check):
                 phrases += found
                 novelty_metrics.update(figures, found=[p.phrase for p in found])
             if cfg.contradiction and label_stats is not None:
-                found, figures = contradiction_phrases(x, vocab, tasks, label_stats, cfg, found=phrases)
+                assert history is not None
+                found, figures = contradiction_phrases(x, vocab, tasks, label_stats, cfg, found=phrases,
+                                                       history=history)
                 phrases += found
                 contradiction_metrics.update(figures, phrases=[p.phrase for p in found])
             if cfg.excess and history is not None:
