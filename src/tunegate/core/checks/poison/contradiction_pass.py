@@ -34,8 +34,9 @@ under ``contradiction_alpha``.
 **What is flagged.** A raised phrase is a campaign when at least ``min_tasks`` datasets hold 2 or more of its records on
 one label (as for every pass: a skew in one dataset is how language works); then, in every classification task where the
 phrase occurs, its records on the label most of them carry there (``trigger_phrase``; the masked classifier adds
-``label_inconsistent`` where it disagrees). Clean-label poison (records already of the target label) gives no
-contradiction; it is left to the other passes.
+``label_inconsistent`` where it disagrees); for a rare word the history holds, only in the tasks where it bursts
+(:func:`_bursting`), so its natural records elsewhere are left alone. Clean-label poison (records already of the target
+label) gives no contradiction; it is left to the other passes.
 """
 
 from __future__ import annotations
