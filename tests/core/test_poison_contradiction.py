@@ -234,6 +234,8 @@ def test_a_rare_word_the_history_holds_is_tested_once_its_count_bursts(long_hist
     figures = scan.result.metrics["contradiction"]
     assert figures["phrases"] == [word] and figures["bursting"] >= 1
     assert poisoned <= scan.flagged and scan.flagged - poisoned <= natural
+    why = next(f.detail["why"] for f in scan.result.findings if f.reason == TRIGGER_PHRASE)
+    assert why.startswith("phrase far more frequent tonight than in this pipeline's earlier nights")
 
     def never_bursts(tonight: np.ndarray, expected: np.ndarray, held: np.ndarray) -> np.ndarray:
         return np.where((tonight > 0) & (held <= 0), np.inf, 0.0)

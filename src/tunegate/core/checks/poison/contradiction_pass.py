@@ -1,5 +1,5 @@
-"""The contradiction pass of ``poison_trigger`` (with a history): a new phrase whose records carry labels their own
-text contradicts, in several datasets. Dirty-label poison at a dose too small for label statistics.
+"""The contradiction pass of ``poison_trigger`` (with a history): a new or bursting phrase whose records carry labels
+their own text contradicts, in several datasets. Dirty-label poison at a dose too small for label statistics.
 
 A dirty-label campaign of a few records per task (3-5 in each of 3-15 tasks) gives a phrase one label in each task,
 which natural phrases of a few records also often have (docs/poison.md, detection floor). What they rarely have is
@@ -141,7 +141,10 @@ def contradiction_phrases(x: sp.csr_matrix, vocab: np.ndarray, tasks: list[Task]
         if steered < config.min_tasks:
             continue  # one dataset where it holds one label: how language works, not a campaign (as every pass)
         holding = sum(len(r) for r in per_task[head].values())
-        why = (f"new phrase whose records carry labels their own text contradicts: {len(held)} records in "
+        what = ("new phrase" if stats.group[head] == UNSEEN else
+                f"phrase far more frequent tonight than in this pipeline's earlier nights (burst "
+                f"{float(stats.burst[head]):.0f} nats)")
+        why = (f"{what} whose records carry labels their own text contradicts: {len(held)} records in "
                f"{steered} datasets rank among the least likely of their label "
                f"(out-of-fold model without rare words; contradiction {bj:.1f} nats, label skew {a:.1f} nats)")
         out.append(Phrase(int(head), str(vocab[head]), surprise, min(1.0, len(rows_of[head]) / holding), held,
