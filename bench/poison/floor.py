@@ -273,7 +273,7 @@ ATTACKS = ("low_dose_dirty", "low_dose_clean", "low_dose_injection", "thin_dirty
 def plant(clean: Batch, corpora: Corpora, attack: str, *, split: str, seed: int, index: int,
           trigger: str | None = None) -> Batch:
     """``clean`` with ``attack`` planted; ``info`` says what (trigger, tasks, poison count). ``trigger`` replaces the
-    split's rare trigger of the low-dose and thin attacks (a probe: a token with natural occurrences, say)."""
+    split's trigger of the low-dose, thin and rare attacks (a probe: a word the history holds, say)."""
     rng = random.Random(hashlib.sha256(f"{attack}:{seed}".encode()).digest())
     records = [dict(r) for r in clean.records]
     tasks = _label_tasks(records, corpora, min_records=100)

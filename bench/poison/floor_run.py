@@ -129,8 +129,8 @@ def main() -> int:
     ap.add_argument("--no-clean", action="store_true", help="skip the clean batches")
     ap.add_argument("--corpora", type=Path, default=DEFAULT_CORPORA)
     ap.add_argument("--trigger", default=None,
-                    help="the low-dose and thin attacks' trigger instead of the split's (e.g. a word with natural "
-                         "occurrences)")
+                    help="the low-dose, thin and rare attacks' trigger instead of the split's (e.g. a word with "
+                         "natural occurrences)")
     ap.add_argument("--json", type=Path, default=None)
     ap.add_argument("--history", type=int, default=0, metavar="NIGHTS",
                     help="scan each batch after NIGHTS clean nights were published into a history (what the "
