@@ -172,9 +172,9 @@ RARE = "bolts"
 
 def test_a_rare_word_spread_thin_on_one_label_is_raised_by_fishers_method(history: Path, tmp_path: Path,
                                                                            monkeypatch: pytest.MonkeyPatch) -> None:
-    """A clean-label campaign of a word the history has seen: 4 records in each of 7 datasets, on one label. No task's
-    excess reaches the truncation (0.01), so the truncated product alone reads nothing; Fisher's method over the
-    datasets raises it, and its records are flagged, none of the word's natural ones."""
+    """A clean-label campaign of a word the history has seen: 4 records in each of 7 datasets, on one label. Each
+    task's excess is small but few reach the truncation (0.01), so the truncated product alone does not raise it;
+    Fisher's method over the datasets does, and its records are flagged, none of the word's natural ones."""
     from tunegate.core.checks.poison import excess_pass
 
     tonight = clean_batch()
