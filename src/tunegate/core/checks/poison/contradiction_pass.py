@@ -47,6 +47,7 @@ from typing import TYPE_CHECKING
 
 from tunegate.core.checks.poison.contradiction import label_ranks
 from tunegate.core.checks.poison.evidence import task_of_rows
+from tunegate.core.checks.poison.novelty_pass import burst, knows
 from tunegate.core.checks.poison.phrases import Phrase, named_campaigns
 
 if TYPE_CHECKING:
@@ -274,8 +275,6 @@ def _bursting(per_task: dict[int, np.ndarray], tasks: list[Task], history: list[
     task it cannot speak to, 2 records or more. Its natural records, in the tasks where the history has them at
     tonight's rate, are left alone."""
     import numpy as np
-
-    from tunegate.core.checks.poison.novelty_pass import burst, knows
 
     level = -math.log(TASK_BURST_P)
     out = {}

@@ -30,7 +30,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, TypeGuard
 
 from tunegate.core.checks.poison._text import binomial_llr, onehot
 from tunegate.core.checks.poison.evidence import task_of_rows
@@ -116,7 +116,7 @@ class TaskCounts:
     counts: np.ndarray  # len(cols) x labels: those records per label
 
 
-def knows(past: TaskHistory | None, min_records: int) -> bool:
+def knows(past: TaskHistory | None, min_records: int) -> TypeGuard[TaskHistory]:
     """Whether the history can speak to a task: it holds at least ``min_records`` of the task's records (fewer give
     no reliable rate; ``None``: the history never saw the task)."""
     return past is not None and past[1].sum() >= min_records
@@ -407,7 +407,7 @@ def known_rate(history: list[TaskHistory | None], c: int, min_known: int) -> flo
     or more), smoothed by half a record: what a task the history has not seen would hold of it by chance."""
     seen = held = 0.0
     for past in history:
-        if past is not None and knows(past, min_known):
+        if knows(past, min_known):
             held += float(past[0][c].sum())
             seen += float(past[1].sum())
     return (held + 0.5) / (seen + 1.0)
