@@ -86,7 +86,8 @@ def scan_batch(batch: Batch, workdir: Path, checks: tuple[str, ...], *, history_
     trigger = summary["checks"].get("poison_trigger", {}).get("metrics", {})
     passes = {name: trigger.get(key, {}).get(field) for name, key, field in (
         ("novelty", "history", "found"), ("insertion", "insertion", "phrases"),
-        ("contradiction", "contradiction", "phrases"), ("excess", "excess", "phrases"))
+        ("contradiction", "contradiction", "phrases"), ("excess", "excess", "phrases"),
+        ("breadth", "breadth", "phrases"))
         if trigger.get(key, {}).get(field)}
     return {
         "records": total,

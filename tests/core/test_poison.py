@@ -317,10 +317,11 @@ def test_options_are_one_config_dataclass_per_check() -> None:
     assert TriggerPhraseCheck(TriggerConfig(max_phrases=5)).config.max_phrases == 5
     assert InjectedContentCheck().config == ContentConfig()
     trigger, content = check_options("poison_trigger"), check_options("poison_content")
-    assert trigger == TriggerConfig.options() and len(trigger) == 40
+    assert trigger == TriggerConfig.options() and len(trigger) == 42
     assert (trigger["min_evidence"], trigger["min_exclusivity"], trigger["label_consistency"]) == (30.0, 0.95, True)
     assert (trigger["contradiction"], trigger["contradiction_alpha"]) == (True, 0.01)
     assert (trigger["excess"], trigger["excess_alpha"]) == (True, 0.01)
+    assert (trigger["breadth"], trigger["breadth_alpha"]) == (True, 0.01)
     assert content == ContentConfig.options() and len(content) == 18
     assert (content["min_evidence"], content["refusal_rate"], content["min_responses"]) == (40.0, 0.005, 200)
     with pytest.raises(ConfigError, match=r"^poison_content: unknown option 'min_evidense'; allowed: ngram_max "):

@@ -198,5 +198,9 @@ def test_a_rare_word_spread_thin_on_one_label_is_raised_by_fishers_method(histor
         return truncated_product(datasets, w)
 
     monkeypatch.setattr(excess_pass, "_phrase_surprise", truncated_only)
-    without = _run(tmp_path / "truncated", _check(history), tonight, planted)
+    without = _run(tmp_path / "truncated", _check(history, breadth=False), tonight, planted)
     assert without.result.metrics["excess"]["phrases"] == [] and not without.flagged
+    # the breadth pass (on by default) reads the same campaign from its count (the word's 2 natural records sit in
+    # campaign tasks, where they may share its label)
+    broad = _run(tmp_path / "breadth", _check(history), tonight, planted)
+    assert broad.result.metrics["breadth"]["phrases"] == [RARE] and broad.flagged - planted <= natural

@@ -105,6 +105,11 @@ class TriggerConfig(CheckConfig):
       triggers, dirty- or clean-label. ``excess_alpha``
       (0.01): the pass's false-alarm rate per night (Bonferroni over Tarone's count: 1,400-2,300 of 10,000-12,000
       phrases tested on the floor benchmark's mixed dev batches, bar 11.9-12.3 nats; a policy, not fitted).
+    * ``breadth`` (True): the breadth pass (:mod:`.breadth_pass`, issue 11), with a history only: a phrase the history
+      holds whose count tonight bursts overall and, on one label, in many datasets at once (a rare word planted
+      clean-label in a dozen tasks). ``breadth_alpha`` (0.01): the pass's false-alarm rate per night (Bonferroni over
+      the history's phrases that occur tonight: bar ~14.3 nats on the floor benchmark's mixed dev batches; natural
+      phrases at most 4.9 nats there, planted rare words 24.7-41.9; a policy, not fitted).
     """
 
     check: ClassVar[str] = "poison_trigger"
@@ -149,6 +154,8 @@ class TriggerConfig(CheckConfig):
     contradiction_alpha: float = 0.01
     excess: bool = True
     excess_alpha: float = 0.01
+    breadth: bool = True
+    breadth_alpha: float = 0.01
 
     def __post_init__(self) -> None:
         for name in ("ngram_max", "min_records", "context_words", "max_label_words", "min_task_records",
@@ -157,7 +164,7 @@ class TriggerConfig(CheckConfig):
             integer(self, name, minimum=1)
         for name in ("max_phrase_df", "label_coverage", "min_label_share", "min_output_share", "min_exclusivity",
                      "short_ratio", "template_share", "pooled_min_exclusivity", "novelty_alpha", "insertion_alpha",
-                     "contradiction_alpha", "excess_alpha"):
+                     "contradiction_alpha", "excess_alpha", "breadth_alpha"):
             fraction(self, name)
         _nats(self, "min_evidence", "max_family_evidence", "pooled_min_evidence", "history_weight", "novelty_task_nats",
               "insertion_min_score")
@@ -169,6 +176,7 @@ class TriggerConfig(CheckConfig):
         boolean(self, "insertion")
         boolean(self, "contradiction")
         boolean(self, "excess")
+        boolean(self, "breadth")
 
 
 @dataclass(frozen=True)

@@ -51,6 +51,7 @@ from typing import TYPE_CHECKING, Any
 from tunegate.core.checks.base import BatchIssue, CanonicalBatch, Check, CheckResult, Finding
 from tunegate.core.checks.poison._ngrams import WordStats
 from tunegate.core.checks.poison._text import Records, ngram_matrix, spread
+from tunegate.core.checks.poison.breadth_pass import broad_phrases
 from tunegate.core.checks.poison.config import TriggerConfig
 from tunegate.core.checks.poison.consistency import masked_label_probability
 from tunegate.core.checks.poison.contradiction_pass import contradiction_phrases
@@ -113,6 +114,7 @@ class TriggerPhraseCheck(Check):
         insertion_metrics: dict[str, Any] = {}
         contradiction_metrics: dict[str, Any] = {}
         excess_metrics: dict[str, Any] = {}
+        breadth_metrics: dict[str, Any] = {}
         if len(families) < cfg.min_tasks:
             # a campaign is concentration in >= min_tasks datasets: with fewer there is nothing to score, and
             # saying "no trigger" would be a guess
@@ -142,7 +144,7 @@ class TriggerPhraseCheck(Check):
             known = known_counts(x, tasks, history, cfg) if history is not None and (
                 cfg.novelty or cfg.contradiction or cfg.excess) else None
             label_stats = label_statistics(x, tasks, history, cfg, known=known) if history is not None and (
-                cfg.novelty or cfg.contradiction) else None
+                cfg.novelty or cfg.contradiction or cfg.breadth) else None
             if cfg.novelty and history is not None:
                 found, figures = novelty_phrases(x, vocab, tasks, history, cfg, found=phrases, stats=label_stats)
                 phrases += found
@@ -159,6 +161,12 @@ class TriggerPhraseCheck(Check):
                                                 truncated=past.truncated, found=phrases, known=known)
                 phrases += found
                 excess_metrics.update(figures, phrases=[p.phrase for p in found])
+            if cfg.breadth and label_stats is not None:
+                assert history is not None
+                found, figures = broad_phrases(x, vocab, tasks, label_stats, cfg, history=history,
+                                               found=phrases)
+                phrases += found
+                breadth_metrics.update(figures, phrases=[p.phrase for p in found])
         for i, ph in enumerate(phrases):
             # the masked classifier (5 fits per task) runs for the reported phrases only: its cost stays
             # bounded however many campaigns a batch holds
@@ -183,6 +191,7 @@ class TriggerPhraseCheck(Check):
             **({"insertion": insertion_metrics} if insertion_metrics else {}),
             **({"contradiction": contradiction_metrics} if contradiction_metrics else {}),
             **({"excess": excess_metrics} if excess_metrics else {}),
+            **({"breadth": breadth_metrics} if breadth_metrics else {}),
             "suspicious_phrases": reported,
             "seconds": round(time.monotonic() - started, 2),
         }

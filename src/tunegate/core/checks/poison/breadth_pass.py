@@ -1,0 +1,144 @@
+"""The breadth pass of ``poison_trigger`` (with a history): a word the history holds whose count tonight bursts on one
+label in many datasets at once. Clean-label campaigns of a rare word, spread thin.
+
+A clean-label campaign spread thin (3-5 records in each of a dozen tasks, the trigger a word the batch already holds:
+an abbreviation, slang) takes records that already carry the target label: their text agrees with it (the
+contradiction pass reads nothing), and 3-5 records of one label in a task are what a natural word of a few records
+often shows (the label statistics read little). What the campaign cannot hide is that the word's count jumps, on one
+label, in every task it was planted in. A natural word whose use changes (a topic of the week) changes in the few
+datasets of its topic; a campaign spreads over datasets of every kind on purpose.
+
+**Which phrases are tested.** The phrases the history holds whose count tonight is a burst the history cannot explain
+(:func:`~.novelty_pass.burst`, the conditional test of two Poisson rates over the tasks the history knows), family-wise
+significant at ``breadth_alpha``: ``burst >= ln(m) + ln(1 / breadth_alpha)`` for the ``m`` phrases of the history that
+occur tonight (as the contradiction pass's burst gate). Dev nights (14 distinct nights): 0-2 natural phrases pass it.
+
+**Statistic.** In each classification task holding >= 2 of the phrase's records, the records on the label most of them
+carry (``k``) give the task's p-value (:func:`task_burst`): in a task the history knows, ``P(K >= k)`` for ``K``
+binomial over ``k + h`` (``h`` the history's records of the phrase on that label) with the nights' exposure share; in a
+task it cannot speak to, the Poisson tail of ``k`` at the phrase's rate over the tasks it knows. A dataset's p-value is
+its smallest task p-value times its tasks (they often label the same texts). The phrase *bursts* in a dataset where
+that is at most ``TASK_BURST_P``; under the null (no dataset's rate changed) each dataset does so with probability at
+most ``TASK_BURST_P``, independently, so bursting in ``j`` of ``D`` datasets has the binomial tail
+``P(Bin(D, TASK_BURST_P) >= j)``. Its ``-ln`` is the phrase's breadth, raised at the same family-wise bar as the burst
+(the test could be run on every phrase the history holds: Bonferroni over all of them), and only in at least
+``min_tasks`` datasets. Dev (seeds 10, 11, 15-18): natural phrases that pass the burst gate burst in 3-4 datasets
+(breadth 7.6-9.0 nats against bars of 14.3); planted rare words in 9-14 (24.7-41.9 nats).
+
+**What is flagged.** In each task where the phrase bursts (task p-value at most ``TASK_BURST_P``), its records on the
+label most of them carry: the campaign's records; its natural records elsewhere are left alone.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import TYPE_CHECKING
+
+from tunegate.core.checks.poison.evidence import task_of_rows
+from tunegate.core.checks.poison.novelty_pass import known_rate, knows
+from tunegate.core.checks.poison.phrases import Phrase, named_campaigns
+
+if TYPE_CHECKING:
+    import numpy as np
+    import scipy.sparse as sp
+
+    from tunegate.core.checks.poison.config import TriggerConfig
+    from tunegate.core.checks.poison.novelty import TaskHistory
+    from tunegate.core.checks.poison.novelty_pass import LabelStatistics
+    from tunegate.core.checks.poison.tasks import Task
+
+#: A task (and a dataset) counts as bursting when its p-value is at most this; its records are then flagged (as the
+#: excess pass's ``FLAG_P``).
+TASK_BURST_P = 0.05
+
+
+def broad_phrases(x: sp.csr_matrix, vocab: np.ndarray, tasks: list[Task], stats: LabelStatistics,
+                  config: TriggerConfig, *, history: list[TaskHistory | None], found: list[Phrase]
+                  ) -> tuple[list[Phrase], dict[str, float]]:
+    """The phrases of the history whose count bursts on one label in many datasets tonight, strongest first (module
+    docstring); and the pass's figures (phrases the history holds that occur tonight, those bursting, the bar)."""
+    import numpy as np
+
+    counted = np.isfinite(stats.burst) & (stats.burst > 0)  # phrases the history holds that occur tonight
+    bar = math.log(max(int(counted.sum()), 1)) + math.log(1.0 / config.breadth_alpha)
+    candidates = np.flatnonzero(counted & (stats.burst >= bar))
+    figures: dict[str, float] = {"tests": float(int(counted.sum())), "bar": round(bar, 2),
+                                 "bursting": float(len(candidates))}
+    owner = task_of_rows(tasks, x.shape[0])
+    if owner is None or not len(candidates):
+        return [], figures
+    xc = x.tocsc()
+    is_label = np.asarray([t.kind == "label" for t in tasks] + [False])  # owner -1 -> the last entry: no task
+    breadth: dict[int, float] = {}
+    rows_of: dict[int, np.ndarray] = {}
+    detail_of: dict[int, list[tuple[int, int, int, int, int]]] = {}
+    spread: dict[int, tuple[int, int]] = {}
+    for c in candidates.tolist():
+        mine = xc.indices[xc.indptr[c]:xc.indptr[c + 1]]
+        mine = mine[is_label[owner[mine]]]
+        rate = known_rate(history, c, config.min_task_records)
+        by_family: dict[str, list[float]] = {}
+        rows, detail = [], []
+        for ti in np.unique(owner[mine]).tolist():
+            held = mine[owner[mine] == ti]
+            if len(held) < 2:
+                continue
+            task = tasks[ti]
+            labels = task.labels.outcome[np.searchsorted(task.rows, held)]
+            top = int(np.bincount(labels).argmax())
+            k = int((labels == top).sum())
+            p = task_burst(k, task, history[ti], c, top, rate=rate, min_known=config.min_task_records)
+            by_family.setdefault(task.family, []).append(p)
+            if p <= TASK_BURST_P:
+                rows.append(held[labels == top])
+                detail.append((ti, 0, len(held), k, top))
+        dataset_p = [min(1.0, min(ps) * len(ps)) for ps in by_family.values()]
+        j = sum(p <= TASK_BURST_P for p in dataset_p)
+        score = binomial_surprise(j, len(dataset_p), TASK_BURST_P)
+        if score >= bar and j >= config.min_tasks and rows:
+            breadth[c] = score
+            rows_of[c] = np.unique(np.concatenate(rows))
+            detail_of[c] = sorted(detail, key=lambda t: -t[3])
+            spread[c] = (j, len(dataset_p))
+    figures["raised"] = float(len(breadth))
+    out = []
+    for head, cl, held in named_campaigns(breadth, rows_of, xc, vocab, found):
+        j, d = spread[head]
+        occurs = xc.indices[xc.indptr[head]:xc.indptr[head + 1]]
+        why = (f"a phrase this pipeline's earlier nights hold, whose count tonight bursts on one label in {j} of the "
+               f"{d} datasets holding it (burst {float(stats.burst[head]):.0f} nats overall; breadth "
+               f"{breadth[head]:.1f} nats): {len(held)} records in {len(detail_of[head])} tasks")
+        covered = min(1.0, len(rows_of[head]) / max(len(occurs), 1))
+        out.append(Phrase(int(head), str(vocab[head]), breadth[head], covered, held, detail_of[head],
+                          [str(vocab[m]) for m in cl if m != head], why=why))
+    figures["found"] = float(len(out))
+    return out, figures
+
+
+def task_burst(k: int, task: Task, past: TaskHistory | None, c: int, label: int, *, rate: float,
+               min_known: int) -> float:
+    """The p-value of ``k`` records of phrase ``c`` on ``label`` in ``task`` tonight. In a task the history knows: the
+    conditional test of two Poisson rates, ``P(Bin(k + h, s) >= k)`` for the history's ``h`` records of the phrase on
+    that label and ``s`` tonight's share of the exposure (the task's records tonight over those of tonight and the
+    history); exact, and defined when ``h`` is 0. In a task it cannot speak to: ``P(Poisson(rate * N) >= k)`` for the
+    phrase's ``rate`` over the known tasks (:func:`~.novelty_pass.known_rate`) and the task's ``N`` records."""
+    from scipy.special import betainc, gammainc
+
+    size = float(len(task.rows))
+    if not knows(past, min_known):
+        return float(gammainc(k, rate * size)) if k > 0 else 1.0
+    held = float(past[0][c].toarray().ravel()[label])
+    share = size / (size + float(past[1].sum()))
+    return float(betainc(k, held + 1.0, share)) if k > 0 else 1.0
+
+
+def binomial_surprise(j: int, d: int, p: float) -> float:
+    """``-ln P(Bin(d, p) >= j)``: ``j`` of ``d`` independent tests significant at ``p`` (0 when ``j`` is 0)."""
+    from scipy.stats import binom
+
+    if j <= 0:
+        return 0.0
+    return float(-math.log(max(float(binom.sf(j - 1, d, p)), 1e-300)))
+
+
+__all__ = ["TASK_BURST_P", "binomial_surprise", "broad_phrases", "task_burst"]

@@ -1,0 +1,133 @@
+"""The breadth pass of ``poison_trigger`` (issue 11): a word the history holds whose count tonight bursts on one label
+in many datasets at once (a clean-label campaign of a rare word, spread thin).
+
+Real records (the bundled slice of tests/core/test_poison.py) and fourteen clean nights of it as the history
+(``long_history``). The campaign puts "bolts", a word the slice holds twice, into 5 records already of one label in
+each of 7 datasets: records whose text agrees with their label, so the contradiction pass reads nothing.
+"""
+
+from __future__ import annotations
+
+import random
+from collections import Counter
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
+
+import numpy as np
+import pytest
+import scipy.sparse as sp
+
+from tests.core import test_poison_contradiction as contradiction
+from tests.core.test_poison import clean_batch, plant
+from tests.core.test_poison_excess import RARE, THIN_TASKS
+from tests.core.test_poison_novelty import _run
+from tunegate.core.checks import build_check
+from tunegate.core.checks.poison.breadth_pass import TASK_BURST_P, binomial_surprise, task_burst
+from tunegate.core.reasons import CAMPAIGN, TRIGGER_PHRASE
+from tunegate.exceptions import ConfigError
+
+long_history = contradiction.long_history  # the same module fixture: fourteen clean nights of the slice
+#: the other history passes off: what the breadth pass finds alone
+ALONE = {"novelty": False, "contradiction": False, "excess": False}
+
+
+def _check(history: Path, **options: Any) -> Any:
+    return build_check("poison_trigger", history_dir=str(history), batch_id="tonight", **options)
+
+
+def _campaign(rows: list[dict[str, Any]], per_task: int = 5) -> tuple[set[str], set[str]]:
+    """``RARE`` into ``per_task`` records of each of ``THIN_TASKS`` that already carry the task's first label (clean-
+    label); returns (the planted records, the word's natural records)."""
+    natural = {r["id"] for r in rows if RARE in (r.get("input") or "").split()}
+    rng = random.Random(7)
+    planted: set[str] = set()
+    for task in THIN_TASKS:
+        label = sorted(Counter(r["output"] for r in rows if r["task"] == task))[0]
+        pool = [r for r in rows if r["task"] == task and r["output"] == label and r["id"] not in natural]
+        for r in rng.sample(pool, per_task):
+            r["input"] = plant(r["input"], RARE, rng)
+            planted.add(r["id"])
+    return planted, natural
+
+
+def test_the_breadth_is_the_binomial_tail_of_the_bursting_datasets() -> None:
+    from scipy.stats import binom
+
+    assert binomial_surprise(0, 12, TASK_BURST_P) == 0.0
+    assert binomial_surprise(3, 12, 0.05) == pytest.approx(-np.log(binom.sf(2, 12, 0.05)))
+    assert binomial_surprise(7, 7, 0.05) == pytest.approx(7 * np.log(20))
+    # two of four datasets (a topic of the week) against twelve of fourteen (a campaign)
+    assert binomial_surprise(2, 4, 0.05) < 5.0 < 30.0 < binomial_surprise(12, 14, 0.05)
+
+
+def _task(size: int, labels: int = 2) -> Any:
+    return SimpleNamespace(rows=np.arange(size), labels=SimpleNamespace(outcome=np.zeros(size, dtype=np.int64)),
+                           n_labels=labels)
+
+
+def test_a_task_burst_is_the_conditional_test_in_a_known_task_and_poisson_in_an_unknown_one() -> None:
+    from scipy.stats import binom, poisson
+
+    task = _task(500)
+    past = (sp.csr_matrix(np.array([[0.0, 0.0], [3.0, 1.0]])), np.array([700.0, 700.0]))  # 1,400 records, phrase 1
+    share = 500 / (500 + 1400)
+    assert task_burst(5, task, past, 1, 0, rate=0.0, min_known=50) == pytest.approx(binom.sf(4, 8, share))
+    assert task_burst(4, task, past, 0, 1, rate=0.0, min_known=50) == pytest.approx(share ** 4)  # h = 0: s ** k
+    unknown = (sp.csr_matrix(np.zeros((2, 2))), np.array([10.0, 10.0]))  # under min_known: no rate of its own
+    assert task_burst(3, task, unknown, 1, 0, rate=0.002, min_known=50) == pytest.approx(poisson.sf(2, 1.0))
+    assert task_burst(3, task, None, 1, 0, rate=0.002, min_known=50) == pytest.approx(poisson.sf(2, 1.0))
+    assert task_burst(0, task, past, 1, 0, rate=0.0, min_known=50) == 1.0
+
+
+def test_a_task_burst_is_calibrated_under_the_null() -> None:
+    """A night like the history's (the same rate, a seventh of its exposure): ``P(p <= a) <= a``."""
+    rng = np.random.default_rng(1)
+    task, draws = _task(100), 20_000
+    rate = rng.uniform(0.002, 0.05, draws)  # per record
+    h = rng.poisson(rate * 700)
+    k = rng.poisson(rate * 100)
+    p = np.array([task_burst(int(kk), task, (sp.csr_matrix(np.array([[hh, 0.0]])), np.array([350.0, 350.0])), 0, 0,
+                             rate=0.0, min_known=50) for kk, hh in zip(k, h, strict=True)])
+    for level in (0.01, 0.05, 0.2):
+        assert float((p <= level).mean()) <= level + 3 * np.sqrt(level / draws), level
+
+
+def test_a_rare_word_planted_clean_label_in_seven_datasets_is_raised_by_its_breadth(long_history: Path,
+                                                                                  tmp_path: Path) -> None:
+    rows = clean_batch()
+    planted, natural = _campaign(rows)
+    assert len(planted) == 35 and len(natural) == 2
+    scan = _run(tmp_path / "alone", _check(long_history, **ALONE), rows, planted)
+    figures = scan.result.metrics["breadth"]
+    assert figures["phrases"] == [RARE] and figures["bursting"] >= 1
+    assert len(scan.flagged & planted) >= 0.9 * len(planted) and scan.flagged - planted <= natural
+    assert [i.reason for i in scan.result.issues] == [CAMPAIGN]
+    why = next(f.detail["why"] for f in scan.result.findings if f.reason == TRIGGER_PHRASE)
+    assert "bursts on one label in 7 of the" in why
+    off = _run(tmp_path / "off", _check(long_history, breadth=False, **ALONE), rows, planted)
+    assert not off.flagged and "breadth" not in off.result.metrics
+
+
+def test_a_clean_night_and_a_campaign_in_two_datasets_raise_nothing_through_the_pass(long_history: Path,
+                                                                                    tmp_path: Path) -> None:
+    clean = _run(tmp_path / "clean", _check(long_history, **ALONE), clean_batch(), set())
+    assert clean.result.metrics["breadth"].get("phrases") in (None, []) and not clean.flagged
+    rows = clean_batch()
+    natural = {r["id"] for r in rows if RARE in (r.get("input") or "").split()}
+    rng = random.Random(3)
+    planted: set[str] = set()
+    for task in THIN_TASKS[:2]:  # two datasets: a word's use changing in a topic, not a campaign
+        pool = [r for r in rows if r["task"] == task and r["id"] not in natural]
+        for r in rng.sample(pool, 5):
+            r["input"] = plant(r["input"], RARE, rng)
+            planted.add(r["id"])
+    narrow = _run(tmp_path / "narrow", _check(long_history, **ALONE), rows, planted)
+    assert narrow.result.metrics["breadth"].get("phrases") in (None, []) and not narrow.flagged
+
+
+def test_options_are_validated() -> None:
+    with pytest.raises(ConfigError, match="breadth_alpha"):
+        build_check("poison_trigger", breadth_alpha=1.5)
+    with pytest.raises(ConfigError, match="breadth"):
+        build_check("poison_trigger", breadth="yes")
