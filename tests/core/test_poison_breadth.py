@@ -131,3 +131,31 @@ def test_options_are_validated() -> None:
         build_check("poison_trigger", breadth_alpha=1.5)
     with pytest.raises(ConfigError, match="breadth"):
         build_check("poison_trigger", breadth="yes")
+
+
+def test_a_campaign_bursting_in_nearly_every_task_flags_its_weaker_tasks_too() -> None:
+    """The adaptive step-up over a raised phrase's tasks: where nearly every task bursts, a task of 3 records at p =
+    0.06 is flagged with the rest; where most of its tasks are natural, only those at ``TASK_BURST_P``."""
+    from tunegate.core.checks.poison.breadth_pass import flag_level
+
+    campaign = [0.0, 0.0, 0.001, 0.004, 0.008, 0.016, 0.02, 0.03, 0.06]
+    assert flag_level(campaign) == 0.06
+    assert flag_level([*campaign, 0.93]) == 0.06  # a natural task far from it stays out
+    mostly_natural = [0.0, 0.01, 0.06, 0.3, 0.6, 0.7, 0.9, 1.0, 1.0, 1.0]
+    assert flag_level(mostly_natural) == TASK_BURST_P
+    assert flag_level([]) == TASK_BURST_P
+
+
+def test_with_every_pass_on_the_campaign_is_reported_once_and_the_flags_are_the_union(long_history: Path,
+                                                                                        tmp_path: Path) -> None:
+    """Another pass may raise the word first; the breadth pass then adds its records to that campaign (``joined``)
+    instead of reporting it a second time."""
+    rows = clean_batch()
+    planted, natural = _campaign(rows)
+    scan = _run(tmp_path / "all", _check(long_history), rows, planted)
+    alone = _run(tmp_path / "alone", _check(long_history, **ALONE), rows, planted)
+    figures = scan.result.metrics["breadth"]
+    assert figures["raised"] == 1 and figures["phrases"] in ([], [RARE])
+    assert figures["joined"] == (0 if figures["phrases"] else 1)
+    assert [p["phrase"] for p in scan.result.metrics["suspicious_phrases"]].count(RARE) == 1
+    assert alone.flagged <= scan.flagged and scan.flagged - planted <= natural

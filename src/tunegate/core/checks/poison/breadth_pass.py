@@ -25,8 +25,10 @@ most ``TASK_BURST_P``, independently, so bursting in ``j`` of ``D`` datasets has
 ``min_tasks`` datasets. Dev (seeds 10, 11, 15-18): natural phrases that pass the burst gate burst in 3-4 datasets
 (breadth 7.6-9.0 nats against bars of 14.3); planted rare words in 9-14 (24.7-41.9 nats).
 
-**What is flagged.** In each task where the phrase bursts (task p-value at most ``TASK_BURST_P``), its records on the
-label most of them carry: the campaign's records; its natural records elsewhere are left alone.
+**What is flagged.** In each task where the phrase bursts (task p-value at most ``TASK_BURST_P``, or further where the
+adaptive Benjamini-Hochberg step-up over its tasks reaches: :func:`flag_level`), its records on the label most of them
+carry: the campaign's records; its natural records elsewhere are left alone. A campaign another pass raised first
+keeps its name and gets these records added (:func:`_join`).
 """
 
 from __future__ import annotations
@@ -78,7 +80,7 @@ def broad_phrases(x: sp.csr_matrix, vocab: np.ndarray, tasks: list[Task], stats:
         mine = mine[is_label[owner[mine]]]
         rate = known_rate(history, c, config.min_task_records)
         by_family: dict[str, list[float]] = {}
-        rows, detail = [], []
+        per_task = []
         for ti in np.unique(owner[mine]).tolist():
             held = mine[owner[mine] == ti]
             if len(held) < 2:
@@ -89,18 +91,21 @@ def broad_phrases(x: sp.csr_matrix, vocab: np.ndarray, tasks: list[Task], stats:
             k = int((labels == top).sum())
             p = task_burst(k, task, history[ti], c, top, rate=rate, min_known=config.min_task_records)
             by_family.setdefault(task.family, []).append(p)
-            if p <= TASK_BURST_P:
-                rows.append(held[labels == top])
-                detail.append((ti, 0, len(held), k, top))
+            per_task.append((p, ti, held, held[labels == top], top))
         dataset_p = [min(1.0, min(ps) * len(ps)) for ps in by_family.values()]
         j = sum(p <= TASK_BURST_P for p in dataset_p)
         score = binomial_surprise(j, len(dataset_p), TASK_BURST_P)
-        if score >= bar and j >= config.min_tasks and rows:
-            breadth[c] = score
-            rows_of[c] = np.unique(np.concatenate(rows))
-            detail_of[c] = sorted(detail, key=lambda t: -t[3])
-            spread[c] = (j, len(dataset_p))
+        if score < bar or j < config.min_tasks:
+            continue
+        level = flag_level([t[0] for t in per_task])
+        flagged = [t for t in per_task if t[0] <= level]
+        breadth[c] = score
+        rows_of[c] = np.unique(np.concatenate([t[3] for t in flagged]))
+        detail_of[c] = sorted(((ti, 0, len(held), len(on), top) for _, ti, held, on, top in flagged),
+                              key=lambda t: -t[3])
+        spread[c] = (j, len(dataset_p))
     figures["raised"] = float(len(breadth))
+    figures["joined"] = float(_join(breadth, rows_of, detail_of, found))
     out = []
     for head, cl, held in named_campaigns(breadth, rows_of, xc, vocab, found):
         j, d = spread[head]
@@ -113,6 +118,28 @@ def broad_phrases(x: sp.csr_matrix, vocab: np.ndarray, tasks: list[Task], stats:
                           [str(vocab[m]) for m in cl if m != head], why=why))
     figures["found"] = float(len(out))
     return out, figures
+
+
+def _join(breadth: dict[int, float], rows_of: dict[int, np.ndarray],
+          detail_of: dict[int, list[tuple[int, int, int, int, int]]], found: list[Phrase]) -> int:
+    """A campaign another pass already raised (the ``found`` phrase holding at least half of the records this pass
+    flags for a phrase) gets the records and tasks this pass flags added to its own: the union of what both passes
+    flag, under the first pass's name and evidence (a rare word's weaker tasks, which that pass's per-task test left
+    out). Such phrases leave ``breadth`` and ``rows_of``; returns how many joined."""
+    import numpy as np
+
+    joined = 0
+    for c in list(breadth):
+        rows = rows_of[c]
+        best = max(found, key=lambda ph: len(np.intersect1d(ph.rows, rows)), default=None)
+        if best is None or 2 * len(np.intersect1d(best.rows, rows)) < len(rows):
+            continue
+        best.rows = np.union1d(best.rows, rows)
+        present = {t[0] for t in best.tasks}
+        best.tasks = best.tasks + [t for t in detail_of[c] if t[0] not in present]
+        del breadth[c], rows_of[c]
+        joined += 1
+    return joined
 
 
 def task_burst(k: int, task: Task, past: TaskHistory | None, c: int, label: int, *, rate: float,
@@ -132,6 +159,24 @@ def task_burst(k: int, task: Task, past: TaskHistory | None, c: int, label: int,
     return float(betainc(k, held + 1.0, share)) if k > 0 else 1.0
 
 
+def flag_level(p: list[float], q: float = TASK_BURST_P, lam: float = 0.5) -> float:
+    """The p-value up to which a raised campaign's tasks are flagged: ``q``, or further where the adaptive Benjamini-
+    Hochberg step-up (Storey, Taylor and Siegmund 2004) over the phrase's tasks reaches at level ``q``. The share of
+    its tasks where the phrase is natural is estimated as ``pi0 = (#{p > lam} + 1) / ((1 - lam) m)``, and the
+    largest ``p_(i) <= q i / (pi0 m)`` is the level: a campaign bursting in nearly every task it touches flags its
+    tasks of 3 records too, whose own p-value depends on how long the history is; a phrase that is mostly natural
+    flags at ``q``."""
+    import numpy as np
+
+    m = len(p)
+    if not m:
+        return q
+    ranked = np.sort(np.asarray(p, dtype=np.float64))
+    pi0 = min(1.0, (int((ranked > lam).sum()) + 1) / ((1.0 - lam) * m))
+    passing = np.flatnonzero(ranked <= q * np.arange(1, m + 1) / (pi0 * m))
+    return max(q, float(ranked[passing[-1]])) if len(passing) else q
+
+
 def binomial_surprise(j: int, d: int, p: float) -> float:
     """``-ln P(Bin(d, p) >= j)``: ``j`` of ``d`` independent tests significant at ``p`` (0 when ``j`` is 0)."""
     from scipy.stats import binom
@@ -141,4 +186,4 @@ def binomial_surprise(j: int, d: int, p: float) -> float:
     return float(-math.log(max(float(binom.sf(j - 1, d, p)), 1e-300)))
 
 
-__all__ = ["TASK_BURST_P", "binomial_surprise", "broad_phrases", "task_burst"]
+__all__ = ["TASK_BURST_P", "binomial_surprise", "broad_phrases", "flag_level", "task_burst"]
