@@ -188,7 +188,7 @@ def test_a_rare_word_spread_thin_on_one_label_is_raised_by_fishers_method(histor
         for r in rng.sample(pool, 4):
             r["input"] = plant(r["input"], RARE, rng)
             planted.add(r["id"])
-    scan = _run(tmp_path / "both", _check(history), tonight, planted)
+    scan = _run(tmp_path / "both", _check(history, breadth=False), tonight, planted)
     assert scan.result.metrics["excess"]["phrases"] == [RARE]
     assert len(scan.flagged & planted) >= 0.8 * len(planted) and not scan.flagged - planted
 
