@@ -61,9 +61,8 @@ def test_the_breadth_is_the_binomial_tail_of_the_bursting_datasets() -> None:
     assert binomial_surprise(2, 4, 0.05) < 5.0 < 30.0 < binomial_surprise(12, 14, 0.05)
 
 
-def _task(size: int, labels: int = 2) -> Any:
-    return SimpleNamespace(rows=np.arange(size), labels=SimpleNamespace(outcome=np.zeros(size, dtype=np.int64)),
-                           n_labels=labels)
+def _task(size: int) -> Any:
+    return SimpleNamespace(rows=np.arange(size))
 
 
 def test_a_task_burst_is_the_conditional_test_in_a_known_task_and_poisson_in_an_unknown_one() -> None:
@@ -72,23 +71,29 @@ def test_a_task_burst_is_the_conditional_test_in_a_known_task_and_poisson_in_an_
     task = _task(500)
     past = (sp.csr_matrix(np.array([[0.0, 0.0], [3.0, 1.0]])), np.array([700.0, 700.0]))  # 1,400 records, phrase 1
     share = 500 / (500 + 1400)
-    assert task_burst(5, task, past, 1, 0, rate=0.0, min_known=50) == pytest.approx(binom.sf(4, 8, share))
-    assert task_burst(4, task, past, 0, 1, rate=0.0, min_known=50) == pytest.approx(share ** 4)  # h = 0: s ** k
+    # per label P(Bin(k + h, s) >= k), the smallest times the labels
+    assert task_burst(np.array([5, 0]), task, past, 1, rate=0.0, min_known=50) == (
+        pytest.approx(2 * binom.sf(4, 8, share)), 0)
+    assert task_burst(np.array([2, 4]), task, past, 0, rate=0.0, min_known=50) == (
+        pytest.approx(2 * share ** 4), 1)  # h = 0: s ** k
+    assert task_burst(np.array([1, 0]), task, past, 1, rate=0.0, min_known=50) == (1.0, 0)  # a single record
     unknown = (sp.csr_matrix(np.zeros((2, 2))), np.array([10.0, 10.0]))  # under min_known: no rate of its own
-    assert task_burst(3, task, unknown, 1, 0, rate=0.002, min_known=50) == pytest.approx(poisson.sf(2, 1.0))
-    assert task_burst(3, task, None, 1, 0, rate=0.002, min_known=50) == pytest.approx(poisson.sf(2, 1.0))
-    assert task_burst(0, task, past, 1, 0, rate=0.0, min_known=50) == 1.0
+    assert task_burst(np.array([1, 3]), task, unknown, 1, rate=0.002, min_known=50) == (
+        pytest.approx(poisson.sf(2, 1.0)), 1)
+    assert task_burst(np.array([3, 1]), task, None, 1, rate=0.002, min_known=50) == (pytest.approx(poisson.sf(2, 1.0)),
+                                                                                     0)
 
 
 def test_a_task_burst_is_calibrated_under_the_null() -> None:
-    """A night like the history's (the same rate, a seventh of its exposure): ``P(p <= a) <= a``."""
+    """A night like the history's (the same rates, a seventh of its exposure), the label read after looking:
+    ``P(p <= a) <= a``."""
     rng = np.random.default_rng(1)
     task, draws = _task(100), 20_000
-    rate = rng.uniform(0.002, 0.05, draws)  # per record
-    h = rng.poisson(rate * 700)
+    rate = rng.uniform(0.002, 0.05, (draws, 2))  # per record, per label
+    h = rng.poisson(rate * 700).astype(np.float64)
     k = rng.poisson(rate * 100)
-    p = np.array([task_burst(int(kk), task, (sp.csr_matrix(np.array([[hh, 0.0]])), np.array([350.0, 350.0])), 0, 0,
-                             rate=0.0, min_known=50) for kk, hh in zip(k, h, strict=True)])
+    p = np.array([task_burst(kk, task, (sp.csr_matrix(hh[None, :]), np.array([350.0, 350.0])), 0, rate=0.0,
+                             min_known=50)[0] for kk, hh in zip(k, h, strict=True)])
     for level in (0.01, 0.05, 0.2):
         assert float((p <= level).mean()) <= level + 3 * np.sqrt(level / draws), level
 

@@ -13,22 +13,23 @@ datasets of its topic; a campaign spreads over datasets of every kind on purpose
 significant at ``breadth_alpha``: ``burst >= ln(m) + ln(1 / breadth_alpha)`` for the ``m`` phrases of the history that
 occur tonight (as the contradiction pass's burst gate). Dev nights (14 distinct nights): 0-2 natural phrases pass it.
 
-**Statistic.** In each classification task holding >= 2 of the phrase's records, the records on the label most of them
-carry (``k``) give the task's p-value (:func:`task_burst`): in a task the history knows, ``P(K >= k)`` for ``K``
-binomial over ``k + h`` (``h`` the history's records of the phrase on that label) with the nights' exposure share; in a
-task it cannot speak to, the Poisson tail of ``k`` at the phrase's rate over the tasks it knows. A dataset's p-value is
+**Statistic.** In each classification task holding >= 2 of the phrase's records, the task's p-value
+(:func:`task_burst`): in a task the history knows, per label, ``P(K >= k)`` for tonight's ``k`` records of the phrase
+on it, ``K`` binomial over ``k + h`` (``h`` the history's records of the phrase on that label) with the nights' exposure
+share; the smallest times the task's labels. In a task it cannot speak to, the Poisson tail of the records on the label
+most of them carry, at the phrase's rate over the tasks it knows. A dataset's p-value is
 its smallest task p-value times its tasks (they often label the same texts). The phrase *bursts* in a dataset where
 that is at most ``TASK_BURST_P``; under the null (no dataset's rate changed) each dataset does so with probability at
 most ``TASK_BURST_P``, independently, so bursting in ``j`` of ``D`` datasets has the binomial tail
 ``P(Bin(D, TASK_BURST_P) >= j)``. Its ``-ln`` is the phrase's breadth, raised at the same family-wise bar as the burst
 (the test could be run on every phrase the history holds: Bonferroni over all of them), and only in at least
-``min_tasks`` datasets. Dev (seeds 10, 11, 15-18): natural phrases that pass the burst gate burst in 3-4 datasets
-(breadth 7.6-9.0 nats against bars of 14.3); planted rare words in 9-14 (24.7-41.9 nats).
+``min_tasks`` datasets. Dev (seeds 10-18, 14 distinct nights): natural phrases that pass the burst gate burst in 0-2
+of 1-7 datasets (breadth 0-3.1 nats against bars of 14.3); planted rare words in 8-12 of 10-14 (20.3-33.4 nats).
 
 **What is flagged.** In each task where the phrase bursts (task p-value at most ``TASK_BURST_P``, or further where the
-adaptive Benjamini-Hochberg step-up over its tasks reaches: :func:`flag_level`), its records on the label most of them
-carry: the campaign's records; its natural records elsewhere are left alone. A campaign another pass raised first
-keeps its name and gets these records added (:func:`_join`).
+adaptive Benjamini-Hochberg step-up over its tasks reaches: :func:`flag_level`), its records on the label the task's
+p-value reads: the campaign's records; its natural records elsewhere are left alone. A campaign another pass raised
+first keeps its name and gets these records added (:func:`_join`).
 """
 
 from __future__ import annotations
@@ -87,9 +88,8 @@ def broad_phrases(x: sp.csr_matrix, vocab: np.ndarray, tasks: list[Task], stats:
                 continue
             task = tasks[ti]
             labels = task.labels.outcome[np.searchsorted(task.rows, held)]
-            top = int(np.bincount(labels).argmax())
-            k = int((labels == top).sum())
-            p = task_burst(k, task, history[ti], c, top, rate=rate, min_known=config.min_task_records)
+            counts = np.bincount(labels, minlength=len(task.labels.names))
+            p, top = task_burst(counts, task, history[ti], c, rate=rate, min_known=config.min_task_records)
             by_family.setdefault(task.family, []).append(p)
             per_task.append((p, ti, held, held[labels == top], top))
         dataset_p = [min(1.0, min(ps) * len(ps)) for ps in by_family.values()]
@@ -142,21 +142,33 @@ def _join(breadth: dict[int, float], rows_of: dict[int, np.ndarray],
     return joined
 
 
-def task_burst(k: int, task: Task, past: TaskHistory | None, c: int, label: int, *, rate: float,
-               min_known: int) -> float:
-    """The p-value of ``k`` records of phrase ``c`` on ``label`` in ``task`` tonight. In a task the history knows: the
-    conditional test of two Poisson rates, ``P(Bin(k + h, s) >= k)`` for the history's ``h`` records of the phrase on
-    that label and ``s`` tonight's share of the exposure (the task's records tonight over those of tonight and the
-    history); exact, and defined when ``h`` is 0. In a task it cannot speak to: ``P(Poisson(rate * N) >= k)`` for the
-    phrase's ``rate`` over the known tasks (:func:`~.novelty_pass.known_rate`) and the task's ``N`` records."""
+def task_burst(counts: np.ndarray, task: Task, past: TaskHistory | None, c: int, *, rate: float,
+               min_known: int) -> tuple[float, int]:
+    """The p-value of tonight's records of phrase ``c`` in ``task`` (``counts``: per label), and the label it reads.
+
+    In a task the history knows, per label with >= 2 records: the conditional test of two Poisson rates,
+    ``P(Bin(k + h, s) >= k)`` for tonight's ``k`` and the history's ``h`` records of the phrase on that label, ``s``
+    tonight's share of the exposure (the task's records tonight over those of tonight and the history); exact, and
+    defined when ``h`` is 0 (``s ** k``). The task's p-value is the smallest, times the task's labels (the label is
+    picked after looking), and its label that one. In a task the history cannot speak to: ``P(Poisson(rate * N) >=
+    k)`` for the records on the label most of them carry, at the phrase's ``rate`` over the known tasks
+    (:func:`~.novelty_pass.known_rate`) and the task's ``N`` records: the phrase's count on any label is at most its
+    count, so no correction is needed."""
+    import numpy as np
     from scipy.special import betainc, gammainc
 
+    counts = np.asarray(counts, dtype=np.float64)
     size = float(len(task.rows))
+    top = int(counts.argmax())
     if not knows(past, min_known):
-        return float(gammainc(k, rate * size)) if k > 0 else 1.0
-    held = float(past[0][c].toarray().ravel()[label])
+        return (float(gammainc(counts[top], rate * size)) if counts[top] > 0 else 1.0), top
+    held = past[0][c].toarray().ravel()  # the history's records of the phrase, per label of the task
     share = size / (size + float(past[1].sum()))
-    return float(betainc(k, held + 1.0, share)) if k > 0 else 1.0
+    tails = np.ones(len(counts))
+    live = counts >= 2
+    tails[live] = betainc(counts[live], held[live] + 1.0, share)
+    label = int(tails.argmin())
+    return min(1.0, float(tails[label]) * len(counts)), label
 
 
 def flag_level(p: list[float], q: float = TASK_BURST_P, lam: float = 0.5) -> float:

@@ -109,7 +109,7 @@ class TriggerConfig(CheckConfig):
       holds whose count tonight bursts overall and, on one label, in many datasets at once (a rare word planted
       clean-label in a dozen tasks). ``breadth_alpha`` (0.01): the pass's false-alarm rate per night (Bonferroni over
       the history's phrases that occur tonight: bar ~14.3 nats on the floor benchmark's mixed dev batches; natural
-      phrases at most 4.9 nats there, planted rare words 24.7-41.9; a policy, not fitted).
+      phrases at most 3.1 nats there, planted rare words 20.3-33.4; a policy, not fitted).
     """
 
     check: ClassVar[str] = "poison_trigger"
