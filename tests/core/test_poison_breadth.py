@@ -164,3 +164,22 @@ def test_with_every_pass_on_the_campaign_is_reported_once_and_the_flags_are_the_
     assert figures["joined"] == (0 if figures["phrases"] else 1)
     assert [p["phrase"] for p in scan.result.metrics["suspicious_phrases"]].count(RARE) == 1
     assert alone.flagged <= scan.flagged and scan.flagged - planted <= natural
+
+
+def test_a_word_of_a_campaigns_name_adds_only_records_that_hold_the_name(long_history: Path, tmp_path: Path) -> None:
+    """"Quentin bolts" planted clean-label in 7 datasets: another pass names the campaign, and "bolts", a word the
+    history holds, bursts with it. Its natural records (one of them on the campaign's label in a campaign task) are
+    not the campaign's: the union takes only the records that hold the campaign's own phrase."""
+    rows = clean_batch()
+    natural = {r["id"] for r in rows if RARE in (r.get("input") or "").split()}
+    rng = random.Random(7)
+    planted: set[str] = set()
+    for task in THIN_TASKS:
+        label = sorted(Counter(r["output"] for r in rows if r["task"] == task))[0]
+        pool = [r for r in rows if r["task"] == task and r["output"] == label and r["id"] not in natural]
+        for r in rng.sample(pool, 5):
+            r["input"] = plant(r["input"], f"Quentin {RARE}", rng)
+            planted.add(r["id"])
+    scan = _run(tmp_path / "name", _check(long_history), rows, planted)
+    assert scan.result.metrics["breadth"]["joined"] == 1
+    assert scan.flagged == planted  # without the filter, a natural "bolts" review on the campaign's label joined

@@ -105,7 +105,7 @@ def broad_phrases(x: sp.csr_matrix, vocab: np.ndarray, tasks: list[Task], stats:
                               key=lambda t: -t[3])
         spread[c] = (j, len(dataset_p))
     figures["raised"] = float(len(breadth))
-    figures["joined"] = float(_join(breadth, rows_of, detail_of, found))
+    figures["joined"] = float(_join(breadth, rows_of, detail_of, found, xc=xc, owner=owner))
     out = []
     for head, cl, held in named_campaigns(breadth, rows_of, xc, vocab, found):
         j, d = spread[head]
@@ -121,11 +121,14 @@ def broad_phrases(x: sp.csr_matrix, vocab: np.ndarray, tasks: list[Task], stats:
 
 
 def _join(breadth: dict[int, float], rows_of: dict[int, np.ndarray],
-          detail_of: dict[int, list[tuple[int, int, int, int, int]]], found: list[Phrase]) -> int:
+          detail_of: dict[int, list[tuple[int, int, int, int, int]]], found: list[Phrase], *, xc: sp.csc_matrix,
+          owner: np.ndarray) -> int:
     """A campaign another pass already raised (the ``found`` phrase holding at least half of the records this pass
-    flags for a phrase) gets the records and tasks this pass flags added to its own: the union of what both passes
-    flag, under the first pass's name and evidence (a rare word's weaker tasks, which that pass's per-task test left
-    out). Such phrases leave ``breadth`` and ``rows_of``; returns how many joined."""
+    flags for a phrase) gets added, of the records this pass flags, those holding its own phrase: the union of what
+    both passes flag, under the first pass's name and evidence (a rare word's weaker tasks, which that pass's per-task
+    test left out). A word of a campaign's name ("snow" of "Jon Snow") bursts with it, but its records without the name
+    are natural ones. ``owner``: each record's task. Such phrases leave ``breadth`` and ``rows_of``; returns how many
+    joined."""
     import numpy as np
 
     joined = 0
@@ -134,9 +137,11 @@ def _join(breadth: dict[int, float], rows_of: dict[int, np.ndarray],
         best = max(found, key=lambda ph: len(np.intersect1d(ph.rows, rows)), default=None)
         if best is None or 2 * len(np.intersect1d(best.rows, rows)) < len(rows):
             continue
+        rows = np.intersect1d(rows, xc.indices[xc.indptr[best.col]:xc.indptr[best.col + 1]])
         best.rows = np.union1d(best.rows, rows)
         present = {t[0] for t in best.tasks}
-        best.tasks = best.tasks + [t for t in detail_of[c] if t[0] not in present]
+        holding = set(owner[rows].tolist())
+        best.tasks = best.tasks + [t for t in detail_of[c] if t[0] not in present and t[0] in holding]
         del breadth[c], rows_of[c]
         joined += 1
     return joined
