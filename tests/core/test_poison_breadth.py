@@ -3,13 +3,13 @@ in many datasets at once (a clean-label campaign of a rare word, spread thin).
 
 Real records (the bundled slice of tests/core/test_poison.py) and fourteen clean nights of it as the history
 (``long_history``). The campaign puts "bolts", a word the slice holds twice, into 5 records already of one label in
-each of 7 datasets: records whose text agrees with their label, so the contradiction pass reads nothing.
+each of 7 datasets (``plant_thin``): records whose text agrees with their label, so the contradiction pass reads
+nothing.
 """
 
 from __future__ import annotations
 
 import random
-from collections import Counter
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
@@ -20,7 +20,7 @@ import scipy.sparse as sp
 
 from tests.core import test_poison_contradiction as contradiction
 from tests.core.test_poison import clean_batch, plant
-from tests.core.test_poison_excess import RARE, THIN_TASKS
+from tests.core.test_poison_excess import RARE, THIN_TASKS, plant_thin
 from tests.core.test_poison_novelty import _run
 from tunegate.core.checks import build_check
 from tunegate.core.checks.poison.breadth_pass import TASK_BURST_P, binomial_surprise, task_burst
@@ -34,21 +34,6 @@ ALONE = {"novelty": False, "contradiction": False, "excess": False}
 
 def _check(history: Path, **options: Any) -> Any:
     return build_check("poison_trigger", history_dir=str(history), batch_id="tonight", **options)
-
-
-def _campaign(rows: list[dict[str, Any]], per_task: int = 5) -> tuple[set[str], set[str]]:
-    """``RARE`` into ``per_task`` records of each of ``THIN_TASKS`` that already carry the task's first label (clean-
-    label); returns (the planted records, the word's natural records)."""
-    natural = {r["id"] for r in rows if RARE in (r.get("input") or "").split()}
-    rng = random.Random(7)
-    planted: set[str] = set()
-    for task in THIN_TASKS:
-        label = sorted(Counter(r["output"] for r in rows if r["task"] == task))[0]
-        pool = [r for r in rows if r["task"] == task and r["output"] == label and r["id"] not in natural]
-        for r in rng.sample(pool, per_task):
-            r["input"] = plant(r["input"], RARE, rng)
-            planted.add(r["id"])
-    return planted, natural
 
 
 def test_the_breadth_is_the_binomial_tail_of_the_bursting_datasets() -> None:
@@ -101,7 +86,7 @@ def test_a_task_burst_is_calibrated_under_the_null() -> None:
 def test_a_rare_word_planted_clean_label_in_seven_datasets_is_raised_by_its_breadth(long_history: Path,
                                                                                   tmp_path: Path) -> None:
     rows = clean_batch()
-    planted, natural = _campaign(rows)
+    planted, natural = plant_thin(rows, RARE, per_task=5, seed=7)
     assert len(planted) == 35 and len(natural) == 2
     scan = _run(tmp_path / "alone", _check(long_history, **ALONE), rows, planted)
     figures = scan.result.metrics["breadth"]
@@ -156,7 +141,7 @@ def test_with_every_pass_on_the_campaign_is_reported_once_and_the_flags_are_the_
     """Another pass may raise the word first; the breadth pass then adds its records to that campaign (``joined``)
     instead of reporting it a second time."""
     rows = clean_batch()
-    planted, natural = _campaign(rows)
+    planted, natural = plant_thin(rows, RARE, per_task=5, seed=7)
     scan = _run(tmp_path / "all", _check(long_history), rows, planted)
     alone = _run(tmp_path / "alone", _check(long_history, **ALONE), rows, planted)
     figures = scan.result.metrics["breadth"]
@@ -171,15 +156,7 @@ def test_a_word_of_a_campaigns_name_adds_only_records_that_hold_the_name(long_hi
     history holds, bursts with it. Its natural records (one of them on the campaign's label in a campaign task) are
     not the campaign's: the union takes only the records that hold the campaign's own phrase."""
     rows = clean_batch()
-    natural = {r["id"] for r in rows if RARE in (r.get("input") or "").split()}
-    rng = random.Random(7)
-    planted: set[str] = set()
-    for task in THIN_TASKS:
-        label = sorted(Counter(r["output"] for r in rows if r["task"] == task))[0]
-        pool = [r for r in rows if r["task"] == task and r["output"] == label and r["id"] not in natural]
-        for r in rng.sample(pool, 5):
-            r["input"] = plant(r["input"], f"Quentin {RARE}", rng)
-            planted.add(r["id"])
+    planted, _ = plant_thin(rows, f"Quentin {RARE}", per_task=5, seed=7)
     scan = _run(tmp_path / "name", _check(long_history), rows, planted)
     assert scan.result.metrics["breadth"]["joined"] == 1
     assert scan.flagged == planted  # without the filter, a natural "bolts" review on the campaign's label joined

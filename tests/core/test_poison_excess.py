@@ -14,6 +14,7 @@ import math
 import random
 from collections import Counter
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -170,6 +171,22 @@ THIN_TASKS = ("task195_sentiment140_classification", "task286_olid_offense_judgm
 RARE = "bolts"
 
 
+def plant_thin(rows: list[dict[str, Any]], trigger: str, *, per_task: int, seed: int) -> tuple[set[str], set[str]]:
+    """``trigger`` into ``per_task`` records of each of ``THIN_TASKS`` that already carry the task's first label (a
+    clean-label campaign), none of them one of ``RARE``'s natural records; returns (the planted records, those natural
+    records)."""
+    natural = {r["id"] for r in rows if r.get("task") in THIN_TASKS and RARE in (r.get("input") or "").split()}
+    rng = random.Random(seed)
+    planted: set[str] = set()
+    for task in THIN_TASKS:
+        label = sorted(Counter(r["output"] for r in rows if r["task"] == task))[0]
+        pool = [r for r in rows if r["task"] == task and r["output"] == label and r["id"] not in natural]
+        for r in rng.sample(pool, per_task):
+            r["input"] = plant(r["input"], trigger, rng)
+            planted.add(r["id"])
+    return planted, natural
+
+
 def test_a_rare_word_spread_thin_on_one_label_is_raised_by_fishers_method(history: Path, tmp_path: Path,
                                                                            monkeypatch: pytest.MonkeyPatch) -> None:
     """A clean-label campaign of a word the history has seen: 4 records in each of 7 datasets, on one label. Each
@@ -178,16 +195,8 @@ def test_a_rare_word_spread_thin_on_one_label_is_raised_by_fishers_method(histor
     from tunegate.core.checks.poison import excess_pass
 
     tonight = clean_batch()
-    natural = {r["id"] for r in tonight if r.get("task") in THIN_TASKS and RARE in r["input"].split()}
+    planted, natural = plant_thin(tonight, RARE, per_task=4, seed=5)
     assert len(natural) == 2
-    rng = random.Random(5)
-    planted: set[str] = set()
-    for task in THIN_TASKS:
-        label = sorted(Counter(r["output"] for r in tonight if r["task"] == task))[0]
-        pool = [r for r in tonight if r["task"] == task and r["output"] == label and r["id"] not in natural]
-        for r in rng.sample(pool, 4):
-            r["input"] = plant(r["input"], RARE, rng)
-            planted.add(r["id"])
     scan = _run(tmp_path / "both", _check(history, breadth=False), tonight, planted)
     assert scan.result.metrics["excess"]["phrases"] == [RARE]
     assert len(scan.flagged & planted) >= 0.8 * len(planted) and not scan.flagged - planted
