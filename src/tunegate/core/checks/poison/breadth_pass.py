@@ -37,8 +37,8 @@ from __future__ import annotations
 import math
 from typing import TYPE_CHECKING
 
-from tunegate.core.checks.poison.evidence import task_of_rows
-from tunegate.core.checks.poison.novelty_pass import known_rate, knows
+from tunegate.core.checks.poison.evidence import label_mask, rows_by_task, task_of_rows
+from tunegate.core.checks.poison.novelty_pass import TASK_BURST_P, known_rate, knows
 from tunegate.core.checks.poison.phrases import Phrase, named_campaigns
 
 if TYPE_CHECKING:
@@ -50,9 +50,6 @@ if TYPE_CHECKING:
     from tunegate.core.checks.poison.novelty_pass import LabelStatistics
     from tunegate.core.checks.poison.tasks import Task
 
-#: A task (and a dataset) counts as bursting when its p-value is at most this; its records are then flagged (as the
-#: excess pass's ``FLAG_P``).
-TASK_BURST_P = 0.05
 
 
 def broad_phrases(x: sp.csr_matrix, vocab: np.ndarray, tasks: list[Task], stats: LabelStatistics,
@@ -62,28 +59,23 @@ def broad_phrases(x: sp.csr_matrix, vocab: np.ndarray, tasks: list[Task], stats:
     docstring); and the pass's figures (phrases the history holds that occur tonight, those bursting, the bar)."""
     import numpy as np
 
-    counted = np.isfinite(stats.burst) & (stats.burst > 0)  # phrases the history holds that occur tonight
-    bar = math.log(max(int(counted.sum()), 1)) + math.log(1.0 / config.breadth_alpha)
-    candidates = np.flatnonzero(counted & (stats.burst >= bar))
-    figures: dict[str, float] = {"tests": float(int(counted.sum())), "bar": round(bar, 2),
-                                 "bursting": float(len(candidates))}
+    bar, tests, bursting = stats.bursting(config.breadth_alpha)
+    candidates = np.flatnonzero(bursting)
+    figures: dict[str, float] = {"tests": float(tests), "bar": round(bar, 2), "bursting": float(len(candidates))}
     owner = task_of_rows(tasks, x.shape[0])
     if owner is None or not len(candidates):
         return [], figures
     xc = x.tocsc()
-    is_label = np.asarray([t.kind == "label" for t in tasks] + [False])  # owner -1 -> the last entry: no task
+    is_label = label_mask(tasks)
     breadth: dict[int, float] = {}
     rows_of: dict[int, np.ndarray] = {}
     detail_of: dict[int, list[tuple[int, int, int, int, int]]] = {}
     spread: dict[int, tuple[int, int]] = {}
     for c in candidates.tolist():
-        mine = xc.indices[xc.indptr[c]:xc.indptr[c + 1]]
-        mine = mine[is_label[owner[mine]]]
         rate = known_rate(history, c, config.min_task_records)
         by_family: dict[str, list[float]] = {}
         per_task = []
-        for ti in np.unique(owner[mine]).tolist():
-            held = mine[owner[mine] == ti]
+        for ti, held in rows_by_task(xc, c, owner, is_label).items():
             if len(held) < 2:
                 continue
             task = tasks[ti]

@@ -46,8 +46,8 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from tunegate.core.checks.poison.contradiction import label_ranks
-from tunegate.core.checks.poison.evidence import task_of_rows
-from tunegate.core.checks.poison.novelty_pass import burst, knows
+from tunegate.core.checks.poison.evidence import label_mask, rows_by_task, task_of_rows
+from tunegate.core.checks.poison.novelty_pass import TASK_BURST_P, burst, knows
 from tunegate.core.checks.poison.phrases import Phrase, named_campaigns
 
 if TYPE_CHECKING:
@@ -66,9 +66,6 @@ MIN_RECORDS = 4
 MAX_RECORDS = 100
 #: The novelty pass's group of phrases the history has never seen in their tasks.
 UNSEEN = 0
-#: A raised rare word's records are flagged in a task the history knows when its count there has a burst p-value at
-#: most this (:func:`_bursting`; as the excess pass's ``FLAG_P``).
-TASK_BURST_P = 0.05
 #: The step-down (:func:`_step_down`) lowers the bar for at most this many campaigns in one night.
 MAX_CAMPAIGNS = 20
 
@@ -84,10 +81,9 @@ def contradiction_phrases(x: sp.csr_matrix, vocab: np.ndarray, tasks: list[Task]
     owner = task_of_rows(tasks, x.shape[0])
     figures: dict[str, float] = {}
     label = [ti for ti, t in enumerate(tasks) if t.kind == "label"]
-    counted = np.isfinite(stats.burst) & (stats.burst > 0)  # phrases the history holds that occur tonight
-    gate = math.log(max(int(counted.sum()), 1)) + math.log(1.0 / config.contradiction_alpha)
-    novel = np.flatnonzero((stats.group == UNSEEN) | (stats.burst >= gate))
-    figures.update(bursting=float(int((counted & (stats.burst >= gate)).sum())), burst_bar=round(gate, 2))
+    gate, _, bursting = stats.bursting(config.contradiction_alpha)
+    novel = np.flatnonzero((stats.group == UNSEEN) | bursting)
+    figures.update(bursting=float(int(bursting.sum())), burst_bar=round(gate, 2))
     if owner is None or not label or not len(novel):
         return [], figures
     rows = np.concatenate([tasks[ti].rows for ti in label])
@@ -118,13 +114,10 @@ def contradiction_phrases(x: sp.csr_matrix, vocab: np.ndarray, tasks: list[Task]
     figures["campaigns"] = float(len({raised[c][3] for c in raised}))
     if not raised:
         return [], figures
-    is_label = np.zeros(len(tasks) + 1, dtype=bool)
-    is_label[label] = True  # owner -1 -> the last entry: no task
+    is_label = label_mask(tasks)
     per_task = {}
     for c in raised:
-        mine = xc.indices[xc.indptr[c]:xc.indptr[c + 1]]
-        mine = mine[is_label[owner[mine]]]
-        per_task[c] = {ti: mine[owner[mine] == ti] for ti in np.unique(owner[mine]).tolist()}
+        per_task[c] = rows_by_task(xc, c, owner, is_label)
         if stats.group[c] != UNSEEN:
             per_task[c] = _bursting(per_task[c], tasks, history, c, min_known=config.min_task_records)
     rows_of = {c: _campaign_rows(tasks, per_task[c]) for c in raised}

@@ -136,6 +136,23 @@ def task_of_rows(tasks: list[Task], n_rows: int) -> np.ndarray | None:
     return owner
 
 
+def label_mask(tasks: list[Task]) -> np.ndarray:
+    """Per task, whether it is a classification task, plus a last ``False`` entry: indexed by a record's ``owner``
+    (:func:`task_of_rows`), -1 (in no task) reads that last entry."""
+    import numpy as np
+
+    return np.asarray([t.kind == "label" for t in tasks] + [False], dtype=bool)
+
+
+def rows_by_task(xc: sp.csc_matrix, c: int, owner: np.ndarray, keep: np.ndarray) -> dict[int, np.ndarray]:
+    """Phrase ``c``'s records (column of ``xc``) per task, in the tasks ``keep`` marks (:func:`label_mask`)."""
+    import numpy as np
+
+    mine = xc.indices[xc.indptr[c]:xc.indptr[c + 1]]
+    mine = mine[keep[owner[mine]]]
+    return {ti: mine[owner[mine] == ti] for ti in np.unique(owner[mine]).tolist()}
+
+
 def distinct_evidence(c: int, ev: Evidence, tasks: list[Task], xc: sp.csc_matrix, *, prompts: list[str],
                       config: TriggerConfig, phrase: str, owner: np.ndarray | None = None) -> tuple[float, int]:
     """Evidence of phrase ``c`` counting each underlying example and each dataset once.

@@ -58,6 +58,9 @@ STEP = 0.05
 UNKNOWN_P = 0.05
 #: ... and only when the known tasks' rate expects fewer records than this there (a rare phrase; see the function).
 UNKNOWN_MAX_EXPECTED = 1.0
+#: A raised phrase the history holds (a rare word) is flagged in a task where its count bursts at this p-value (the
+#: contradiction pass's :func:`~.contradiction_pass._bursting`, the breadth pass; as the excess pass's ``FLAG_P``).
+TASK_BURST_P = 0.05
 
 
 @dataclass
@@ -91,6 +94,16 @@ class LabelStatistics:
 
         at = self.sorted_cols
         return self.order[int(np.searchsorted(at, c)):int(np.searchsorted(at, c, side="right"))]
+
+    def bursting(self, alpha: float) -> tuple[float, int, np.ndarray]:
+        """The burst gate at family-wise ``alpha``: its bar ``ln(m) + ln(1 / alpha)``, the ``m`` phrases the history
+        holds that occur tonight (a finite burst above 0), and which of those burst past the bar."""
+        import numpy as np
+
+        counted = np.isfinite(self.burst) & (self.burst > 0)
+        tests = int(counted.sum())
+        bar = math.log(max(tests, 1)) + math.log(1.0 / alpha)
+        return bar, tests, counted & (self.burst >= bar)
 
     def surprise(self, c: int, tau: float, cache: dict[tuple[int, tuple[float, ...]], np.ndarray]) -> float:
         """Phrase ``c``'s surprise (nats, :func:`phrase_surprise`); 0 when it steers nothing."""
