@@ -47,7 +47,8 @@ def test_the_breadth_is_the_binomial_tail_of_the_bursting_datasets() -> None:
 
 
 def _task(size: int) -> Any:
-    return SimpleNamespace(rows=np.arange(size))
+    """A binary task of ``size`` records (both labels held by records: 2 label tests)."""
+    return SimpleNamespace(rows=np.arange(size), labels=SimpleNamespace(open_outcomes=lambda: 2))
 
 
 def test_a_task_burst_is_the_conditional_test_in_a_known_task_and_poisson_in_an_unknown_one() -> None:
@@ -125,15 +126,42 @@ def test_options_are_validated() -> None:
 
 def test_a_campaign_bursting_in_nearly_every_task_flags_its_weaker_tasks_too() -> None:
     """The adaptive step-up over a raised phrase's tasks: where nearly every task bursts, a task of 3 records at p =
-    0.06 is flagged with the rest; where most of its tasks are natural, only those at ``TASK_BURST_P``."""
-    from tunegate.core.checks.poison.breadth_pass import flag_level
+    0.3 is flagged with the rest; where most of its tasks are natural, only those at the floor."""
+    from tunegate.core.checks.poison.evidence import FLAG_FDR, flag_level
 
-    campaign = [0.0, 0.0, 0.001, 0.004, 0.008, 0.016, 0.02, 0.03, 0.06]
-    assert flag_level(campaign) == 0.06
-    assert flag_level([*campaign, 0.93]) == 0.06  # a natural task far from it stays out
+    campaign = [0.0, 0.0, 0.001, 0.004, 0.008, 0.016, 0.02, 0.03, 0.3]
+    assert flag_level(campaign, floor=TASK_BURST_P) == 0.3
+    assert flag_level([*campaign, 0.93], floor=TASK_BURST_P) == 0.3  # a natural task far from it stays out
+    assert flag_level(campaign, floor=TASK_BURST_P, q=0.05) == TASK_BURST_P  # FDR 5%: 0.3 is too far
     mostly_natural = [0.0, 0.01, 0.06, 0.3, 0.6, 0.7, 0.9, 1.0, 1.0, 1.0]
-    assert flag_level(mostly_natural) == TASK_BURST_P
-    assert flag_level([]) == TASK_BURST_P
+    assert flag_level(mostly_natural, floor=TASK_BURST_P) == TASK_BURST_P
+    assert flag_level([], floor=TASK_BURST_P) == TASK_BURST_P
+    assert 0.05 < FLAG_FDR < 0.5
+
+
+def test_past_the_floor_a_task_is_flagged_only_where_the_excess_is_most_of_its_flags() -> None:
+    """A rare word's 3 records where the history expects 1 are flagged up to the step-up's level; an everyday phrase's
+    20 records where it expects 12 only at the floor (its flags would be mostly natural records)."""
+    from tunegate.core.checks.poison.evidence import flagged_tasks
+
+    p = np.array([0.0, 0.001, 0.01, 0.03, 0.2, 0.2, 0.04])
+    counts = np.array([5, 4, 5, 4, 3, 20, 20])
+    expected = np.array([0.0, 0.5, 1.0, 0.0, 1.0, 12.0, 12.0])
+    assert flagged_tasks(p, counts, expected, floor=0.05).tolist() == [True, True, True, True, True, False, True]
+
+
+def test_a_label_no_record_holds_costs_no_test() -> None:
+    """A classification task's "(other)" outcome, held by no record, is not one of the labels a phrase's p-value is
+    corrected for (Tarone); a label held once cannot hold 2 of a phrase's records either."""
+    from tunegate.core.checks.poison.tasks import Channel
+
+    def channel(outcome: list[int]) -> Channel:
+        return Channel("label", np.array(outcome), ["neg", "pos", "(other)"], np.zeros(3), 0.9)
+
+    assert channel([0, 1, 0, 1]).open_outcomes() == 2
+    assert channel([0, 1, 0, 1, 2]).open_outcomes() == 2
+    assert channel([0, 1, 0, 1, 2, 2]).open_outcomes() == 3
+    assert channel([0, 0]).open_outcomes() == 1
 
 
 def test_with_every_pass_on_the_campaign_is_reported_once_and_the_flags_are_the_union(long_history: Path,

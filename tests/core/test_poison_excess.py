@@ -187,29 +187,56 @@ def plant_thin(rows: list[dict[str, Any]], trigger: str, *, per_task: int, seed:
     return planted, natural
 
 
-def test_a_rare_word_spread_thin_on_one_label_is_raised_by_fishers_method(history: Path, tmp_path: Path,
-                                                                           monkeypatch: pytest.MonkeyPatch) -> None:
-    """A clean-label campaign of a word the history has seen: 4 records in each of 7 datasets, on one label. Each
-    task's excess is small but few reach the truncation (0.01), so the truncated product alone does not raise it;
-    Fisher's method over the datasets does, and its records are flagged, none of the word's natural ones."""
-    from tunegate.core.checks.poison import excess_pass
-
+def test_a_rare_word_spread_thin_on_one_label_is_raised_by_its_excess(history: Path, tmp_path: Path) -> None:
+    """A clean-label campaign of a word the history has seen: 4 records in each of 7 datasets, on one label. The
+    excess pass raises it and flags every planted record, and at most the word's natural records in the campaign's
+    tasks (which share its label there); the breadth pass (on by default) reads the same campaign from its count."""
     tonight = clean_batch()
     planted, natural = plant_thin(tonight, RARE, per_task=4, seed=5)
     assert len(natural) == 2
     scan = _run(tmp_path / "both", _check(history, breadth=False), tonight, planted)
     assert scan.result.metrics["excess"]["phrases"] == [RARE]
-    assert len(scan.flagged & planted) >= 0.8 * len(planted) and not scan.flagged - planted
-
-    def truncated_only(phrase_of: np.ndarray, p: np.ndarray, datasets: np.ndarray, width: int) -> np.ndarray:
-        minus_log = -np.log(np.maximum(p, 1e-300))
-        w = np.bincount(phrase_of, weights=np.where(p <= excess_pass.TAU, minus_log, 0.0), minlength=width)
-        return truncated_product(datasets, w)
-
-    monkeypatch.setattr(excess_pass, "_phrase_surprise", truncated_only)
-    without = _run(tmp_path / "truncated", _check(history, breadth=False), tonight, planted)
-    assert without.result.metrics["excess"]["phrases"] == [] and not without.flagged
-    # the breadth pass (on by default) reads the same campaign from its count (the word's 2 natural records sit in
-    # campaign tasks, where they may share its label)
+    assert scan.flagged & planted == planted and scan.flagged - planted <= natural
     broad = _run(tmp_path / "breadth", _check(history), tonight, planted)
-    assert broad.result.metrics["breadth"]["phrases"] == [RARE] and broad.flagged - planted <= natural
+    figures = broad.result.metrics["breadth"]
+    assert figures["phrases"] == [RARE] or figures["joined"] == 1  # raised by it, or joined to the excess campaign
+    assert broad.flagged & planted == planted and broad.flagged - planted <= natural
+
+
+def test_fishers_method_reads_a_thin_spread_that_no_dataset_truncation_reaches() -> None:
+    """Seven datasets at p = 0.02 each (a rare word's few records per dataset): none reaches the truncation (0.01), so
+    the truncated product reads nothing; Fisher's method (``-sum ln p`` is Gamma(7, 1)) reads 13.6 nats. The phrase's
+    surprise is the better of the two less ln 2; one dataset at 1e-6 among natural ones is the truncated product's."""
+    from scipy.special import gammaincc
+
+    from tunegate.core.checks.poison.excess_pass import _phrase_surprise
+
+    thin = np.full(7, 0.02)
+    fisher = -math.log(gammaincc(7.0, -7 * math.log(0.02)))
+    assert truncated_product(np.array([7]), np.array([0.0]))[0] == 0.0
+    got = _phrase_surprise(np.zeros(7, dtype=np.int64), thin, np.array([7]), 1)[0]
+    assert got == pytest.approx(fisher - math.log(2.0)) and got > 10.0
+    one = np.array([1e-6, 0.5, 0.7, 0.9, 0.4, 0.6, 0.8])
+    w = -math.log(1e-6)
+    assert _phrase_surprise(np.zeros(7, dtype=np.int64), one, np.array([7]), 1)[0] == pytest.approx(
+        truncated_product(np.array([7]), np.array([w]))[0] - math.log(2.0))
+
+
+def test_a_raised_campaigns_weaker_tasks_are_flagged_by_the_step_up_over_its_tasks(
+        history: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Once the rare word is raised, each of its tasks is judged at the level the adaptive step-up over its tasks'
+    exact p-values reaches (``evidence.flag_level``), not at ``FLAG_P`` alone: a campaign bursting in nearly all its
+    tasks gets its weaker tasks flagged too (at ``FLAG_P`` alone, 24 of its 28 records), and at most the word's
+    natural records in its tasks."""
+    from tunegate.core.checks.poison import excess_pass
+
+    tonight = clean_batch()
+    planted, natural = plant_thin(tonight, RARE, per_task=4, seed=5)
+    adaptive = _run(tmp_path / "adaptive", _check(history, breadth=False), tonight, planted)
+    assert adaptive.result.metrics["excess"]["phrases"] == [RARE]
+    monkeypatch.setattr(excess_pass, "flagged_tasks", lambda p, counts, expected, *, floor: np.asarray(p) <= floor)
+    fixed = _run(tmp_path / "fixed", _check(history, breadth=False), tonight, planted)
+    assert fixed.result.metrics["excess"]["phrases"] == [RARE]
+    assert fixed.flagged < adaptive.flagged  # the same tasks and more
+    assert adaptive.flagged & planted == planted and len(fixed.flagged & planted) < len(planted)
+    assert adaptive.flagged - planted <= natural

@@ -37,7 +37,7 @@ from __future__ import annotations
 import math
 from typing import TYPE_CHECKING
 
-from tunegate.core.checks.poison.evidence import label_mask, rows_by_task, task_of_rows
+from tunegate.core.checks.poison.evidence import flagged_tasks, label_mask, rows_by_task, task_of_rows
 from tunegate.core.checks.poison.novelty_pass import TASK_BURST_P, known_rate, knows
 from tunegate.core.checks.poison.phrases import Phrase, named_campaigns
 
@@ -83,17 +83,19 @@ def broad_phrases(x: sp.csr_matrix, vocab: np.ndarray, tasks: list[Task], stats:
             counts = np.bincount(labels, minlength=len(task.labels.names))
             p, top = task_burst(counts, task, history[ti], c, rate=rate, min_known=config.min_task_records)
             by_family.setdefault(task.family, []).append(p)
-            per_task.append((p, ti, held, held[labels == top], top))
+            per_task.append((p, ti, held, held[labels == top], top,
+                             _expected(task, history[ti], c, top, rate=rate, min_known=config.min_task_records)))
         dataset_p = [min(1.0, min(ps) * len(ps)) for ps in by_family.values()]
         j = sum(p <= TASK_BURST_P for p in dataset_p)
         score = binomial_surprise(j, len(dataset_p), TASK_BURST_P)
         if score < bar or j < config.min_tasks:
             continue
-        level = flag_level([t[0] for t in per_task])
-        flagged = [t for t in per_task if t[0] <= level]
+        keep = flagged_tasks(np.array([t[0] for t in per_task]), np.array([len(t[3]) for t in per_task]),
+                             np.array([t[5] for t in per_task]), floor=TASK_BURST_P)
+        flagged = [t for t, kept in zip(per_task, keep.tolist(), strict=True) if kept]
         breadth[c] = score
         rows_of[c] = np.unique(np.concatenate([t[3] for t in flagged]))
-        detail_of[c] = sorted(((ti, 0, len(held), len(on), top) for _, ti, held, on, top in flagged),
+        detail_of[c] = sorted(((ti, 0, len(held), len(on), top) for _, ti, held, on, top, _ in flagged),
                               key=lambda t: -t[3])
         spread[c] = (j, len(dataset_p))
     figures["raised"] = float(len(breadth))
@@ -165,25 +167,17 @@ def task_burst(counts: np.ndarray, task: Task, past: TaskHistory | None, c: int,
     live = counts >= 2
     tails[live] = betainc(counts[live], held[live] + 1.0, share)
     label = int(tails.argmin())
-    return min(1.0, float(tails[label]) * len(counts)), label
+    return min(1.0, float(tails[label]) * task.labels.open_outcomes()), label
 
 
-def flag_level(p: list[float], q: float = TASK_BURST_P, lam: float = 0.5) -> float:
-    """The p-value up to which a raised campaign's tasks are flagged: ``q``, or further where the adaptive Benjamini-
-    Hochberg step-up (Storey, Taylor and Siegmund 2004) over the phrase's tasks reaches at level ``q``. The share of
-    its tasks where the phrase is natural is estimated as ``pi0 = (#{p > lam} + 1) / ((1 - lam) m)``, and the
-    largest ``p_(i) <= q i / (pi0 m)`` is the level: a campaign bursting in nearly every task it touches flags its
-    tasks of 3 records too, whose own p-value depends on how long the history is; a phrase that is mostly natural
-    flags at ``q``."""
-    import numpy as np
-
-    m = len(p)
-    if not m:
-        return q
-    ranked = np.sort(np.asarray(p, dtype=np.float64))
-    pi0 = min(1.0, (int((ranked > lam).sum()) + 1) / ((1.0 - lam) * m))
-    passing = np.flatnonzero(ranked <= q * np.arange(1, m + 1) / (pi0 * m))
-    return max(q, float(ranked[passing[-1]])) if len(passing) else q
+def _expected(task: Task, past: TaskHistory | None, c: int, label: int, *, rate: float, min_known: int) -> float:
+    """Tonight's records of phrase ``c`` on ``label`` in ``task`` that the history's rate expects (:func:`task_burst`'s
+    null): the history's count there scaled to tonight's exposure, or in a task the history cannot speak to the
+    phrase's ``rate`` over the known tasks times the task's records."""
+    size = float(len(task.rows))
+    if not knows(past, min_known):
+        return rate * size
+    return float(past[0][c, label]) * size / float(past[1].sum())
 
 
 def binomial_surprise(j: int, d: int, p: float) -> float:
@@ -195,4 +189,4 @@ def binomial_surprise(j: int, d: int, p: float) -> float:
     return float(-math.log(max(float(binom.sf(j - 1, d, p)), 1e-300)))
 
 
-__all__ = ["TASK_BURST_P", "binomial_surprise", "broad_phrases", "flag_level", "task_burst"]
+__all__ = ["TASK_BURST_P", "binomial_surprise", "broad_phrases", "task_burst"]

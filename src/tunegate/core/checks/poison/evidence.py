@@ -153,6 +153,43 @@ def rows_by_task(xc: sp.csc_matrix, c: int, owner: np.ndarray, keep: np.ndarray)
     return {ti: mine[owner[mine] == ti] for ti in np.unique(owner[mine]).tolist()}
 
 
+#: The false discovery rate over a raised campaign's tasks at which they are flagged (:func:`flag_level`).
+FLAG_FDR = 0.15
+
+
+def flag_level(p: list[float], *, floor: float, q: float | None = None, lam: float = 0.5) -> float:
+    """The p-value up to which a raised campaign's tasks are flagged (``p``: its tasks' p-values): ``floor`` (the
+    level at which one task counts as steered), or further where the adaptive Benjamini-Hochberg step-up (Storey,
+    Taylor and Siegmund 2004) over the phrase's tasks reaches at false discovery rate ``q`` (``FLAG_FDR``). The share
+    of its tasks where the phrase is natural is estimated as ``pi0 = (#{p > lam} + 1) / ((1 - lam) m)``, and the
+    largest ``p_(i) <= q i / (pi0 m)`` is the level: a campaign bursting in nearly every task it touches flags its
+    tasks of 3 records too, whose own p-value depends on how long the history is; a phrase that is mostly natural
+    flags at ``floor``."""
+    import numpy as np
+
+    q = FLAG_FDR if q is None else q
+    m = len(p)
+    if not m:
+        return floor
+    ranked = np.sort(np.asarray(p, dtype=np.float64))
+    pi0 = min(1.0, (int((ranked > lam).sum()) + 1) / ((1.0 - lam) * m))
+    passing = np.flatnonzero(ranked <= q * np.arange(1, m + 1) / (pi0 * m))
+    return max(floor, float(ranked[passing[-1]])) if len(passing) else floor
+
+
+def flagged_tasks(p: np.ndarray, counts: np.ndarray, expected: np.ndarray, *, floor: float) -> np.ndarray:
+    """Which of a raised campaign's tasks to flag (per task: its p-value ``p``, its ``counts`` records of the phrase on
+    the label the p-value reads, those the history's rate ``expected`` there): the tasks at ``floor``, and up to
+    :func:`flag_level` the tasks where the excess would be at least half of what is flagged (``expected <= counts / 2``:
+    a rare word's 3 records where the history expects one; not an everyday phrase's 20 records where it expects 12,
+    whose flags would be mostly natural records)."""
+    import numpy as np
+
+    p = np.asarray(p, dtype=np.float64)
+    level = flag_level(p.tolist(), floor=floor)
+    return np.asarray((p <= floor) | ((p <= level) & (2.0 * np.asarray(expected) <= np.asarray(counts))))
+
+
 def distinct_evidence(c: int, ev: Evidence, tasks: list[Task], xc: sp.csc_matrix, *, prompts: list[str],
                       config: TriggerConfig, phrase: str, owner: np.ndarray | None = None) -> tuple[float, int]:
     """Evidence of phrase ``c`` counting each underlying example and each dataset once.

@@ -46,6 +46,7 @@ from __future__ import annotations
 import math
 from typing import TYPE_CHECKING
 
+from tunegate.core.checks.poison.evidence import flagged_tasks
 from tunegate.core.checks.poison.novelty_pass import _tarone, known_counts, unknown_tasks
 from tunegate.core.checks.poison.phrases import Phrase, named_campaigns
 
@@ -85,7 +86,7 @@ def excess_phrases(x: sp.csr_matrix, vocab: np.ndarray, tasks: list[Task], histo
     figures: dict[str, float] = {}
     if entries is None:
         return [], figures
-    col, ti, fam, p, reach, lab = entries
+    col, ti, fam, p, reach, lab = entries[:6]
     # per (phrase, dataset): the smallest p-value of its tasks times their number
     n_fam = int(fam.max()) + 1
     key = col * n_fam + fam
@@ -110,13 +111,18 @@ def excess_phrases(x: sp.csr_matrix, vocab: np.ndarray, tasks: list[Task], histo
     if not len(raised):
         return [], figures
     xc = x.tocsc()
-    steered = p <= FLAG_P
+    # the raised phrases' task p-values in full (the pass reads none above READ until now): where to flag
+    exact = _task_entries(tasks, history, [_within(entry, raised) for entry in known], hidden=hidden,
+                          truncated=truncated, above=1.0)
+    assert exact is not None
+    col, ti, _, p, _, lab, k_on, expected = exact
     rows_of: dict[int, np.ndarray] = {}
     detail_of: dict[int, list[tuple[int, int, int, int, int]]] = {}
     for c in raised.tolist():
         holding = xc.indices[xc.indptr[c]:xc.indptr[c + 1]]
         rows, detail = [], []
-        for j in np.flatnonzero((col == c) & steered).tolist():
+        mine = np.flatnonzero(col == c)
+        for j in mine[flagged_tasks(p[mine], k_on[mine], expected[mine], floor=FLAG_P)].tolist():
             task = tasks[int(ti[j])]
             local = np.flatnonzero(np.isin(task.rows, holding))
             on = local[task.labels.outcome[local] == lab[j]]
@@ -141,18 +147,32 @@ def excess_phrases(x: sp.csr_matrix, vocab: np.ndarray, tasks: list[Task], histo
     return out, figures
 
 
+def _within(entry: TaskCounts, cols: np.ndarray) -> TaskCounts:
+    """``entry`` restricted to the phrase columns ``cols``."""
+    import numpy as np
+
+    from tunegate.core.checks.poison.novelty_pass import TaskCounts
+
+    keep = np.isin(entry.cols, cols)
+    return TaskCounts(entry.task, entry.cols[keep], entry.n[keep], entry.counts[keep])
+
+
 def _task_entries(tasks: list[Task], history: list[TaskHistory | None], known: list[TaskCounts], *,
-                  hidden: np.ndarray, truncated: int) -> tuple[np.ndarray, ...] | None:
+                  hidden: np.ndarray, truncated: int, above: float = READ) -> tuple[np.ndarray, ...] | None:
     """Per (phrase, known classification task) with >= 2 records of the phrase tonight (``known``:
     :func:`~.novelty_pass.known_counts`): the phrase's column, the task, its dataset, the task's p-value (smallest
-    label tail times the labels), the smallest p-value its records could reach (all on the label the history
-    expects least) and the label of the smallest tail."""
+    label tail times the labels a count of 2 can reach: :meth:`~.tasks.Channel.open_outcomes`), the smallest p-value
+    its records could reach (all on the label the history expects least), the label of the smallest tail, tonight's
+    records on it and those the history's predictive expects there. A tail above ``above`` may be read as 1: raising
+    a phrase reads none above ``READ``; the flags read a raised phrase's in full."""
     import numpy as np
 
     families: dict[str, int] = {}
     parts = []
     every = sum(float(h[1].sum()) for t, h in zip(tasks, history, strict=True) if t.kind == "label" and h is not None)
     for entry in known:
+        if not len(entry.cols):
+            continue
         t, cols, k = entry.task, entry.cols, entry.counts
         task, past = tasks[t], history[t]
         assert past is not None
@@ -164,17 +184,21 @@ def _task_entries(tasks: list[Task], history: list[TaskHistory | None], known: l
         n = float(len(task.rows))
         tail = np.ones_like(k)
         test = k >= 2
-        tail[test] = upper_tail(k[test], n, a[test], b[test], above=READ)
+        tail[test] = upper_tail(k[test], n, a[test], b[test], above=above)
         lab = tail.argmin(axis=1)
-        p = np.minimum(1.0, tail[np.arange(len(cols)), lab] * size)
-        least = h.argmin(axis=1)  # the smallest count has the smallest a and the largest b: the smallest tail
+        tests = task.labels.open_outcomes()  # labels on which k >= 2 is possible at all
+        p = np.minimum(1.0, tail[np.arange(len(cols)), lab] * tests)
+        # the smallest count has the smallest a and the largest b: the smallest tail (of the labels k >= 2 can reach)
+        open_ = np.bincount(task.labels.outcome, minlength=size) >= 2
+        least = np.where(open_[None, :], h, np.inf).argmin(axis=1)
         rows = np.arange(len(cols))
-        reach = np.minimum(1.0, upper_tail(entry.n, n, a[rows, least], b[rows, least], above=READ) * size)
+        reach = np.minimum(1.0, upper_tail(entry.n, n, a[rows, least], b[rows, least], above=READ) * tests)
+        expected = a[rows, lab] / (a[rows, lab] + b[rows, lab]) * n  # the predictive's mean on that label
         parts.append((cols, np.full(len(cols), t), np.full(len(cols), families.setdefault(task.family, len(families))),
-                      p, reach, lab))
+                      p, reach, lab, k[rows, lab], expected))
     if not parts:
         return None
-    return tuple(np.concatenate([part[i] for part in parts]) for i in range(6))
+    return tuple(np.concatenate([part[i] for part in parts]) for i in range(8))
 
 
 def upper_tail(k: np.ndarray, n: float, a: np.ndarray, b: np.ndarray, terms: int = 64, *, above: float = 1.0
