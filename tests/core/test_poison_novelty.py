@@ -245,8 +245,19 @@ def test_unknown_task_rows_needs_more_than_chance_and_a_majority() -> None:
     rows, labels = np.array([10, 11, 12, 13]), np.array([1, 1, 1, 0])
     assert unknown_task_rows(rows, labels, 500, rate=0.0005).tolist() == [10, 11, 12]  # 4 where 0.25 are expected
     assert not len(unknown_task_rows(rows, labels, 500, rate=0.01))  # 4 where 5 are expected: chance
-    assert not len(unknown_task_rows(rows, labels, 500, rate=0.0021))  # 1.05 expected: not a rare phrase there
-    assert len(unknown_task_rows(rows, labels, 500, rate=0.0019))  # 0.95 expected, 4 held: judged and flagged
+    assert len(unknown_task_rows(rows, labels, 500, rate=0.0019))  # 0.95 expected, 4 held: Poisson, flagged
+    # 1.05 expected: not a rare phrase there; its rate varies between tasks (negative binomial, shape 2): 4 records
+    # are chance (tail 0.051), 6 on one label are not (0.008), unless 40 other tasks the history cannot speak to hold it
+    assert not len(unknown_task_rows(rows, labels, 500, rate=0.0021, shape=2.0))
+    six = np.arange(6)
+    assert unknown_task_rows(six, np.ones(6, dtype=np.int64), 500, rate=0.0021, shape=2.0).tolist() == list(range(6))
+    assert not len(unknown_task_rows(six, np.ones(6, dtype=np.int64), 500, rate=0.0021, shape=2.0, tests=40))
+    # ... and only where nearly all its records there share the label (a topical word's many natural records do not)
+    assert not len(unknown_task_rows(six, np.array([1] * 5 + [0]), 500, rate=0.0021, shape=2.0))
+    # ... and those are at least twice the records expected: 39 where 20 are expected is a tail of 0.02, but at most
+    # half of them would be the campaign's
+    assert not len(unknown_task_rows(np.arange(39), np.ones(39, dtype=np.int64), 500, rate=0.04, shape=10.0))
+    assert len(unknown_task_rows(np.arange(12), np.ones(12, dtype=np.int64), 500, rate=0.008, shape=10.0)) == 12
     assert not len(unknown_task_rows(rows, np.array([1, 1, 0, 0]), 500, rate=0.0005))  # no majority label
     assert not len(unknown_task_rows(rows[:0], labels[:0], 500, rate=0.0005))
     import scipy.sparse as sp
@@ -255,6 +266,23 @@ def test_unknown_task_rows_needs_more_than_chance_and_a_majority() -> None:
     small = (sp.csr_matrix(np.array([[9.0, 9.0], [0.0, 0.0]])), np.array([10.0, 10.0]))  # too few records to count
     assert known_rate([known, small, None], 0, min_known=50) == pytest.approx(4.5 / 401)
     assert known_rate([None], 1, min_known=50) == pytest.approx(0.5)
+
+
+def test_known_spread_is_the_gamma_shape_of_the_phrases_rates_between_tasks() -> None:
+    """Counts no more spread than Poisson's: the cap; counts of 0 and 20 in two equal tasks: the method of moments
+    (rate 0.01 over 2,000 records, squared deviations 200 less the Poisson part 20: shape 1e-4 * 2e6 / 180)."""
+    import numpy as np
+    import scipy.sparse as sp
+
+    from tunegate.core.checks.poison.novelty_pass import MAX_SHAPE, known_spread
+
+    def task(count: float, size: float = 1000.0) -> tuple[sp.csr_matrix, np.ndarray]:
+        return sp.csr_matrix(np.array([[count, 0.0]])), np.array([size / 2, size / 2])
+
+    assert known_spread([task(10), task(10)], 0, min_known=50) == MAX_SHAPE
+    assert known_spread([task(0), task(20)], 0, min_known=50) == pytest.approx(1e-4 * 2e6 / 180)
+    assert known_spread([task(0), task(20), None], 0, min_known=50) == pytest.approx(1e-4 * 2e6 / 180)
+    assert known_spread([task(5)], 0, min_known=50) == MAX_SHAPE  # one task: no spread to read
 
 
 def test_a_new_phrase_gathers_evidence_in_tasks_the_history_cannot_speak_to(tmp_path: Path,

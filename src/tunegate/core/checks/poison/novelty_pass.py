@@ -58,6 +58,12 @@ STEP = 0.05
 UNKNOWN_P = 0.05
 #: ... and only when the known tasks' rate expects fewer records than this there (a rare phrase; see the function).
 UNKNOWN_MAX_EXPECTED = 1.0
+#: ... and above that, by a negative binomial whose gamma shape (:func:`known_spread`) is at most this: a phrase's rate
+#: varies between kinds of task by at least a third of itself (coefficient of variation ``1 / sqrt(10)``).
+MAX_SHAPE = 10.0
+#: ... and where at least this share of its records there carry one label (as ``min_label_share``): a campaign's
+#: records share the target label; a topical word's many natural records there ("liberals" in OLID) do not.
+UNKNOWN_PURITY = 0.9
 #: A raised phrase the history holds (a rare word) is flagged in a task where its count bursts at this p-value (the
 #: contradiction pass's :func:`~.contradiction_pass._bursting`, the breadth pass; as the excess pass's ``FLAG_P``).
 TASK_BURST_P = 0.05
@@ -426,6 +432,29 @@ def known_rate(history: list[TaskHistory | None], c: int, min_known: int) -> flo
     return (held + 0.5) / (seen + 1.0)
 
 
+def known_spread(history: list[TaskHistory | None], c: int, min_known: int) -> float:
+    """How much phrase ``c``'s rate varies between the classification tasks the history knows: the shape ``a`` of a
+    gamma distribution of per-task rates (a task's count is then negative binomial: variance ``m + m^2 / a`` for
+    ``m`` expected), by the method of moments over those tasks, at most ``MAX_SHAPE`` (no two kinds of task share a
+    phrase's rate more closely than that; a few tasks say little); ``MAX_SHAPE`` when the counts vary no more than
+    Poisson's."""
+    import numpy as np
+
+    held, seen = [], []
+    for past in history:
+        if knows(past, min_known):
+            held.append(float(past[0][c].sum()))
+            seen.append(float(past[1].sum()))
+    if len(held) < 2:
+        return MAX_SHAPE
+    h, e = np.asarray(held), np.asarray(seen)
+    rate = h.sum() / e.sum()
+    excess = float(((h - e * rate) ** 2 - e * rate).sum())
+    if excess <= 0 or rate <= 0:
+        return MAX_SHAPE
+    return min(MAX_SHAPE, float(rate ** 2 * (e ** 2).sum() / excess))
+
+
 def unknown_tasks(holding: np.ndarray, tasks: list[Task], history: list[TaskHistory | None], c: int, *,
                   min_known: int) -> list[tuple[int, np.ndarray, np.ndarray]]:
     """For a raised phrase ``c`` held by records ``holding``: per classification task the history cannot speak to
@@ -434,38 +463,60 @@ def unknown_tasks(holding: np.ndarray, tasks: list[Task], history: list[TaskHist
     import numpy as np
 
     rate = known_rate(history, c, min_known)
-    out = []
+    held = {}
     for ti, task in enumerate(tasks):
-        past = history[ti]
-        if task.kind != "label" or knows(past, min_known):
-            continue
-        local = np.flatnonzero(np.isin(task.rows, holding))
-        flagged = unknown_task_rows(task.rows[local], task.labels.outcome[local], len(task.rows), rate=rate)
+        if task.kind == "label" and not knows(history[ti], min_known):
+            local = np.flatnonzero(np.isin(task.rows, holding))
+            if len(local):
+                held[ti] = local
+    if not held:
+        return []
+    shape = known_spread(history, c, min_known)
+    tests = max(1, sum(len(local) >= 2 for local in held.values()))
+    out = []
+    for ti, local in held.items():
+        task = tasks[ti]
+        flagged = unknown_task_rows(task.rows[local], task.labels.outcome[local], len(task.rows), rate=rate,
+                                    shape=shape, tests=tests)
         if len(flagged):
             out.append((ti, task.rows[local], flagged))
     return out
 
 
-def unknown_task_rows(mine: np.ndarray, labels: np.ndarray, size: int, *, rate: float, p: float = UNKNOWN_P
-                      ) -> np.ndarray:
+def unknown_task_rows(mine: np.ndarray, labels: np.ndarray, size: int, *, rate: float, shape: float = math.inf,
+                      tests: int = 1, p: float = UNKNOWN_P) -> np.ndarray:
     """A raised campaign's records in one classification task the history cannot speak to (never seen, or too few
     records there: a dataset added tonight, or one whose records all arrived tonight), where its steered tasks' test
     cannot run. ``mine``: the task's records with the phrase, ``labels`` their labels, ``size`` the task's records.
-    Judged only for a phrase the known tasks make rare there (fewer than ``UNKNOWN_MAX_EXPECTED`` records expected at
-    their rate ``rate``: a rare trigger, not an everyday phrase, whose rate varies too much between tasks for a pooled
-    rate to judge one: on dev, "the next" flagged 6 natural yelp reviews that way and no poison); flagged when the
-    phrase holds more of the task than that rate allows by chance (Poisson tail <= ``p``): those on the label a strict
-    majority of them carry. A campaign spread thin puts 3-5 records in each of a dozen tasks, new ones among them."""
-    import numpy as np
-    from scipy.special import gammainc
 
+    A phrase the known tasks make rare there (fewer than ``UNKNOWN_MAX_EXPECTED`` records expected at their rate
+    ``rate``: a rare trigger) is judged by the Poisson tail of its count. An everyday phrase's rate varies between
+    tasks (on dev, "the next" holds 6 natural yelp reviews where the pooled rate expects 2): it is judged by the
+    negative binomial tail with the known tasks' spread ``shape`` (:func:`known_spread`) at ``p`` over its ``tests``
+    such tasks (Bonferroni: nothing else speaks for one of them; an everyday phrase sits in many), and only where the
+    records flagged would be at least twice the records expected (mostly the campaign's) and at least
+    ``UNKNOWN_PURITY`` of its records there. Flagged when the tail is at most that: the records on the label a strict
+    majority of them carry. A campaign spread thin puts 3-5 records in each
+    of a dozen tasks, new ones among them; one of an everyday phrase puts 10 in a task where it is otherwise rare."""
+    import numpy as np
+    from scipy.special import betainc, gammainc
+
+    none = np.array([], dtype=np.int64)
     k = len(mine)
     expected = rate * size
-    if not k or expected >= UNKNOWN_MAX_EXPECTED or float(gammainc(k, expected)) > p:
-        return np.array([], dtype=np.int64)
+    if not k:
+        return none
+    if expected < UNKNOWN_MAX_EXPECTED:
+        tail = float(gammainc(k, expected))  # P(Poisson(expected) >= k)
+    else:
+        shape = min(shape, MAX_SHAPE)
+        tail = tests * float(betainc(k, shape, expected / (expected + shape)))  # P(NB(shape, mean expected) >= k)
+    if tail > p:
+        return none
     top = np.bincount(labels).argmax()
-    if 2 * int((labels == top).sum()) <= k:
-        return np.array([], dtype=np.int64)
+    on = int((labels == top).sum())
+    if 2 * on <= k or (expected >= UNKNOWN_MAX_EXPECTED and (on < 2 * expected or on < UNKNOWN_PURITY * k)):
+        return none
     return np.asarray(mine[labels == top])
 
 
