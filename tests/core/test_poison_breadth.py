@@ -147,7 +147,23 @@ def test_past_the_floor_a_task_is_flagged_only_where_the_excess_is_most_of_its_f
     p = np.array([0.0, 0.001, 0.01, 0.03, 0.2, 0.2, 0.04])
     counts = np.array([5, 4, 5, 4, 3, 20, 20])
     expected = np.array([0.0, 0.5, 1.0, 0.0, 1.0, 12.0, 12.0])
-    assert flagged_tasks(p, counts, expected, floor=0.05).tolist() == [True, True, True, True, True, False, True]
+    datasets = ["a", "b", "c", "d", "e", "f", "g"]
+    assert flagged_tasks(p, counts, expected, datasets, floor=0.05).tolist() == [True, True, True, True, True, False,
+                                                                                  True]
+
+
+def test_the_step_up_counts_a_dataset_once() -> None:
+    """Seven tasks of one dataset label the same texts: a natural phrase a little more frequent tonight in them is so
+    in all seven. As seven datasets they would carry the step-up to 0.4; as one (its smallest p-value times its
+    tasks) they do not, and only the tasks at the floor are flagged."""
+    from tunegate.core.checks.poison.evidence import flagged_tasks
+
+    p = np.array([0.0, 0.001, 0.04, 0.04, 0.04, 0.04, 0.04, 0.04, 0.04, 0.4])
+    counts, expected = np.full(10, 4), np.zeros(10)
+    spread = [str(i) for i in range(10)]
+    assert flagged_tasks(p, counts, expected, spread, floor=0.05).all()
+    one = ["a", "b", *["jigsaw"] * 7, "c"]
+    assert flagged_tasks(p, counts, expected, one, floor=0.05).tolist() == [True] * 9 + [False]
 
 
 def test_a_label_no_record_holds_costs_no_test() -> None:

@@ -234,7 +234,8 @@ def test_a_raised_campaigns_weaker_tasks_are_flagged_by_the_step_up_over_its_tas
     planted, natural = plant_thin(tonight, RARE, per_task=4, seed=5)
     adaptive = _run(tmp_path / "adaptive", _check(history, breadth=False), tonight, planted)
     assert adaptive.result.metrics["excess"]["phrases"] == [RARE]
-    monkeypatch.setattr(excess_pass, "flagged_tasks", lambda p, counts, expected, *, floor: np.asarray(p) <= floor)
+    monkeypatch.setattr(excess_pass, "flagged_tasks",
+                        lambda p, counts, expected, families, *, floor: np.asarray(p) <= floor)
     fixed = _run(tmp_path / "fixed", _check(history, breadth=False), tonight, planted)
     assert fixed.result.metrics["excess"]["phrases"] == [RARE]
     assert fixed.flagged < adaptive.flagged  # the same tasks and more

@@ -91,7 +91,8 @@ def broad_phrases(x: sp.csr_matrix, vocab: np.ndarray, tasks: list[Task], stats:
         if score < bar or j < config.min_tasks:
             continue
         keep = flagged_tasks(np.array([t[0] for t in per_task]), np.array([len(t[3]) for t in per_task]),
-                             np.array([t[5] for t in per_task]), floor=TASK_BURST_P)
+                             np.array([t[5] for t in per_task]), [tasks[t[1]].family for t in per_task],
+                             floor=TASK_BURST_P)
         flagged = [t for t, kept in zip(per_task, keep.tolist(), strict=True) if kept]
         breadth[c] = score
         rows_of[c] = np.unique(np.concatenate([t[3] for t in flagged]))

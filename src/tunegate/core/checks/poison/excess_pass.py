@@ -122,7 +122,8 @@ def excess_phrases(x: sp.csr_matrix, vocab: np.ndarray, tasks: list[Task], histo
         holding = xc.indices[xc.indptr[c]:xc.indptr[c + 1]]
         rows, detail = [], []
         mine = np.flatnonzero(col == c)
-        for j in mine[flagged_tasks(p[mine], k_on[mine], expected[mine], floor=FLAG_P)].tolist():
+        families = [tasks[int(t)].family for t in ti[mine].tolist()]
+        for j in mine[flagged_tasks(p[mine], k_on[mine], expected[mine], families, floor=FLAG_P)].tolist():
             task = tasks[int(ti[j])]
             local = np.flatnonzero(np.isin(task.rows, holding))
             on = local[task.labels.outcome[local] == lab[j]]
