@@ -47,8 +47,7 @@ def test_the_breadth_is_the_binomial_tail_of_the_bursting_datasets() -> None:
 
 
 def _task(size: int) -> Any:
-    """A binary task of ``size`` records (both labels held by records: 2 label tests)."""
-    return SimpleNamespace(rows=np.arange(size), labels=SimpleNamespace(open_outcomes=lambda: 2))
+    return SimpleNamespace(rows=np.arange(size))
 
 
 def test_a_task_burst_is_the_conditional_test_in_a_known_task_and_poisson_in_an_unknown_one() -> None:
@@ -164,20 +163,6 @@ def test_the_step_up_counts_a_dataset_once() -> None:
     assert flagged_tasks(p, counts, expected, spread, floor=0.05).all()
     one = ["a", "b", *["jigsaw"] * 7, "c"]
     assert flagged_tasks(p, counts, expected, one, floor=0.05).tolist() == [True] * 9 + [False]
-
-
-def test_a_label_no_record_holds_costs_no_test() -> None:
-    """A classification task's "(other)" outcome, held by no record, is not one of the labels a phrase's p-value is
-    corrected for (Tarone); a label held once cannot hold 2 of a phrase's records either."""
-    from tunegate.core.checks.poison.tasks import Channel
-
-    def channel(outcome: list[int]) -> Channel:
-        return Channel("label", np.array(outcome), ["neg", "pos", "(other)"], np.zeros(3), 0.9)
-
-    assert channel([0, 1, 0, 1]).open_outcomes() == 2
-    assert channel([0, 1, 0, 1, 2]).open_outcomes() == 2
-    assert channel([0, 1, 0, 1, 2, 2]).open_outcomes() == 3
-    assert channel([0, 0]).open_outcomes() == 1
 
 
 def test_with_every_pass_on_the_campaign_is_reported_once_and_the_flags_are_the_union(long_history: Path,

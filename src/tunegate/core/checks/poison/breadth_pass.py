@@ -168,7 +168,7 @@ def task_burst(counts: np.ndarray, task: Task, past: TaskHistory | None, c: int,
     live = counts >= 2
     tails[live] = betainc(counts[live], held[live] + 1.0, share)
     label = int(tails.argmin())
-    return min(1.0, float(tails[label]) * task.labels.open_outcomes()), label
+    return min(1.0, float(tails[label]) * len(counts)), label
 
 
 def _expected(task: Task, past: TaskHistory | None, c: int, label: int, *, rate: float, min_known: int) -> float:

@@ -162,10 +162,10 @@ def _task_entries(tasks: list[Task], history: list[TaskHistory | None], known: l
                   hidden: np.ndarray, truncated: int, above: float = READ) -> tuple[np.ndarray, ...] | None:
     """Per (phrase, known classification task) with >= 2 records of the phrase tonight (``known``:
     :func:`~.novelty_pass.known_counts`): the phrase's column, the task, its dataset, the task's p-value (smallest
-    label tail times the labels a count of 2 can reach: :meth:`~.tasks.Channel.open_outcomes`), the smallest p-value
-    its records could reach (all on the label the history expects least), the label of the smallest tail, tonight's
-    records on it and those the history's predictive expects there. A tail above ``above`` may be read as 1: raising
-    a phrase reads none above ``READ``; the flags read a raised phrase's in full."""
+    label tail times the labels), the smallest p-value its records could reach (all on the label the history expects
+    least), the label of the smallest tail, tonight's records on it and those the history's predictive expects there.
+    A tail above ``above`` may be read as 1: raising a phrase reads none above ``READ``; the flags read a raised
+    phrase's in full."""
     import numpy as np
 
     families: dict[str, int] = {}
@@ -187,13 +187,10 @@ def _task_entries(tasks: list[Task], history: list[TaskHistory | None], known: l
         test = k >= 2
         tail[test] = upper_tail(k[test], n, a[test], b[test], above=above)
         lab = tail.argmin(axis=1)
-        tests = task.labels.open_outcomes()  # labels on which k >= 2 is possible at all
-        p = np.minimum(1.0, tail[np.arange(len(cols)), lab] * tests)
-        # the smallest count has the smallest a and the largest b: the smallest tail (of the labels k >= 2 can reach)
-        open_ = np.bincount(task.labels.outcome, minlength=size) >= 2
-        least = np.where(open_[None, :], h, np.inf).argmin(axis=1)
+        p = np.minimum(1.0, tail[np.arange(len(cols)), lab] * size)
+        least = h.argmin(axis=1)  # the smallest count has the smallest a and the largest b: the smallest tail
         rows = np.arange(len(cols))
-        reach = np.minimum(1.0, upper_tail(entry.n, n, a[rows, least], b[rows, least], above=READ) * tests)
+        reach = np.minimum(1.0, upper_tail(entry.n, n, a[rows, least], b[rows, least], above=READ) * size)
         expected = a[rows, lab] / (a[rows, lab] + b[rows, lab]) * n  # the predictive's mean on that label
         parts.append((cols, np.full(len(cols), t), np.full(len(cols), families.setdefault(task.family, len(families))),
                       p, reach, lab, k[rows, lab], expected))

@@ -32,14 +32,6 @@ class Channel:
     base: np.ndarray  # share of each outcome in the task
     min_share: float  # share of a phrase's records that must share the outcome
 
-    def open_outcomes(self, at_least: int = 2) -> int:
-        """How many outcomes at least ``at_least`` of the task's records have: the outcomes on which a phrase's count
-        can reach ``at_least`` at all (Tarone: a label no test can reject on costs no share of the false-alarm rate;
-        a classification task's "(other)" outcome is usually empty). At least 1."""
-        import numpy as np
-
-        return max(1, int((np.bincount(self.outcome, minlength=len(self.names)) >= at_least).sum()))
-
 
 @dataclass
 class Task:
