@@ -27,8 +27,9 @@ most ``TASK_BURST_P``, independently, so bursting in ``j`` of ``D`` datasets has
 of 1-7 datasets (breadth 0-3.1 nats against bars of 14.3); planted rare words in 8-12 of 10-14 (20.3-33.4 nats).
 
 **What is flagged.** In each task where the phrase bursts (task p-value at most ``TASK_BURST_P``, or further where the
-adaptive Benjamini-Hochberg step-up over its tasks reaches: :func:`flag_level`), its records on the label the task's
-p-value reads: the campaign's records; its natural records elsewhere are left alone. A campaign another pass raised
+adaptive Benjamini-Hochberg step-up over its datasets reaches, where the records flagged would be at least twice those
+the history expects: :func:`~.evidence.flagged_tasks`), its records on the label the task's p-value reads: the
+campaign's records; its natural records elsewhere are left alone. A campaign another pass raised
 first keeps its name and gets these records added (:func:`_join`).
 """
 

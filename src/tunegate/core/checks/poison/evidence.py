@@ -158,13 +158,13 @@ FLAG_FDR = 0.15
 
 
 def flag_level(p: list[float], *, floor: float, q: float | None = None, lam: float = 0.5) -> float:
-    """The p-value up to which a raised campaign's tasks are flagged (``p``: its tasks' p-values): ``floor`` (the
-    level at which one task counts as steered), or further where the adaptive Benjamini-Hochberg step-up (Storey,
-    Taylor and Siegmund 2004) over the phrase's tasks reaches at false discovery rate ``q`` (``FLAG_FDR``). The share
-    of its tasks where the phrase is natural is estimated as ``pi0 = (#{p > lam} + 1) / ((1 - lam) m)``, and the
-    largest ``p_(i) <= q i / (pi0 m)`` is the level: a campaign bursting in nearly every task it touches flags its
-    tasks of 3 records too, whose own p-value depends on how long the history is; a phrase that is mostly natural
-    flags at ``floor``."""
+    """The p-value up to which a raised campaign's tasks are flagged (``p``: the p-values of its datasets, or of
+    its tasks): ``floor`` (the level at which one task counts as steered), or further where the adaptive
+    Benjamini-Hochberg step-up (Storey, Taylor and Siegmund 2004) over them reaches at false discovery rate ``q``
+    (``FLAG_FDR``). The share of them where the phrase is natural is estimated as ``pi0 = (#{p > lam} + 1) / ((1 -
+    lam) m)``, and the largest ``p_(i) <= q i / (pi0 m)`` is the level: a campaign bursting nearly everywhere it
+    touches flags its tasks of 3 records too, whose own p-value depends on how long the history is; a phrase that is
+    mostly natural flags at ``floor``."""
     import numpy as np
 
     q = FLAG_FDR if q is None else q
@@ -184,9 +184,8 @@ def flagged_tasks(p: np.ndarray, counts: np.ndarray, expected: np.ndarray, famil
     at ``floor``, and up to the level :func:`flag_level` reaches over the phrase's datasets (a dataset's p-value is its
     smallest task p-value times its tasks: the tasks of one dataset often label the same texts, and a natural phrase
     that is a little more frequent tonight in those texts is so in all of them) the tasks where the excess would be
-    at least half of what is flagged (``expected <= counts / 2``:
-    a rare word's 3 records where the history expects one; not an everyday phrase's 20 records where it expects 12,
-    whose flags would be mostly natural records)."""
+    at least half of what is flagged (``expected <= counts / 2``: a rare word's 3 records where the history expects
+    one; not an everyday phrase's 20 records where it expects 12, whose flags would be mostly natural records)."""
     import numpy as np
 
     p = np.asarray(p, dtype=np.float64)

@@ -32,13 +32,15 @@ phrases that could reach the bar at all (each phrase's surprise if all its recor
 the history expects least). A phrase is raised at the bar when it steers at least ``min_tasks`` datasets: datasets
 whose p-value is at most ``FLAG_P``, the datasets where its records will be flagged.
 
-**What is flagged.** Once a phrase is raised (the family-wise test above), each of its tasks is judged on its own at
-``FLAG_P``: in each task where its p-value is at most that, its records on the excess label (the campaign's records,
-and the natural ones that share its label there: the excess cannot tell them apart). A campaign's weaker tasks are
-flagged with its stronger ones; its natural records elsewhere are left alone. In a classification task the history
-cannot speak to (a dataset whose records all arrive tonight) no count can be compared: there a raised phrase's records
-are flagged only when the known tasks make the phrase rare (:func:`~.novelty_pass.unknown_tasks`: a rare trigger with
-natural occurrences, such as "bb", not an everyday phrase).
+**What is flagged.** Once a phrase is raised (the family-wise test above), its tasks are judged on their exact
+p-values (:func:`~.evidence.flagged_tasks`): those at ``FLAG_P``, and those up to where the adaptive step-up over its
+datasets reaches (``evidence.FLAG_FDR``) in which the excess would be at least half of the records flagged; in each,
+its records on the excess label (the campaign's records, and the natural ones that share its label there: the excess
+cannot tell them apart). A campaign's weaker tasks are flagged with its stronger ones; its natural records elsewhere
+are left alone. In a classification task the history cannot speak to (a dataset whose records all arrive tonight) no
+count of its own can be compared: there a raised phrase's records are flagged when the task holds more of them than
+the phrase's rate over the known tasks allows (:func:`~.novelty_pass.unknown_tasks`: Poisson for a rare trigger such
+as "bb"; for an everyday phrase a negative binomial with its spread between tasks, where nearly all share a label).
 """
 
 from __future__ import annotations
@@ -61,11 +63,13 @@ if TYPE_CHECKING:
 
 #: Truncation of the truncated product: a dataset counts when its p-value is at most this.
 TAU = 0.01
-#: A raised phrase's records are flagged in the tasks where its p-value is at most this (module docstring). Dev
+#: A raised phrase's records are flagged in the tasks where its p-value is at most this, and further where the step-up
+#: over its datasets reaches (:func:`~.evidence.flagged_tasks`; module docstring). Dev
 #: (seeds 10-11, disjoint histories): at 0.01 60-80% of an everyday-phrase campaign's records (its weaker tasks
 #: missed), at 0.05 80-100% with 1-7 natural records flagged per batch, at 0.1 100% with 7-13.
 FLAG_P = 0.05
-#: No p-value above this is read (the truncation and ``FLAG_P``): a larger tail is computed only far enough to know.
+#: No p-value above this is read to raise a phrase (the truncation and ``FLAG_P``): a larger tail is computed only far
+#: enough to know (a raised phrase's are then read in full, to flag).
 READ = max(TAU, FLAG_P)
 #: Tail probabilities computed at once (:func:`upper_tail`).
 BLOCK = 32_768

@@ -22,8 +22,9 @@ ln(3 / novelty_alpha)`` and it steers at least ``min_tasks`` datasets. A phrase 
 known tasks is also tested in the classification tasks the history cannot speak to, against their own label shares
 (:func:`_unknown`): new to the pipeline, it is new there too. Flagged: the records with the phrase and the
 steered label in the steered tasks, and, for new or bursting vocabulary, in the other known tasks where it is new and
-in the classification tasks the history cannot speak to where the known tasks make it rare (:func:`unknown_tasks`; an
-everyday phrase's natural occurrences outside the steered tasks are not touched).
+in the classification tasks the history cannot speak to where it holds more of the task than its rate over the known
+tasks allows (:func:`unknown_tasks`; an everyday phrase's natural occurrences outside the steered tasks are not
+touched).
 """
 
 from __future__ import annotations
