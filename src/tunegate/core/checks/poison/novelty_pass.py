@@ -425,12 +425,19 @@ def _campaign_rows(xc: sp.csc_matrix, owner: np.ndarray | None, tasks: list[Task
 def known_rate(history: list[TaskHistory | None], c: int, min_known: int) -> float:
     """Phrase ``c``'s share of the history's records over the classification tasks it knows (``min_known`` records
     or more), smoothed by half a record: what a task the history has not seen would hold of it by chance."""
-    seen = held = 0.0
+    held, seen = _known_counts(history, c, min_known)
+    return (sum(held) + 0.5) / (sum(seen) + 1.0)
+
+
+def _known_counts(history: list[TaskHistory | None], c: int, min_known: int) -> tuple[list[float], list[float]]:
+    """Per classification task the history knows (``min_known`` records or more): its records of phrase ``c``, and its
+    records."""
+    held, seen = [], []
     for past in history:
         if knows(past, min_known):
-            held += float(past[0][c].sum())
-            seen += float(past[1].sum())
-    return (held + 0.5) / (seen + 1.0)
+            held.append(float(past[0][c].sum()))
+            seen.append(float(past[1].sum()))
+    return held, seen
 
 
 def known_spread(history: list[TaskHistory | None], c: int, min_known: int) -> float:
@@ -441,11 +448,7 @@ def known_spread(history: list[TaskHistory | None], c: int, min_known: int) -> f
     Poisson's."""
     import numpy as np
 
-    held, seen = [], []
-    for past in history:
-        if knows(past, min_known):
-            held.append(float(past[0][c].sum()))
-            seen.append(float(past[1].sum()))
+    held, seen = _known_counts(history, c, min_known)
     if len(held) < 2:
         return MAX_SHAPE
     h, e = np.asarray(held), np.asarray(seen)
