@@ -125,6 +125,9 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--split", choices=sorted(SEEDS), default="heldout")
     ap.add_argument("--seeds", type=int, nargs="*", default=None)
+    ap.add_argument("--first-index", type=int, default=0, metavar="I",
+                    help="position of the first seed in the run it belongs to (a seed's position picks the low-dose, "
+                         "thin and multi triggers): run a split's seeds in parallel parts and get the same batches")
     ap.add_argument("--only", nargs="*", default=None, help="attacks to run (default: all, plus clean batches)")
     ap.add_argument("--no-clean", action="store_true", help="skip the clean batches")
     ap.add_argument("--corpora", type=Path, default=DEFAULT_CORPORA)
@@ -158,7 +161,7 @@ def main() -> int:
     attacks = args.only or list(ATTACKS)
     rows: list[dict[str, Any]] = []
     stack = contextlib.ExitStack()
-    for i, seed in enumerate(seeds):
+    for i, seed in enumerate(seeds, start=args.first_index):
         reserved = reserved_ids(corpora, seed, args.reserve_history) if args.reserve_history else frozenset()
         clean = build_batch(corpora, seed, "mixed", reserved)
         exclude = frozenset(r["id"] for r in clean.records) if args.disjoint_history else frozenset()
