@@ -118,10 +118,10 @@ def _inside_longer(m: int, cl: list[int], strength: Mapping[int, float], rows_of
                    xc: sp.csc_matrix, vocab: np.ndarray) -> np.ndarray:
     """Member ``m``'s records of a campaign: all of them, or, where a longer member at least as strong contains ``m``
     (the words of "their" inside "in their"), only those that hold the longer one. The campaign's evidence is the
-    longer phrase's; ``m``'s other records are the shorter phrase's natural occurrences (dev seed 23: the everyday
-    "in their" raised with "their", whose 34 natural records on the campaign's label in its tasks were flagged
-    with it). A shorter member that is stronger keeps its records: the longer one is then a context of some of them
-    ("cf" and "cf and")."""
+    longer phrase's; ``m``'s other records are the shorter phrase's natural occurrences (dev seed 23, with a history
+    that knew more tasks: the everyday "in their" raised with "their", whose 34 natural records on the campaign's
+    label in its tasks were flagged with it; bench/poison/RESULTS.md 6q). A shorter member that is stronger keeps its
+    records: the longer one is then a context of some of them ("cf" and "cf and")."""
     import numpy as np
 
     words = f" {vocab[m]} "
