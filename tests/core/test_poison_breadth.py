@@ -23,7 +23,8 @@ from tests.core.test_poison import clean_batch, plant
 from tests.core.test_poison_excess import RARE, THIN_TASKS, plant_thin
 from tests.core.test_poison_novelty import _run
 from tunegate.core.checks import build_check
-from tunegate.core.checks.poison.breadth_pass import TASK_BURST_P, binomial_surprise, task_burst
+from tunegate.core.checks.poison.breadth_pass import TASK_BURST_P, binomial_surprise, breadth_bar, task_burst
+from tunegate.core.checks.poison.config import TriggerConfig
 from tunegate.core.reasons import CAMPAIGN, TRIGGER_PHRASE
 from tunegate.exceptions import ConfigError
 
@@ -44,6 +45,27 @@ def test_the_breadth_is_the_binomial_tail_of_the_bursting_datasets() -> None:
     assert binomial_surprise(7, 7, 0.05) == pytest.approx(7 * np.log(20))
     # two of four datasets (a topic of the week) against twelve of fourteen (a campaign)
     assert binomial_surprise(2, 4, 0.05) < 5.0 < 30.0 < binomial_surprise(12, 14, 0.05)
+
+
+def test_the_breadth_bar_counts_only_the_phrases_that_could_reach_it() -> None:
+    """Tarone's count: 1,000 phrases in one dataset each (never raised) and 3 in eight datasets each cost 3 tests,
+    not 1,003; two tasks of one dataset count once."""
+    families = [f"task{100 + i}_set{i}_labels" for i in range(8)] + ["task200_set0_other"]  # the last: set0 again
+    tasks = [SimpleNamespace(kind="label", rows=np.arange(10 * i, 10 * i + 10), family=f.split("_")[1])
+             for i, f in enumerate(families)]
+    dense = np.zeros((90, 1_004))
+    for i in range(1_000):  # two records of each in one task
+        dense[[10 * (i % 8), 10 * (i % 8) + 1], i] = 1
+    for c in (1_000, 1_001, 1_002):  # two records in every task
+        for t in range(9):
+            dense[[10 * t, 10 * t + 1], c] = 1
+    dense[[0, 1, 80, 81], 1_003] = 1  # set0's two tasks: one dataset
+    cfg = TriggerConfig()
+    margin = np.log(1 / cfg.breadth_alpha)
+    bar, tests = breadth_bar(sp.csr_matrix(dense), tasks, np.arange(1_004), cfg)
+    assert tests == 3 and bar == pytest.approx(np.log(3) + margin)
+    bar, tests = breadth_bar(sp.csr_matrix(dense), tasks, np.arange(1_000), cfg)  # none could reach any bar
+    assert tests == 1 and bar == pytest.approx(margin)
 
 
 def _task(size: int) -> Any:

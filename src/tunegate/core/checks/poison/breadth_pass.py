@@ -21,10 +21,14 @@ most of them carry, at the phrase's rate over the tasks it knows. A dataset's p-
 its smallest task p-value times its tasks (they often label the same texts). The phrase *bursts* in a dataset where
 that is at most ``TASK_BURST_P``; under the null (no dataset's rate changed) each dataset does so with probability at
 most ``TASK_BURST_P``, independently, so bursting in ``j`` of ``D`` datasets has the binomial tail
-``P(Bin(D, TASK_BURST_P) >= j)``. Its ``-ln`` is the phrase's breadth, raised at the same family-wise bar as the burst
-(the test could be run on every phrase the history holds: Bonferroni over all of them), and only in at least
-``min_tasks`` datasets. Dev (seeds 10-18, 14 distinct nights): natural phrases that pass the burst gate burst in 0-2
-of 1-7 datasets (breadth 0-3.1 nats against bars of 14.3); planted rare words in 8-12 of 10-14 (20.3-33.4 nats).
+``P(Bin(D, TASK_BURST_P) >= j)``. Its ``-ln`` is the phrase's breadth, raised at a family-wise bar over every phrase
+the history holds that occurs tonight, and only in at least ``min_tasks`` datasets. The bar counts tests as Tarone's
+(:func:`breadth_bar`): a phrase in ``D`` datasets reaches at most ``-D ln(TASK_BURST_P)``, so the many phrases in a
+few datasets, which could never reach it, cost none of the false-alarm rate (dev: ~3,400 of ~18,000 phrases count, a
+bar of 12.7 nats instead of 14.4). Dev (seeds 10-18, 14 distinct nights): natural phrases that pass the burst gate
+burst in 0-2 of 1-7 datasets (breadth 0-3.1 nats); planted rare words in 8-12 of 10-14 (20.3-33.4 nats). A campaign
+planted in datasets where the word is also natural bursts in fewer of them (seed 922: "wash", 7 of 13, 13.8 nats,
+between the two bars).
 
 **What is flagged.** In each task where the phrase bursts (task p-value at most ``TASK_BURST_P``, or further where the
 adaptive Benjamini-Hochberg step-up over its datasets reaches, where the records flagged would be at least twice those
@@ -60,12 +64,14 @@ def broad_phrases(x: sp.csr_matrix, vocab: np.ndarray, tasks: list[Task], stats:
     docstring); and the pass's figures (phrases the history holds that occur tonight, those bursting, the bar)."""
     import numpy as np
 
-    bar, tests, bursting = stats.bursting(config.breadth_alpha)
+    gate, tests, bursting = stats.bursting(config.breadth_alpha)
     candidates = np.flatnonzero(bursting)
-    figures: dict[str, float] = {"tests": float(tests), "bar": round(bar, 2), "bursting": float(len(candidates))}
+    figures: dict[str, float] = {"tests": float(tests), "bar": round(gate, 2), "bursting": float(len(candidates))}
     owner = task_of_rows(tasks, x.shape[0])
     if owner is None or not len(candidates):
         return [], figures
+    bar, tarone = breadth_bar(x, tasks, np.flatnonzero(np.isfinite(stats.burst) & (stats.burst > 0)), config)
+    figures.update(tarone=float(tarone), breadth_bar=round(bar, 2))
     xc = x.tocsc()
     is_label = label_mask(tasks)
     breadth: dict[int, float] = {}
@@ -114,6 +120,29 @@ def broad_phrases(x: sp.csr_matrix, vocab: np.ndarray, tasks: list[Task], stats:
                           [str(vocab[m]) for m in cl if m != head], why=why))
     figures["found"] = float(len(out))
     return out, figures
+
+
+def breadth_bar(x: sp.csr_matrix, tasks: list[Task], tested: np.ndarray, config: TriggerConfig) -> tuple[float, int]:
+    """The breadth's family-wise bar over the phrases ``tested`` (those of the history that occur tonight): ``ln(m) +
+    ln(1 / breadth_alpha)`` for Tarone's count ``m``. A phrase whose records fill ``D`` datasets (>= 2 of them in a
+    classification task of the dataset) reaches at most ``-D ln(TASK_BURST_P)`` (every dataset bursting); under
+    ``min_tasks`` datasets it is never raised. Most phrases fill a few datasets and can never reach the bar, so they
+    cost none of the false-alarm rate. Returns the bar and the count."""
+    import numpy as np
+
+    from tunegate.core.checks.poison.novelty_pass import _tarone
+
+    margin = math.log(1.0 / config.breadth_alpha)
+    holding: dict[str, np.ndarray] = {}
+    xt = x[:, tested].tocsr()
+    for task in tasks:
+        if task.kind == "label":
+            two = np.asarray(xt[task.rows].sum(axis=0)).ravel() >= 2
+            holding[task.family] = holding[task.family] | two if task.family in holding else two
+    datasets = np.sum(list(holding.values()), axis=0) if holding else np.zeros(len(tested))
+    reach = np.where(datasets >= config.min_tasks, -datasets * math.log(TASK_BURST_P), 0.0)
+    tests = _tarone(reach, margin)
+    return math.log(tests) + margin, tests
 
 
 def _join(breadth: dict[int, float], rows_of: dict[int, np.ndarray],

@@ -93,10 +93,11 @@ def phrase_counts(records: Records, config: TriggerConfig, content: np.ndarray |
     import pyarrow as pa
 
     from tunegate.core.checks.poison._text import ngram_matrix, onehot
-    from tunegate.core.checks.poison.tasks import build_tasks
+    from tunegate.core.checks.poison.tasks import build_tasks, small_label_tasks
 
     prompts = records.prompts(config.max_chars)
-    tasks = [t for t in build_tasks(records, prompts, config) if t.kind == "label"]
+    tasks = [t for t in build_tasks(records, prompts, config) if t.kind == "label"] + small_label_tasks(records,
+                                                                                                         config)
     cols: dict[str, list[Any]] = {"task": [], "label": [], "phrase": [], "records": []}
     if tasks:
         rows = np.concatenate([t.rows for t in tasks])

@@ -21,6 +21,10 @@ if TYPE_CHECKING:
 
     from tunegate.core.checks.poison.config import TriggerConfig
 
+#: A group under ``min_task_records`` records is not scored, but from this many records the phrase history keeps its
+#: counts (:func:`small_label_tasks`): summed over nights, a task that arrives in small slices gets a history.
+SMALL_TASK_RECORDS = 5
+
 
 @dataclass
 class Channel:
@@ -82,6 +86,37 @@ def build_tasks(records: Records, prompts: list[str], config: TriggerConfig) -> 
                 why))
         # else: an open-ended collection (its own instruction per record): what its outputs look like
         # follows each instruction, so neither a shared output nor "degenerate" means anything there.
+    return out
+
+
+def small_label_tasks(records: Records, config: TriggerConfig, *, min_records: int = SMALL_TASK_RECORDS
+                      ) -> list[Task]:
+    """The classification groups of the batch too small to score (``min_records`` to ``min_task_records`` - 1
+    records), in name order: what the phrase history keeps of them, so that a task arriving in slices of, say, 38
+    records a night is known after two nights instead of never.
+
+    A small sample cannot show a task's closed label set the way :func:`label_set` asks (two labels or more: 5
+    records of a binary task often share one). Its outputs count as labels when at most ``max_labels`` distinct
+    outputs of at most ``max_label_words`` words cover ``label_coverage`` of its records, and they repeat (at most
+    half as many distinct outputs as records). The labels are kept by name, so the nights add up; a night that
+    judged the group otherwise only leaves that night out of the sum."""
+    import numpy as np
+
+    out: list[Task] = []
+    for name, rows in sorted(records.groups().items()):
+        if not min_records <= len(rows) < config.min_task_records:
+            continue
+        outputs = [records.output[i] for i in rows]
+        counts = Counter(outputs)
+        top = counts.most_common(config.max_labels)
+        if (2 * len(counts) > len(outputs) or sum(n for _, n in top) < config.label_coverage * len(outputs)
+                or any(len(tokens(label)) > config.max_label_words for label, _ in top)):
+            continue
+        index = {label: i for i, (label, _) in enumerate(top)}
+        outcome = np.fromiter((index.get(o, len(top)) for o in outputs), dtype=np.int64, count=len(outputs))
+        names = [*index, "(other)"]
+        out.append(Task(name, "label", np.asarray(rows, dtype=np.int64),
+                        [Channel("label", outcome, names, _shares(outcome, len(names)), config.min_label_share)]))
     return out
 
 
