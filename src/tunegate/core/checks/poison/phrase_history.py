@@ -5,7 +5,8 @@ planted trigger is new, or its skew is (an everyday phrase with mixed labels in 
 one label in several datasets). Within one batch both look alike; against the pipeline's earlier accepted nights they
 do not. So each published night keeps, for the 1-2 word phrases of its classification tasks' prompts (the phrases and
 prompts the trigger scan reads: :meth:`Records.prompts`, :func:`ngram_matrix`), how many accepted records with the
-phrase got each label, per task:
+phrase got each label, per task; classification groups too small to score tonight count too
+(:func:`~.tasks.small_label_tasks`: a task arriving in small slices is known once its nights add up):
 
 ``HISTORY_DIR/phrases/nights/<batch id, URL-quoted>.parquet``: one row per (``task``, ``label``, ``phrase``) with
 ``records`` > 0, for the phrases in at least ``MIN_RECORDS`` records of the night's classification prompts (bounded: a
