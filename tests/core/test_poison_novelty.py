@@ -13,12 +13,13 @@ import random
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 
 from tests.conftest import write_jsonl
 from tests.core.test_poison import clean_batch, plant, run_check
 from tunegate.core.checks import build_check
-from tunegate.core.checks.poison._text import Records, tokens
+from tunegate.core.checks.poison._text import Records, betabinom_logpmf, tokens
 from tunegate.core.checks.poison.config import TriggerConfig
 from tunegate.core.checks.poison.phrase_history import (
     TOTALS,
@@ -235,6 +236,15 @@ def test_a_raised_phrase_is_flagged_in_a_task_the_history_has_never_seen(tmp_pat
     # a topical word, 35 of the unseen task's 300 records against 26 of the other 4,927: far more than the pooled
     # rate allows there, but that rate expects 1.6 records in the task: not a rare phrase, so not judged
     assert flagged("liberals") == {}
+
+
+def test_the_beta_binomial_log_pmf_is_scipys() -> None:
+    from scipy.stats import betabinom
+
+    k = np.arange(0, 41, dtype=np.float64)
+    for n, a, b in ((40, 0.02, 3.98), (40, 7.5, 1e-9), (40, 2.0, 2.0)):
+        assert np.allclose(betabinom_logpmf(k, float(n), a, b), betabinom.logpmf(k, n, a, b), rtol=1e-9, atol=1e-9)
+    assert np.isclose(np.exp(betabinom_logpmf(k, 40.0, 0.5, 3.5)).sum(), 1.0)
 
 
 def test_unknown_task_rows_needs_more_than_chance_and_a_majority() -> None:

@@ -168,6 +168,15 @@ def binomial_llr(k: Any, n: Any, p: Any) -> Any:
     return np.where(q > p, a + b, 0.0)
 
 
+def betabinom_logpmf(k: Any, n: Any, a: Any, b: Any) -> Any:
+    """``ln P(K = k)`` for ``K`` beta-binomial over ``n`` trials with shapes ``a`` and ``b`` (numpy arrays broadcast).
+    scipy's ``betabinom.logpmf`` computes the same from the same special functions, at a fixed cost per call that
+    dominates the novelty pass's many small calls."""
+    from scipy.special import betaln, gammaln
+
+    return gammaln(n + 1) - gammaln(k + 1) - gammaln(n - k + 1) + betaln(k + a, n - k + b) - betaln(a, b)
+
+
 def poisson_llr(observed: float, expected: float) -> float:
     """Log-likelihood ratio (nats) of a Poisson count ``observed`` against mean ``expected``."""
     if observed <= expected or expected <= 0:

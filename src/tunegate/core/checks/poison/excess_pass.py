@@ -235,9 +235,10 @@ def _tail_block(kk: np.ndarray, n: float, aa: np.ndarray, bb: np.ndarray, terms:
     """The tail from ``kk`` (see :func:`upper_tail`); ``head_only``: the sum of its first ``terms`` terms, a lower
     bound."""
     import numpy as np
-    from scipy.special import betaln, gammaln
 
-    logpmf = (gammaln(n + 1) - gammaln(kk + 1) - gammaln(n - kk + 1) + betaln(kk + aa, n - kk + bb) - betaln(aa, bb))
+    from tunegate.core.checks.poison._text import betabinom_logpmf
+
+    logpmf = betabinom_logpmf(kk, n, aa, bb)
     j = kk[:, None] + np.arange(terms - 1, dtype=np.float64)[None, :]  # from j to j + 1
     ratio = np.log(np.maximum(n - j, 1.0)) + np.log(j + aa[:, None]) - np.log(j + 1) - np.log(
         np.maximum(n - j - 1 + bb[:, None], 1e-300))

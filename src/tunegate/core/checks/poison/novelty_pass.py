@@ -533,7 +533,8 @@ def _tail(n: int, rates: np.ndarray, mass: float, tau: float,
     sum over labels of the exact tails bounds the maximum's; values are rounded up to the grid, which keeps the
     bound."""
     import numpy as np
-    from scipy.stats import betabinom
+
+    from tunegate.core.checks.poison._text import betabinom_logpmf
 
     key = (n, (round(mass, 2), *np.round(rates, 4).tolist()))
     hit = cache.get(key)
@@ -549,7 +550,7 @@ def _tail(n: int, rates: np.ndarray, mass: float, tau: float,
         if not sel.any():
             continue
         bins = np.ceil(y[sel] / STEP - 1e-9).astype(np.int64)
-        here = np.bincount(bins, weights=betabinom.pmf(ks[sel], n, q * mass, max(1e-9, (1 - q) * mass)))
+        here = np.bincount(bins, weights=np.exp(betabinom_logpmf(ks[sel], n, q * mass, max(1e-9, (1 - q) * mass))))
         mass_at = _fit(mass_at, len(here)) + here if len(here) > len(mass_at) else mass_at + _fit(here, len(mass_at))
     tail = np.cumsum(mass_at[::-1])[::-1]
     tail[0] = 1.0
