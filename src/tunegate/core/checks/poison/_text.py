@@ -170,8 +170,8 @@ def binomial_llr(k: Any, n: Any, p: Any) -> Any:
 
 def betabinom_logpmf(k: Any, n: Any, a: Any, b: Any) -> Any:
     """``ln P(K = k)`` for ``K`` beta-binomial over ``n`` trials with shapes ``a`` and ``b`` (numpy arrays broadcast).
-    scipy's ``betabinom.logpmf`` computes the same from the same special functions, at a fixed cost per call that
-    dominates the novelty pass's many small calls."""
+    The same values as scipy's ``betabinom.logpmf`` (tested), without its fixed cost per call, which dominated the
+    novelty pass's many small calls."""
     from scipy.special import betaln, gammaln
 
     return gammaln(n + 1) - gammaln(k + 1) - gammaln(n - k + 1) + betaln(k + a, n - k + b) - betaln(a, b)

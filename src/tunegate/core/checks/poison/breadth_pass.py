@@ -70,7 +70,7 @@ def broad_phrases(x: sp.csr_matrix, vocab: np.ndarray, tasks: list[Task], stats:
     owner = task_of_rows(tasks, x.shape[0])
     if owner is None or not len(candidates):
         return [], figures
-    bar, tarone = breadth_bar(x, tasks, np.flatnonzero(np.isfinite(stats.burst) & (stats.burst > 0)), config)
+    bar, tarone = breadth_bar(x, tasks, np.flatnonzero(stats.held), config)
     figures.update(tarone=float(tarone), breadth_bar=round(bar, 2))
     xc = x.tocsc()
     is_label = label_mask(tasks)

@@ -102,12 +102,18 @@ class LabelStatistics:
         at = self.sorted_cols
         return self.order[int(np.searchsorted(at, c)):int(np.searchsorted(at, c, side="right"))]
 
-    def bursting(self, alpha: float) -> tuple[float, int, np.ndarray]:
-        """The burst gate at family-wise ``alpha``: its bar ``ln(m) + ln(1 / alpha)``, the ``m`` phrases the history
-        holds that occur tonight (a finite burst above 0), and which of those burst past the bar."""
+    @property
+    def held(self) -> np.ndarray:
+        """Per column: whether the phrase is one the history holds that occurs tonight (a finite burst above 0): the
+        phrases the burst gate and the breadth pass test."""
         import numpy as np
 
-        counted = np.isfinite(self.burst) & (self.burst > 0)
+        return np.asarray(np.isfinite(self.burst) & (self.burst > 0))
+
+    def bursting(self, alpha: float) -> tuple[float, int, np.ndarray]:
+        """The burst gate at family-wise ``alpha``: its bar ``ln(m) + ln(1 / alpha)``, the ``m`` phrases the history
+        holds that occur tonight (:attr:`held`), and which of those burst past the bar."""
+        counted = self.held
         tests = int(counted.sum())
         bar = math.log(max(tests, 1)) + math.log(1.0 / alpha)
         return bar, tests, counted & (self.burst >= bar)
