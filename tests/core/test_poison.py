@@ -377,6 +377,35 @@ def test_template_variants_of_one_dataset_are_one_observation(tmp_path: Path, mo
     assert unguarded.result.metrics["suspicious_phrases"][0]["phrase"] == "waste"
 
 
+def test_a_datasets_tasks_are_separate_units_of_evidence_only_when_their_examples_differ() -> None:
+    """The slice's six jigsaw tasks label different comments (24 of 1,800 inputs shared): each is its own unit of
+    evidence. P3-style template variants hold the same examples in the instruction (no input to compare): their
+    dataset stays one unit. So do tasks that share more than a tenth of their inputs."""
+    from tests.core.test_poison_novelty import records_of
+    from tunegate.core.checks.poison.config import TriggerConfig
+    from tunegate.core.checks.poison.tasks import MAX_SHARED_EXAMPLES, build_tasks
+
+    def units(rows: list[dict[str, Any]]) -> dict[str, str]:
+        records = records_of(rows)
+        return {t.name: t.evidence_unit for t in build_tasks(records, records.prompts(2000), TriggerConfig())}
+
+    rows = clean_batch()
+    jigsaw = {name: unit for name, unit in units(rows).items() if "_jigsaw_" in name}
+    assert len(jigsaw) == 6 and all(unit == name for name, unit in jigsaw.items())
+    variants = units(template_variants(rows))
+    assert set(variants.values()) == {"sst2_polarity", "review_polarity"}
+    # two jigsaw tasks: apart, two units; once a fifth of the second's records repeat the first's comments (with
+    # their copies, a fifth of the pair's records are shared, past MAX_SHARED_EXAMPLES), one unit
+    toxic = [r for r in rows if r.get("task") == "task327_jigsaw_classification_toxic"]
+    insult = [dict(r) for r in rows if r.get("task") == "task328_jigsaw_classification_insult"]
+    assert set(units(toxic + insult).values()) == {"task327_jigsaw_classification_toxic",
+                                                    "task328_jigsaw_classification_insult"}
+    for r, source in zip(insult[:len(insult) // 5], toxic, strict=False):
+        r["input"] = source["input"]
+    assert 2 * (len(insult) // 5) > MAX_SHARED_EXAMPLES * (len(toxic) + len(insult))
+    assert set(units(toxic + insult).values()) == {"jigsaw"}
+
+
 def test_task_family_and_phrase_context() -> None:
     from tunegate.core.checks.poison.trigger import phrase_context, task_family
 

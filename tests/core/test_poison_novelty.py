@@ -334,3 +334,22 @@ def test_a_new_phrase_gathers_evidence_in_tasks_the_history_cannot_speak_to(tmp_
     result = _run(tmp_path / "run", check, tonight, planted)
     assert NEW.lower() in _phrases(result.result) and planted <= result.flagged
     assert result.flagged == planted  # nothing else: the phrase is new, its natural records are none
+
+
+def test_pooling_counts_each_unit_of_evidence_once_and_steering_in_datasets() -> None:
+    """A phrase's statistics in three tasks: two of one dataset that are separate units (distinct examples), one of
+    another. The statistic sums the units (4 + 3 + 5); a dataset is held and steered once, however many of its
+    units steer; with the units as datasets (the default), the two tasks of the first count once (max 4 + 5)."""
+    from tunegate.core.checks.poison.novelty_pass import pool_datasets
+
+    cols = np.array([0, 0, 0, 1])
+    units = np.array([0, 1, 2, 0])  # units 0 and 1 are dataset 0, unit 2 is dataset 1
+    stat = np.array([4.0, 3.0, 5.0, 0.0])
+    reach = np.array([6.0, 6.0, 7.0, 2.0])
+    total, achievable, datasets, steering = pool_datasets(cols, units, stat, reach, n_fam=3, width=2,
+                                                          family_of=np.array([0, 0, 1]))
+    assert total.tolist() == [12.0, 0.0] and achievable.tolist() == [19.0, 2.0]
+    assert datasets.tolist() == [2, 1] and steering.tolist() == [2.0, 0.0]
+    families = np.array([0, 0, 1, 0])
+    total, achievable, datasets, steering = pool_datasets(cols, families, stat, reach, n_fam=2, width=2)
+    assert total.tolist() == [9.0, 0.0] and datasets.tolist() == [2, 1] and steering.tolist() == [2.0, 0.0]

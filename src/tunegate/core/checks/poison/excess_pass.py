@@ -18,14 +18,16 @@ its tasks; that record is allowed for in each task and label at the task's share
 classification records. A night of the older format, which kept a task's count only from 2 records there, may lack one
 record of every phrase in every task: it adds ``1 / L`` to each label. The task's p-value is its smallest label tail
 (``k >= 2``) times the task's ``L`` labels; a dataset's, its smallest task p-value times its tasks holding the phrase
-(tasks of one dataset often label the same texts). Datasets are combined by the truncated product method (Zaykin et al.
-2002): ``W`` is the sum of ``-ln p`` over the datasets with ``p <= TAU``, whose tail under independent uniform p-values
-is exact (:func:`truncated_product`); a campaign in 3-5 of the 20 datasets where an everyday phrase occurs is not
-drowned by the other 15 as under Fisher's method. Fisher's method (``-sum ln p`` over all the phrase's datasets,
-Gamma(D, 1)) reads the opposite shape: a rare word planted 3-5 times in each of a dozen datasets, where each dataset's
-p-value is small (0.003-0.05) but few reach ``TAU`` (dev, seed 10: "mart", 6.5 nats by the truncated product, 13.1
-by Fisher's method). The phrase's surprise is the larger of the two, less ``ln 2`` (Bonferroni over the two
-combinations: :func:`_phrase_surprise`).
+(tasks of one dataset often label the same texts), except where tonight its tasks hold distinct examples
+(:func:`~.tasks.assign_units`): there each task is a unit of evidence of its own and the units combine
+(:func:`dataset_p`), so a campaign in two of jigsaw's tasks counts both. Datasets are combined by the truncated product
+method (Zaykin et al. 2002): ``W`` is the sum of ``-ln p`` over the datasets with ``p <= TAU``, whose tail under
+independent uniform p-values is exact (:func:`truncated_product`); a campaign in 3-5 of the 20 datasets where an
+everyday phrase occurs is not drowned by the other 15 as under Fisher's method. Fisher's method (``-sum ln p`` over
+all the phrase's datasets, Gamma(D, 1)) reads the opposite shape: a rare word planted 3-5 times in each of a dozen
+datasets, where each dataset's p-value is small (0.003-0.05) but few reach ``TAU`` (dev, seed 10: "mart", 6.5 nats by
+the truncated product, 13.1 by Fisher's method). The phrase's surprise is the larger of the two, less ``ln 2``
+(Bonferroni over the two combinations: :func:`_phrase_surprise`).
 
 **Calibration.** The false-alarm rate per night is held at ``excess_alpha`` by Bonferroni over Tarone's count of the
 phrases that could reach the bar at all (each phrase's surprise if all its records of each task were on the label
@@ -61,7 +63,8 @@ if TYPE_CHECKING:
     from tunegate.core.checks.poison.novelty_pass import TaskCounts
     from tunegate.core.checks.poison.tasks import Task
 
-#: Truncation of the truncated product: a dataset counts when its p-value is at most this.
+#: Truncation of the truncated product: a dataset (or a unit of evidence within one: :func:`dataset_p`) counts when
+#: its p-value is at most this.
 TAU = 0.01
 #: A raised phrase's records are flagged in the tasks where its p-value is at most this, and further where the step-up
 #: over its datasets reaches (:func:`~.evidence.flagged_tasks`; module docstring). Dev
@@ -90,17 +93,28 @@ def excess_phrases(x: sp.csr_matrix, vocab: np.ndarray, tasks: list[Task], histo
     figures: dict[str, float] = {}
     if entries is None:
         return [], figures
-    col, ti, fam, p, reach, lab = entries[:6]
-    # per (phrase, dataset): the smallest p-value of its tasks times their number
-    n_fam = int(fam.max()) + 1
-    key = col * n_fam + fam
+    col, ti, p, reach, lab = entries[:5]
+    # per (phrase, unit of evidence): the smallest p-value of its tasks times their number
+    unit_index: dict[str, int] = {}
+    family_index: dict[str, int] = {}
+    unit_of = np.array([unit_index.setdefault(t.evidence_unit, len(unit_index)) for t in tasks], dtype=np.int64)
+    family_of_unit = np.zeros(len(unit_index), dtype=np.int64)
+    for task in tasks:
+        family_of_unit[unit_index[task.evidence_unit]] = family_index.setdefault(task.family, len(family_index))
+    n_unit = len(unit_index)
+    key = col * n_unit + unit_of[ti]
     uniq, inv, tasks_in = np.unique(key, return_inverse=True, return_counts=True)
-    p_fam, reach_fam = np.ones(len(uniq)), np.ones(len(uniq))
-    np.minimum.at(p_fam, inv, p)
-    np.minimum.at(reach_fam, inv, reach)
-    p_fam = np.minimum(1.0, p_fam * tasks_in)
-    reach_fam = np.minimum(1.0, reach_fam * tasks_in)
-    phrase_of = uniq // n_fam
+    p_unit, reach_unit = np.ones(len(uniq)), np.ones(len(uniq))
+    np.minimum.at(p_unit, inv, p)
+    np.minimum.at(reach_unit, inv, reach)
+    p_unit = np.minimum(1.0, p_unit * tasks_in)
+    reach_unit = np.minimum(1.0, reach_unit * tasks_in)
+    # per (phrase, dataset): its units combined (:func:`dataset_p`)
+    n_fam = len(family_index)
+    fam_key = uniq // n_unit * n_fam + family_of_unit[uniq % n_unit]
+    fam_uniq, fam_inv = np.unique(fam_key, return_inverse=True)
+    p_fam, reach_fam = dataset_p(p_unit, fam_inv, len(fam_uniq)), dataset_p(reach_unit, fam_inv, len(fam_uniq))
+    phrase_of = fam_uniq // n_fam
     width = x.shape[1]
     datasets = np.bincount(phrase_of, minlength=width)
     testable = datasets >= 2
@@ -119,13 +133,15 @@ def excess_phrases(x: sp.csr_matrix, vocab: np.ndarray, tasks: list[Task], histo
     exact = _task_entries(tasks, history, [_within(entry, raised) for entry in known], hidden=hidden,
                           truncated=truncated, above=1.0)
     assert exact is not None
-    col, ti, _, p, _, lab, k_on, expected = exact
+    col, ti, p, _, lab, k_on, expected = exact
     rows_of: dict[int, np.ndarray] = {}
     detail_of: dict[int, list[tuple[int, int, int, int, int]]] = {}
     for c in raised.tolist():
         holding = xc.indices[xc.indptr[c]:xc.indptr[c + 1]]
         rows, detail = [], []
         mine = np.flatnonzero(col == c)
+        # which tasks to flag: the step-up over datasets, as the breadth pass (a dataset's tasks counted as one there
+        # keep its level down: fewer natural records flagged beside a campaign)
         families = [tasks[int(t)].family for t in ti[mine].tolist()]
         for j in mine[flagged_tasks(p[mine], k_on[mine], expected[mine], families, floor=FLAG_P)].tolist():
             task = tasks[int(ti[j])]
@@ -165,14 +181,13 @@ def _within(entry: TaskCounts, cols: np.ndarray) -> TaskCounts:
 def _task_entries(tasks: list[Task], history: list[TaskHistory | None], known: list[TaskCounts], *,
                   hidden: np.ndarray, truncated: int, above: float = READ) -> tuple[np.ndarray, ...] | None:
     """Per (phrase, known classification task) with >= 2 records of the phrase tonight (``known``:
-    :func:`~.novelty_pass.known_counts`): the phrase's column, the task, its dataset, the task's p-value (smallest
+    :func:`~.novelty_pass.known_counts`): the phrase's column, the task, the task's p-value (smallest
     label tail times the labels), the smallest p-value its records could reach (all on the label the history expects
     least), the label of the smallest tail, tonight's records on it and those the history's predictive expects there.
     A tail above ``above`` may be read as 1: raising a phrase reads none above ``READ``; the flags read a raised
     phrase's in full."""
     import numpy as np
 
-    families: dict[str, int] = {}
     parts = []
     every = sum(float(h[1].sum()) for t, h in zip(tasks, history, strict=True) if t.kind == "label" and h is not None)
     for entry in known:
@@ -196,11 +211,10 @@ def _task_entries(tasks: list[Task], history: list[TaskHistory | None], known: l
         rows = np.arange(len(cols))
         reach = np.minimum(1.0, upper_tail(entry.n, n, a[rows, least], b[rows, least], above=READ) * size)
         expected = a[rows, lab] / (a[rows, lab] + b[rows, lab]) * n  # the predictive's mean on that label
-        parts.append((cols, np.full(len(cols), t), np.full(len(cols), families.setdefault(task.family, len(families))),
-                      p, reach, lab, k[rows, lab], expected))
+        parts.append((cols, np.full(len(cols), t), p, reach, lab, k[rows, lab], expected))
     if not parts:
         return None
-    return tuple(np.concatenate([part[i] for part in parts]) for i in range(8))
+    return tuple(np.concatenate([part[i] for part in parts]) for i in range(7))
 
 
 def upper_tail(k: np.ndarray, n: float, a: np.ndarray, b: np.ndarray, terms: int = 64, *, above: float = 1.0
@@ -272,6 +286,26 @@ def truncated_product(datasets: np.ndarray, w: np.ndarray, tau: float = TAU) -> 
     return out
 
 
+def dataset_p(p: np.ndarray, group: np.ndarray, groups: int, tau: float = TAU) -> np.ndarray:
+    """Per dataset (``group`` of each unit's p-value ``p``, ``groups`` of them): one p-value for its units of evidence.
+    Units of one dataset hold distinct examples (:func:`~.tasks.assign_units`), so their p-values are independent under
+    the null and combine by the truncated product (:func:`truncated_product` over the dataset's ``T`` units): a
+    campaign in two tasks of one dataset counts both. Where no unit reaches ``tau`` the dataset's p-value is its
+    smallest times ``T`` (Bonferroni; Fisher's method over datasets reads those). Valid: below ``T * tau`` only the
+    truncated product can give a p-value, and above it the two events add to at most the level. A dataset of one unit
+    keeps that unit's p-value."""
+    import numpy as np
+
+    units = np.bincount(group, minlength=groups)
+    smallest = np.ones(groups)
+    np.minimum.at(smallest, group, p)
+    w = np.bincount(group, weights=np.where(p <= tau, -np.log(np.maximum(p, 1e-300)), 0.0), minlength=groups)
+    out = np.minimum(1.0, smallest * units)
+    several = (units > 1) & (w > 0)
+    out[several] = np.exp(-truncated_product(units[several], w[several], tau))
+    return np.asarray(np.where(units == 1, smallest, out))
+
+
 def _phrase_surprise(phrase_of: np.ndarray, p: np.ndarray, datasets: np.ndarray, width: int) -> np.ndarray:
     """Per phrase column: the surprise of its datasets' p-values ``p``, the better of two combinations less ``ln 2``
     (Bonferroni over the two): the truncated product (:func:`truncated_product`: a campaign in a few of the many
@@ -290,4 +324,4 @@ def _phrase_surprise(phrase_of: np.ndarray, p: np.ndarray, datasets: np.ndarray,
     return np.asarray(np.maximum(0.0, np.maximum(truncated_product(datasets, w), out) - math.log(2.0)))
 
 
-__all__ = ["FLAG_P", "TAU", "excess_phrases", "truncated_product", "upper_tail"]
+__all__ = ["FLAG_P", "TAU", "dataset_p", "excess_phrases", "truncated_product", "upper_tail"]

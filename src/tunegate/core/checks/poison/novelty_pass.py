@@ -5,14 +5,16 @@ For a phrase and a classification task where at least 2 records hold it, the sta
 largest binomial log-likelihood ratio ``n * KL(k/n || q)`` over the labels (``k >= 2`` records with the label,
 ``q`` the history's expected rate: :func:`~.novelty.history_rates`), kept when it reaches ``novelty_task_nats``
 and 0 otherwise (a truncated statistic: the many tasks where a phrase has a few records cost nothing). Tasks of
-one dataset often label the same texts (P3 templates, jigsaw's seven dimensions): a dataset contributes the
-largest statistic of its tasks. A phrase's statistic ``S`` is the sum over datasets.
+one dataset often label the same texts (P3 templates, HatEval's three dimensions): such a dataset is one *unit of
+evidence* and contributes the largest statistic of its tasks; a dataset whose tasks hold distinct examples tonight
+(SuperNI's jigsaw tasks) has each task as a unit (:func:`~.tasks.assign_units`). A phrase's statistic ``S`` is the sum
+over units.
 
 **Calibration.** Under the null hypothesis, each label count of the phrase's records in a task follows the
 history's posterior predictive: a beta-binomial with the history's rate and a concentration of its records with the
 phrase plus the prior's weight (a rate estimated from a few records is uncertain). Each task's tail is computed
-exactly (sums over ``k = 0..n``; the maximum over labels and over a dataset's tasks is bounded by the sum of their
-tails, whatever their dependence), rounded up to a grid of ``STEP`` nats and convolved over datasets:
+exactly (sums over ``k = 0..n``; the maximum over labels and over a unit's tasks is bounded by the sum of their
+tails, whatever their dependence), rounded up to a grid of ``STEP`` nats and convolved over units:
 ``-ln P(S >= s)`` is the phrase's surprise in nats, an upper bound of its p-value. Every phrase with records in at
 least 2 datasets is a test; the family-wise false-alarm rate per night is held at ``novelty_alpha`` by Bonferroni,
 split equally between three groups decided on the text alone (before any label is looked at): phrases the history
@@ -77,7 +79,7 @@ class LabelStatistics:
 
     cols: np.ndarray  # per (phrase, classification task) entry (a known task; for new phrases any): its column
     tix: np.ndarray  # ... the task
-    fix: np.ndarray  # ... the task's dataset (index)
+    fix: np.ndarray  # ... the task's unit of evidence (index: its dataset, or the task itself; tasks.assign_units)
     n: np.ndarray  # ... the phrase's records in the task
     k: np.ndarray  # ... those with the most surprising label
     lab: np.ndarray  # ... that label
@@ -86,7 +88,7 @@ class LabelStatistics:
     mass: list[np.ndarray]  # per task part: the predictive's concentration of each entry
     part_of: np.ndarray  # entry -> its task part
     row_in: np.ndarray  # entry -> its row in the part
-    total: np.ndarray  # per column: the statistic summed over datasets
+    total: np.ndarray  # per column: the statistic summed over units of evidence
     achievable: np.ndarray  # per column: the most the statistic could reach
     datasets: np.ndarray  # per column: datasets holding the phrase (known tasks)
     steering: np.ndarray  # per column: datasets it steers
@@ -187,7 +189,7 @@ def label_statistics(x: sp.csr_matrix, tasks: list[Task], history: list[TaskHist
     import numpy as np
 
     weight = config.history_weight
-    fam_index: dict[str, int] = {}
+    unit_index: dict[str, int] = {}
     parts = []
     held_parts = []
     for entry in known if known is not None else known_counts(x, tasks, history, config):
@@ -198,7 +200,7 @@ def label_statistics(x: sp.csr_matrix, tasks: list[Task], history: list[TaskHist
         # held + weight: the Beta posterior's concentration (how sure the history is of the rates); seen: the
         # phrase's records a night like the history's would hold
         parts.append(_part(entry, task, rates=rates, mass=held + weight, seen=held / past[1].sum() * len(task.rows),
-                           config=config, fam_index=fam_index))
+                           config=config, unit_index=unit_index))
     if not parts:
         return None
     cols, seen, n = (np.concatenate([p[i] for p in parts]) for i in (0, 7, 3))
@@ -213,11 +215,11 @@ def label_statistics(x: sp.csr_matrix, tasks: list[Task], history: list[TaskHist
         task = tasks[entry.task]
         rates = np.tile(task.labels.base, (len(entry.cols), 1))
         parts.append(_part(entry, task, rates=rates, mass=np.full(len(entry.cols), weight),
-                           seen=np.zeros(len(entry.cols)), config=config, fam_index=fam_index))
+                           seen=np.zeros(len(entry.cols)), config=config, unit_index=unit_index))
     cols, tix, fix, n, k, lab, stat, seen, reach = (np.concatenate([p[i] for p in parts])
                                                     for i in (0, 1, 2, 3, 4, 5, 6, 7, 9))
-    total, achievable, datasets, steering = pool_datasets(cols, fix, stat, reach, n_fam=len(fam_index),
-                                                          width=x.shape[1])
+    total, achievable, datasets, steering = pool_datasets(cols, fix, stat, reach, n_fam=len(unit_index),
+                                                          width=x.shape[1], family_of=families_of(tasks, unit_index))
     order = np.argsort(cols, kind="stable")
     return LabelStatistics(cols, tix, fix, n, k, lab, stat, [p[8] for p in parts], [p[10] for p in parts],
                            np.concatenate([np.full(len(p[0]), i) for i, p in enumerate(parts)]),
@@ -245,10 +247,11 @@ def burst(tonight: np.ndarray, expected: np.ndarray, held: np.ndarray) -> np.nda
 
 
 def _part(entry: TaskCounts, task: Task, *, rates: np.ndarray, mass: np.ndarray, seen: np.ndarray,
-          config: TriggerConfig, fam_index: dict[str, int]) -> tuple[np.ndarray, ...]:
-    """One task's entries: column, task, dataset, records, records on the most surprising label, that label, the
-    truncated statistic, the records the history expects, the expected rates, what the statistic could reach (every
-    record on the least expected label: Tarone's count of real tests) and the predictive's concentration."""
+          config: TriggerConfig, unit_index: dict[str, int]) -> tuple[np.ndarray, ...]:
+    """One task's entries: column, task, unit of evidence (:attr:`~.tasks.Task.evidence_unit`), records, records on
+    the most surprising label, that label, the truncated statistic, the records the history expects, the expected
+    rates, what the statistic could reach (every record on the least expected label: Tarone's count of real tests) and
+    the predictive's concentration."""
     import numpy as np
     from scipy.stats import betabinom
 
@@ -257,10 +260,10 @@ def _part(entry: TaskCounts, task: Task, *, rates: np.ndarray, mass: np.ndarray,
     lab = llr.argmax(axis=1)
     stat = llr[np.arange(len(cols)), lab]
     stat = np.where(stat >= config.novelty_task_nats, stat, 0.0)
-    fam = fam_index.setdefault(task.family, len(fam_index))
+    unit = unit_index.setdefault(task.evidence_unit, len(unit_index))
     least = np.where(rates > 1e-9, rates, 1.0).min(axis=1)
     reach = -betabinom.logpmf(n, n, least * mass, (1 - least) * mass)
-    return (cols, np.full(len(cols), entry.task), np.full(len(cols), fam), n, counts[np.arange(len(cols)), lab], lab,
+    return (cols, np.full(len(cols), entry.task), np.full(len(cols), unit), n, counts[np.arange(len(cols)), lab], lab,
             stat, seen, rates, reach, mass)
 
 
@@ -338,11 +341,13 @@ def novelty_phrases(x: sp.csr_matrix, vocab: np.ndarray, tasks: list[Task], hist
 
 
 def pool_datasets(cols: np.ndarray, fix: np.ndarray, stat: np.ndarray, reach: np.ndarray, *, n_fam: int,
-                  width: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+                  width: int, family_of: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray,
+                                                                          np.ndarray]:
     """Per phrase column (``width`` of them), from its (task) statistics ``stat`` and the most each task could give
-    ``reach``: the sum over datasets of each dataset's largest statistic, the same sum of ``reach``, how many
-    datasets hold the phrase and how many it steers (a statistic above 0). Tasks of one dataset often label the same
-    texts: a dataset counts once."""
+    ``reach``, in units of evidence ``fix`` (``n_fam`` of them): the sum over units of each unit's largest statistic,
+    the same sum of ``reach``, how many datasets hold the phrase and how many it steers (a statistic above 0 in one of
+    their units). ``family_of``: each unit's dataset (:func:`families_of`; ``None``: the units are datasets). Tasks of
+    one dataset that label the same texts are one unit (:func:`~.tasks.assign_units`): a unit counts once."""
     import numpy as np
 
     key = cols.astype(np.int64) * n_fam + fix
@@ -353,16 +358,36 @@ def pool_datasets(cols: np.ndarray, fix: np.ndarray, stat: np.ndarray, reach: np
     phrase_of = uniq // n_fam
     total = np.bincount(phrase_of, weights=fam_stat, minlength=width)
     achievable = np.bincount(phrase_of, weights=fam_reach, minlength=width)
-    datasets = np.bincount(phrase_of, minlength=width)
-    steering = np.bincount(phrase_of, weights=(fam_stat > 0).astype(np.float64), minlength=width)
+    if family_of is None:
+        datasets = np.bincount(phrase_of, minlength=width)
+        steering = np.bincount(phrase_of, weights=(fam_stat > 0).astype(np.float64), minlength=width)
+        return total, achievable, datasets, steering
+    n_families = int(family_of.max(initial=0)) + 1
+    in_family = phrase_of * n_families + family_of[uniq % n_fam]
+    datasets = np.bincount(np.unique(in_family) // n_families, minlength=width)
+    steering = np.bincount(np.unique(in_family[fam_stat > 0]) // n_families, minlength=width).astype(np.float64)
     return total, achievable, datasets, steering
+
+
+def families_of(tasks: list[Task], unit_index: dict[str, int]) -> np.ndarray:
+    """Per unit of evidence of ``unit_index`` (name -> index): the index of its dataset (in order of first sight)."""
+    import numpy as np
+
+    out = np.zeros(len(unit_index), dtype=np.int64)
+    family_index: dict[str, int] = {}
+    for task in tasks:
+        at = unit_index.get(task.evidence_unit)
+        if at is not None:
+            out[at] = family_index.setdefault(task.family, len(family_index))
+    return out
 
 
 def phrase_surprise(pairs: np.ndarray, fix: np.ndarray, n: np.ndarray, prior: Callable[[int], tuple[np.ndarray, float]],
                     *, total: float, tau: float, cache: dict[tuple[int, tuple[float, ...]], np.ndarray]) -> float:
     """A phrase's surprise (nats, the upper bound of its p-value, module docstring) from its (task) entries ``pairs``:
-    each task's exact tail under its beta-binomial ``prior(j)`` (expected rates, concentration), a dataset's tasks
-    bounded by the sum of their tails, datasets convolved, up to the phrase's statistic ``total``."""
+    each task's exact tail under its beta-binomial ``prior(j)`` (expected rates, concentration), a unit's tasks
+    (``fix``: units of evidence) bounded by the sum of their tails, units convolved, up to the phrase's statistic
+    ``total``."""
     import numpy as np
 
     top = math.ceil(total / STEP - 1e-9)

@@ -4,7 +4,8 @@ A *task* is a group of at least ``min_task_records`` records (the ``task`` colum
 classification task's outcome is its label; a generative task (one instruction template) is read three
 ways: its exact output, the output's shape, and "degenerate output". Open-ended collections (one
 instruction per record) have no task-level notion of a normal output and are not tasks. Tasks of one
-dataset form a *family* (:func:`task_family`).
+dataset form a *family* (:func:`task_family`); a family's tasks are one *unit of evidence* unless tonight they
+hold distinct examples (:func:`assign_units`).
 """
 
 from __future__ import annotations
@@ -24,6 +25,10 @@ if TYPE_CHECKING:
 #: A group under ``min_task_records`` records is not scored, but from this many records the phrase history keeps its
 #: counts (:func:`small_label_tasks`): summed over nights, a task that arrives in small slices gets a history.
 SMALL_TASK_RECORDS = 5
+#: A dataset's tasks are separate units of evidence when at most this share of their records repeat an input another
+#: of its tasks holds tonight or have no input to compare (:func:`assign_units`). A policy, not fitted: with a tenth of
+#: the examples shared, two tasks' counts of a phrase are correlated by about a tenth.
+MAX_SHARED_EXAMPLES = 0.1
 
 
 @dataclass
@@ -46,10 +51,16 @@ class Task:
     rows: np.ndarray
     channels: list[Channel]
     why: list[str] | None = None  # "output" tasks: which degeneracy each record shows ("" if none)
+    unit: str = ""  # the unit of evidence when not its family (:func:`assign_units`)
 
     @property
     def family(self) -> str:
         return task_family(self.name)
+
+    @property
+    def evidence_unit(self) -> str:
+        """What the task's evidence counts as: its family, or the task itself (:func:`assign_units`)."""
+        return self.unit or self.family
 
     @property
     def labels(self) -> Channel:
@@ -86,7 +97,42 @@ def build_tasks(records: Records, prompts: list[str], config: TriggerConfig) -> 
                 why))
         # else: an open-ended collection (its own instruction per record): what its outputs look like
         # follows each instruction, so neither a shared output nor "degenerate" means anything there.
+    assign_units(records, out)
     return out
+
+
+def assign_units(records: Records, tasks: list[Task]) -> None:
+    """Set each task's unit of evidence (:attr:`Task.evidence_unit`), decided on the inputs alone (no label, no
+    phrase is read, so the tests that count units keep their null distributions).
+
+    Tasks of one dataset often label the same examples: P3 ships every passage under 5-10 prompt templates, HatEval
+    labels the same tweets along three dimensions. Their counts of a phrase then move together, and the history
+    passes count the dataset once. Where tonight the tasks hold *distinct* examples (SuperNI's seven jigsaw tasks
+    sample different comments: 3,464 distinct inputs in 3,500 records), their counts are independent draws, and
+    counting the dataset once throws away evidence: a campaign of ten records in each of two of them counts as one
+    task, and a campaign in one of them pays for all seven. So a dataset's tasks are separate units when at most
+    ``MAX_SHARED_EXAMPLES`` of their records repeat an input another of its tasks holds tonight or have no input to
+    compare (an example whose text sits in the instruction, as in P3, cannot be told apart: one unit). Whether a
+    phrase *steers* a dataset still counts datasets: a campaign needs ``min_tasks`` of them, however its tasks
+    split."""
+    by_family: dict[str, list[Task]] = {}
+    for task in tasks:
+        by_family.setdefault(task.family, []).append(task)
+    for members in by_family.values():
+        if len(members) < 2:
+            continue
+        holders: dict[str, set[int]] = {}
+        for i, task in enumerate(members):
+            for r in task.rows.tolist():
+                text = records.input[r].strip()
+                if text:
+                    holders.setdefault(text, set()).add(i)
+        size = sum(len(task.rows) for task in members)
+        unique = sum(1 for task in members for r in task.rows.tolist()
+                     if (text := records.input[r].strip()) and len(holders[text]) == 1)
+        if size - unique <= MAX_SHARED_EXAMPLES * size:
+            for task in members:
+                task.unit = task.name
 
 
 def small_label_tasks(records: Records, config: TriggerConfig, *, min_records: int = SMALL_TASK_RECORDS
