@@ -109,8 +109,8 @@ def assign_units(records: Records, tasks: list[Task]) -> None:
     labels the same tweets along three dimensions. Their counts of a phrase then move together, and the history
     passes count the dataset once. Where tonight the tasks hold *distinct* examples (SuperNI's seven jigsaw tasks
     sample different comments: 3,464 distinct inputs in 3,500 records), their counts are independent draws, and
-    counting the dataset once throws away evidence: a campaign of ten records in each of two of them counts as one
-    task, and a campaign in one of them pays for all seven. So a dataset's tasks are separate units when at most
+    counting the dataset once throws away evidence: a campaign of ten records in each of two of them counted as one
+    task. So a dataset's tasks are separate units when at most
     ``MAX_SHARED_EXAMPLES`` of their records repeat an input another of its tasks holds tonight or have no input to
     compare (an example whose text sits in the instruction, as in P3, cannot be told apart: one unit). Whether a
     phrase *steers* a dataset still counts datasets: a campaign needs ``min_tasks`` of them, however its tasks
