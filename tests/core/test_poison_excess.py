@@ -260,3 +260,33 @@ def test_a_datasets_units_combine_into_a_valid_p_value_that_counts_both_hits() -
     null = dataset_p(rng.random(7 * draws), np.repeat(np.arange(draws), 7), draws)
     for level in (0.001, 0.01, 0.05, 0.07, 0.1, 0.3):
         assert (null <= level).mean() <= level * 1.05 + 3 * math.sqrt(level / draws)
+
+
+def test_a_campaign_in_three_tasks_of_one_dataset_counts_them_as_units(history: Path, tmp_path: Path,
+                                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    """The everyday "at the" planted in 12 records on one label of three jigsaw tasks (which label different comments)
+    and of sst2: two datasets. Counted once, jigsaw gives one task's excess and nothing is raised; with the tasks as
+    units of evidence (the default) their three excesses combine and the campaign is raised with every record."""
+    from tunegate.core.checks.poison import tasks
+
+    def night() -> tuple[list[dict[str, Any]], set[str]]:
+        rows = clean_batch()
+        rng = random.Random(5)
+        planted: set[str] = set()
+        for task in ("task327_jigsaw_classification_toxic", "task328_jigsaw_classification_insult",
+                     "task322_jigsaw_classification_threat", "task363_sst2_polarity_classification"):
+            label = sorted(Counter(r["output"] for r in rows if r["task"] == task))[0]
+            pool = [r for r in rows if r["task"] == task and r["output"] == label and EVERYDAY not in r["input"]]
+            for r in rng.sample(pool, 12):
+                r["input"] = plant(r["input"], EVERYDAY, rng)
+                planted.add(r["id"])
+        return rows, planted
+
+    rows, planted = night()
+    scan = _run(tmp_path / "units", _check(history), rows, planted)
+    assert scan.result.metrics["excess"]["phrases"] == [EVERYDAY]
+    assert planted <= scan.flagged and len(scan.flagged - planted) <= len(planted) // 2
+    monkeypatch.setattr(tasks, "MAX_SHARED_EXAMPLES", -1.0)  # every dataset one unit, as before
+    rows, planted = night()
+    once = _run(tmp_path / "once", _check(history), rows, planted)
+    assert once.result.metrics["excess"]["phrases"] == [] and not once.flagged & planted
