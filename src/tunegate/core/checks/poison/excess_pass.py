@@ -51,7 +51,7 @@ import math
 from typing import TYPE_CHECKING
 
 from tunegate.core.checks.poison.evidence import flagged_tasks
-from tunegate.core.checks.poison.novelty_pass import _tarone, known_counts, unknown_tasks
+from tunegate.core.checks.poison.novelty_pass import _tarone, families_of, known_counts, unknown_tasks
 from tunegate.core.checks.poison.phrases import Phrase, named_campaigns
 
 if TYPE_CHECKING:
@@ -96,11 +96,8 @@ def excess_phrases(x: sp.csr_matrix, vocab: np.ndarray, tasks: list[Task], histo
     col, ti, p, reach, lab = entries[:5]
     # per (phrase, unit of evidence): the smallest p-value of its tasks times their number
     unit_index: dict[str, int] = {}
-    family_index: dict[str, int] = {}
     unit_of = np.array([unit_index.setdefault(t.evidence_unit, len(unit_index)) for t in tasks], dtype=np.int64)
-    family_of_unit = np.zeros(len(unit_index), dtype=np.int64)
-    for task in tasks:
-        family_of_unit[unit_index[task.evidence_unit]] = family_index.setdefault(task.family, len(family_index))
+    family_of_unit = families_of(tasks, unit_index)
     n_unit = len(unit_index)
     key = col * n_unit + unit_of[ti]
     uniq, inv, tasks_in = np.unique(key, return_inverse=True, return_counts=True)
@@ -110,7 +107,7 @@ def excess_phrases(x: sp.csr_matrix, vocab: np.ndarray, tasks: list[Task], histo
     p_unit = np.minimum(1.0, p_unit * tasks_in)
     reach_unit = np.minimum(1.0, reach_unit * tasks_in)
     # per (phrase, dataset): its units combined (:func:`dataset_p`)
-    n_fam = len(family_index)
+    n_fam = int(family_of_unit.max(initial=0)) + 1
     fam_key = uniq // n_unit * n_fam + family_of_unit[uniq % n_unit]
     fam_uniq, fam_inv = np.unique(fam_key, return_inverse=True)
     p_fam, reach_fam = dataset_p(p_unit, fam_inv, len(fam_uniq)), dataset_p(reach_unit, fam_inv, len(fam_uniq))
@@ -303,7 +300,7 @@ def dataset_p(p: np.ndarray, group: np.ndarray, groups: int, tau: float = TAU) -
     out = np.minimum(1.0, smallest * units)
     several = (units > 1) & (w > 0)
     out[several] = np.exp(-truncated_product(units[several], w[several], tau))
-    return np.asarray(np.where(units == 1, smallest, out))
+    return out
 
 
 def _phrase_surprise(phrase_of: np.ndarray, p: np.ndarray, datasets: np.ndarray, width: int) -> np.ndarray:

@@ -121,16 +121,15 @@ def assign_units(records: Records, tasks: list[Task]) -> None:
     for members in by_family.values():
         if len(members) < 2:
             continue
+        texts = [[records.input[r].strip() for r in task.rows.tolist()] for task in members]
         holders: dict[str, set[int]] = {}
-        for i, task in enumerate(members):
-            for r in task.rows.tolist():
-                text = records.input[r].strip()
+        for i, inputs in enumerate(texts):
+            for text in inputs:
                 if text:
                     holders.setdefault(text, set()).add(i)
-        size = sum(len(task.rows) for task in members)
-        unique = sum(1 for task in members for r in task.rows.tolist()
-                     if (text := records.input[r].strip()) and len(holders[text]) == 1)
-        if size - unique <= MAX_SHARED_EXAMPLES * size:
+        size = sum(len(inputs) for inputs in texts)
+        shared = sum(1 for inputs in texts for text in inputs if not text or len(holders[text]) > 1)
+        if shared <= MAX_SHARED_EXAMPLES * size:
             for task in members:
                 task.unit = task.name
 
