@@ -406,6 +406,34 @@ def test_a_datasets_tasks_are_separate_units_of_evidence_only_when_their_example
     assert set(units(toxic + insult).values()) == {"jigsaw"}
 
 
+def test_a_campaign_raised_by_two_passes_flags_what_either_flags() -> None:
+    """Each pass flags by its own reading (the insertion pass where the phrase reads inserted, the excess pass a
+    campaign's weaker tasks by their counts). When a later pass raises a campaign an earlier one found, the earlier
+    keeps its name and evidence and gets the later's records that hold its phrase, and their tasks; a phrase that
+    shares less than half its records with every campaign found stays a campaign of its own."""
+    import numpy as np
+    import scipy.sparse as sp
+
+    from tunegate.core.checks.poison.phrases import Phrase, join_found
+
+    # 30 records in three tasks of 10; column 0 is the campaign's phrase ("is a": rows 0-19), column 1 one of its
+    # words ("is": rows 0-24), column 2 another phrase (rows 25-29)
+    cells = [(r, 0) for r in range(20)] + [(r, 1) for r in range(25)] + [(r, 2) for r in range(25, 30)]
+    rows, cols = zip(*cells, strict=True)
+    xc = sp.csc_matrix((np.ones(len(cells)), (rows, cols)), shape=(30, 3))
+    owner = np.repeat([0, 1, 2], 10)
+    found = [Phrase(0, "is a", 20.0, 0.5, np.arange(15), [(0, 0, 10, 10, 1)], [])]  # the first pass: rows 0-14
+    # a later pass raises "is a" (rows 4-24, some of them records of "is" without the phrase) in tasks 0-2
+    assert join_found(np.arange(4, 25), [(0, 0, 10, 6, 1), (1, 0, 10, 10, 1), (2, 0, 5, 5, 1)], found, xc=xc,
+                      owner=owner)
+    # the union of both passes' records that hold "is a"; rows 20-24 lack the phrase, so task 2 is not added
+    assert found[0].rows.tolist() == list(range(20))
+    assert found[0].tasks == [(0, 0, 10, 10, 1), (1, 0, 10, 10, 1)]  # the first pass's task, then the new one
+    assert not join_found(np.arange(25, 30), [(2, 0, 5, 5, 0)], found, xc=xc, owner=owner)  # a campaign of its own
+    assert found[0].rows.tolist() == list(range(20))
+    assert (found[0].phrase, found[0].evidence) == ("is a", 20.0)
+
+
 def test_task_family_and_phrase_context() -> None:
     from tunegate.core.checks.poison.trigger import phrase_context, task_family
 

@@ -143,9 +143,10 @@ def test_a_night_keeps_exact_counts_and_the_history_says_what_may_be_hidden(tmp_
 def test_an_everyday_phrase_planted_on_one_label_is_raised_by_its_excess(history: Path, tmp_path: Path) -> None:
     tonight = clean_batch()
     planted = skew(tonight, EVERYDAY, seed=3, taken=set(), per_task=16)
-    without = _run(tmp_path / "off", _check(history, excess=False), tonight, planted)
+    # the insertion pass (on by default) reads these placements too: off here, to see what the counts alone find
+    without = _run(tmp_path / "off", _check(history, excess=False, insertion=False), tonight, planted)
     assert EVERYDAY not in {p["phrase"] for p in without.result.metrics["suspicious_phrases"]}
-    scan = _run(tmp_path / "on", _check(history), tonight, planted)
+    scan = _run(tmp_path / "on", _check(history, insertion=False), tonight, planted)
     excess = scan.result.metrics["excess"]
     assert excess["phrases"] == [EVERYDAY] and excess["tarone"] <= excess["tests"]
     assert planted <= scan.flagged
@@ -154,6 +155,11 @@ def test_an_everyday_phrase_planted_on_one_label_is_raised_by_its_excess(history
     assert "poison_campaign" in [i.reason for i in scan.result.issues]
     why = next(f.detail["why"] for f in scan.result.findings if f.detail.get("phrase") == EVERYDAY)
     assert "earlier nights" in why
+    # the default: the insertion pass raises it first and the excess pass's records join that campaign
+    default = _run(tmp_path / "default", _check(history), tonight, planted)
+    assert default.result.metrics["insertion"]["phrases"] == [EVERYDAY] and default.result.metrics["excess"][
+        "phrases"] == []
+    assert scan.flagged <= default.flagged and len(default.flagged - planted) <= len(planted) // 2
 
 
 def test_a_clean_night_raises_nothing(history: Path, tmp_path: Path) -> None:

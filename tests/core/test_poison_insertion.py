@@ -95,7 +95,7 @@ def test_an_everyday_phrase_campaign_is_raised_by_the_insertion_pass(tmp_path: P
     ``insertion_alpha`` 0.1 it is raised and named, with the pass's reason; the clean records flagged hold the
     phrase and the campaign's label in its tasks; the natural "one of" records estimated among the flagged ones
     would exceed 0.1% of the batch (5 records), so the tasks with the most keep only their out-of-place records.
-    Nothing by default, with the pass off (the other passes miss it)."""
+    Nothing by default (the pass on at alpha 0.01) nor with the pass off (the other passes miss it)."""
     from tunegate.core.checks import CanonicalBatch, build_check
 
     records = clean_batch()
@@ -116,7 +116,9 @@ def test_an_everyday_phrase_campaign_is_raised_by_the_insertion_pass(tmp_path: P
     why = {f.detail.get("why", "") for f in scan.result.findings if f.reason == "trigger_phrase"}
     assert len(why) == 1
     assert "out of place" in (reason := why.pop()) and "task(s) where it is common" in reason
-    without = build_check("poison_trigger").run(CanonicalBatch(tmp_path / "work"))  # the default: off
+    default = build_check("poison_trigger").run(CanonicalBatch(tmp_path / "work"))  # the default: on, alpha 0.01
+    assert default.findings == [] and default.issues == [] and default.metrics["insertion"]["phrases"] == []
+    without = build_check("poison_trigger", insertion=False).run(CanonicalBatch(tmp_path / "work"))
     assert without.findings == [] and without.issues == [] and "insertion" not in without.metrics
 
 

@@ -34,7 +34,7 @@ between the two bars).
 adaptive Benjamini-Hochberg step-up over its datasets reaches, where the records flagged would be at least twice those
 the history expects: :func:`~.evidence.flagged_tasks`), its records on the label the task's p-value reads: the
 campaign's records; its natural records elsewhere are left alone. A campaign another pass raised
-first keeps its name and gets these records added (:func:`_join`).
+first keeps its name and gets these records added (:func:`~.phrases.join_found`).
 """
 
 from __future__ import annotations
@@ -44,7 +44,7 @@ from typing import TYPE_CHECKING
 
 from tunegate.core.checks.poison.evidence import flagged_tasks, label_mask, rows_by_task, task_of_rows
 from tunegate.core.checks.poison.novelty_pass import TASK_BURST_P, known_rate, knows
-from tunegate.core.checks.poison.phrases import Phrase, named_campaigns
+from tunegate.core.checks.poison.phrases import Phrase, join_found, named_campaigns
 
 if TYPE_CHECKING:
     import numpy as np
@@ -107,7 +107,10 @@ def broad_phrases(x: sp.csr_matrix, vocab: np.ndarray, tasks: list[Task], stats:
                               key=lambda t: -t[3])
         spread[c] = (j, len(dataset_p))
     figures["raised"] = float(len(breadth))
-    figures["joined"] = float(_join(breadth, rows_of, detail_of, found, xc=xc, owner=owner))
+    joined = [c for c in list(breadth) if join_found(rows_of[c], detail_of[c], found, xc=xc, owner=owner)]
+    for c in joined:
+        del breadth[c], rows_of[c]
+    figures["joined"] = float(len(joined))
     out = []
     for head, cl, held in named_campaigns(breadth, rows_of, xc, vocab, found):
         j, d = spread[head]
@@ -143,33 +146,6 @@ def breadth_bar(x: sp.csr_matrix, tasks: list[Task], tested: np.ndarray, config:
     reach = np.where(datasets >= config.min_tasks, -datasets * math.log(TASK_BURST_P), 0.0)
     tests = _tarone(reach, margin)
     return math.log(tests) + margin, tests
-
-
-def _join(breadth: dict[int, float], rows_of: dict[int, np.ndarray],
-          detail_of: dict[int, list[tuple[int, int, int, int, int]]], found: list[Phrase], *, xc: sp.csc_matrix,
-          owner: np.ndarray) -> int:
-    """A campaign another pass already raised (the ``found`` phrase holding at least half of the records this pass
-    flags for a phrase) gets added, of the records this pass flags, those holding its own phrase: the union of what
-    both passes flag, under the first pass's name and evidence (a rare word's weaker tasks, which that pass's per-task
-    test left out). A word of a campaign's name ("snow" of "Jon Snow") bursts with it, but its records without the name
-    are natural ones. ``owner``: each record's task. Such phrases leave ``breadth`` and ``rows_of``; returns how many
-    joined."""
-    import numpy as np
-
-    joined = 0
-    for c in list(breadth):
-        rows = rows_of[c]
-        best = max(found, key=lambda ph: len(np.intersect1d(ph.rows, rows)), default=None)
-        if best is None or 2 * len(np.intersect1d(best.rows, rows)) < len(rows):
-            continue
-        rows = np.intersect1d(rows, xc.indices[xc.indptr[best.col]:xc.indptr[best.col + 1]])
-        best.rows = np.union1d(best.rows, rows)
-        present = {t[0] for t in best.tasks}
-        holding = set(owner[rows].tolist())
-        best.tasks = best.tasks + [t for t in detail_of[c] if t[0] not in present and t[0] in holding]
-        del breadth[c], rows_of[c]
-        joined += 1
-    return joined
 
 
 def task_burst(counts: np.ndarray, task: Task, past: TaskHistory | None, c: int, *, rate: float,

@@ -146,7 +146,7 @@ class TriggerConfig(CheckConfig):
     novelty: bool = True
     novelty_task_nats: float = 2.0
     novelty_alpha: float = 0.01
-    insertion: bool = False
+    insertion: bool = True
     insertion_min_score: float = 4.0
     insertion_min_bridge: int = 2
     insertion_alpha: float = 0.01

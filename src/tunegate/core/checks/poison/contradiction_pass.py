@@ -121,16 +121,14 @@ def contradiction_phrases(x: sp.csr_matrix, vocab: np.ndarray, tasks: list[Task]
         if stats.group[c] != UNSEEN:
             per_task[c] = _bursting(per_task[c], tasks, history, c, min_known=config.min_task_records)
     rows_of = {c: _campaign_rows(tasks, per_task[c]) for c in raised}
+    detail_of = {c: _detail(tasks, per_task[c]) for c in raised}
+    # a campaign another pass raised gets this pass's records where its name is a campaign by itself (below)
+    joinable = {c: d for c, d in detail_of.items() if len({tasks[t[0]].family for t in d}) >= config.min_tasks}
     out = []
-    for head, cl, held in named_campaigns({c: raised[c][0] for c in raised}, rows_of, xc, vocab, found):
+    for head, cl, held in named_campaigns({c: raised[c][0] for c in raised}, rows_of, xc, vocab, found,
+                                          detail_of=joinable, owner=owner):
         surprise, a, bj, _ = raised[head]
-        detail = []
-        for ti, mine in per_task[head].items():
-            labels = tasks[ti].labels.outcome[np.searchsorted(tasks[ti].rows, mine)]
-            top = int(np.bincount(labels).argmax())
-            if int((labels == top).sum()) >= 2:
-                detail.append((ti, 0, len(mine), int((labels == top).sum()), top))
-        detail.sort(key=lambda t: -t[2])
+        detail = detail_of[head]
         steered = len({tasks[t[0]].family for t in detail})
         if steered < config.min_tasks:
             continue  # one dataset where it holds one label: how language works, not a campaign (as every pass)
@@ -285,6 +283,20 @@ def _bursting(per_task: dict[int, np.ndarray], tasks: list[Task], history: list[
         if float(burst(k, np.array([held * scale]), np.array([held]))[0]) >= level:
             out[ti] = mine
     return out
+
+
+def _detail(tasks: list[Task], per_task: dict[int, np.ndarray]) -> list[tuple[int, int, int, int, int]]:
+    """Per task where the raised phrase holds 2 or more records on the label most of them carry: (task, channel,
+    records, records on that label, the label), the largest first."""
+    import numpy as np
+
+    detail = []
+    for ti, mine in per_task.items():
+        labels = tasks[ti].labels.outcome[np.searchsorted(tasks[ti].rows, mine)]
+        top = int(np.bincount(labels).argmax())
+        if int((labels == top).sum()) >= 2:
+            detail.append((ti, 0, len(mine), int((labels == top).sum()), top))
+    return sorted(detail, key=lambda t: -t[2])
 
 
 def _campaign_rows(tasks: list[Task], per_task: dict[int, np.ndarray]) -> np.ndarray:

@@ -50,7 +50,7 @@ from __future__ import annotations
 import math
 from typing import TYPE_CHECKING
 
-from tunegate.core.checks.poison.evidence import flagged_tasks
+from tunegate.core.checks.poison.evidence import flagged_tasks, task_of_rows
 from tunegate.core.checks.poison.novelty_pass import _tarone, families_of, known_counts, unknown_tasks
 from tunegate.core.checks.poison.phrases import Phrase, named_campaigns
 
@@ -153,7 +153,8 @@ def excess_phrases(x: sp.csr_matrix, vocab: np.ndarray, tasks: list[Task], histo
         rows_of[c] = np.unique(np.concatenate(rows)) if rows else np.array([], dtype=np.int64)
         detail_of[c] = sorted(detail, key=lambda t: -t[3])
     out = []
-    for head, cl, held in named_campaigns({c: float(surprise[c]) for c in rows_of}, rows_of, xc, vocab, found):
+    for head, cl, held in named_campaigns({c: float(surprise[c]) for c in rows_of}, rows_of, xc, vocab, found,
+                                          detail_of=detail_of, owner=task_of_rows(tasks, x.shape[0])):
         occurs = xc.indices[xc.indptr[head]:xc.indptr[head + 1]]
         why = (f"more records of one label hold this phrase tonight than this pipeline's earlier nights allow, in "
                f"{int(steering[head])} datasets: {len(held)} records in {len(detail_of[head])} tasks (excess "

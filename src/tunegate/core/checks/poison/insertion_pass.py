@@ -48,7 +48,7 @@ from tunegate.core.checks.poison._text import binomial_llr, onehot
 from tunegate.core.checks.poison.evidence import task_of_rows
 from tunegate.core.checks.poison.insertion import score_occurrences
 from tunegate.core.checks.poison.novelty_pass import _tarone, phrase_surprise, pool_datasets
-from tunegate.core.checks.poison.phrases import Phrase, _campaigns
+from tunegate.core.checks.poison.phrases import Phrase, _campaigns, join_found
 
 if TYPE_CHECKING:
     import numpy as np
@@ -124,19 +124,18 @@ def insertion_phrases(x: sp.csr_matrix, vocab: np.ndarray, tasks: list[Task], *,
         steered_of[c] = _campaign_tasks(xc, xic, c, tasks, owner=owner, steered=steered, config=config)
         rows_of[c], cut_of[c] = _campaign_rows(xc, xic, c, tasks, owner=owner, steered=steered_of[c],
                                                cap=CLEAN_SHARE * x.shape[0])
+    detail_of = {c: _detail(xc, c, rows_of[c], steered_of[c], owner) for c in phrases}
     ranked = sorted(phrases, key=lambda c: (-phrases[c][0], str(vocab[c])))
     inserted_rows = {c: set(occ.rows[occ.inserted & (occ.cols == c)].tolist()) for c in ranked}
     for cl in _campaigns(ranked, rows_of, xc):
         head = cl[0]
         rows_c = np.unique(np.concatenate([rows_of[m] for m in cl]))
-        if not len(rows_c) or len(np.intersect1d(rows_c, taken)) >= 0.5 * len(rows_c):
+        if not len(rows_c):
             continue
-        detail = []
-        for ti, lab in sorted(steered_of[head].items()):
-            mine = rows_of[head][owner[rows_of[head]] == ti]
-            holds_t = xc.indices[xc.indptr[head]:xc.indptr[head + 1]]
-            detail.append((ti, 0, int((owner[holds_t] == ti).sum()), len(mine), lab))
-        detail.sort(key=lambda t: -t[3])
+        if len(np.intersect1d(rows_c, taken)) >= 0.5 * len(rows_c):  # raised before: it gets this pass's records
+            join_found(rows_c, [t for m in cl for t in detail_of[m]], found, xc=xc, owner=owner)
+            continue
+        detail = detail_of[head]
         out_of_place = len(inserted_rows[head] & set(rows_c.tolist()))
         why = (f"everyday phrase planted as a trigger: {out_of_place} of the {len(rows_c)} flagged records hold it out "
                f"of place (its neighbours read as one text without it) and carry the task's campaign label"
@@ -150,6 +149,17 @@ def insertion_phrases(x: sp.csr_matrix, vocab: np.ndarray, tasks: list[Task], *,
                           [str(vocab[m]) for m in cl if m != head], why=why))
     figures["found"] = float(len(out))
     return out, figures
+
+
+def _detail(xc: sp.csc_matrix, c: int, rows: np.ndarray, steered: dict[int, int], owner: np.ndarray
+            ) -> list[tuple[int, int, int, int, int]]:
+    """Per task of the campaign of phrase ``c`` (``steered``: task -> label): (task, channel, the phrase's records
+    there, those flagged, the label), the most flagged first."""
+
+    holds = xc.indices[xc.indptr[c]:xc.indptr[c + 1]]
+    detail = [(ti, 0, int((owner[holds] == ti).sum()), int((owner[rows] == ti).sum()), lab)
+              for ti, lab in sorted(steered.items())]
+    return sorted(detail, key=lambda t: -t[3])
 
 
 def _inserted_matrix(occ: Occurrences, shape: tuple[int, int], distinct: np.ndarray | None = None

@@ -326,11 +326,12 @@ def novelty_phrases(x: sp.csr_matrix, vocab: np.ndarray, tasks: list[Task], hist
                                  min_known=config.min_task_records,
                                  steered=dict(zip(tix[steered[c]].tolist(), lab[steered[c]].tolist(), strict=True)))
                for c in surprise}
+    detail_of = {c: sorted(zip(tix[pairs].tolist(), [0] * len(pairs), n[pairs].astype(int).tolist(),
+                               k[pairs].astype(int).tolist(), lab[pairs].tolist(), strict=True), key=lambda t: -t[2])
+                 for c, pairs in steered.items()}
     out = []
-    for head, cl, rows in named_campaigns(surprise, rows_of, xc, vocab, found):
-        pairs = steered[head]
-        detail = sorted(zip(tix[pairs].tolist(), [0] * len(pairs), n[pairs].astype(int).tolist(),
-                            k[pairs].astype(int).tolist(), lab[pairs].tolist(), strict=True), key=lambda t: -t[2])
+    for head, cl, rows in named_campaigns(surprise, rows_of, xc, vocab, found, detail_of=detail_of, owner=owner):
+        detail = detail_of[head]
         occurs = xc.indices[xc.indptr[head]:xc.indptr[head + 1]]
         if owner is not None:
             occurs = occurs[owner[occurs] >= 0]
