@@ -79,7 +79,7 @@ class TriggerConfig(CheckConfig):
       holds), shared equally by three groups of phrases (never seen in their tasks, at least twice as frequent
       as in the history, the rest), each a Bonferroni bound over Tarone's count of the phrases that could reach it.
       None of these three was fitted: 2 nats is the smallest concentration the pooled pass counts, 0.01 a policy.
-    * ``insertion`` (False, opt-in: docs/poison.md says why it is off by default): the insertion pass
+    * ``insertion`` (True since 2026-12-05; opt-in before, docs/poison.md says why and what changed): the insertion pass
       (:mod:`.insertion_pass`, issue 11): everyday phrases planted as triggers, found through their out-of-place
       occurrences (:mod:`.insertion`). An occurrence is out of place when
       ``PMI(L, R) - PMI(L, w1) - PMI(w2, R)`` (its neighbours ``L``, ``R``; batch document frequencies) reaches
@@ -90,8 +90,8 @@ class TriggerConfig(CheckConfig):
       0.3 nats of the bar). A phrase's out-of-place records are judged against its own in-place records in each
       task (since 2026-12-03, evening: the first null, the task's out-of-place label shares, raised 6 natural cues
       on a 200k clean corpus; docs/poison.md). ``insertion_alpha`` (0.01): the pass's false-alarm rate per batch
-      (Bonferroni over Tarone's count, as ``novelty_alpha``; a policy, not fitted). ``insertion: true`` turns the
-      pass on.
+      (Bonferroni over Tarone's count, as ``novelty_alpha``; a policy, not fitted). ``insertion: false`` turns the
+      pass off (about 1.2 s of the trigger check's 12 s on a 40k night; 2.1x the check at 200k records).
     * ``contradiction`` (True): the contradiction pass (:mod:`.contradiction_pass`, issue 11), with a history only:
       phrases the history has never seen in their tasks, held by 4-100 classification records in >= 2 datasets, whose
       records' labels their own text contradicts (out-of-fold naive Bayes ranks per task, :mod:`.contradiction`),
