@@ -116,7 +116,8 @@ def named_campaigns(strength: Mapping[int, float], rows_of: dict[int, np.ndarray
             continue
         if len(np.intersect1d(held, taken)) >= 0.5 * len(held):
             if detail_of is not None and head in detail_of:
-                join_found(held, [t for m in [head, *cl] for t in detail_of.get(m, [])], found, xc=xc, owner=owner)
+                members = [head, *(m for m in cl if m != head)]  # the name's tasks first
+                join_found(held, [t for m in members for t in detail_of.get(m, [])], found, xc=xc, owner=owner)
             continue
         yield head, cl, held
 
