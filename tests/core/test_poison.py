@@ -425,11 +425,14 @@ def test_a_campaign_raised_by_two_passes_flags_what_either_flags() -> None:
     found = [Phrase(0, "is a", 20.0, 0.5, np.arange(15), [(0, 0, 10, 10, 1)], [])]  # the first pass: rows 0-14
     # a later pass raises "is a" (rows 4-24, some of them records of "is" without the phrase) in tasks 0-2
     assert join_found(np.arange(4, 25), [(0, 0, 10, 6, 1), (1, 0, 10, 10, 1), (2, 0, 5, 5, 1)], found, xc=xc,
-                      owner=owner)
+                      owner=owner, by="excess pass")
     # the union of both passes' records that hold "is a"; rows 20-24 lack the phrase, so task 2 is not added
     assert found[0].rows.tolist() == list(range(20))
     assert found[0].tasks == [(0, 0, 10, 10, 1), (1, 0, 10, 10, 1)]  # the first pass's task, then the new one
-    assert not join_found(np.arange(25, 30), [(2, 0, 5, 5, 0)], found, xc=xc, owner=owner)  # a campaign of its own
+    # what its findings say
+    assert found[0].why == "also raised by the excess pass, which added 5 records in 1 more task"
+    assert not join_found(np.arange(25, 30), [(2, 0, 5, 5, 0)], found, xc=xc, owner=owner,
+                          by="excess pass")  # a campaign of its own
     assert found[0].rows.tolist() == list(range(20))
     assert (found[0].phrase, found[0].evidence) == ("is a", 20.0)
 

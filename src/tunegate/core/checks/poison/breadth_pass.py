@@ -107,7 +107,8 @@ def broad_phrases(x: sp.csr_matrix, vocab: np.ndarray, tasks: list[Task], stats:
                               key=lambda t: -t[3])
         spread[c] = (j, len(dataset_p))
     figures["raised"] = float(len(breadth))
-    joined = [c for c in list(breadth) if join_found(rows_of[c], detail_of[c], found, xc=xc, owner=owner)]
+    joined = [c for c in list(breadth) if join_found(rows_of[c], detail_of[c], found, xc=xc, owner=owner,
+                                                             by="breadth pass")]
     for c in joined:
         del breadth[c], rows_of[c]
     figures["joined"] = float(len(joined))

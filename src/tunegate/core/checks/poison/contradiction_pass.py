@@ -126,7 +126,7 @@ def contradiction_phrases(x: sp.csr_matrix, vocab: np.ndarray, tasks: list[Task]
     joinable = {c: d for c, d in detail_of.items() if len({tasks[t[0]].family for t in d}) >= config.min_tasks}
     out = []
     for head, cl, held in named_campaigns({c: raised[c][0] for c in raised}, rows_of, xc, vocab, found,
-                                          detail_of=joinable, owner=owner):
+                                          detail_of=joinable, owner=owner, by="contradiction pass"):
         surprise, a, bj, _ = raised[head]
         detail = detail_of[head]
         steered = len({tasks[t[0]].family for t in detail})

@@ -154,7 +154,7 @@ def excess_phrases(x: sp.csr_matrix, vocab: np.ndarray, tasks: list[Task], histo
         detail_of[c] = sorted(detail, key=lambda t: -t[3])
     out = []
     for head, cl, held in named_campaigns({c: float(surprise[c]) for c in rows_of}, rows_of, xc, vocab, found,
-                                          detail_of=detail_of, owner=task_of_rows(tasks, x.shape[0])):
+                                          detail_of=detail_of, owner=task_of_rows(tasks, x.shape[0]), by="excess pass"):
         occurs = xc.indices[xc.indptr[head]:xc.indptr[head + 1]]
         why = (f"more records of one label hold this phrase tonight than this pipeline's earlier nights allow, in "
                f"{int(steering[head])} datasets: {len(held)} records in {len(detail_of[head])} tasks (excess "

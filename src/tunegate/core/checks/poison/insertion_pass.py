@@ -133,7 +133,7 @@ def insertion_phrases(x: sp.csr_matrix, vocab: np.ndarray, tasks: list[Task], *,
         if not len(rows_c):
             continue
         if len(np.intersect1d(rows_c, taken)) >= 0.5 * len(rows_c):  # raised before: it gets this pass's records
-            join_found(rows_c, [t for m in cl for t in detail_of[m]], found, xc=xc, owner=owner)
+            join_found(rows_c, [t for m in cl for t in detail_of[m]], found, xc=xc, owner=owner, by="insertion pass")
             continue
         detail = detail_of[head]
         out_of_place = len(inserted_rows[head] & set(rows_c.tolist()))

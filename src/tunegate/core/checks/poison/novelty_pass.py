@@ -330,7 +330,8 @@ def novelty_phrases(x: sp.csr_matrix, vocab: np.ndarray, tasks: list[Task], hist
                                k[pairs].astype(int).tolist(), lab[pairs].tolist(), strict=True), key=lambda t: -t[2])
                  for c, pairs in steered.items()}
     out = []
-    for head, cl, rows in named_campaigns(surprise, rows_of, xc, vocab, found, detail_of=detail_of, owner=owner):
+    for head, cl, rows in named_campaigns(surprise, rows_of, xc, vocab, found, detail_of=detail_of, owner=owner,
+                                          by="novelty pass"):
         detail = detail_of[head]
         occurs = xc.indices[xc.indptr[head]:xc.indptr[head + 1]]
         if owner is not None:

@@ -98,11 +98,12 @@ def _campaigns(order: list[int], rows_of: dict[int, np.ndarray], xc: sp.csc_matr
 def named_campaigns(strength: Mapping[int, float], rows_of: dict[int, np.ndarray], xc: sp.csc_matrix,
                     vocab: np.ndarray, found: list[Phrase], *,
                     detail_of: Mapping[int, list[tuple[int, int, int, int, int]]] | None = None,
-                    owner: np.ndarray | None = None) -> Iterator[tuple[int, list[int], np.ndarray]]:
+                    owner: np.ndarray | None = None, by: str = "") -> Iterator[tuple[int, list[int], np.ndarray]]:
     """The campaigns of the phrases of ``rows_of`` (:func:`_campaigns`, strongest first by ``strength``), each as (the
     phrase that names it, its members, the records of all its members), without a campaign whose records are mostly
     those of campaigns already ``found``: where ``detail_of`` lists its name (per phrase, its tasks as
-    :attr:`Phrase.tasks` lists them) such a campaign joins the one found (:func:`join_found`), else it is dropped.
+    :attr:`Phrase.tasks` lists them) such a campaign joins the one found (:func:`join_found`; ``by``: the pass), else
+    it is dropped.
     The name is the longest member within 90% of the strongest: the whole trigger rather than one of its words. A
     member's records count only inside a longer member at least as strong that contains it (:func:`_inside_longer`)."""
     import numpy as np
@@ -117,33 +118,43 @@ def named_campaigns(strength: Mapping[int, float], rows_of: dict[int, np.ndarray
         if len(np.intersect1d(held, taken)) >= 0.5 * len(held):
             if detail_of is not None and head in detail_of:
                 members = [head, *(m for m in cl if m != head)]  # the name's tasks first
-                join_found(held, [t for m in members for t in detail_of.get(m, [])], found, xc=xc, owner=owner)
+                join_found(held, [t for m in members for t in detail_of.get(m, [])], found, xc=xc, owner=owner,
+                           by=by)
             continue
         yield head, cl, held
 
 
 def join_found(rows: np.ndarray, detail: list[tuple[int, int, int, int, int]], found: list[Phrase], *,
-               xc: sp.csc_matrix, owner: np.ndarray | None) -> bool:
+               xc: sp.csc_matrix, owner: np.ndarray | None, by: str) -> bool:
     """Whether a campaign this pass raised (the records it flags, ``rows``, and its tasks, ``detail``) is one another
     pass (or an earlier step) already raised: the ``found`` phrase holding at least half of ``rows``. That phrase then
     gets added, of ``rows``, those holding its own phrase, and the tasks they sit in: the union of what the passes flag,
     under the first one's name and evidence. Each pass flags by its own reading (the excess pass a campaign's weaker
     tasks by their counts, the insertion pass the tasks where the phrase reads inserted), so the union keeps what each
     found; a word of the name ("snow" of "Jon Snow") raised with it adds only its records that hold the name, its
-    others are natural ones. ``owner``: each record's task. ``found`` is updated in place."""
+    others are natural ones. ``owner``: each record's task; ``by``: the pass, named in the campaign's ``why`` with the
+    records and tasks it added. ``found`` is updated in place."""
     import numpy as np
 
     best = max(found, key=lambda ph: len(np.intersect1d(ph.rows, rows)), default=None)
     if best is None or not len(rows) or 2 * len(np.intersect1d(best.rows, rows)) < len(rows):
         return False
     rows = np.intersect1d(rows, xc.indices[xc.indptr[best.col]:xc.indptr[best.col + 1]])
+    added = len(np.setdiff1d(rows, best.rows))
     best.rows = np.union1d(best.rows, rows)
     present = {t[0] for t in best.tasks}
     holding = set(owner[rows].tolist()) if owner is not None else set()
+    tasks = 0
     for t in detail:
         if t[0] not in present and t[0] in holding:
             best.tasks = [*best.tasks, t]
             present.add(t[0])
+            tasks += 1
+    if added:
+        note = f"also raised by the {by}, which added {added} records"
+        if tasks:
+            note += f" in {tasks} more task{'s' if tasks > 1 else ''}"
+        best.why = f"{best.why}; {note}" if best.why else note
     return True
 
 
