@@ -159,6 +159,7 @@ def test_an_everyday_phrase_planted_on_one_label_is_raised_by_its_excess(history
     default = _run(tmp_path / "default", _check(history), tonight, planted)
     assert default.result.metrics["insertion"]["phrases"] == [EVERYDAY] and default.result.metrics["excess"][
         "phrases"] == []
+    assert default.result.metrics["excess"]["joined"] == 1  # the pass says it agreed
     assert scan.flagged <= default.flagged and len(default.flagged - planted) <= len(planted) // 2
 
 

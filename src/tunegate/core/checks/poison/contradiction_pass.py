@@ -124,9 +124,10 @@ def contradiction_phrases(x: sp.csr_matrix, vocab: np.ndarray, tasks: list[Task]
     detail_of = {c: _detail(tasks, per_task[c]) for c in raised}
     # a campaign another pass raised gets this pass's records where its name is a campaign by itself (below)
     joinable = {c: d for c, d in detail_of.items() if len({tasks[t[0]].family for t in d}) >= config.min_tasks}
-    out = []
+    out: list[Phrase] = []
+    joined: list[int] = []
     for head, cl, held in named_campaigns({c: raised[c][0] for c in raised}, rows_of, xc, vocab, found,
-                                          detail_of=joinable, owner=owner, by="contradiction pass"):
+                                          detail_of=joinable, owner=owner, by="contradiction pass", joined=joined):
         surprise, a, bj, _ = raised[head]
         detail = detail_of[head]
         steered = len({tasks[t[0]].family for t in detail})
@@ -141,7 +142,7 @@ def contradiction_phrases(x: sp.csr_matrix, vocab: np.ndarray, tasks: list[Task]
                f"(out-of-fold model without rare words; contradiction {bj:.1f} nats, label skew {a:.1f} nats)")
         out.append(Phrase(int(head), str(vocab[head]), surprise, min(1.0, len(rows_of[head]) / holding), held,
                           detail, [str(vocab[m]) for m in cl if m != head], why=why))
-    figures["found"] = float(len(out))
+    figures.update(found=float(len(out)), joined=float(len(joined)))
     return out, figures
 
 

@@ -152,9 +152,11 @@ def excess_phrases(x: sp.csr_matrix, vocab: np.ndarray, tasks: list[Task], histo
             detail.append((t, 0, len(mine), len(flagged), int(tasks[t].labels.outcome[first])))
         rows_of[c] = np.unique(np.concatenate(rows)) if rows else np.array([], dtype=np.int64)
         detail_of[c] = sorted(detail, key=lambda t: -t[3])
-    out = []
+    out: list[Phrase] = []
+    joined: list[int] = []
     for head, cl, held in named_campaigns({c: float(surprise[c]) for c in rows_of}, rows_of, xc, vocab, found,
-                                          detail_of=detail_of, owner=task_of_rows(tasks, x.shape[0]), by="excess pass"):
+                                          detail_of=detail_of, owner=task_of_rows(tasks, x.shape[0]), by="excess pass",
+                                          joined=joined):
         occurs = xc.indices[xc.indptr[head]:xc.indptr[head + 1]]
         why = (f"more records of one label hold this phrase tonight than this pipeline's earlier nights allow, in "
                f"{int(steering[head])} datasets: {len(held)} records in {len(detail_of[head])} tasks (excess "
@@ -162,7 +164,7 @@ def excess_phrases(x: sp.csr_matrix, vocab: np.ndarray, tasks: list[Task], histo
         out.append(Phrase(int(head), str(vocab[head]), float(surprise[head]),
                           min(1.0, len(rows_of[head]) / max(len(occurs), 1)), held, detail_of[head],
                           [str(vocab[m]) for m in cl if m != head], why=why))
-    figures["found"] = float(len(out))
+    figures.update(found=float(len(out)), joined=float(len(joined)))
     return out, figures
 
 

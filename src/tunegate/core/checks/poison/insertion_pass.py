@@ -117,6 +117,7 @@ def insertion_phrases(x: sp.csr_matrix, vocab: np.ndarray, tasks: list[Task], *,
     taken = np.concatenate([p.rows for p in found]) if found else np.array([], dtype=np.int64)
     xc, xic = x.tocsc(), xi.tocsc()
     out = []
+    joined = 0  # campaigns raised before: they get this pass's records
     rows_of: dict[int, np.ndarray] = {}
     steered_of: dict[int, dict[int, int]] = {}
     cut_of: dict[int, int] = {}
@@ -133,7 +134,8 @@ def insertion_phrases(x: sp.csr_matrix, vocab: np.ndarray, tasks: list[Task], *,
         if not len(rows_c):
             continue
         if len(np.intersect1d(rows_c, taken)) >= 0.5 * len(rows_c):  # raised before: it gets this pass's records
-            join_found(rows_c, [t for m in cl for t in detail_of[m]], found, xc=xc, owner=owner, by="insertion pass")
+            joined += int(join_found(rows_c, [t for m in cl for t in detail_of[m]], found, xc=xc, owner=owner,
+                                     by="insertion pass"))
             continue
         detail = detail_of[head]
         out_of_place = len(inserted_rows[head] & set(rows_c.tolist()))
@@ -147,7 +149,7 @@ def insertion_phrases(x: sp.csr_matrix, vocab: np.ndarray, tasks: list[Task], *,
         share = min(1.0, len(rows_c) / in_tasks) if in_tasks else 1.0
         out.append(Phrase(int(head), str(vocab[head]), phrases[head][0], share, rows_c, detail,
                           [str(vocab[m]) for m in cl if m != head], why=why))
-    figures["found"] = float(len(out))
+    figures.update(found=float(len(out)), joined=float(joined))
     return out, figures
 
 

@@ -329,9 +329,10 @@ def novelty_phrases(x: sp.csr_matrix, vocab: np.ndarray, tasks: list[Task], hist
     detail_of = {c: sorted(zip(tix[pairs].tolist(), [0] * len(pairs), n[pairs].astype(int).tolist(),
                                k[pairs].astype(int).tolist(), lab[pairs].tolist(), strict=True), key=lambda t: -t[2])
                  for c, pairs in steered.items()}
-    out = []
+    out: list[Phrase] = []
+    joined: list[int] = []
     for head, cl, rows in named_campaigns(surprise, rows_of, xc, vocab, found, detail_of=detail_of, owner=owner,
-                                          by="novelty pass"):
+                                          by="novelty pass", joined=joined):
         detail = detail_of[head]
         occurs = xc.indices[xc.indptr[head]:xc.indptr[head + 1]]
         if owner is not None:
@@ -339,6 +340,7 @@ def novelty_phrases(x: sp.csr_matrix, vocab: np.ndarray, tasks: list[Task], hist
         covered = 1.0 if len(rows_of[head]) >= len(occurs) else len(rows_of[head]) / len(occurs)
         out.append(Phrase(int(head), str(vocab[head]), surprise[head], covered, rows,
                           detail, [str(vocab[m]) for m in cl if m != head]))
+    figures["joined"] = float(len(joined))
     return out, figures
 
 

@@ -98,12 +98,13 @@ def _campaigns(order: list[int], rows_of: dict[int, np.ndarray], xc: sp.csc_matr
 def named_campaigns(strength: Mapping[int, float], rows_of: dict[int, np.ndarray], xc: sp.csc_matrix,
                     vocab: np.ndarray, found: list[Phrase], *,
                     detail_of: Mapping[int, list[tuple[int, int, int, int, int]]] | None = None,
-                    owner: np.ndarray | None = None, by: str = "") -> Iterator[tuple[int, list[int], np.ndarray]]:
+                    owner: np.ndarray | None = None, by: str = "", joined: list[int] | None = None
+                    ) -> Iterator[tuple[int, list[int], np.ndarray]]:
     """The campaigns of the phrases of ``rows_of`` (:func:`_campaigns`, strongest first by ``strength``), each as (the
     phrase that names it, its members, the records of all its members), without a campaign whose records are mostly
     those of campaigns already ``found``: where ``detail_of`` lists its name (per phrase, its tasks as
-    :attr:`Phrase.tasks` lists them) such a campaign joins the one found (:func:`join_found`; ``by``: the pass), else
-    it is dropped.
+    :attr:`Phrase.tasks` lists them) such a campaign joins the one found (:func:`join_found`; ``by``: the pass; its name
+    is appended to ``joined``), else it is dropped.
     The name is the longest member within 90% of the strongest: the whole trigger rather than one of its words. A
     member's records count only inside a longer member at least as strong that contains it (:func:`_inside_longer`)."""
     import numpy as np
@@ -118,8 +119,9 @@ def named_campaigns(strength: Mapping[int, float], rows_of: dict[int, np.ndarray
         if len(np.intersect1d(held, taken)) >= 0.5 * len(held):
             if detail_of is not None and head in detail_of:
                 members = [head, *(m for m in cl if m != head)]  # the name's tasks first
-                join_found(held, [t for m in members for t in detail_of.get(m, [])], found, xc=xc, owner=owner,
-                           by=by)
+                if join_found(held, [t for m in members for t in detail_of.get(m, [])], found, xc=xc, owner=owner,
+                              by=by) and joined is not None:
+                    joined.append(head)
             continue
         yield head, cl, held
 
