@@ -153,7 +153,7 @@ def join_found(rows: np.ndarray, detail: list[tuple[int, int, int, int, int]], f
             present.add(t[0])
             tasks += 1
     if added:
-        note = f"also raised by the {by}, which added {added} records"
+        note = f"also raised by the {by}, which added {added} record{'s' if added > 1 else ''}"
         if tasks:
             note += f" in {tasks} more task{'s' if tasks > 1 else ''}"
         best.why = f"{best.why}; {note}" if best.why else note
