@@ -91,7 +91,7 @@ class TriggerConfig(CheckConfig):
       task (since 2026-12-03, evening: the first null, the task's out-of-place label shares, raised 6 natural cues
       on a 200k clean corpus; docs/poison.md). ``insertion_alpha`` (0.01): the pass's false-alarm rate per batch
       (Bonferroni over Tarone's count, as ``novelty_alpha``; a policy, not fitted). ``insertion: false`` turns the
-      pass off (about 1.2 s of the trigger check's 12 s on a 40k night; 2.1x the check at 200k records).
+      pass off (about 1.2 s of the trigger check's 12 s on a 40k night; 1.7x the check at 200k records).
     * ``contradiction`` (True): the contradiction pass (:mod:`.contradiction_pass`, issue 11), with a history only:
       phrases the history has never seen in their tasks, held by 4-100 classification records in >= 2 datasets, whose
       records' labels their own text contradicts (out-of-fold naive Bayes ranks per task, :mod:`.contradiction`),
