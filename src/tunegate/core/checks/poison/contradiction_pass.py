@@ -120,8 +120,9 @@ def contradiction_phrases(x: sp.csr_matrix, vocab: np.ndarray, tasks: list[Task]
         per_task[c] = rows_by_task(xc, c, owner, is_label)
         if stats.group[c] != UNSEEN:
             per_task[c] = _bursting(per_task[c], tasks, history, c, min_known=config.min_task_records)
-    rows_of = {c: _campaign_rows(tasks, per_task[c]) for c in raised}
-    detail_of = {c: _detail(tasks, per_task[c]) for c in raised}
+    rows_of, detail_of = {}, {}
+    for c in raised:
+        rows_of[c], detail_of[c] = _campaign(tasks, per_task[c])
     # a campaign another pass raised gets this pass's records where its name is a campaign by itself (below)
     joinable = {c: d for c, d in detail_of.items() if len({tasks[t[0]].family for t in d}) >= config.min_tasks}
     out: list[Phrase] = []
@@ -286,26 +287,19 @@ def _bursting(per_task: dict[int, np.ndarray], tasks: list[Task], history: list[
     return out
 
 
-def _detail(tasks: list[Task], per_task: dict[int, np.ndarray]) -> list[tuple[int, int, int, int, int]]:
-    """Per task where the raised phrase holds 2 or more records on the label most of them carry: (task, channel,
-    records, records on that label, the label), the largest first."""
+def _campaign(tasks: list[Task], per_task: dict[int, np.ndarray]
+              ) -> tuple[np.ndarray, list[tuple[int, int, int, int, int]]]:
+    """The raised phrase's records in each classification task on the label most of them carry there; and, per task
+    where 2 or more of them carry it, (task, channel, records, records on that label, the label), the largest first."""
     import numpy as np
 
-    detail = []
+    out, detail = [], []
     for ti, mine in per_task.items():
         labels = tasks[ti].labels.outcome[np.searchsorted(tasks[ti].rows, mine)]
         top = int(np.bincount(labels).argmax())
-        if int((labels == top).sum()) >= 2:
-            detail.append((ti, 0, len(mine), int((labels == top).sum()), top))
-    return sorted(detail, key=lambda t: -t[2])
-
-
-def _campaign_rows(tasks: list[Task], per_task: dict[int, np.ndarray]) -> np.ndarray:
-    """The raised phrase's records in each classification task on the label most of them carry there."""
-    import numpy as np
-
-    out = []
-    for ti, mine in per_task.items():
-        labels = tasks[ti].labels.outcome[np.searchsorted(tasks[ti].rows, mine)]
-        out.append(mine[labels == np.bincount(labels).argmax()])
-    return np.unique(np.concatenate(out)) if out else np.array([], dtype=np.int64)
+        on = labels == top
+        out.append(mine[on])
+        if int(on.sum()) >= 2:
+            detail.append((ti, 0, len(mine), int(on.sum()), top))
+    rows = np.unique(np.concatenate(out)) if out else np.array([], dtype=np.int64)
+    return rows, sorted(detail, key=lambda t: -t[2])
