@@ -153,7 +153,8 @@ def test_step_down_lowers_the_bar_per_campaign_found_and_is_bonferroni_on_a_clea
     bar = 10.0
 
     def raised(surprises: dict[int, float]) -> dict[int, int]:
-        out = _step_down({c: (s, 0.0, s) for c, s in surprises.items()}, bar, xc, tests=100)
+        out = _step_down({c: (s, 0.0, s) for c, s in surprises.items()}, dict.fromkeys(surprises, bar), xc,
+                         tests=100)
         return {c: v[3] for c, v in out.items()}
 
     # a clean night: one phrase just below the bar is not raised; alone, bar - 0.5 is not enough
@@ -166,6 +167,54 @@ def test_step_down_lowers_the_bar_per_campaign_found_and_is_bonferroni_on_a_clea
     assert raised({0: bar + 2, 1: bar + 1, 3: bar - 0.8}) == {0: 1, 1: 1}
     # it stops at the first phrase short of its bar: a weaker one after it is not looked at
     assert raised({0: bar + 1, 2: bar - 0.8, 3: bar - 0.9}) == {0: 1}
+
+
+def test_broad_phrases_share_half_the_false_alarm_rate_and_the_step_down_takes_margins() -> None:
+    """Broad phrases (records in >= BROAD_DATASETS datasets, >= BROAD_RECORDS in each: decided on the text) share half
+    of alpha among themselves and the rest the other half (weighted Bonferroni: the weights sum to one, so a clean
+    night is still alerted at alpha); with one kind only, the bar is the plain Bonferroni one. The step-down takes the
+    phrases by their margin over their own bar."""
+    import math
+
+    import scipy.sparse as sp
+
+    from tunegate.core.checks.poison.contradiction_pass import BROAD_DATASETS, BROAD_RECORDS, Entries, _bars, _step_down
+
+    alpha = 0.01
+    broad = np.array([True] * 4 + [False] * 96)
+    bars = _bars(broad, alpha)
+    assert bars[0] == pytest.approx(math.log(4) + math.log(2 / alpha))
+    assert bars[-1] == pytest.approx(math.log(96) + math.log(2 / alpha))
+    # the per-phrase false-alarm shares add up to alpha
+    assert float(np.exp(-bars).sum()) == pytest.approx(alpha)
+    assert _bars(np.zeros(100, dtype=bool), alpha) == pytest.approx(np.full(100, math.log(100) + math.log(1 / alpha)))
+    assert _bars(np.ones(5, dtype=bool), alpha) == pytest.approx(np.full(5, math.log(5) + math.log(1 / alpha)))
+
+    # which phrases are broad: phrase 0 has BROAD_RECORDS records in each of BROAD_DATASETS datasets; phrase 1 one
+    # record fewer in the last dataset; phrase 2 all its records in one dataset
+    phrase, family = [], []
+    for d in range(BROAD_DATASETS):
+        phrase += [0] * BROAD_RECORDS + [1] * (BROAD_RECORDS - (d == BROAD_DATASETS - 1))
+        family += [d] * (2 * BROAD_RECORDS - (d == BROAD_DATASETS - 1))
+    phrase += [2] * 10
+    family += [0] * 10
+    n = len(phrase)
+    entries = Entries(np.asarray(phrase), np.arange(n), np.asarray(family), np.asarray(family), np.zeros(n, dtype=int))
+    assert entries.broad(np.array([0, 1, 2])).tolist() == [True, False, False]
+
+    # the step-down: a broad phrase 1 nat over its bar goes first, though a phrase with a larger surprise is only 0.5
+    # over its own (higher) bar; the second campaign then needs its bar - ln 2
+    cols = [range(0, 10), range(10, 20)]
+    rows = np.concatenate([np.asarray(c) for c in cols])
+    xc = sp.csc_matrix((np.ones(len(rows)), (rows, np.repeat(np.arange(2), 10))), shape=(20, 2))
+    out = _step_down({0: (9.0, 0.0, 9.0), 1: (12.0, 0.0, 12.0)}, {0: 8.0, 1: 11.5}, xc, tests=100)
+    assert {c: v[3] for c, v in out.items()} == {0: 1, 1: 2}
+    out = _step_down({0: (9.0, 0.0, 9.0), 1: (10.9, 0.0, 10.9)}, {0: 8.0, 1: 11.5}, xc, tests=100)
+    assert {c: v[3] for c, v in out.items()} == {0: 1, 1: 2}  # 10.9 >= 11.5 - ln 2 (10.81)
+    out = _step_down({0: (9.0, 0.0, 9.0), 1: (10.7, 0.0, 10.7)}, {0: 8.0, 1: 11.5}, xc, tests=100)
+    assert {c: v[3] for c, v in out.items()} == {0: 1}  # 10.7 < 10.81
+    out = _step_down({0: (7.9, 0.0, 7.9), 1: (11.0, 0.0, 11.0)}, {0: 8.0, 1: 11.5}, xc, tests=100)
+    assert out == {}  # neither reaches its own bar
 
 
 def test_a_task_without_frequent_words_ranks_every_record_first_without_a_warning() -> None:

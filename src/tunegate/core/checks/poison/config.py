@@ -97,8 +97,9 @@ class TriggerConfig(CheckConfig):
       records' labels their own text contradicts (out-of-fold naive Bayes ranks per task, :mod:`.contradiction`),
       combined with their label skew by Fisher's method. ``contradiction_alpha`` (0.01): the pass's false-alarm rate
       per night (Bonferroni over the phrases tested: ~350 on the floor benchmark's mixed dev batches, ~1,500 on its
-      classification batch; bars 10.5-11.9 nats; a policy, not fitted). Dev (seeds 10-11): planted dirty-label
-      triggers of the thin spread 18-28 nats, natural phrases tested at most 7.6.
+      classification batch; bars 10.5-11.9 nats; a policy, not fitted; since 2026-12-05 weighted: the few *broad*
+      phrases, 3 or more records in each of 3 or more datasets, share half of it, the rest the other half). Dev
+      (seeds 10-11): planted dirty-label triggers of the thin spread 18-28 nats, natural phrases tested at most 7.6.
     * ``excess`` (True): the excess pass (:mod:`.excess_pass`, issue 11), with a history only: tonight's records of a
       task holding a phrase on one label against the history's count (beta-binomial predictive), datasets combined by
       the truncated product method or Fisher's (the better, less ``ln 2``); everyday phrases or rare words planted as
