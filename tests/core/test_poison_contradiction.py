@@ -9,6 +9,7 @@ records already of that label. Label statistics alone find neither; the contradi
 
 from __future__ import annotations
 
+import math
 import random
 from pathlib import Path
 from typing import Any
@@ -87,6 +88,10 @@ def test_a_small_dirty_label_campaign_is_found_through_its_contradicted_labels(h
     metrics = found.result.metrics
     assert metrics["contradiction"]["phrases"] == [TRIGGER.lower()]
     assert metrics["contradiction"]["tests"] >= 1 and metrics["contradiction"]["bar"] > 0
+    # 3 records in each of 4 datasets: the trigger and its words are broad, and in this small slice they are all the
+    # new vocabulary tested, so there is one kind and one (plain Bonferroni) bar
+    assert metrics["contradiction"]["tests_broad"] == metrics["contradiction"]["tests"] == 3
+    assert metrics["contradiction"]["bar_broad"] == metrics["contradiction"]["bar"] == round(math.log(3 / 0.01), 2)
     assert poisoned <= found.flagged and len(found.flagged - poisoned) <= 2
     assert all(TRIGGER_PHRASE in found.reasons[i] for i in poisoned)
     assert [i.reason for i in found.result.issues] == [CAMPAIGN]
@@ -174,8 +179,6 @@ def test_broad_phrases_share_half_the_false_alarm_rate_and_the_step_down_takes_m
     of alpha among themselves and the rest the other half (weighted Bonferroni: the weights sum to one, so a clean
     night is still alerted at alpha); with one kind only, the bar is the plain Bonferroni one. The step-down takes the
     phrases by their margin over their own bar."""
-    import math
-
     import scipy.sparse as sp
 
     from tunegate.core.checks.poison.contradiction_pass import BROAD_DATASETS, BROAD_RECORDS, Entries, _bars, _step_down

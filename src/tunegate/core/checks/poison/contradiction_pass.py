@@ -100,8 +100,9 @@ def contradiction_phrases(x: sp.csr_matrix, vocab: np.ndarray, tasks: list[Task]
     broad = entries.broad(tested)
     bars = _bars(broad, config.contradiction_alpha)
     bar = float(bars.max(initial=math.log(1.0 / config.contradiction_alpha)))
-    figures.update(tests=float(len(tested)), bar=round(bar, 2), tests_broad=float(int(broad.sum())),
-                   bar_broad=round(float(bars[broad].max(initial=0.0)), 2))
+    figures.update(tests=float(len(tested)), bar=round(bar, 2), tests_broad=float(int(broad.sum())))
+    if broad.any():
+        figures["bar_broad"] = round(float(bars[broad].max()), 2)
     if not len(tested):
         return [], figures
     ranks = np.ones(x.shape[0])
