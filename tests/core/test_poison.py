@@ -437,6 +437,47 @@ def test_a_campaign_raised_by_two_passes_flags_what_either_flags() -> None:
     assert (found[0].phrase, found[0].evidence) == ("is a", 20.0)
 
 
+def test_the_same_phrase_raised_by_two_passes_is_one_campaign() -> None:
+    """A later pass that raises the phrase of a campaign already found joins it even where their flags share less than
+    half of its records (the second pass flags a task the first did not): one campaign, reported once, flagging the
+    union; the same records under another phrase's name do not join by name."""
+    import numpy as np
+    import scipy.sparse as sp
+
+    from tunegate.core.checks.poison.phrases import Phrase, join_found, named_campaigns
+
+    # 40 records in four tasks of 10; column 0 "used to" in rows 0-9 and 20-39; column 1 another phrase in 30-39
+    cells = [(r, 0) for r in [*range(10), *range(20, 40)]] + [(r, 1) for r in range(30, 40)]
+    rows, cols = zip(*cells, strict=True)
+    xc = sp.csc_matrix((np.ones(len(cells)), (rows, cols)), shape=(40, 2))
+    owner = np.repeat([0, 1, 2, 3], 10)
+    vocab = np.array(["used to", "other"])
+
+    def first() -> list[Phrase]:
+        return [Phrase(0, "used to", 12.0, 0.5, np.arange(10), [(0, 0, 10, 10, 1)], [])]
+
+    # by overlap alone it would stay a campaign of its own (10 of its 30 records are taken)
+    assert not join_found(np.array([*range(10), *range(20, 40)]), [(2, 0, 10, 10, 1)], first(), xc=xc, owner=owner,
+                          by="novelty pass")
+    found = first()
+    assert join_found(np.array([*range(10), *range(20, 40)]), [(2, 0, 10, 10, 1), (3, 0, 10, 10, 1)], found, xc=xc,
+                      owner=owner, by="novelty pass", col=0)
+    assert found[0].rows.tolist() == [*range(10), *range(20, 40)]
+    assert [t[0] for t in found[0].tasks] == [0, 2, 3]
+    assert found[0].why == "also raised by the novelty pass, which added 20 records in 2 more tasks"
+    # through named_campaigns, as every history pass calls it: the same phrase is not yielded a second time
+    found = first()
+    joined: list[int] = []
+    out = list(named_campaigns({0: 9.0}, {0: np.array([*range(10), *range(20, 40)])}, xc, vocab, found,
+                               detail_of={0: [(2, 0, 10, 10, 1), (3, 0, 10, 10, 1)]}, owner=owner, by="novelty pass",
+                               joined=joined))
+    assert out == [] and joined == [0] and len(found) == 1 and len(found[0].rows) == 30
+    # another phrase on rows the campaign does not hold stays its own campaign
+    out = list(named_campaigns({1: 9.0}, {1: np.arange(30, 40)}, xc, vocab, first(),
+                               detail_of={1: [(3, 0, 10, 10, 1)]}, owner=owner, by="novelty pass"))
+    assert [head for head, _, _ in out] == [1]
+
+
 def test_task_family_and_phrase_context() -> None:
     from tunegate.core.checks.poison.trigger import phrase_context, task_family
 

@@ -108,7 +108,7 @@ def broad_phrases(x: sp.csr_matrix, vocab: np.ndarray, tasks: list[Task], stats:
         spread[c] = (j, len(dataset_p))
     figures["raised"] = float(len(breadth))
     joined = [c for c in list(breadth) if join_found(rows_of[c], detail_of[c], found, xc=xc, owner=owner,
-                                                             by="breadth pass")]
+                                                             by="breadth pass", col=c)]
     for c in joined:
         del breadth[c], rows_of[c]
     figures["joined"] = float(len(joined))

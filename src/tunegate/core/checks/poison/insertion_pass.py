@@ -133,9 +133,10 @@ def insertion_phrases(x: sp.csr_matrix, vocab: np.ndarray, tasks: list[Task], *,
         rows_c = np.unique(np.concatenate([rows_of[m] for m in cl]))
         if not len(rows_c):
             continue
-        if len(np.intersect1d(rows_c, taken)) >= 0.5 * len(rows_c):  # raised before: it gets this pass's records
+        named = any(p.col == head for p in found)  # the same phrase raised before: one campaign
+        if named or len(np.intersect1d(rows_c, taken)) >= 0.5 * len(rows_c):  # raised before: it gets these records
             joined += int(join_found(rows_c, [t for m in cl for t in detail_of[m]], found, xc=xc, owner=owner,
-                                     by="insertion pass"))
+                                     by="insertion pass", col=head))
             continue
         detail = detail_of[head]
         out_of_place = len(inserted_rows[head] & set(rows_c.tolist()))

@@ -116,20 +116,26 @@ def named_campaigns(strength: Mapping[int, float], rows_of: dict[int, np.ndarray
         held = np.unique(np.concatenate([_inside_longer(m, cl, strength, rows_of, xc=xc, vocab=vocab) for m in cl]))
         if not len(held):
             continue
-        if len(np.intersect1d(held, taken)) >= 0.5 * len(held):
+        named = any(p.col == head for p in found)  # the same phrase raised before: one campaign, whatever it flags
+        if named or len(np.intersect1d(held, taken)) >= 0.5 * len(held):
             if detail_of is not None and head in detail_of:
                 members = [head, *(m for m in cl if m != head)]  # the name's tasks first
                 if join_found(held, [t for m in members for t in detail_of.get(m, [])], found, xc=xc, owner=owner,
-                              by=by) and joined is not None:
+                              by=by, col=head) and joined is not None:
                     joined.append(head)
+            if named and not (detail_of is not None and head in detail_of):
+                join_found(held, [], found, xc=xc, owner=owner, by=by, col=head)
             continue
         yield head, cl, held
 
 
 def join_found(rows: np.ndarray, detail: list[tuple[int, int, int, int, int]], found: list[Phrase], *,
-               xc: sp.csc_matrix, owner: np.ndarray | None, by: str) -> bool:
+               xc: sp.csc_matrix, owner: np.ndarray | None, by: str, col: int | None = None) -> bool:
     """Whether a campaign this pass raised (the records it flags, ``rows``, and its tasks, ``detail``) is one another
-    pass (or an earlier step) already raised: the ``found`` phrase holding at least half of ``rows``. That phrase then
+    pass (or an earlier step) already raised: the ``found`` phrase holding at least half of ``rows``, or the one of the
+    same phrase (``col``, the campaign's name: since 2026-12-05 a phrase two passes raise is one campaign even where
+    their flags overlap less; spent held-out seed 947 reported "used to" twice, raised by the insertion and the novelty
+    passes, the second flagging a task the first did not). That phrase then
     gets added, of ``rows``, those holding its own phrase, and the tasks they sit in: the union of what the passes flag,
     under the first one's name and evidence. Each pass flags by its own reading (the excess pass a campaign's weaker
     tasks by their counts, the insertion pass the tasks where the phrase reads inserted), so the union keeps what each
@@ -138,8 +144,9 @@ def join_found(rows: np.ndarray, detail: list[tuple[int, int, int, int, int]], f
     records and tasks it added. ``found`` is updated in place."""
     import numpy as np
 
-    best = max(found, key=lambda ph: len(np.intersect1d(ph.rows, rows)), default=None)
-    if best is None or not len(rows) or 2 * len(np.intersect1d(best.rows, rows)) < len(rows):
+    same = next((ph for ph in found if col is not None and ph.col == col), None)
+    best = same or max(found, key=lambda ph: len(np.intersect1d(ph.rows, rows)), default=None)
+    if best is None or not len(rows) or (same is None and 2 * len(np.intersect1d(best.rows, rows)) < len(rows)):
         return False
     rows = np.intersect1d(rows, xc.indices[xc.indptr[best.col]:xc.indptr[best.col + 1]])
     added = len(np.setdiff1d(rows, best.rows))
