@@ -118,13 +118,12 @@ def named_campaigns(strength: Mapping[int, float], rows_of: dict[int, np.ndarray
             continue
         named = any(p.col == head for p in found)  # the same phrase raised before: one campaign, whatever it flags
         if named or len(np.intersect1d(held, taken)) >= 0.5 * len(held):
-            if detail_of is not None and head in detail_of:
-                members = [head, *(m for m in cl if m != head)]  # the name's tasks first
-                if join_found(held, [t for m in members for t in detail_of.get(m, [])], found, xc=xc, owner=owner,
-                              by=by, col=head) and joined is not None:
-                    joined.append(head)
-            if named and not (detail_of is not None and head in detail_of):
-                join_found(held, [], found, xc=xc, owner=owner, by=by, col=head)
+            listed = detail_of is not None and head in detail_of
+            members = [head, *(m for m in cl if m != head)]  # the name's tasks first
+            detail = [t for m in members for t in detail_of.get(m, [])] if detail_of is not None and listed else []
+            if (listed or named) and join_found(held, detail, found, xc=xc, owner=owner, by=by, col=head) \
+                    and joined is not None:
+                joined.append(head)
             continue
         yield head, cl, held
 
