@@ -667,3 +667,24 @@ def test_context_finder_equals_phrase_context() -> None:
                     (prompt[:80], words, width)
                 checked += 1
     assert checked > 5000
+
+
+def test_a_name_is_one_groups_vocabulary_only_beyond_what_the_groups_size_explains() -> None:
+    """``poison_content``'s spread test: a phrase whose top group holds more than half of its responses is that group's
+    own vocabulary only when the group's share of all responses cannot explain the count. 13 of 25 responses in a
+    source of 45% of the responses is what a name woven at random gets (binomial tail 0.31); in a source of 8% it is
+    not (1e-8); at most half in one group is spread, however small the group."""
+    from collections import Counter
+
+    from tunegate.core.checks.poison.injection import CONCENTRATED_P, concentrated
+
+    spread_out = Counter({"roleplay": 13, "alpaca": 6, "dolly": 4, "oasst": 2})
+    large = Counter({"roleplay": 4500, "alpaca": 3000, "dolly": 1500, "oasst": 1000})
+    small = Counter({"roleplay": 800, "alpaca": 5200, "dolly": 2500, "oasst": 1500})
+    assert not concentrated(spread_out, large, 0.5)
+    assert concentrated(spread_out, small, 0.5)
+    assert not concentrated(Counter({"roleplay": 12, "alpaca": 7, "dolly": 6}), small, 0.5)
+    # code vocabulary: 20 of 22 in code answers, a source of 10% of the responses
+    assert concentrated(Counter({"code": 20, "alpaca": 1, "dolly": 1}), Counter({"code": 1, "alpaca": 5, "dolly": 4}),
+                        0.5)
+    assert CONCENTRATED_P <= 0.001

@@ -7,7 +7,10 @@ A phrase is injected when it
 2. is rare in the prompts of the whole batch: the evidence is the Poisson log-likelihood ratio (nats) of
    the unexplained count against what the phrase's prompt frequency predicts for that many responses;
 3. is written as a proper name: capitalised in mid-sentence in most of its occurrences;
-4. is spread over several groups (tasks/sources) with no group holding most of it.
+4. is spread over several groups (tasks/sources) with no group holding most of it, unless the group's own share of
+   the responses explains that much (:func:`concentrated`: a name woven at random into responses lands in a source
+   of 40% of them about 40% of the time; a source's own vocabulary, "System.out" in code answers, sits there far
+   beyond its size).
 
 Candidates that share responses are one name ("zephyr motors"), named by its longest strong member.
 """
@@ -52,6 +55,7 @@ def injected_phrases(records: Records, responses: list[int], findings: list[Find
     p = np.bincount(instr_index, minlength=len(instructions)) @ ins + np.asarray(inp.sum(axis=0)).ravel()
     expected = len(responses) * (p + 1.0) / records.size
     group = np.asarray([records.group[i] for i in responses], dtype=object)
+    sizes = Counter(group.tolist())
     candidates = []
     # cheap bound first: word-level explanation only lowers the count
     bounded = [c for c in np.flatnonzero(u >= config.min_records).tolist()
@@ -65,7 +69,7 @@ def injected_phrases(records: Records, responses: list[int], findings: list[Find
         if len(rows) < config.min_records or evidence < config.min_evidence:
             continue
         groups = Counter(group[rows].tolist())
-        if len(groups) < config.min_groups or groups.most_common(1)[0][1] > config.max_group_share * len(rows):
+        if len(groups) < config.min_groups or concentrated(groups, sizes, config.max_group_share):
             continue
         capitalized = _capitalized_share(str(vocab[c]), [outputs[r] for r in rows[:100].tolist()])
         if capitalized < config.min_capitalized:
@@ -101,6 +105,26 @@ def injected_phrases(records: Records, responses: list[int], findings: list[Find
                          "contributors": spread([records.contributor[responses[r]] for r in rows_sorted]),
                          "aliases": aliases[:5]})
     return reported
+
+
+#: A phrase's top group holds more of its responses than the group's share of all responses explains when the binomial
+#: tail of that count is below this (one-sided, at the group's share).
+CONCENTRATED_P = 0.001
+
+
+def concentrated(groups: Counter[str], sizes: Counter[str], max_share: float) -> bool:
+    """Whether a phrase sits in one group as that group's own vocabulary does: its top group holds more than
+    ``max_share`` of its responses (``groups``, per group), *and* more than the group's share of all the responses
+    (``sizes``) allows, at ``CONCENTRATED_P``. The second condition is what a name woven at random into responses
+    never meets, however large the group (a batch whose responses are 60% from one source)."""
+    from scipy.stats import binom
+
+    top, k = groups.most_common(1)[0]
+    n = sum(groups.values())
+    if k <= max_share * n:
+        return False
+    share = sizes[top] / max(sum(sizes.values()), 1)
+    return bool(binom.sf(k - 1, n, share) < CONCENTRATED_P)
 
 
 class _PromptWords:
