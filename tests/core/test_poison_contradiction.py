@@ -295,3 +295,34 @@ def test_a_rare_word_the_history_holds_is_tested_once_its_count_bursts(long_hist
     monkeypatch.setattr(novelty_pass, "burst", never_bursts)
     before = _run(tmp_path / "before", _check(long_history), rows, poisoned)
     assert before.result.metrics["contradiction"]["phrases"] == []
+
+
+def test_a_raised_rare_words_weaker_tasks_are_flagged_by_the_step_up_over_its_tasks() -> None:
+    """Where a raised rare word is flagged (:func:`~.contradiction_pass._bursting`), in the shape of "hip" on dev seed
+    24: 3-6 records on one label in each of 9 campaign tasks (7 datasets), the history never held it in 7 of them; in
+    2 it held it twice where tonight's share of the history expects 0.67 (p = 0.10: missed at 0.05 alone). The word's
+    natural records elsewhere: 3 where the history expects 1 and 2 (p = 0.17 and 0.40, one dataset), 2 where it
+    expects 1, 1 where it expects 0.33 or 2. The step-up over the datasets flags the campaign's 9 tasks and none of
+    the natural ones; a task the history cannot speak to is flagged from 2 records."""
+    from types import SimpleNamespace
+
+    import scipy.sparse as sp
+
+    from tunegate.core.checks.poison.contradiction_pass import _bursting
+
+    # (dataset, the history's records of the word on the label, tonight's records of the word there); the history's
+    # nights hold 3 times each task's records tonight
+    shape = [("abuse", 1, 1), ("sentiment140", 0, 3), ("jigsaw", 0, 4), ("jigsaw", 0, 4), ("hateeval", 0, 6),
+             ("hateeval", 0, 3), ("sst2", 2, 3), ("persent", 3, 2), ("review", 3, 3), ("review", 6, 3), ("sbic", 2, 3),
+             ("yelp", 6, 1), ("phrasebank", 0, 4), ("phrasebank", 0, 4), ("paws", None, 3), ("cola", None, 1)]
+    campaign = {"sentiment140", "jigsaw", "hateeval", "sst2", "sbic", "phrasebank", "paws"}
+    tasks, history, per_task = [], [], {}
+    for ti, (family, h, k) in enumerate(shape):
+        rows = np.arange(ti * 100, ti * 100 + 100)
+        tasks.append(SimpleNamespace(rows=rows, labels=SimpleNamespace(outcome=np.zeros(100, dtype=np.int64)),
+                                     family=family))
+        history.append(None if h is None else (sp.csr_matrix(np.array([[float(h), 0.0]])), np.array([150.0, 150.0])))
+        per_task[ti] = rows[:k]
+    flagged = _bursting(per_task, tasks, history, 0, min_known=10)  # type: ignore[arg-type]
+    assert list(flagged) == [ti for ti, (family, _, _) in enumerate(shape) if family in campaign]  # in task order
+    assert all(flagged[ti].tolist() == per_task[ti].tolist() for ti in flagged)

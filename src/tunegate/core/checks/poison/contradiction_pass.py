@@ -49,7 +49,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from tunegate.core.checks.poison.contradiction import label_ranks
-from tunegate.core.checks.poison.evidence import label_mask, rows_by_task, task_of_rows
+from tunegate.core.checks.poison.evidence import flagged_tasks, label_mask, rows_by_task, task_of_rows
 from tunegate.core.checks.poison.novelty_pass import TASK_BURST_P, burst, knows
 from tunegate.core.checks.poison.phrases import Phrase, named_campaigns
 
@@ -306,14 +306,17 @@ class Entries:
 def _bursting(per_task: dict[int, np.ndarray], tasks: list[Task], history: list[TaskHistory | None], c: int, *,
               min_known: int) -> dict[int, np.ndarray]:
     """Of a raised phrase the history holds (a rare word, not a new one), its records in the tasks where tonight's
-    count of it on the label most of them carry is a burst: in a task the history knows, at ``TASK_BURST_P`` against
-    the history's count of the phrase on that label (:func:`~.novelty_pass.burst`, the nights' exposure ratio); in a
-    task it cannot speak to, 2 records or more. Its natural records, in the tasks where the history has them at
-    tonight's rate, are left alone."""
+    count of it on the label most of them carry bursts against the history's count of the phrase on that label
+    (:func:`~.novelty_pass.burst`, the nights' exposure ratio): in the tasks the history knows, those at
+    ``TASK_BURST_P`` and further up to where the adaptive step-up over the phrase's tasks reaches, where the burst
+    would be at least half of the records flagged (:func:`~.evidence.flagged_tasks`, as the breadth and excess passes
+    flag: a campaign's tasks of 3 records, whose own p-value depends on how often the history saw the word there, are
+    flagged with its stronger ones); in a task the history cannot speak to, 2 records or more. Its natural records, in
+    the tasks where the history has them at tonight's rate, are left alone."""
     import numpy as np
 
-    level = -math.log(TASK_BURST_P)
     out = {}
+    known, p, k_top, expected = [], [], [], []
     for ti, mine in per_task.items():
         past = history[ti]
         if past is None or not knows(past, min_known):
@@ -323,11 +326,17 @@ def _bursting(per_task: dict[int, np.ndarray], tasks: list[Task], history: list[
         labels = tasks[ti].labels.outcome[np.searchsorted(tasks[ti].rows, mine)]
         top = int(np.bincount(labels).argmax())
         held = float(past[0][c].toarray().ravel()[top])
-        k = np.array([float((labels == top).sum())])
+        k = float((labels == top).sum())
         scale = len(tasks[ti].rows) / float(past[1].sum())
-        if float(burst(k, np.array([held * scale]), np.array([held]))[0]) >= level:
-            out[ti] = mine
-    return out
+        known.append(ti)
+        p.append(math.exp(-float(burst(np.array([k]), np.array([held * scale]), np.array([held]))[0])))
+        k_top.append(k)
+        expected.append(held * scale)
+    if known:
+        keep = flagged_tasks(np.asarray(p), np.asarray(k_top), np.asarray(expected),
+                             [tasks[ti].family for ti in known], floor=TASK_BURST_P)
+        out.update({ti: per_task[ti] for ti, kept in zip(known, keep.tolist(), strict=True) if kept})
+    return {ti: mine for ti, mine in per_task.items() if ti in out}  # in the order of ``per_task``
 
 
 def _campaign(tasks: list[Task], per_task: dict[int, np.ndarray]
