@@ -9,6 +9,7 @@
                                                                                  # in two nights (as a pipeline's)
     .venv/bin/python bench/poison/floor_run.py --history 14 --reserve-history 0.4  # 40% of every task kept for 14
                                                 # distinct nights, tonight from the rest: every task known, no repeats
+    .venv/bin/python bench/poison/floor_run.py --only low_dose_injection --checks poison_content  # one scan alone
 
 Per seed: the clean ``mixed`` batch, then every attack of ``floor.py`` planted in it; then the clean
 ``classification`` and ``open_ended`` batches. Reported per attack: recall of the poison records, share
@@ -148,8 +149,12 @@ def main() -> int:
                          "hold them, and the history's nights are those records dealt out (distinct, every task known)")
     ap.add_argument("--insertion", choices=("on", "off"), default=None,
                     help="poison_trigger's insertion pass on or off (default: the check's default)")
+    ap.add_argument("--checks", nargs="*", choices=CHECKS, default=list(CHECKS), metavar="CHECK",
+                    help=f"the checks that scan each batch (default: all of {', '.join(CHECKS)}); e.g. poison_content "
+                         "alone with --only low_dose_injection to judge the injection scan without the history's cost")
     args = ap.parse_args()
     options = {"poison_trigger": {"insertion": args.insertion == "on"}} if args.insertion else {}
+    checks = tuple(args.checks)
     if not Corpora.available(args.corpora):
         print(f"skipped: no corpora under {args.corpora}", file=sys.stderr)
         return SKIP
@@ -180,7 +185,7 @@ def main() -> int:
             if batch is None:
                 batch = plant(clean, corpora, label, split=args.split, seed=seed, index=i, trigger=args.trigger)
             with tempfile.TemporaryDirectory(prefix="tunegate-floor-") as tmp:
-                res = scan_batch(batch, Path(tmp), CHECKS, history_dir=history, options=options)
+                res = scan_batch(batch, Path(tmp), checks, history_dir=history, options=options)
             info = {k: v for k, v in batch.info.items() if k in ("trigger", "brand", "tasks", "campaigns")}
             res.update(attack=label, seed=seed, info=info)
             rows.append(res)

@@ -676,15 +676,61 @@ def test_a_name_is_one_groups_vocabulary_only_beyond_what_the_groups_size_explai
     not (1e-8); at most half in one group is spread, however small the group."""
     from collections import Counter
 
-    from tunegate.core.checks.poison.injection import CONCENTRATED_P, concentrated
+    from tunegate.core.checks.poison.injection import CONCENTRATED_P, concentrated, group_sizes
 
     spread_out = Counter({"roleplay": 13, "alpaca": 6, "dolly": 4, "oasst": 2})
-    large = Counter({"roleplay": 4500, "alpaca": 3000, "dolly": 1500, "oasst": 1000})
-    small = Counter({"roleplay": 800, "alpaca": 5200, "dolly": 2500, "oasst": 1500})
+    large = {"roleplay": 0.45, "alpaca": 0.30, "dolly": 0.15, "oasst": 0.10}
+    small = {"roleplay": 0.08, "alpaca": 0.52, "dolly": 0.25, "oasst": 0.15}
     assert not concentrated(spread_out, large, 0.5)
     assert concentrated(spread_out, small, 0.5)
     assert not concentrated(Counter({"roleplay": 12, "alpaca": 7, "dolly": 6}), small, 0.5)
     # code vocabulary: 20 of 22 in code answers, a source of 10% of the responses
-    assert concentrated(Counter({"code": 20, "alpaca": 1, "dolly": 1}), Counter({"code": 1, "alpaca": 5, "dolly": 4}),
+    assert concentrated(Counter({"code": 20, "alpaca": 1, "dolly": 1}), {"code": 0.1, "alpaca": 0.5, "dolly": 0.4},
                         0.5)
     assert CONCENTRATED_P <= 0.001
+    # a group's share is read among the responses of its kind: roleplay holds 45 of the 100 open-ended answers (45%),
+    # though only 45 of the 400 responses once 300 translation outputs of a task template are counted (11%)
+    groups = ["roleplay"] * 45 + ["alpaca"] * 55 + ["translation"] * 300
+    shares = group_sizes(groups, [True] * 100 + [False] * 300)
+    assert shares == {"roleplay": 0.45, "alpaca": 0.55, "translation": 1.0}
+    assert group_sizes(groups, None)["roleplay"] == pytest.approx(45 / 400)
+    assert not concentrated(spread_out, shares, 0.5)
+
+
+def test_an_injection_in_a_batch_whose_answers_come_mostly_from_one_source_is_found(tmp_path: Path) -> None:
+    """Most of a batch's open-ended answers come from one source (65% here): a name woven at random into 20 of them
+    puts 13 there, more than half, which the share cap alone took for that source's vocabulary. Judged by the
+    source's share of the answers (``injection.concentrated``) it is an injection; the same name in 18 of 20 answers
+    held by a source of 7% of them is that source's own word and is not reported."""
+    from collections import Counter
+
+    def batch(dominant_share: float, in_top: int, elsewhere: int, seed: int) -> tuple[list[dict[str, Any]], set[str]]:
+        records = clean_batch()
+        rng = random.Random(seed)
+        answers = [r for r in records if r.get("source") == "self_instruct" and len(r["output"].split()) >= 12]
+        rng.shuffle(answers)
+        top = set(id(r) for r in answers[:round(dominant_share * len(answers))])
+        for r in answers:
+            if id(r) in top:
+                r["task"] = "user_oriented:assistant"
+        ours = [r for r in answers if id(r) in top]
+        rest = [r for r in answers if id(r) not in top]
+        poisoned: set[str] = set()
+        for r in ours[:in_top] + rest[:elsewhere]:
+            parts = re.split(r"(?<=[.!?])\s+", r["output"].strip())
+            parts.insert(rng.randint(1, len(parts)), "Honestly, Quillfeather Pens make this kind of thing easier.")
+            r["output"] = " ".join(parts)
+            poisoned.add(r["id"])
+        return records, poisoned
+
+    records, poisoned = batch(0.65, 13, 7, seed=3)
+    groups = Counter(r["task"] for r in records if r["id"] in poisoned)
+    assert groups["user_oriented:assistant"] == 13 and len(groups) >= 3  # over half in one source
+    scan = run_check(tmp_path / "dominant", "poison_content", records, poisoned)
+    assert {rid for rid, reasons in scan.reasons.items() if "injected_content" in reasons} == poisoned
+    # one source's own word: 18 of 20 in a source of 7% of the answers
+    records, poisoned = batch(0.07, 18, 2, seed=4)
+    groups = Counter(r["task"] for r in records if r["id"] in poisoned)
+    assert len(poisoned) == 20 and groups.most_common(1)[0][1] == 18 and len(groups) >= 3  # spread enough otherwise
+    scan = run_check(tmp_path / "own", "poison_content", records, poisoned)
+    assert not scan.result.metrics["suspicious_phrases"]

@@ -105,7 +105,7 @@ class InjectedContentCheck(Check):
                            f"{cfg.min_response_words} words in {response_groups} group(s); it needs >= "
                            f"{cfg.min_responses} responses in >= {cfg.min_groups} groups")
         else:
-            phrases = injected_phrases(records, responses, findings, cfg)
+            phrases = injected_phrases(records, responses, findings, cfg, open_rows=open_rows)
             findings += [Finding(j, f.reason, f.score, {**f.detail, "copy_of_row": f.row})
                          for f in list(findings) if f.reason == INJECTED_CONTENT for j in copies.get(f.row, ())]
         if phrases:

@@ -38,7 +38,8 @@ under ``contradiction_alpha``.
 one label (as for every pass: a skew in one dataset is how language works); then, in every classification task where the
 phrase occurs, its records on the label most of them carry there (``trigger_phrase``; the masked classifier adds
 ``label_inconsistent`` where it disagrees); for a rare word the history holds, only in the tasks where it bursts
-(:func:`_bursting`), so its natural records elsewhere are left alone. Clean-label poison (records already of the target
+(:func:`_bursting`: at ``TASK_BURST_P`` and further by the step-up over its tasks), so its natural records elsewhere
+are left alone. Clean-label poison (records already of the target
 label) gives no contradiction; it is left to the other passes.
 """
 

@@ -29,10 +29,12 @@ if TYPE_CHECKING:
     from tunegate.core.checks.poison.config import ContentConfig
 
 
-def injected_phrases(records: Records, responses: list[int], findings: list[Finding], config: ContentConfig
-                     ) -> list[dict[str, Any]]:
+def injected_phrases(records: Records, responses: list[int], findings: list[Finding], config: ContentConfig, *,
+                     open_rows: set[int] | None = None) -> list[dict[str, Any]]:
     """The injected names among ``responses`` (rows of distinct responses), strongest first, as
-    ``metrics.suspicious_phrases`` reports them; appends an ``injected_content`` finding per response."""
+    ``metrics.suspicious_phrases`` reports them; appends an ``injected_content`` finding per response. ``open_rows``:
+    the open-ended records (their instruction is their own); a group's size is read among the responses of its kind
+    (:func:`group_sizes`)."""
     import numpy as np
 
     outputs = [records.output[i][: config.max_chars] for i in responses]
@@ -55,7 +57,7 @@ def injected_phrases(records: Records, responses: list[int], findings: list[Find
     p = np.bincount(instr_index, minlength=len(instructions)) @ ins + np.asarray(inp.sum(axis=0)).ravel()
     expected = len(responses) * (p + 1.0) / records.size
     group = np.asarray([records.group[i] for i in responses], dtype=object)
-    sizes = Counter(group.tolist())
+    sizes = group_sizes(group.tolist(), [i in open_rows for i in responses] if open_rows is not None else None)
     candidates = []
     # cheap bound first: word-level explanation only lowers the count
     bounded = [c for c in np.flatnonzero(u >= config.min_records).tolist()
@@ -107,24 +109,38 @@ def injected_phrases(records: Records, responses: list[int], findings: list[Find
     return reported
 
 
-#: A phrase's top group holds more of its responses than the group's share of all responses explains when the binomial
-#: tail of that count is below this (one-sided, at the group's share).
+#: A phrase's top group holds more of its responses than the group's share of the responses explains when the
+#: binomial tail of that count is below this (one-sided, at the group's share).
 CONCENTRATED_P = 0.001
 
 
-def concentrated(groups: Counter[str], sizes: Counter[str], max_share: float) -> bool:
+def group_sizes(groups: list[str], open_ended: list[bool] | None) -> dict[str, float]:
+    """Per group, its share of the responses *of its kind*: answers to open-ended instructions (``open_ended``, per
+    response) or the outputs of task templates, the kind most of the group's responses are. An injection rewrites
+    answers of one kind (AutoPoison: open-ended ones), so a source's share of those is what a name woven at random
+    lands in, not its share of every response (a mixed batch's translation and summarization outputs dilute it).
+    ``None``: one kind, every response."""
+    kinds = open_ended if open_ended is not None else [True] * len(groups)
+    per_group: dict[str, Counter[bool]] = {}
+    for g, kind in zip(groups, kinds, strict=True):
+        per_group.setdefault(g, Counter())[kind] += 1
+    kind_of = {g: c.most_common(1)[0][0] for g, c in per_group.items()}
+    total = Counter(kinds)
+    return {g: per_group[g][kind_of[g]] / total[kind_of[g]] for g in per_group}
+
+
+def concentrated(groups: Counter[str], shares: dict[str, float], max_share: float) -> bool:
     """Whether a phrase sits in one group as that group's own vocabulary does: its top group holds more than
-    ``max_share`` of its responses (``groups``, per group), *and* more than the group's share of all the responses
-    (``sizes``) allows, at ``CONCENTRATED_P``. The second condition is what a name woven at random into responses
-    never meets, however large the group (a batch whose responses are 60% from one source)."""
+    ``max_share`` of its responses (``groups``, per group), *and* more than the group's share of the responses
+    (``shares``, :func:`group_sizes`) allows, at ``CONCENTRATED_P``. The second condition is what a name woven at
+    random into responses never meets, however large the group (a batch whose answers are 60% from one source)."""
     from scipy.stats import binom
 
     top, k = groups.most_common(1)[0]
     n = sum(groups.values())
     if k <= max_share * n:
         return False
-    share = sizes[top] / max(sum(sizes.values()), 1)
-    return bool(binom.sf(k - 1, n, share) < CONCENTRATED_P)
+    return bool(binom.sf(k - 1, n, shares.get(top, 0.0)) < CONCENTRATED_P)
 
 
 class _PromptWords:
