@@ -195,8 +195,8 @@ class ContentConfig(CheckConfig):
       16-20 responses. Natural stylistic words reach ~250, hence also
     * ``min_capitalized`` (0.7): share of occurrences capitalised in mid-sentence (a proper name),
     * ``min_groups`` (3) and ``max_group_share`` (0.5): spread over tasks/sources. A top group above the share is
-      the group's own vocabulary only when the group's share of all responses does not explain it either
-      (``injection.concentrated``: binomial tail below 0.001).
+      the group's own vocabulary only when the group's share of the responses of its kind (open-ended answers or
+      task outputs) does not explain it either (``injection.concentrated``: binomial tail below 0.001).
     * ``refusal_rate`` (0.005): expected share of refusals among open-ended responses before any history
       (the refusal pattern matches 0.28% of the open-ended corpus responses), worth
       ``refusal_prior_responses`` (2000) responses: a weak prior that earlier nights' counts in the history
