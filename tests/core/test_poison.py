@@ -695,6 +695,9 @@ def test_a_name_is_one_groups_vocabulary_only_beyond_what_the_groups_size_explai
     assert shares == {"roleplay": 0.45, "alpaca": 0.55, "translation": 1.0}
     assert group_sizes(groups, None)["roleplay"] == pytest.approx(45 / 400)
     assert not concentrated(spread_out, shares, 0.5)
+    # a group alone in its kind (share 1) is read at half: 13 of 25 there is spread, 23 of 25 its own vocabulary
+    assert not concentrated(Counter({"translation": 13, "alpaca": 7, "dolly": 5}), shares, 0.5)
+    assert concentrated(Counter({"translation": 23, "alpaca": 1, "dolly": 1}), shares, 0.5)
 
 
 def test_an_injection_in_a_batch_whose_answers_come_mostly_from_one_source_is_found(tmp_path: Path) -> None:

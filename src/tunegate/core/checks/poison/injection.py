@@ -132,15 +132,17 @@ def group_sizes(groups: list[str], open_ended: list[bool] | None) -> dict[str, f
 def concentrated(groups: Counter[str], shares: dict[str, float], max_share: float) -> bool:
     """Whether a phrase sits in one group as that group's own vocabulary does: its top group holds more than
     ``max_share`` of its responses (``groups``, per group), *and* more than the group's share of the responses
-    (``shares``, :func:`group_sizes`) allows, at ``CONCENTRATED_P``. The second condition is what a name woven at
-    random into responses never meets, however large the group (a batch whose answers are 60% from one source)."""
+    (``shares``, :func:`group_sizes`; read as at most ``max_share``) allows, at ``CONCENTRATED_P``. The second
+    condition is what a name woven at random into responses never meets, however large the group (a batch whose
+    answers are 60% from one source). The share is capped so that a group alone in its kind (the one task template
+    among open-ended answers, a share of 1) still shows its own vocabulary: 90 of 100 there is far beyond half."""
     from scipy.stats import binom
 
     top, k = groups.most_common(1)[0]
     n = sum(groups.values())
     if k <= max_share * n:
         return False
-    return bool(binom.sf(k - 1, n, shares.get(top, 0.0)) < CONCENTRATED_P)
+    return bool(binom.sf(k - 1, n, min(shares.get(top, 0.0), max_share)) < CONCENTRATED_P)
 
 
 class _PromptWords:
