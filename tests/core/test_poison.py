@@ -671,9 +671,9 @@ def test_context_finder_equals_phrase_context() -> None:
 
 def test_a_name_is_one_groups_vocabulary_only_beyond_what_the_groups_size_explains() -> None:
     """``poison_content``'s spread test: a phrase whose top group holds more than half of its responses is that group's
-    own vocabulary only when the group's share of all responses cannot explain the count. 13 of 25 responses in a
-    source of 45% of the responses is what a name woven at random gets (binomial tail 0.31); in a source of 8% it is
-    not (1e-8); at most half in one group is spread, however small the group."""
+    own vocabulary only when the group's share of the responses (of its kind: :func:`group_sizes`) cannot explain the
+    count. 13 of 25 responses in a source of 45% of the responses is what a name woven at random gets (binomial tail
+    0.31); in a source of 8% it is not (1e-8); at most half in one group is spread, however small the group."""
     from collections import Counter
 
     from tunegate.core.checks.poison.injection import CONCENTRATED_P, concentrated, group_sizes
