@@ -316,13 +316,13 @@ def _bursting(per_task: dict[int, np.ndarray], tasks: list[Task], history: list[
     the tasks where the history has them at tonight's rate, are left alone."""
     import numpy as np
 
-    out = {}
+    flagged = set()
     known, p, k_top, expected = [], [], [], []
     for ti, mine in per_task.items():
         past = history[ti]
         if past is None or not knows(past, min_known):
             if len(mine) >= 2:
-                out[ti] = mine
+                flagged.add(ti)
             continue
         labels = tasks[ti].labels.outcome[np.searchsorted(tasks[ti].rows, mine)]
         top = int(np.bincount(labels).argmax())
@@ -336,8 +336,8 @@ def _bursting(per_task: dict[int, np.ndarray], tasks: list[Task], history: list[
     if known:
         keep = flagged_tasks(np.asarray(p), np.asarray(k_top), np.asarray(expected),
                              [tasks[ti].family for ti in known], floor=TASK_BURST_P)
-        out.update({ti: per_task[ti] for ti, kept in zip(known, keep.tolist(), strict=True) if kept})
-    return {ti: mine for ti, mine in per_task.items() if ti in out}  # in the order of ``per_task``
+        flagged.update(ti for ti, kept in zip(known, keep.tolist(), strict=True) if kept)
+    return {ti: mine for ti, mine in per_task.items() if ti in flagged}  # in the order of ``per_task``
 
 
 def _campaign(tasks: list[Task], per_task: dict[int, np.ndarray]

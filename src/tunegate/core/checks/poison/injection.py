@@ -57,7 +57,7 @@ def injected_phrases(records: Records, responses: list[int], findings: list[Find
     p = np.bincount(instr_index, minlength=len(instructions)) @ ins + np.asarray(inp.sum(axis=0)).ravel()
     expected = len(responses) * (p + 1.0) / records.size
     group = np.asarray([records.group[i] for i in responses], dtype=object)
-    sizes = group_sizes(group.tolist(), [i in open_rows for i in responses] if open_rows is not None else None)
+    shares = group_sizes(group.tolist(), [i in open_rows for i in responses] if open_rows is not None else None)
     candidates = []
     # cheap bound first: word-level explanation only lowers the count
     bounded = [c for c in np.flatnonzero(u >= config.min_records).tolist()
@@ -71,7 +71,7 @@ def injected_phrases(records: Records, responses: list[int], findings: list[Find
         if len(rows) < config.min_records or evidence < config.min_evidence:
             continue
         groups = Counter(group[rows].tolist())
-        if len(groups) < config.min_groups or concentrated(groups, sizes, config.max_group_share):
+        if len(groups) < config.min_groups or concentrated(groups, shares, config.max_group_share):
             continue
         capitalized = _capitalized_share(str(vocab[c]), [outputs[r] for r in rows[:100].tolist()])
         if capitalized < config.min_capitalized:
