@@ -317,7 +317,7 @@ def test_options_are_one_config_dataclass_per_check() -> None:
     assert TriggerPhraseCheck(TriggerConfig(max_phrases=5)).config.max_phrases == 5
     assert InjectedContentCheck().config == ContentConfig()
     trigger, content = check_options("poison_trigger"), check_options("poison_content")
-    assert trigger == TriggerConfig.options() and len(trigger) == 42
+    assert trigger == TriggerConfig.options() and len(trigger) == 43
     assert (trigger["min_evidence"], trigger["min_exclusivity"], trigger["label_consistency"]) == (30.0, 0.95, True)
     assert (trigger["contradiction"], trigger["contradiction_alpha"]) == (True, 0.01)
     assert (trigger["excess"], trigger["excess_alpha"]) == (True, 0.01)

@@ -106,6 +106,11 @@ class TriggerConfig(CheckConfig):
       triggers, dirty- or clean-label. ``excess_alpha``
       (0.01): the pass's false-alarm rate per night (Bonferroni over Tarone's count: 1,400-2,300 of 10,000-12,000
       phrases tested on the floor benchmark's mixed dev batches, bar 11.9-12.3 nats; a policy, not fitted).
+      ``excess_placement`` (True, twenty-third session): where a task's count is at most 0.05, the pass also reads how
+      many of those records hold the phrase out of place (the insertion test's verdicts, :mod:`.placement`: about
+      half of an everyday phrase's planted records, a few percent of its natural ones), as a third combination of
+      the phrase's datasets (Bonferroni over three instead of two for the insertion test's candidates). It needs
+      ``insertion`` (the test's verdicts); ``excess_placement: false`` reads the counts alone.
     * ``breadth`` (True): the breadth pass (:mod:`.breadth_pass`, issue 11), with a history only: a phrase the history
       holds whose count tonight bursts overall and, on one label, in many datasets at once (a rare word planted
       clean-label in a dozen tasks). ``breadth_alpha`` (0.01): the pass's false-alarm rate per night (Bonferroni over
@@ -155,6 +160,7 @@ class TriggerConfig(CheckConfig):
     contradiction_alpha: float = 0.01
     excess: bool = True
     excess_alpha: float = 0.01
+    excess_placement: bool = True
     breadth: bool = True
     breadth_alpha: float = 0.01
 
@@ -177,6 +183,7 @@ class TriggerConfig(CheckConfig):
         boolean(self, "insertion")
         boolean(self, "contradiction")
         boolean(self, "excess")
+        boolean(self, "excess_placement")
         boolean(self, "breadth")
 
 

@@ -53,6 +53,7 @@ from typing import TYPE_CHECKING
 from tunegate.core.checks.poison.evidence import flagged_tasks, task_of_rows
 from tunegate.core.checks.poison.novelty_pass import _tarone, families_of, known_counts, unknown_tasks
 from tunegate.core.checks.poison.phrases import Phrase, named_campaigns
+from tunegate.core.checks.poison.placement import gated
 
 if TYPE_CHECKING:
     import numpy as np
@@ -61,6 +62,7 @@ if TYPE_CHECKING:
     from tunegate.core.checks.poison.config import TriggerConfig
     from tunegate.core.checks.poison.novelty import TaskHistory
     from tunegate.core.checks.poison.novelty_pass import TaskCounts
+    from tunegate.core.checks.poison.placement import Placement
     from tunegate.core.checks.poison.tasks import Task
 
 #: Truncation of the truncated product: a dataset (or a unit of evidence within one: :func:`dataset_p`) counts when
@@ -80,62 +82,62 @@ BLOCK = 32_768
 
 def excess_phrases(x: sp.csr_matrix, vocab: np.ndarray, tasks: list[Task], history: list[TaskHistory | None],
                    config: TriggerConfig, *, hidden: np.ndarray, truncated: int = 0, found: list[Phrase],
-                   known: list[TaskCounts] | None = None) -> tuple[list[Phrase], dict[str, float]]:
+                   known: list[TaskCounts] | None = None, placement: Placement | None = None
+                   ) -> tuple[list[Phrase], dict[str, float]]:
     """The phrases whose records of one label exceed what the history expects, in several datasets, strongest first
-    (module docstring); and the pass's figures (phrases tested, Tarone's count, bar). ``hidden``: per phrase, the
-    history's nights that did not keep it; ``truncated``: its nights of the older format; ``known``:
-    :func:`~.novelty_pass.known_counts` (computed here when not given)."""
+    (module docstring); and the pass's figures (phrases tested, Tarone's count, bar, phrases the placement of their
+    records raised over their count alone). ``hidden``: per phrase, the history's nights that did not keep it;
+    ``truncated``: its nights of the older format; ``known``: :func:`~.novelty_pass.known_counts` (computed here when
+    not given); ``placement``: the insertion test's verdicts (:func:`~.insertion_pass.out_of_place`), read as a
+    second piece of evidence in the tasks whose count is at most ``READ``."""
     import numpy as np
 
     if known is None:
         known = known_counts(x, tasks, history, config)
-    entries = _task_entries(tasks, history, known, hidden=hidden, truncated=truncated)
+    entries = _task_entries(tasks, history, known, hidden=hidden, truncated=truncated, placement=placement)
     figures: dict[str, float] = {}
     if entries is None:
         return [], figures
-    col, ti, p, reach, lab = entries[:5]
-    # per (phrase, unit of evidence): the smallest p-value of its tasks times their number
+    col, ti, p, reach = entries[:4]
+    p_place, reach_place = entries[7:9]
     unit_index: dict[str, int] = {}
     unit_of = np.array([unit_index.setdefault(t.evidence_unit, len(unit_index)) for t in tasks], dtype=np.int64)
     family_of_unit = families_of(tasks, unit_index)
-    n_unit = len(unit_index)
-    key = col * n_unit + unit_of[ti]
-    uniq, inv, tasks_in = np.unique(key, return_inverse=True, return_counts=True)
-    p_unit, reach_unit = np.ones(len(uniq)), np.ones(len(uniq))
-    np.minimum.at(p_unit, inv, p)
-    np.minimum.at(reach_unit, inv, reach)
-    p_unit = np.minimum(1.0, p_unit * tasks_in)
-    reach_unit = np.minimum(1.0, reach_unit * tasks_in)
-    # per (phrase, dataset): its units combined (:func:`dataset_p`)
-    n_fam = int(family_of_unit.max(initial=0)) + 1
-    fam_key = uniq // n_unit * n_fam + family_of_unit[uniq % n_unit]
-    fam_uniq, fam_inv = np.unique(fam_key, return_inverse=True)
-    p_fam, reach_fam = dataset_p(p_unit, fam_inv, len(fam_uniq)), dataset_p(reach_unit, fam_inv, len(fam_uniq))
-    phrase_of = fam_uniq // n_fam
+    phrase_of, (p_fam, reach_fam, p_fam_place, reach_fam_place) = _datasets(
+        col, unit_of[ti], family_of_unit, p, reach, p_place, reach_place)
     width = x.shape[1]
     datasets = np.bincount(phrase_of, minlength=width)
     testable = datasets >= 2
-    surprise = _phrase_surprise(phrase_of, p_fam, datasets, width)
-    achievable = _phrase_surprise(phrase_of, reach_fam, datasets, width)
-    steering = np.bincount(phrase_of, weights=(p_fam <= FLAG_P).astype(np.float64), minlength=width)
+    candidate = placement.candidate if placement is not None else None
+    surprise = _phrase_surprise(phrase_of, p_fam, datasets, width, placed=p_fam_place, candidate=candidate)
+    achievable = _phrase_surprise(phrase_of, reach_fam, datasets, width, placed=reach_fam_place,
+                                  candidate=candidate)
+    steering = np.bincount(phrase_of, weights=(np.minimum(p_fam, p_fam_place) <= FLAG_P).astype(np.float64),
+                           minlength=width)
     margin = math.log(1.0 / config.excess_alpha)
     tests = _tarone(achievable[testable], margin)
     bar = math.log(tests) + margin
     figures.update(tests=float(int(testable.sum())), tarone=float(tests), bar=round(bar, 2))
+    if placement is not None:
+        # the phrases whose surprise the placement of their records raised over the count alone's
+        plain = _phrase_surprise(phrase_of, p_fam, datasets, width)
+        figures.update(placed=float(int((testable & (surprise > plain)).sum())))
     raised = np.flatnonzero(testable & (steering >= config.min_tasks) & (surprise >= bar))
     if not len(raised):
         return [], figures
     xc = x.tocsc()
     # the raised phrases' task p-values in full (the pass reads none above READ until now): where to flag
     exact = _task_entries(tasks, history, [_within(entry, raised) for entry in known], hidden=hidden,
-                          truncated=truncated, above=1.0)
+                          truncated=truncated, above=1.0, placement=placement)
     assert exact is not None
-    col, ti, p, _, lab, k_on, expected = exact
+    col, ti, p, _, lab, k_on, expected, p_place, _ = exact
+    p = np.minimum(p, p_place)  # a task is flagged on its count, or its count and its records' placement
     rows_of: dict[int, np.ndarray] = {}
     detail_of: dict[int, list[tuple[int, int, int, int, int]]] = {}
     for c in raised.tolist():
         holding = xc.indices[xc.indptr[c]:xc.indptr[c + 1]]
-        rows, detail = [], []
+        rows: list[np.ndarray] = []
+        detail: list[tuple[int, int, int, int, int]] = []
         mine = np.flatnonzero(col == c)
         # which tasks to flag: the step-up over datasets, as the breadth pass (a dataset's tasks counted as one there
         # keep its level down: fewer natural records flagged beside a campaign)
@@ -179,13 +181,16 @@ def _within(entry: TaskCounts, cols: np.ndarray) -> TaskCounts:
 
 
 def _task_entries(tasks: list[Task], history: list[TaskHistory | None], known: list[TaskCounts], *,
-                  hidden: np.ndarray, truncated: int, above: float = READ) -> tuple[np.ndarray, ...] | None:
+                  hidden: np.ndarray, truncated: int, above: float = READ, placement: Placement | None = None
+                  ) -> tuple[np.ndarray, ...] | None:
     """Per (phrase, known classification task) with >= 2 records of the phrase tonight (``known``:
     :func:`~.novelty_pass.known_counts`): the phrase's column, the task, the task's p-value (smallest
     label tail times the labels), the smallest p-value its records could reach (all on the label the history expects
     least), the label of the smallest tail, tonight's records on it and those the history's predictive expects there.
     A tail above ``above`` may be read as 1: raising a phrase reads none above ``READ``; the flags read a raised
-    phrase's in full."""
+    phrase's in full. Then, with ``placement``, the same two p-values with the placement of the records read too
+    (:func:`~.placement.gated`: where the task's p-value is at most ``READ``, times the tail of its records out of
+    place, :meth:`~.placement.Placement.tail`); without, the first two again."""
     import numpy as np
 
     parts = []
@@ -211,10 +216,15 @@ def _task_entries(tasks: list[Task], history: list[TaskHistory | None], known: l
         rows = np.arange(len(cols))
         reach = np.minimum(1.0, upper_tail(entry.n, n, a[rows, least], b[rows, least], above=READ) * size)
         expected = a[rows, lab] / (a[rows, lab] + b[rows, lab]) * n  # the predictive's mean on that label
-        parts.append((cols, np.full(len(cols), t), p, reach, lab, k[rows, lab], expected))
+        on = k[rows, lab]
+        p_place, reach_place = p, reach
+        if placement is not None:
+            p_place = gated(p, placement.tail(t, task, cols, labels=lab, records=on, where=p <= READ), READ)
+            reach_place = gated(reach, placement.least(t, cols, entry.n), READ)
+        parts.append((cols, np.full(len(cols), t), p, reach, lab, on, expected, p_place, reach_place))
     if not parts:
         return None
-    return tuple(np.concatenate([part[i] for part in parts]) for i in range(7))
+    return tuple(np.concatenate([part[i] for part in parts]) for i in range(9))
 
 
 def upper_tail(k: np.ndarray, n: float, a: np.ndarray, b: np.ndarray, terms: int = 64, *, above: float = 1.0
@@ -306,12 +316,36 @@ def dataset_p(p: np.ndarray, group: np.ndarray, groups: int, tau: float = TAU) -
     return out
 
 
-def _phrase_surprise(phrase_of: np.ndarray, p: np.ndarray, datasets: np.ndarray, width: int) -> np.ndarray:
-    """Per phrase column: the surprise of its datasets' p-values ``p``, the better of two combinations less ``ln 2``
-    (Bonferroni over the two): the truncated product (:func:`truncated_product`: a campaign in a few of the many
+def _datasets(col: np.ndarray, unit: np.ndarray, family_of_unit: np.ndarray, *values: np.ndarray
+              ) -> tuple[np.ndarray, list[np.ndarray]]:
+    """Per (phrase, dataset) holding it: the phrase's column, and for each of ``values`` (p-values per (phrase, task),
+    the task's unit of evidence ``unit``) one p-value: per unit the smallest of its tasks times their number, then
+    the dataset's units combined (:func:`dataset_p`)."""
+    import numpy as np
+
+    n_unit = len(family_of_unit)
+    key = col * n_unit + unit
+    uniq, inv, tasks_in = np.unique(key, return_inverse=True, return_counts=True)
+    n_fam = int(family_of_unit.max(initial=0)) + 1
+    fam_key = uniq // n_unit * n_fam + family_of_unit[uniq % n_unit]
+    fam_uniq, fam_inv = np.unique(fam_key, return_inverse=True)
+    out = []
+    for v in values:
+        per_unit = np.ones(len(uniq))
+        np.minimum.at(per_unit, inv, v)
+        out.append(dataset_p(np.minimum(1.0, per_unit * tasks_in), fam_inv, len(fam_uniq)))
+    return fam_uniq // n_fam, out
+
+
+def _phrase_surprise(phrase_of: np.ndarray, p: np.ndarray, datasets: np.ndarray, width: int, *,
+                     placed: np.ndarray | None = None, candidate: np.ndarray | None = None) -> np.ndarray:
+    """Per phrase column: the surprise of its datasets' p-values ``p``, the best of the combinations less the log of
+    their number (Bonferroni): the truncated product (:func:`truncated_product`: a campaign in a few of the many
     datasets an everyday phrase fills) and Fisher's method (``-sum ln p`` over all its datasets is Gamma(D, 1): a thin
     campaign of a rare word, a few records in each of a dozen datasets, where each dataset's p-value is small but
-    not below ``TAU``)."""
+    not below ``TAU``); for a ``candidate`` of the insertion test, also the truncated product of ``placed`` (its
+    datasets' p-values with the placement of their records read: an everyday phrase's campaign, half of whose
+    records hold it out of place), so three combinations."""
     import numpy as np
     from scipy.special import gammaincc
 
@@ -321,7 +355,14 @@ def _phrase_surprise(phrase_of: np.ndarray, p: np.ndarray, datasets: np.ndarray,
     out = np.zeros(width)
     has = (datasets > 0) & (fisher > 0)
     out[has] = -np.log(np.maximum(gammaincc(datasets[has].astype(np.float64), fisher[has]), 1e-300))
-    return np.asarray(np.maximum(0.0, np.maximum(truncated_product(datasets, w), out) - math.log(2.0)))
+    best = np.maximum(truncated_product(datasets, w), out)
+    penalty = np.full(width, math.log(2.0))
+    if placed is not None and candidate is not None:
+        minus_log = -np.log(np.maximum(placed, 1e-300))
+        w = np.bincount(phrase_of, weights=np.where(placed <= TAU, minus_log, 0.0), minlength=width)
+        best = np.where(candidate, np.maximum(best, truncated_product(datasets, w)), best)
+        penalty[candidate] = math.log(3.0)
+    return np.asarray(np.maximum(0.0, best - penalty))
 
 
 __all__ = ["FLAG_P", "TAU", "dataset_p", "excess_phrases", "truncated_product", "upper_tail"]

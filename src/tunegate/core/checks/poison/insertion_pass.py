@@ -49,6 +49,7 @@ from tunegate.core.checks.poison.evidence import task_of_rows
 from tunegate.core.checks.poison.insertion import score_occurrences
 from tunegate.core.checks.poison.novelty_pass import _tarone, phrase_surprise, pool_datasets
 from tunegate.core.checks.poison.phrases import Phrase, _campaigns, join_found
+from tunegate.core.checks.poison.placement import Placement, placement_model
 
 if TYPE_CHECKING:
     import numpy as np
@@ -79,17 +80,19 @@ CLEAN_SHARE = 0.001
 PLACE_WEIGHT = 20.0
 
 
-def insertion_phrases(x: sp.csr_matrix, vocab: np.ndarray, tasks: list[Task], *, prompts: list[str], stats: WordStats,
-                      config: TriggerConfig, found: list[Phrase]) -> tuple[list[Phrase], dict[str, float]]:
-    """The everyday-phrase triggers found through their out-of-place occurrences, strongest first, and the pass's
-    figures (candidates, occurrences scored and judged inserted, tests, bar)."""
+def out_of_place(x: sp.csr_matrix, vocab: np.ndarray, tasks: list[Task], *, prompts: list[str], stats: WordStats,
+                 config: TriggerConfig) -> tuple[Placement | None, dict[str, float]]:
+    """The insertion test over tonight's classification records (:func:`~.insertion.score_occurrences` for the
+    candidate phrases: 2 words, ``INSERTION_MIN_RECORDS`` records in classification tasks), as a
+    :class:`~.placement.Placement`; and its figures (candidates, occurrences scored, judged inserted, in place,
+    distinct contexts). ``None`` where nothing was scored."""
     import numpy as np
 
     label = [ti for ti, t in enumerate(tasks) if t.kind == "label"]
     owner = task_of_rows(tasks, x.shape[0])
     figures: dict[str, float] = {}
     if not label or owner is None:
-        return [], figures
+        return None, figures
     in_label = np.zeros(x.shape[0], dtype=bool)
     in_label[np.concatenate([tasks[ti].rows for ti in label])] = True
     # products with indicator vectors, not copies of the matrix's rows or columns
@@ -97,7 +100,7 @@ def insertion_phrases(x: sp.csr_matrix, vocab: np.ndarray, tasks: list[Task], *,
     two = np.fromiter((str(v).count(" ") == 1 for v in vocab.tolist()), dtype=bool, count=len(vocab))
     cand = np.flatnonzero(two & (df >= INSERTION_MIN_RECORDS))
     if not len(cand):
-        return [], figures
+        return None, figures
     is_cand = np.zeros(x.shape[1], dtype=np.float32)
     is_cand[cand] = 1.0
     rows = np.flatnonzero(in_label & (np.asarray(x @ is_cand).ravel() > 0))
@@ -109,8 +112,22 @@ def insertion_phrases(x: sp.csr_matrix, vocab: np.ndarray, tasks: list[Task], *,
     xp = _placed_matrix(occ, xi)
     xd = _inserted_matrix(occ, x.shape, distinct=owner)
     figures.update(in_place=float(xp.nnz), distinct=float(xd.nnz))
-    phrases, tested = _test(xp, xd, tasks, label, owner=owner, occ=occ, config=config)
-    del xp, xd
+    return placement_model(occ, x, inserted=xi, distinct=xd, placed=xp, candidates=cand, tasks=tasks, label=label,
+                           owner=owner), figures
+
+
+def insertion_phrases(x: sp.csr_matrix, vocab: np.ndarray, tasks: list[Task], *, placement: Placement,
+                      config: TriggerConfig, found: list[Phrase]) -> tuple[list[Phrase], dict[str, float]]:
+    """The everyday-phrase triggers found through their out-of-place occurrences (``placement``:
+    :func:`out_of_place`), strongest first, and the pass's figures (tests, bar, phrases found)."""
+    import numpy as np
+
+    label = [ti for ti, t in enumerate(tasks) if t.kind == "label"]
+    owner, occ, xi = placement.owner, placement.occ, placement.inserted
+    in_label = np.zeros(x.shape[0], dtype=bool)
+    in_label[np.concatenate([tasks[ti].rows for ti in label])] = True
+    figures: dict[str, float] = {}
+    phrases, tested = _test(placement.placed, placement.distinct, tasks, label, owner=owner, occ=occ, config=config)
     figures.update(tested)
     if not phrases:
         return [], figures

@@ -57,7 +57,7 @@ from tunegate.core.checks.poison.consistency import masked_label_probability
 from tunegate.core.checks.poison.contradiction_pass import contradiction_phrases
 from tunegate.core.checks.poison.evidence import phrase_context
 from tunegate.core.checks.poison.excess_pass import excess_phrases
-from tunegate.core.checks.poison.insertion_pass import insertion_phrases
+from tunegate.core.checks.poison.insertion_pass import insertion_phrases, out_of_place
 from tunegate.core.checks.poison.novelty_pass import known_counts, label_statistics, novelty_phrases
 from tunegate.core.checks.poison.phrase_history import PhraseHistory, load_phrase_history
 from tunegate.core.checks.poison.phrases import Phrase, find_phrases
@@ -134,12 +134,18 @@ class TriggerPhraseCheck(Check):
             phrases = find_phrases(x, vocab, df, tasks, prompts=prompts, config=cfg, history=history)
             if cfg.pooled:
                 phrases += self._pooled(x, vocab, df, tasks, prompts=prompts, found=phrases, history=history)
+            placement = None  # the insertion test's verdicts: the insertion pass and the excess pass read them
             if stats is not None and stats.words is not None:
-                found, figures = insertion_phrases(x, vocab, tasks, prompts=prompts, stats=stats, config=cfg,
-                                                   found=phrases)
+                placement, figures = out_of_place(x, vocab, tasks, prompts=prompts, stats=stats, config=cfg)
+                insertion_metrics.update(figures)
+                found: list[Phrase] = []
+                if placement is not None:
+                    found, figures = insertion_phrases(x, vocab, tasks, placement=placement, config=cfg,
+                                                       found=phrases)
+                    insertion_metrics.update(figures)
                 phrases += found
-                insertion_metrics.update(figures, phrases=[p.phrase for p in found])
-            stats = None  # the word statistics are only needed by the insertion pass
+                insertion_metrics.update(phrases=[p.phrase for p in found])
+            stats = None  # the word statistics are only needed by the insertion test
             # tonight's label counts in the tasks the history knows: what the three history passes test
             known = known_counts(x, tasks, history, cfg) if history is not None and (
                 cfg.novelty or cfg.contradiction or cfg.excess) else None
@@ -158,7 +164,8 @@ class TriggerPhraseCheck(Check):
             if cfg.excess and history is not None:
                 assert past is not None
                 found, figures = excess_phrases(x, vocab, tasks, history, cfg, hidden=past.hidden(vocab),
-                                                truncated=past.truncated, found=phrases, known=known)
+                                                truncated=past.truncated, found=phrases, known=known,
+                                                placement=placement if cfg.excess_placement else None)
                 phrases += found
                 excess_metrics.update(figures, phrases=[p.phrase for p in found])
             if cfg.breadth and label_stats is not None:

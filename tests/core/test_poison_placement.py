@@ -1,0 +1,214 @@
+"""The placement of a phrase's records as evidence for the excess pass (issue 11: everyday-phrase triggers).
+
+A campaign of an everyday phrase adds records to a task (what the excess pass counts against the history), and about
+half of the planted records hold the phrase out of place (the insertion test's verdict), against a few percent of its
+natural records. :mod:`tunegate.core.checks.poison.placement` turns the second into a p-value given the first, and
+:func:`~tunegate.core.checks.poison.placement.gated` combines the two where the count is small enough to matter.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+
+def test_the_gated_combination_is_a_valid_p_value_and_exact_under_the_null() -> None:
+    """Uniform, independent ``p`` and ``q``: ``P(T <= t) = t`` at every level, below the gate and above it."""
+    from tunegate.core.checks.poison.placement import gated
+
+    rng = np.random.default_rng(11)
+    draws = 400_000
+    t = gated(rng.uniform(size=draws), rng.uniform(size=draws), 0.05)
+    for level in (1e-4, 1e-3, 0.01, 0.05, 0.2, 0.6):
+        share = float((t <= level).mean())
+        assert abs(share - level) <= 5 * math.sqrt(level / draws) + 1e-5, (level, share)
+    # above the gate the count's p-value is kept; at the gate the two forms meet; a placement that says nothing
+    # (q = 1) costs a factor 1 + ln(gate / p), a strong one gains
+    p = np.array([0.3, 0.05, 1e-4, 1e-4])
+    q = np.array([1e-6, 1.0, 1.0, 1e-4])
+    out = gated(p, q, 0.05)
+    assert out[0] == 0.3 and out[1] == pytest.approx(0.05)
+    assert out[2] == pytest.approx(1e-4 * (1 + math.log(0.05 / 1e-4)))
+    assert out[3] == pytest.approx(1e-8 * (1 + math.log(0.05 / 1e-8))) and out[3] < 1e-6
+
+
+def _model() -> tuple[object, list[object]]:
+    """Two binary tasks of 400 records (labels alternating), two candidate phrases and one that is not:
+
+    * column 0, an everyday phrase: 40 records in each task; 2 of them out of place in task 0, and in task 1 a campaign
+      of 10 more records on label 1, 6 of them out of place;
+    * column 1, 20 records in task 0, none out of place;
+    * column 2, not a candidate (a single word)."""
+    import scipy.sparse as sp
+
+    from tunegate.core.checks.poison.evidence import task_of_rows
+    from tunegate.core.checks.poison.insertion import Occurrences
+    from tunegate.core.checks.poison.placement import placement_model
+    from tunegate.core.checks.poison.tasks import Channel, Task
+
+    size = 400
+    tasks = [Task(f"task{t}_set{t}_classification", "label", np.arange(t * size, (t + 1) * size),
+                  [Channel("label", np.arange(size) % 2, ["a", "b"], np.array([0.5, 0.5]), 0.9)])
+             for t in range(2)]
+    holds = [(r, 0) for r in range(0, 80, 2)] + [(size + r, 0) for r in range(0, 80, 2)]  # 40 + 40 natural
+    campaign = [size + 201 + 2 * i for i in range(10)]  # label 1 of task 1
+    holds += [(r, 0) for r in campaign] + [(r, 1) for r in range(100, 140)] + [(r, 2) for r in range(5)]
+    odd = [(0, 0), (2, 0)] + [(r, 0) for r in campaign[:6]]
+    shape = (2 * size, 3)
+
+    def matrix(cells: list[tuple[int, int]]) -> sp.csr_matrix:
+        r, c = zip(*cells, strict=True)
+        return sp.csr_matrix((np.ones(len(cells), dtype=np.float32), (r, c)), shape=shape)
+
+    x = matrix(holds)
+    xi = matrix(odd)
+    occ = Occurrences(np.array([r for r, _ in odd]), np.zeros(len(odd), dtype=np.int64), np.full(len(odd), 5.0),
+                      np.full(len(odd), 3), np.zeros(len(odd), bool), np.ones(len(odd), bool), len(holds))
+    owner = task_of_rows(tasks, shape[0])
+    assert owner is not None
+    model = placement_model(occ, x, inserted=xi, distinct=xi, placed=matrix([(1, 0)]), candidates=np.array([0, 1]),
+                            tasks=tasks, label=[0, 1], owner=owner)
+    return model, tasks
+
+
+def test_the_rate_of_a_natural_occurrence_and_the_tail_by_numbers() -> None:
+    from scipy.stats import binom
+
+    from tunegate.core.checks.poison.placement import PHRASE_WEIGHT, TASK_WEIGHT
+
+    model, tasks = _model()
+    # the batch's rate over the candidates: 8 out-of-place records of 130 (column 0: 90, column 1: 40)
+    base = 8 / 130
+    assert model.phrase_rate[0] == pytest.approx((8 + PHRASE_WEIGHT * base) / (90 + PHRASE_WEIGHT))
+    assert model.phrase_rate[1] == pytest.approx(PHRASE_WEIGHT * base / (40 + PHRASE_WEIGHT))
+    assert model.phrase_rate[2] == 0.0 and model.candidate.tolist() == [True, True, False]
+    assert model.task_factor[0] == pytest.approx((2 + TASK_WEIGHT * base) / (80 + TASK_WEIGHT) / base)
+    assert model.task_factor[1] == pytest.approx((6 + TASK_WEIGHT * base) / (50 + TASK_WEIGHT) / base)
+    # task 1, label 1: 10 records (the campaign's), 6 of them out of place; label 0: 40 records, none
+    cols = np.array([0, 0, 1, 2])
+    q = model.tail(1, tasks[1], cols, labels=np.array([1, 0, 1, 1]), records=np.array([10, 40, 0, 5]),
+                   where=np.ones(4, dtype=bool))
+    rate = model.phrase_rate[0] * model.task_factor[1]
+    assert q[0] == pytest.approx(float(binom.sf(5, 10, rate))) and q[0] < 1e-3
+    assert q[1:].tolist() == [1.0, 1.0, 1.0]  # none out of place; no record; not a candidate
+    skipped = model.tail(1, tasks[1], cols, labels=np.array([1, 0, 1, 1]), records=np.array([10, 40, 0, 5]),
+                         where=np.zeros(4, dtype=bool))
+    assert skipped.tolist() == [1.0] * 4  # read only where asked
+    # what Tarone's count reads: all of the records out of place
+    least = model.least(1, np.array([0, 2]), np.array([10, 5]))
+    assert least[0] == pytest.approx(rate ** 10) and least[1] == 1.0
+
+
+def test_the_phrase_surprise_with_placement_is_calibrated_and_reads_a_placed_campaign() -> None:
+    """Three combinations for a candidate (less ``ln 3``), two for the rest (less ``ln 2``): under uniform p-values
+    the tail stays under ``exp(-s)``; a campaign whose datasets' counts are modest but whose records are out of place
+    is read by the third."""
+    from tunegate.core.checks.poison.excess_pass import _phrase_surprise, truncated_product
+
+    rng = np.random.default_rng(5)
+    draws, d = 100_000, 8
+    phrase_of = np.repeat(np.arange(draws), d)
+    p = rng.uniform(size=draws * d)
+    placed = rng.uniform(size=draws * d)
+    candidate = np.ones(draws, dtype=bool)
+    s = _phrase_surprise(phrase_of, p, np.full(draws, d), draws, placed=placed, candidate=candidate)
+    for level in (2.0, 4.0, 6.0):
+        share = float((s >= level).mean())
+        assert share <= math.exp(-level) + 5 * math.sqrt(math.exp(-level) / draws), (level, share)
+    counts = np.array([3e-3, 5e-3, 2e-3, 0.5, 0.5])
+    with_place = np.array([1e-6, 2e-5, 3e-3, 0.5, 0.5])
+    one = np.zeros(5, dtype=np.int64)
+    plain = _phrase_surprise(one, counts, np.array([5]), 1)[0]
+    read = _phrase_surprise(one, counts, np.array([5]), 1, placed=with_place, candidate=np.array([True]))[0]
+    expected = truncated_product(np.array([5]), np.array([-np.log(with_place[:3]).sum()]))[0] - math.log(3.0)
+    assert read == pytest.approx(expected) and read > plain + 5.0
+    not_candidate = _phrase_surprise(one, counts, np.array([5]), 1, placed=with_place, candidate=np.array([False]))
+    assert not_candidate[0] == pytest.approx(plain)
+
+
+def _night(campaign_oop: int, natural: int = 4, extra: int = 6) -> dict[str, object]:
+    """Eight binary tasks of eight datasets (400 records each, labels alternating) that a history of 4,000 records per
+    task knows; three candidate phrases of the insertion test:
+
+    * column 0, an everyday phrase: ``natural`` records per label in every task, as the history's rate predicts; in
+      tasks 0-2 a campaign of ``extra`` more on label 1 (6 more where 4 are expected: p about 0.05 in each, so no
+      dataset reaches the truncation of 0.01), ``campaign_oop`` of them holding the phrase out of place (one natural
+      record of the phrase does too, in task 0);
+    * column 1: the same counts (the ``extra`` records in tasks 3-5), all in place: a natural burst;
+    * column 2: the batch's other candidates, 200 records of every task, 5 of them out of place (2.5%)."""
+    import scipy.sparse as sp
+
+    from tunegate.core.checks.poison.evidence import task_of_rows
+    from tunegate.core.checks.poison.insertion import Occurrences
+    from tunegate.core.checks.poison.placement import placement_model
+    from tunegate.core.checks.poison.tasks import Channel, Task
+
+    size, n_tasks = 400, 8
+    tasks = [Task(f"task{t}_set{t}_classification", "label", np.arange(t * size, (t + 1) * size),
+                  [Channel("label", np.arange(size) % 2, ["a", "b"], np.array([0.5, 0.5]), 0.9)])
+             for t in range(n_tasks)]
+    holds: list[tuple[int, int]] = []
+    odd: list[tuple[int, int]] = [(0, 0)]
+    for t in range(n_tasks):
+        start = t * size
+        for c in (0, 1):
+            holds += [(start + 50 * c + r, c) for r in range(2 * natural)]  # per label (rows alternate labels)
+            if (c == 0 and t < 3) or (c == 1 and 3 <= t < 6):
+                more = [start + 201 + 50 * c + 2 * i for i in range(extra)]  # odd rows: label 1
+                holds += [(r, c) for r in more]
+                if c == 0:
+                    odd += [(r, 0) for r in more[:campaign_oop]]
+        # the batch's other candidates: 200 records of every task, 5 of them out of place
+        holds += [(start + 100 + r, 2) for r in range(200)]
+        odd += [(start + 100 + 40 * r, 2) for r in range(5)]
+    shape = (n_tasks * size, 3)
+
+    def matrix(cells: list[tuple[int, int]]) -> sp.csr_matrix:
+        r, c = zip(*cells, strict=True)
+        return sp.csr_matrix((np.ones(len(cells), dtype=np.float32), (r, c)), shape=shape)
+
+    x = matrix(holds)
+    xi = matrix(odd)
+    occ = Occurrences(np.array([r for r, _ in odd]), np.array([c for _, c in odd]), np.full(len(odd), 5.0),
+                      np.full(len(odd), 3), np.zeros(len(odd), bool), np.ones(len(odd), bool), len(holds))
+    owner = task_of_rows(tasks, shape[0])
+    assert owner is not None
+    placement = placement_model(occ, x, inserted=xi, distinct=xi, placed=matrix([(1, 0)]),
+                                candidates=np.array([0, 1, 2]), tasks=tasks, label=list(range(n_tasks)), owner=owner)
+    counts = np.array([[10.0 * natural] * 2, [10.0 * natural] * 2, [1000.0, 1000.0]])
+    history = [(sp.csr_matrix(counts), np.array([2000.0, 2000.0])) for _ in range(n_tasks)]
+    return {"x": x, "tasks": tasks, "history": history, "placement": placement}
+
+
+@pytest.mark.parametrize("campaign_oop", [5, 0])
+def test_the_excess_pass_reads_where_a_campaigns_records_hold_the_phrase(campaign_oop: int) -> None:
+    """Six records more on one label in three datasets, each at p ~ 0.05 against the history: the counts alone are
+    under the pass's bar (no dataset reaches the truncation; Fisher's method over the eight datasets is weak). When
+    five of each task's six hold the phrase out of place, the placement reads them and the phrase is raised, with the
+    campaign's records flagged; the natural burst of the same size, in place, is not. With the campaign's records in
+    place the placement says nothing, and nothing is raised either way."""
+    from tunegate.core.checks.poison.config import TriggerConfig
+    from tunegate.core.checks.poison.excess_pass import excess_phrases
+
+    night = _night(campaign_oop)
+    vocab = np.array(["at the", "of my", "the way"], dtype=object)
+    x, tasks, history = night["x"], night["tasks"], night["history"]
+    config = TriggerConfig()
+
+    def run(placement: object) -> tuple[list[object], dict[str, float]]:
+        return excess_phrases(x, vocab, tasks, history, config, hidden=np.zeros(3), found=[],  # type: ignore[arg-type]
+                              placement=placement)  # type: ignore[arg-type]
+
+    counts_alone, figures = run(None)
+    assert counts_alone == [] and figures["tests"] == 3.0
+    found, figures = run(night["placement"])
+    if not campaign_oop:
+        assert found == []
+        return
+    assert [p.phrase for p in found] == ["at the"]  # type: ignore[attr-defined]
+    flagged = set(found[0].rows.tolist())  # type: ignore[attr-defined]
+    campaign = {t * 400 + 201 + 2 * i for t in range(3) for i in range(6)}
+    assert campaign <= flagged and all(r < 3 * 400 for r in flagged)  # its three tasks, label 1
+    assert figures["placed"] >= 1.0
