@@ -212,3 +212,28 @@ def test_the_excess_pass_reads_where_a_campaigns_records_hold_the_phrase(campaig
     campaign = {t * 400 + 201 + 2 * i for t in range(3) for i in range(6)}
     assert campaign <= flagged and all(r < 3 * 400 for r in flagged)  # its three tasks, label 1
     assert figures["placed"] >= 1.0
+
+
+def test_a_raised_campaigns_tasks_where_its_out_of_place_records_share_a_label() -> None:
+    """Once a phrase is raised, a task joins its campaign with the records holding it out of place when 2 or more of
+    them, and 80% of them, carry one label: only those records (not the phrase's natural ones on that label)."""
+    import scipy.sparse as sp
+
+    from tunegate.core.checks.poison.placement import placed_tasks
+    from tunegate.core.checks.poison.tasks import Channel, Task
+
+    size = 100
+    tasks = [Task(f"task{t}_set{t}_classification", "label", np.arange(t * size, (t + 1) * size),
+                  [Channel("label", np.arange(size) % 2, ["a", "b"], np.array([0.5, 0.5]), 0.9)])
+             for t in range(5)]
+    tasks.append(Task("task5_gen_generation", "output", np.arange(5 * size, 6 * size), []))
+    odd = [1, 3, 5, 10,  # task 0: three on label 1, one on label 0 (75%)
+           101, 103, 105, 107, 110,  # task 1: four of five on label 1 (80%)
+           201,  # task 2: one
+           301, 303,  # task 3: two on label 1, but skipped (already flagged)
+           401, 402,  # task 4: one on each label
+           501, 503]  # an output task
+    inserted = sp.csc_matrix((np.ones(len(odd), dtype=np.float32), (odd, np.zeros(len(odd), dtype=np.int64))),
+                             shape=(6 * size, 1))
+    out = placed_tasks(inserted, 0, tasks, skip={3})
+    assert [(t, lab, rows.tolist()) for t, lab, rows in out] == [(1, 1, [101, 103, 105, 107])]

@@ -53,7 +53,7 @@ from typing import TYPE_CHECKING
 from tunegate.core.checks.poison.evidence import flagged_tasks, task_of_rows
 from tunegate.core.checks.poison.novelty_pass import _tarone, families_of, known_counts, unknown_tasks
 from tunegate.core.checks.poison.phrases import Phrase, named_campaigns
-from tunegate.core.checks.poison.placement import gated
+from tunegate.core.checks.poison.placement import gated, placed_tasks
 
 if TYPE_CHECKING:
     import numpy as np
@@ -134,6 +134,7 @@ def excess_phrases(x: sp.csr_matrix, vocab: np.ndarray, tasks: list[Task], histo
     p = np.minimum(p, p_place)  # a task is flagged on its count, or its count and its records' placement
     rows_of: dict[int, np.ndarray] = {}
     detail_of: dict[int, list[tuple[int, int, int, int, int]]] = {}
+    odd = placement.inserted.tocsc() if placement is not None else None
     for c in raised.tolist():
         holding = xc.indices[xc.indptr[c]:xc.indptr[c + 1]]
         rows: list[np.ndarray] = []
@@ -152,6 +153,11 @@ def excess_phrases(x: sp.csr_matrix, vocab: np.ndarray, tasks: list[Task], histo
             rows.append(flagged)
             first = int(np.searchsorted(tasks[t].rows, flagged[0]))
             detail.append((t, 0, len(mine), len(flagged), int(tasks[t].labels.outcome[first])))
+        if odd is not None and placement is not None and placement.candidate[c]:
+            for t, label_, planted in placed_tasks(odd, c, tasks, skip={d[0] for d in detail}):
+                rows.append(planted)
+                held_here = int(np.isin(tasks[t].rows, holding).sum())
+                detail.append((t, 0, held_here, len(planted), label_))
         rows_of[c] = np.unique(np.concatenate(rows)) if rows else np.array([], dtype=np.int64)
         detail_of[c] = sorted(detail, key=lambda t: -t[3])
     out: list[Phrase] = []

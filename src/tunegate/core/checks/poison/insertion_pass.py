@@ -49,7 +49,7 @@ from tunegate.core.checks.poison.evidence import task_of_rows
 from tunegate.core.checks.poison.insertion import score_occurrences
 from tunegate.core.checks.poison.novelty_pass import _tarone, phrase_surprise, pool_datasets
 from tunegate.core.checks.poison.phrases import Phrase, _campaigns, join_found
-from tunegate.core.checks.poison.placement import Placement, placement_model
+from tunegate.core.checks.poison.placement import CAMPAIGN_SHARE, Placement, placement_model
 
 if TYPE_CHECKING:
     import numpy as np
@@ -69,9 +69,6 @@ RATE_WEIGHT = 20.0
 #: evidence (nats; 10 planted records of 10 at a 50% label: 6.9; the natural lean of an everyday phrase in the other
 #: dimensions of a dataset that labels the same texts several ways, 6 of 6 at 51%: 4.0).
 EXPAND_NATS = 6.0
-#: ... or when this share of the phrase's out-of-place occurrences there (2 at
-#: least) carry one label.
-CAMPAIGN_SHARE = 0.8
 #: The share of the batch's records that the phrase's natural occurrences flagged with a campaign may reach (estimated
 #: per task from the phrase's records with the other labels), before tasks are cut back to out-of-place records.
 CLEAN_SHARE = 0.001

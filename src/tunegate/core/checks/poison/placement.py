@@ -130,3 +130,33 @@ def gated(p: np.ndarray, q: np.ndarray, gate: float) -> np.ndarray:
     x = np.maximum(p * q, 1e-300)
     below = np.minimum(1.0, x * (1.0 + np.log(gate / np.minimum(x, gate))))
     return np.asarray(np.where(p <= gate, below, p))
+
+
+#: Once a campaign is raised: a classification task where at least 2 of its phrase's out-of-place records, and this
+#: share of them, carry one label joins it (:func:`placed_tasks`; the insertion pass's ``_campaign_tasks`` too).
+CAMPAIGN_SHARE = 0.8
+
+
+def placed_tasks(inserted: sp.csc_matrix, c: int, tasks: list[Task], *, skip: set[int]
+                 ) -> list[tuple[int, int, np.ndarray]]:
+    """For a raised campaign of phrase ``c`` (``inserted``: record x phrase, out of place, column-compressed): per
+    classification task outside ``skip`` where at least 2 of the records holding it out of place, and
+    ``CAMPAIGN_SHARE`` of them, carry one label, (the task, that label, those records). A task where the phrase is
+    common (its count tonight within what the history allows) still shows the campaign's planted records by where
+    they hold it; only those are taken, not the phrase's natural records that share their label."""
+    import numpy as np
+
+    odd = np.sort(inserted.indices[inserted.indptr[c]:inserted.indptr[c + 1]])
+    out = []
+    for ti, task in enumerate(tasks):
+        if task.kind != "label" or ti in skip:
+            continue
+        local = np.flatnonzero(np.isin(task.rows, odd, assume_unique=True))
+        if len(local) < 2:
+            continue
+        labels = task.labels.outcome[local]
+        counts = np.bincount(labels, minlength=len(task.labels.names))
+        top = int(counts.argmax())
+        if counts[top] >= CAMPAIGN_SHARE * len(local):
+            out.append((ti, top, task.rows[local[labels == top]]))
+    return out
