@@ -107,6 +107,7 @@ def out_of_place(x: sp.csr_matrix, vocab: np.ndarray, tasks: list[Task], *, prom
     figures.update(candidates=float(len(cand)), occurrences=float(occ.scored), inserted=float(occ.inserted.sum()))
     xi = _inserted_matrix(occ, x.shape)
     xp = _placed_matrix(occ, xi)
+    occ.placed_rows = occ.placed_cols = None  # in the matrix now: the pairs are the batch's largest part of this
     xd = _inserted_matrix(occ, x.shape, distinct=owner)
     figures.update(in_place=float(xp.nnz), distinct=float(xd.nnz))
     return placement_model(occ, x, inserted=xi, distinct=xd, placed=xp, candidates=cand, tasks=tasks, label=label,
@@ -124,7 +125,9 @@ def insertion_phrases(x: sp.csr_matrix, vocab: np.ndarray, tasks: list[Task], *,
     in_label = np.zeros(x.shape[0], dtype=bool)
     in_label[np.concatenate([tasks[ti].rows for ti in label])] = True
     figures: dict[str, float] = {}
+    assert placement.placed is not None, "the insertion pass reads the in-place records once, before they are released"
     phrases, tested = _test(placement.placed, placement.distinct, tasks, label, owner=owner, occ=occ, config=config)
+    placement.placed = None  # the excess pass reads the out-of-place records only: freed before the history passes
     figures.update(tested)
     if not phrases:
         return [], figures

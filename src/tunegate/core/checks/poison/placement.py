@@ -3,8 +3,9 @@ the passes that read them, and a model of how often a phrase's natural occurrenc
 
 The insertion pass (:mod:`.insertion_pass`) reads the *labels* of a phrase's out-of-place occurrences. The excess pass
 (:mod:`.excess_pass`) reads *counts* against the history. A campaign of an everyday phrase adds records that are both
-too many and, half of them, out of place, while the phrase's natural records look inserted only now and then (1-15%
-of them, depending on the phrase and the task: "of course" at a sentence start, "the following" in a quiz). So where
+too many and, half of them, out of place, while the phrase's natural records look inserted less often, how often
+depending on the phrase and the task (dev seed 26: "the following" in 13 of its 576 classification records, "of
+course", often a sentence of its own, in 44 of 122). So where
 the excess pass finds a task with more records of a label than the history allows, the share of them that hold the
 phrase out of place is a second, independent piece of evidence (:meth:`Placement.tail`).
 
@@ -13,11 +14,11 @@ with probability ``rate(phrase) * factor(task)``: the phrase's share of out-of-p
 (``O_c / N_c``, shrunk to the batch's share over every candidate with ``PHRASE_WEIGHT`` records), times how much more
 often candidates look inserted in that task than in the batch (``TASK_WEIGHT`` records of shrinkage; quiz questions,
 ungrammatical sentences). Both are read over the whole batch, the campaign included: its records raise the phrase's
-rate, which makes the test conservative (dev seed 26, "of these": 32 of its 227 classification records out of place, a rate of 12%
-once shrunk; its natural records alone: 9 of 177, 5%).
-Out-of-place contexts count once per task (:func:`~.insertion_pass._inserted_matrix` with ``distinct``), records
-are counted whole: the tail is taken for the records of one label in a task that hold the phrase, ``k`` of them,
-``o`` holding it out of place, ``P(Binomial(k, rate) >= o)``.
+rate, which makes the test conservative (dev seed 26, "of these": 32 of its 227 classification records out of place,
+a rate of 12% once shrunk; its natural records alone: 9 of 177, 5%). Out-of-place contexts count once per task
+(:func:`~.insertion_pass._inserted_matrix` with ``distinct``), records are counted whole: the tail is taken for the
+records of one label in a task that hold the phrase, ``k`` of them, ``o`` holding it out of place,
+``P(Binomial(k, rate) >= o)``.
 """
 
 from __future__ import annotations
@@ -44,16 +45,16 @@ RATE_FLOOR, RATE_CEILING = 1e-3, 0.9
 class Placement:
     """The insertion test's verdicts over tonight's classification records, and the rate model of module docstring.
 
-    ``occ``: the scored occurrences (out-of-place ones, and the in-place ones as pairs); ``inserted``: record x phrase,
-    1 where the record holds the phrase out of place; ``distinct``: the same, a context of the phrase counted once
-    per task; ``placed``: record x phrase, 1 where the record holds it in place only; ``candidate``: per phrase column,
-    whether it was scored; ``phrase_rate``: per column (0 outside the candidates); ``task_factor``: per task (1 for
-    tasks without candidates); ``owner``: each record's task (-1 outside them)."""
+    ``occ``: the scored out-of-place occurrences; ``inserted``: record x phrase, 1 where the record holds the phrase out
+    of place; ``distinct``: the same, a context of the phrase counted once per task; ``placed``: record x phrase, 1
+    where the record holds it in place only (read by the insertion pass, then released: ``None``); ``candidate``: per
+    phrase column, whether it was scored; ``phrase_rate``: per column (0 outside the candidates); ``task_factor``:
+    per task (1 for tasks without candidates); ``owner``: each record's task (-1 outside them)."""
 
     occ: Occurrences
     inserted: sp.csr_matrix
     distinct: sp.csr_matrix
-    placed: sp.csr_matrix
+    placed: sp.csr_matrix | None
     candidate: np.ndarray
     phrase_rate: np.ndarray
     task_factor: np.ndarray
