@@ -45,11 +45,11 @@ import math
 from typing import TYPE_CHECKING
 
 from tunegate.core.checks.poison._text import binomial_llr, onehot
-from tunegate.core.checks.poison.evidence import task_of_rows
+from tunegate.core.checks.poison.evidence import label_mask, task_of_rows
 from tunegate.core.checks.poison.insertion import score_occurrences
 from tunegate.core.checks.poison.novelty_pass import _tarone, phrase_surprise, pool_datasets
 from tunegate.core.checks.poison.phrases import Phrase, _campaigns, join_found
-from tunegate.core.checks.poison.placement import CAMPAIGN_SHARE, Placement, placement_model
+from tunegate.core.checks.poison.placement import Placement, placement_model, shared_label
 
 if TYPE_CHECKING:
     import numpy as np
@@ -122,8 +122,7 @@ def insertion_phrases(x: sp.csr_matrix, vocab: np.ndarray, tasks: list[Task], *,
 
     label = [ti for ti, t in enumerate(tasks) if t.kind == "label"]
     owner, occ, xi = placement.owner, placement.occ, placement.inserted
-    in_label = np.zeros(x.shape[0], dtype=bool)
-    in_label[np.concatenate([tasks[ti].rows for ti in label])] = True
+    in_label = label_mask(tasks)[owner]
     figures: dict[str, float] = {}
     assert placement.placed is not None, "the insertion pass reads the in-place records once, before they are released"
     phrases, tested = _test(placement.placed, placement.distinct, tasks, label, owner=owner, occ=occ, config=config)
@@ -319,10 +318,9 @@ def _campaign_tasks(xc: sp.csc_matrix, xi: sp.csc_matrix, c: int, tasks: list[Ta
         if counts[top] >= config.min_task_hits and llr >= EXPAND_NATS:
             out[ti] = top
             continue
-        placed = np.bincount(task.labels.outcome[np.searchsorted(task.rows, odd[odd_where == ti])], minlength=size)
-        top = int(placed.argmax())
-        if placed[top] >= 2 and placed[top] >= CAMPAIGN_SHARE * placed.sum():
-            out[ti] = top
+        shared = shared_label(task.labels.outcome[np.searchsorted(task.rows, odd[odd_where == ti])], size)
+        if shared is not None:
+            out[ti] = shared
     return out
 
 

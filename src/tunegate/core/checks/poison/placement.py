@@ -26,6 +26,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from tunegate.core.checks.poison.evidence import label_mask
+
 if TYPE_CHECKING:
     import numpy as np
     import scipy.sparse as sp
@@ -104,9 +106,7 @@ def placement_model(occ: Occurrences, x: sp.csr_matrix, *, inserted: sp.csr_matr
     width = x.shape[1]
     is_cand = np.zeros(width, dtype=bool)
     is_cand[candidates] = True
-    in_label = np.zeros(x.shape[0], dtype=np.float32)
-    rows = np.concatenate([tasks[ti].rows for ti in label])
-    in_label[rows] = 1.0
+    in_label = label_mask(tasks)[owner].astype(np.float32)
     held = np.rint(np.asarray(x.T @ in_label, dtype=np.float64)).ravel()  # records per phrase in classification tasks
     odd = np.rint(np.asarray(distinct.T @ in_label, dtype=np.float64)).ravel()
     held[~is_cand], odd[~is_cand] = 0.0, 0.0
@@ -139,13 +139,25 @@ def gated(p: np.ndarray, q: np.ndarray, gate: float) -> np.ndarray:
 CAMPAIGN_SHARE = 0.8
 
 
+def shared_label(labels: np.ndarray, size: int) -> int | None:
+    """The label that at least 2 of ``labels`` (a campaign's out-of-place records in one task, as outcome codes of
+    ``size``), and ``CAMPAIGN_SHARE`` of them, carry; ``None`` when there is none."""
+    import numpy as np
+
+    if len(labels) < 2:
+        return None
+    counts = np.bincount(labels, minlength=size)
+    top = int(counts.argmax())
+    return top if counts[top] >= 2 and counts[top] >= CAMPAIGN_SHARE * len(labels) else None
+
+
 def placed_tasks(inserted: sp.csc_matrix, c: int, tasks: list[Task], *, skip: set[int]
                  ) -> list[tuple[int, int, np.ndarray]]:
     """For a raised campaign of phrase ``c`` (``inserted``: record x phrase, out of place, column-compressed): per
-    classification task outside ``skip`` where at least 2 of the records holding it out of place, and
-    ``CAMPAIGN_SHARE`` of them, carry one label, (the task, that label, those records). A task where the phrase is
-    common (its count tonight within what the history allows) still shows the campaign's planted records by where
-    they hold it; only those are taken, not the phrase's natural records that share their label."""
+    classification task outside ``skip`` where its out-of-place records share a label (:func:`shared_label`), (the
+    task, that label, those records). A task where the phrase is common (its count tonight within what the history
+    allows) still shows the campaign's planted records by where they hold it; only those are taken, not the phrase's
+    natural records that share their label."""
     import numpy as np
 
     odd = np.sort(inserted.indices[inserted.indptr[c]:inserted.indptr[c + 1]])
@@ -154,11 +166,8 @@ def placed_tasks(inserted: sp.csc_matrix, c: int, tasks: list[Task], *, skip: se
         if task.kind != "label" or ti in skip:
             continue
         local = np.flatnonzero(np.isin(task.rows, odd, assume_unique=True))
-        if len(local) < 2:
-            continue
         labels = task.labels.outcome[local]
-        counts = np.bincount(labels, minlength=len(task.labels.names))
-        top = int(counts.argmax())
-        if counts[top] >= CAMPAIGN_SHARE * len(local):
+        top = shared_label(labels, len(task.labels.names))
+        if top is not None:
             out.append((ti, top, task.rows[local[labels == top]]))
     return out
