@@ -220,6 +220,54 @@ def test_broad_phrases_share_half_the_false_alarm_rate_and_the_step_down_takes_m
     assert out == {}  # neither reaches its own bar
 
 
+
+def _small_task_tonight(seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """60 records of a jigsaw task tonight (6 toxic ones relabelled non-toxic), the task's other records of the slice
+    as the history: per record tonight, its rank without and with the history, whether it was relabelled, and whether
+    it is labelled non-toxic."""
+    import scipy.sparse as sp
+
+    rows = clean_batch()
+    task_name = "task327_jigsaw_classification_toxic"
+    of_task = [i for i, r in enumerate(rows) if r["task"] == task_name]
+    rng = random.Random(seed)
+    tonight_rows = set(rng.sample(of_task, 60))
+    past_rows = [i for i in of_task if i not in tonight_rows]
+    flipped = set(rng.sample([i for i in sorted(tonight_rows) if rows[i]["output"] == "Toxic"], 6))
+    for i in flipped:
+        rows[i]["output"] = "Non-toxic"
+    cfg = TriggerConfig(min_task_records=20)
+    prompts = records_of(rows).prompts(cfg.max_chars)
+    x, _ = ngram_matrix(prompts, ngram_max=2, min_df=cfg.min_records, max_df=cfg.max_phrase_df)
+    keep = np.asarray(sorted(tonight_rows | {i for i, r in enumerate(rows) if r["task"] != task_name}))
+    tonight = records_of([rows[i] for i in keep.tolist()])
+    task = next(t for t in build_tasks(tonight, tonight.prompts(cfg.max_chars), cfg) if t.name == task_name)
+    names = task.labels.names
+    past_labels = np.asarray([names.index(rows[i]["output"]) for i in past_rows])
+    onehot = sp.csr_matrix((np.ones(len(past_rows)), (np.arange(len(past_rows)), past_labels)),
+                           shape=(len(past_rows), len(names)))
+    past = (sp.csr_matrix(x[past_rows].T) @ onehot).tocsr(), np.bincount(past_labels, minlength=len(names)) * 1.0
+    return (label_ranks(x[keep], task), label_ranks(x[keep], task, history=past),
+            np.isin(keep[task.rows], sorted(flipped)), task.labels.outcome == names.index("Non-toxic"))
+
+
+def test_earlier_nights_train_the_model_a_small_task_tonight_cannot() -> None:
+    """The history's counts of the task (earlier nights' records) join every fold's training counts: a task too small
+    tonight for its words to be features (60 records) ranks its relabelled records low with them, and its other
+    records stay uniform-ish (the ranks are still taken among tonight's records of the label). Six draws, pooled."""
+    alone, with_history, relabelled, clean = [], [], [], []
+    for seed in range(1, 7):
+        a, u, f, nt = _small_task_tonight(seed)
+        assert ((u > 0) & (u <= 1)).all()
+        alone.append(a[f])
+        with_history.append(u[f])
+        relabelled.append(f.sum())
+        clean.append(u[nt & ~f])
+    assert sum(relabelled) == 36
+    assert float(np.median(np.concatenate(with_history))) < 0.2
+    assert float(np.median(np.concatenate(alone))) > 0.5  # tonight alone: too few records for the words to count
+    assert 0.4 < float(np.mean(np.concatenate(clean))) < 0.7
+
 def test_a_task_without_frequent_words_ranks_every_record_first_without_a_warning() -> None:
     """No word of the task is in MIN_FEATURE_RECORDS records (short, varied prompts): the model has nothing to read,
     every score ties, and no log(0) warning reaches the night's log."""

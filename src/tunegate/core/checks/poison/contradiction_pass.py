@@ -108,7 +108,7 @@ def contradiction_phrases(x: sp.csr_matrix, vocab: np.ndarray, tasks: list[Task]
         return [], figures
     ranks = np.ones(x.shape[0])
     for ti in np.unique(entries.task[np.isin(entries.phrase, tested)]).tolist():
-        ranks[tasks[ti].rows] = label_ranks(x, tasks[ti])
+        ranks[tasks[ti].rows] = label_ranks(x, tasks[ti], history=history[ti])
     b = entries.contradiction(tested, ranks)
     cache: dict[tuple[int, tuple[float, ...]], np.ndarray] = {}
     scored: dict[int, tuple[float, float, float]] = {}
