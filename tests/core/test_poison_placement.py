@@ -237,3 +237,48 @@ def test_a_raised_campaigns_tasks_where_its_out_of_place_records_share_a_label()
                              shape=(6 * size, 1))
     out = placed_tasks(inserted, 0, tasks, skip={3})
     assert [(t, lab, rows.tolist()) for t, lab, rows in out] == [(1, 1, [101, 103, 105, 107])]
+
+
+def test_natural_records_on_a_label_are_estimated_from_the_other_labels_and_capped_largest_first() -> None:
+    """``natural_on_label``: the phrase's records with the other labels, scaled by the label's base rate (at most
+    0.95); ``cut_to_cap``: the tasks cut back to their out-of-place records, the largest estimate first, until the
+    rest fit under the cap (ties in the order given)."""
+    from tunegate.core.checks.poison.placement import cut_to_cap, natural_on_label
+
+    labels = np.array([0, 0, 0, 1, 1, 1, 1, 1, 1, 1])  # 3 records on label 0 with the phrase, 7 on label 1
+    assert natural_on_label(labels, 1, 0.5) == pytest.approx(3.0)
+    assert natural_on_label(labels, 1, 0.25) == pytest.approx(1.0)
+    assert natural_on_label(labels, 0, 0.99) == pytest.approx(7 * 0.95 / 0.05)  # a base rate near 1: capped at 0.95
+    assert natural_on_label(np.array([1, 1]), 1, 0.5) == 0.0
+    assert cut_to_cap({4: 3.0, 7: 12.0, 9: 2.0}, 20.0) == set()
+    assert cut_to_cap({4: 3.0, 7: 12.0, 9: 2.0}, 10.0) == {7}
+    assert cut_to_cap({4: 3.0, 7: 12.0, 9: 2.0}, 2.5) == {4, 7}
+    assert cut_to_cap({4: 3.0, 7: 3.0}, 4.0) == {4}
+    assert cut_to_cap({4: 3.0}, 0.0) == {4}
+
+
+def test_a_placed_task_is_flagged_with_every_record_on_its_label_within_the_clean_cap() -> None:
+    """The excess pass's tasks found by placement: a clean-label campaign holds the phrase in place about as often as
+    out of place, so a placed task is flagged with every record of the phrase on the campaign's label there, while the
+    natural records estimated among them fit the cap; past it, the task with the most keeps its out-of-place ones."""
+    from tunegate.core.checks.poison.excess_pass import _placed
+    from tunegate.core.checks.poison.tasks import Channel, Task
+
+    size = 100
+    tasks = [Task(f"task{t}_set{t}_classification", "label", np.arange(t * size, (t + 1) * size),
+                  [Channel("label", np.arange(size) % 2, ["a", "b"], np.array([0.5, 0.5]), 0.9)])
+             for t in range(2)]
+    # task 0: 10 records hold the phrase on label 1 (4 out of place), 2 on label 0; task 1: 6 on label 1 (3 out of
+    # place), 8 on label 0 (a phrase common there)
+    holding = np.array([1, 3, 5, 7, 9, 11, 13, 15, 17, 19, 20, 22,
+                        101, 103, 105, 107, 109, 111, 120, 122, 124, 126, 128, 130, 132, 134])
+    placed = [(0, 1, np.array([1, 3, 5, 7])), (1, 1, np.array([101, 103, 105]))]
+    wide = _placed(placed, tasks, np.sort(holding), cap=40.0)
+    assert [(t, lab, rows.tolist(), held) for t, lab, rows, held in wide] == [
+        (0, 1, [1, 3, 5, 7, 9, 11, 13, 15, 17, 19], 12), (1, 1, [101, 103, 105, 107, 109, 111], 14)]
+    # estimates 2 and 8 natural records: a cap of 5 cuts task 1 back to its out-of-place records
+    tight = _placed(placed, tasks, np.sort(holding), cap=5.0)
+    assert [(t, rows.tolist()) for t, _, rows, _ in tight] == [(0, [1, 3, 5, 7, 9, 11, 13, 15, 17, 19]),
+                                                                (1, [101, 103, 105])]
+    assert [(t, rows.tolist()) for t, _, rows, _ in _placed(placed, tasks, np.sort(holding), cap=-3.0)] == [
+        (0, [1, 3, 5, 7]), (1, [101, 103, 105])]

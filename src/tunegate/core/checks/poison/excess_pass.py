@@ -43,6 +43,9 @@ are left alone. In a classification task the history cannot speak to (a dataset 
 count of its own can be compared: there a raised phrase's records are flagged when the task holds more of them than
 the phrase's rate over the known tasks allows (:func:`~.novelty_pass.unknown_tasks`: Poisson for a rare trigger such
 as "bb"; for an everyday phrase a negative binomial with its spread between tasks, where nearly all share a label).
+With the placement, a classification task where the raised phrase's out-of-place records share a label
+(:func:`~.placement.placed_tasks`) is flagged with the phrase's records on that label there, while the natural records
+estimated among them stay within ``CLEAN_SHARE`` of the batch (:func:`_placed`).
 """
 
 from __future__ import annotations
@@ -53,7 +56,7 @@ from typing import TYPE_CHECKING
 from tunegate.core.checks.poison.evidence import flagged_tasks, task_of_rows
 from tunegate.core.checks.poison.novelty_pass import _tarone, families_of, known_counts, unknown_tasks
 from tunegate.core.checks.poison.phrases import Phrase, named_campaigns
-from tunegate.core.checks.poison.placement import gated, placed_tasks
+from tunegate.core.checks.poison.placement import CLEAN_SHARE, cut_to_cap, gated, natural_on_label, placed_tasks
 
 if TYPE_CHECKING:
     import numpy as np
@@ -143,21 +146,24 @@ def excess_phrases(x: sp.csr_matrix, vocab: np.ndarray, tasks: list[Task], histo
         # which tasks to flag: the step-up over datasets, as the breadth pass (a dataset's tasks counted as one there
         # keep its level down: fewer natural records flagged beside a campaign)
         families = [tasks[int(t)].family for t in ti[mine].tolist()]
+        natural = 0.0  # the natural records the history expects on the label in the tasks flagged by their count
         for j in mine[flagged_tasks(p[mine], k_on[mine], expected[mine], families, floor=FLAG_P)].tolist():
             task = tasks[int(ti[j])]
             local = np.flatnonzero(np.isin(task.rows, holding))
             on = local[task.labels.outcome[local] == lab[j]]
             rows.append(task.rows[on])
             detail.append((int(ti[j]), 0, len(local), len(on), int(lab[j])))
+            natural += float(expected[j])
         for t, mine, flagged in unknown_tasks(holding, tasks, history, c, min_known=config.min_task_records):
             rows.append(flagged)
             first = int(np.searchsorted(tasks[t].rows, flagged[0]))
             detail.append((t, 0, len(mine), len(flagged), int(tasks[t].labels.outcome[first])))
         if odd is not None and placement is not None and placement.candidate[c]:
-            for t, label_, planted in placed_tasks(odd, c, tasks, skip={d[0] for d in detail}):
-                rows.append(planted)
-                held_here = int(np.isin(tasks[t].rows, holding).sum())
-                detail.append((t, 0, held_here, len(planted), label_))
+            placed = _placed(placed_tasks(odd, c, tasks, skip={d[0] for d in detail}), tasks, holding,
+                             cap=CLEAN_SHARE * x.shape[0] - natural)
+            for t, label_, flagged, held_here in placed:
+                rows.append(flagged)
+                detail.append((t, 0, held_here, len(flagged), label_))
         rows_of[c] = np.unique(np.concatenate(rows)) if rows else np.array([], dtype=np.int64)
         detail_of[c] = sorted(detail, key=lambda t: -t[3])
     out: list[Phrase] = []
@@ -174,6 +180,30 @@ def excess_phrases(x: sp.csr_matrix, vocab: np.ndarray, tasks: list[Task], histo
                           [str(vocab[m]) for m in cl if m != head], why=why))
     figures.update(found=float(len(out)), joined=float(len(joined)))
     return out, figures
+
+
+def _placed(placed: list[tuple[int, int, np.ndarray]], tasks: list[Task], holding: np.ndarray, *, cap: float
+            ) -> list[tuple[int, int, np.ndarray, int]]:
+    """A raised campaign's tasks found by placement (:func:`~.placement.placed_tasks`: task, label, its out-of-place
+    records there) as flagged: per task, the label, the phrase's records there on that label (a clean-label
+    campaign's records hold the phrase in place as often as not: the out-of-place ones are about half of them), and
+    the phrase's records in the task. While the natural records among them (:func:`~.placement.natural_on_label`)
+    would exceed ``cap``, the task with the most keeps only its out-of-place records
+    (:func:`~.placement.cut_to_cap`)."""
+    import numpy as np
+
+    on_label: dict[int, np.ndarray] = {}
+    natural: dict[int, float] = {}
+    held: dict[int, int] = {}
+    for t, label_, _ in placed:
+        task = tasks[t]
+        local = np.flatnonzero(np.isin(task.rows, holding))
+        labels = task.labels.outcome[local]
+        on_label[t] = task.rows[local[labels == label_]]
+        natural[t] = natural_on_label(labels, label_, task.labels.base[label_])
+        held[t] = len(local)
+    cut = cut_to_cap(natural, max(cap, 0.0))
+    return [(t, label_, odd if t in cut else on_label[t], held[t]) for t, label_, odd in placed]
 
 
 def _within(entry: TaskCounts, cols: np.ndarray) -> TaskCounts:

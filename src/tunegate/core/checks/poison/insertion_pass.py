@@ -49,7 +49,14 @@ from tunegate.core.checks.poison.evidence import label_mask, task_of_rows
 from tunegate.core.checks.poison.insertion import score_occurrences
 from tunegate.core.checks.poison.novelty_pass import _tarone, phrase_surprise, pool_datasets
 from tunegate.core.checks.poison.phrases import Phrase, _campaigns, join_found
-from tunegate.core.checks.poison.placement import Placement, placement_model, shared_label
+from tunegate.core.checks.poison.placement import (
+    CLEAN_SHARE,
+    Placement,
+    cut_to_cap,
+    natural_on_label,
+    placement_model,
+    shared_label,
+)
 
 if TYPE_CHECKING:
     import numpy as np
@@ -69,9 +76,6 @@ RATE_WEIGHT = 20.0
 #: evidence (nats; 10 planted records of 10 at a 50% label: 6.9; the natural lean of an everyday phrase in the other
 #: dimensions of a dataset that labels the same texts several ways, 6 of 6 at 51%: 4.0).
 EXPAND_NATS = 6.0
-#: The share of the batch's records that the phrase's natural occurrences flagged with a campaign may reach (estimated
-#: per task from the phrase's records with the other labels), before tasks are cut back to out-of-place records.
-CLEAN_SHARE = 0.001
 #: Weight (records) of the task's out-of-place label shares in the null of a phrase's out-of-place records there,
 #: against the phrase's own in-place records in the task.
 PLACE_WEIGHT = 20.0
@@ -344,14 +348,9 @@ def _campaign_rows(xc: sp.csc_matrix, xi: sp.csc_matrix, c: int, tasks: list[Tas
         task = tasks[ti]
         labels = task.labels.outcome[np.searchsorted(task.rows, mine)]
         chosen[ti] = mine[labels == lab]
-        p = float(min(task.labels.base[lab], 0.95))
-        natural[ti] = float((labels != lab).sum()) * p / (1.0 - p)
-    cut = 0
-    for ti in sorted(natural, key=lambda t: -natural[t]):
-        if sum(natural.values()) <= cap:
-            break
+        natural[ti] = natural_on_label(labels, lab, task.labels.base[lab])
+    cut = cut_to_cap(natural, cap)
+    for ti in cut:
         chosen[ti] = np.asarray([r for r in chosen[ti].tolist() if r in odd], dtype=np.int64)
-        natural[ti] = 0.0
-        cut += 1
     parts = [v for v in chosen.values() if len(v)]
-    return (np.unique(np.concatenate(parts)) if parts else np.array([], dtype=np.int64)), cut
+    return (np.unique(np.concatenate(parts)) if parts else np.array([], dtype=np.int64)), len(cut)

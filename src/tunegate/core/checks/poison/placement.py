@@ -137,6 +137,31 @@ def gated(p: np.ndarray, q: np.ndarray, gate: float) -> np.ndarray:
 #: Once a campaign is raised: a classification task where at least 2 of its phrase's out-of-place records, and this
 #: share of them, carry one label joins it (:func:`placed_tasks`; the insertion pass's ``_campaign_tasks`` too).
 CAMPAIGN_SHARE = 0.8
+#: The share of the batch's records that a raised campaign's natural records, flagged with it where its tasks are
+#: found by placement, may reach (estimated: :func:`natural_on_label`) before those tasks are cut back to their
+#: out-of-place records (:func:`cut_to_cap`; the insertion pass and the excess pass).
+CLEAN_SHARE = 0.001
+
+
+def natural_on_label(labels: np.ndarray, label: int, base: float) -> float:
+    """How many of a task's records that hold a phrase and carry ``label`` are estimated natural, from those that carry
+    another label (``labels``: the outcome codes of the task's records with the phrase): natural occurrences spread
+    over the labels at the task's base rates, ``other * p / (1 - p)`` for ``p`` the label's base rate (at most 0.95)."""
+    p = min(float(base), 0.95)
+    return float((labels != label).sum()) * p / (1.0 - p)
+
+
+def cut_to_cap(natural: dict[int, float], cap: float) -> set[int]:
+    """The tasks to cut back to their out-of-place records: while the estimated natural records of ``natural`` (task
+    -> estimate) that are not cut sum above ``cap``, the task with the largest estimate (ties: in the order given)."""
+    cut: set[int] = set()
+    left = sum(natural.values())
+    for ti in sorted(natural, key=lambda t: -natural[t]):
+        if left <= cap:
+            break
+        cut.add(ti)
+        left -= natural[ti]
+    return cut
 
 
 def shared_label(labels: np.ndarray, size: int) -> int | None:
@@ -156,8 +181,8 @@ def placed_tasks(inserted: sp.csc_matrix, c: int, tasks: list[Task], *, skip: se
     """For a raised campaign of phrase ``c`` (``inserted``: record x phrase, out of place, column-compressed): per
     classification task outside ``skip`` where its out-of-place records share a label (:func:`shared_label`), (the
     task, that label, those records). A task where the phrase is common (its count tonight within what the history
-    allows) still shows the campaign's planted records by where they hold it; only those are taken, not the phrase's
-    natural records that share their label."""
+    allows) still shows the campaign's planted records by where they hold it. What is flagged there is the caller's:
+    the excess pass takes the phrase's records on that label within a cap of estimated natural ones (``_placed``)."""
     import numpy as np
 
     odd = np.sort(inserted.indices[inserted.indptr[c]:inserted.indptr[c + 1]])
