@@ -374,3 +374,42 @@ def test_a_raised_rare_words_weaker_tasks_are_flagged_by_the_step_up_over_its_ta
     flagged = _bursting(per_task, tasks, history, 0, min_known=10)  # type: ignore[arg-type]
     assert list(flagged) == [ti for ti, (family, _, _) in enumerate(shape) if family in campaign]  # in task order
     assert all(flagged[ti].tolist() == per_task[ti].tolist() for ti in flagged)
+
+
+def test_a_phrases_near_duplicate_records_in_a_task_count_once() -> None:
+    """One text rewritten several ways (CoLA's minimal pairs) is one piece of evidence: a record sharing half or more
+    of its rarer 1-2-grams with an earlier record of the same phrase in the same task is left out of the contradiction
+    statistic. A template's words (in every record of the task) do not make records alike; records of another task or
+    another phrase are compared only with their own."""
+    import scipy.sparse as sp
+
+    from tunegate.core.checks.poison.contradiction_pass import Entries
+    from tunegate.core.checks.poison.tasks import Channel, Task
+
+    size = 40
+    tasks = [Task(f"task{t}_set{t}_classification", "label", np.arange(t * size, (t + 1) * size),
+                  [Channel("label", np.arange(size) % 2, ["a", "b"], np.array([0.5, 0.5]), 0.9)]) for t in range(2)]
+    n_words = 410
+    dense = np.zeros((2 * size, n_words))
+    dense[:, 0:3] = 1  # template words: in every record
+    rng = np.random.default_rng(0)
+    for r in range(2 * size):  # each record: 6 words of its own among 10-409
+        dense[r, 10 + rng.choice(400, 6, replace=False)] = 1
+    dense[:, 10:40] = 0
+    dense[[3, 5, 7, 43], 10:] = 0
+    dense[3, 10:16] = 1
+    dense[5, [10, 11, 12, 13, 14, 20]] = 1  # record 5: 5 of record 3's 6 words (Jaccard 5/7)
+    dense[7, [10, 11, 30, 31, 32, 33]] = 1  # record 7: 2 of them, and 4 others
+    dense[43, 10:16] = 1  # record 43, task 1: record 3's words, but another task
+    x = sp.csr_matrix(dense)
+    rows = np.array([3, 5, 7, 43, 5, 9])
+    entries = Entries(phrase=np.array([0, 0, 0, 0, 1, 1]), row=rows, task=rows // size, family=rows // size,
+                      label=rows % 2)
+    keep = entries.distinct(np.array([0, 1]), x, tasks)
+    assert keep.tolist() == [True, False, True, True, True, True]
+    assert entries.distinct(np.array([1]), x, tasks).tolist() == [True] * 6  # phrase 0 not tested: nothing dropped
+    ranks = np.full(2 * size, 0.5)
+    ranks[[3, 5]] = 0.01  # the two near-duplicates rank lowest together
+    with_dups = entries.contradiction(np.array([0]), ranks)
+    once = entries.contradiction(np.array([0]), ranks, distinct=keep)
+    assert once[0] < with_dups[0]

@@ -18,9 +18,11 @@ for: ``burst >= ln(m) + ln(1 / contradiction_alpha)`` (dev, 14 distinct nights: 
 usual rate has its label behaviour on record and is left to the other passes.
 
 **Statistic.** In each task where a tested phrase has >= 2 records, the records on the label most of them carry (a
-campaign's target) give ``C = sum(-ln u)``; under the null (the ranks are uniform) ``C`` follows a Gamma(r, 1) for
-``r`` records, whose tail is the task's p-value. Tasks of one dataset often hold the same texts: a dataset gives its
-smallest p-value times the number of its tasks (Bonferroni, capped at 1). The datasets' p-values are combined by
+campaign's target) give ``C = sum(-ln u)``, a phrase's near-duplicate records in the task counted once
+(:meth:`Entries.distinct`: one text rewritten several ways has ranks that move together); under the null (the
+ranks are uniform) ``C`` follows a Gamma(r, 1) for ``r`` records, whose tail is the task's p-value. Tasks of one
+dataset often hold the same texts: a dataset gives its smallest p-value times the number of its tasks (Bonferroni,
+capped at 1). The datasets' p-values are combined by
 Fisher's method (``-sum ln p`` is Gamma(D, 1) for ``D`` datasets): the phrase's contradiction surprise ``b``. Its
 label surprise ``a`` is the novelty pass's (the history's predictive; :class:`~.novelty_pass.LabelStatistics`): under
 the null the ranks are uniform *given* the labels, so ``a`` and ``b`` are independent and Fisher's method combines them
@@ -77,6 +79,11 @@ MAX_CAMPAIGNS = 20
 #: the false-alarm rate among themselves (:func:`_bars`).
 BROAD_DATASETS = 3
 BROAD_RECORDS = 3
+#: Two records of a phrase in one task are one text (a sentence rewritten, a minimal pair) when they share at least
+#: this share of their rarer 1-2-grams (Jaccard) ...
+SAME_TEXT = 0.5
+#: ... the rarer ones being those in fewer than this share of the task's records (a template's words are in all).
+TEMPLATE_SHARE = 0.1
 
 
 def contradiction_phrases(x: sp.csr_matrix, vocab: np.ndarray, tasks: list[Task], stats: LabelStatistics,
@@ -109,7 +116,7 @@ def contradiction_phrases(x: sp.csr_matrix, vocab: np.ndarray, tasks: list[Task]
     ranks = np.ones(x.shape[0])
     for ti in np.unique(entries.task[np.isin(entries.phrase, tested)]).tolist():
         ranks[tasks[ti].rows] = label_ranks(x, tasks[ti], history=history[ti])
-    b = entries.contradiction(tested, ranks)
+    b = entries.contradiction(tested, ranks, distinct=entries.distinct(tested, x, tasks))
     cache: dict[tuple[int, tuple[float, ...]], np.ndarray] = {}
     scored: dict[int, tuple[float, float, float]] = {}
     bar_of: dict[int, float] = {}
@@ -262,12 +269,56 @@ class Entries:
         full = np.bincount(pf[count >= BROAD_RECORDS] // n_fam, minlength=int(self.phrase.max(initial=-1)) + 1)
         return np.asarray(full[tested] >= BROAD_DATASETS) if len(tested) else np.zeros(0, dtype=bool)
 
-    def contradiction(self, tested: np.ndarray, ranks: np.ndarray) -> np.ndarray:
-        """Per tested phrase: its contradiction surprise (nats, module docstring) from the records' ``ranks``."""
+    def distinct(self, tested: np.ndarray, x: sp.csr_matrix, tasks: list[Task]) -> np.ndarray:
+        """Per entry: ``False`` where the record is a near-duplicate of an earlier record of the same tested phrase in
+        the same task (at least ``SAME_TEXT`` of their words shared, Jaccard, over the task's rarer 1-2-grams: those in
+        fewer than ``TEMPLATE_SHARE`` of its records, so a template's words do not count). One text rewritten several
+        ways (CoLA's minimal pairs) is one piece of evidence: its records' ranks move together."""
+        import numpy as np
+
+        out = np.ones(len(self.phrase), dtype=bool)
+        live = np.flatnonzero(np.isin(self.phrase, tested))
+        if not len(live):
+            return out
+        n_tasks = int(self.task.max(initial=0)) + 1
+        key = self.phrase[live] * n_tasks + self.task[live]
+        order = live[np.lexsort((self.row[live], key))]
+        key = self.phrase[order] * n_tasks + self.task[order]
+        starts = np.flatnonzero(np.r_[True, key[1:] != key[:-1]])
+        ends = np.r_[starts[1:], len(order)]
+        rare: dict[int, np.ndarray] = {}
+        for a, b in zip(starts.tolist(), ends.tolist(), strict=True):
+            if b - a < 2:
+                continue
+            ti = int(self.task[order[a]])
+            if ti not in rare:
+                held = np.asarray(x[tasks[ti].rows].sum(axis=0)).ravel()
+                rare[ti] = held < TEMPLATE_SHARE * len(tasks[ti].rows)
+            group = order[a:b]
+            sub = x[self.row[group]]
+            sub = (sub[:, np.flatnonzero(rare[ti])] > 0).astype(np.float64)
+            size = np.asarray(sub.sum(axis=1)).ravel()
+            inter = (sub @ sub.T).toarray()
+            union = size[:, None] + size[None, :] - inter
+            same = (union > 0) & (inter >= SAME_TEXT * np.maximum(union, 1.0))
+            kept: list[int] = []
+            for i in range(len(group)):
+                if any(same[i, j] for j in kept):
+                    out[group[i]] = False
+                else:
+                    kept.append(i)
+        return out
+
+    def contradiction(self, tested: np.ndarray, ranks: np.ndarray, *, distinct: np.ndarray | None = None
+                      ) -> np.ndarray:
+        """Per tested phrase: its contradiction surprise (nats, module docstring) from the records' ``ranks``; with
+        ``distinct`` (per entry, :meth:`distinct`), a phrase's near-duplicate records in a task count once."""
         import numpy as np
         from scipy.special import gammaincc
 
         keep = np.isin(self.phrase, tested)
+        if distinct is not None:
+            keep &= distinct
         phrase, task, family, label = self.phrase[keep], self.task[keep], self.family[keep], self.label[keep]
         minus_log_u = -np.log(ranks[self.row[keep]])
         n_tasks, n_labels = int(task.max(initial=0)) + 1, int(label.max(initial=0)) + 1
