@@ -295,8 +295,10 @@ class Entries:
                 held = np.asarray(x[tasks[ti].rows].sum(axis=0)).ravel()
                 rare[ti] = held < TEMPLATE_SHARE * len(tasks[ti].rows)
             group = order[a:b]
-            sub = x[self.row[group]]
-            sub = (sub[:, np.flatnonzero(rare[ti])] > 0).astype(np.float64)
+            sub = x[self.row[group]].astype(np.float64)  # a copy: its data is rewritten below
+            sub.sum_duplicates()
+            sub.data = ((sub.data > 0) & rare[ti][sub.indices]).astype(np.float64)  # the rarer words only, 0/1
+            sub.eliminate_zeros()
             size = np.asarray(sub.sum(axis=1)).ravel()
             inter = (sub @ sub.T).toarray()
             union = size[:, None] + size[None, :] - inter
