@@ -214,6 +214,23 @@ def test_the_excess_pass_reads_where_a_campaigns_records_hold_the_phrase(campaig
     assert figures["placed"] >= 1.0
 
 
+def test_a_task_flagged_by_its_count_keeps_its_out_of_place_records_where_most_would_be_natural() -> None:
+    """The night above with a phrase common in every task (9 records per label, as the history's rate predicts) and 8
+    more on label 1 in tasks 0-2, 6 of them out of place: the count and the placement raise the campaign, but 17
+    records of the label in a task where the history expects about 9 would be mostly natural records; each task is
+    flagged with its out-of-place records only (where 4 are expected, 10 of 10 are flagged: the test above)."""
+    from tunegate.core.checks.poison.config import TriggerConfig
+    from tunegate.core.checks.poison.excess_pass import excess_phrases
+
+    night = _night(6, natural=9, extra=8)
+    vocab = np.array(["at the", "of my", "the way"], dtype=object)
+    found, _ = excess_phrases(night["x"], vocab, night["tasks"], night["history"], TriggerConfig(),  # type: ignore[arg-type]
+                              hidden=np.zeros(3), found=[], placement=night["placement"])  # type: ignore[arg-type]
+    assert [p.phrase for p in found] == ["at the"]
+    assert set(found[0].rows.tolist()) == {t * 400 + 201 + 2 * i for t in range(3) for i in range(6)}
+    assert [(t, held, flagged) for t, _, held, flagged, _ in found[0].tasks] == [(0, 26, 6), (1, 26, 6), (2, 26, 6)]
+
+
 def test_a_raised_campaigns_tasks_where_its_out_of_place_records_share_a_label() -> None:
     """Once a phrase is raised, a task joins its campaign with the records holding it out of place when 2 or more of
     them, and 80% of them, carry one label: only those records (not the phrase's natural ones on that label)."""
@@ -257,28 +274,46 @@ def test_natural_records_on_a_label_are_estimated_from_the_other_labels_and_capp
     assert cut_to_cap({4: 3.0}, 0.0) == {4}
 
 
+def test_a_task_whose_flagged_records_would_be_mostly_natural_is_cut_back_whatever_the_cap() -> None:
+    """``mostly_natural``: more than half of a task's records on the label estimated natural; ``cut_back``: those
+    tasks, then the cap over the others (largest estimate first)."""
+    from tunegate.core.checks.poison.placement import cut_back, mostly_natural
+
+    assert mostly_natural(5.1, 10) and not mostly_natural(5.0, 10) and not mostly_natural(0.0, 0)
+    # task 4: 3 natural of 10; task 7: 9 of 20; task 9: 7 of 10 (mostly natural)
+    natural, flagged = {4: 3.0, 7: 9.0, 9: 7.0}, {4: 10, 7: 20, 9: 10}
+    assert cut_back(natural, flagged, 100.0) == {9}
+    assert cut_back(natural, flagged, 11.0) == {9, 7}  # 12 natural left in 4 and 7: the larger goes
+    assert cut_back(natural, flagged, 12.0) == {9}
+    assert cut_back({}, {}, 0.0) == set()
+
+
 def test_a_placed_task_is_flagged_with_every_record_on_its_label_within_the_clean_cap() -> None:
     """The excess pass's tasks found by placement: a clean-label campaign holds the phrase in place about as often as
     out of place, so a placed task is flagged with every record of the phrase on the campaign's label there, while the
-    natural records estimated among them fit the cap; past it, the task with the most keeps its out-of-place ones."""
+    natural records estimated among them are at most half of them and fit the cap; past either, the task keeps its
+    out-of-place ones (the cap cuts the task with the most first)."""
     from tunegate.core.checks.poison.excess_pass import _placed
     from tunegate.core.checks.poison.tasks import Channel, Task
 
     size = 100
     tasks = [Task(f"task{t}_set{t}_classification", "label", np.arange(t * size, (t + 1) * size),
                   [Channel("label", np.arange(size) % 2, ["a", "b"], np.array([0.5, 0.5]), 0.9)])
-             for t in range(2)]
-    # task 0: 10 records hold the phrase on label 1 (4 out of place), 2 on label 0; task 1: 6 on label 1 (3 out of
-    # place), 8 on label 0 (a phrase common there)
+             for t in range(3)]
+    # task 0: 10 records hold the phrase on label 1 (4 out of place), 2 on label 0 (2 natural on label 1 estimated);
+    # task 1: 6 on label 1 (3 out of place), 3 on label 0 (3 estimated: half, still flagged in full); task 2: 4 on
+    # label 1 (2 out of place), 8 on label 0 (a phrase common there: 8 estimated, the 4 would be mostly natural)
     holding = np.array([1, 3, 5, 7, 9, 11, 13, 15, 17, 19, 20, 22,
-                        101, 103, 105, 107, 109, 111, 120, 122, 124, 126, 128, 130, 132, 134])
-    placed = [(0, 1, np.array([1, 3, 5, 7])), (1, 1, np.array([101, 103, 105]))]
-    wide = _placed(placed, tasks, np.sort(holding), cap=40.0)
+                        101, 103, 105, 107, 109, 111, 120, 122, 124,
+                        201, 203, 205, 207, 220, 222, 224, 226, 228, 230, 232, 234])
+    placed = [(0, 1, np.array([1, 3, 5, 7])), (1, 1, np.array([101, 103, 105])), (2, 1, np.array([201, 203]))]
+    wide = _placed(placed, tasks, holding, cap=40.0)
     assert [(t, lab, rows.tolist(), held) for t, lab, rows, held in wide] == [
-        (0, 1, [1, 3, 5, 7, 9, 11, 13, 15, 17, 19], 12), (1, 1, [101, 103, 105, 107, 109, 111], 14)]
-    # estimates 2 and 8 natural records: a cap of 5 cuts task 1 back to its out-of-place records
-    tight = _placed(placed, tasks, np.sort(holding), cap=5.0)
+        (0, 1, [1, 3, 5, 7, 9, 11, 13, 15, 17, 19], 12), (1, 1, [101, 103, 105, 107, 109, 111], 9),
+        (2, 1, [201, 203], 12)]
+    # estimates 2 and 3 in the tasks flagged in full: a cap of 4 cuts task 1 back to its out-of-place records
+    tight = _placed(placed, tasks, holding, cap=4.0)
     assert [(t, rows.tolist()) for t, _, rows, _ in tight] == [(0, [1, 3, 5, 7, 9, 11, 13, 15, 17, 19]),
-                                                                (1, [101, 103, 105])]
-    assert [(t, rows.tolist()) for t, _, rows, _ in _placed(placed, tasks, np.sort(holding), cap=-3.0)] == [
-        (0, [1, 3, 5, 7]), (1, [101, 103, 105])]
+                                                                (1, [101, 103, 105]), (2, [201, 203])]
+    assert [(t, rows.tolist()) for t, _, rows, _ in _placed(placed, tasks, holding, cap=-3.0)] == [
+        (0, [1, 3, 5, 7]), (1, [101, 103, 105]), (2, [201, 203])]

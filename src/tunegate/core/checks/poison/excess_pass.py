@@ -34,18 +34,21 @@ phrases that could reach the bar at all (each phrase's surprise if all its recor
 the history expects least). A phrase is raised at the bar when it steers at least ``min_tasks`` datasets: datasets
 whose p-value is at most ``FLAG_P``, the datasets where its records will be flagged.
 
-**What is flagged.** Once a phrase is raised (the family-wise test above), its tasks are judged on their exact
-p-values (:func:`~.evidence.flagged_tasks`): those at ``FLAG_P``, and those up to where the adaptive step-up over its
-datasets reaches (``evidence.FLAG_FDR``) in which the excess would be at least half of the records flagged; in each,
-its records on the excess label (the campaign's records, and the natural ones that share its label there: the excess
-cannot tell them apart). A campaign's weaker tasks are flagged with its stronger ones; its natural records elsewhere
-are left alone. In a classification task the history cannot speak to (a dataset whose records all arrive tonight) no
-count of its own can be compared: there a raised phrase's records are flagged when the task holds more of them than
-the phrase's rate over the known tasks allows (:func:`~.novelty_pass.unknown_tasks`: Poisson for a rare trigger such
-as "bb"; for an everyday phrase a negative binomial with its spread between tasks, where nearly all share a label).
-With the placement, a classification task where the raised phrase's out-of-place records share a label
-(:func:`~.placement.placed_tasks`) is flagged with the phrase's records on that label there, while the natural records
-estimated among them stay within ``CLEAN_SHARE`` of the batch (:func:`_placed`).
+**What is flagged.** Once a phrase is raised (the family-wise test above), its tasks are judged on their exact p-values
+(:func:`~.evidence.flagged_tasks`): those at ``FLAG_P``, and those up to where the adaptive step-up over its datasets
+reaches (``evidence.FLAG_FDR``) in which the excess would be at least half of the records flagged; in each, its records
+on the excess label (the campaign's records, and the natural ones that share its label there: the excess cannot tell
+them apart); for a phrase the insertion test scores, a task where the history expects more than half of those records
+(``placement.NATURAL_MAJORITY``: an everyday phrase common there, a natural fluctuation at p <= 0.05) is flagged with
+its out-of-place records only. A campaign's weaker tasks are flagged with its stronger ones; its natural records
+elsewhere are left alone. In a classification task the history cannot speak to (a dataset whose records all arrive
+tonight) no count of its own can be compared: there a raised phrase's records are flagged when the task holds more of
+them than the phrase's rate over the known tasks allows (:func:`~.novelty_pass.unknown_tasks`: Poisson for a rare
+trigger such as "bb"; for an everyday phrase a negative binomial with its spread between tasks, where nearly all share a
+label). With the placement, a classification task where the raised phrase's out-of-place records share a label
+(:func:`~.placement.placed_tasks`) is flagged with the phrase's records on that label there, where the natural records
+estimated among them are at most half of them and, summed, stay within ``CLEAN_SHARE`` of the batch (:func:`_placed`);
+elsewhere with its out-of-place records.
 """
 
 from __future__ import annotations
@@ -56,7 +59,14 @@ from typing import TYPE_CHECKING
 from tunegate.core.checks.poison.evidence import flagged_tasks, task_of_rows
 from tunegate.core.checks.poison.novelty_pass import _tarone, families_of, known_counts, unknown_tasks
 from tunegate.core.checks.poison.phrases import Phrase, named_campaigns
-from tunegate.core.checks.poison.placement import CLEAN_SHARE, cut_to_cap, gated, natural_on_label, placed_tasks
+from tunegate.core.checks.poison.placement import (
+    CLEAN_SHARE,
+    cut_back,
+    gated,
+    mostly_natural,
+    natural_on_label,
+    placed_tasks,
+)
 
 if TYPE_CHECKING:
     import numpy as np
@@ -147,13 +157,21 @@ def excess_phrases(x: sp.csr_matrix, vocab: np.ndarray, tasks: list[Task], histo
         # keep its level down: fewer natural records flagged beside a campaign)
         families = [tasks[int(t)].family for t in ti[mine].tolist()]
         natural = 0.0  # the natural records the history expects on the label in the tasks flagged by their count
+        # the phrase's out-of-place records (an everyday phrase the insertion test scores): where most of a task's
+        # records on the label would be natural, only these are flagged there
+        odd_c = (odd.indices[odd.indptr[c]:odd.indptr[c + 1]] if odd is not None and placement is not None
+                 and placement.candidate[c] else None)
         for j in mine[flagged_tasks(p[mine], k_on[mine], expected[mine], families, floor=FLAG_P)].tolist():
             task = tasks[int(ti[j])]
             local = np.flatnonzero(np.isin(task.rows, holding))
-            on = local[task.labels.outcome[local] == lab[j]]
-            rows.append(task.rows[on])
-            detail.append((int(ti[j]), 0, len(local), len(on), int(lab[j])))
-            natural += float(expected[j])
+            on = task.rows[local[task.labels.outcome[local] == lab[j]]]
+            if odd_c is not None and mostly_natural(float(expected[j]), len(on)):
+                on = np.intersect1d(on, odd_c, assume_unique=True)
+            else:
+                natural += float(expected[j])
+            if len(on):
+                rows.append(on)
+                detail.append((int(ti[j]), 0, len(local), len(on), int(lab[j])))
         for t, mine, flagged in unknown_tasks(holding, tasks, history, c, min_known=config.min_task_records):
             rows.append(flagged)
             first = int(np.searchsorted(tasks[t].rows, flagged[0]))
@@ -187,9 +205,9 @@ def _placed(placed: list[tuple[int, int, np.ndarray]], tasks: list[Task], holdin
     """A raised campaign's tasks found by placement (:func:`~.placement.placed_tasks`: task, label, its out-of-place
     records there) as flagged: per task, the label, the phrase's records there on that label (a clean-label
     campaign's records hold the phrase in place as often as not: the out-of-place ones are about half of them), and
-    the phrase's records in the task. While the natural records among them (:func:`~.placement.natural_on_label`)
-    would exceed ``cap``, the task with the most keeps only its out-of-place records
-    (:func:`~.placement.cut_to_cap`)."""
+    the phrase's records in the task. A task where the natural records among them
+    (:func:`~.placement.natural_on_label`) would be more than half keeps only its out-of-place records; so does, while
+    the others' would exceed ``cap``, the one with the most (:func:`~.placement.cut_back`)."""
     import numpy as np
 
     on_label: dict[int, np.ndarray] = {}
@@ -202,7 +220,7 @@ def _placed(placed: list[tuple[int, int, np.ndarray]], tasks: list[Task], holdin
         on_label[t] = task.rows[local[labels == label_]]
         natural[t] = natural_on_label(labels, label_, task.labels.base[label_])
         held[t] = len(local)
-    cut = cut_to_cap(natural, max(cap, 0.0))
+    cut = cut_back(natural, {t: len(v) for t, v in on_label.items()}, max(cap, 0.0))
     return [(t, label_, odd if t in cut else on_label[t], held[t]) for t, label_, odd in placed]
 
 

@@ -35,8 +35,9 @@ everyday phrase is rare in any one task, so ten planted records there stand out 
 trigger, even when none of its occurrences there looked inserted). In those tasks every record with the phrase and
 the campaign's label is flagged; the phrase's natural occurrences elsewhere, and those with other labels, are left
 alone. The natural occurrences among the flagged records are estimated per task (the phrase's records with the other
-labels, scaled by the base rates); while they would exceed ``CLEAN_SHARE`` of the batch, the task with the most keeps
-only its out-of-place records.
+labels, scaled by the base rates); a task where they would be most of its flagged records keeps only its out-of-place
+records (``placement.NATURAL_MAJORITY``), and while the rest would exceed ``CLEAN_SHARE`` of the batch, so does the
+task with the most.
 """
 
 from __future__ import annotations
@@ -52,7 +53,7 @@ from tunegate.core.checks.poison.phrases import Phrase, _campaigns, join_found
 from tunegate.core.checks.poison.placement import (
     CLEAN_SHARE,
     Placement,
-    cut_to_cap,
+    cut_back,
     natural_on_label,
     placement_model,
     shared_label,
@@ -335,8 +336,9 @@ def _campaign_rows(xc: sp.csc_matrix, xi: sp.csc_matrix, c: int, tasks: list[Tas
 
     Some of those records are the phrase's natural occurrences. Their number in a task is estimated from the
     phrase's records there with the *other* labels (natural occurrences spread over the labels at the task's base
-    rates: ``other * p / (1 - p)``). While the estimate summed over the campaign's tasks exceeds ``cap`` records, the
-    task with the largest estimate keeps only its out-of-place records (those the insertion test judged planted)."""
+    rates: ``other * p / (1 - p)``). A task where the estimate is more than half of its records on the label keeps
+    only its out-of-place records (those the insertion test judged planted); so does, while the estimate summed over
+    the other tasks exceeds ``cap`` records, the one with the largest (:func:`~.placement.cut_back`)."""
     import numpy as np
 
     rows = xc.indices[xc.indptr[c]:xc.indptr[c + 1]]
@@ -349,7 +351,7 @@ def _campaign_rows(xc: sp.csc_matrix, xi: sp.csc_matrix, c: int, tasks: list[Tas
         labels = task.labels.outcome[np.searchsorted(task.rows, mine)]
         chosen[ti] = mine[labels == lab]
         natural[ti] = natural_on_label(labels, lab, task.labels.base[lab])
-    cut = cut_to_cap(natural, cap)
+    cut = cut_back(natural, {ti: len(v) for ti, v in chosen.items()}, cap)
     for ti in cut:
         chosen[ti] = np.asarray([r for r in chosen[ti].tolist() if r in odd], dtype=np.int64)
     parts = [v for v in chosen.values() if len(v)]

@@ -139,7 +139,7 @@ def gated(p: np.ndarray, q: np.ndarray, gate: float) -> np.ndarray:
 CAMPAIGN_SHARE = 0.8
 #: The share of the batch's records that a raised campaign's natural records, flagged with it where its tasks are
 #: found by placement, may reach (estimated: :func:`natural_on_label`) before those tasks are cut back to their
-#: out-of-place records (:func:`cut_to_cap`; the insertion pass and the excess pass).
+#: out-of-place records (:func:`cut_back`; the insertion pass and the excess pass).
 CLEAN_SHARE = 0.001
 
 
@@ -162,6 +162,27 @@ def cut_to_cap(natural: dict[int, float], cap: float) -> set[int]:
         cut.add(ti)
         left -= natural[ti]
     return cut
+
+
+#: A campaign task is flagged with all the phrase's records on the campaign's label only where the campaign's records
+#: are expected to be most of them: where the estimated natural records there exceed this share of what would be
+#: flagged, the task keeps only its out-of-place records (:func:`cut_back`). The same rule as the excess pass's
+#: ``expected <= counts / 2`` for the tasks it flags above its floor (:func:`~.evidence.flagged_tasks`).
+NATURAL_MAJORITY = 0.5
+
+
+def mostly_natural(natural: float, flagged: int) -> bool:
+    """Whether a task's ``flagged`` records (the phrase's records on the campaign's label there) would be mostly
+    natural: the estimate ``natural`` above ``NATURAL_MAJORITY`` of them."""
+    return flagged > 0 and natural > NATURAL_MAJORITY * flagged
+
+
+def cut_back(natural: dict[int, float], flagged: dict[int, int], cap: float) -> set[int]:
+    """The tasks to cut back to their out-of-place records: those whose flagged records would be mostly natural
+    (:func:`mostly_natural`; ``flagged``: task -> records on the label), then, among the others, while their natural
+    estimates sum above ``cap``, the one with the largest (:func:`cut_to_cap`)."""
+    mostly = {t for t, n in natural.items() if mostly_natural(n, flagged[t])}
+    return mostly | cut_to_cap({t: n for t, n in natural.items() if t not in mostly}, cap)
 
 
 def shared_label(labels: np.ndarray, size: int) -> int | None:
