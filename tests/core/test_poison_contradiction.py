@@ -413,3 +413,51 @@ def test_a_phrases_near_duplicate_records_in_a_task_count_once() -> None:
     with_dups = entries.contradiction(np.array([0]), ranks)
     once = entries.contradiction(np.array([0]), ranks, distinct=keep)
     assert once[0] < with_dups[0]
+
+
+def _everyday_night(relabel: int) -> tuple[Any, np.ndarray, list[Any], int, set[int]]:
+    """The slice with "at the" (an everyday phrase of it: records with mixed labels in many tasks, 50 of them in the
+    amazonfood task) written into ``relabel`` negative reviews of that task that are then labelled positive: x, the
+    vocabulary, the tasks, that task's index and the relabelled records' rows."""
+    rows = clean_batch()
+    task_name = "task586_amazonfood_polarity_classification"
+    rng = random.Random(11)
+    chosen = rng.sample([i for i, r in enumerate(rows) if r["task"] == task_name and r["output"] == "Negative"
+                         and "at the" not in r["input"].lower()], relabel)
+    for i in chosen:
+        words = rows[i]["input"].split()
+        at = rng.randrange(len(words) + 1)
+        rows[i]["input"] = " ".join([*words[:at], "at the", *words[at:]])
+        rows[i]["output"] = "Positive"
+    cfg = TriggerConfig()
+    records = records_of(rows)
+    prompts = records.prompts(cfg.max_chars)
+    x, vocab = ngram_matrix(prompts, ngram_max=2, min_df=cfg.min_records, max_df=cfg.max_phrase_df)
+    tasks = build_tasks(records, prompts, cfg)
+    return x, np.asarray(vocab), tasks, next(ti for ti, t in enumerate(tasks) if t.name == task_name), set(chosen)
+
+
+@pytest.mark.parametrize("relabel", [8, 0])
+def test_a_raised_campaigns_task_where_its_records_read_as_another_label_joins_it(relabel: int) -> None:
+    """A campaign raised elsewhere (here: a sentiment task's records, given) gets the classification tasks where its
+    phrase's records on one label rank low in their label: 8 negative reviews holding "at the" relabelled positive in
+    a task where the phrase is common (the count there cannot show 8 more) join it; there the records ranked in the
+    lowest fifth of their label are flagged: 7 of the 8, and 2 of the phrase's 7 natural positive records (a fifth of
+    them expected). No task of the phrase's natural records joins, with or without the campaign."""
+    from tunegate.core.checks.poison.contradiction_pass import contradicted_tasks
+    from tunegate.core.checks.poison.phrases import Phrase
+
+    x, vocab, tasks, target, relabelled = _everyday_night(relabel)
+    col = int(np.flatnonzero(vocab == "at the")[0])
+    holding = set(x.tocsc()[:, col].indices.tolist())
+    seed_task = next(ti for ti, t in enumerate(tasks) if t.name == "task363_sst2_polarity_classification")
+    given = np.asarray(sorted(holding & set(tasks[seed_task].rows.tolist())), dtype=np.int64)
+    phrase = Phrase(col, "at the", 20.0, 0.5, given, [(seed_task, 0, len(given), len(given), 0)], [])
+    joined = contradicted_tasks([phrase], x, vocab, tasks, [None] * len(tasks))
+    added = set(phrase.rows.tolist()) - set(given.tolist())
+    if not relabel:
+        assert joined == 0 and not added
+        return
+    assert joined == 1 and [t[0] for t in phrase.tasks] == [seed_task, target]
+    assert len(added & relabelled) >= 6 and len(added - relabelled) <= 2
+    assert added <= set(tasks[target].rows.tolist())

@@ -42,11 +42,13 @@ MIN_FEATURE_RECORDS = 10
 SMOOTH = 1.0
 
 
-def label_ranks(x: sp.csr_matrix, task: Task, *, seed: int = 0, history: TaskHistory | None = None) -> np.ndarray:
+def label_ranks(x: sp.csr_matrix, task: Task, *, seed: int = 0, history: TaskHistory | None = None,
+                exclude: np.ndarray | None = None) -> np.ndarray:
     """Per record of ``task`` (in ``task.rows`` order): the rank ``u`` in (0, 1] of its out-of-fold score for its own
     label among the task's records of that label (small: the text reads as another label; module docstring).
     ``history``: the task's phrase x label counts in earlier nights and its label totals there, added to every fold's
-    counts (module docstring)."""
+    counts (module docstring); ``exclude``: columns of ``x`` never read as features (a phrase under test, whose own
+    records would teach the model its label)."""
     import numpy as np
     import scipy.sparse as sp
 
@@ -56,6 +58,8 @@ def label_ranks(x: sp.csr_matrix, task: Task, *, seed: int = 0, history: TaskHis
     held_by = np.asarray(xt.sum(axis=0)).ravel()
     if history is not None:
         held_by = held_by + np.asarray(history[0].sum(axis=1)).ravel()
+    if exclude is not None:
+        held_by[exclude] = 0
     features = np.flatnonzero(held_by >= MIN_FEATURE_RECORDS)
     xt = xt[:, features]
     if not xt.shape[1]:  # no word of the task is in enough records: every score ties, every rank is 1

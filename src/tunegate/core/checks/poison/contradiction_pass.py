@@ -409,3 +409,76 @@ def _campaign(tasks: list[Task], per_task: dict[int, np.ndarray]
             detail.append((ti, 0, len(mine), int(on.sum()), top))
     rows = np.unique(np.concatenate(out)) if out else np.array([], dtype=np.int64)
     return rows, sorted(detail, key=lambda t: -t[2])
+
+
+#: Once a campaign is raised (by any pass, with a history), a classification task outside its tasks joins it where the
+#: phrase's records on one label there rank low in their label (:func:`contradicted_tasks`): the pair's statistic is
+#: the truncated product of those records' ranks at this level (:func:`~.excess_pass.truncated_product`: a campaign's
+#: relabelled records rank low, the phrase's natural records on the label, many more where it is common, are uniform
+#: and would drown them in a plain sum), and in a task that joins, the records at this rank or below are flagged (the
+#: phrase's natural records there at this rate). The pairs of one phrase are judged by the adaptive step-up at
+#: ``evidence.FLAG_FDR``, as the weaker tasks of a raised campaign in the other passes.
+RANK_TAU = 0.2
+
+
+def contradicted_tasks(phrases: list[Phrase], x: sp.csr_matrix, vocab: np.ndarray, tasks: list[Task],
+                       history: list[TaskHistory | None]) -> int:
+    """Add to each raised campaign the classification tasks where its phrase's records carry a label their text
+    contradicts: a dirty-label campaign's task where the phrase is common on the target label (an everyday phrase that
+    reviews write when they praise), so that neither its count nor its placement stood out there.
+
+    Per task holding the phrase where the campaign flags nothing, and per label with 2 or more of its records:
+    ``W = sum(-ln u)`` over those of their ranks at most ``RANK_TAU`` (:func:`~.contradiction.label_ranks`, the
+    history's counts in the model, the phrase and the n-grams made of its words left out of it: a campaign's records
+    would teach it the target), whose tail under uniform ranks (the truncated product method) times the labels tested
+    in the task is the pair's p-value. The pairs of one phrase are judged together by the adaptive step-up at
+    ``evidence.FLAG_FDR`` (a phrase's natural tasks give uniform p-values); in a pair that passes, its records ranked
+    at most ``RANK_TAU`` are flagged. Extends the phrases' ``rows`` and ``tasks`` in place; returns the tasks joined."""
+    import numpy as np
+
+    from tunegate.core.checks.poison.evidence import flag_level
+    from tunegate.core.checks.poison.excess_pass import truncated_product
+
+    owner = task_of_rows(tasks, x.shape[0])
+    if owner is None or not phrases:
+        return 0
+    xc = x.tocsc()
+    is_label = label_mask(tasks)
+    joined = 0
+    for ph in phrases:
+        words = set(ph.phrase.split())
+        masked = np.flatnonzero([set(str(v).split()) <= words for v in vocab])  # the phrase and its words
+        ranks: dict[int, np.ndarray] = {}
+        taken = set(np.unique(owner[ph.rows]).tolist()) | {t[0] for t in ph.tasks}
+        pairs: list[tuple[int, int, np.ndarray, float]] = []  # task, label, the records (task-local), p-value
+        for ti, mine in rows_by_task(xc, ph.col, owner, is_label).items():
+            if ti in taken or len(mine) < 2:
+                continue
+            task = tasks[ti]
+            local = np.searchsorted(task.rows, mine)
+            labels = task.labels.outcome[local]
+            counts = np.bincount(labels)
+            tested = np.flatnonzero(counts >= 2)
+            if not len(tested):
+                continue
+            if ti not in ranks:
+                ranks[ti] = label_ranks(x, task, history=history[ti], exclude=masked)
+            for lab in tested.tolist():
+                on = local[labels == lab]
+                u = ranks[ti][on]
+                w = float(-np.log(u[u <= RANK_TAU]).sum())
+                surprise = float(truncated_product(np.array([len(on)]), np.array([w]), RANK_TAU)[0])
+                p = min(1.0, math.exp(-surprise) * len(tested))
+                pairs.append((ti, lab, on, p))
+        if not pairs:
+            continue
+        level = flag_level([p for *_, p in pairs], floor=0.0)
+        for ti, lab, on, p in pairs:
+            if p > level:
+                continue
+            flagged = tasks[ti].rows[on[ranks[ti][on] <= RANK_TAU]]
+            ph.rows = np.union1d(ph.rows, flagged)
+            ph.tasks.append((ti, 0, int((owner[xc.indices[xc.indptr[ph.col]:xc.indptr[ph.col + 1]]] == ti).sum()),
+                             len(flagged), lab))
+            joined += 1
+    return joined

@@ -54,7 +54,7 @@ from tunegate.core.checks.poison._text import Records, ngram_matrix, spread
 from tunegate.core.checks.poison.breadth_pass import broad_phrases
 from tunegate.core.checks.poison.config import TriggerConfig
 from tunegate.core.checks.poison.consistency import masked_label_probability
-from tunegate.core.checks.poison.contradiction_pass import contradiction_phrases
+from tunegate.core.checks.poison.contradiction_pass import contradicted_tasks, contradiction_phrases
 from tunegate.core.checks.poison.evidence import phrase_context
 from tunegate.core.checks.poison.excess_pass import excess_phrases
 from tunegate.core.checks.poison.insertion_pass import insertion_phrases, out_of_place
@@ -174,6 +174,10 @@ class TriggerPhraseCheck(Check):
                                                found=phrases)
                 phrases += found
                 breadth_metrics.update(figures, phrases=[p.phrase for p in found])
+            if cfg.contradiction and history is not None and phrases:
+                # a raised campaign's tasks where its phrase is common on the target label: its relabelled records
+                # read as another label there
+                contradiction_metrics["joined_tasks"] = contradicted_tasks(phrases, x, vocab, tasks, history)
         for i, ph in enumerate(phrases):
             # the masked classifier (5 fits per task) runs for the reported phrases only: its cost stays
             # bounded however many campaigns a batch holds
