@@ -446,14 +446,18 @@ def contradicted_tasks(phrases: list[Phrase], x: sp.csr_matrix, vocab: np.ndarra
     is_label = label_mask(tasks)
     joined = 0
     for ph in phrases:
-        words = set(ph.phrase.split())
-        masked = np.flatnonzero([set(str(v).split()) <= words for v in vocab])  # the phrase and its words
+        words = ph.phrase.split()
+        # the phrase and the 1-2-grams made of its words (the vocabulary's n-grams go up to the phrase's length)
+        made_of = {ph.phrase, *words, *(f"{a} {b}" for a in words for b in words)}
+        masked = np.flatnonzero(np.isin(vocab, sorted(made_of)))
         ranks: dict[int, np.ndarray] = {}
         taken = set(np.unique(owner[ph.rows]).tolist()) | {t[0] for t in ph.tasks}
         pairs: list[tuple[int, int, np.ndarray, float]] = []  # task, label, the records (task-local), p-value
+        held: dict[int, int] = {}  # the phrase's records per task
         for ti, mine in rows_by_task(xc, ph.col, owner, is_label).items():
             if ti in taken or len(mine) < 2:
                 continue
+            held[ti] = len(mine)
             task = tasks[ti]
             local = np.searchsorted(task.rows, mine)
             labels = task.labels.outcome[local]
@@ -478,7 +482,6 @@ def contradicted_tasks(phrases: list[Phrase], x: sp.csr_matrix, vocab: np.ndarra
                 continue
             flagged = tasks[ti].rows[on[ranks[ti][on] <= RANK_TAU]]
             ph.rows = np.union1d(ph.rows, flagged)
-            ph.tasks.append((ti, 0, int((owner[xc.indices[xc.indptr[ph.col]:xc.indptr[ph.col + 1]]] == ti).sum()),
-                             len(flagged), lab))
+            ph.tasks.append((ti, 0, held[ti], len(flagged), lab))
             joined += 1
     return joined
