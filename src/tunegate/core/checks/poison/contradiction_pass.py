@@ -427,7 +427,9 @@ def contradicted_tasks(phrases: list[Phrase], x: sp.csr_matrix, vocab: np.ndarra
     contradicts: a dirty-label campaign's task where the phrase is common on the target label (an everyday phrase that
     reviews write when they praise), so that neither its count nor its placement stood out there.
 
-    Per task holding the phrase where the campaign flags nothing, and per label with 2 or more of its records:
+    Per task holding the phrase where the campaign flags nothing, in fewer than ``TEMPLATE_SHARE`` of its records (a
+    phrase of the task's template, "polarity positive" in half of a polarity-correction task's records, splits its
+    labels in a way the ranks, taken over the whole label, do not expect), and per label with 2 or more of its records:
     ``W = sum(-ln u)`` over those of their ranks at most ``RANK_TAU`` (:func:`~.contradiction.label_ranks`, the
     history's counts in the model, the phrase and the n-grams made of its words left out of it: a campaign's records
     would teach it the target), whose tail under uniform ranks (the truncated product method) times the labels tested
@@ -455,8 +457,8 @@ def contradicted_tasks(phrases: list[Phrase], x: sp.csr_matrix, vocab: np.ndarra
         pairs: list[tuple[int, int, np.ndarray, float]] = []  # task, label, the records (task-local), p-value
         held: dict[int, int] = {}  # the phrase's records per task
         for ti, mine in rows_by_task(xc, ph.col, owner, is_label).items():
-            if ti in taken or len(mine) < 2:
-                continue
+            if ti in taken or len(mine) < 2 or len(mine) >= TEMPLATE_SHARE * len(tasks[ti].rows):
+                continue  # a phrase in a tenth of the task's records or more is its template's (ranks read the rest)
             held[ti] = len(mine)
             task = tasks[ti]
             local = np.searchsorted(task.rows, mine)
