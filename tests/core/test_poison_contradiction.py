@@ -416,7 +416,7 @@ def test_a_phrases_near_duplicate_records_in_a_task_count_once() -> None:
 
 
 def _everyday_night(relabel: int) -> tuple[Any, np.ndarray, list[Any], int, set[int]]:
-    """The slice with "at the" (an everyday phrase of it: records with mixed labels in many tasks, 50 of them in the
+    """The slice with "at the" (an everyday phrase of it: records with mixed labels in many tasks, 17 of them in the
     amazonfood task) written into ``relabel`` negative reviews of that task that are then labelled positive: x, the
     vocabulary, the tasks, that task's index and the relabelled records' rows."""
     rows = clean_batch()
