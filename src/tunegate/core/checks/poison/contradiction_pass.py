@@ -454,7 +454,9 @@ def contradicted_tasks(phrases: list[Phrase], x: sp.csr_matrix, vocab: np.ndarra
         masked = np.flatnonzero(np.isin(vocab, sorted(made_of)))
         ranks: dict[int, np.ndarray] = {}
         taken = set(np.unique(owner[ph.rows]).tolist()) | {t[0] for t in ph.tasks}
-        pairs: list[tuple[int, int, np.ndarray, float]] = []  # task, label, the records (task-local), p-value
+        pairs: list[tuple[int, int, np.ndarray]] = []  # task, label, the records (task-local)
+        w: list[float] = []  # per pair: the sum of -ln u over its ranks at most RANK_TAU ...
+        labels_tested: list[int] = []  # ... and the labels tested in its task
         held: dict[int, int] = {}  # the phrase's records per task
         for ti, mine in rows_by_task(xc, ph.col, owner, is_label).items():
             if ti in taken or len(mine) < 2 or len(mine) >= TEMPLATE_SHARE * len(tasks[ti].rows):
@@ -467,20 +469,20 @@ def contradicted_tasks(phrases: list[Phrase], x: sp.csr_matrix, vocab: np.ndarra
             tested = np.flatnonzero(counts >= 2)
             if not len(tested):
                 continue
-            if ti not in ranks:
-                ranks[ti] = label_ranks(x, task, history=history[ti], exclude=masked)
+            ranks[ti] = label_ranks(x, task, history=history[ti], exclude=masked)
             for lab in tested.tolist():
                 on = local[labels == lab]
                 u = ranks[ti][on]
-                w = float(-np.log(u[u <= RANK_TAU]).sum())
-                surprise = float(truncated_product(np.array([len(on)]), np.array([w]), RANK_TAU)[0])
-                p = min(1.0, math.exp(-surprise) * len(tested))
-                pairs.append((ti, lab, on, p))
+                pairs.append((ti, lab, on))
+                w.append(float(-np.log(u[u <= RANK_TAU]).sum()))
+                labels_tested.append(len(tested))
         if not pairs:
             continue
-        level = flag_level([p for *_, p in pairs], floor=0.0)
-        for ti, lab, on, p in pairs:
-            if p > level:
+        surprise = truncated_product(np.array([len(on) for _, _, on in pairs]), np.array(w), RANK_TAU)
+        p = np.minimum(1.0, np.exp(-surprise) * np.array(labels_tested))
+        level = flag_level(p.tolist(), floor=0.0)
+        for (ti, lab, on), p_pair in zip(pairs, p.tolist(), strict=True):
+            if p_pair > level:
                 continue
             flagged = tasks[ti].rows[on[ranks[ti][on] <= RANK_TAU]]
             ph.rows = np.union1d(ph.rows, flagged)

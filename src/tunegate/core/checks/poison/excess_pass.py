@@ -176,7 +176,8 @@ def excess_phrases(x: sp.csr_matrix, vocab: np.ndarray, tasks: list[Task], histo
             rows.append(flagged)
             first = int(np.searchsorted(tasks[t].rows, flagged[0]))
             detail.append((t, 0, len(mine), len(flagged), int(tasks[t].labels.outcome[first])))
-        if odd is not None and placement is not None and placement.candidate[c]:
+        if odd_c is not None:
+            assert odd is not None
             placed = _placed(placed_tasks(odd, c, tasks, skip={d[0] for d in detail}), tasks, holding,
                              cap=CLEAN_SHARE * x.shape[0] - natural)
             for t, label_, flagged, held_here in placed:
