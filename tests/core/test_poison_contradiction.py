@@ -453,7 +453,7 @@ def test_a_raised_campaigns_task_where_its_records_read_as_another_label_joins_i
     seed_task = next(ti for ti, t in enumerate(tasks) if t.name == "task363_sst2_polarity_classification")
     given = np.asarray(sorted(holding & set(tasks[seed_task].rows.tolist())), dtype=np.int64)
     phrase = Phrase(col, "at the", 20.0, 0.5, given, [(seed_task, 0, len(given), len(given), 0)], [])
-    joined = contradicted_tasks([phrase], x, vocab, tasks, [None] * len(tasks))
+    joined = contradicted_tasks([phrase], x, vocab, tasks, [None] * len(tasks), min_known=50)
     added = set(phrase.rows.tolist()) - set(given.tolist())
     if not relabel:
         assert joined == 0 and not added
@@ -461,3 +461,35 @@ def test_a_raised_campaigns_task_where_its_records_read_as_another_label_joins_i
     assert joined == 1 and [t[0] for t in phrase.tasks] == [seed_task, target]
     assert len(added & relabelled) >= 6 and len(added - relabelled) <= 2
     assert added <= set(tasks[target].rows.tolist())
+
+
+@pytest.mark.parametrize(("expected", "joins"), [(4, True), (9, False)])
+def test_a_task_whose_history_expects_most_of_the_phrases_records_on_the_label_does_not_join(expected: int,
+                                                                                          joins: bool) -> None:
+    """The same 8 relabelled reviews, now in a task the history knows (two nights of its size): where the history
+    expects 4 of the phrase's 15 records on the label there (its 7 natural ones, roughly), the 8 above that are a
+    campaign's and the task joins; where it expects 9, more than half of them would be natural (the phrase leans that
+    way there every night: the task's topic, not a campaign) and it does not."""
+    import scipy.sparse as sp
+
+    from tunegate.core.checks.poison.contradiction_pass import contradicted_tasks
+    from tunegate.core.checks.poison.phrases import Phrase
+
+    x, vocab, tasks, target, _ = _everyday_night(8)
+    col = int(np.flatnonzero(vocab == "at the")[0])
+    holding = set(x.tocsc()[:, col].indices.tolist())
+    seed_task = next(ti for ti, t in enumerate(tasks) if t.name == "task363_sst2_polarity_classification")
+    given = np.asarray(sorted(holding & set(tasks[seed_task].rows.tolist())), dtype=np.int64)
+    task = tasks[target]
+    on_label = np.flatnonzero(np.isin(task.rows, sorted(holding)) & (task.labels.outcome == 1))
+    assert len(on_label) == 15 and task.labels.names[1] == "Positive"  # 8 relabelled, 7 natural
+    counts = sp.lil_matrix((len(vocab), len(task.labels.names)))
+    counts[col, 1] = 2 * expected  # two nights of the task's size: ``expected`` a night
+    totals = 2 * np.bincount(task.labels.outcome, minlength=len(task.labels.names)).astype(float)
+    history: list[Any] = [None] * len(tasks)
+    history[target] = (counts.tocsr(), totals)
+    phrase = Phrase(col, "at the", 20.0, 0.5, given, [(seed_task, 0, len(given), len(given), 0)], [])
+    joined = contradicted_tasks([phrase], x, vocab, tasks, history, min_known=50)
+    added = set(phrase.rows.tolist()) - set(given.tolist())
+    assert joined == int(joins) and bool(added) is joins
+    assert added <= set(task.rows.tolist())

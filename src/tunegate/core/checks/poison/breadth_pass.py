@@ -43,7 +43,7 @@ import math
 from typing import TYPE_CHECKING
 
 from tunegate.core.checks.poison.evidence import flagged_tasks, label_mask, rows_by_task, task_of_rows
-from tunegate.core.checks.poison.novelty_pass import TASK_BURST_P, known_rate, knows
+from tunegate.core.checks.poison.novelty_pass import TASK_BURST_P, expected_records, known_rate, knows
 from tunegate.core.checks.poison.phrases import Phrase, join_found, named_campaigns
 
 if TYPE_CHECKING:
@@ -91,7 +91,7 @@ def broad_phrases(x: sp.csr_matrix, vocab: np.ndarray, tasks: list[Task], stats:
             p, top = task_burst(counts, task, history[ti], c, rate=rate, min_known=config.min_task_records)
             by_family.setdefault(task.family, []).append(p)
             per_task.append((p, ti, held, held[labels == top], top,
-                             _expected(task, history[ti], c, top, rate=rate, min_known=config.min_task_records)))
+                             expected_records(task, history[ti], c, top, rate=rate, min_known=config.min_task_records)))
         dataset_p = [min(1.0, min(ps) * len(ps)) for ps in by_family.values()]
         j = sum(p <= TASK_BURST_P for p in dataset_p)
         score = binomial_surprise(j, len(dataset_p), TASK_BURST_P)
@@ -176,16 +176,6 @@ def task_burst(counts: np.ndarray, task: Task, past: TaskHistory | None, c: int,
     tails[live] = betainc(counts[live], held[live] + 1.0, share)
     label = int(tails.argmin())
     return min(1.0, float(tails[label]) * len(counts)), label
-
-
-def _expected(task: Task, past: TaskHistory | None, c: int, label: int, *, rate: float, min_known: int) -> float:
-    """Tonight's records of phrase ``c`` on ``label`` in ``task`` that the history's rate expects (:func:`task_burst`'s
-    null): the history's count there scaled to tonight's exposure, or in a task the history cannot speak to the
-    phrase's ``rate`` over the known tasks times the task's records."""
-    size = float(len(task.rows))
-    if not knows(past, min_known):
-        return rate * size
-    return float(past[0][c, label]) * size / float(past[1].sum())
 
 
 def binomial_surprise(j: int, d: int, p: float) -> float:

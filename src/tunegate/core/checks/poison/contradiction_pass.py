@@ -422,7 +422,7 @@ RANK_TAU = 0.2
 
 
 def contradicted_tasks(phrases: list[Phrase], x: sp.csr_matrix, vocab: np.ndarray, tasks: list[Task],
-                       history: list[TaskHistory | None]) -> int:
+                       history: list[TaskHistory | None], *, min_known: int) -> int:
     """Add to each raised campaign the classification tasks where its phrase's records carry a label their text
     contradicts: a dirty-label campaign's task where the phrase is common on the target label (an everyday phrase that
     reviews write when they praise), so that neither its count nor its placement stood out there.
@@ -435,11 +435,18 @@ def contradicted_tasks(phrases: list[Phrase], x: sp.csr_matrix, vocab: np.ndarra
     would teach it the target), whose tail under uniform ranks (the truncated product method) times the labels tested
     in the task is the pair's p-value. The pairs of one phrase are judged together by the adaptive step-up at
     ``evidence.FLAG_FDR`` (a phrase's natural tasks give uniform p-values); in a pair that passes, its records ranked
-    at most ``RANK_TAU`` are flagged. Extends the phrases' ``rows`` and ``tasks`` in place; returns the tasks joined."""
+    at most ``RANK_TAU`` are flagged, unless the history expects most of the phrase's records on that label there
+    (:func:`~.placement.mostly_natural`, the history's count scaled to tonight as the excess pass's): a phrase that
+    leans the same way there every night (comments holding "they have" that read as toxic in three jigsaw tasks) is the
+    task's topic, not a campaign, and a campaign that planted there shows as records above what the history expects.
+    ``min_known``: the records a task's history needs to speak to it (in a task it cannot, the rule is not applied).
+    Extends the phrases' ``rows`` and ``tasks`` in place; returns the tasks joined."""
     import numpy as np
 
     from tunegate.core.checks.poison.evidence import flag_level
     from tunegate.core.checks.poison.excess_pass import truncated_product
+    from tunegate.core.checks.poison.novelty_pass import expected_records
+    from tunegate.core.checks.poison.placement import mostly_natural
 
     owner = task_of_rows(tasks, x.shape[0])
     if owner is None or not phrases:
@@ -482,8 +489,9 @@ def contradicted_tasks(phrases: list[Phrase], x: sp.csr_matrix, vocab: np.ndarra
         p = np.minimum(1.0, np.exp(-surprise) * np.array(labels_tested))
         level = flag_level(p.tolist(), floor=0.0)
         for (ti, lab, on), p_pair in zip(pairs, p.tolist(), strict=True):
-            if p_pair > level:
-                continue
+            if p_pair > level or (knows(history[ti], min_known) and mostly_natural(
+                    expected_records(tasks[ti], history[ti], ph.col, lab, rate=0.0, min_known=min_known), len(on))):
+                continue  # (a task the history knows: the rate for the others is not read)
             flagged = tasks[ti].rows[on[ranks[ti][on] <= RANK_TAU]]
             ph.rows = np.union1d(ph.rows, flagged)
             ph.tasks.append((ti, 0, held[ti], len(flagged), lab))

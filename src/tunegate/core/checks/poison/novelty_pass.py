@@ -464,6 +464,16 @@ def known_rate(history: list[TaskHistory | None], c: int, min_known: int) -> flo
     return (sum(held) + 0.5) / (sum(seen) + 1.0)
 
 
+def expected_records(task: Task, past: TaskHistory | None, c: int, label: int, *, rate: float, min_known: int) -> float:
+    """Tonight's records of phrase ``c`` on ``label`` in ``task`` that the history's rate expects
+    (:func:`~.breadth_pass.task_burst`'s null): the history's count there scaled to tonight's exposure, or in a task
+    the history cannot speak to the phrase's ``rate`` over the known tasks times the task's records."""
+    size = float(len(task.rows))
+    if not knows(past, min_known):
+        return rate * size
+    return float(past[0][c, label]) * size / float(past[1].sum())
+
+
 def _known_counts(history: list[TaskHistory | None], c: int, min_known: int) -> tuple[list[float], list[float]]:
     """Per classification task the history knows (``min_known`` records or more): its records of phrase ``c``, and its
     records."""

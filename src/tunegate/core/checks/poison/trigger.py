@@ -177,7 +177,8 @@ class TriggerPhraseCheck(Check):
             if cfg.contradiction and history is not None and phrases:
                 # a raised campaign's tasks where its phrase is common on the target label: its relabelled records
                 # read as another label there
-                contradiction_metrics["joined_tasks"] = contradicted_tasks(phrases, x, vocab, tasks, history)
+                contradiction_metrics["joined_tasks"] = contradicted_tasks(
+                    phrases, x, vocab, tasks, history, min_known=cfg.min_task_records)
         for i, ph in enumerate(phrases):
             # the masked classifier (5 fits per task) runs for the reported phrases only: its cost stays
             # bounded however many campaigns a batch holds
