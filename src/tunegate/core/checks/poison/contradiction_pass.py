@@ -491,7 +491,7 @@ def contradicted_tasks(phrases: list[Phrase], x: sp.csr_matrix, vocab: np.ndarra
         for (ti, lab, on), p_pair in zip(pairs, p.tolist(), strict=True):
             if p_pair > level or (knows(history[ti], min_known) and mostly_natural(
                     expected_records(tasks[ti], history[ti], ph.col, lab, rate=0.0, min_known=min_known), len(on))):
-                continue  # (a task the history knows: the rate for the others is not read)
+                continue  # (rate 0.0 is never read: the rule applies where the history knows the task)
             flagged = tasks[ti].rows[on[ranks[ti][on] <= RANK_TAU]]
             ph.rows = np.union1d(ph.rows, flagged)
             ph.tasks.append((ti, 0, held[ti], len(flagged), lab))
