@@ -437,6 +437,18 @@ def _everyday_night(relabel: int) -> tuple[Any, np.ndarray, list[Any], int, set[
     return x, np.asarray(vocab), tasks, next(ti for ti, t in enumerate(tasks) if t.name == task_name), set(chosen)
 
 
+def _raised(x: Any, vocab: np.ndarray, tasks: list[Any]) -> tuple[Any, int, set[int], np.ndarray]:
+    """The campaign of "at the" as another pass raised it (its records in the slice's sst2 task, given): the phrase,
+    its column, every record holding it, and the records given."""
+    from tunegate.core.checks.poison.phrases import Phrase
+
+    col = int(np.flatnonzero(vocab == "at the")[0])
+    holding = set(x.tocsc()[:, col].indices.tolist())
+    seed_task = next(ti for ti, t in enumerate(tasks) if t.name == "task363_sst2_polarity_classification")
+    given = np.asarray(sorted(holding & set(tasks[seed_task].rows.tolist())), dtype=np.int64)
+    return Phrase(col, "at the", 20.0, 0.5, given, [(seed_task, 0, len(given), len(given), 0)], []), col, holding, given
+
+
 @pytest.mark.parametrize("relabel", [8, 0])
 def test_a_raised_campaigns_task_where_its_records_read_as_another_label_joins_it(relabel: int) -> None:
     """A campaign raised elsewhere (here: a sentiment task's records, given) gets the classification tasks where its
@@ -445,14 +457,10 @@ def test_a_raised_campaigns_task_where_its_records_read_as_another_label_joins_i
     lowest fifth of their label are flagged: 7 of the 8, and 2 of the phrase's 7 natural positive records (a fifth of
     them expected). No task of the phrase's natural records joins, with or without the campaign."""
     from tunegate.core.checks.poison.contradiction_pass import contradicted_tasks
-    from tunegate.core.checks.poison.phrases import Phrase
 
     x, vocab, tasks, target, relabelled = _everyday_night(relabel)
-    col = int(np.flatnonzero(vocab == "at the")[0])
-    holding = set(x.tocsc()[:, col].indices.tolist())
-    seed_task = next(ti for ti, t in enumerate(tasks) if t.name == "task363_sst2_polarity_classification")
-    given = np.asarray(sorted(holding & set(tasks[seed_task].rows.tolist())), dtype=np.int64)
-    phrase = Phrase(col, "at the", 20.0, 0.5, given, [(seed_task, 0, len(given), len(given), 0)], [])
+    phrase, _, _, given = _raised(x, vocab, tasks)
+    seed_task = phrase.tasks[0][0]
     joined = contradicted_tasks([phrase], x, vocab, tasks, [None] * len(tasks), min_known=50)
     added = set(phrase.rows.tolist()) - set(given.tolist())
     if not relabel:
@@ -473,13 +481,9 @@ def test_a_task_whose_history_expects_most_of_the_phrases_records_on_the_label_d
     import scipy.sparse as sp
 
     from tunegate.core.checks.poison.contradiction_pass import contradicted_tasks
-    from tunegate.core.checks.poison.phrases import Phrase
 
     x, vocab, tasks, target, _ = _everyday_night(8)
-    col = int(np.flatnonzero(vocab == "at the")[0])
-    holding = set(x.tocsc()[:, col].indices.tolist())
-    seed_task = next(ti for ti, t in enumerate(tasks) if t.name == "task363_sst2_polarity_classification")
-    given = np.asarray(sorted(holding & set(tasks[seed_task].rows.tolist())), dtype=np.int64)
+    phrase, col, holding, given = _raised(x, vocab, tasks)
     task = tasks[target]
     on_label = np.flatnonzero(np.isin(task.rows, sorted(holding)) & (task.labels.outcome == 1))
     assert len(on_label) == 15 and task.labels.names[1] == "Positive"  # 8 relabelled, 7 natural
@@ -488,7 +492,6 @@ def test_a_task_whose_history_expects_most_of_the_phrases_records_on_the_label_d
     totals = 2 * np.bincount(task.labels.outcome, minlength=len(task.labels.names)).astype(float)
     history: list[Any] = [None] * len(tasks)
     history[target] = (counts.tocsr(), totals)
-    phrase = Phrase(col, "at the", 20.0, 0.5, given, [(seed_task, 0, len(given), len(given), 0)], [])
     joined = contradicted_tasks([phrase], x, vocab, tasks, history, min_known=50)
     added = set(phrase.rows.tolist()) - set(given.tolist())
     assert joined == int(joins) and bool(added) is joins

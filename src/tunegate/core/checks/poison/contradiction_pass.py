@@ -489,9 +489,10 @@ def contradicted_tasks(phrases: list[Phrase], x: sp.csr_matrix, vocab: np.ndarra
         p = np.minimum(1.0, np.exp(-surprise) * np.array(labels_tested))
         level = flag_level(p.tolist(), floor=0.0)
         for (ti, lab, on), p_pair in zip(pairs, p.tolist(), strict=True):
-            if p_pair > level or (knows(history[ti], min_known) and mostly_natural(
-                    expected_records(tasks[ti], history[ti], ph.col, lab, rate=0.0, min_known=min_known), len(on))):
-                continue  # (rate 0.0 is never read: the rule applies where the history knows the task)
+            # rate 0.0: in a task the history does not know it expects no record, and the rule does not apply
+            if p_pair > level or mostly_natural(
+                    expected_records(tasks[ti], history[ti], ph.col, lab, rate=0.0, min_known=min_known), len(on)):
+                continue
             flagged = tasks[ti].rows[on[ranks[ti][on] <= RANK_TAU]]
             ph.rows = np.union1d(ph.rows, flagged)
             ph.tasks.append((ti, 0, held[ti], len(flagged), lab))
