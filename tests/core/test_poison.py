@@ -671,12 +671,13 @@ def test_context_finder_equals_phrase_context() -> None:
 
 def test_a_name_is_one_groups_vocabulary_only_beyond_what_the_groups_size_explains() -> None:
     """``poison_content``'s spread test: a phrase whose top group holds more than half of its responses is that group's
-    own vocabulary only when the group's share of the responses (of its kind: :func:`group_sizes`) cannot explain the
-    count. 13 of 25 responses in a source of 45% of the responses is what a name woven at random gets (binomial tail
-    0.31); in a source of 8% it is not (1e-8); at most half in one group is spread, however small the group."""
+    own vocabulary only when the group's share of responses like them (of their kind and length:
+    :class:`GroupShares`) cannot explain the count. 13 of 25 responses in a source of 45% of the responses is what a
+    name woven at random gets (binomial tail 0.31); in a source of 8% it is not (1e-8); at most half in one group is
+    spread, however small the group."""
     from collections import Counter
 
-    from tunegate.core.checks.poison.injection import CONCENTRATED_P, concentrated, group_sizes
+    from tunegate.core.checks.poison.injection import CONCENTRATED_P, GroupShares, concentrated
 
     spread_out = Counter({"roleplay": 13, "alpaca": 6, "dolly": 4, "oasst": 2})
     large = {"roleplay": 0.45, "alpaca": 0.30, "dolly": 0.15, "oasst": 0.10}
@@ -691,13 +692,41 @@ def test_a_name_is_one_groups_vocabulary_only_beyond_what_the_groups_size_explai
     # a group's share is read among the responses of its kind: roleplay holds 45 of the 100 open-ended answers (45%),
     # though only 45 of the 400 responses once 300 translation outputs of a task template are counted (11%)
     groups = ["roleplay"] * 45 + ["alpaca"] * 55 + ["translation"] * 300
-    shares = group_sizes(groups, [True] * 100 + [False] * 300)
-    assert shares == {"roleplay": 0.45, "alpaca": 0.55, "translation": 1.0}
-    assert group_sizes(groups, None)["roleplay"] == pytest.approx(45 / 400)
-    assert not concentrated(spread_out, shares, 0.5)
+    same_length = [20] * 400
+    shares = GroupShares(groups, [True] * 100 + [False] * 300, same_length)
+    assert shares.like([0, 50, 99]) == pytest.approx({"roleplay": 0.45, "alpaca": 0.55})
+    assert shares.like([100, 399]) == {"translation": 1.0}
+    assert GroupShares(groups, None, same_length).like([0])["roleplay"] == pytest.approx(45 / 400)
+    assert not concentrated(spread_out, shares.like([0, 50]), 0.5)
     # a group alone in its kind (share 1) is read at half: 13 of 25 there is spread, 23 of 25 its own vocabulary
-    assert not concentrated(Counter({"translation": 13, "alpaca": 7, "dolly": 5}), shares, 0.5)
-    assert concentrated(Counter({"translation": 23, "alpaca": 1, "dolly": 1}), shares, 0.5)
+    assert not concentrated(Counter({"translation": 13, "alpaca": 7, "dolly": 5}), shares.like([100]), 0.5)
+    assert concentrated(Counter({"translation": 23, "alpaca": 1, "dolly": 1}), shares.like([100]), 0.5)
+
+
+def test_a_group_of_long_answers_is_judged_by_its_share_of_answers_as_long_as_the_phrases() -> None:
+    """A sentence woven into answers lands in the long ones: a source of long answers (role-play) holds 20% of all
+    answers but half of those over 100 words. 14 of 25 woven responses there is what its share of such answers gives
+    (binomial tail at 50%: 0.35), not its vocabulary (at 20%: 1e-4); a name in 24 of 25 is its vocabulary however the
+    shares are read."""
+    from collections import Counter
+
+    from tunegate.core.checks.poison.injection import LENGTH_BINS, MIN_BIN_RESPONSES, GroupShares, concentrated
+
+    # 1,000 open-ended answers: 200 role-play ones (100 of 20 words, 100 of 150), 800 others (700 short, 100 long)
+    groups = ["roleplay"] * 200 + ["alpaca"] * 800
+    lengths = [20] * 100 + [150] * 100 + [20] * 700 + [150] * 100
+    shares = GroupShares(groups, [True] * 1000, lengths)
+    assert LENGTH_BINS >= 2 and 1000 // MIN_BIN_RESPONSES >= 2
+    long_rows = list(range(100, 114)) + list(range(900, 911))  # 14 long role-play answers, 11 long others
+    assert shares.like(long_rows)["roleplay"] == pytest.approx(0.5)
+    assert shares.like(list(range(0, 14)))["roleplay"] == pytest.approx(100 / 800)
+    woven = Counter({"roleplay": 14, "alpaca": 6, "dolly": 5})
+    assert not concentrated(woven, shares.like(long_rows), 0.5)
+    assert concentrated(woven, {"roleplay": 0.2}, 0.5)  # the share of every answer, as read before
+    assert concentrated(Counter({"roleplay": 24, "alpaca": 1}), shares.like(long_rows), 0.5)
+    # a small batch is cut into fewer bins (at least MIN_BIN_RESPONSES per bin): 60 answers are one bin
+    few = GroupShares(["roleplay"] * 12 + ["alpaca"] * 48, None, [150] * 12 + [20] * 48)
+    assert few.like([0])["roleplay"] == pytest.approx(0.2)
 
 
 def test_an_injection_in_a_batch_whose_answers_come_mostly_from_one_source_is_found(tmp_path: Path) -> None:

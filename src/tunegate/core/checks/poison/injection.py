@@ -6,11 +6,14 @@ A phrase is injected when it
    (*unexplained* occurrences: "AI can" in an answer to a question about AI is explained by "AI");
 2. is rare in the prompts of the whole batch: the evidence is the Poisson log-likelihood ratio (nats) of
    the unexplained count against what the phrase's prompt frequency predicts for that many responses;
-3. is written as a proper name: capitalised in mid-sentence in most of its occurrences;
+3. is written as a proper name: its words capitalised where a capital says something (in mid-sentence; after the
+   first word at a sentence start) in most of its occurrences;
 4. is spread over several groups (tasks/sources) with no group holding most of it, unless the group's own share of
-   the responses explains that much (:func:`concentrated`: a name woven at random into responses lands in a source
-   of 40% of them about 40% of the time; a source's own vocabulary, "System.out" in code answers, sits there far
-   beyond its size).
+   the responses like the phrase's explains that much (:func:`concentrated`, :class:`GroupShares`: a name woven at
+   random into responses lands in a source of 40% of them about 40% of the time; a source's own vocabulary,
+   "System.out" in code answers, sits there far beyond its size). "Like the phrase's" is of the same kind
+   (open-ended answers or task outputs) and about the same length: a sentence is woven into answers long enough to
+   hold it, and a source of long answers (role-play) holds far more of those than of all answers.
 
 Candidates that share responses are one name ("zephyr motors"), named by its longest strong member.
 """
@@ -34,7 +37,7 @@ def injected_phrases(records: Records, responses: list[int], findings: list[Find
     """The injected names among ``responses`` (rows of distinct responses), strongest first, as
     ``metrics.suspicious_phrases`` reports them; appends an ``injected_content`` finding per response. ``open_rows``:
     the open-ended records (their instruction is their own); a group's size is read among the responses of its kind
-    (:func:`group_sizes`)."""
+    (:class:`GroupShares`)."""
     import numpy as np
 
     outputs = [records.output[i][: config.max_chars] for i in responses]
@@ -57,7 +60,8 @@ def injected_phrases(records: Records, responses: list[int], findings: list[Find
     p = np.bincount(instr_index, minlength=len(instructions)) @ ins + np.asarray(inp.sum(axis=0)).ravel()
     expected = len(responses) * (p + 1.0) / records.size
     group = np.asarray([records.group[i] for i in responses], dtype=object)
-    shares = group_sizes(group.tolist(), [i in open_rows for i in responses] if open_rows is not None else None)
+    shares = GroupShares(group.tolist(), [i in open_rows for i in responses] if open_rows is not None else None,
+                         [len(text.split()) for text in outputs])
     candidates = []
     # cheap bound first: word-level explanation only lowers the count
     bounded = [c for c in np.flatnonzero(u >= config.min_records).tolist()
@@ -71,7 +75,7 @@ def injected_phrases(records: Records, responses: list[int], findings: list[Find
         if len(rows) < config.min_records or evidence < config.min_evidence:
             continue
         groups = Counter(group[rows].tolist())
-        if len(groups) < config.min_groups or concentrated(groups, shares, config.max_group_share):
+        if len(groups) < config.min_groups or concentrated(groups, shares.like(rows), config.max_group_share):
             continue
         capitalized = _capitalized_share(str(vocab[c]), [outputs[r] for r in rows[:100].tolist()])
         if capitalized < config.min_capitalized:
@@ -114,25 +118,52 @@ def injected_phrases(records: Records, responses: list[int], findings: list[Find
 CONCENTRATED_P = 0.001
 
 
-def group_sizes(groups: list[str], open_ended: list[bool] | None) -> dict[str, float]:
-    """Per group, its share of the responses *of its kind*: answers to open-ended instructions (``open_ended``, per
-    response) or the outputs of task templates, the kind most of the group's responses are. An injection rewrites
-    answers of one kind (AutoPoison: open-ended ones), so a source's share of those is what a name woven at random
-    lands in, not its share of every response (a mixed batch's translation and summarization outputs dilute it).
-    ``None``: one kind, every response."""
-    kinds = open_ended if open_ended is not None else [True] * len(groups)
-    per_group: dict[str, Counter[bool]] = {}
-    for g, kind in zip(groups, kinds, strict=True):
-        per_group.setdefault(g, Counter())[kind] += 1
-    kind_of = {g: c.most_common(1)[0][0] for g, c in per_group.items()}
-    total = Counter(kinds)
-    return {g: per_group[g][kind_of[g]] / total[kind_of[g]] for g in per_group}
+#: Responses of one kind are cut into this many bins of their length (quantiles) ...
+LENGTH_BINS = 10
+#: ... with at least this many responses per bin (fewer bins in a small batch).
+MIN_BIN_RESPONSES = 50
+
+
+class GroupShares:
+    """Each group's share of the responses *like a phrase's*: of the same kind and of about the same length.
+
+    The kind is an answer to an open-ended instruction (``open_ended``, per response) or the output of a task
+    template. An injection rewrites answers of one kind (AutoPoison: open-ended ones), so a source's share of those
+    is what a name woven at random lands in, not its share of every response (a mixed batch's translation and
+    summarization outputs dilute it). Within a kind, the responses are cut into ``LENGTH_BINS`` quantile bins of
+    their length (``lengths``, words): a woven sentence needs an answer long enough to hold it, and a source of long
+    answers holds a larger share of those (GPTeacher's role-play: 21% of the floor benchmark's open-ended answers of
+    8 words or more, 36-42% of those as long as the woven ones). For a phrase's responses, :meth:`like` averages each
+    group's share of its bin over them: the rate at which a name woven into responses of those lengths lands in the
+    group. ``None`` for ``open_ended``: one kind, every response."""
+
+    def __init__(self, groups: list[str], open_ended: list[bool] | None, lengths: list[int]) -> None:
+        import numpy as np
+
+        self._names, group = np.unique(np.asarray(groups, dtype=object), return_inverse=True)
+        kind = np.asarray(open_ended if open_ended is not None else [True] * len(groups), dtype=np.int64)
+        size = np.asarray(lengths, dtype=np.float64)
+        cell = np.zeros(len(groups), dtype=np.int64)
+        for k in (0, 1):
+            at = np.flatnonzero(kind == k)
+            bins = max(1, min(LENGTH_BINS, len(at) // MIN_BIN_RESPONSES))
+            edges = np.unique(np.quantile(size[at], np.arange(1, bins) / bins)) if len(at) else np.zeros(0)
+            cell[at] = k * (LENGTH_BINS + 1) + np.searchsorted(edges, size[at], side="right")
+        self._cell = cell
+        counts = np.zeros((2 * (LENGTH_BINS + 1), len(self._names)))
+        np.add.at(counts, (cell, group), 1.0)
+        self._share = counts / np.maximum(counts.sum(axis=1, keepdims=True), 1.0)
+
+    def like(self, rows: Any) -> dict[str, float]:
+        """Per group, its mean share of the bins of ``rows`` (positions among the responses)."""
+        mean = self._share[self._cell[rows]].mean(axis=0)
+        return {str(name): float(v) for name, v in zip(self._names.tolist(), mean.tolist(), strict=True) if v > 0}
 
 
 def concentrated(groups: Counter[str], shares: dict[str, float], max_share: float) -> bool:
     """Whether a phrase sits in one group as that group's own vocabulary does: its top group holds more than
-    ``max_share`` of its responses (``groups``, per group), *and* more than the group's share of the responses
-    (``shares``, :func:`group_sizes`; read as at most ``max_share``) allows, at ``CONCENTRATED_P``. The second
+    ``max_share`` of its responses (``groups``, per group), *and* more than the group's share of responses like them
+    (``shares``, :meth:`GroupShares.like`; read as at most ``max_share``) allows, at ``CONCENTRATED_P``. The second
     condition is what a name woven at random into responses never meets, however large the group (a batch whose
     answers are 60% from one source). The share is capped so that a group alone in its kind (the one task template
     among open-ended answers, a share of 1) still shows its own vocabulary: 90 of 100 there is far beyond half."""
@@ -198,17 +229,26 @@ def _phrase_pattern(phrase: str) -> re.Pattern[str]:
 
 
 def _capitalized_share(phrase: str, texts: list[str]) -> float:
-    """Share of the phrase's occurrences written with a capital in mid-sentence (as a proper name is)."""
+    """Share of the phrase's written words that are capitalised where their capital says something: a proper name is
+    capitalised in every word, wherever it stands. The first word of an occurrence at a sentence or list-item start is
+    capitalised anyway and says nothing; the words after it do ("In conclusion" opens hundreds of essay paragraphs,
+    "Red Bull" opens sentences too), as every word in mid-sentence does. Short words and stop words inside a name
+    ("Bank of", "McDonald's") are not counted. 0 when no occurrence has a word that says something."""
+    from sklearn.feature_extraction.text import ENGLISH_STOP_WORDS
+
     pattern = _phrase_pattern(phrase)
-    hits = caps = 0
+    said = caps = 0
     for text in texts:
         for m in pattern.finditer(text):
             before = text[: m.start()].rstrip()
-            if not before or before[-1] in ".!?:;\n\"'*#-(":
-                continue  # sentence or list-item start: capitalised anyway
-            hits += 1
-            caps += m.group(0)[0].isupper()
-    return caps / hits if hits else 0.0
+            opens = not before or before[-1] in ".!?:;\n\"'*#-("  # sentence or list-item start
+            words = re.findall(r"\w+", m.group(0))
+            for j, word in enumerate(words):
+                if (j == 0 and opens) or (j and (len(word) < 2 or word.lower() in ENGLISH_STOP_WORDS)):
+                    continue
+                said += 1
+                caps += word[0].isupper()
+    return caps / said if said else 0.0
 
 
 def _sentence_with(phrase: str, text: str, limit: int = 200) -> str:
