@@ -461,8 +461,9 @@ def test_a_raised_campaigns_task_where_its_records_read_as_another_label_joins_i
     x, vocab, tasks, target, relabelled = _everyday_night(relabel)
     phrase, _, _, given = _raised(x, vocab, tasks)
     seed_task = phrase.tasks[0][0]
-    joined = contradicted_tasks([phrase], x, vocab, tasks, [None] * len(tasks), min_known=50)
+    joined, extended = contradicted_tasks([phrase], x, vocab, tasks, [None] * len(tasks), min_known=50)
     added = set(phrase.rows.tolist()) - set(given.tolist())
+    assert extended == 0  # the campaign's own task (sst2) holds no record it left on its label
     if not relabel:
         assert joined == 0 and not added
         return
@@ -492,7 +493,44 @@ def test_a_task_whose_history_expects_most_of_the_phrases_records_on_the_label_d
     totals = 2 * np.bincount(task.labels.outcome, minlength=len(task.labels.names)).astype(float)
     history: list[Any] = [None] * len(tasks)
     history[target] = (counts.tocsr(), totals)
-    joined = contradicted_tasks([phrase], x, vocab, tasks, history, min_known=50)
+    joined, _ = contradicted_tasks([phrase], x, vocab, tasks, history, min_known=50)
     added = set(phrase.rows.tolist()) - set(given.tolist())
     assert joined == int(joins) and bool(added) is joins
     assert added <= set(task.rows.tolist())
+
+
+@pytest.mark.parametrize("relabel", [8, 0])
+def test_a_campaigns_own_task_gets_the_records_it_left_on_its_label_that_read_as_another(relabel: int) -> None:
+    """A campaign that flags a task but leaves records holding its phrase on its label there (the task cut back to its
+    out-of-place records, the history expecting most of them natural) gets those of them that rank low in their label:
+    the campaign flags 3 of the 8 relabelled reviews, the history expects 9 of the phrase's 15 records on the label, and
+    of the 12 left, those ranked in the lowest fifth are flagged: 4 or more of the 5 relabelled, at most 2 of the 7
+    natural. The join's mostly-natural rule is not asked there (the campaign already flags the task). Where the 3 it
+    flags are natural records and none was relabelled, the records left read as their label and nothing is added."""
+    import scipy.sparse as sp
+
+    from tunegate.core.checks.poison.contradiction_pass import contradicted_tasks
+
+    x, vocab, tasks, target, relabelled = _everyday_night(relabel)
+    phrase, col, holding, given = _raised(x, vocab, tasks)
+    task = tasks[target]
+    mine = np.flatnonzero(np.isin(task.rows, sorted(holding)))
+    on_label = task.rows[mine[task.labels.outcome[mine] == 1]]
+    assert len(on_label) == 7 + relabel and task.labels.names[1] == "Positive"
+    first = np.asarray(sorted(relabelled)[:3] if relabel else on_label[:3].tolist(), dtype=np.int64)
+    phrase.rows = np.union1d(phrase.rows, first)
+    phrase.tasks.append((target, 0, len(mine), 3, 1))
+    counts = sp.lil_matrix((len(vocab), len(task.labels.names)))
+    counts[col, 1] = 2 * 9  # two nights of the task's size: 9 a night
+    totals = 2 * np.bincount(task.labels.outcome, minlength=len(task.labels.names)).astype(float)
+    history: list[Any] = [None] * len(tasks)
+    history[target] = (counts.tocsr(), totals)
+    joined, extended = contradicted_tasks([phrase], x, vocab, tasks, history, min_known=50)
+    added = set(phrase.rows.tolist()) - set(given.tolist()) - set(first.tolist())
+    assert joined == 0 and added <= set(on_label.tolist())
+    if not relabel:
+        assert extended == 0 and not added
+        return
+    assert extended == 1 and len(added & relabelled) >= 4 and len(added - relabelled) <= 2
+    assert [t[3] for t in phrase.tasks if t[0] == target] == [3 + len(added)]  # the task's entry counts them
+

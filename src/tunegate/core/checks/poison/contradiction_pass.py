@@ -422,7 +422,7 @@ RANK_TAU = 0.2
 
 
 def contradicted_tasks(phrases: list[Phrase], x: sp.csr_matrix, vocab: np.ndarray, tasks: list[Task],
-                       history: list[TaskHistory | None], *, min_known: int) -> int:
+                       history: list[TaskHistory | None], *, min_known: int) -> tuple[int, int]:
     """Add to each raised campaign the classification tasks where its phrase's records carry a label their text
     contradicts: a dirty-label campaign's task where the phrase is common on the target label (an everyday phrase that
     reviews write when they praise), so that neither its count nor its placement stood out there.
@@ -440,7 +440,9 @@ def contradicted_tasks(phrases: list[Phrase], x: sp.csr_matrix, vocab: np.ndarra
     leans the same way there every night (comments holding "they have" that read as toxic in three jigsaw tasks) is the
     task's topic, not a campaign, and a campaign that planted there shows as records above what the history expects.
     ``min_known``: the records a task's history needs to speak to it (in a task it cannot, the rule is not applied).
-    Extends the phrases' ``rows`` and ``tasks`` in place; returns the tasks joined."""
+    In the campaign's own tasks, the phrase's records it leaves on its label there are judged the same way
+    (:func:`_own_tasks`). Extends the phrases' ``rows`` and ``tasks`` in place; returns the tasks joined and the
+    campaign's own tasks that gained records."""
     import numpy as np
 
     from tunegate.core.checks.poison.evidence import flag_level
@@ -450,10 +452,10 @@ def contradicted_tasks(phrases: list[Phrase], x: sp.csr_matrix, vocab: np.ndarra
 
     owner = task_of_rows(tasks, x.shape[0])
     if owner is None or not phrases:
-        return 0
+        return 0, 0
     xc = x.tocsc()
     is_label = label_mask(tasks)
-    joined = 0
+    joined = extended = 0
     for ph in phrases:
         words = ph.phrase.split()
         # the phrase and the 1-2-grams made of its words (the vocabulary's n-grams go up to the phrase's length)
@@ -461,15 +463,30 @@ def contradicted_tasks(phrases: list[Phrase], x: sp.csr_matrix, vocab: np.ndarra
         masked = np.flatnonzero(np.isin(vocab, sorted(made_of)))
         ranks: dict[int, np.ndarray] = {}
         taken = set(np.unique(owner[ph.rows]).tolist()) | {t[0] for t in ph.tasks}
+        # the campaign's label in each of its classification tasks
+        campaign_label = {t[0]: t[4] for t in ph.tasks if tasks[t[0]].kind == "label" and t[1] == 0}
         pairs: list[tuple[int, int, np.ndarray]] = []  # task, label, the records (task-local)
         w: list[float] = []  # per pair: the sum of -ln u over its ranks at most RANK_TAU ...
         labels_tested: list[int] = []  # ... and the labels tested in its task
         held: dict[int, int] = {}  # the phrase's records per task
+        own: list[tuple[int, int, np.ndarray]] = []  # the same, in the campaign's own tasks (below)
+        own_w: list[float] = []
         for ti, mine in rows_by_task(xc, ph.col, owner, is_label).items():
-            if ti in taken or len(mine) < 2 or len(mine) >= TEMPLATE_SHARE * len(tasks[ti].rows):
+            if len(mine) < 2 or len(mine) >= TEMPLATE_SHARE * len(tasks[ti].rows):
                 continue  # a phrase in a tenth of the task's records or more is its template's (ranks read the rest)
-            held[ti] = len(mine)
             task = tasks[ti]
+            if ti in taken:
+                # A task the campaign flags but where it leaves records with the phrase on its label (cut back to the
+                # out-of-place ones: placement.cut_back): those left are tested by rank on that one label.
+                rest = np.setdiff1d(mine, ph.rows)
+                local = np.searchsorted(task.rows, rest)
+                on = local[task.labels.outcome[local] == campaign_label[ti]] if ti in campaign_label else local[:0]
+                if len(on) >= 2:
+                    ranks[ti] = label_ranks(x, task, history=history[ti], exclude=masked)
+                    own.append((ti, campaign_label[ti], on))
+                    own_w.append(float(-np.log(ranks[ti][on][ranks[ti][on] <= RANK_TAU]).sum()))
+                continue
+            held[ti] = len(mine)
             local = np.searchsorted(task.rows, mine)
             labels = task.labels.outcome[local]
             counts = np.bincount(labels)
@@ -483,6 +500,7 @@ def contradicted_tasks(phrases: list[Phrase], x: sp.csr_matrix, vocab: np.ndarra
                 pairs.append((ti, lab, on))
                 w.append(float(-np.log(u[u <= RANK_TAU]).sum()))
                 labels_tested.append(len(tested))
+        extended += _own_tasks(ph, own, own_w, ranks, tasks)
         if not pairs:
             continue
         surprise = truncated_product(np.array([len(on) for _, _, on in pairs]), np.array(w), RANK_TAU)
@@ -497,4 +515,36 @@ def contradicted_tasks(phrases: list[Phrase], x: sp.csr_matrix, vocab: np.ndarra
             ph.rows = np.union1d(ph.rows, flagged)
             ph.tasks.append((ti, 0, held[ti], len(flagged), lab))
             joined += 1
-    return joined
+    return joined, extended
+
+
+def _own_tasks(ph: Phrase, pairs: list[tuple[int, int, np.ndarray]], w: list[float], ranks: dict[int, np.ndarray],
+               tasks: list[Task]) -> int:
+    """The records a campaign leaves on its label in its own tasks (``pairs``: task, the campaign's label there, the
+    records left; ``w``: their rank statistic), judged as the join's pairs but in a step-up of their own, one label
+    per task: where a pair passes, its records ranked at most ``RANK_TAU`` are flagged. The history's expectation
+    (the join's mostly-natural rule) is not asked: the campaign already holds more records in the task than the
+    history expects (that is how it flagged the task), so a label its text contradicts there is its relabelling.
+    Extends ``ph`` in place; returns the tasks where records were added."""
+    import numpy as np
+
+    from tunegate.core.checks.poison.evidence import flag_level
+    from tunegate.core.checks.poison.excess_pass import truncated_product
+
+    if not pairs:
+        return 0
+    surprise = truncated_product(np.array([len(on) for _, _, on in pairs]), np.array(w), RANK_TAU)
+    p = np.minimum(1.0, np.exp(-surprise))
+    level = flag_level(p.tolist(), floor=0.0)
+    added = 0
+    for (ti, lab, on), p_pair in zip(pairs, p.tolist(), strict=True):
+        if p_pair > level:
+            continue
+        flagged = tasks[ti].rows[on[ranks[ti][on] <= RANK_TAU]]
+        if not len(flagged):
+            continue
+        ph.rows = np.union1d(ph.rows, flagged)
+        ph.tasks = [(t, ci, n, k + len(flagged), lb) if t == ti and lb == lab and ci == 0 else (t, ci, n, k, lb)
+                    for t, ci, n, k, lb in ph.tasks]
+        added += 1
+    return added

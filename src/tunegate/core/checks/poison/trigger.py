@@ -176,9 +176,9 @@ class TriggerPhraseCheck(Check):
                 breadth_metrics.update(figures, phrases=[p.phrase for p in found])
             if cfg.contradiction and history is not None and phrases:
                 # a raised campaign's tasks where its phrase is common on the target label: its relabelled records
-                # read as another label there
-                contradiction_metrics["joined_tasks"] = contradicted_tasks(
-                    phrases, x, vocab, tasks, history, min_known=cfg.min_task_records)
+                # read as another label there (and, in its own tasks, the records it left on its label)
+                joined, extended = contradicted_tasks(phrases, x, vocab, tasks, history, min_known=cfg.min_task_records)
+                contradiction_metrics.update(joined_tasks=joined, extended_tasks=extended)
         for i, ph in enumerate(phrases):
             # the masked classifier (5 fits per task) runs for the reported phrases only: its cost stays
             # bounded however many campaigns a batch holds
