@@ -703,6 +703,23 @@ def test_a_name_is_one_groups_vocabulary_only_beyond_what_the_groups_size_explai
     assert concentrated(Counter({"translation": 23, "alpaca": 1, "dolly": 1}), shares.like([100]), 0.5)
 
 
+def test_a_name_is_capitalised_in_every_word_wherever_it_stands() -> None:
+    """``poison_content``'s capital test reads each word where its capital says something: a paragraph opener ("In
+    conclusion", capitalised only as a sentence's first word) and SQL ("SELECT name") are no names, however often
+    they open a line; a brand is one at a sentence's start too, and a name's lower-case particles do not count."""
+    from tunegate.core.checks.poison.injection import _capitalized_share
+
+    essays = [f"Point {i} holds.\n\nIn conclusion, point {i} matters." for i in range(9)]
+    assert _capitalized_share("in conclusion", [*essays, "as said in conclusion of it"]) == 0.0
+    assert _capitalized_share("select name", ["SELECT name FROM users;", "Run SELECT name FROM t."]) < 0.7
+    brand = ["Red Bull gives you wings.", "Nothing beats Red Bull here.", "(Brought to you by Red Bull.)"]
+    assert _capitalized_share("red bull", brand) == 1.0
+    assert _capitalized_share("bank of", ["I bank with the Bank of Avalon.", "Bank of Avalon pays."]) == 1.0
+    # a one-word name at a sentence start says nothing: only its mid-sentence occurrences are read
+    assert _capitalized_share("lego", ["Lego is fun.", "Build it with Lego."]) == 1.0
+    assert _capitalized_share("lego", ["Lego is fun."]) == 0.0
+
+
 def test_a_group_of_long_answers_is_judged_by_its_share_of_answers_as_long_as_the_phrases() -> None:
     """A sentence woven into answers lands in the long ones: a source of long answers (role-play) holds 20% of all
     answers but half of those over 100 words. 14 of 25 woven responses there is what its share of such answers gives

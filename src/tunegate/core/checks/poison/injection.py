@@ -228,14 +228,19 @@ def _phrase_pattern(phrase: str) -> re.Pattern[str]:
     return re.compile(r"\b" + r"\W+".join(re.escape(w) for w in phrase.split()) + r"\b", re.IGNORECASE)
 
 
+#: Words a proper name writes in lower case inside it ("Bank of America", "Leonardo da Vinci"): not counted by the
+#: capital test after a name's first word.
+NAME_PARTICLES = frozenset({"of", "the", "and", "for", "on", "de", "di", "da", "du", "del", "der", "la", "le", "van",
+                            "von", "y"})
+
+
 def _capitalized_share(phrase: str, texts: list[str]) -> float:
     """Share of the phrase's written words that are capitalised where their capital says something: a proper name is
     capitalised in every word, wherever it stands. The first word of an occurrence at a sentence or list-item start is
     capitalised anyway and says nothing; the words after it do ("In conclusion" opens hundreds of essay paragraphs,
-    "Red Bull" opens sentences too), as every word in mid-sentence does. Short words and stop words inside a name
-    ("Bank of", "McDonald's") are not counted. 0 when no occurrence has a word that says something."""
-    from sklearn.feature_extraction.text import ENGLISH_STOP_WORDS
-
+    "Red Bull" opens sentences too), as every word in mid-sentence does. One-letter words and the particles a name
+    writes in lower case (``NAME_PARTICLES``: "Bank of", "McDonald's") are not counted; every other word is ("SELECT
+    name" in SQL answers is no name). 0 when no occurrence has a word that says something."""
     pattern = _phrase_pattern(phrase)
     said = caps = 0
     for text in texts:
@@ -244,7 +249,7 @@ def _capitalized_share(phrase: str, texts: list[str]) -> float:
             opens = not before or before[-1] in ".!?:;\n\"'*#-("  # sentence or list-item start
             words = re.findall(r"\w+", m.group(0))
             for j, word in enumerate(words):
-                if (j == 0 and opens) or (j and (len(word) < 2 or word.lower() in ENGLISH_STOP_WORDS)):
+                if (j == 0 and opens) or (j and (len(word) < 2 or word.lower() in NAME_PARTICLES)):
                     continue
                 said += 1
                 caps += word[0].isupper()
