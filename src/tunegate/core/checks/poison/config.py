@@ -201,7 +201,8 @@ class ContentConfig(CheckConfig):
       35k records) and under 15 on the clean corpora; a brand named in 0-3 prompts reaches 40 nats at
       16-20 responses. Natural stylistic words reach ~250, hence also
     * ``min_capitalized`` (0.7): share of the phrase's words capitalised where a capital says something (a proper
-      name: in mid-sentence, and after the first word at a sentence start; ``In conclusion`` opens essay paragraphs),
+      name: in mid-sentence, and after the first word at a sentence start, a name's lower-case particles such as
+      "of" not counted; ``In conclusion`` opens essay paragraphs),
     * ``min_groups`` (3) and ``max_group_share`` (0.5): spread over tasks/sources. A top group above the share is
       the group's own vocabulary only when the group's share of the responses like the phrase's (of their kind,
       open-ended answers or task outputs, and of about their length: ``injection.GroupShares``) does not explain it

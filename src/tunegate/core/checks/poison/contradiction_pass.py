@@ -483,8 +483,9 @@ def contradicted_tasks(phrases: list[Phrase], x: sp.csr_matrix, vocab: np.ndarra
                 on = local[task.labels.outcome[local] == campaign_label[ti]] if ti in campaign_label else local[:0]
                 if len(on) >= 2:
                     ranks[ti] = label_ranks(x, task, history=history[ti], exclude=masked)
+                    u = ranks[ti][on]
                     own.append((ti, campaign_label[ti], on))
-                    own_w.append(float(-np.log(ranks[ti][on][ranks[ti][on] <= RANK_TAU]).sum()))
+                    own_w.append(float(-np.log(u[u <= RANK_TAU]).sum()))
                 continue
             held[ti] = len(mine)
             local = np.searchsorted(task.rows, mine)

@@ -133,7 +133,7 @@ class GroupShares:
     summarization outputs dilute it). Within a kind, the responses are cut into ``LENGTH_BINS`` quantile bins of
     their length (``lengths``, words): a woven sentence needs an answer long enough to hold it, and a source of long
     answers holds a larger share of those (GPTeacher's role-play: 21% of the floor benchmark's open-ended answers of
-    8 words or more, 36-42% of those as long as the woven ones). For a phrase's responses, :meth:`like` averages each
+    8 words or more, 31-42% of those as long as the woven ones). For a phrase's responses, :meth:`like` averages each
     group's share of its bin over them: the rate at which a name woven into responses of those lengths lands in the
     group. ``None`` for ``open_ended``: one kind, every response."""
 
