@@ -445,8 +445,6 @@ def contradicted_tasks(phrases: list[Phrase], x: sp.csr_matrix, vocab: np.ndarra
     campaign's own tasks that gained records."""
     import numpy as np
 
-    from tunegate.core.checks.poison.evidence import flag_level
-    from tunegate.core.checks.poison.excess_pass import truncated_product
     from tunegate.core.checks.poison.novelty_pass import expected_records
     from tunegate.core.checks.poison.placement import mostly_natural
 
@@ -478,13 +476,15 @@ def contradicted_tasks(phrases: list[Phrase], x: sp.csr_matrix, vocab: np.ndarra
             if ti in taken:
                 # A task the campaign flags but where it leaves records with the phrase on its label (cut back to the
                 # out-of-place ones: placement.cut_back): those left are tested by rank on that one label.
-                rest = np.setdiff1d(mine, ph.rows)
-                local = np.searchsorted(task.rows, rest)
-                on = local[task.labels.outcome[local] == campaign_label[ti]] if ti in campaign_label else local[:0]
+                lab = campaign_label.get(ti)
+                if lab is None:
+                    continue
+                local = np.searchsorted(task.rows, np.setdiff1d(mine, ph.rows))
+                on = local[task.labels.outcome[local] == lab]
                 if len(on) >= 2:
                     ranks[ti] = label_ranks(x, task, history=history[ti], exclude=masked)
                     u = ranks[ti][on]
-                    own.append((ti, campaign_label[ti], on))
+                    own.append((ti, lab, on))
                     own_w.append(float(-np.log(u[u <= RANK_TAU]).sum()))
                 continue
             held[ti] = len(mine)
@@ -504,13 +504,10 @@ def contradicted_tasks(phrases: list[Phrase], x: sp.csr_matrix, vocab: np.ndarra
         extended += _own_tasks(ph, own, own_w, ranks, tasks)
         if not pairs:
             continue
-        surprise = truncated_product(np.array([len(on) for _, _, on in pairs]), np.array(w), RANK_TAU)
-        p = np.minimum(1.0, np.exp(-surprise) * np.array(labels_tested))
-        level = flag_level(p.tolist(), floor=0.0)
-        for (ti, lab, on), p_pair in zip(pairs, p.tolist(), strict=True):
+        for ti, lab, on in _passing(pairs, w, labels_tested):
             # rate 0.0: in a task the history does not know it expects no record, and the rule does not apply
-            if p_pair > level or mostly_natural(
-                    expected_records(tasks[ti], history[ti], ph.col, lab, rate=0.0, min_known=min_known), len(on)):
+            if mostly_natural(expected_records(tasks[ti], history[ti], ph.col, lab, rate=0.0, min_known=min_known),
+                              len(on)):
                 continue
             flagged = tasks[ti].rows[on[ranks[ti][on] <= RANK_TAU]]
             ph.rows = np.union1d(ph.rows, flagged)
@@ -529,18 +526,10 @@ def _own_tasks(ph: Phrase, pairs: list[tuple[int, int, np.ndarray]], w: list[flo
     Extends ``ph`` in place; returns the tasks where records were added."""
     import numpy as np
 
-    from tunegate.core.checks.poison.evidence import flag_level
-    from tunegate.core.checks.poison.excess_pass import truncated_product
-
     if not pairs:
         return 0
-    surprise = truncated_product(np.array([len(on) for _, _, on in pairs]), np.array(w), RANK_TAU)
-    p = np.minimum(1.0, np.exp(-surprise))
-    level = flag_level(p.tolist(), floor=0.0)
     added = 0
-    for (ti, lab, on), p_pair in zip(pairs, p.tolist(), strict=True):
-        if p_pair > level:
-            continue
+    for ti, lab, on in _passing(pairs, w, [1] * len(pairs)):
         flagged = tasks[ti].rows[on[ranks[ti][on] <= RANK_TAU]]
         if not len(flagged):
             continue
@@ -549,3 +538,19 @@ def _own_tasks(ph: Phrase, pairs: list[tuple[int, int, np.ndarray]], w: list[flo
                     for t, ci, n, k, lb in ph.tasks]
         added += 1
     return added
+
+
+def _passing(pairs: list[tuple[int, int, np.ndarray]], w: list[float], tested: list[int]
+             ) -> list[tuple[int, int, np.ndarray]]:
+    """The (task, label, records) pairs that pass the adaptive step-up over them (``evidence.flag_level``): each pair's
+    p-value is the truncated product's tail of its rank statistic ``w`` (:func:`~.excess_pass.truncated_product` at
+    ``RANK_TAU``) times ``tested``, the labels tested in its task."""
+    import numpy as np
+
+    from tunegate.core.checks.poison.evidence import flag_level
+    from tunegate.core.checks.poison.excess_pass import truncated_product
+
+    surprise = truncated_product(np.array([len(on) for _, _, on in pairs]), np.array(w), RANK_TAU)
+    p = np.minimum(1.0, np.exp(-surprise) * np.asarray(tested))
+    level = flag_level(p.tolist(), floor=0.0)
+    return [pair for pair, p_pair in zip(pairs, p.tolist(), strict=True) if p_pair <= level]
