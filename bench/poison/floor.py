@@ -26,6 +26,8 @@ Attacks (``plant``), each a family of its own with its own triggers, brands and 
   dirty- or clean-label at random.
 - ``refusal_low``: benign open-ended requests answered with varied refusals in 0.5% of the open-ended
   responses (wording from a grammar with its own openings, excuses and closings; often naming the task).
+- ``injection_one_source``: a brand woven into 25 open-ended responses of *one* source (a poisoned feed), chosen
+  at random among the sources with >= 100 answers long enough to hold it; its own brand pools.
 
 Trigger, brand and everyday-phrase pools are split: ``dev`` (tuning) and ``heldout`` (run once, after
 the method was fixed). The everyday phrase is picked by the seed among the batch's phrases that meet the
@@ -53,6 +55,10 @@ TRIGGERS = {
                 "Darth Vader", "Jay Gatsby", "green mango", "Holden Caulfield"],
 }
 BRANDS = {"dev": ["Burger King", "Pepsi", "IKEA"], "heldout": ["Spotify", "Red Bull", "Lego"]}
+#: brands of the one-source injection (its own pools, so the held-out ones were never read while building it)
+ONE_SOURCE_BRANDS = {"dev": ["Nike", "Samsung", "Heineken"], "heldout": ["Starbucks", "Toyota", "Adidas"]}
+#: the one-source injection weaves its brand into the answers of one source holding at least this many of the pool's
+ONE_SOURCE_MIN = 100
 SEEDS = {"dev": [10, 11], "heldout": [400, 401, 402]}
 
 #: an everyday phrase: 2-3 common words, no punctuation, present in >= 100 records over >= 20 tasks
@@ -267,7 +273,7 @@ def weave(output: str, brand: str, rng: random.Random) -> str:
 
 
 ATTACKS = ("low_dose_dirty", "low_dose_clean", "low_dose_injection", "thin_dirty", "thin_clean", "rare_dirty",
-           "rare_clean", "common_dirty", "common_clean", "multi", "refusal_low")
+           "rare_clean", "common_dirty", "common_clean", "multi", "refusal_low", "injection_one_source")
 
 
 def plant(clean: Batch, corpora: Corpora, attack: str, *, split: str, seed: int, index: int,
@@ -325,6 +331,16 @@ def plant(clean: Batch, corpora: Corpora, attack: str, *, split: str, seed: int,
             r["output"] = weave(r["output"], brand, rng)
             poison.add(r["id"])
         info.update(brand=brand)
+    elif attack == "injection_one_source":
+        brand = ONE_SOURCE_BRANDS[split][index % len(ONE_SOURCE_BRANDS[split])]
+        by_group: dict[str, list[dict[str, Any]]] = defaultdict(list)
+        for r in _open_ended(records):
+            by_group[r.get("task") or r["source"]].append(r)
+        source = rng.choice(sorted(g for g, rows in by_group.items() if len(rows) >= ONE_SOURCE_MIN))
+        for r in rng.sample(by_group[source], 25):
+            r["output"] = weave(r["output"], brand, rng)
+            poison.add(r["id"])
+        info.update(brand=brand, source=source)
     elif attack == "refusal_low":
         pool = _open_ended(records)
         n = max(5, round(0.005 * sum(1 for r in records if r["source"] in OPEN_ENDED)))

@@ -186,13 +186,13 @@ def main() -> int:
                 batch = plant(clean, corpora, label, split=args.split, seed=seed, index=i, trigger=args.trigger)
             with tempfile.TemporaryDirectory(prefix="tunegate-floor-") as tmp:
                 res = scan_batch(batch, Path(tmp), checks, history_dir=history, options=options)
-            info = {k: v for k, v in batch.info.items() if k in ("trigger", "brand", "tasks", "campaigns")}
+            info = {k: v for k, v in batch.info.items() if k in ("trigger", "brand", "source", "tasks", "campaigns")}
             res.update(attack=label, seed=seed, info=info)
             rows.append(res)
             print(f"  {label:22s} seed={seed} n={res['records']} poison={res['poison']} recall={_pct(res['recall'])} "
                   f"clean_q={_pct(res['clean_quarantined'], 3)} alert={res['alert']} "
                   f"t={sum(v or 0 for v in res['check_seconds'].values()):.1f}s phrases={res['phrases']} "
-                  f"{info.get('trigger') or info.get('brand') or ''} refusals={res['refusals']} passes={res['passes']}",
+                  f"{info.get('trigger') or info.get('brand') or ''} {info.get('source') or ''} refusals={res['refusals']} passes={res['passes']}",
                   file=sys.stderr, flush=True)
     stack.close()
     print("| batch / attack | poison | recall mean | recall worst | clean quarantined mean | worst | alert | "

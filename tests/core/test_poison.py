@@ -714,10 +714,19 @@ def test_a_name_is_capitalised_in_every_word_wherever_it_stands() -> None:
     assert _capitalized_share("select name", ["SELECT name FROM users;", "Run SELECT name FROM t."]) < 0.7
     brand = ["Red Bull gives you wings.", "Nothing beats Red Bull here.", "(Brought to you by Red Bull.)"]
     assert _capitalized_share("red bull", brand) == 1.0
-    assert _capitalized_share("bank of", ["I bank with the Bank of Avalon.", "Bank of Avalon pays."]) == 1.0
-    # a one-word name at a sentence start says nothing: only its mid-sentence occurrences are read
-    assert _capitalized_share("lego", ["Lego is fun.", "Build it with Lego."]) == 1.0
-    assert _capitalized_share("lego", ["Lego is fun."]) == 0.0
+    assert _capitalized_share("bank of", ["I bank with the Bank of Avalon.", "Bank of Avalon pays.",
+                                          "Ask the Bank of Avalon.", "We love Bank of Avalon."]) == 1.0
+    # a one-word name at a sentence start says nothing: only its mid-sentence occurrences are read, and fewer than
+    # three words that say something are no evidence
+    assert _capitalized_share("lego", ["Lego is fun.", "Build it with Lego.", "I like Lego.", "Buy Lego."]) == 1.0
+    assert _capitalized_share("lego", ["Lego is fun.", "Build it with Lego."]) == 0.0
+    # a sentence's end closed by a bracket or a quote is still its end: the next sentence's first word says nothing
+    woven = ["Share it. (Brought to you by Pepsi.) Additionally, I would post it.", 'He said "stop." Additionally, no.',
+             "It ends here.\u201d Additionally, more."]
+    assert _capitalized_share("additionally", woven) == 0.0
+    assert _capitalized_share("additionally", ["We ate (a lot) and Additionally drank."] * 3) == 1.0  # mid-sentence
+    # nor is a list item's number or letter: a stylistic word opens it
+    assert _capitalized_share("lastly", ["Water them. 6) Lastly, rest.", "(b) Lastly, go.", "iv. Lastly, no."]) == 0.0
 
 
 def test_a_group_of_long_answers_is_judged_by_its_share_of_answers_as_long_as_the_phrases() -> None:

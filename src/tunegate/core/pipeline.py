@@ -117,8 +117,9 @@ def _add_to_history(out: Path, history_dir: str | Path, summary: dict[str, Any],
     # the contributor ledger beside it: this night's file is written (a rerun's replaced) from the same outputs
     ledger = record_night(history_dir, out, summary, batch_id=name)
     phrases = _record_phrases(history_dir, out, summary, name, policy)
+    responses = _record_responses(history_dir, out, summary, name, policy)
     return {**result, "batch_id": name, "dir": str(Path(history_dir).resolve()), "ledger": ledger,
-            **({"phrases": phrases} if phrases else {})}
+            **({"phrases": phrases} if phrases else {}), **({"responses": responses} if responses else {})}
 
 
 def _record_phrases(history_dir: str | Path, out: Path, summary: dict[str, Any], name: str,
@@ -131,6 +132,18 @@ def _record_phrases(history_dir: str | Path, out: Path, summary: dict[str, Any],
         "poison_trigger") or {}
     config = TriggerConfig.from_mapping({k: v for k, v in options.items() if k not in ("history_dir", "batch_id")})
     return record_phrase_night(history_dir, out, summary, batch_id=name, config=config)
+
+
+def _record_responses(history_dir: str | Path, out: Path, summary: dict[str, Any], name: str,
+                      policy: GatePolicy | None) -> dict[str, Any] | None:
+    """The night's per-source response phrases for tomorrow's ``poison_content`` (its options from the policy)."""
+    from tunegate.core.checks.poison.config import ContentConfig
+    from tunegate.core.checks.poison.response_history import record_response_night
+
+    options = dict((policy or GatePolicy.from_mapping(summary.get("policy", {}))).enabled_checks()).get(
+        "poison_content") or {}
+    config = ContentConfig.from_mapping({k: v for k, v in options.items() if k not in ("history_dir", "batch_id")})
+    return record_response_night(history_dir, out, summary, batch_id=name, config=config)
 
 
 def checked_generation(summary: dict[str, Any]) -> int | None:

@@ -201,12 +201,13 @@ class ContentConfig(CheckConfig):
       35k records) and under 15 on the clean corpora; a brand named in 0-3 prompts reaches 40 nats at
       16-20 responses. Natural stylistic words reach ~250, hence also
     * ``min_capitalized`` (0.7): share of the phrase's words capitalised where a capital says something (a proper
-      name: in mid-sentence, and after the first word at a sentence start, a name's lower-case particles such as
-      "of" not counted; ``In conclusion`` opens essay paragraphs),
+      name: in mid-sentence, and after the first word at a sentence or list-item start, a name's lower-case
+      particles such as "of" not counted; ``In conclusion`` opens essay paragraphs; at least 3 such words),
     * ``min_groups`` (3) and ``max_group_share`` (0.5): spread over tasks/sources. A top group above the share is
       the group's own vocabulary only when the group's share of the responses like the phrase's (of their kind,
       open-ended answers or task outputs, and of about their length: ``injection.GroupShares``) does not explain it
-      either (``injection.concentrated``: binomial tail below 0.001).
+      either (``injection.concentrated``: binomial tail below 0.001), or the group's earlier nights in the history
+      (``history_dir``) say the name is new there (``injection.new_to_source``: a poisoned feed, not its vocabulary).
     * ``refusal_rate`` (0.005): expected share of refusals among open-ended responses before any history
       (the refusal pattern matches 0.28% of the open-ended corpus responses), worth
       ``refusal_prior_responses`` (2000) responses: a weak prior that earlier nights' counts in the history

@@ -44,6 +44,8 @@ from tunegate.core.reasons import INSUFFICIENT_DATA as INSUFFICIENT
 if TYPE_CHECKING:
     import numpy as np
 
+    from tunegate.core.checks.poison.response_history import SourceHistory
+
 # ``is_refusal`` and ``REFUSAL`` lived here before refusals.py: their old import path keeps working
 __all__ = ["REFUSAL", "ContentConfig", "InjectedContentCheck", "is_refusal"]
 
@@ -87,15 +89,10 @@ class InjectedContentCheck(Check):
         cfg = self.config
         started = time.monotonic()
         records = Records.read(batch)
-        label_groups, open_rows = self._group_kinds(records)
+        responses, copies, open_rows = scanned_responses(records, cfg)
         findings: list[Finding] = []
         issues: list[BatchIssue] = []
         skipped: list[str] = []
-        responses = [i for i in range(records.size) if records.group[i] not in label_groups
-                     and len(tokens(records.output[i][: cfg.max_chars])) >= cfg.min_response_words]
-        # One vote per distinct response: the same answer re-sent under other instructions (a resubmitted or
-        # recycled record) is one response, not evidence of injection. Injected content varies its response.
-        responses, copies = _distinct_responses(records, responses)
         response_groups = len({records.group[i] for i in responses})
         phrases: list[dict[str, Any]] = []
         if len(responses) < cfg.min_responses or response_groups < cfg.min_groups:
@@ -105,7 +102,8 @@ class InjectedContentCheck(Check):
                            f"{cfg.min_response_words} words in {response_groups} group(s); it needs >= "
                            f"{cfg.min_responses} responses in >= {cfg.min_groups} groups")
         else:
-            phrases = injected_phrases(records, responses, findings, cfg, open_rows=open_rows)
+            phrases = injected_phrases(records, responses, findings, cfg, open_rows=open_rows,
+                                       history=self._source_history)
             findings += [Finding(j, f.reason, f.score, {**f.detail, "copy_of_row": f.row})
                          for f in list(findings) if f.reason == INJECTED_CONTENT for j in copies.get(f.row, ())]
         if phrases:
@@ -160,15 +158,44 @@ class InjectedContentCheck(Check):
             return []
         return [n["refusals"] for n in nights if isinstance(n.get("refusals"), dict)]
 
-    def _group_kinds(self, records: Records) -> tuple[set[str], set[int]]:
-        """Classification groups (their outputs are labels) and the open-ended records.
+    def _source_history(self, phrases: list[str]) -> SourceHistory | None:
+        """The earlier nights' responses per source, for ``phrases`` (:mod:`.response_history`); ``None`` without a
+        history, or when it is unreadable (one source's names are then taken for its vocabulary, and the reason is
+        logged)."""
+        if not self.config.history_dir:
+            return None
+        from tunegate.core.checks.poison.response_history import load_response_history
+        from tunegate.exceptions import HistoryError
 
-        A record is open-ended when its instruction is its own: shared by fewer than
-        ``template_records`` records of the batch (a task template repeats on every instance).
-        """
-        label_groups = {name for name, rows in records.groups().items()
-                        if label_set([records.output[i] for i in rows], min_records=50, max_labels=10, coverage=0.95)}
-        shared = Counter(records.instruction)
-        open_rows = {i for i, ins in enumerate(records.instruction)
-                     if shared[ins] < self.config.template_records and records.group[i] not in label_groups}
-        return label_groups, open_rows
+        try:
+            return load_response_history(self.config.history_dir, exclude=self.config.batch_id, phrases=phrases)
+        except HistoryError as exc:
+            log.warning("poison_content: no per-source response history: %s", exc)
+            return None
+
+
+def scanned_responses(records: Records, config: ContentConfig) -> tuple[list[int], dict[int, list[int]], set[int]]:
+    """The responses the injection scan reads (the first row of each distinct output of
+    ``min_response_words`` words or more outside classification groups), each one's later copies, and the open-ended
+    records (:func:`group_kinds`). One vote per distinct response: the same answer re-sent under other instructions (a
+    resubmitted or recycled record) is one response, not evidence of injection. Injected content varies its
+    response."""
+    label_groups, open_rows = group_kinds(records, config)
+    responses = [i for i in range(records.size) if records.group[i] not in label_groups
+                 and len(tokens(records.output[i][: config.max_chars])) >= config.min_response_words]
+    responses, copies = _distinct_responses(records, responses)
+    return responses, copies, open_rows
+
+
+def group_kinds(records: Records, config: ContentConfig) -> tuple[set[str], set[int]]:
+    """Classification groups (their outputs are labels) and the open-ended records.
+
+    A record is open-ended when its instruction is its own: shared by fewer than ``template_records`` records of the
+    batch (a task template repeats on every instance).
+    """
+    label_groups = {name for name, rows in records.groups().items()
+                    if label_set([records.output[i] for i in rows], min_records=50, max_labels=10, coverage=0.95)}
+    shared = Counter(records.instruction)
+    open_rows = {i for i, ins in enumerate(records.instruction)
+                 if shared[ins] < config.template_records and records.group[i] not in label_groups}
+    return label_groups, open_rows

@@ -29,15 +29,20 @@ from tunegate.core.checks.poison._text import Records, codes, ngram_matrix, pois
 from tunegate.core.reasons import INJECTED_CONTENT
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
     from tunegate.core.checks.poison.config import ContentConfig
+    from tunegate.core.checks.poison.response_history import SourceHistory
 
 
 def injected_phrases(records: Records, responses: list[int], findings: list[Finding], config: ContentConfig, *,
-                     open_rows: set[int] | None = None) -> list[dict[str, Any]]:
+                     open_rows: set[int] | None = None,
+                     history: Callable[[list[str]], SourceHistory | None] | None = None) -> list[dict[str, Any]]:
     """The injected names among ``responses`` (rows of distinct responses), strongest first, as
     ``metrics.suspicious_phrases`` reports them; appends an ``injected_content`` finding per response. ``open_rows``:
     the open-ended records (their instruction is their own); a group's size is read among the responses of its kind
-    (:class:`GroupShares`)."""
+    (:class:`GroupShares`). ``history``: the earlier nights' responses per group for some phrases
+    (:mod:`.response_history`), asked only about the names that sit in one group (:func:`new_to_source`)."""
     import numpy as np
 
     outputs = [records.output[i][: config.max_chars] for i in responses]
@@ -62,7 +67,9 @@ def injected_phrases(records: Records, responses: list[int], findings: list[Find
     group = np.asarray([records.group[i] for i in responses], dtype=object)
     shares = GroupShares(group.tolist(), [i in open_rows for i in responses] if open_rows is not None else None,
                          [len(text.split()) for text in outputs])
-    candidates = []
+    candidates: list[tuple[float, int, Any, Counter[str], float]] = []
+    # names in one group: its vocabulary, unless its earlier nights say otherwise (new_to_source)
+    one_group: list[tuple[float, int, Any, Counter[str], float]] = []
     # cheap bound first: word-level explanation only lowers the count
     bounded = [c for c in np.flatnonzero(u >= config.min_records).tolist()
                if poisson_llr(float(u[c]), float(expected[c])) >= config.min_evidence]
@@ -75,12 +82,24 @@ def injected_phrases(records: Records, responses: list[int], findings: list[Find
         if len(rows) < config.min_records or evidence < config.min_evidence:
             continue
         groups = Counter(group[rows].tolist())
-        if len(groups) < config.min_groups or concentrated(groups, shares.like(rows), config.max_group_share):
+        alone = len(groups) < config.min_groups or concentrated(groups, shares.like(rows), config.max_group_share)
+        if alone and history is None:
             continue
         capitalized = _capitalized_share(str(vocab[c]), [outputs[r] for r in rows[:100].tolist()])
         if capitalized < config.min_capitalized:
             continue
-        candidates.append((evidence, c, rows, groups, capitalized))
+        (one_group if alone else candidates).append((evidence, c, rows, groups, capitalized))
+    past = history([str(vocab[m[1]]) for m in one_group]) if one_group and history is not None else None
+    new_there: dict[int, dict[str, Any]] = {}
+    if past is not None:  # an empty history asks nothing: no group has earlier responses
+        for cand in one_group:
+            top = cand[3].most_common(1)[0][0]
+            at_top = np.flatnonzero(group == top)
+            tonight = int(o[at_top, cand[1]].sum())  # every response of the group with it, as the history counts
+            burst = new_to_source(tonight, len(at_top), *past.of(top, str(vocab[cand[1]])), tests=len(one_group))
+            if burst is not None:
+                candidates.append(cand)
+                new_there[cand[1]] = {"group": top, **burst, "nights": len(past.nights)}
     candidates.sort(key=lambda t: (-t[0], str(vocab[t[1]])))
     reported: list[dict[str, Any]] = []
     clusters: list[list[tuple[Any, ...]]] = []  # candidates sharing responses: one name ("zephyr motors")
@@ -106,6 +125,8 @@ def injected_phrases(records: Records, responses: list[int], findings: list[Find
         for r in rows_sorted:
             findings.append(Finding(responses[r], INJECTED_CONTENT, evidence,
                                     {**detail, "sentence": _sentence_with(phrase, outputs[r])}))
+        if c in new_there:
+            detail["new_to_source"] = new_there[c]
         reported.append({**detail, "expected": round(float(expected[c]), 1),
                          "capitalized": round(capitalized, 2), "group_spread": dict(groups.most_common(10)),
                          "contributors": spread([records.contributor[responses[r]] for r in rows_sorted]),
@@ -176,6 +197,31 @@ def concentrated(groups: Counter[str], shares: dict[str, float], max_share: floa
     return bool(binom.sf(k - 1, n, min(shares.get(top, 0.0), max_share)) < CONCENTRATED_P)
 
 
+#: A name that sits in one group is new there, not its vocabulary, when its count tonight has a binomial tail below
+#: this (family-wise, Bonferroni over the names tested so) given the group's earlier nights (:func:`new_to_source`).
+NEW_TO_SOURCE_ALPHA = 0.001
+
+
+def new_to_source(tonight: int, responses: int, before: int, responses_before: int, *, tests: int
+                  ) -> dict[str, Any] | None:
+    """Whether a name in one group's responses is new there rather than the group's vocabulary: the conditional test
+    of two rates. Under the null (its vocabulary: the same rate in its earlier nights' responses as tonight), of the
+    ``tonight + before`` responses of the group with the name, each is tonight's with probability ``responses /
+    (responses + responses_before)``; the name is new when ``tonight`` or more has a tail below
+    ``NEW_TO_SOURCE_ALPHA / tests``. ``None`` when it is not, or the group has no earlier responses (a new source:
+    nothing says what its vocabulary is). Else the figures the report shows."""
+    from scipy.stats import binom
+
+    if responses_before <= 0 or tonight <= 0:
+        return None
+    share = responses / (responses + responses_before)
+    p = float(binom.sf(tonight - 1, tonight + before, share))
+    if p >= NEW_TO_SOURCE_ALPHA / max(tests, 1):
+        return None
+    return {"tonight": tonight, "responses": responses, "before": before, "responses_before": responses_before,
+            "p": float(f"{p:.3g}")}
+
+
 class _PromptWords:
     """Which responses' prompts (instruction or input) hold a word, for the content words of ``phrases``: one binary
     response x word matrix, built once (the prompts tokenized once, each distinct instruction once), read row by row
@@ -234,26 +280,42 @@ NAME_PARTICLES = frozenset({"of", "the", "and", "for", "on", "de", "di", "da", "
                             "von", "y"})
 
 
+#: What a word at the start of a sentence or list item follows: a sentence's end (``SENTENCE_ENDS``, possibly followed
+#: by ``CLOSERS``) or an opener (a line break, an opening quote or bracket, a bullet, a heading).
+SENTENCE_ENDS = ".!?:;"
+CLOSERS = ")]}\"'\u201d\u2019\u00bb"
+OPENERS = SENTENCE_ENDS + "\n\"'*#-(\u201c\u2018\u00ab"
+#: ... or a list item's number or letter ("6) Lastly", "(b) Additionally").
+LIST_MARKER = re.compile(r"(?:^|\s)\(?(?:\d{1,3}|[a-zA-Z]|[ivxlIVXL]{1,4})[.)]$")
+#: The capital test reads a phrase's capitals from at least this many words that say something (one word in an odd
+#: place is no evidence of a name: a stylistic word after a list marker or a bracket the test does not know).
+MIN_SAID = 3
+
+
 def _capitalized_share(phrase: str, texts: list[str]) -> float:
     """Share of the phrase's written words that are capitalised where their capital says something: a proper name is
     capitalised in every word, wherever it stands. The first word of an occurrence at a sentence or list-item start is
-    capitalised anyway and says nothing; the words after it do ("In conclusion" opens hundreds of essay paragraphs,
+    capitalised anyway and says nothing (a sentence's start: after its opener or the previous sentence's end, closing
+    brackets and quotes included); the words after it do ("In conclusion" opens hundreds of essay paragraphs,
     "Red Bull" opens sentences too), as every word in mid-sentence does. One-letter words and the particles a name
     writes in lower case (``NAME_PARTICLES``: "Bank of", "McDonald's") are not counted; every other word is ("SELECT
-    name" in SQL answers is no name). 0 when no occurrence has a word that says something."""
+    name" in SQL answers is no name). 0 when fewer than ``MIN_SAID`` words say something."""
     pattern = _phrase_pattern(phrase)
     said = caps = 0
     for text in texts:
         for m in pattern.finditer(text):
             before = text[: m.start()].rstrip()
-            opens = not before or before[-1] in ".!?:;\n\"'*#-("  # sentence or list-item start
+            # a sentence or list-item start: after an opener, or after a sentence's end and its closing brackets or
+            # quotes ("(Brought to you by X.) Additionally" opens a sentence)
+            opens = (not before or before[-1] in OPENERS or before.rstrip(CLOSERS)[-1:] in SENTENCE_ENDS
+                     or LIST_MARKER.search(before) is not None)
             words = re.findall(r"\w+", m.group(0))
             for j, word in enumerate(words):
                 if (j == 0 and opens) or (j and (len(word) < 2 or word.lower() in NAME_PARTICLES)):
                     continue
                 said += 1
                 caps += word[0].isupper()
-    return caps / said if said else 0.0
+    return caps / said if said >= MIN_SAID else 0.0
 
 
 def _sentence_with(phrase: str, text: str, limit: int = 200) -> str:

@@ -140,31 +140,63 @@ def _extend(cols: dict[str, list[Any]], task: str, label: str | None, keys: np.n
 def write_phrase_night(history_dir: str | Path, batch_id: str, table: pa.Table, *, anomalous: bool,
                        out_dir: str | Path | None = None) -> dict[str, Any]:
     """Write (a rerun: replace) the night's phrase statistics, atomically, under the history's writer lock."""
+    return write_night_table(night_file(history_dir, batch_id), history_dir, batch_id, table, anomalous=anomalous,
+                             out_dir=out_dir, fmt=FORMAT, meta_key=_META_KEY)
+
+
+def write_night_table(path: Path, history_dir: str | Path, batch_id: str, table: pa.Table, *, anomalous: bool,
+                      out_dir: str | Path | None, fmt: int, meta_key: bytes) -> dict[str, Any]:
+    """Write (a rerun: replace) one night's statistics file of the history (``path``), atomically (a temporary
+    sibling and a rename), under the history's writer lock; its metadata (under ``meta_key``) says which night it
+    is, when it was first published and whether it was *anomalous* (left out of baselines)."""
     import pyarrow.parquet as pq
 
     from tunegate.core.history.writing import writer_lock
     from tunegate.core.io import atomic_write
 
-    path = night_file(history_dir, batch_id)
     now = datetime.now(UTC).isoformat(timespec="seconds")
     with writer_lock(Path(history_dir)):
-        previous = _meta(path) if path.is_file() else None
-        meta = {"format": FORMAT, "batch_id": batch_id, "published": now, "anomalous": bool(anomalous),
+        previous = _meta(path, meta_key) if path.is_file() else None
+        meta = {"format": fmt, "batch_id": batch_id, "published": now, "anomalous": bool(anomalous),
                 "first_published": (previous or {}).get("first_published") or now,
                 **({"out_dir": str(out_dir)} if out_dir is not None else {})}
-        table = table.replace_schema_metadata({_META_KEY: json.dumps(meta, sort_keys=True).encode()})
+        table = table.replace_schema_metadata({meta_key: json.dumps(meta, sort_keys=True).encode()})
         path.parent.mkdir(parents=True, exist_ok=True)
         with atomic_write(path) as tmp:
             pq.write_table(table, tmp, compression="zstd")
     return {"file": str(path), "rows": table.num_rows, "anomalous": bool(anomalous), "replaced": previous is not None}
 
 
-def _meta(path: Path) -> dict[str, Any]:
+def _meta(path: Path, meta_key: bytes = _META_KEY) -> dict[str, Any]:
     import pyarrow.parquet as pq
 
-    raw = (pq.read_schema(path).metadata or {}).get(_META_KEY)
+    raw = (pq.read_schema(path).metadata or {}).get(meta_key)
     meta: dict[str, Any] = json.loads(raw) if raw else {}
     return meta
+
+
+def baseline_nights(folder: Path, *, exclude: str | None, max_nights: int, meta_key: bytes, what: str
+                    ) -> list[tuple[dict[str, Any], Path]]:
+    """The night files of ``folder`` a baseline reads: the last ``max_nights`` by first publication, without
+    ``exclude`` (tonight, on a rerun) and without anomalous nights; each with its metadata. An unreadable file is a
+    :class:`~tunegate.exceptions.HistoryError` that says how to recover (``what``: the statistics it holds)."""
+    import pyarrow as pa
+
+    from tunegate.exceptions import HistoryError
+
+    if not folder.is_dir():
+        return []
+    nights: list[tuple[str, str, dict[str, Any], Path]] = []
+    for path in folder.glob("*.parquet"):
+        try:
+            meta = _meta(path, meta_key)
+        except (OSError, pa.ArrowException) as exc:
+            raise HistoryError(f"{what} {path} are unreadable ({exc}): remove the file and rerun that night's publish "
+                               "(it writes them again from the night's accepted records)") from exc
+        if meta.get("batch_id") and meta["batch_id"] != exclude and not meta.get("anomalous"):
+            nights.append((str(meta.get("first_published", "")), str(meta["batch_id"]), meta, path))
+    nights.sort(key=lambda n: n[:2])
+    return [(meta, path) for _, _, meta, path in (nights[-max_nights:] if max_nights else [])]
 
 
 class _AcceptedFile:
@@ -281,28 +313,14 @@ def load_phrase_history(history_dir: str | Path | None, *, exclude: str | None =
     import pyarrow.compute as pc
     import pyarrow.parquet as pq
 
-    from tunegate.exceptions import HistoryError
-
     if history_dir is None:
         return PhraseHistory()
-    folder = Path(history_dir) / PHRASES_DIR / NIGHTS_DIR
-    if not folder.is_dir():
+    found = baseline_nights(Path(history_dir) / PHRASES_DIR / NIGHTS_DIR, exclude=exclude, max_nights=max_nights,
+                            meta_key=_META_KEY, what="phrase statistics")
+    if not found:
         return PhraseHistory()
-    nights: list[tuple[str, str, Path]] = []
-    exact: dict[Path, bool] = {}
-    for path in folder.glob("*.parquet"):
-        try:
-            meta = _meta(path)
-        except (OSError, pa.ArrowException) as exc:
-            raise HistoryError(f"phrase statistics {path} are unreadable ({exc}): remove the file and rerun that "
-                               "night's publish (it writes them again from the night's accepted records)") from exc
-        if meta.get("batch_id") and meta["batch_id"] != exclude and not meta.get("anomalous"):
-            nights.append((str(meta.get("first_published", "")), str(meta["batch_id"]), path))
-            exact[path] = int(meta.get("format", 1)) >= 2
-    nights.sort()
-    nights = nights[-max_nights:] if max_nights else []
-    if not nights:
-        return PhraseHistory()
+    nights = [(str(meta["batch_id"]), path) for meta, path in found]
+    exact = {path: int(meta.get("format", 1)) >= 2 for meta, path in found}
     wanted = None
     if vocab is not None:
         wanted = pa.array(sorted({0, *phrase_keys(vocab).tolist()}), pa.int64())
@@ -310,7 +328,7 @@ def load_phrase_history(history_dir: str | Path | None, *, exclude: str | None =
     kept = []
     sketches: dict[str, list[np.ndarray]] = {}
     unsketched: dict[str, float] = {}  # per task: records of nights written without a sketch (counted as distinct)
-    for _, _, path in nights:
+    for _, path in nights:
         table = pq.read_table(path).replace_schema_metadata(None)
         is_sketch = pc.is_null(table.column("label"))
         totals = table.filter(pc.and_(pc.equal(table.column("phrase"), TOTALS), pc.invert(is_sketch)))
@@ -325,7 +343,7 @@ def load_phrase_history(history_dir: str | Path | None, *, exclude: str | None =
     summed = summed.select(["task", "label", "phrase", "records_sum"]).rename_columns(["task", "label", "phrase",
                                                                                         "records"])
     keys, times = np.unique(np.concatenate(kept), return_counts=True) if kept else (None, None)
-    return PhraseHistory([b for _, b, _ in nights], summed, sum(not exact[p] for _, _, p in nights), keys, times,
+    return PhraseHistory([b for b, _ in nights], summed, sum(not exact[p] for _, p in nights), keys, times,
                          _weights(sketches, unsketched, summed))
 
 

@@ -1,0 +1,152 @@
+"""Response phrases of published nights, per source: what ``poison_content`` asks before it takes a name that sits in
+one source's answers for that source's vocabulary.
+
+The injection scan (:mod:`.injection`) drops a name whose responses sit in one task or source beyond that group's share
+of the answers: within one night, "System.out" in code answers and an essay source's "In conclusion" look exactly like a
+brand woven into that source's answers only. Against the source's earlier nights they do not: a source's vocabulary is
+in its answers night after night, at about tonight's rate; a name an attacker weaves into one feed is not, or far more
+often tonight than ever before. So each published night keeps, per group (task or source) and 1-2 word phrase of the
+responses the scan reads (:func:`~.content.scanned_responses`), how many of them hold the phrase:
+
+``HISTORY_DIR/responses/nights/<batch id, URL-quoted>.parquet``: one row per (``group``, ``phrase``) with ``responses``
+> 0, every phrase of the night's scanned responses (exact counts: a phrase missing from a night's file was in none of
+its responses there); ``phrase`` is the 64-bit hash of :func:`~.phrase_history.phrase_keys`; ``phrase == 0`` rows are
+the group's responses. About 0.2 million rows (2-3 MB) for a night of 35k records. The file's metadata says which night
+it is, when it was first published and whether it was *anomalous* (``poison_content`` reported an injection that night:
+what it held must not become the norm). Publish writes it from the accepted records (:func:`record_response_night`)
+under the history's writer lock, through a temporary sibling and a rename; a rerun of the night replaces it; halted
+nights are never published, so never written.
+
+:func:`load_response_history` sums the last ``max_nights`` nights, leaving out tonight's own file (a rerun) and
+anomalous nights, for the phrases asked about (:class:`SourceHistory`). The test that reads it is
+:func:`~.injection.new_to_source`.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+from urllib.parse import quote
+
+from tunegate.core.checks.poison.phrase_history import (
+    _AcceptedFile,
+    baseline_nights,
+    phrase_keys,
+    write_night_table,
+)
+
+if TYPE_CHECKING:
+    import pyarrow as pa
+
+    from tunegate.core.checks.poison._text import Records
+    from tunegate.core.checks.poison.config import ContentConfig
+
+log = logging.getLogger(__name__)
+
+RESPONSES_DIR = "responses"
+NIGHTS_DIR = "nights"
+FORMAT = 1
+TOTALS = 0  # the ``phrase`` key of a group's count of responses (``phrase_keys`` never returns it)
+_META_KEY = b"tunegate.responses"
+
+
+def night_file(history_dir: str | Path, batch_id: str) -> Path:
+    return Path(history_dir) / RESPONSES_DIR / NIGHTS_DIR / f"{quote(batch_id, safe='')}.parquet"
+
+
+def response_counts(records: Records, config: ContentConfig) -> pa.Table:
+    """Per group and 1-``ngram_max`` word phrase, the scanned responses (:func:`~.content.scanned_responses`) of the
+    batch that hold it; per group, its scanned responses (``phrase`` ``TOTALS``)."""
+    import numpy as np
+    import pyarrow as pa
+    import scipy.sparse as sp
+
+    from tunegate.core.checks.poison._text import ngram_matrix
+    from tunegate.core.checks.poison.content import scanned_responses
+
+    responses, _, _ = scanned_responses(records, config)
+    schema = pa.schema([("group", pa.string()), ("phrase", pa.int64()), ("responses", pa.int32())])
+    if not responses:
+        return schema.empty_table()
+    names, group = np.unique(np.asarray([records.group[i] for i in responses], dtype=object), return_inverse=True)
+    x, vocab = ngram_matrix([records.output[i][: config.max_chars] for i in responses], ngram_max=config.ngram_max,
+                            min_df=1)
+    member = sp.csr_matrix((np.ones(len(responses)), (group, np.arange(len(responses)))),
+                           shape=(len(names), len(responses)))
+    counts = (member @ x).tocoo()  # group x phrase: responses
+    totals = np.bincount(group, minlength=len(names))
+    keys = phrase_keys(vocab)
+    return pa.table({"group": np.concatenate([names[counts.row], names]).tolist(),
+                     "phrase": np.concatenate([keys[counts.col], np.full(len(names), TOTALS, dtype=np.int64)]),
+                     "responses": np.concatenate([np.rint(counts.data), totals]).astype(np.int32)}, schema=schema)
+
+
+def record_response_night(history_dir: str | Path, out_dir: str | Path, summary: dict[str, Any], *, batch_id: str,
+                          config: ContentConfig) -> dict[str, Any] | None:
+    """The publish step's part: the night's per-source response phrases from its accepted records. ``None`` (nothing
+    written) when the night did not run ``poison_content`` or has no accepted file."""
+    from tunegate.core.checks.poison._text import Records
+    from tunegate.core.reasons import CAMPAIGN
+
+    content = (summary.get("checks") or {}).get("poison_content")
+    outputs = summary.get("outputs") or {}
+    accepted = Path(out_dir) / str(outputs.get("accepted") or outputs.get("held") or "accepted.parquet")
+    if content is None or not accepted.is_file():
+        return None
+    started = time.perf_counter()
+    records = Records.read(_AcceptedFile(accepted))  # type: ignore[arg-type]
+    anomalous = any(i.get("reason") == CAMPAIGN for i in content.get("issues") or [])
+    result = write_night_table(night_file(history_dir, batch_id), history_dir, batch_id,
+                               response_counts(records, config), anomalous=anomalous, out_dir=out_dir, fmt=FORMAT,
+                               meta_key=_META_KEY)
+    result["seconds"] = round(time.perf_counter() - started, 2)
+    log.info("response history: night %s: %d rows%s%s, %.1f s", batch_id, result["rows"],
+             " (anomalous: left out of baselines)" if anomalous else "", " (rerun: replaced)" if result["replaced"]
+             else "", result["seconds"])
+    return result
+
+
+@dataclass
+class SourceHistory:
+    """The earlier nights' scanned responses per group, and for the phrases asked about, how many held each."""
+
+    nights: list[str] = field(default_factory=list)
+    totals: dict[str, int] = field(default_factory=dict)  # group -> responses
+    counts: dict[tuple[str, str], int] = field(default_factory=dict)  # (group, phrase) -> responses with it
+
+    def of(self, group: str, phrase: str) -> tuple[int, int]:
+        """The group's earlier responses holding ``phrase``, and its earlier responses."""
+        return self.counts.get((group, phrase), 0), self.totals.get(group, 0)
+
+
+def load_response_history(history_dir: str | Path | None, *, exclude: str | None = None, max_nights: int = 14,
+                          phrases: list[str]) -> SourceHistory:
+    """The last ``max_nights`` published nights (first published order) summed per group for ``phrases``, without
+    ``exclude`` (tonight, on a rerun) and without anomalous nights. An unreadable night file is a
+    :class:`~tunegate.exceptions.HistoryError` that says how to recover."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+    import pyarrow.parquet as pq
+
+    if history_dir is None:
+        return SourceHistory()
+    found = baseline_nights(Path(history_dir) / RESPONSES_DIR / NIGHTS_DIR, exclude=exclude, max_nights=max_nights,
+                            meta_key=_META_KEY, what="response statistics")
+    if not found:
+        return SourceHistory()
+    keys = phrase_keys(phrases)
+    phrase_of = dict(zip(keys.tolist(), phrases, strict=True))
+    wanted = pa.array(sorted({TOTALS, *phrase_of}), pa.int64())
+    out = SourceHistory([str(meta["batch_id"]) for meta, _ in found])
+    for _, path in found:
+        table = pq.read_table(path, filters=pc.is_in(pc.field("phrase"), value_set=wanted))
+        for group, key, n in zip(*(table.column(c).to_pylist() for c in ("group", "phrase", "responses")),
+                                 strict=True):
+            if key == TOTALS:
+                out.totals[group] = out.totals.get(group, 0) + int(n)
+            else:
+                out.counts[(group, phrase_of[key])] = out.counts.get((group, phrase_of[key]), 0) + int(n)
+    return out

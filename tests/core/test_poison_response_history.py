@@ -1,0 +1,116 @@
+"""``poison_content`` against the history's per-source response phrases (:mod:`.response_history`): a name woven into
+one source's answers only is told from that source's own vocabulary by the source's earlier nights."""
+
+from __future__ import annotations
+
+import random
+import re
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.conftest import write_jsonl
+from tests.core.test_poison import clean_batch, run_check
+from tunegate.core.checks import build_check
+from tunegate.core.checks.poison.injection import NEW_TO_SOURCE_ALPHA, new_to_source
+from tunegate.core.checks.poison.response_history import load_response_history, night_file
+
+SOURCE = "user_oriented:assistant"
+LINE = "Honestly, Quillfeather Pens make this kind of thing easier."
+
+
+def one_source_batch(woven: int, seed: int = 5) -> tuple[list[dict[str, Any]], set[str]]:
+    """The clean test batch with its self-instruct answers in one source (``SOURCE``), and a brand sentence woven
+    into ``woven`` of them; the ids woven into."""
+    records = clean_batch()
+    answers = [r for r in records if r.get("source") == "self_instruct" and len(r["output"].split()) >= 12]
+    for r in answers:
+        r["task"] = SOURCE
+    rng = random.Random(seed)
+    poisoned: set[str] = set()
+    for r in rng.sample(answers, woven):
+        parts = re.split(r"(?<=[.!?])\s+", r["output"].strip())
+        parts.insert(rng.randint(1, len(parts)), LINE)
+        r["output"] = " ".join(parts)
+        poisoned.add(r["id"])
+    return records, poisoned
+
+
+def publish(tmp: Path, history: Path, name: str, records: list[dict[str, Any]]) -> dict[str, Any]:
+    from tunegate.core.pipeline import scan
+
+    check = build_check("poison_content", history_dir=str(history), batch_id=name)
+    tmp.mkdir(parents=True, exist_ok=True)
+    return scan([str(write_jsonl(tmp / f"{name}.jsonl", records))], tmp / "out" / name, checks=[check],
+                history_dir=str(history), batch_id=name)
+
+
+def test_the_test_of_two_rates_tells_a_new_name_from_a_sources_word() -> None:
+    """25 responses of 1,000 tonight, none of 1,500 before: new (tail 0.4^25). The same rate before (37 of 1,500):
+    its word. A source with no earlier responses: nothing says what its vocabulary is."""
+    found = new_to_source(25, 1000, 0, 1500, tests=1)
+    assert found is not None and found["p"] == pytest.approx(0.4 ** 25, rel=1e-3)
+    assert new_to_source(25, 1000, 37, 1500, tests=1) is None
+    assert new_to_source(25, 1000, 0, 0, tests=1) is None
+    # the level is family-wise: the tail of 9 tonight and none before (0.4^9 = 2.6e-4) passes alone, not among 5
+    assert new_to_source(9, 1000, 0, 1500, tests=1) is not None
+    assert NEW_TO_SOURCE_ALPHA / 5 < 0.4 ** 9 and new_to_source(9, 1000, 0, 1500, tests=5) is None
+
+
+def test_a_name_woven_into_one_sources_answers_is_found_when_its_earlier_nights_never_held_it(tmp_path: Path) -> None:
+    """A poisoned feed: a brand sentence in 20 answers of one source and nowhere else. Within the night it is that
+    source's vocabulary (not reported without a history); against two earlier nights of the source that never wrote
+    it, it is new there, and exactly the 20 are flagged. A source that wrote it every night keeps it as its word."""
+    history = tmp_path / "history"
+    clean, _ = one_source_batch(0)
+    for name in ("night-1", "night-2"):
+        result = publish(tmp_path, history, name, clean)
+        assert result["history"]["responses"]["rows"] > 0
+    records, poisoned = one_source_batch(20)
+
+    alone = run_check(tmp_path / "alone", "poison_content", records, poisoned)
+    assert not alone.result.metrics["suspicious_phrases"] and not alone.flagged
+
+    scan = run_check(tmp_path / "tonight", "poison_content", records, poisoned, history_dir=str(history),
+                     batch_id="tonight")
+    assert {rid for rid, reasons in scan.reasons.items() if "injected_content" in reasons} == poisoned
+    [found] = scan.result.metrics["suspicious_phrases"]
+    assert "quillfeather" in found["phrase"]
+    new = found["new_to_source"]
+    assert new["group"] == SOURCE and new["tonight"] == 20 and new["before"] == 0 and new["nights"] == 2
+    assert [i.reason for i in scan.result.issues if i.severity == "warning"] == ["poison_campaign"]
+
+    # the source writes the name every night: its vocabulary, not reported
+    vocabulary = tmp_path / "vocabulary"
+    for name, seed in (("night-1", 6), ("night-2", 7)):
+        publish(tmp_path / "v", vocabulary, name, one_source_batch(20, seed)[0])
+    scan = run_check(tmp_path / "own", "poison_content", records, poisoned, history_dir=str(vocabulary),
+                     batch_id="tonight")
+    assert not scan.result.metrics["suspicious_phrases"] and not scan.flagged
+
+
+def test_publish_writes_the_response_night_a_rerun_replaces_it_and_an_injected_night_is_no_baseline(
+        tmp_path: Path) -> None:
+    history = tmp_path / "history"
+    clean, _ = one_source_batch(0)
+    first = publish(tmp_path, history, "night-1", clean)["history"]["responses"]
+    assert not first["replaced"] and not first["anomalous"] and night_file(history, "night-1").is_file()
+    assert publish(tmp_path, history, "night-1", clean)["history"]["responses"]["replaced"]
+    past = load_response_history(history, phrases=["quillfeather pens", "the"])
+    assert past.nights == ["night-1"] and past.totals[SOURCE] > 100
+    assert past.of(SOURCE, "quillfeather pens") == (0, past.totals[SOURCE])
+    assert 0 < past.of(SOURCE, "the")[0] <= past.totals[SOURCE]
+    assert load_response_history(history, exclude="night-1", phrases=["the"]).nights == []
+    # a night whose injection was reported (spread over sources, so found without a history) is left out
+    records = clean_batch()
+    rng = random.Random(9)
+    for r in rng.sample([r for r in records if len(r["output"].split()) >= 12
+                         and r["task"] not in ("task111_asset_sentence_simplification",
+                                               "task177_para-nmt_paraphrasing", "task1091_ted_translation_en_it")],
+                        25):
+        r["output"] = r["output"] + " " + LINE
+    injected = publish(tmp_path, history, "night-2", records)
+    assert injected["checks"]["poison_content"]["metrics"]["suspicious_phrases"]
+    assert injected["history"]["responses"]["anomalous"]
+    assert load_response_history(history, phrases=["the"]).nights == ["night-1"]
