@@ -103,7 +103,7 @@ class InjectedContentCheck(Check):
                            f"{cfg.min_responses} responses in >= {cfg.min_groups} groups")
         else:
             phrases = injected_phrases(records, responses, findings, cfg, open_rows=open_rows,
-                                       history=self._source_history)
+                                       history=self._source_history if cfg.history_dir else None)
             findings += [Finding(j, f.reason, f.score, {**f.detail, "copy_of_row": f.row})
                          for f in list(findings) if f.reason == INJECTED_CONTENT for j in copies.get(f.row, ())]
         if phrases:
@@ -159,11 +159,8 @@ class InjectedContentCheck(Check):
         return [n["refusals"] for n in nights if isinstance(n.get("refusals"), dict)]
 
     def _source_history(self, phrases: list[str]) -> SourceHistory | None:
-        """The earlier nights' responses per source, for ``phrases`` (:mod:`.response_history`); ``None`` without a
-        history, or when it is unreadable (one source's names are then taken for its vocabulary, and the reason is
-        logged)."""
-        if not self.config.history_dir:
-            return None
+        """The earlier nights' responses per source, for ``phrases`` (:mod:`.response_history`); ``None`` when the
+        history is unreadable (one source's names are then taken for its vocabulary, and the reason is logged)."""
         from tunegate.core.checks.poison.response_history import load_response_history
         from tunegate.exceptions import HistoryError
 

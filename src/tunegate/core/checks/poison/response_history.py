@@ -11,11 +11,11 @@ responses the scan reads (:func:`~.content.scanned_responses`), how many of them
 ``HISTORY_DIR/responses/nights/<batch id, URL-quoted>.parquet``: one row per (``group``, ``phrase``) with ``responses``
 > 0, every phrase of the night's scanned responses (exact counts: a phrase missing from a night's file was in none of
 its responses there); ``phrase`` is the 64-bit hash of :func:`~.phrase_history.phrase_keys`; ``phrase == 0`` rows are
-the group's responses. About 0.2 million rows (2-3 MB) for a night of 35k records. The file's metadata says which night
-it is, when it was first published and whether it was *anomalous* (``poison_content`` reported an injection that night:
-what it held must not become the norm). Publish writes it from the accepted records (:func:`record_response_night`)
-under the history's writer lock, through a temporary sibling and a rename; a rerun of the night replaces it; halted
-nights are never published, so never written.
+the group's responses. About 0.2 million rows (1.5 MB) for a night of 38k records (the 40k benchmark's). The file's
+metadata says which night it is, when it was first published and whether it was *anomalous* (``poison_content``
+reported an injection that night: what it held must not become the norm). Publish writes it from the accepted records
+(:func:`record_response_night`) under the history's writer lock, through a temporary sibling and a rename; a rerun of
+the night replaces it; halted nights are never published, so never written.
 
 :func:`load_response_history` sums the last ``max_nights`` nights, leaving out tonight's own file (a rerun) and
 anomalous nights, for the phrases asked about (:class:`SourceHistory`). The test that reads it is
