@@ -192,7 +192,8 @@ def main() -> int:
             print(f"  {label:22s} seed={seed} n={res['records']} poison={res['poison']} recall={_pct(res['recall'])} "
                   f"clean_q={_pct(res['clean_quarantined'], 3)} alert={res['alert']} "
                   f"t={sum(v or 0 for v in res['check_seconds'].values()):.1f}s phrases={res['phrases']} "
-                  f"{info.get('trigger') or info.get('brand') or ''} {info.get('source') or ''} refusals={res['refusals']} passes={res['passes']}",
+                  f"{info.get('trigger') or info.get('brand') or ''} {info.get('source') or ''} "
+                  f"refusals={res['refusals']} passes={res['passes']}",
                   file=sys.stderr, flush=True)
     stack.close()
     print("| batch / attack | poison | recall mean | recall worst | clean quarantined mean | worst | alert | "
