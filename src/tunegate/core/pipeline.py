@@ -128,9 +128,7 @@ def _record_phrases(history_dir: str | Path, out: Path, summary: dict[str, Any],
     from tunegate.core.checks.poison.config import TriggerConfig
     from tunegate.core.checks.poison.phrase_history import record_phrase_night
 
-    options = dict((policy or GatePolicy.from_mapping(summary.get("policy", {}))).enabled_checks()).get(
-        "poison_trigger") or {}
-    config = TriggerConfig.from_mapping({k: v for k, v in options.items() if k not in ("history_dir", "batch_id")})
+    config = TriggerConfig.from_mapping(_check_options(summary, policy, "poison_trigger"))
     return record_phrase_night(history_dir, out, summary, batch_id=name, config=config)
 
 
@@ -140,10 +138,14 @@ def _record_responses(history_dir: str | Path, out: Path, summary: dict[str, Any
     from tunegate.core.checks.poison.config import ContentConfig
     from tunegate.core.checks.poison.response_history import record_response_night
 
-    options = dict((policy or GatePolicy.from_mapping(summary.get("policy", {}))).enabled_checks()).get(
-        "poison_content") or {}
-    config = ContentConfig.from_mapping({k: v for k, v in options.items() if k not in ("history_dir", "batch_id")})
+    config = ContentConfig.from_mapping(_check_options(summary, policy, "poison_content"))
     return record_response_night(history_dir, out, summary, batch_id=name, config=config)
+
+
+def _check_options(summary: dict[str, Any], policy: GatePolicy | None, check: str) -> dict[str, Any]:
+    """``check``'s options in the night's policy, without the history they were run against."""
+    options = dict((policy or GatePolicy.from_mapping(summary.get("policy", {}))).enabled_checks()).get(check) or {}
+    return {k: v for k, v in options.items() if k not in ("history_dir", "batch_id")}
 
 
 def checked_generation(summary: dict[str, Any]) -> int | None:

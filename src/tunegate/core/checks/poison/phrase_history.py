@@ -214,30 +214,45 @@ class _AcceptedFile:
             start += batch.num_rows
 
 
+def accepted_night(out_dir: str | Path, summary: dict[str, Any], check: str) -> tuple[Path, Records, bool] | None:
+    """What a publish step's statistics are written from: the night's accepted file, its records, and whether
+    ``check`` raised a campaign that night (an anomalous night, left out of baselines). ``None`` when the night did not
+    run ``check`` or has no accepted file."""
+    from tunegate.core.checks.poison._text import Records
+    from tunegate.core.reasons import CAMPAIGN
+
+    result = (summary.get("checks") or {}).get(check)
+    outputs = summary.get("outputs") or {}
+    accepted = Path(out_dir) / str(outputs.get("accepted") or outputs.get("held") or "accepted.parquet")
+    if result is None or not accepted.is_file():
+        return None
+    records = Records.read(_AcceptedFile(accepted))  # type: ignore[arg-type]
+    return accepted, records, any(i.get("reason") == CAMPAIGN for i in result.get("issues") or [])
+
+
 def record_phrase_night(history_dir: str | Path, out_dir: str | Path, summary: dict[str, Any], *, batch_id: str,
                         config: TriggerConfig) -> dict[str, Any] | None:
     """The publish step's part: the night's phrase statistics from its accepted records. ``None`` (nothing
     written) when the night did not run ``poison_trigger`` or has no accepted file."""
-    from tunegate.core.checks.poison._text import Records
-    from tunegate.core.reasons import CAMPAIGN
-
-    trigger = (summary.get("checks") or {}).get("poison_trigger")
-    outputs = summary.get("outputs") or {}
-    accepted = Path(out_dir) / str(outputs.get("accepted") or outputs.get("held") or "accepted.parquet")
-    if trigger is None or not accepted.is_file():
-        return None
     import pyarrow.parquet as pq
 
     started = time.perf_counter()
-    records = Records.read(_AcceptedFile(accepted))  # type: ignore[arg-type]
+    night = accepted_night(out_dir, summary, "poison_trigger")
+    if night is None:
+        return None
+    accepted, records, anomalous = night
     content = content_keys(pq.read_table(accepted, columns=["content_sha256"]).column(0).to_pylist())
-    anomalous = any(i.get("reason") == CAMPAIGN for i in trigger.get("issues") or [])
     result = write_phrase_night(history_dir, batch_id, phrase_counts(records, config, content), anomalous=anomalous,
                                 out_dir=out_dir)
+    return logged_night(result, "phrase history", batch_id, started)
+
+
+def logged_night(result: dict[str, Any], what: str, batch_id: str, started: float) -> dict[str, Any]:
+    """A written night's ``result`` with the seconds since ``started``, logged."""
     result["seconds"] = round(time.perf_counter() - started, 2)
-    log.info("phrase history: night %s: %d rows%s%s, %.1f s", batch_id, result["rows"],
-             " (anomalous: left out of baselines)" if anomalous else "", " (rerun: replaced)" if result["replaced"]
-             else "", result["seconds"])
+    log.info("%s: night %s: %d rows%s%s, %.1f s", what, batch_id, result["rows"],
+             " (anomalous: left out of baselines)" if result["anomalous"] else "",
+             " (rerun: replaced)" if result["replaced"] else "", result["seconds"])
     return result
 
 

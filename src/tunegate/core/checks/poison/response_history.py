@@ -24,7 +24,6 @@ anomalous nights, for the phrases asked about (:class:`SourceHistory`). The test
 
 from __future__ import annotations
 
-import logging
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -32,8 +31,9 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
 
 from tunegate.core.checks.poison.phrase_history import (
-    _AcceptedFile,
+    accepted_night,
     baseline_nights,
+    logged_night,
     phrase_keys,
     write_night_table,
 )
@@ -43,8 +43,6 @@ if TYPE_CHECKING:
 
     from tunegate.core.checks.poison._text import Records
     from tunegate.core.checks.poison.config import ContentConfig
-
-log = logging.getLogger(__name__)
 
 RESPONSES_DIR = "responses"
 NIGHTS_DIR = "nights"
@@ -88,25 +86,15 @@ def record_response_night(history_dir: str | Path, out_dir: str | Path, summary:
                           config: ContentConfig) -> dict[str, Any] | None:
     """The publish step's part: the night's per-source response phrases from its accepted records. ``None`` (nothing
     written) when the night did not run ``poison_content`` or has no accepted file."""
-    from tunegate.core.checks.poison._text import Records
-    from tunegate.core.reasons import CAMPAIGN
-
-    content = (summary.get("checks") or {}).get("poison_content")
-    outputs = summary.get("outputs") or {}
-    accepted = Path(out_dir) / str(outputs.get("accepted") or outputs.get("held") or "accepted.parquet")
-    if content is None or not accepted.is_file():
-        return None
     started = time.perf_counter()
-    records = Records.read(_AcceptedFile(accepted))  # type: ignore[arg-type]
-    anomalous = any(i.get("reason") == CAMPAIGN for i in content.get("issues") or [])
+    night = accepted_night(out_dir, summary, "poison_content")
+    if night is None:
+        return None
+    _, records, anomalous = night
     result = write_night_table(night_file(history_dir, batch_id), history_dir, batch_id,
                                response_counts(records, config), anomalous=anomalous, out_dir=out_dir, fmt=FORMAT,
                                meta_key=_META_KEY)
-    result["seconds"] = round(time.perf_counter() - started, 2)
-    log.info("response history: night %s: %d rows%s%s, %.1f s", batch_id, result["rows"],
-             " (anomalous: left out of baselines)" if anomalous else "", " (rerun: replaced)" if result["replaced"]
-             else "", result["seconds"])
-    return result
+    return logged_night(result, "response history", batch_id, started)
 
 
 @dataclass
