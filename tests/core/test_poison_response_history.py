@@ -79,7 +79,14 @@ def test_a_name_woven_into_one_sources_answers_is_found_when_its_earlier_nights_
     assert "quillfeather" in found["phrase"]
     new = found["new_to_source"]
     assert new["group"] == SOURCE and new["tonight"] == 20 and new["before"] == 0 and new["nights"] == 2
-    assert [i.reason for i in scan.result.issues if i.severity == "warning"] == ["poison_campaign"]
+    [issue] = [i for i in scan.result.issues if i.severity == "warning"]
+    assert issue.reason == "poison_campaign" and f"new in {SOURCE}: 0 of its" in issue.message
+    # the report's phrase table says where it is new, and against what
+    from tunegate.core.report.phrases import suspicious_phrases
+
+    [row] = suspicious_phrases({"checks": {"poison_content": {"metrics": scan.result.metrics}}})
+    fact = dict(row["facts"])["new in its source"]
+    assert fact.startswith(f"{SOURCE}: 20 responses tonight, 0 of ") and "over 2 earlier nights" in fact
 
     # the source writes the name every night: its vocabulary, not reported
     vocabulary = tmp_path / "vocabulary"

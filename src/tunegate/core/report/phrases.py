@@ -40,6 +40,12 @@ def _row(check: str, kind: str, p: dict[str, Any]) -> dict[str, Any]:
         task_count = int(p.get("groups", len(tasks)))
         facts = [("in prompts", number(int(p.get("in_prompts", 0)))), ("expected", number(float(p.get("expected", 0)))),
                  ("capitalised", number(float(p.get("capitalized", 0.0))))]
+        new = p.get("new_to_source")
+        if isinstance(new, dict):  # a name in one source, new there against its earlier nights
+            facts.append(("new in its source", f"{new.get('group')}: {number(int(new.get('tonight', 0)))} responses "
+                                                f"tonight, {number(int(new.get('before', 0)))} of "
+                                                f"{number(int(new.get('responses_before', 0)))} over "
+                                                f"{new.get('nights')} earlier nights (p {new.get('p')})"))
         reasons = ("injected_content",)
     evidence = float(p.get("evidence", 0.0))
     return {"check": check, "kind": kind, "phrase": str(p["phrase"]), "aliases": list(p.get("aliases") or []),

@@ -107,7 +107,10 @@ class InjectedContentCheck(Check):
             findings += [Finding(j, f.reason, f.score, {**f.detail, "copy_of_row": f.row})
                          for f in list(findings) if f.reason == INJECTED_CONTENT for j in copies.get(f.row, ())]
         if phrases:
-            top = ", ".join(f"'{p['phrase']}' ({p['records']} responses, {p['groups']} groups)" for p in phrases[:3])
+            top = ", ".join(f"'{p['phrase']}' ({p['records']} responses, {p['groups']} groups"
+                            + (f"; new in {p['new_to_source']['group']}: {p['new_to_source']['before']} of its "
+                               f"{p['new_to_source']['responses_before']} earlier responses held it"
+                               if "new_to_source" in p else "") + ")" for p in phrases[:3])
             issues.append(BatchIssue(CAMPAIGN, "warning",
                                      f"{len(phrases)} name(s) recur in responses to unrelated instructions: {top}"))
         baseline = refusal_baseline(self._past_nights(), cfg)
