@@ -121,3 +121,23 @@ def test_publish_writes_the_response_night_a_rerun_replaces_it_and_an_injected_n
     assert injected["checks"]["poison_content"]["metrics"]["suspicious_phrases"]
     assert injected["history"]["responses"]["anomalous"]
     assert load_response_history(history, phrases=["the"]).nights == ["night-1"]
+
+
+def test_an_unreadable_response_night_is_a_warning_not_a_failed_scan(tmp_path: Path,
+                                                                       caplog: pytest.LogCaptureFixture) -> None:
+    """A damaged night file: ``load_response_history`` says which file and how to recover; the scan goes on without
+    the per-source test (one source's names are its vocabulary again) and logs why."""
+    from tunegate.exceptions import HistoryError
+
+    history = tmp_path / "history"
+    clean, _ = one_source_batch(0)
+    publish(tmp_path, history, "night-1", clean)
+    night_file(history, "night-1").write_bytes(b"not parquet")
+    with pytest.raises(HistoryError, match=r"night-1\.parquet are unreadable.*rerun that night's publish"):
+        load_response_history(history, phrases=["the"])
+    records, poisoned = one_source_batch(20)
+    with caplog.at_level("WARNING"):
+        scan = run_check(tmp_path / "tonight", "poison_content", records, poisoned, history_dir=str(history),
+                         batch_id="tonight")
+    assert not scan.result.metrics["suspicious_phrases"]
+    assert "no per-source response history" in caplog.text
