@@ -135,6 +135,15 @@ def test_an_unreadable_response_night_is_a_warning_not_a_failed_scan(tmp_path: P
     night_file(history, "night-1").write_bytes(b"not parquet")
     with pytest.raises(HistoryError, match=r"night-1\.parquet are unreadable.*rerun that night's publish"):
         load_response_history(history, phrases=["the"])
+    # the recovery the error names: the night's publish again, which replaces the damaged file
+    assert publish(tmp_path, history, "night-1", clean)["history"]["responses"]["replaced"]
+    assert load_response_history(history, phrases=["the"]).nights == ["night-1"]
+    # a file whose footer reads but whose pages do not: the same error, not a traceback
+    data = bytearray(night_file(history, "night-1").read_bytes())
+    data[4:200] = bytes(196)
+    night_file(history, "night-1").write_bytes(bytes(data))
+    with pytest.raises(HistoryError, match=r"night-1\.parquet are unreadable"):
+        load_response_history(history, phrases=["the"])
     records, poisoned = one_source_batch(20)
     with caplog.at_level("WARNING"):
         scan = run_check(tmp_path / "tonight", "poison_content", records, poisoned, history_dir=str(history),

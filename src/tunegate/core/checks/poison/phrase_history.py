@@ -148,7 +148,9 @@ def write_night_table(path: Path, history_dir: str | Path, batch_id: str, table:
                       out_dir: str | Path | None, fmt: int, meta_key: bytes) -> dict[str, Any]:
     """Write (a rerun: replace) one night's statistics file of the history (``path``), atomically (a temporary
     sibling and a rename), under the history's writer lock; its metadata (under ``meta_key``) says which night it
-    is, when it was first published and whether it was *anomalous* (left out of baselines)."""
+    is, when it was first published and whether it was *anomalous* (left out of baselines). A damaged file there is
+    replaced (a rerun of the night is how the error that reports it says to recover)."""
+    import pyarrow as pa
     import pyarrow.parquet as pq
 
     from tunegate.core.history.writing import writer_lock
@@ -156,7 +158,13 @@ def write_night_table(path: Path, history_dir: str | Path, batch_id: str, table:
 
     now = datetime.now(UTC).isoformat(timespec="seconds")
     with writer_lock(Path(history_dir)):
-        previous = _meta(path, meta_key) if path.is_file() else None
+        previous = None
+        if path.is_file():
+            try:
+                previous = _meta(path, meta_key)
+            except (OSError, pa.ArrowException) as exc:  # a damaged file: the rerun's publish replaces it
+                log.warning("history: %s is unreadable (%s); this night's publish replaces it", path, exc)
+                previous = {}
         meta = {"format": fmt, "batch_id": batch_id, "published": now, "anomalous": bool(anomalous),
                 "first_published": (previous or {}).get("first_published") or now,
                 **({"out_dir": str(out_dir)} if out_dir is not None else {})}

@@ -119,6 +119,8 @@ def load_response_history(history_dir: str | Path | None, *, exclude: str | None
     import pyarrow.compute as pc
     import pyarrow.parquet as pq
 
+    from tunegate.exceptions import HistoryError
+
     if history_dir is None:
         return SourceHistory()
     found = baseline_nights(Path(history_dir) / RESPONSES_DIR / NIGHTS_DIR, exclude=exclude, max_nights=max_nights,
@@ -130,7 +132,11 @@ def load_response_history(history_dir: str | Path | None, *, exclude: str | None
     wanted = pa.array(sorted({TOTALS, *phrase_of}), pa.int64())
     out = SourceHistory([str(meta["batch_id"]) for meta, _ in found])
     for _, path in found:
-        table = pq.read_table(path, filters=pc.is_in(pc.field("phrase"), value_set=wanted))
+        try:
+            table = pq.read_table(path, filters=pc.is_in(pc.field("phrase"), value_set=wanted))
+        except (OSError, pa.ArrowException) as exc:  # a readable footer over damaged pages
+            raise HistoryError(f"response statistics {path} are unreadable ({exc}): remove the file and rerun that "
+                               "night's publish (it writes them again from the night's accepted records)") from exc
         for group, key, n in zip(*(table.column(c).to_pylist() for c in ("group", "phrase", "responses")),
                                  strict=True):
             if key == TOTALS:
