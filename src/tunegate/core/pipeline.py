@@ -16,7 +16,7 @@ from __future__ import annotations
 import logging
 import shutil
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from tunegate.core.checks import Check, build_check, run_checks
 from tunegate.core.gate import (
@@ -32,6 +32,9 @@ from tunegate.core.gate import (
 from tunegate.core.ingest import ingest
 from tunegate.core.policy import DEFAULT_SUITES, GatePolicy
 from tunegate.exceptions import ConfigError
+
+if TYPE_CHECKING:
+    from tunegate.core.checks.poison._text import Records
 
 log = logging.getLogger(__name__)
 
@@ -116,30 +119,42 @@ def _add_to_history(out: Path, history_dir: str | Path, summary: dict[str, Any],
                             expected_generation=checked_generation(summary), statistics=batch_statistics(summary))
     # the contributor ledger beside it: this night's file is written (a rerun's replaced) from the same outputs
     ledger = record_night(history_dir, out, summary, batch_id=name)
-    phrases = _record_phrases(history_dir, out, summary, name, policy)
-    responses = _record_responses(history_dir, out, summary, name, policy)
+    # the two poison scans' night statistics, counted from one read of the accepted records' text
+    records = _accepted_text(out, summary)
+    phrases = _record_phrases(history_dir, out, summary, name, policy, records=records)
+    responses = _record_responses(history_dir, out, summary, name, policy, records=records)
     return {**result, "batch_id": name, "dir": str(Path(history_dir).resolve()), "ledger": ledger,
             **({"phrases": phrases} if phrases else {}), **({"responses": responses} if responses else {})}
 
 
+def _accepted_text(out: Path, summary: dict[str, Any]) -> Records | None:
+    """The accepted records' text columns, when a poison scan ran and the night has an accepted file (else ``None``:
+    the night statistics write nothing)."""
+    from tunegate.core.checks.poison.phrase_history import accepted_file, read_accepted
+
+    accepted = accepted_file(out, summary)
+    ran = set(summary.get("checks") or {}) & {"poison_trigger", "poison_content"}
+    return read_accepted(accepted) if ran and accepted.is_file() else None
+
+
 def _record_phrases(history_dir: str | Path, out: Path, summary: dict[str, Any], name: str,
-                    policy: GatePolicy | None) -> dict[str, Any] | None:
+                    policy: GatePolicy | None, *, records: Records | None) -> dict[str, Any] | None:
     """The night's phrase statistics for tomorrow's ``poison_trigger`` (its tokenisation options from the policy)."""
     from tunegate.core.checks.poison.config import TriggerConfig
     from tunegate.core.checks.poison.phrase_history import record_phrase_night
 
     config = TriggerConfig.from_mapping(_check_options(summary, policy, "poison_trigger"))
-    return record_phrase_night(history_dir, out, summary, batch_id=name, config=config)
+    return record_phrase_night(history_dir, out, summary, batch_id=name, config=config, records=records)
 
 
 def _record_responses(history_dir: str | Path, out: Path, summary: dict[str, Any], name: str,
-                      policy: GatePolicy | None) -> dict[str, Any] | None:
+                      policy: GatePolicy | None, *, records: Records | None) -> dict[str, Any] | None:
     """The night's per-source response phrases for tomorrow's ``poison_content`` (its options from the policy)."""
     from tunegate.core.checks.poison.config import ContentConfig
     from tunegate.core.checks.poison.response_history import record_response_night
 
     config = ContentConfig.from_mapping(_check_options(summary, policy, "poison_content"))
-    return record_response_night(history_dir, out, summary, batch_id=name, config=config)
+    return record_response_night(history_dir, out, summary, batch_id=name, config=config, records=records)
 
 
 def _check_options(summary: dict[str, Any], policy: GatePolicy | None, check: str) -> dict[str, Any]:

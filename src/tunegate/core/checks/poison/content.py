@@ -107,10 +107,7 @@ class InjectedContentCheck(Check):
             findings += [Finding(j, f.reason, f.score, {**f.detail, "copy_of_row": f.row})
                          for f in list(findings) if f.reason == INJECTED_CONTENT for j in copies.get(f.row, ())]
         if phrases:
-            top = ", ".join(f"'{p['phrase']}' ({p['records']} responses, {p['groups']} groups"
-                            + (f"; new in {p['new_to_source']['group']}: {p['new_to_source']['before']} of its "
-                               f"{p['new_to_source']['responses_before']} earlier responses held it"
-                               if "new_to_source" in p else "") + ")" for p in phrases[:3])
+            top = ", ".join(_described(p) for p in phrases[:3])
             issues.append(BatchIssue(CAMPAIGN, "warning",
                                      f"{len(phrases)} name(s) recur in responses to unrelated instructions: {top}"))
         baseline = refusal_baseline(self._past_nights(), cfg)
@@ -172,6 +169,14 @@ class InjectedContentCheck(Check):
         except HistoryError as exc:
             log.warning("poison_content: no per-source response history: %s", exc)
             return None
+
+
+def _described(phrase: dict[str, Any]) -> str:
+    """A reported name as the warning lists it: its responses and groups, and where it is new (``new_to_source``)."""
+    new = phrase.get("new_to_source")
+    where = (f"; new in {new['group']}: {new['before']} of its {new['responses_before']} earlier responses held it"
+             if new else "")
+    return f"'{phrase['phrase']}' ({phrase['records']} responses, {phrase['groups']} groups{where})"
 
 
 def scanned_responses(records: Records, config: ContentConfig) -> tuple[list[int], dict[int, list[int]], set[int]]:

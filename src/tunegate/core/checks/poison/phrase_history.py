@@ -222,30 +222,42 @@ class _AcceptedFile:
             start += batch.num_rows
 
 
-def accepted_night(out_dir: str | Path, summary: dict[str, Any], check: str) -> tuple[Path, Records, bool] | None:
-    """What a publish step's statistics are written from: the night's accepted file, its records, and whether
-    ``check`` raised a campaign that night (an anomalous night, left out of baselines). ``None`` when the night did not
-    run ``check`` or has no accepted file."""
+def accepted_file(out_dir: str | Path, summary: dict[str, Any]) -> Path:
+    """A result set's accepted (or held) Parquet file, as its summary names it."""
+    outputs = summary.get("outputs") or {}
+    return Path(out_dir) / str(outputs.get("accepted") or outputs.get("held") or "accepted.parquet")
+
+
+def read_accepted(path: Path) -> Records:
+    """The text columns of a result set's accepted file (what the publish step's statistics are counted from)."""
     from tunegate.core.checks.poison._text import Records
+
+    return Records.read(_AcceptedFile(path))  # type: ignore[arg-type]
+
+
+def accepted_night(out_dir: str | Path, summary: dict[str, Any], check: str, *, records: Records | None = None
+                   ) -> tuple[Path, Records, bool] | None:
+    """What a publish step's statistics are written from: the night's accepted file, its records (``records`` when
+    the caller read them already: :func:`read_accepted`), and whether ``check`` raised a campaign that night (an
+    anomalous night, left out of baselines). ``None`` when the night did not run ``check`` or has no accepted file."""
     from tunegate.core.reasons import CAMPAIGN
 
     result = (summary.get("checks") or {}).get(check)
-    outputs = summary.get("outputs") or {}
-    accepted = Path(out_dir) / str(outputs.get("accepted") or outputs.get("held") or "accepted.parquet")
+    accepted = accepted_file(out_dir, summary)
     if result is None or not accepted.is_file():
         return None
-    records = Records.read(_AcceptedFile(accepted))  # type: ignore[arg-type]
-    return accepted, records, any(i.get("reason") == CAMPAIGN for i in result.get("issues") or [])
+    return (accepted, records if records is not None else read_accepted(accepted),
+            any(i.get("reason") == CAMPAIGN for i in result.get("issues") or []))
 
 
 def record_phrase_night(history_dir: str | Path, out_dir: str | Path, summary: dict[str, Any], *, batch_id: str,
-                        config: TriggerConfig) -> dict[str, Any] | None:
-    """The publish step's part: the night's phrase statistics from its accepted records. ``None`` (nothing
-    written) when the night did not run ``poison_trigger`` or has no accepted file."""
+                        config: TriggerConfig, records: Records | None = None) -> dict[str, Any] | None:
+    """The publish step's part: the night's phrase statistics from its accepted records (``records``: read already).
+    ``None`` (nothing written) when the night did not run ``poison_trigger`` or has no accepted file."""
     import pyarrow.parquet as pq
 
     started = time.perf_counter()
-    night = accepted_night(out_dir, summary, "poison_trigger")
+    night = accepted_night(out_dir, summary, "poison_trigger", records=records)
     if night is None:
         return None
     accepted, records, anomalous = night

@@ -83,11 +83,11 @@ def response_counts(records: Records, config: ContentConfig) -> pa.Table:
 
 
 def record_response_night(history_dir: str | Path, out_dir: str | Path, summary: dict[str, Any], *, batch_id: str,
-                          config: ContentConfig) -> dict[str, Any] | None:
-    """The publish step's part: the night's per-source response phrases from its accepted records. ``None`` (nothing
-    written) when the night did not run ``poison_content`` or has no accepted file."""
+                          config: ContentConfig, records: Records | None = None) -> dict[str, Any] | None:
+    """The publish step's part: the night's per-source response phrases from its accepted records (``records``: read
+    already). ``None`` (nothing written) when the night did not run ``poison_content`` or has no accepted file."""
     started = time.perf_counter()
-    night = accepted_night(out_dir, summary, "poison_content")
+    night = accepted_night(out_dir, summary, "poison_content", records=records)
     if night is None:
         return None
     _, records, anomalous = night
