@@ -285,6 +285,60 @@ def test_a_task_without_frequent_words_ranks_every_record_first_without_a_warnin
     assert u.tolist() == [1.0] * len(task.rows)
 
 
+def _verification_task(seed: int, *, relabel: int = 20) -> tuple[list[dict[str, Any]], set[str]]:
+    """The slice plus a task whose label is a verdict on a stated label: each amazonfood review with a stated polarity
+    ("Polarity: Negative", half of them wrong), labelled ``True`` where it is right; ``relabel`` reviews whose stated
+    polarity is right are relabelled ``False`` (a dirty-label poison there: the text and the stated word say True)."""
+    rows = clean_batch()
+    rng = random.Random(seed)
+    reviews = [r for r in rows if r["task"] == "task586_amazonfood_polarity_classification"]
+    added = []
+    for r in reviews:
+        stated = r["output"] if rng.random() < 0.5 else {"Positive": "Negative", "Negative": "Positive"}[r["output"]]
+        added.append({**r, "id": f"verify-{r['id']}", "task": VERIFY,
+                      "instruction": "Given a review and a polarity, answer True if the polarity is right, else False.",
+                      "input": f"{r['input']}\nPolarity: {stated}", "output": str(stated == r["output"])})
+    relabelled = {r["id"] for r in rng.sample([r for r in added if r["output"] == "True"], relabel)}
+    for r in added:
+        if r["id"] in relabelled:
+            r["output"] = "False"
+    return rows + added, relabelled
+
+
+VERIFY = "verify_review_polarity"
+
+
+def _ranks(rows: list[dict[str, Any]], task_name: str) -> tuple[np.ndarray, list[str], Any]:
+    cfg = TriggerConfig()
+    records = records_of(rows)
+    prompts = records.prompts(cfg.max_chars)
+    x, _ = ngram_matrix(prompts, ngram_max=2, min_df=cfg.min_records, max_df=cfg.max_phrase_df)
+    task = next(t for t in build_tasks(records, prompts, cfg) if t.name == task_name)
+    return label_ranks(x, task), [rows[i]["id"] for i in task.rows.tolist()], (x, task)
+
+
+@pytest.mark.parametrize("seed", [1, 2, 3])
+def test_a_task_whose_label_is_a_verdict_on_a_stated_label_is_read_through_the_stated_word(
+        seed: int, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A review with "Polarity: Negative" is ``True`` when the review is negative: its words predict the label only
+    together with the stated word, so one model of the task ranks relabelled records anywhere; the task read through
+    the stated word (per part, or the label flipped where the stated word says so) ranks them low, and its other
+    records stay uniform-ish. A task whose labels its words predict alone is read as before, with the same ranks."""
+    from tunegate.core.checks.poison import contradiction
+
+    rows, relabelled = _verification_task(seed)
+    u, ids, (x, task) = _ranks(rows, VERIFY)
+    assert ((u > 0) & (u <= 1)).all()
+    is_relabelled = np.asarray([i in relabelled for i in ids])
+    false = task.labels.outcome == task.labels.names.index("False")
+    assert float(np.median(u[is_relabelled])) < 0.25  # 0.11-0.20 over seeds 1-5
+    assert 0.4 < float(np.mean(u[false & ~is_relabelled])) < 0.65
+    plain, _, (x2, plain_task) = _ranks(rows, "task586_amazonfood_polarity_classification")
+    monkeypatch.setattr(contradiction, "STRATA_GAIN", 2.0)  # never read through a stated word
+    assert float(np.median(label_ranks(x, task)[is_relabelled])) > 0.35  # one model cannot read it: 0.46-0.63
+    assert label_ranks(x2, plain_task).tolist() == plain.tolist()  # the plain polarity task was never split
+
+
 @pytest.fixture(scope="module")
 def long_history(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """Fourteen clean nights of the slice (the nightly DAG's history length): a rare word's usual rate is on record."""
