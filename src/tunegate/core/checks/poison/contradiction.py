@@ -21,6 +21,13 @@ model with more of its words well estimated. The ranks are still taken among ton
 null holds as before: the earlier nights are records the scored ones are not (a record seen on an earlier night with
 its label only pushes its rank up). A word is a feature when the task's records tonight and in the history together
 hold it ``MIN_FEATURE_RECORDS`` times; a trigger new tonight still never is.
+
+**A task whose label is a verdict on a stated label** ("... Polarity: Negative" -> ``True`` when the review is
+negative) is one that model cannot read: its words predict the label only together with the stated word. Where a
+word held by 20-80% of the task's records splits it into parts that predict the labels better out of fold (one model
+per part, or one model of the label flipped in the part with the word: :func:`_stated`), the task is read that way
+and the ranks are taken within a label and a part (the null is unchanged: the records of one label and part are
+exchangeable as before). Those models are trained on tonight's records only.
 """
 
 from __future__ import annotations
@@ -130,10 +137,11 @@ def _stated(xt: sp.csr_matrix, y: np.ndarray, onehot: sp.csr_matrix, fold: np.nd
             ) -> tuple[np.ndarray, np.ndarray, float] | None:
     """Where the task's label is a verdict on something its prompt states ("... Polarity: Negative" -> ``True`` when
     the review is negative), the words predict the label only together with the stated word: one model per part of
-    the task (records with the word, records without) reads it, one model for all cannot. Returns each record's part,
-    the per-part models' out-of-fold log-likelihoods and the share of the task's records they label right that one
-    model (``loglik``, out of fold too) labels wrong, less the reverse; ``None`` when no word splits the task into
-    parts that label ``STRATA_GAIN`` more of its records right with McNemar's test at ``STRATA_ALPHA``.
+    the task (records with the word, records without) reads it, one model for all cannot (:func:`_readings`: per
+    part, or the label flipped in one part). Returns each record's part, the best reading's out-of-fold
+    log-likelihoods and the share of the task's records more that it labels right than one model (``loglik``, out
+    of fold too, history included); ``None`` when no reading labels ``STRATA_GAIN`` more of them right with McNemar's
+    test of the two at ``STRATA_ALPHA``.
 
     Candidates are the features held by ``STRATA_SHARE`` of the task's records or more, and as many lacking them; all
     are scored in sample (records labelled right), ``STRATA_BLOCK`` at a time in one sparse product, and the best
@@ -141,7 +149,7 @@ def _stated(xt: sp.csr_matrix, y: np.ndarray, onehot: sp.csr_matrix, fold: np.nd
     history keeps no parts), which the out-of-fold comparison accounts for. Accuracy, not log-likelihood, is compared:
     naive Bayes is overconfident on long texts, and splitting a review task by a common word improves its
     calibration, not its reading (dev seed 10: the yelp and financial phrasebank tasks gained 45-89 nats of
-    log-likelihood out of fold and 1% of their records right; the four verification tasks 8-22%)."""
+    log-likelihood out of fold and 1% of their records right; the four verification tasks 9-21%)."""
     import numpy as np
     from scipy.stats import binom
 
@@ -201,9 +209,9 @@ def _readings(xt: sp.csr_matrix, y: np.ndarray, onehot: sp.csr_matrix, *, part: 
 
 def _in_sample(xt: sp.csr_matrix, y: np.ndarray, onehot: sp.csr_matrix, totals: np.ndarray, member: np.ndarray
                ) -> np.ndarray:
-    """Per candidate (a column of ``member``: which records hold it), the log-probability of the records' own labels
-    when each part of the task (with the word, without it) has a naive Bayes model of its own, in sample: the
-    candidates are scored at once, one sparse product for their label x feature counts."""
+    """Per candidate (a column of ``member``: which records hold it), how many records get their own label when each
+    part of the task (with the word, without it) has a naive Bayes model of its own, in sample: the candidates are
+    scored at once, one sparse product for their label x feature counts."""
     import numpy as np
     import scipy.sparse as sp
 
