@@ -285,6 +285,10 @@ def test_a_task_without_frequent_words_ranks_every_record_first_without_a_warnin
     assert u.tolist() == [1.0] * len(task.rows)
 
 
+#: a task whose label is a verdict on a stated polarity (:func:`_verification_task`)
+VERIFY = "verify_review_polarity"
+
+
 def _verification_task(seed: int, *, relabel: int = 20) -> tuple[list[dict[str, Any]], set[str]]:
     """The slice plus a task whose label is a verdict on a stated label: each amazonfood review with a stated polarity
     ("Polarity: Negative", half of them wrong), labelled ``True`` where it is right; ``relabel`` reviews whose stated
@@ -303,9 +307,6 @@ def _verification_task(seed: int, *, relabel: int = 20) -> tuple[list[dict[str, 
         if r["id"] in relabelled:
             r["output"] = "False"
     return rows + added, relabelled
-
-
-VERIFY = "verify_review_polarity"
 
 
 def _ranks(rows: list[dict[str, Any]], task_name: str) -> tuple[np.ndarray, list[str], Any]:
