@@ -91,14 +91,15 @@ def label_ranks(x: sp.csr_matrix, task: Task, *, seed: int = 0, history: TaskHis
     fold = np.arange(len(y)) % FOLDS
     np.random.default_rng(seed).shuffle(fold)
     onehot = sp.csr_matrix((np.ones(len(y)), (np.arange(len(y)), y)), shape=(len(y), size))
-    total = (onehot.T @ xt).toarray()  # label x feature
+    tonight = (onehot.T @ xt).toarray()  # label x feature
+    total = tonight
     base = np.zeros(size)
     if history is not None:  # earlier nights' records: in every fold's training counts
         total = total + history[0][features].T.toarray()[:size]
         base = np.asarray(history[1], dtype=np.float64)[:size]
     loglik = _out_of_fold(xt, y, onehot, total=total, base=base, fold=fold)
     part = np.zeros(len(y), dtype=np.int64)
-    stated = _stated(xt, y, onehot, fold, loglik) if size > 1 else None
+    stated = _stated(xt, y, onehot, fold=fold, loglik=loglik, totals=tonight) if size > 1 else None
     if stated is not None:
         part, loglik, gain = stated
         log.debug("poison_trigger: %s read in two parts by a stated word (out of fold %.0f%% more records right)",
@@ -135,15 +136,16 @@ def _out_of_fold(xt: sp.csr_matrix, y: np.ndarray, onehot: sp.csr_matrix, *, tot
     return loglik
 
 
-def _stated(xt: sp.csr_matrix, y: np.ndarray, onehot: sp.csr_matrix, fold: np.ndarray, loglik: np.ndarray
-            ) -> tuple[np.ndarray, np.ndarray, float] | None:
+def _stated(xt: sp.csr_matrix, y: np.ndarray, onehot: sp.csr_matrix, *, fold: np.ndarray, loglik: np.ndarray,
+            totals: np.ndarray) -> tuple[np.ndarray, np.ndarray, float] | None:
     """Where the task's label is a verdict on something its prompt states ("... Polarity: Negative" -> ``True`` when
     the review is negative), the words predict the label only together with the stated word: one model per part of
     the task (records with the word, records without) reads it, one model for all cannot (:func:`_readings`: per
     part, or the label flipped in one part). Returns each record's part, the best reading's out-of-fold
     log-likelihoods and the share of the task's records more that it labels right than one model (``loglik``, out
     of fold too, history included); ``None`` when no reading labels ``STRATA_GAIN`` more of them right with McNemar's
-    test of the two at ``STRATA_ALPHA``.
+    test of the two at ``STRATA_ALPHA``. ``totals``: the label x feature counts of tonight's records (the one
+    model's, before the history's are added).
 
     Candidates are the features held by ``STRATA_SHARE`` of the task's records or more, and as many lacking them; all
     are scored in sample (records labelled right), ``STRATA_BLOCK`` at a time in one sparse product, and the best
@@ -161,7 +163,6 @@ def _stated(xt: sp.csr_matrix, y: np.ndarray, onehot: sp.csr_matrix, fold: np.nd
     if not len(candidates) or n < 2 * MIN_FEATURE_RECORDS:
         return None
     candidates = candidates[np.argsort(np.abs(share[candidates] - 0.5), kind="stable")[:STRATA_CANDIDATES]]
-    totals = np.asarray((onehot.T @ xt).todense())
     member = np.asarray((xt[:, candidates] > 0).todense())  # record x candidate
     in_sample = np.concatenate([_in_sample(xt, y, onehot, totals, member[:, at:at + STRATA_BLOCK])
                                 for at in range(0, len(candidates), STRATA_BLOCK)])
