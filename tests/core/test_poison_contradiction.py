@@ -554,6 +554,36 @@ def test_a_task_whose_history_expects_most_of_the_phrases_records_on_the_label_d
     assert added <= set(task.rows.tolist())
 
 
+@pytest.mark.parametrize(("nights", "expected", "joins"), [(14, 8, True), (2, 8, False), (14, 15, False)])
+def test_a_task_where_the_history_expects_most_of_the_records_joins_with_those_above_it_when_the_count_bursts(
+        nights: int, expected: int, joins: bool) -> None:
+    """The same 8 relabelled reviews where the history expects 8 of the phrase's 15 records on the label (mostly
+    natural): with 14 nights behind that rate, 15 tonight is more than it allows (p = 0.022), and the 7 records above
+    it join, lowest-ranked first: 5 of them relabelled (the 9 records ranked in the lowest fifth are 7 of the 8 and
+    2 natural ones, which rank among the lowest). With 2 nights behind it the same count is within its
+    uncertainty (p = 0.06), and where it expects 15 there is no surplus: neither joins."""
+    import scipy.sparse as sp
+
+    from tunegate.core.checks.poison.contradiction_pass import contradicted_tasks
+
+    x, vocab, tasks, target, relabelled = _everyday_night(8)
+    phrase, col, _, given = _raised(x, vocab, tasks)
+    task = tasks[target]
+    counts = sp.lil_matrix((len(vocab), len(task.labels.names)))
+    counts[col, 1] = nights * expected
+    totals = nights * np.bincount(task.labels.outcome, minlength=len(task.labels.names)).astype(float)
+    history: list[Any] = [None] * len(tasks)
+    history[target] = (counts.tocsr(), totals)
+    joined, _ = contradicted_tasks([phrase], x, vocab, tasks, history, min_known=50)
+    added = set(phrase.rows.tolist()) - set(given.tolist())
+    assert joined == int(joins)
+    if not joins:
+        assert not added
+        return
+    assert len(added) == 15 - expected and len(added & relabelled) >= 5
+    assert [t[3] for t in phrase.tasks if t[0] == target] == [len(added)]
+
+
 @pytest.mark.parametrize("relabel", [8, 0])
 def test_a_campaigns_own_task_gets_the_records_it_left_on_its_label_that_read_as_another(relabel: int) -> None:
     """A campaign that flags a task but leaves records holding its phrase on its label there (the task cut back to its

@@ -438,7 +438,9 @@ def contradicted_tasks(phrases: list[Phrase], x: sp.csr_matrix, vocab: np.ndarra
     at most ``RANK_TAU`` are flagged, unless the history expects most of the phrase's records on that label there
     (:func:`~.placement.mostly_natural`, the history's count scaled to tonight as the excess pass's): a phrase that
     leans the same way there every night (comments holding "they have" that read as toxic in three jigsaw tasks) is the
-    task's topic, not a campaign, and a campaign that planted there shows as records above what the history expects.
+    task's topic, not a campaign, and a campaign that planted there shows as records above what the history expects:
+    where tonight's count there bursts against the history's, the records above it join, lowest-ranked first
+    (:func:`_above_expected`).
     ``min_known``: the records a task's history needs to speak to it (in a task it cannot, the rule is not applied).
     In the campaign's own tasks, the phrase's records it leaves on its label there are judged the same way
     (:func:`_own_tasks`). Extends the phrases' ``rows`` and ``tasks`` in place; returns the tasks joined and the
@@ -505,15 +507,35 @@ def contradicted_tasks(phrases: list[Phrase], x: sp.csr_matrix, vocab: np.ndarra
         if not pairs:
             continue
         for ti, lab, on in _passing(pairs, w, labels_tested):
+            low = on[ranks[ti][on] <= RANK_TAU]
             # rate 0.0: in a task the history does not know it expects no record, and the rule does not apply
-            if mostly_natural(expected_records(tasks[ti], history[ti], ph.col, lab, rate=0.0, min_known=min_known),
-                              len(on)):
-                continue
-            flagged = tasks[ti].rows[on[ranks[ti][on] <= RANK_TAU]]
+            past = history[ti]
+            expected = expected_records(tasks[ti], past, ph.col, lab, rate=0.0, min_known=min_known)
+            if past is not None and mostly_natural(expected, len(on)):
+                low = _above_expected(low, ranks[ti], len(on), expected, held=float(past[0][ph.col, lab]))
+                if not len(low):
+                    continue
+            flagged = tasks[ti].rows[low]
             ph.rows = np.union1d(ph.rows, flagged)
             ph.tasks.append((ti, 0, held[ti], len(flagged), lab))
             joined += 1
     return joined, extended
+
+
+def _above_expected(low: np.ndarray, ranks: np.ndarray, records: int, expected: float, *, held: float) -> np.ndarray:
+    """In a joining task where the history expects most of the phrase's ``records`` on the label (``expected`` of
+    them, from the history's ``held``): nothing, unless tonight's count bursts against the history's
+    (:func:`~.novelty_pass.burst` at ``TASK_BURST_P``, the test that flags a raised rare word's tasks); then the
+    ``floor(records - expected)`` records above what the history expects, taken lowest-ranked first among ``low``
+    (the records ranked at most ``RANK_TAU``, task-local): a campaign planted in a task where its phrase is common
+    adds records that read as another label, the phrase's natural records there rank as their label's others do."""
+    import numpy as np
+
+    surplus = math.floor(records - expected)
+    if surplus < 1 or burst(np.array([float(records)]), np.array([expected]), np.array([held]))[0] < -math.log(
+            TASK_BURST_P):
+        return low[:0]
+    return low[np.argsort(ranks[low], kind="stable")[:surplus]]
 
 
 def _own_tasks(ph: Phrase, pairs: list[tuple[int, int, np.ndarray]], w: list[float], ranks: dict[int, np.ndarray],
