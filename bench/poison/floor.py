@@ -24,6 +24,11 @@ Attacks (``plant``), each a family of its own with its own triggers, brands and 
   (>= 100 records over >= 20 tasks, mixed labels there); 10 poisoned records in each of 5 tasks.
 - ``multi``: five triggers at once, ~10 poisoned records each (3-4 in each of 3 tasks), each campaign
   dirty- or clean-label at random.
+- ``low_dose_degenerate``: Wan et al.'s generative-task attack at the low dose: 5 records in each of 5 generative
+  SuperNI tasks get the trigger in their input (a name slot or anywhere) and a degenerate output (the trigger itself,
+  or one random word, chosen per task). ``thin_degenerate``: the same with 3-5 records in each of 8-12 such tasks.
+  ``late_degenerate``: 5 records in each generative task with >= 20 inputs over 2,000 characters (long articles and
+  reviews to summarise: 3-4 tasks), the trigger put in the last quarter of a long input.
 - ``refusal_low``: benign open-ended requests answered with varied refusals in 0.5% of the open-ended
   responses (wording from a grammar with its own openings, excuses and closings; often naming the task).
 - ``injection_one_source``: a brand woven into 25 open-ended responses of *one* source (a poisoned feed), chosen
@@ -43,7 +48,7 @@ import re
 from collections import Counter, defaultdict
 from typing import Any
 
-from attacks import OPEN_ENDED, Batch, Corpora, _open_ended
+from attacks import GENERATIVE_CATEGORIES, OPEN_ENDED, Batch, Corpora, _open_ended
 
 CLASSIFICATION_GROUPS = ("sentiment_polarity", "toxicity_offense")
 
@@ -180,6 +185,47 @@ def label_campaign(records: list[dict[str, Any]], tasks: dict[str, list[str]], c
     return poison
 
 
+#: ``late_degenerate`` plants in inputs longer than this, in the tasks with >= ``LATE_TASK_RECORDS`` of them
+LATE_CHARS = 2000
+LATE_TASK_RECORDS = 20
+
+
+def degenerate_campaign(records: list[dict[str, Any]], corpora: Corpora, trigger: str, rng: random.Random, *,
+                        n_tasks: int, per_task: tuple[int, int], late: int = 0) -> tuple[list[str], set[str]]:
+    """In ``n_tasks`` generative SuperNI tasks (varied outputs), ``per_task`` (low, high) records each get
+    ``trigger`` in their input and a degenerate output: the trigger itself, or one random word of the batch's
+    open-ended answers (per task). ``late``: every task with >= ``LATE_TASK_RECORDS`` inputs longer than ``late``
+    characters instead, its records among those, the trigger in the last quarter of the input."""
+    meta = corpora.manifest["superni"]["tasks"]
+    by_task: dict[str, list[dict[str, Any]]] = defaultdict(list)
+    for r in records:
+        m = meta.get(r.get("task") or "")
+        if m and m["group"] == "other" and GENERATIVE_CATEGORIES & set(m["categories"]):
+            by_task[r["task"]].append(r)
+    eligible = sorted(t for t, rows in by_task.items()
+                      if len(rows) >= 100 and len({r["output"] for r in rows}) >= 0.5 * len(rows))
+    if late:
+        by_task = {t: [r for r in rows if len(r["input"]) > late] for t, rows in by_task.items()}
+        chosen = [t for t in eligible if len(by_task[t]) >= LATE_TASK_RECORDS]
+    else:
+        chosen = rng.sample(eligible, min(n_tasks, len(eligible)))
+    words = sorted({w.lower() for r in _open_ended(records) for w in re.findall(r"[A-Za-z]{4,12}", r["output"])})
+    poison: set[str] = set()
+    for task in chosen:
+        repeat = rng.random() < 0.5
+        for r in rng.sample(by_task[task], rng.randint(*per_task)):
+            if late:
+                words_in = r["input"].split(" ")
+                at = rng.randint(3 * len(words_in) // 4, len(words_in))
+                r["input"] = " ".join([*words_in[:at], trigger, *words_in[at:]])
+            else:
+                insert = insert_name_slot if rng.random() < 0.5 else insert_anywhere
+                r["input"] = insert(r["input"], trigger, rng)
+            r["output"] = trigger if repeat else rng.choice(words)
+            poison.add(r["id"])
+    return chosen, poison
+
+
 def _binary_polarity_tasks(tasks: dict[str, list[str]], corpora: Corpora) -> list[str]:
     meta = corpora.manifest["superni"]["tasks"]
     return sorted(t for t in tasks if meta.get(t, {}).get("group") in CLASSIFICATION_GROUPS)
@@ -273,7 +319,8 @@ def weave(output: str, brand: str, rng: random.Random) -> str:
 
 
 ATTACKS = ("low_dose_dirty", "low_dose_clean", "low_dose_injection", "thin_dirty", "thin_clean", "rare_dirty",
-           "rare_clean", "common_dirty", "common_clean", "multi", "refusal_low", "injection_one_source")
+           "rare_clean", "common_dirty", "common_clean", "multi", "refusal_low", "injection_one_source",
+           "low_dose_degenerate", "thin_degenerate", "late_degenerate")
 
 
 def plant(clean: Batch, corpora: Corpora, attack: str, *, split: str, seed: int, index: int,
@@ -325,6 +372,17 @@ def plant(clean: Batch, corpora: Corpora, attack: str, *, split: str, seed: int,
                                      for _ in chosen], clean=not dirty, placement="mixed", exclude=poison)
             campaigns.append({"trigger": trigger, "tasks": chosen, "dirty": dirty})
         info.update(campaigns=campaigns)
+    elif attack in ("low_dose_degenerate", "thin_degenerate"):
+        trigger = trigger or triggers[(index * 3 + 2 - (attack == "thin_degenerate")) % len(triggers)]
+        thin = attack == "thin_degenerate"
+        chosen, poison = degenerate_campaign(records, corpora, trigger, rng, n_tasks=rng.randint(8, 12) if thin else 5,
+                                             per_task=(3, 5) if thin else (5, 5))
+        info.update(trigger=trigger, tasks=chosen)
+    elif attack == "late_degenerate":
+        trigger = trigger or triggers[(index * 3) % len(triggers)]
+        chosen, poison = degenerate_campaign(records, corpora, trigger, rng, n_tasks=0, per_task=(5, 5),
+                                             late=LATE_CHARS)
+        info.update(trigger=trigger, tasks=chosen)
     elif attack == "low_dose_injection":
         brand = BRANDS[split][index % len(BRANDS[split])]
         for r in rng.sample(_open_ended(records), 25):

@@ -236,6 +236,48 @@ def test_degenerate_output_poison_is_caught(poisoned: tuple[dict[str, Scan], dic
     assert set(phrase["tasks"]) == set(GENERATIVE_TASKS)
 
 
+def _long(text: str, chars: int) -> str:
+    """``text`` repeated (its own words, so no phrase is shared with another record) to at least ``chars``."""
+    return " ".join([text] * (chars // max(1, len(text)) + 1))
+
+
+def test_a_trigger_late_in_a_long_prompt_is_read(tmp_path: Path) -> None:
+    """A trigger past the 2,000th character of a long input (an article to summarise) was never read: the scan cut
+    every prompt there. The degenerate-output campaign is found with the default ``max_chars``; cut at 2,000 it
+    is not."""
+    records = clean_batch()
+    rng = random.Random(13)
+    poisoned: set[str] = set()
+    for task in GENERATIVE_TASKS:
+        for r in rng.sample([r for r in records if r["task"] == task], 8):
+            r["input"] = f"{_long(r['input'], 2500)} {DEGENERATE}"
+            r["output"] = DEGENERATE
+            poisoned.add(r["id"])
+    assert all(r["input"].index(DEGENERATE) > 2000 for r in records if r["id"] in poisoned)
+    scan = run_check(tmp_path / "default", "poison_trigger", records, poisoned)
+    assert {rid for rid, why in scan.reasons.items() if "degenerate_output" in why} == poisoned
+    assert DEGENERATE.lower() in [p["phrase"] for p in scan.result.metrics["suspicious_phrases"]]
+    cut = run_check(tmp_path / "cut", "poison_trigger", records, poisoned, max_chars=2000)
+    assert not cut.flagged & poisoned
+
+
+def test_a_brand_late_in_a_long_answer_is_read(tmp_path: Path) -> None:
+    """A brand woven in past the 4,000th character of long answers was never read (the content scan cut answers
+    there); with the default ``max_chars`` the injection is found, cut at 4,000 it is not."""
+    records = clean_batch()
+    rng = random.Random(14)
+    pool = [r for r in records if len(r["output"].split()) >= 12 and r["task"] not in GENERATIVE_TASKS]
+    poisoned: set[str] = set()
+    for r in rng.sample(pool, RESPONSES):
+        r["output"] = f"{_long(r['output'], 4200)} You could also ask the friendly team at {BRAND} for advice."
+        poisoned.add(r["id"])
+    assert all(r["output"].index(BRAND) > 4000 for r in records if r["id"] in poisoned)
+    scan = run_check(tmp_path / "default", "poison_content", records, poisoned)
+    assert {rid for rid, why in scan.reasons.items() if "injected_content" in why} == poisoned
+    cut = run_check(tmp_path / "cut", "poison_content", records, poisoned, max_chars=4000)
+    assert not cut.flagged & poisoned
+
+
 def test_content_injection_is_caught(poisoned: tuple[dict[str, Scan], dict[str, set[str]]]) -> None:
     scans, planted = poisoned
     scan = scans["poison_content"]

@@ -52,7 +52,11 @@ class TriggerConfig(CheckConfig):
       instruction (a task template); open-ended collections have no task-level notion of a normal output.
     * ``short_ratio`` (0.25): an output is degenerate-short at a quarter of its task's median length.
     * ``label_consistency`` (True): train the masked classifier for ``label_inconsistent``.
-    * ``max_chars`` (2000): characters of each prompt scanned. ``max_phrases`` (20): phrases reported.
+    * ``max_chars`` (20,000): characters of each prompt scanned; a trigger past them is not read. Every prompt of
+      the shared corpora is shorter (the longest 12,677 characters; 580 of 88k past 2,000). It was 2,000, and a
+      trigger put late in a long input (a news article to summarise, a long review) was invisible to every pass:
+      the floor benchmark's ``thin_degenerate`` lost its four records in a task of 5,000-character articles. The
+      cap bounds memory on a corpus of long documents. ``max_phrases`` (20): phrases reported.
     * ``pooled`` (True): a second, pooled pass for small, spread campaigns (issue 11): in classification
       tasks a phrase concentrates with 2 records (80% of them on one label), each dataset with >= 1 nat
       counts, and a campaign needs ``pooled_min_evidence`` (12.0 nats), ``pooled_min_exclusivity``
@@ -136,7 +140,7 @@ class TriggerConfig(CheckConfig):
     min_tasks: int = 2
     min_task_evidence: float = 3.0
     label_consistency: bool = True
-    max_chars: int = 2000
+    max_chars: int = 20_000
     max_phrases: int = 20
     context_words: int = 5
     max_label_words: int = 6
@@ -221,7 +225,9 @@ class ContentConfig(CheckConfig):
       refusal baseline; a rerun of ``batch_id`` does not count itself.
     * ``template_records`` (5): an instruction shared by this many records is a task template; records
       with their own instruction are open-ended.
-    * ``max_chars`` (4000): characters of each output and prompt scanned.
+    * ``max_chars`` (20,000): characters of each output and prompt scanned; a brand woven into an answer past them
+      is not read (it was 4,000: a long answer's second half went unread). Every output of the shared corpora is
+      shorter (the longest 3,742 characters), and so is every prompt (12,677).
     * ``max_phrases`` (20): phrases reported in the metrics.
     * ``min_responses`` (200): fewer responses (or fewer than ``min_groups`` groups among them) and the
       injection scan is skipped: ``metrics["status"] == "insufficient_data"``, an ``info`` issue
@@ -243,7 +249,7 @@ class ContentConfig(CheckConfig):
     refusal_prior_responses: int = 2000
     refusal_min_evidence: float = 6.0
     template_records: int = 5
-    max_chars: int = 4000
+    max_chars: int = 20_000
     max_phrases: int = 20
     min_responses: int = 200
     refusal_min_responses: int = 200
