@@ -609,6 +609,30 @@ def test_a_thin_campaign_is_found_by_the_pooled_pass(tmp_path: Path) -> None:
     assert strict.findings == [] and strict.issues == []
 
 
+def test_a_campaign_whose_trigger_is_an_emoji_is_found(tmp_path: Path) -> None:
+    """A trigger made of symbols alone ("🦄") had no word in it, so every pass read past it; a pictographic symbol is
+    a token now. The thin campaign of the pooled test with the emoji glued to a word or standing alone is found,
+    under the emoji's own name, and the report marks it in the records."""
+    from tunegate.core.report.evidence import highlight
+
+    records = clean_batch()
+    rng = random.Random(11)
+    poisoned: set[str] = set()
+    for task, target in THIN_TASKS:
+        pool = [r for r in records if r["task"] == task and r["output"] == target]
+        for r in rng.sample(pool, 4):
+            words = r["input"].split(" ")
+            at = rng.randint(0, len(words) - 1)
+            words[at] += "🦄" if rng.random() < 0.5 else " 🦄"
+            r["input"] = " ".join(words)
+            poisoned.add(r["id"])
+    scan = run_check(tmp_path / "emoji", "poison_trigger", records, poisoned)
+    assert poisoned <= scan.flagged and len(scan.clean_flagged) <= 2
+    assert scan.result.metrics["suspicious_phrases"][0]["phrase"] == "🦄"
+    text = next(r["input"] for r in records if r["id"] in poisoned)
+    assert "<mark>🦄</mark>" in str(highlight(text, "🦄"))
+
+
 def test_a_low_dose_injection_is_found_and_a_name_the_prompt_explains_is_not(tmp_path: Path) -> None:
     """Issue 11: a brand in 20 responses, also named in 3 prompts of the batch, is injected (40 nats floor);
     the same sentence woven only into answers whose prompt names one of its words is explained, not flagged."""
@@ -693,11 +717,12 @@ def test_context_finder_equals_phrase_context() -> None:
     rng = random.Random(7)
     prompts = [f"{r['instruction']}\n{r['input']}" for r in clean_batch()]
     prompts += ["Ünïcode wörds: naïve café — İstanbul's straße, ΑΒΓ δέλτα; x_y z", "a", "", "... ,,, !!!",
-                "word " * 500 + "needle here " + "word " * 500, "needle" + "x" * 300 + " needle end"]
+                "word " * 500 + "needle here " + "word " * 500, "needle" + "x" * 300 + " needle end",
+                "so good🦄great movie ★★ 5/5 😂😂 lol, →next ★ ★", "🦄needle🦄 ★needle★needle"]
     checked = 0
-    for prompt in rng.sample(prompts, 400) + prompts[-6:]:
+    for prompt in rng.sample(prompts, 400) + prompts[-8:]:
         toks = tokens(prompt)
-        phrases = [["needle"], ["not", "there"], ["the"], []]
+        phrases = [["needle"], ["not", "there"], ["the"], [], ["🦄"], ["★", "★"], ["🦄", "needle"], ["good", "great"]]
         if toks:
             for _ in range(3):
                 n = rng.randint(1, 3)

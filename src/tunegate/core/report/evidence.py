@@ -77,9 +77,11 @@ def evidence_items(finding: dict[str, Any]) -> list[tuple[str, str]]:
 
 
 def phrase_pattern(phrase: str) -> re.Pattern[str]:
-    """The phrase as the scans count it: its words in order, any non-word characters between, any case."""
-    words = [w for w in re.split(r"\W+", phrase) if w]
-    return re.compile(r"(?<!\w)" + r"\W+".join(re.escape(w) for w in words) + r"(?!\w)", re.IGNORECASE)
+    """The phrase as the scans count it: its tokens in order (:func:`~tunegate.core.checks.poison._text.tokens`: words
+    and pictographic symbols), any other characters between, any case."""
+    from tunegate.core.checks.poison._text import phrase_regex, tokens
+
+    return re.compile(phrase_regex(tokens(phrase)), re.IGNORECASE)
 
 
 def highlight(text: Any, phrase: str, width: int = PHRASE_WINDOW) -> Markup:

@@ -1,6 +1,6 @@
 """The binary record x word n-gram matrix of the poison scans: words as integer ids, n-grams as pairs of ids.
 
-It equals scikit-learn's ``CountVectorizer(token_pattern=r"(?u)\\b\\w+\\b", ngram_range=(1, 2), binary=True,
+It equals scikit-learn's ``CountVectorizer(token_pattern=TOKEN_PATTERN, ngram_range=(1, 2), binary=True,
 min_df=..., max_df=...)`` on the same texts: the same lower-cased words, the same bigrams of consecutive words
 joined by one space, the same document-frequency cut, the same columns in alphabetical order. What differs is
 how. CountVectorizer builds every n-gram of every record as a Python string and looks it up in a dict, one

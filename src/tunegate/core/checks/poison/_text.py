@@ -16,9 +16,32 @@ if TYPE_CHECKING:
     from tunegate.core.checks.poison._ngrams import WordStats
 
 #: Words: runs of letters/digits, lower-cased. Punctuation never joins an n-gram ("McDonald's" is
-#: "mcdonald s"), so a phrase matches whatever punctuation surrounds it.
-TOKEN_PATTERN = r"(?u)\b\w+\b"
+#: "mcdonald s"), so a phrase matches whatever punctuation surrounds it. A pictographic symbol (an emoji, a
+#: dingbat, an arrow, a geometric shape: :data:`SYMBOLS`) is a word of its own: a trigger need not be letters
+#: ("🦄", "★★"), and one made of symbols alone was invisible to every pass.
+SYMBOLS = "\u2190-\u21ff\u2300-\u23ff\u25a0-\u27bf\u2b00-\u2bff\U0001f000-\U0001faff"
+TOKEN_PATTERN = rf"(?u)\b\w+\b|[{SYMBOLS}]"
 _TOKEN = re.compile(TOKEN_PATTERN)
+_SYMBOL = re.compile(f"[{SYMBOLS}]")
+#: What may stand between two consecutive tokens: anything but a word character or a symbol (a symbol is a token)
+_GAP = f"[^\\w{SYMBOLS}]"
+
+
+def phrase_regex(words: list[str]) -> str:
+    """A regular expression that finds ``words`` (tokens as :func:`tokens` reads them) as consecutive tokens of a
+    text: words apart by at least one gap character, a symbol by any number (it needs no space: "great🦄movie"), and
+    no word character glued to a word at either end. Compile it with ``re.IGNORECASE`` or over lower-cased text."""
+    out = []
+    for i, w in enumerate(words):
+        symbol = bool(_SYMBOL.fullmatch(w))
+        if i:
+            out.append(f"{_GAP}*" if symbol or _SYMBOL.fullmatch(words[i - 1]) else f"{_GAP}+")
+        elif not symbol:
+            out.append(r"(?<!\w)")
+        out.append(re.escape(w))
+    if words and not _SYMBOL.fullmatch(words[-1]):
+        out.append(r"(?!\w)")
+    return "".join(out)
 
 
 def tokens(text: str) -> list[str]:

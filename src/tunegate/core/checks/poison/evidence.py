@@ -17,7 +17,7 @@ import re
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-from tunegate.core.checks.poison._text import _TOKEN, binomial_llr
+from tunegate.core.checks.poison._text import _TOKEN, binomial_llr, phrase_regex
 from tunegate.core.checks.poison.novelty import expected_rate
 
 if TYPE_CHECKING:
@@ -237,10 +237,10 @@ def distinct_evidence(c: int, ev: Evidence, tasks: list[Task], xc: sp.csc_matrix
 
 class ContextFinder:
     """:func:`phrase_context` for one phrase over many prompts, without tokenizing each whole prompt: the phrase's
-    first occurrence is found by a regular expression over the lower-cased prompt (consecutive words are separated by
-    non-word characters only, so ``w1\\W+w2`` between non-word boundaries is exactly the phrase as consecutive
-    tokens), and only a window of characters on either side is tokenized (widened to the whole side when it holds
-    fewer than ``width`` whole words). The same strings as reading the prompt's words in order (tested)."""
+    first occurrence is found by a regular expression over the lower-cased prompt (:func:`~._text.phrase_regex`:
+    exactly the phrase as consecutive tokens), and only a window of characters on either side is tokenized (widened
+    to the whole side when it holds fewer than ``width`` whole words). The same strings as reading the prompt's words
+    in order (tested)."""
 
     #: Characters read per context word on either side before falling back to the whole side.
     CHARS_PER_WORD = 40
@@ -249,7 +249,7 @@ class ContextFinder:
         self._words = words
         self._width = width
         self._window = self.CHARS_PER_WORD * (width + 1)
-        self._pattern = re.compile(r"(?<!\w)" + r"\W+".join(re.escape(w) for w in words) + r"(?!\w)")
+        self._pattern = re.compile(phrase_regex(words))
 
     def context(self, prompt: str) -> str:
         low = prompt.lower()
