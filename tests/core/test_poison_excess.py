@@ -140,6 +140,34 @@ def test_a_night_keeps_exact_counts_and_the_history_says_what_may_be_hidden(tmp_
     assert past.truncated == 1 and past.hidden(vocab).tolist() == [0.0, 2.0]  # format 1 is counted apart
 
 
+def test_a_history_with_a_night_from_before_symbols_were_tokens_is_blind_to_phrases_with_one(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Nights of format < 4 never counted a phrase with a pictographic symbol: while one is summed, the history
+    cannot say such a phrase is new (an emoji common in tweets would read as new vocabulary on the nights after an
+    upgrade), and the history passes read ``x`` without those phrases' columns; words are unaffected."""
+    import scipy.sparse as sp
+
+    from tunegate.core.checks.poison.trigger import _without_blind
+
+    table = phrase_counts(records_of(clean_batch()), TriggerConfig())
+    vocab = np.array([EVERYDAY, "😂", "lol 😂", "★ ★"], dtype=object)
+    write_phrase_night(tmp_path, "night-1", table, anomalous=False)
+    assert load_phrase_history(tmp_path, vocab=vocab).blind(vocab).tolist() == [False] * 4
+    monkeypatch.setattr(phrase_history, "FORMAT", 3)  # a night written by the previous release
+    write_phrase_night(tmp_path, "night-0", table, anomalous=False)
+    past = load_phrase_history(tmp_path, vocab=vocab)
+    assert not past.symbols and past.blind(vocab).tolist() == [False, True, True, True]
+    x = sp.csr_matrix(np.array([[1, 1, 0, 1], [1, 0, 1, 0], [0, 1, 1, 1]], dtype=np.float32))
+    metrics: dict[str, Any] = {}
+    xh = _without_blind(x, vocab, past, metrics)
+    assert xh.toarray().tolist() == [[1, 0, 0, 0], [1, 0, 0, 0], [0, 0, 0, 0]] and metrics == {"blind_phrases": 3}
+    assert x.toarray()[:, 1:].sum() == 6  # the scan's own matrix keeps them (the passes without a history read it)
+    monkeypatch.setattr(phrase_history, "FORMAT", 4)
+    write_phrase_night(tmp_path, "night-0", table, anomalous=False)  # a rerun of that night by this release
+    past = load_phrase_history(tmp_path, vocab=vocab)
+    assert past.symbols and _without_blind(x, vocab, past, metrics) is x
+
+
 def test_an_everyday_phrase_planted_on_one_label_is_raised_by_its_excess(history: Path, tmp_path: Path) -> None:
     tonight = clean_batch()
     planted = skew(tonight, EVERYDAY, seed=3, taken=set(), per_task=16)

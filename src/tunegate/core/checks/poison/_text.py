@@ -27,6 +27,11 @@ _SYMBOL = re.compile(f"[{SYMBOLS}]")
 _GAP = f"[^\\w{SYMBOLS}]"
 
 
+def has_symbol(phrase: str) -> bool:
+    """Whether ``phrase`` holds a pictographic symbol (:data:`SYMBOLS`)."""
+    return _SYMBOL.search(phrase) is not None
+
+
 def phrase_regex(words: list[str]) -> str:
     """A regular expression that finds ``words`` (tokens as :func:`tokens` reads them) as consecutive tokens of a
     text: words apart by at least one gap character, a symbol by any number (it needs no space: "great🦄movie"), and

@@ -18,7 +18,10 @@ when it was first published and whether the night was *anomalous* (the trigger s
 it held must not become the norm). Since format 3 a task's rows with a null ``label`` are its *record sketch*: the
 1,024 (``sketch.SKETCH_SIZE``) smallest 64-bit content keys of its records (``phrase``: the first 8 bytes of each
 record's ``content_sha256``; ``records``: 1), from which :func:`load_phrase_history` estimates how many *distinct*
-records the summed nights hold (:mod:`tunegate.core.sketch`; exact below 1,024 records). Publish writes it from the
+records the summed nights hold (:mod:`tunegate.core.sketch`; exact below 1,024 records). Since format 4 a pictographic
+symbol is a token (:data:`~._text.SYMBOLS`): an older night never counted a phrase with one, so where the summed nights
+include such a night the history cannot say that a phrase with a symbol is new (:meth:`PhraseHistory.blind`; the
+history passes leave such phrases out until the window holds format-4 nights only). Publish writes it from the
 accepted records (:func:`record_phrase_night`), under the history's writer lock, through a temporary sibling and a
 rename; a rerun of the night replaces it. Halted nights are never published, so never written.
 
@@ -56,7 +59,9 @@ log = logging.getLogger(__name__)
 
 PHRASES_DIR = "phrases"
 NIGHTS_DIR = "nights"
-FORMAT = 3
+FORMAT = 4
+#: The first format whose nights count phrases with a pictographic symbol in them.
+SYMBOLS_FORMAT = 4
 #: A phrase is kept when at least this many of the night's classification records hold it (bounds the file's size),
 #: with its exact count in every task where it occurs (format 1: only in tasks where 2 records held it).
 MIN_RECORDS = 2
@@ -288,6 +293,20 @@ class PhraseHistory:
     #: per task whose nights repeat records: its distinct records over its records (< ``MIN_REPEAT``); its counts
     #: are scaled by it (the others: 1)
     weights: dict[str, float] = field(default_factory=dict)
+    #: whether every summed night counted phrases with a pictographic symbol (format >= ``SYMBOLS_FORMAT``)
+    symbols: bool = True
+
+    def blind(self, vocab: np.ndarray) -> np.ndarray:
+        """Per phrase of ``vocab``: ``True`` where the history cannot speak to it, a phrase with a pictographic
+        symbol while some summed night predates ``SYMBOLS_FORMAT`` (that night did not count it, so its absence there
+        says nothing: an emoji common in tweets would read as new vocabulary on the nights after an upgrade)."""
+        import numpy as np
+
+        from tunegate.core.checks.poison._text import has_symbol
+
+        if self.symbols or not len(vocab):
+            return np.zeros(len(vocab), dtype=bool)
+        return np.fromiter((has_symbol(str(v)) for v in vocab), dtype=bool, count=len(vocab))
 
     def hidden(self, vocab: np.ndarray) -> np.ndarray:
         """Per phrase of ``vocab``: the format-2 nights that did not keep it (it was in at most one of their records,
@@ -379,7 +398,8 @@ def load_phrase_history(history_dir: str | Path | None, *, exclude: str | None =
                                                                                         "records"])
     keys, times = np.unique(np.concatenate(kept), return_counts=True) if kept else (None, None)
     return PhraseHistory([b for b, _ in nights], summed, sum(not exact[p] for _, p in nights), keys, times,
-                         _weights(sketches, unsketched, summed))
+                         _weights(sketches, unsketched, summed),
+                         symbols=all(int(meta.get("format", 1)) >= SYMBOLS_FORMAT for meta, _ in found))
 
 
 def _collect_sketches(sketch: pa.Table, totals: pa.Table, sketches: dict[str, list[np.ndarray]],

@@ -146,38 +146,40 @@ class TriggerPhraseCheck(Check):
                 phrases += found
                 insertion_metrics.update(phrases=[p.phrase for p in found])
             stats = None  # the word statistics are only needed by the insertion test
+            xh = _without_blind(x, vocab, past, novelty_metrics)  # what the history passes read
             # tonight's label counts in the tasks the history knows: what the three history passes test
-            known = known_counts(x, tasks, history, cfg) if history is not None and (
+            known = known_counts(xh, tasks, history, cfg) if history is not None and (
                 cfg.novelty or cfg.contradiction or cfg.excess) else None
-            label_stats = label_statistics(x, tasks, history, cfg, known=known) if history is not None and (
+            label_stats = label_statistics(xh, tasks, history, cfg, known=known) if history is not None and (
                 cfg.novelty or cfg.contradiction or cfg.breadth) else None
             if cfg.novelty and history is not None:
-                found, figures = novelty_phrases(x, vocab, tasks, history, cfg, found=phrases, stats=label_stats)
+                found, figures = novelty_phrases(xh, vocab, tasks, history, cfg, found=phrases, stats=label_stats)
                 phrases += found
                 novelty_metrics.update(figures, found=[p.phrase for p in found])
             if cfg.contradiction and label_stats is not None:
                 assert history is not None
-                found, figures = contradiction_phrases(x, vocab, tasks, label_stats, cfg, found=phrases,
+                found, figures = contradiction_phrases(xh, vocab, tasks, label_stats, cfg, found=phrases,
                                                        history=history)
                 phrases += found
                 contradiction_metrics.update(figures, phrases=[p.phrase for p in found])
             if cfg.excess and history is not None:
                 assert past is not None
-                found, figures = excess_phrases(x, vocab, tasks, history, cfg, hidden=past.hidden(vocab),
+                found, figures = excess_phrases(xh, vocab, tasks, history, cfg, hidden=past.hidden(vocab),
                                                 truncated=past.truncated, found=phrases, known=known,
                                                 placement=placement if cfg.excess_placement else None)
                 phrases += found
                 excess_metrics.update(figures, phrases=[p.phrase for p in found])
             if cfg.breadth and label_stats is not None:
                 assert history is not None
-                found, figures = broad_phrases(x, vocab, tasks, label_stats, cfg, history=history,
+                found, figures = broad_phrases(xh, vocab, tasks, label_stats, cfg, history=history,
                                                found=phrases)
                 phrases += found
                 breadth_metrics.update(figures, phrases=[p.phrase for p in found])
             if cfg.contradiction and history is not None and phrases:
                 # a raised campaign's tasks where its phrase is common on the target label: its relabelled records
                 # read as another label there (and, in its own tasks, the records it left on its label)
-                joined, extended = contradicted_tasks(phrases, x, vocab, tasks, history, min_known=cfg.min_task_records)
+                joined, extended = contradicted_tasks(phrases, xh, vocab, tasks, history,
+                                                      min_known=cfg.min_task_records)
                 contradiction_metrics.update(joined_tasks=joined, extended_tasks=extended)
         for i, ph in enumerate(phrases):
             # the masked classifier (5 fits per task) runs for the reported phrases only: its cost stays
@@ -314,3 +316,21 @@ class TriggerPhraseCheck(Check):
             "label_inconsistent": inconsistent,
             "aliases": ph.aliases[:5],
         }
+
+
+def _without_blind(x: sp.csr_matrix, vocab: np.ndarray, past: PhraseHistory | None, metrics: dict[str, Any]
+                   ) -> sp.csr_matrix:
+    """``x`` as the history passes read it: without the phrases the history cannot speak to
+    (:meth:`~.phrase_history.PhraseHistory.blind`: a phrase with a pictographic symbol while some summed night was
+    written before such phrases were counted), whose columns are emptied (same shape, a copy); ``x`` itself where
+    there are none. Those phrases are still scanned by the passes that need no history."""
+    if past is None:
+        return x
+    blind = past.blind(vocab)
+    if not blind.any():
+        return x
+    metrics["blind_phrases"] = int(blind.sum())
+    out = x.copy()
+    out.data[blind[out.indices]] = 0
+    out.eliminate_zeros()
+    return out
