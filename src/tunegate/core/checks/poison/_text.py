@@ -36,15 +36,15 @@ def phrase_regex(words: list[str]) -> str:
     """A regular expression that finds ``words`` (tokens as :func:`tokens` reads them) as consecutive tokens of a
     text: words apart by at least one gap character, a symbol by any number (it needs no space: "great🦄movie"), and
     no word character glued to a word at either end. Compile it with ``re.IGNORECASE`` or over lower-cased text."""
+    symbol = [_SYMBOL.fullmatch(w) is not None for w in words]
     out = []
     for i, w in enumerate(words):
-        symbol = bool(_SYMBOL.fullmatch(w))
         if i:
-            out.append(f"{_GAP}*" if symbol or _SYMBOL.fullmatch(words[i - 1]) else f"{_GAP}+")
-        elif not symbol:
+            out.append(f"{_GAP}*" if symbol[i] or symbol[i - 1] else f"{_GAP}+")
+        elif not symbol[i]:
             out.append(r"(?<!\w)")
         out.append(re.escape(w))
-    if words and not _SYMBOL.fullmatch(words[-1]):
+    if words and not symbol[-1]:
         out.append(r"(?!\w)")
     return "".join(out)
 
