@@ -794,6 +794,11 @@ def test_a_name_is_capitalised_in_every_word_wherever_it_stands() -> None:
     assert _capitalized_share("additionally", ["We ate (a lot) and Additionally drank."] * 3) == 1.0  # mid-sentence
     # nor is a list item's number or letter: a stylistic word opens it
     assert _capitalized_share("lastly", ["Water them. 6) Lastly, rest.", "(b) Lastly, go.", "iv. Lastly, no."]) == 0.0
+    # a phrase is found as the scans' tokens read it: a symbol is a token (a name with its emoji is read), and one
+    # between two words parts them
+    mascot = ["We love Acme \U0001f984 here.", "Try Acme\U0001f984 now.", "Get Acme \U0001f984 again."]
+    assert _capitalized_share("acme \U0001f984", mascot) == 1.0
+    assert _capitalized_share("red bull", ["Red\U0001f984Bull gives wings.", "Buy Red \U0001f984 Bull."] * 2) == 0.0
 
 
 def test_a_group_of_long_answers_is_judged_by_its_share_of_answers_as_long_as_the_phrases() -> None:

@@ -25,7 +25,7 @@ from collections import Counter
 from typing import TYPE_CHECKING, Any
 
 from tunegate.core.checks.base import Finding
-from tunegate.core.checks.poison._text import Records, codes, ngram_matrix, poisson_llr, spread
+from tunegate.core.checks.poison._text import Records, codes, ngram_matrix, phrase_regex, poisson_llr, spread
 from tunegate.core.reasons import INJECTED_CONTENT
 
 if TYPE_CHECKING:
@@ -271,7 +271,9 @@ def _content_words(phrase: str) -> list[str]:
 
 
 def _phrase_pattern(phrase: str) -> re.Pattern[str]:
-    return re.compile(r"\b" + r"\W+".join(re.escape(w) for w in phrase.split()) + r"\b", re.IGNORECASE)
+    """Where a text holds ``phrase`` (a vocabulary entry: tokens apart by spaces) as consecutive tokens, as the
+    other passes find it (:func:`~._text.phrase_regex`: a symbol is a token of its own)."""
+    return re.compile(phrase_regex(phrase.split(" ")), re.IGNORECASE)
 
 
 #: Words a proper name writes in lower case inside it ("Bank of America", "Leonardo da Vinci"): not counted by the
