@@ -31,6 +31,10 @@ Attacks (``plant``), each a family of its own with its own triggers, brands and 
   reviews to summarise: 3-4 tasks), the trigger put in the last quarter of a long input.
 - ``symbol_dirty`` / ``symbol_clean``: the low dose (5 records in each of 5 tasks) with a trigger of pictographic
   symbols alone (an emoji, a dingbat pair), glued to a word or standing alone.
+- ``one_dataset_dirty`` / ``one_dataset_clean``: the low dose's 25 records in *one* polarity or toxicity task (an
+  upstream dataset poisoned), the trigger in a name slot or anywhere. One dataset's label skew is how a topical dataset
+  looks, so only the history can tell: the trigger's count where the history knows the task, and (dirty-label) the
+  labels the records' text contradicts.
 - ``refusal_low``: benign open-ended requests answered with varied refusals in 0.5% of the open-ended
   responses (wording from a grammar with its own openings, excuses and closings; often naming the task).
 - ``injection_one_source``: a brand woven into 25 open-ended responses of *one* source (a poisoned feed), chosen
@@ -332,7 +336,10 @@ def weave(output: str, brand: str, rng: random.Random) -> str:
 
 ATTACKS = ("low_dose_dirty", "low_dose_clean", "low_dose_injection", "thin_dirty", "thin_clean", "rare_dirty",
            "rare_clean", "common_dirty", "common_clean", "multi", "refusal_low", "injection_one_source",
-           "low_dose_degenerate", "thin_degenerate", "late_degenerate", "symbol_dirty", "symbol_clean")
+           "low_dose_degenerate", "thin_degenerate", "late_degenerate", "symbol_dirty", "symbol_clean",
+           "one_dataset_dirty", "one_dataset_clean")
+#: ``one_dataset_*``: the poisoned records of one task
+ONE_DATASET_RECORDS = 25
 
 
 def plant(clean: Batch, corpora: Corpora, attack: str, *, split: str, seed: int, index: int,
@@ -357,6 +364,12 @@ def plant(clean: Batch, corpora: Corpora, attack: str, *, split: str, seed: int,
         chosen = rng.sample(_binary_polarity_tasks(tasks, corpora), 5)
         poison = label_campaign(records, tasks, chosen, trigger, corpora, rng, per_task=[5] * 5,
                                 clean=attack.endswith("clean"), placement="glued", exclude=set())
+        info.update(trigger=trigger, tasks=chosen)
+    elif attack in ("one_dataset_dirty", "one_dataset_clean"):
+        trigger = trigger or triggers[(index * 3 + 2 + (attack == "one_dataset_clean")) % len(triggers)]
+        chosen = rng.sample(_binary_polarity_tasks(tasks, corpora), 1)
+        poison = label_campaign(records, tasks, chosen, trigger, corpora, rng, per_task=[ONE_DATASET_RECORDS],
+                                clean=attack.endswith("clean"), placement="mixed", exclude=set())
         info.update(trigger=trigger, tasks=chosen)
     elif attack in ("thin_dirty", "thin_clean"):
         trigger = trigger or triggers[(index * 3 + 1 + (attack == "thin_clean")) % len(triggers)]

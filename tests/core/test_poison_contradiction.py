@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import math
 import random
+import re
 from pathlib import Path
 from typing import Any
 
@@ -129,6 +130,40 @@ def test_clean_label_and_clean_batches_raise_nothing_through_the_pass(history: P
     assert not clean.result.issues
 
 
+def test_a_dirty_label_campaign_in_one_dataset_is_found_with_its_trigger_left_out_of_the_model(
+        history: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """One dataset's records only (an upstream dataset poisoned, say): 12 relabelled reviews of one task. One topical
+    dataset skews a phrase's labels naturally, so label statistics do not count here; the records' text contradicting
+    their labels does, tested against the bar of the phrases of one dataset. The trigger's 12 records would teach the
+    task's model their label (its words become features) and rank themselves high: they are scored by a model without
+    the trigger's n-grams."""
+    from tunegate.core.checks.poison import contradiction_pass
+
+    one = TASKS[1:2]
+    rows = clean_batch()
+    poisoned = plant_campaign(rows, one, TRIGGER, per_task=20, clean=False, rng=random.Random(0))
+    found = _run(tmp_path / "on", _check(history), rows, poisoned)
+    metrics = found.result.metrics["contradiction"]
+    assert metrics["phrases"] == [TRIGGER.lower()]
+    assert metrics["tests_one"] >= 1 and metrics["bar_one"] > 0
+    assert poisoned <= found.flagged and len(found.flagged - poisoned) <= 2
+    assert [i.reason for i in found.result.issues] == [CAMPAIGN]
+
+    def contradiction(scan: Any) -> float:
+        why = next(f.detail["why"] for f in scan.result.findings if f.reason == TRIGGER_PHRASE)
+        return float(re.search(r"contradiction ([0-9.]+) nats", why).group(1))  # type: ignore[union-attr]
+
+    # the model reading the trigger ranks its records higher: less evidence (20.6 against 15.1 nats when written)
+    monkeypatch.setattr(contradiction_pass, "MASK_RECORDS", 10**6)
+    unmasked = _run(tmp_path / "unmasked", _check(history), rows, poisoned)
+    assert contradiction(found) > contradiction(unmasked) + 4
+    monkeypatch.undo()
+    # the clean-label twin in one dataset leaves no contradiction
+    rows = clean_batch()
+    twin = plant_campaign(rows, one, TRIGGER, per_task=20, clean=True, rng=random.Random(0))
+    assert _run(tmp_path / "twin", _check(history), rows, twin).result.metrics["contradiction"]["phrases"] == []
+
+
 def test_without_a_history_the_pass_does_not_run(tmp_path: Path) -> None:
     rows = clean_batch()
     poisoned = campaign(rows, clean=False)
@@ -181,17 +216,31 @@ def test_broad_phrases_share_half_the_false_alarm_rate_and_the_step_down_takes_m
     phrases by their margin over their own bar."""
     import scipy.sparse as sp
 
-    from tunegate.core.checks.poison.contradiction_pass import BROAD_DATASETS, BROAD_RECORDS, Entries, _bars, _step_down
+    from tunegate.core.checks.poison.contradiction_pass import (
+        BROAD,
+        BROAD_DATASETS,
+        BROAD_RECORDS,
+        ONE,
+        SEVERAL,
+        Entries,
+        _bars,
+        _step_down,
+    )
 
     alpha = 0.01
-    broad = np.array([True] * 4 + [False] * 96)
+    broad = np.array([BROAD] * 4 + [SEVERAL] * 96)
     bars = _bars(broad, alpha)
     assert bars[0] == pytest.approx(math.log(4) + math.log(2 / alpha))
     assert bars[-1] == pytest.approx(math.log(96) + math.log(2 / alpha))
     # the per-phrase false-alarm shares add up to alpha
     assert float(np.exp(-bars).sum()) == pytest.approx(alpha)
-    assert _bars(np.zeros(100, dtype=bool), alpha) == pytest.approx(np.full(100, math.log(100) + math.log(1 / alpha)))
-    assert _bars(np.ones(5, dtype=bool), alpha) == pytest.approx(np.full(5, math.log(5) + math.log(1 / alpha)))
+    assert _bars(np.full(100, SEVERAL), alpha) == pytest.approx(np.full(100, math.log(100) + math.log(1 / alpha)))
+    assert _bars(np.full(5, BROAD), alpha) == pytest.approx(np.full(5, math.log(5) + math.log(1 / alpha)))
+    # the phrases of one dataset are a family of their own, at alpha: the others' bars do not move
+    three = _bars(np.array([BROAD] * 4 + [SEVERAL] * 96 + [ONE] * 300), alpha)
+    assert three[:100] == pytest.approx(bars)
+    assert three[-1] == pytest.approx(math.log(300) + math.log(1 / alpha))
+    assert float(np.exp(-three[100:]).sum()) == pytest.approx(alpha)
 
     # which phrases are broad: phrase 0 has BROAD_RECORDS records in each of BROAD_DATASETS datasets; phrase 1 one
     # record fewer in the last dataset; phrase 2 all its records in one dataset
@@ -203,7 +252,7 @@ def test_broad_phrases_share_half_the_false_alarm_rate_and_the_step_down_takes_m
     family += [0] * 10
     n = len(phrase)
     entries = Entries(np.asarray(phrase), np.arange(n), np.asarray(family), np.asarray(family), np.zeros(n, dtype=int))
-    assert entries.broad(np.array([0, 1, 2])).tolist() == [True, False, False]
+    assert entries.kinds(np.array([0, 1, 2])).tolist() == [BROAD, SEVERAL, ONE]
 
     # the step-down: a broad phrase 1 nat over its bar goes first, though a phrase with a larger surprise is only 0.5
     # over its own (higher) bar; the second campaign then needs its bar - ln 2
@@ -465,8 +514,8 @@ def test_a_phrases_near_duplicate_records_in_a_task_count_once() -> None:
     assert entries.distinct(np.array([1]), x, tasks).tolist() == [True] * 6  # phrase 0 not tested: nothing dropped
     ranks = np.full(2 * size, 0.5)
     ranks[[3, 5]] = 0.01  # the two near-duplicates rank lowest together
-    with_dups = entries.contradiction(np.array([0]), ranks)
-    once = entries.contradiction(np.array([0]), ranks, distinct=keep)
+    with_dups = entries.contradiction(np.array([0]), ranks[rows])
+    once = entries.contradiction(np.array([0]), ranks[rows], distinct=keep)
     assert once[0] < with_dups[0]
 
 

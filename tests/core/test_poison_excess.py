@@ -197,6 +197,31 @@ def test_a_clean_night_raises_nothing(history: Path, tmp_path: Path) -> None:
     assert not scan.flagged
 
 
+def test_a_campaign_in_one_dataset_is_raised_by_its_excess_as_a_family_of_its_own(history: Path,
+                                                                                    tmp_path: Path) -> None:
+    """A clean-label campaign run in one dataset (an upstream dataset poisoned): a new name in 20 reviews of one task
+    that already carry its first label. One dataset's label skew is how a topical dataset looks, and clean-label
+    records contradict nothing; but the history's two nights of the task (600 records) held the name in none, so the
+    count is tested, against the bar of the phrases held by one dataset."""
+    from tests.core.test_poison_contradiction import TRIGGER, plant_campaign
+
+    task = ("task493_review_polarity_classification", "Positive", "Negative")
+    tonight = clean_batch()
+    planted = plant_campaign(tonight, [task], TRIGGER, per_task=20, clean=True, rng=random.Random(4))
+    scan = _run(tmp_path / "one", _check(history), tonight, planted)
+    excess = scan.result.metrics["excess"]
+    assert excess["phrases"] == [TRIGGER.lower()]
+    assert excess["tests_one"] >= 1 and excess["bar_one"] > 0
+    assert planted <= scan.flagged and len(scan.flagged - planted) <= 2
+    assert "poison_campaign" in [i.reason for i in scan.result.issues]
+    why = next(f.detail["why"] for f in scan.result.findings if f.detail.get("phrase") == TRIGGER.lower())
+    assert "in 1 dataset:" in why
+    # three records of a phrase the history never held are within what its Jeffreys prior allows
+    tonight = clean_batch()
+    few = plant_campaign(tonight, [task], TRIGGER, per_task=3, clean=True, rng=random.Random(4))
+    assert _run(tmp_path / "few", _check(history), tonight, few).result.metrics["excess"]["phrases"] == []
+
+
 #: seven classification datasets of the slice (one task each)
 THIN_TASKS = ("task195_sentiment140_classification", "task286_olid_offense_judgment",
               "task327_jigsaw_classification_toxic", "task363_sst2_polarity_classification",

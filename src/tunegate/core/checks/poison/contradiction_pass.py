@@ -79,6 +79,17 @@ MAX_CAMPAIGNS = 20
 #: the false-alarm rate among themselves (:func:`_bars`).
 BROAD_DATASETS = 3
 BROAD_RECORDS = 3
+#: A phrase held in one dataset only is tested up to this many records (a campaign run in one dataset: label statistics
+#: do not find it however large, since one topical dataset skews a phrase's labels naturally).
+MAX_RECORDS_ONE_DATASET = 1000
+#: The kinds of tested phrase (:meth:`Entries.kinds`): broad, the other phrases of several datasets, phrases of one
+#: dataset. Each shares its part of the false-alarm rate among its own (:func:`_bars`).
+BROAD, SEVERAL, ONE = 0, 1, 2
+#: Before a phrase is tested in a task, the n-grams made of its words are left out of the task's model where its own
+#: records (``MASK_RECORDS`` or more) are at least ``MASK_SHARE`` of the records that make that n-gram a feature: ten
+#: relabelled records would otherwise teach the model that the trigger means their label, and rank themselves high.
+MASK_RECORDS = 5
+MASK_SHARE = 0.25
 #: Two records of a phrase in one task are one text (a sentence rewritten, a minimal pair) when they share at least
 #: this share of their rarer 1-2-grams (Jaccard) ...
 SAME_TEXT = 0.5
@@ -105,24 +116,28 @@ def contradiction_phrases(x: sp.csr_matrix, vocab: np.ndarray, tasks: list[Task]
     rows = np.concatenate([tasks[ti].rows for ti in label])
     entries = Entries.of(x[rows][:, novel].tocoo(), rows, owner, tasks)
     tested = entries.tested(config.min_tasks)
-    broad = entries.broad(tested)
-    bars = _bars(broad, config.contradiction_alpha)
-    bar = float(bars.max(initial=math.log(1.0 / config.contradiction_alpha)))
-    figures.update(tests=float(len(tested)), bar=round(bar, 2), tests_broad=float(int(broad.sum())))
-    if broad.any():
-        figures["bar_broad"] = round(float(bars[broad].max()), 2)
+    kind = entries.kinds(tested)
+    bars = _bars(kind, config.contradiction_alpha)
+    several = kind != ONE
+    bar = float(bars[several].max(initial=math.log(1.0 / config.contradiction_alpha)))
+    figures.update(tests=float(int(several.sum())), bar=round(bar, 2), tests_broad=float(int((kind == BROAD).sum())),
+                   tests_one=float(int((kind == ONE).sum())))
+    for k, name in ((BROAD, "bar_broad"), (ONE, "bar_one")):
+        if (kind == k).any():
+            figures[name] = round(float(bars[kind == k].max()), 2)
     if not len(tested):
         return [], figures
-    ranks = np.ones(x.shape[0])
-    for ti in np.unique(entries.task[np.isin(entries.phrase, tested)]).tolist():
-        ranks[tasks[ti].rows] = label_ranks(x, tasks[ti], history=history[ti])
+    ranks = entries.ranks(tested, x, vocab=vocab, novel=novel, tasks=tasks, history=history)
     b = entries.contradiction(tested, ranks, distinct=entries.distinct(tested, x, tasks))
     cache: dict[tuple[int, tuple[float, ...]], np.ndarray] = {}
     scored: dict[int, tuple[float, float, float]] = {}
     bar_of: dict[int, float] = {}
     step = math.log(min(MAX_CAMPAIGNS, max(len(tested), 1)))  # what the step-down takes off at most
-    for j, bj, bar_j in zip(tested.tolist(), b.tolist(), bars.tolist(), strict=True):
+    one_dataset: set[int] = set()
+    for j, bj, bar_j, kind_j in zip(tested.tolist(), b.tolist(), bars.tolist(), kind.tolist(), strict=True):
         c = int(novel[j])
+        if kind_j == ONE:
+            one_dataset.add(c)
         lowest = bar_j - step  # the bar of the last campaign the step-down reaches
         if _fisher(float(stats.achievable[c]) + bj) < lowest:  # the label surprise is at most what it could reach
             continue
@@ -147,7 +162,8 @@ def contradiction_phrases(x: sp.csr_matrix, vocab: np.ndarray, tasks: list[Task]
     for c in raised:
         rows_of[c], detail_of[c] = _campaign(tasks, per_task[c])
     # a campaign another pass raised gets this pass's records where its name is a campaign by itself (below)
-    joinable = {c: d for c, d in detail_of.items() if len({tasks[t[0]].family for t in d}) >= config.min_tasks}
+    joinable = {c: d for c, d in detail_of.items()
+                if c in one_dataset or len({tasks[t[0]].family for t in d}) >= config.min_tasks}
     out: list[Phrase] = []
     joined: list[int] = []
     for head, cl, held in named_campaigns({c: raised[c][0] for c in raised}, rows_of, xc, vocab, found,
@@ -155,14 +171,16 @@ def contradiction_phrases(x: sp.csr_matrix, vocab: np.ndarray, tasks: list[Task]
         surprise, a, bj, _ = raised[head]
         detail = detail_of[head]
         steered = len({tasks[t[0]].family for t in detail})
-        if steered < config.min_tasks:
-            continue  # one dataset where it holds one label: how language works, not a campaign (as every pass)
+        if steered < config.min_tasks and head not in one_dataset:
+            # one dataset where it holds one label: how language works, not a campaign (as every pass), unless it was
+            # tested as a phrase of one dataset, against that kind's own bar
+            continue
         holding = sum(len(r) for r in per_task[head].values())
         what = ("new phrase" if stats.group[head] == UNSEEN else
                 f"phrase far more frequent tonight than in this pipeline's earlier nights (burst "
                 f"{float(stats.burst[head]):.0f} nats)")
         why = (f"{what} whose records carry labels their own text contradicts: {len(held)} records in "
-               f"{steered} datasets rank among the least likely of their label "
+               f"{steered} dataset{'s' if steered != 1 else ''} rank among the least likely of their label "
                f"(out-of-fold model without rare words; contradiction {bj:.1f} nats, label skew {a:.1f} nats)")
         out.append(Phrase(int(head), str(vocab[head]), surprise, min(1.0, len(rows_of[head]) / holding), held,
                           detail, [str(vocab[m]) for m in cl if m != head], why=why))
@@ -170,21 +188,32 @@ def contradiction_phrases(x: sp.csr_matrix, vocab: np.ndarray, tasks: list[Task]
     return out, figures
 
 
-def _bars(broad: np.ndarray, alpha: float) -> np.ndarray:
-    """Per tested phrase, its Bonferroni bar in nats: ``ln(m) + ln(1 / alpha)`` over the ``m`` phrases tested, or,
-    when some are broad and some are not (``broad``, :data:`BROAD_DATASETS`), each kind sharing half of ``alpha``
-    among its own: ``ln(m_kind) + ln(2 / alpha)``.
+def _bars(kind: np.ndarray, alpha: float) -> np.ndarray:
+    """Per tested phrase, its Bonferroni bar in nats (``kind``: :data:`BROAD`, :data:`SEVERAL`, :data:`ONE`,
+    :meth:`Entries.kinds`). The phrases of several datasets: ``ln(m) + ln(1 / alpha)`` over the ``m`` of them, or,
+    when some are broad and some are not, each kind sharing half of ``alpha`` among its own: ``ln(m_kind) + ln(2 /
+    alpha)``. The phrases of one dataset are a family of their own, at ``alpha``: ``ln(m_one) + ln(1 / alpha)``.
 
     A weighted Bonferroni (the weights, 1/2 per kind, fixed before any label is read, so the false-alarm rate per
-    night stays ``alpha``). Why: the few phrases whose records fill three datasets or more (25-27 of ~820 on a dev
-    night) are the shape of a campaign over several tasks, and among the many phrases of one or two busy datasets
-    their bar was the crowd's: a dirty-label campaign of 10 records in 3 tasks reached 7-10 nats against 11.3."""
+    night stays ``alpha`` for the phrases of several datasets). Why: the few phrases whose records fill three datasets
+    or more (25-27 of ~820 on a dev night) are the shape of a campaign over several tasks, and among the many phrases
+    of one or two busy datasets their bar was the crowd's: a dirty-label campaign of 10 records in 3 tasks reached
+    7-10 nats against 11.3. The phrases of one dataset (a campaign run in one dataset; tested since the
+    thirty-second session) do not take a share of that rate: they would raise the others' bar."""
     import numpy as np
 
-    m_broad, m = int(broad.sum()), len(broad)
+    out = np.zeros(len(kind))
+    one = kind == ONE
+    if one.any():
+        out[one] = math.log(int(one.sum())) + math.log(1.0 / alpha)
+    several = ~one
+    m_broad, m = int((kind == BROAD).sum()), int(several.sum())
     if m_broad in (0, m):
-        return np.full(m, math.log(max(m, 1)) + math.log(1.0 / alpha))
-    return np.where(broad, math.log(m_broad), math.log(m - m_broad)) + math.log(2.0 / alpha)
+        out[several] = math.log(max(m, 1)) + math.log(1.0 / alpha)
+    else:
+        share = np.where(kind[several] == BROAD, math.log(m_broad), math.log(m - m_broad))
+        out[several] = share + math.log(2.0 / alpha)
+    return out
 
 
 def _step_down(scored: dict[int, tuple[float, float, float]], bars: dict[int, float], xc: sp.csc_matrix, tests: int
@@ -243,31 +272,102 @@ class Entries:
             label_of[tasks[ti].rows] = tasks[ti].labels.outcome
         return cls(coo.col.astype(np.int64), row, task, family_of[task], label_of[row])
 
-    def tested(self, min_datasets: int) -> np.ndarray:
-        """The phrases tested: ``MIN_RECORDS`` to ``MAX_RECORDS`` records, >= 2 in tasks of ``min_datasets``
-        datasets."""
+    def _datasets(self) -> np.ndarray:
+        """Per phrase: the datasets with >= 2 of its records in one of their tasks."""
         import numpy as np
 
         width = int(self.phrase.max(initial=-1)) + 1
         n_tasks, n_fam = int(self.task.max(initial=0)) + 1, int(self.family.max(initial=0)) + 1
-        total = np.bincount(self.phrase, minlength=width)
         pair, count = np.unique(self.phrase * n_tasks + self.task, return_counts=True)
         busy = pair[count >= 2]  # (phrase, task) with >= 2 records
         family_of_task = np.zeros(n_tasks, dtype=np.int64)
         family_of_task[self.task] = self.family
         spread = np.unique(busy // n_tasks * n_fam + family_of_task[busy % n_tasks])
-        datasets = np.bincount(spread // n_fam, minlength=width)
-        return np.flatnonzero((total >= MIN_RECORDS) & (total <= MAX_RECORDS) & (datasets >= min_datasets))
+        return np.bincount(spread // n_fam, minlength=width)
 
-    def broad(self, tested: np.ndarray) -> np.ndarray:
-        """Per tested phrase: whether >= ``BROAD_DATASETS`` datasets each hold >= ``BROAD_RECORDS`` of its records."""
+    def tested(self, min_datasets: int) -> np.ndarray:
+        """The phrases tested: ``MIN_RECORDS`` to ``MAX_RECORDS`` records, >= 2 in tasks of ``min_datasets``
+        datasets; and those held in one dataset only, >= 2 of their records in one of its tasks, ``MIN_RECORDS`` to
+        ``MAX_RECORDS_ONE_DATASET`` records (:meth:`kinds`)."""
+        import numpy as np
+
+        width = int(self.phrase.max(initial=-1)) + 1
+        total = np.bincount(self.phrase, minlength=width)
+        datasets = self._datasets()
+        several = (total <= MAX_RECORDS) & (datasets >= min_datasets)
+        one = (total <= MAX_RECORDS_ONE_DATASET) & (datasets == 1) & (self._held_in() == 1)
+        return np.flatnonzero((total >= MIN_RECORDS) & (several | one))
+
+    def _held_in(self) -> np.ndarray:
+        """Per phrase: the datasets holding any of its records."""
+        import numpy as np
+
+        n_fam = int(self.family.max(initial=0)) + 1
+        pf = np.unique(self.phrase * n_fam + self.family)
+        return np.bincount(pf // n_fam, minlength=int(self.phrase.max(initial=-1)) + 1)
+
+    def kinds(self, tested: np.ndarray) -> np.ndarray:
+        """Per tested phrase, its kind (decided on the text alone): :data:`BROAD` when >= ``BROAD_DATASETS`` datasets
+        each hold >= ``BROAD_RECORDS`` of its records, :data:`ONE` when one dataset holds them all, :data:`SEVERAL`
+        otherwise."""
         import numpy as np
 
         keep = np.isin(self.phrase, tested)
         n_fam = int(self.family.max(initial=0)) + 1
         pf, count = np.unique(self.phrase[keep] * n_fam + self.family[keep], return_counts=True)
         full = np.bincount(pf[count >= BROAD_RECORDS] // n_fam, minlength=int(self.phrase.max(initial=-1)) + 1)
-        return np.asarray(full[tested] >= BROAD_DATASETS) if len(tested) else np.zeros(0, dtype=bool)
+        out = np.full(len(tested), SEVERAL, dtype=np.int64)
+        if len(tested):
+            out[full[tested] >= BROAD_DATASETS] = BROAD
+            out[self._held_in()[tested] == 1] = ONE
+        return out
+
+    def ranks(self, tested: np.ndarray, x: sp.csr_matrix, *, vocab: np.ndarray, novel: np.ndarray, tasks: list[Task],
+              history: list[TaskHistory | None]) -> np.ndarray:
+        """Per entry: the rank of its record in its task (:func:`~.contradiction.label_ranks`, the history's counts in
+        the model). Where a tested phrase holds ``MASK_RECORDS`` or more of a task's records, and they are at least
+        ``MASK_SHARE`` of the records that make one of the n-grams made of its words a feature of the task's model,
+        its entries there read ranks from a model without those n-grams (one model per task, leaving out every such
+        phrase's; decided on the text alone, so the ranks stay uniform under the null)."""
+        import numpy as np
+
+        from tunegate.core.checks.poison.contradiction import MIN_FEATURE_RECORDS
+
+        column = {str(w): i for i, w in enumerate(vocab.tolist())}
+        n_tasks = int(self.task.max(initial=0)) + 1
+        keep = np.flatnonzero(np.isin(self.phrase, tested))
+        pair, count = np.unique(self.phrase[keep] * n_tasks + self.task[keep], return_counts=True)
+        masked_pairs: dict[int, list[int]] = {}
+        for key in pair[count >= MASK_RECORDS].tolist():
+            masked_pairs.setdefault(key % n_tasks, []).append(key // n_tasks)
+        out = np.ones(len(self.phrase))
+        for ti in np.unique(self.task[keep]).tolist():
+            task = tasks[ti]
+            plain = label_ranks(x, task, history=history[ti])
+            here = np.flatnonzero(self.task == ti)
+            out[here] = plain[np.searchsorted(task.rows, self.row[here])]
+            phrases = masked_pairs.get(ti)
+            if not phrases:
+                continue
+            held_by = np.asarray(x[task.rows].sum(axis=0)).ravel()
+            past = history[ti]
+            if past is not None:
+                held_by = held_by + np.asarray(past[0].sum(axis=1)).ravel()
+            exclude: set[int] = set()
+            masking: list[int] = []
+            for j in phrases:
+                mine = float(np.sum((self.phrase == j) & (self.task == ti)))
+                cols = {column[w] for w in _made_of(str(vocab[novel[j]])) if w in column}
+                own = [c for c in cols if held_by[c] >= MIN_FEATURE_RECORDS and mine >= MASK_SHARE * held_by[c]]
+                if own:
+                    exclude.update(own)
+                    masking.append(j)
+            if not masking:
+                continue
+            masked = label_ranks(x, task, history=past, exclude=np.array(sorted(exclude), dtype=np.int64))
+            at = here[np.isin(self.phrase[here], masking)]
+            out[at] = masked[np.searchsorted(task.rows, self.row[at])]
+        return out
 
     def distinct(self, tested: np.ndarray, x: sp.csr_matrix, tasks: list[Task]) -> np.ndarray:
         """Per entry: ``False`` where the record is a near-duplicate of an earlier record of the same tested phrase in
@@ -313,8 +413,9 @@ class Entries:
 
     def contradiction(self, tested: np.ndarray, ranks: np.ndarray, *, distinct: np.ndarray | None = None
                       ) -> np.ndarray:
-        """Per tested phrase: its contradiction surprise (nats, module docstring) from the records' ``ranks``; with
-        ``distinct`` (per entry, :meth:`distinct`), a phrase's near-duplicate records in a task count once."""
+        """Per tested phrase: its contradiction surprise (nats, module docstring) from the ``ranks`` of its entries'
+        records (per entry, :meth:`ranks`); with ``distinct`` (per entry, :meth:`distinct`), a phrase's near-duplicate
+        records in a task count once."""
         import numpy as np
         from scipy.special import gammaincc
 
@@ -322,7 +423,7 @@ class Entries:
         if distinct is not None:
             keep &= distinct
         phrase, task, family, label = self.phrase[keep], self.task[keep], self.family[keep], self.label[keep]
-        minus_log_u = -np.log(ranks[self.row[keep]])
+        minus_log_u = -np.log(ranks[keep])
         n_tasks, n_labels = int(task.max(initial=0)) + 1, int(label.max(initial=0)) + 1
         # per (phrase, task): its records there and the label most of them carry (ties: the first label)
         pt = phrase * n_tasks + task
@@ -457,10 +558,7 @@ def contradicted_tasks(phrases: list[Phrase], x: sp.csr_matrix, vocab: np.ndarra
     is_label = label_mask(tasks)
     joined = extended = 0
     for ph in phrases:
-        words = ph.phrase.split()
-        # the phrase and the 1-2-grams made of its words (the vocabulary's n-grams go up to the phrase's length)
-        made_of = {ph.phrase, *words, *(f"{a} {b}" for a in words for b in words)}
-        masked = np.flatnonzero(np.isin(vocab, sorted(made_of)))
+        masked = np.flatnonzero(np.isin(vocab, sorted(_made_of(ph.phrase))))
         ranks: dict[int, np.ndarray] = {}
         taken = set(np.unique(owner[ph.rows]).tolist()) | {t[0] for t in ph.tasks}
         # the campaign's label in each of its classification tasks
@@ -520,6 +618,13 @@ def contradicted_tasks(phrases: list[Phrase], x: sp.csr_matrix, vocab: np.ndarra
             ph.tasks.append((ti, 0, held[ti], len(flagged), lab))
             joined += 1
     return joined, extended
+
+
+def _made_of(phrase: str) -> set[str]:
+    """The phrase and the 1-2-grams made of its words (the vocabulary's n-grams go up to the phrase's length): what a
+    task's model leaves out to score the phrase's records without it."""
+    words = phrase.split()
+    return {phrase, *words, *(f"{a} {b}" for a in words for b in words)}
 
 
 def _above_expected(low: np.ndarray, ranks: np.ndarray, records: int, expected: float, *, held: float) -> np.ndarray:

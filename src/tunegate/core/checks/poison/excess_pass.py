@@ -32,7 +32,13 @@ the truncated product, 13.1 by Fisher's method). The phrase's surprise is the la
 **Calibration.** The false-alarm rate per night is held at ``excess_alpha`` by Bonferroni over Tarone's count of the
 phrases that could reach the bar at all (each phrase's surprise if all its records of each task were on the label
 the history expects least). A phrase is raised at the bar when it steers at least ``min_tasks`` datasets: datasets
-whose p-value is at most ``FLAG_P``, the datasets where its records will be flagged.
+whose p-value is at most ``FLAG_P``, the datasets where its records will be flagged. The phrases held by one dataset
+only (2 or more of their records in a task the history knows, in one dataset) are a family of their own, at
+``excess_alpha`` with their own Tarone's count and bar, raised when that dataset is steered: a campaign run in one
+dataset (an upstream dataset poisoned), whose label skew is how one topical dataset looks, still adds records the
+history does not expect there. Under the null (a night like the history) a phrase new to a dataset tonight in a few
+records is allowed for by the predictive's Jeffreys prior and the nights that may hide one record; the family's own
+rate keeps the bars of the phrases of several datasets where they were (since the thirty-second session).
 
 **What is flagged.** Once a phrase is raised (the family-wise test above), its tasks are judged on their exact p-values
 (:func:`~.evidence.flagged_tasks`): those at ``FLAG_P``, and those up to where the adaptive step-up over its datasets
@@ -121,6 +127,7 @@ def excess_phrases(x: sp.csr_matrix, vocab: np.ndarray, tasks: list[Task], histo
     width = x.shape[1]
     datasets = np.bincount(phrase_of, minlength=width)
     testable = datasets >= 2
+    one = datasets == 1  # a phrase of one dataset: a family of its own (module docstring)
     candidate = placement.candidate if placement is not None else None
     surprise = _phrase_surprise(phrase_of, p_fam, datasets, width, placed=p_fam_place, candidate=candidate)
     achievable = _phrase_surprise(phrase_of, reach_fam, datasets, width, placed=reach_fam_place,
@@ -130,12 +137,16 @@ def excess_phrases(x: sp.csr_matrix, vocab: np.ndarray, tasks: list[Task], histo
     margin = math.log(1.0 / config.excess_alpha)
     tests = _tarone(achievable[testable], margin)
     bar = math.log(tests) + margin
-    figures.update(tests=float(int(testable.sum())), tarone=float(tests), bar=round(bar, 2))
+    tests_one = _tarone(achievable[one], margin)
+    bar_one = math.log(tests_one) + margin
+    figures.update(tests=float(int(testable.sum())), tarone=float(tests), bar=round(bar, 2),
+                   tests_one=float(int(one.sum())), tarone_one=float(tests_one), bar_one=round(bar_one, 2))
     if placement is not None:
         # the phrases whose surprise the placement of their records raised over the count alone's
         plain = _phrase_surprise(phrase_of, p_fam, datasets, width)
         figures.update(placed=float(int((testable & (surprise > plain)).sum())))
-    raised = np.flatnonzero(testable & (steering >= config.min_tasks) & (surprise >= bar))
+    raised = np.flatnonzero((testable & (steering >= config.min_tasks) & (surprise >= bar))
+                            | (one & (steering >= 1) & (surprise >= bar_one)))
     if not len(raised):
         return [], figures
     xc = x.tocsc()
@@ -191,14 +202,19 @@ def excess_phrases(x: sp.csr_matrix, vocab: np.ndarray, tasks: list[Task], histo
                                           detail_of=detail_of, owner=task_of_rows(tasks, x.shape[0]), by="excess pass",
                                           joined=joined):
         occurs = xc.indices[xc.indptr[head]:xc.indptr[head + 1]]
+        steered, holding_datasets = int(steering[head]), int(datasets[head])
         why = (f"more records of one label hold this phrase tonight than this pipeline's earlier nights allow, in "
-               f"{int(steering[head])} datasets: {len(held)} records in {len(detail_of[head])} tasks (excess "
-               f"{surprise[head]:.1f} nats over {int(datasets[head])} datasets holding it)")
+               f"{_count(steered, 'dataset')}: {len(held)} records in {_count(len(detail_of[head]), 'task')} (excess "
+               f"{surprise[head]:.1f} nats over {_count(holding_datasets, 'dataset')} holding it)")
         out.append(Phrase(int(head), str(vocab[head]), float(surprise[head]),
                           min(1.0, len(rows_of[head]) / max(len(occurs), 1)), held, detail_of[head],
                           [str(vocab[m]) for m in cl if m != head], why=why))
     figures.update(found=float(len(out)), joined=float(len(joined)))
     return out, figures
+
+
+def _count(n: int, noun: str) -> str:
+    return f"{n} {noun}" if n == 1 else f"{n} {noun}s"
 
 
 def _placed(placed: list[tuple[int, int, np.ndarray]], tasks: list[Task], holding: np.ndarray, *, cap: float
