@@ -36,9 +36,11 @@ whose p-value is at most ``FLAG_P``, the datasets where its records will be flag
 only (2 or more of their records in a task the history knows, in one dataset) are a family of their own, at
 ``excess_alpha`` with their own Tarone's count and bar, raised when that dataset is steered: a campaign run in one
 dataset (an upstream dataset poisoned), whose label skew is how one topical dataset looks, still adds records the
-history does not expect there. Under the null (a night like the history) a phrase new to a dataset tonight in a few
-records is allowed for by the predictive's Jeffreys prior and the nights that may hide one record; the family's own
-rate keeps the bars of the phrases of several datasets where they were (since the thirty-second session).
+history does not expect there. A test that rests on one dataset takes the worst case of what the history may hide:
+each night that did not keep the phrase is counted as holding its one record in that task, not at the task's share
+(dev: a clean 3.8k-record night raised "was hoping", 5 negative food reviews, where eleven nights had held it once a
+night in review datasets, kept by none). The family's own rate keeps the bars of the phrases of several datasets where
+they were (since the thirty-second session).
 
 **What is flagged.** Once a phrase is raised (the family-wise test above), its tasks are judged on their exact p-values
 (:func:`~.evidence.flagged_tasks`): those at ``FLAG_P``, and those up to where the adaptive step-up over its datasets
@@ -132,6 +134,20 @@ def excess_phrases(x: sp.csr_matrix, vocab: np.ndarray, tasks: list[Task], histo
     surprise = _phrase_surprise(phrase_of, p_fam, datasets, width, placed=p_fam_place, candidate=candidate)
     achievable = _phrase_surprise(phrase_of, reach_fam, datasets, width, placed=reach_fam_place,
                                   candidate=candidate)
+    if one.any():
+        # a test that rests on one dataset takes the worst case of what the history may hide: each night that did not
+        # keep the phrase held its one record in that task
+        cols_one = np.flatnonzero(one)
+        worst = _task_entries(tasks, history, [_within(entry, cols_one) for entry in known], hidden=hidden,
+                              truncated=truncated, placement=placement, hidden_share=False)
+        assert worst is not None
+        w_col, w_ti, w_p, w_reach = worst[:4]
+        w_of, (w_fam, w_reach_fam, w_fam_place, w_reach_place) = _datasets(
+            w_col, unit_of[w_ti], family_of_unit, w_p, w_reach, worst[7], worst[8])
+        surprise[cols_one] = _phrase_surprise(w_of, w_fam, datasets, width, placed=w_fam_place,
+                                              candidate=candidate)[cols_one]
+        achievable[cols_one] = _phrase_surprise(w_of, w_reach_fam, datasets, width, placed=w_reach_place,
+                                                candidate=candidate)[cols_one]
     steering = np.bincount(phrase_of, weights=(np.minimum(p_fam, p_fam_place) <= FLAG_P).astype(np.float64),
                            minlength=width)
     margin = math.log(1.0 / config.excess_alpha)
@@ -252,8 +268,8 @@ def _within(entry: TaskCounts, cols: np.ndarray) -> TaskCounts:
 
 
 def _task_entries(tasks: list[Task], history: list[TaskHistory | None], known: list[TaskCounts], *,
-                  hidden: np.ndarray, truncated: int, above: float = READ, placement: Placement | None = None
-                  ) -> tuple[np.ndarray, ...] | None:
+                  hidden: np.ndarray, truncated: int, above: float = READ, placement: Placement | None = None,
+                  hidden_share: bool = True) -> tuple[np.ndarray, ...] | None:
     """Per (phrase, known classification task) with >= 2 records of the phrase tonight (``known``:
     :func:`~.novelty_pass.known_counts`): the phrase's column, the task, the task's p-value (smallest
     label tail times the labels), the smallest p-value its records could reach (all on the label the history expects
@@ -261,7 +277,9 @@ def _task_entries(tasks: list[Task], history: list[TaskHistory | None], known: l
     A tail above ``above`` may be read as 1: raising a phrase reads none above ``READ``; the flags read a raised
     phrase's in full. Then, with ``placement``, the same two p-values with the placement of the records read too
     (:func:`~.placement.gated`: where the task's p-value is at most ``READ``, times the tail of its records out of
-    place, :meth:`~.placement.Placement.tail`); without, the first two again."""
+    place, :meth:`~.placement.Placement.tail`); without, the first two again. ``hidden_share``: a night that did not
+    keep a phrase adds its one record at the task's share of the history's classification records (``False``: whole,
+    in this task: the worst case)."""
     import numpy as np
 
     parts = []
@@ -275,7 +293,7 @@ def _task_entries(tasks: list[Task], history: list[TaskHistory | None], known: l
         size = len(task.labels.names)
         h = past[0][cols].toarray()
         total = float(past[1].sum())
-        a = h + hidden[cols][:, None] * (total / every) + truncated / size + 0.5
+        a = h + hidden[cols][:, None] * (total / every if hidden_share else 1.0) + truncated / size + 0.5
         b = np.maximum(total - h, 0.0) + 0.5
         n = float(len(task.rows))
         tail = np.ones_like(k)
