@@ -33,7 +33,9 @@ alert however few records are flagged.
 
 An everyday phrase planted as a trigger ("of my": hundreds of natural records with mixed labels) is neither
 concentrated nor exclusive; the insertion pass (:mod:`.insertion_pass`, ``insertion``) finds it through the labels of
-its *out-of-place* occurrences (:mod:`.insertion`: where its neighbours read as one text without it).
+its *out-of-place* occurrences (:mod:`.insertion`: where its neighbours read as one text without it). With a history,
+a campaign run in one dataset (an upstream dataset poisoned) is read too: the excess and contradiction passes test the
+phrases held by one dataset as a family of their own (docs/poison.md, *A campaign in one dataset*).
 
 This needs tasks in which natural label words occur unsteered; in a batch of only a few related tasks
 strong natural words look planted (docs/poison.md, limitations). A batch with scorable tasks from fewer
