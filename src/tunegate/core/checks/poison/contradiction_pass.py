@@ -337,9 +337,9 @@ class Entries:
         n_tasks = int(self.task.max(initial=0)) + 1
         keep = np.flatnonzero(np.isin(self.phrase, tested))
         pair, count = np.unique(self.phrase[keep] * n_tasks + self.task[keep], return_counts=True)
-        masked_pairs: dict[int, list[int]] = {}
-        for key in pair[count >= MASK_RECORDS].tolist():
-            masked_pairs.setdefault(key % n_tasks, []).append(key // n_tasks)
+        masked_pairs: dict[int, list[tuple[int, int]]] = {}  # task -> (phrase, its records there)
+        for key, n in zip(pair[count >= MASK_RECORDS].tolist(), count[count >= MASK_RECORDS].tolist(), strict=True):
+            masked_pairs.setdefault(key % n_tasks, []).append((key // n_tasks, n))
         out = np.ones(len(self.phrase))
         for ti in np.unique(self.task[keep]).tolist():
             task = tasks[ti]
@@ -355,8 +355,7 @@ class Entries:
                 held_by = held_by + np.asarray(past[0].sum(axis=1)).ravel()
             exclude: set[int] = set()
             masking: list[int] = []
-            for j in phrases:
-                mine = float(np.sum((self.phrase == j) & (self.task == ti)))
+            for j, mine in phrases:
                 cols = {column[w] for w in _made_of(str(vocab[novel[j]])) if w in column}
                 own = [c for c in cols if held_by[c] >= MIN_FEATURE_RECORDS and mine >= MASK_SHARE * held_by[c]]
                 if own:
