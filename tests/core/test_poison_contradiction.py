@@ -132,9 +132,9 @@ def test_clean_label_and_clean_batches_raise_nothing_through_the_pass(history: P
 
 def test_a_dirty_label_campaign_in_one_dataset_is_found_with_its_trigger_left_out_of_the_model(
         history: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """One dataset's records only (an upstream dataset poisoned, say): 12 relabelled reviews of one task. One topical
+    """One dataset's records only (an upstream dataset poisoned, say): 20 relabelled reviews of one task. One topical
     dataset skews a phrase's labels naturally, so label statistics do not count here; the records' text contradicting
-    their labels does, tested against the bar of the phrases of one dataset. The trigger's 12 records would teach the
+    their labels does, tested against the bar of the phrases of one dataset. The trigger's 20 records would teach the
     task's model their label (its words become features) and rank themselves high: they are scored by a model without
     the trigger's n-grams."""
     from tunegate.core.checks.poison import contradiction_pass
