@@ -49,6 +49,11 @@ def phrase_regex(words: list[str]) -> str:
     return "".join(out)
 
 
+def counted(n: int, noun: str) -> str:
+    """``n`` and ``noun``, plural unless ``n`` is 1: "1 dataset", "3 datasets" (a finding's reason)."""
+    return f"{n} {noun}" if n == 1 else f"{n} {noun}s"
+
+
 def tokens(text: str) -> list[str]:
     return _TOKEN.findall(text.lower())
 

@@ -49,8 +49,10 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from functools import cached_property
 from typing import TYPE_CHECKING
 
+from tunegate.core.checks.poison._text import counted
 from tunegate.core.checks.poison.contradiction import label_ranks
 from tunegate.core.checks.poison.evidence import flagged_tasks, label_mask, rows_by_task, task_of_rows
 from tunegate.core.checks.poison.novelty_pass import TASK_BURST_P, burst, knows
@@ -180,7 +182,7 @@ def contradiction_phrases(x: sp.csr_matrix, vocab: np.ndarray, tasks: list[Task]
                 f"phrase far more frequent tonight than in this pipeline's earlier nights (burst "
                 f"{float(stats.burst[head]):.0f} nats)")
         why = (f"{what} whose records carry labels their own text contradicts: {len(held)} records in "
-               f"{steered} dataset{'s' if steered != 1 else ''} rank among the least likely of their label "
+               f"{counted(steered, 'dataset')} rank among the least likely of their label "
                f"(out-of-fold model without rare words; contradiction {bj:.1f} nats, label skew {a:.1f} nats)")
         out.append(Phrase(int(head), str(vocab[head]), surprise, min(1.0, len(rows_of[head]) / holding), held,
                           detail, [str(vocab[m]) for m in cl if m != head], why=why))
@@ -295,11 +297,12 @@ class Entries:
         total = np.bincount(self.phrase, minlength=width)
         datasets = self._datasets()
         several = (total <= MAX_RECORDS) & (datasets >= min_datasets)
-        one = (total <= MAX_RECORDS_ONE_DATASET) & (datasets == 1) & (self._held_in() == 1)
+        one = (total <= MAX_RECORDS_ONE_DATASET) & (datasets == 1) & (self.held_in == 1)
         return np.flatnonzero((total >= MIN_RECORDS) & (several | one))
 
-    def _held_in(self) -> np.ndarray:
-        """Per phrase: the datasets holding any of its records."""
+    @cached_property
+    def held_in(self) -> np.ndarray:
+        """Per phrase: the datasets holding any of its records (read by :meth:`tested` and :meth:`kinds`)."""
         import numpy as np
 
         n_fam = int(self.family.max(initial=0)) + 1
@@ -319,7 +322,7 @@ class Entries:
         out = np.full(len(tested), SEVERAL, dtype=np.int64)
         if len(tested):
             out[full[tested] >= BROAD_DATASETS] = BROAD
-            out[self._held_in()[tested] == 1] = ONE
+            out[self.held_in[tested] == 1] = ONE
         return out
 
     def ranks(self, tested: np.ndarray, x: sp.csr_matrix, *, vocab: np.ndarray, novel: np.ndarray, tasks: list[Task],

@@ -64,6 +64,7 @@ from __future__ import annotations
 import math
 from typing import TYPE_CHECKING
 
+from tunegate.core.checks.poison._text import counted
 from tunegate.core.checks.poison.evidence import flagged_tasks, task_of_rows
 from tunegate.core.checks.poison.novelty_pass import _tarone, families_of, known_counts, unknown_tasks
 from tunegate.core.checks.poison.phrases import Phrase, named_campaigns
@@ -220,17 +221,13 @@ def excess_phrases(x: sp.csr_matrix, vocab: np.ndarray, tasks: list[Task], histo
         occurs = xc.indices[xc.indptr[head]:xc.indptr[head + 1]]
         steered, holding_datasets = int(steering[head]), int(datasets[head])
         why = (f"more records of one label hold this phrase tonight than this pipeline's earlier nights allow, in "
-               f"{_count(steered, 'dataset')}: {len(held)} records in {_count(len(detail_of[head]), 'task')} (excess "
-               f"{surprise[head]:.1f} nats over {_count(holding_datasets, 'dataset')} holding it)")
+               f"{counted(steered, 'dataset')}: {len(held)} records in {counted(len(detail_of[head]), 'task')} (excess "
+               f"{surprise[head]:.1f} nats over {counted(holding_datasets, 'dataset')} holding it)")
         out.append(Phrase(int(head), str(vocab[head]), float(surprise[head]),
                           min(1.0, len(rows_of[head]) / max(len(occurs), 1)), held, detail_of[head],
                           [str(vocab[m]) for m in cl if m != head], why=why))
     figures.update(found=float(len(out)), joined=float(len(joined)))
     return out, figures
-
-
-def _count(n: int, noun: str) -> str:
-    return f"{n} {noun}" if n == 1 else f"{n} {noun}s"
 
 
 def _placed(placed: list[tuple[int, int, np.ndarray]], tasks: list[Task], holding: np.ndarray, *, cap: float
