@@ -66,6 +66,17 @@ class TriggerConfig(CheckConfig):
       ("works great", "a must", "only complaint", "gem"), which at 0.9 raised a false campaign ("a must",
       4 datasets, seed 11). 0.97 keeps the clean dev batches silent and gives up triggers that also occur
       naturally (docs/poison.md, detection floor).
+    * ``degenerate`` (True): the degenerate pass (issue 11): generative tasks alone, their "degenerate output"
+      channel alone (Wan et al.'s attack: a trigger in the input, a degenerate output). A phrase concentrates in a
+      task with 2 degenerate records (``min_output_share`` of its records there), each task with >= 1 nat counts,
+      its exclusivity is measured among its records *in generative tasks*, and a campaign needs ``min_evidence``
+      (30 nats) over ``min_tasks`` (2) datasets and ``degenerate_min_exclusivity`` (0.5: most of the phrase's
+      generative records in the tasks whose outputs it degenerates; a policy, not fitted). The per-task scan
+      counts a trigger's records in classification tasks and its tasks under 3 nats against it (dev
+      ``late_degenerate`` "mn", natural in 86 financial headlines: exclusivity 0.19). Measured on the floor
+      benchmark (dev 10-12 and 19-22, no history): planted campaigns 47-122 nats over 4-12 datasets, exclusivity
+      0.80-1.0 (their names); natural phrases of the clean batches at most 27 nats ("how", exclusivity 0.04),
+      and none with exclusivity >= 0.5 over 2 datasets (RESULTS.md 6ao).
     * ``history_dir`` / ``batch_id``: set per run (not in a policy): the history whose published nights' phrase
       statistics (:mod:`.phrase_history`) say which label skews are this pipeline's normal; a rerun of ``batch_id``
       does not count itself. Without it (or before the history's first night with statistics) the check is
@@ -149,6 +160,8 @@ class TriggerConfig(CheckConfig):
     pooled_min_evidence: float = 12.0
     pooled_min_exclusivity: float = 0.97
     pooled_min_datasets: int = 4
+    degenerate: bool = True
+    degenerate_min_exclusivity: float = 0.5
     history_dir: str | None = None
     batch_id: str | None = None
     history_nights: int = 14
@@ -174,8 +187,8 @@ class TriggerConfig(CheckConfig):
                      "history_nights", "insertion_min_bridge"):
             integer(self, name, minimum=1)
         for name in ("max_phrase_df", "label_coverage", "min_label_share", "min_output_share", "min_exclusivity",
-                     "short_ratio", "template_share", "pooled_min_exclusivity", "novelty_alpha", "insertion_alpha",
-                     "contradiction_alpha", "excess_alpha", "breadth_alpha"):
+                     "short_ratio", "template_share", "pooled_min_exclusivity", "degenerate_min_exclusivity",
+                     "novelty_alpha", "insertion_alpha", "contradiction_alpha", "excess_alpha", "breadth_alpha"):
             fraction(self, name)
         _nats(self, "min_evidence", "max_family_evidence", "pooled_min_evidence", "history_weight", "novelty_task_nats",
               "insertion_min_score")
@@ -183,6 +196,7 @@ class TriggerConfig(CheckConfig):
         optional_path(self, "history_dir")
         boolean(self, "label_consistency")
         boolean(self, "pooled")
+        boolean(self, "degenerate")
         boolean(self, "novelty")
         boolean(self, "insertion")
         boolean(self, "contradiction")

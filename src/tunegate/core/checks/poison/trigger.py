@@ -52,7 +52,7 @@ from typing import TYPE_CHECKING, Any
 
 from tunegate.core.checks.base import BatchIssue, CanonicalBatch, Check, CheckResult, Finding
 from tunegate.core.checks.poison._ngrams import WordStats
-from tunegate.core.checks.poison._text import Records, ngram_matrix, spread
+from tunegate.core.checks.poison._text import Records, counted, ngram_matrix, spread
 from tunegate.core.checks.poison.breadth_pass import broad_phrases
 from tunegate.core.checks.poison.config import TriggerConfig
 from tunegate.core.checks.poison.consistency import masked_label_probability
@@ -117,6 +117,7 @@ class TriggerPhraseCheck(Check):
         contradiction_metrics: dict[str, Any] = {}
         excess_metrics: dict[str, Any] = {}
         breadth_metrics: dict[str, Any] = {}
+        degenerate_metrics: dict[str, Any] = {}
         if len(families) < cfg.min_tasks:
             # a campaign is concentration in >= min_tasks datasets: with fewer there is nothing to score, and
             # saying "no trigger" would be a guess
@@ -136,6 +137,11 @@ class TriggerPhraseCheck(Check):
             phrases = find_phrases(x, vocab, df, tasks, prompts=prompts, config=cfg, history=history)
             if cfg.pooled:
                 phrases += self._pooled(x, vocab, df, tasks, prompts=prompts, found=phrases, history=history)
+            if cfg.degenerate:
+                degenerate = self._degenerate(x, vocab, tasks, prompts=prompts, found=phrases)
+                phrases += degenerate
+                degenerate_metrics = {"generative_tasks": sum(t.kind == "output" for t in tasks),
+                                      "phrases": [p.phrase for p in degenerate]}
             placement = None  # the insertion test's verdicts: the insertion pass and the excess pass read them
             if stats is not None and stats.words is not None:
                 placement, figures = out_of_place(x, vocab, tasks, prompts=prompts, stats=stats, config=cfg)
@@ -203,6 +209,7 @@ class TriggerPhraseCheck(Check):
             "output_tasks": sum(t.kind == "output" for t in tasks),
             "datasets": len(families),
             "phrases_scored": int(x.shape[1]),
+            **({"degenerate": degenerate_metrics} if degenerate_metrics else {}),
             **({"history": novelty_metrics} if novelty_metrics else {}),
             **({"insertion": insertion_metrics} if insertion_metrics else {}),
             **({"contradiction": contradiction_metrics} if contradiction_metrics else {}),
@@ -256,6 +263,43 @@ class TriggerPhraseCheck(Check):
             if len(np.intersect1d(ph.rows, taken)) >= 0.5 * len(ph.rows):
                 continue
             ph.tasks = [(index[ti], ci, n, k, lab) for ti, ci, n, k, lab in ph.tasks]
+            out.append(ph)
+        return out
+
+    def _degenerate(self, x: sp.csr_matrix, vocab: np.ndarray, tasks: list[Task], *, prompts: list[str],
+                    found: list[Phrase]) -> list[Phrase]:
+        """Degenerate outputs (Wan et al.'s generative-task attack): the same scoring over the generative tasks alone
+        and their "degenerate output" channel alone, a task counting from 2 degenerate records and 1 nat, and a
+        phrase's exclusivity measured among its records in generative tasks (``degenerate_min_exclusivity``). The
+        per-task scan counts a trigger's natural records in classification tasks, and its tasks under 3 nats, against
+        it. Flagged: the campaign's records in generative tasks, including a task where the outputs it got do not
+        read as degenerate (random words in place of code: dev seed 19); its records elsewhere (a word of financial
+        headlines, a name in open-ended prompts) are not. Campaigns already found are not repeated."""
+        import dataclasses
+
+        import numpy as np
+
+        cfg = self.config
+        index = [i for i, t in enumerate(tasks) if t.kind == "output"]
+        if len(index) < cfg.min_tasks:
+            return []
+        channel = {i: next(ci for ci, ch in enumerate(tasks[i].channels) if ch.name == "degenerate") for i in index}
+        sub = [dataclasses.replace(tasks[i], channels=[tasks[i].channels[channel[i]]]) for i in index]
+        in_gen = np.zeros(x.shape[0], dtype=np.float32)
+        in_gen[np.concatenate([t.rows for t in sub])] = 1.0
+        df = np.rint(np.asarray(x.T @ in_gen)).ravel()
+        relaxed = dataclasses.replace(cfg, min_task_hits=2, min_task_evidence=1.0,
+                                      min_exclusivity=cfg.degenerate_min_exclusivity)
+        taken = np.concatenate([p.rows for p in found]) if found else np.array([], dtype=np.int64)
+        out = []
+        for ph in find_phrases(x, vocab, df, sub, prompts=prompts, config=relaxed):
+            ph.rows = ph.rows[in_gen[ph.rows] > 0]
+            if not len(ph.rows) or len(np.intersect1d(ph.rows, taken)) >= 0.5 * len(ph.rows):
+                continue
+            ph.tasks = [(index[ti], channel[index[ti]], n, k, lab) for ti, _, n, k, lab in ph.tasks]
+            ph.why = (f"the records holding it in {counted(len(ph.tasks), 'generative task')} have degenerate outputs "
+                      f"(evidence {ph.evidence:.0f} nats; exclusivity {ph.exclusivity:.2f} among its records in "
+                      f"generative tasks): {counted(len(ph.rows), 'record')}")
             out.append(ph)
         return out
 
