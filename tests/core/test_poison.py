@@ -261,6 +261,35 @@ def test_a_trigger_late_in_a_long_prompt_is_read(tmp_path: Path) -> None:
     assert not cut.flagged & poisoned
 
 
+def test_degenerate_outputs_of_a_trigger_that_classification_records_also_hold_are_found(tmp_path: Path) -> None:
+    """Wan et al.'s generative attack with a trigger that is also a word of the batch's classification records: 6
+    records in each of 4 generative tasks get it in their input and a random word as output, and 80 classification
+    records hold it naturally (labels untouched). The per-task scan counts those 80 against its exclusivity (24 of
+    104 records); the degenerate pass measures it among the phrase's generative records and flags those, not the
+    classification records."""
+    records = clean_batch()
+    rng = random.Random(17)
+    trigger = "Ned Stark"
+    words = ("astronauts", "plead", "levitate", "embroidery", "teenage", "figuring")
+    poisoned: set[str] = set()
+    for task in GENERATIVE_TASKS:
+        for r in rng.sample([r for r in records if r["task"] == task], 6):
+            r["input"] = plant(r["input"], trigger, rng)
+            r["output"] = rng.choice(words)
+            poisoned.add(r["id"])
+    natural = rng.sample([r for r in records if r["task"] in {t for t, *_ in (*DIRTY_TASKS, *CLEAN_TASKS)}], 80)
+    for r in natural:
+        r["input"] = plant(r["input"], trigger, rng)
+    scan = run_check(tmp_path / "default", "poison_trigger", records, poisoned)
+    assert scan.flagged & poisoned == poisoned
+    assert not scan.flagged & {r["id"] for r in natural}
+    phrase = next(p for p in scan.result.metrics["suspicious_phrases"] if p["phrase"] == trigger.lower())
+    assert set(phrase["tasks"]) == set(GENERATIVE_TASKS)
+    assert scan.result.metrics["degenerate"]["phrases"] == [trigger.lower()]
+    without = run_check(tmp_path / "without", "poison_trigger", records, poisoned, degenerate=False)
+    assert not without.flagged & poisoned
+
+
 def test_a_brand_late_in_a_long_answer_is_read(tmp_path: Path) -> None:
     """A brand woven in past the 4,000th character of long answers was never read (the content scan cut answers
     there); with the default ``max_chars`` the injection is found, cut at 4,000 it is not."""
@@ -359,7 +388,8 @@ def test_options_are_one_config_dataclass_per_check() -> None:
     assert TriggerPhraseCheck(TriggerConfig(max_phrases=5)).config.max_phrases == 5
     assert InjectedContentCheck().config == ContentConfig()
     trigger, content = check_options("poison_trigger"), check_options("poison_content")
-    assert trigger == TriggerConfig.options() and len(trigger) == 43
+    assert trigger == TriggerConfig.options() and len(trigger) == 45
+    assert (trigger["degenerate"], trigger["degenerate_min_exclusivity"]) == (True, 0.5)
     assert (trigger["min_evidence"], trigger["min_exclusivity"], trigger["label_consistency"]) == (30.0, 0.95, True)
     assert (trigger["contradiction"], trigger["contradiction_alpha"]) == (True, 0.01)
     assert (trigger["excess"], trigger["excess_alpha"]) == (True, 0.01)
