@@ -344,10 +344,12 @@ class Entries:
         for key, n in zip(pair[count >= MASK_RECORDS].tolist(), count[count >= MASK_RECORDS].tolist(), strict=True):
             masked_pairs.setdefault(key % n_tasks, []).append((key // n_tasks, n))
         out = np.ones(len(self.phrase))
+        order = np.argsort(self.task, kind="stable")  # each task's entries, in entry order, without a scan per task
+        bounds = np.searchsorted(self.task[order], np.arange(n_tasks + 1))
         for ti in np.unique(self.task[keep]).tolist():
             task = tasks[ti]
             plain = label_ranks(x, task, history=history[ti])
-            here = np.flatnonzero(self.task == ti)
+            here = order[bounds[ti]:bounds[ti + 1]]
             out[here] = plain[np.searchsorted(task.rows, self.row[here])]
             phrases = masked_pairs.get(ti)
             if not phrases:
