@@ -138,10 +138,12 @@ class TriggerPhraseCheck(Check):
             if cfg.pooled:
                 phrases += self._pooled(x, vocab, df, tasks, prompts=prompts, found=phrases, history=history)
             if cfg.degenerate:
+                began = time.monotonic()
                 degenerate = self._degenerate(x, vocab, tasks, prompts=prompts, found=phrases)
                 phrases += degenerate
                 degenerate_metrics = {"generative_tasks": sum(t.kind == "output" for t in tasks),
-                                      "phrases": [p.phrase for p in degenerate]}
+                                      "phrases": [p.phrase for p in degenerate],
+                                      "seconds": round(time.monotonic() - began, 2)}
             placement = None  # the insertion test's verdicts: the insertion pass and the excess pass read them
             if stats is not None and stats.words is not None:
                 placement, figures = out_of_place(x, vocab, tasks, prompts=prompts, stats=stats, config=cfg)
