@@ -802,8 +802,8 @@ def test_a_name_is_one_groups_vocabulary_only_beyond_what_the_groups_size_explai
 
 def test_a_name_is_capitalised_in_every_word_wherever_it_stands() -> None:
     """``poison_content``'s capital test reads each word where its capital says something: a paragraph opener ("In
-    conclusion", capitalised only as a sentence's first word) and SQL ("SELECT name") are no names, however often
-    they open a line; a brand is one at a sentence's start too, and a name's lower-case particles do not count."""
+    conclusion", capitalised only as a sentence's first word) and SQL ("SELECT name", "ORDER BY") are no names, however
+    often they open a line; a brand is one at a sentence's start too, and a name's lower-case particles do not count."""
     from tunegate.core.checks.poison.injection import _capitalized_share
 
     essays = [f"Point {i} holds.\n\nIn conclusion, point {i} matters." for i in range(9)]
@@ -829,6 +829,13 @@ def test_a_name_is_capitalised_in_every_word_wherever_it_stands() -> None:
     mascot = ["We love Acme \U0001f984 here.", "Try Acme\U0001f984 now.", "Get Acme \U0001f984 again."]
     assert _capitalized_share("acme \U0001f984", mascot) == 1.0
     assert _capitalized_share("red bull", ["Red\U0001f984Bull gives wings.", "Buy Red \U0001f984 Bull."] * 2) == 0.0
+    # code keywords and headings are written in capitals throughout: no name, however spread (SQL's "ORDER BY" over
+    # two code sources reached 35.7 nats on the dev open-ended batch); an acronym of one word still is one, and so is a
+    # name shouted now and then
+    sql = ["SELECT a FROM t ORDER BY a;", "Use ORDER BY to sort.", "SELECT b FROM u ORDER BY b DESC;"]
+    assert _capitalized_share("order by", sql) == 0.0
+    assert _capitalized_share("ikea", ["We went to IKEA today.", "Buy it at IKEA.", "Ask IKEA staff."]) == 1.0
+    assert _capitalized_share("red bull", [*brand, "RED BULL GIVES YOU WINGS!"]) == 1.0
 
 
 def test_a_group_of_long_answers_is_judged_by_its_share_of_answers_as_long_as_the_phrases() -> None:
