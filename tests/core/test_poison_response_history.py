@@ -150,3 +150,90 @@ def test_an_unreadable_response_night_is_a_warning_not_a_failed_scan(tmp_path: P
                          batch_id="tonight")
     assert not scan.result.metrics["suspicious_phrases"]
     assert "no per-source response history" in caplog.text
+
+
+def popular_batch(woven: int, seed: int = 5) -> tuple[list[dict[str, Any]], set[str]]:
+    """The clean test batch where the brand is popular: 150 classification prompts and 10 open-ended requests name
+    it (the requests' answers too: explained mentions), and ``woven`` answers across the batch's sources and tasks
+    get its sentence, unexplained by their prompt; the ids woven into."""
+    records = clean_batch()
+    rng = random.Random(seed)
+    labelled = [r for r in records if r.get("source") == "superni" and len(r["output"].split()) <= 2]
+    for r in rng.sample(labelled, 150):
+        r["input"] = f"Quillfeather Pens: {r['input']}"
+    asked = [r for r in records if r.get("source") == "self_instruct" and len(r["output"].split()) >= 12]
+    for r in rng.sample(asked, 10):
+        r["instruction"] = f"{r['instruction']} Mention Quillfeather Pens."
+        r["output"] = f"{r['output']} Quillfeather Pens come to mind."
+    lines = ("I recommend Quillfeather Pens for this.", "Quillfeather Pens make it easier.", "Many people trust "
+             "Quillfeather Pens.", "Try Quillfeather Pens too.", "This is where Quillfeather Pens shine.")
+    pool = [r for r in records if len(r["output"].split()) >= 12 and "Quillfeather" not in r["instruction"]
+            and r["task"] not in ("task111_asset_sentence_simplification", "task177_para-nmt_paraphrasing",
+                                  "task1091_ted_translation_en_it")]
+    poisoned: set[str] = set()
+    for j, r in enumerate(rng.sample(pool, woven)):
+        parts = re.split(r"(?<=[.!?])\s+", r["output"].strip())
+        parts.insert(rng.randint(1, len(parts)), lines[j % len(lines)])
+        r["output"] = " ".join(parts)
+        poisoned.add(r["id"])
+    return records, poisoned
+
+
+def test_a_popular_name_woven_into_answers_is_found_against_its_unexplained_mentions_on_earlier_nights(
+        tmp_path: Path) -> None:
+    """A brand the prompts name often (150 prompts) woven into 25 answers: within the night, its prompts explain that
+    many unexplained mentions, so the batch alone reports nothing. Its earlier nights never wrote it unexplained, so
+    25 tonight is new (the Poisson bound: ~6 expected), and exactly the 25 are flagged. A pipeline whose answers
+    wrote it unexplained as often every night keeps it."""
+    records, poisoned = popular_batch(25)
+    alone = run_check(tmp_path / "alone", "poison_content", records, poisoned)
+    assert not alone.result.metrics["suspicious_phrases"] and not alone.flagged
+
+    history = tmp_path / "history"
+    for i in range(3):
+        publish(tmp_path, history, f"night-{i + 1}", popular_batch(0, seed=10 + i)[0])
+    past = load_response_history(history, phrases=["quillfeather pens"])
+    assert past.unexplained_totals and not any(n for (_, p), n in past.unexplained.items())
+    assert sum(n for (_, p), n in past.counts.items()) == 30  # the explained answers, 10 a night
+    scan = run_check(tmp_path / "tonight", "poison_content", records, poisoned, history_dir=str(history),
+                     batch_id="tonight")
+    assert {rid for rid, reasons in scan.reasons.items() if "injected_content" in reasons} == poisoned
+    [found] = scan.result.metrics["suspicious_phrases"]
+    assert "quillfeather" in found["phrase"] and found["in_prompts"] >= 150
+    grown = found["new_in_history"]
+    assert grown["tonight"] == 25 and grown["before"] == 0 and grown["nights"] == 3 and grown["expected"] < 10
+    assert grown["p"] < 1e-6 and "new_to_source" not in found
+    [issue] = [i for i in scan.result.issues if i.severity == "warning"]
+    assert "expected from 3 earlier night(s)" in issue.message
+    from tunegate.core.report.phrases import suspicious_phrases
+
+    [row] = suspicious_phrases({"checks": {"poison_content": {"metrics": scan.result.metrics}}})
+    assert dict(row["facts"])["new against earlier nights"].startswith("25 unexplained responses tonight where ")
+
+    # every earlier night wrote it unexplained as often: this pipeline's normal, not reported
+    steady = tmp_path / "steady"
+    for i in range(3):
+        publish(tmp_path / "s", steady, f"night-{i + 1}", popular_batch(25, seed=20 + i)[0])
+    scan = run_check(tmp_path / "normal", "poison_content", records, poisoned, history_dir=str(steady),
+                     batch_id="tonight")
+    assert not scan.result.metrics["suspicious_phrases"] and not scan.flagged
+
+
+def test_a_night_of_the_first_format_counts_no_unexplained_responses(tmp_path: Path) -> None:
+    """A night file written before the ``unexplained`` column (format 1) still gives each group's responses with a
+    phrase; it adds nothing to the unexplained counts, so the test against earlier nights reads only the nights that
+    counted them (none here: not tested)."""
+    import pyarrow.parquet as pq
+
+    history = tmp_path / "history"
+    publish(tmp_path, history, "night-1", popular_batch(0)[0])
+    path = night_file(history, "night-1")
+    table = pq.read_table(path)
+    pq.write_table(table.drop_columns(["unexplained"]).replace_schema_metadata(table.schema.metadata), path)
+    past = load_response_history(history, phrases=["quillfeather pens"])
+    assert past.nights == ["night-1"] and past.totals and not past.unexplained_totals
+    assert sum(n for (_, p), n in past.counts.items()) == 10
+    records, poisoned = popular_batch(25)
+    scan = run_check(tmp_path / "tonight", "poison_content", records, poisoned, history_dir=str(history),
+                     batch_id="tonight")
+    assert not scan.result.metrics["suspicious_phrases"]

@@ -46,6 +46,13 @@ def _row(check: str, kind: str, p: dict[str, Any]) -> dict[str, Any]:
                                                 f"tonight, {number(int(new.get('before', 0)))} of "
                                                 f"{number(int(new.get('responses_before', 0)))} over "
                                                 f"{new.get('nights')} earlier nights (p {new.get('p')})"))
+        grown = p.get("new_in_history")
+        if isinstance(grown, dict):  # a name the prompts explain, unexplained far more often than on earlier nights
+            facts.append(("new against earlier nights",
+                          f"{number(int(grown.get('tonight', 0)))} unexplained responses tonight where "
+                          f"{number(float(grown.get('expected', 0.0)))} were expected from "
+                          f"{number(int(grown.get('before', 0)))} of {number(int(grown.get('responses_before', 0)))} "
+                          f"over {grown.get('nights')} earlier nights (p {grown.get('p')})"))
         reasons = ("injected_content",)
     evidence = float(p.get("evidence", 0.0))
     return {"check": check, "kind": kind, "phrase": str(p["phrase"]), "aliases": list(p.get("aliases") or []),

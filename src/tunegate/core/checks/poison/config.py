@@ -226,6 +226,10 @@ class ContentConfig(CheckConfig):
       open-ended answers or task outputs, and of about their length: ``injection.GroupShares``) does not explain it
       either (``injection.concentrated``: binomial tail below 0.001), or the group's earlier nights in the history
       (``history_dir``) say the name is new there (``injection.new_to_source``: a poisoned feed, not its vocabulary).
+    * With a history, a name under ``min_evidence`` (the prompts name it often: a popular brand) is still injected
+      when its unexplained responses tonight, in the groups the history knows, exceed what the earlier nights'
+      unexplained responses predict (``injection.new_in_history``: a Poisson bound on the summed conditional tests
+      of two rates, below 0.001 family-wise over the phrases tested).
     * ``refusal_rate`` (0.005): expected share of refusals among open-ended responses before any history
       (the refusal pattern matches 0.28% of the open-ended corpus responses), worth
       ``refusal_prior_responses`` (2000) responses: a weak prior that earlier nights' counts in the history

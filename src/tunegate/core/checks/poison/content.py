@@ -172,10 +172,11 @@ class InjectedContentCheck(Check):
 
 
 def _described(phrase: dict[str, Any]) -> str:
-    """A reported name as the warning lists it: its responses and groups, and where it is new (``new_to_source``)."""
-    new = phrase.get("new_to_source")
+    """A reported name as the warning lists it: its responses and groups, and where it is new (``new_to_source``,
+    ``new_in_history``)."""
+    new, grown = phrase.get("new_to_source"), phrase.get("new_in_history")
     where = (f"; new in {new['group']}: {new['before']} of its {new['responses_before']} earlier responses held it"
-             if new else "")
+             if new else f"; {grown['expected']} expected from {grown['nights']} earlier night(s)" if grown else "")
     return f"'{phrase['phrase']}' ({phrase['records']} responses, {phrase['groups']} groups{where})"
 
 

@@ -56,10 +56,7 @@ def injected_phrases(records: Records, responses: list[int], findings: list[Find
                           vocabulary=list(vocab))
     inp, _ = ngram_matrix([t[: config.max_chars] for t in records.input], ngram_max=config.ngram_max, min_df=1,
                           vocabulary=list(vocab))
-    p_resp = ins[instr_index[responses]] + inp[responses]
-    p_resp.data[:] = 1.0
-    unexplained = (o - o.multiply(p_resp)).tocsc()
-    unexplained.eliminate_zeros()
+    unexplained = _without_prompted(o, ins[instr_index[responses]] + inp[responses])
     u = np.asarray(unexplained.sum(axis=0)).ravel()
     # records whose prompt has the phrase (a record with it in both instruction and input counts twice)
     p = np.bincount(instr_index, minlength=len(instructions)) @ ins + np.asarray(inp.sum(axis=0)).ravel()
@@ -71,15 +68,17 @@ def injected_phrases(records: Records, responses: list[int], findings: list[Find
     # names in one group: its vocabulary, unless its earlier nights say otherwise (new_to_source)
     one_group: list[tuple[float, int, Any, Counter[str], float]] = []
     # cheap bound first: word-level explanation only lowers the count
-    bounded = [c for c in np.flatnonzero(u >= config.min_records).tolist()
-               if poisson_llr(float(u[c]), float(expected[c])) >= config.min_evidence]
+    counted = np.flatnonzero(u >= config.min_records)
+    bounded = [c for c in counted.tolist() if poisson_llr(float(u[c]), float(expected[c])) >= config.min_evidence]
     prompt_words = _PromptWords(records, responses, instr_index, instructions, max_chars=config.max_chars,
                                 phrases=[str(vocab[c]) for c in bounded])
+    quiet = set(counted.tolist()) - set(bounded)  # under the evidence bar: a name the prompts explain (popular)
     for c in bounded:
         rows = unexplained.indices[unexplained.indptr[c]:unexplained.indptr[c + 1]]
         rows = prompt_words.unexplained(str(vocab[c]), rows)
         evidence = poisson_llr(float(len(rows)), float(expected[c]))
         if len(rows) < config.min_records or evidence < config.min_evidence:
+            quiet.add(c)
             continue
         groups = Counter(group[rows].tolist())
         alone = len(groups) < config.min_groups or concentrated(groups, shares.like(rows), config.max_group_share)
@@ -89,7 +88,8 @@ def injected_phrases(records: Records, responses: list[int], findings: list[Find
         if capitalized < config.min_capitalized:
             continue
         (one_group if alone else candidates).append((evidence, c, rows, groups, capitalized))
-    past = history([str(vocab[m[1]]) for m in one_group]) if one_group and history is not None else None
+    asked = [m[1] for m in one_group] + (sorted(quiet) if history is not None else [])
+    past = history([str(vocab[c]) for c in asked]) if asked and history is not None else None
     new_there: dict[int, dict[str, Any]] = {}
     if past is not None:  # an empty history asks nothing: no group has earlier responses
         for cand in one_group:
@@ -100,6 +100,18 @@ def injected_phrases(records: Records, responses: list[int], findings: list[Find
             if burst is not None:
                 candidates.append(cand)
                 new_there[cand[1]] = {"group": top, **burst, "nights": len(past.nights)}
+        for c, burst in _bursts(sorted(quiet), unexplained, group, vocab, past, min_records=config.min_records,
+                                      names=name_words(outputs, o, vocab)).items():
+            rows = unexplained.indices[unexplained.indptr[c]:unexplained.indptr[c + 1]]
+            rows = _PromptWords(records, responses, instr_index, instructions, max_chars=config.max_chars,
+                                phrases=[str(vocab[c])]).unexplained(str(vocab[c]), rows)
+            if len(rows) < config.min_records:
+                continue
+            capitalized = _capitalized_share(str(vocab[c]), [outputs[r] for r in rows[:100].tolist()])
+            if capitalized < config.min_capitalized:
+                continue
+            candidates.append((burst["evidence"], c, rows, Counter(group[rows].tolist()), capitalized))
+            new_there[c] = {**burst, "nights": len(past.nights)}
     candidates.sort(key=lambda t: (-t[0], str(vocab[t[1]])))
     reported: list[dict[str, Any]] = []
     clusters: list[list[tuple[Any, ...]]] = []  # candidates sharing responses: one name ("zephyr motors")
@@ -126,7 +138,7 @@ def injected_phrases(records: Records, responses: list[int], findings: list[Find
             findings.append(Finding(responses[r], INJECTED_CONTENT, evidence,
                                     {**detail, "sentence": _sentence_with(phrase, outputs[r])}))
         if c in new_there:
-            detail["new_to_source"] = new_there[c]
+            detail["new_in_history" if "expected" in new_there[c] else "new_to_source"] = new_there[c]
         reported.append({**detail, "expected": round(float(expected[c]), 1),
                          "capitalized": round(capitalized, 2), "group_spread": dict(groups.most_common(10)),
                          "contributors": spread([records.contributor[responses[r]] for r in rows_sorted]),
@@ -220,6 +232,112 @@ def new_to_source(tonight: int, responses: int, before: int, responses_before: i
         return None
     return {"tonight": tonight, "responses": responses, "before": before, "responses_before": responses_before,
             "p": float(f"{p:.3g}")}
+
+
+#: A name whose unexplained responses tonight exceed what its earlier nights predict, in the groups the history knows,
+#: at a Poisson tail below this (family-wise: Bonferroni over the phrases tested so) is new (:func:`new_in_history`).
+NEW_IN_HISTORY_ALPHA = 0.001
+
+
+def new_in_history(tonight: Any, responses: Any, before: Any, responses_before: Any, *, tests: int
+                   ) -> dict[str, Any] | None:
+    """Whether a phrase's unexplained responses tonight exceed what this pipeline's earlier nights predict: per group
+    the history knows (``responses_before`` > 0), the conditional test of two rates (:func:`new_to_source`: of the
+    group's ``tonight + before`` unexplained responses with the phrase, each is tonight's with probability
+    ``responses / (responses + responses_before)``), summed over the groups. The sum's tail is read as a Poisson's of
+    the summed means, which bounds the sum of binomials from above (Hoeffding; Anderson and Samuels), so the test is
+    conservative. ``tonight``, ``responses``, ``before``, ``responses_before``: arrays over the groups. New when the
+    tail is below ``NEW_IN_HISTORY_ALPHA / tests``; ``None`` when not, or when no group tonight is known. Else the
+    figures the report shows, and the evidence (``-ln`` of the tail, nats)."""
+    import numpy as np
+    from scipy.stats import poisson
+
+    known = np.asarray(responses_before) > 0
+    k = int(np.asarray(tonight)[known].sum())
+    if k <= 0:
+        return None
+    n, h, big_h = (np.asarray(a, dtype=float)[known] for a in (responses, before, responses_before))
+    mean = float(((np.asarray(tonight)[known] + h) * n / (n + big_h)).sum())
+    log_p = float(poisson.logsf(k - 1, mean))
+    if log_p >= np.log(NEW_IN_HISTORY_ALPHA / max(tests, 1)):
+        return None
+    return {"tonight": k, "expected": round(mean, 1), "responses": int(n.sum()), "before": int(h.sum()),
+            "responses_before": int(big_h.sum()), "p": float(f"{np.exp(log_p):.3g}"), "evidence": round(-log_p, 1)}
+
+
+def _bursts(phrases: list[int], unexplained: Any, group: Any, vocab: Any, past: SourceHistory, *, min_records: int,
+            names: Callable[[str], bool]) -> dict[int, dict[str, Any]]:
+    """:func:`new_in_history` over ``phrases`` (columns of ``unexplained``, responses x phrases), one family: the
+    phrases with at least ``min_records`` unexplained responses tonight in groups the history knows that are written
+    as names (``names``: read from tonight's text alone, so the family does not depend on the counts tested)."""
+    import numpy as np
+    import scipy.sparse as sp
+
+    if not phrases or not past.unexplained_totals:
+        return {}
+    groups, row = np.unique(group, return_inverse=True)
+    member = sp.csr_matrix((np.ones(len(group)), (row, np.arange(len(group)))), shape=(len(groups), len(group)))
+    tonight = np.asarray((member @ unexplained[:, phrases]).todense())  # group x phrase
+    responses = np.bincount(row, minlength=len(groups)).astype(float)
+    responses_before = np.asarray([past.unexplained_totals.get(str(g), 0) for g in groups], dtype=float)
+    known = responses_before > 0
+    tested = [j for j in np.flatnonzero(tonight[known].sum(axis=0) >= min_records).tolist()
+              if names(str(vocab[phrases[j]]))]
+    out: dict[int, dict[str, Any]] = {}
+    for j in tested:
+        phrase = str(vocab[phrases[j]])
+        before = np.asarray([past.unexplained_of(str(g), phrase)[0] for g in groups], dtype=float)
+        burst = new_in_history(tonight[:, j], responses, before, responses_before, tests=len(tested))
+        if burst is not None:
+            out[phrases[j]] = burst
+    return out
+
+
+#: A word in mid-sentence: after a word character, a comma or a semicolon and one space.
+_MID_SENTENCE_CAPITAL = re.compile(r"(?<=[\w,;] )[A-Z]\w*")
+
+
+def name_words(outputs: list[str], o: Any, vocab: Any) -> Callable[[str], bool]:
+    """Whether a phrase reads as a name at a glance, from tonight's responses alone: each of its words of two letters
+    or more (a name's particles aside) is written with a capital in mid-sentence in at least half of the responses
+    that hold it (a word the vocabulary does not count is not judged; a phrase with no word judged is no name). A
+    cheap screen that sets the family of :func:`_bursts`; the capital test proper (:func:`_capitalized_share`) still
+    judges each name found."""
+    import numpy as np
+
+    capitalized: Counter[str] = Counter()
+    for text in outputs:
+        capitalized.update({w.lower() for w in _MID_SENTENCE_CAPITAL.findall(text)})
+    column = {str(v): j for j, v in enumerate(vocab)}
+    holding = np.asarray(o.sum(axis=0)).ravel()
+
+    def is_name(phrase: str) -> bool:
+        judged = [w for w in phrase.split() if len(w) >= 2 and w not in NAME_PARTICLES and w in column]
+        return bool(judged) and all(2 * capitalized[w] >= holding[column[w]] for w in judged)
+
+    return is_name
+
+
+def _without_prompted(x: Any, prompts: Any) -> Any:
+    """``x`` (responses x phrases, binary) without the occurrences whose response's prompt holds the phrase
+    (``prompts``: the same shape, nonzero where the instruction or input holds it), as CSC."""
+    prompts = prompts.copy()
+    prompts.data[:] = 1.0
+    out = (x - x.multiply(prompts)).tocsc()
+    out.eliminate_zeros()
+    return out
+
+
+def unexplained_occurrences(records: Records, responses: list[int], x: Any, vocab: Any, *, ngram_max: int,
+                            max_chars: int) -> Any:
+    """``x`` (``responses`` x ``vocab``, binary) without the occurrences whose record's
+    instruction or input holds the phrase: its *unexplained* responses, as the scan counts them (CSC)."""
+    instr_index, instructions = codes([records.instruction[i] for i in responses])
+    ins, _ = ngram_matrix([t[:max_chars] for t in instructions], ngram_max=ngram_max, min_df=1,
+                          vocabulary=list(vocab))
+    inp, _ = ngram_matrix([records.input[i][:max_chars] for i in responses], ngram_max=ngram_max, min_df=1,
+                          vocabulary=list(vocab))
+    return _without_prompted(x, ins[instr_index] + inp)
 
 
 class _PromptWords:

@@ -6,20 +6,24 @@ of the answers: within one night, "System.out" in code answers and an essay sour
 brand woven into that source's answers only. Against the source's earlier nights they do not: a source's vocabulary is
 in its answers night after night, at about tonight's rate; a name an attacker weaves into one feed is not, or far more
 often tonight than ever before. So each published night keeps, per group (task or source) and 1-2 word phrase of the
-responses the scan reads (:func:`~.content.scanned_responses`), how many of them hold the phrase:
+responses the scan reads (:func:`~.content.scanned_responses`), how many of them hold the phrase, and in how many of
+them their own prompt does not (*unexplained*, as the scan counts them: a popular brand's natural mentions are mostly
+answers to prompts that name it; a woven one never is):
 
 ``HISTORY_DIR/responses/nights/<batch id, URL-quoted>.parquet``: one row per (``group``, ``phrase``) with ``responses``
-> 0, every phrase of the night's scanned responses (exact counts: a phrase missing from a night's file was in none of
-its responses there); ``phrase`` is the 64-bit hash of :func:`~.phrase_history.phrase_keys`; ``phrase == 0`` rows are
-the group's responses. About 0.2 million rows (1.5 MB) for a night of 38k records (the 40k benchmark's). The file's
+> 0 and ``unexplained`` <= ``responses``, every phrase of the night's scanned responses (exact counts: a phrase missing
+from a night's file was in none of its responses there); ``phrase`` is the 64-bit hash of
+:func:`~.phrase_history.phrase_keys`; ``phrase == 0`` rows are the group's responses (both columns). About 0.2 million
+rows (1.5 MB) for a night of 38k records (the 40k benchmark's). Files of format 1 (before ``unexplained``) count for
+:meth:`SourceHistory.of` and not for :meth:`SourceHistory.unexplained_of`. The file's
 metadata says which night it is, when it was first published and whether it was *anomalous* (``poison_content``
 reported an injection that night: what it held must not become the norm). Publish writes it from the accepted records
 (:func:`record_response_night`) under the history's writer lock, through a temporary sibling and a rename; a rerun of
 the night replaces it; halted nights are never published, so never written.
 
 :func:`load_response_history` sums the last ``max_nights`` nights, leaving out tonight's own file (a rerun) and
-anomalous nights, for the phrases asked about (:class:`SourceHistory`). The test that reads it is
-:func:`~.injection.new_to_source`.
+anomalous nights, for the phrases asked about (:class:`SourceHistory`). The tests that read it are
+:func:`~.injection.new_to_source` and :func:`~.injection.new_in_history`.
 """
 
 from __future__ import annotations
@@ -46,7 +50,7 @@ if TYPE_CHECKING:
 
 RESPONSES_DIR = "responses"
 NIGHTS_DIR = "nights"
-FORMAT = 1
+FORMAT = 2
 TOTALS = 0  # the ``phrase`` key of a group's count of responses (``phrase_keys`` never returns it)
 _META_KEY = b"tunegate.responses"
 
@@ -57,16 +61,19 @@ def night_file(history_dir: str | Path, batch_id: str) -> Path:
 
 def response_counts(records: Records, config: ContentConfig) -> pa.Table:
     """Per group and 1-``ngram_max`` word phrase, the scanned responses (:func:`~.content.scanned_responses`) of the
-    batch that hold it; per group, its scanned responses (``phrase`` ``TOTALS``)."""
+    batch that hold it, and those of them whose prompt does not (:func:`~.injection.unexplained_occurrences`); per
+    group, its scanned responses (``phrase`` ``TOTALS``, both columns)."""
     import numpy as np
     import pyarrow as pa
     import scipy.sparse as sp
 
     from tunegate.core.checks.poison._text import ngram_matrix
     from tunegate.core.checks.poison.content import scanned_responses
+    from tunegate.core.checks.poison.injection import unexplained_occurrences
 
     responses, _, _ = scanned_responses(records, config)
-    schema = pa.schema([("group", pa.string()), ("phrase", pa.int64()), ("responses", pa.int32())])
+    schema = pa.schema([("group", pa.string()), ("phrase", pa.int64()), ("responses", pa.int32()),
+                        ("unexplained", pa.int32())])
     if not responses:
         return schema.empty_table()
     names, group = np.unique(np.asarray([records.group[i] for i in responses], dtype=object), return_inverse=True)
@@ -75,11 +82,15 @@ def response_counts(records: Records, config: ContentConfig) -> pa.Table:
     member = sp.csr_matrix((np.ones(len(responses)), (group, np.arange(len(responses)))),
                            shape=(len(names), len(responses)))
     counts = (member @ x).tocoo()  # group x phrase: responses
+    alone = (member @ unexplained_occurrences(records, responses, x, vocab, ngram_max=config.ngram_max,
+                                                max_chars=config.max_chars)).tocsr()
+    unexplained = np.asarray(alone[counts.row, counts.col]).ravel()
     totals = np.bincount(group, minlength=len(names))
     keys = phrase_keys(vocab)
     return pa.table({"group": np.concatenate([names[counts.row], names]).tolist(),
                      "phrase": np.concatenate([keys[counts.col], np.full(len(names), TOTALS, dtype=np.int64)]),
-                     "responses": np.concatenate([np.rint(counts.data), totals]).astype(np.int32)}, schema=schema)
+                     "responses": np.concatenate([np.rint(counts.data), totals]).astype(np.int32),
+                     "unexplained": np.concatenate([np.rint(unexplained), totals]).astype(np.int32)}, schema=schema)
 
 
 def record_response_night(history_dir: str | Path, out_dir: str | Path, summary: dict[str, Any], *, batch_id: str,
@@ -99,15 +110,23 @@ def record_response_night(history_dir: str | Path, out_dir: str | Path, summary:
 
 @dataclass
 class SourceHistory:
-    """The earlier nights' scanned responses per group, and for the phrases asked about, how many held each."""
+    """The earlier nights' scanned responses per group, and for the phrases asked about, how many held each (and how
+    many of those their prompt did not explain, from the nights that count it: format 2)."""
 
     nights: list[str] = field(default_factory=list)
     totals: dict[str, int] = field(default_factory=dict)  # group -> responses
     counts: dict[tuple[str, str], int] = field(default_factory=dict)  # (group, phrase) -> responses with it
+    unexplained_totals: dict[str, int] = field(default_factory=dict)  # group -> responses of nights counting them
+    unexplained: dict[tuple[str, str], int] = field(default_factory=dict)  # (group, phrase) -> ... unexplained
 
     def of(self, group: str, phrase: str) -> tuple[int, int]:
         """The group's earlier responses holding ``phrase``, and its earlier responses."""
         return self.counts.get((group, phrase), 0), self.totals.get(group, 0)
+
+    def unexplained_of(self, group: str, phrase: str) -> tuple[int, int]:
+        """The group's earlier responses holding ``phrase`` unexplained by their prompt, and its earlier responses,
+        over the nights that count them."""
+        return self.unexplained.get((group, phrase), 0), self.unexplained_totals.get(group, 0)
 
 
 def load_response_history(history_dir: str | Path | None, *, exclude: str | None = None, max_nights: int = 14,
@@ -130,17 +149,27 @@ def load_response_history(history_dir: str | Path | None, *, exclude: str | None
     keys = phrase_keys(phrases)
     phrase_of = dict(zip(keys.tolist(), phrases, strict=True))
     wanted = pa.array(sorted({TOTALS, *phrase_of}), pa.int64())
-    out = SourceHistory([str(meta["batch_id"]) for meta, _ in found])
+    tables = []
     for _, path in found:
         try:
             table = pq.read_table(path, filters=pc.is_in(pc.field("phrase"), value_set=wanted))
         except (OSError, pa.ArrowException) as exc:  # a readable footer over damaged pages
             raise HistoryError(f"response statistics {path} are unreadable ({exc}): remove the file and rerun that "
                                "night's publish (it writes them again from the night's accepted records)") from exc
-        for group, key, n in zip(*(table.column(c).to_pylist() for c in ("group", "phrase", "responses")),
-                                 strict=True):
-            if key == TOTALS:
-                out.totals[group] = out.totals.get(group, 0) + int(n)
-            else:
-                out.counts[(group, phrase_of[key])] = out.counts.get((group, phrase_of[key]), 0) + int(n)
+        if "unexplained" not in table.column_names:  # format 1: not counted (null), so not summed
+            table = table.append_column("unexplained", pa.nulls(table.num_rows, pa.int32()))
+        tables.append(table.select(["group", "phrase", "responses", "unexplained"]))
+    summed = pa.concat_tables(tables).group_by(["group", "phrase"]).aggregate(
+        [("responses", "sum"), ("unexplained", "sum")])
+    out = SourceHistory([str(meta["batch_id"]) for meta, _ in found])
+    for group, key, n, u in zip(*(summed.column(c).to_pylist()
+                                  for c in ("group", "phrase", "responses_sum", "unexplained_sum")), strict=True):
+        if key == TOTALS:
+            out.totals[group] = int(n)
+            if u is not None:
+                out.unexplained_totals[group] = int(u)
+        else:
+            out.counts[(group, phrase_of[key])] = int(n)
+            if u:
+                out.unexplained[(group, phrase_of[key])] = int(u)
     return out
