@@ -81,16 +81,20 @@ def response_counts(records: Records, config: ContentConfig) -> pa.Table:
                             min_df=1)
     member = sp.csr_matrix((np.ones(len(responses)), (group, np.arange(len(responses)))),
                            shape=(len(names), len(responses)))
-    counts = (member @ x).tocoo()  # group x phrase: responses
-    alone = (member @ unexplained_occurrences(records, responses, x, vocab, ngram_max=config.ngram_max,
-                                                max_chars=config.max_chars)).tocsr()
-    unexplained = np.asarray(alone[counts.row, counts.col]).ravel()
+    unexplained = unexplained_occurrences(records, responses, x, vocab, ngram_max=config.ngram_max,
+                                          max_chars=config.max_chars)
+    # one product for both counts: each entry is responses * k + unexplained (both < k, exact in float64 for any
+    # night that fits in memory); the unexplained occurrences are some of the occurrences, so the structure is x's
+    k = float(len(responses) + 1)
+    both = (member @ (x.astype(np.float64) * k + unexplained.tocsr())).tocoo()  # group x phrase
+    held = np.floor(both.data / k)
+    alone = both.data - held * k
     totals = np.bincount(group, minlength=len(names))
     keys = phrase_keys(vocab)
-    return pa.table({"group": np.concatenate([names[counts.row], names]).tolist(),
-                     "phrase": np.concatenate([keys[counts.col], np.full(len(names), TOTALS, dtype=np.int64)]),
-                     "responses": np.concatenate([np.rint(counts.data), totals]).astype(np.int32),
-                     "unexplained": np.concatenate([np.rint(unexplained), totals]).astype(np.int32)}, schema=schema)
+    return pa.table({"group": np.concatenate([names[both.row], names]).tolist(),
+                     "phrase": np.concatenate([keys[both.col], np.full(len(names), TOTALS, dtype=np.int64)]),
+                     "responses": np.concatenate([held, totals]).astype(np.int32),
+                     "unexplained": np.concatenate([np.rint(alone), totals]).astype(np.int32)}, schema=schema)
 
 
 def record_response_night(history_dir: str | Path, out_dir: str | Path, summary: dict[str, Any], *, batch_id: str,
