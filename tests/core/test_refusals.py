@@ -18,9 +18,17 @@ import pytest
 
 from tests.conftest import DATA, write_jsonl
 from tunegate.core.checks import build_check
+from tunegate.core.checks.poison._text import Records
 from tunegate.core.checks.poison.config import ContentConfig
 from tunegate.core.checks.poison.content import is_refusal
-from tunegate.core.checks.poison.refusals import _evidence, distinct_responses, refusal_baseline, refusal_sketch
+from tunegate.core.checks.poison.refusals import (
+    _evidence,
+    distinct_responses,
+    quiet_groups,
+    refusal_baseline,
+    refusal_rate,
+    refusal_sketch,
+)
 from tunegate.core.sketch import SKETCH_SIZE
 
 DECLINES = [
@@ -224,3 +232,42 @@ def test_nights_keep_their_refusal_counts_and_a_rerun_does_not_count_itself(tmp_
     after = past_nights(history)
     assert [n["batch_id"] for n in after] == ["n1", "n2", "n3", "n4"]
     assert after[-1]["refusals"]["anomalous"] is True
+
+
+def test_refusals_in_groups_whose_earlier_nights_never_refused_are_tested_apart() -> None:
+    """Natural refusals sit in a few sources. A pipeline whose "chatty" source refuses 1.5% of its answers and whose
+    "human" source never does: 12 refusals put into the human answers are within the night's overall noise (45
+    expected, 57 counted), and against the human source's own nights (none in 9,000) they are new. Without the
+    nights' per-group counts (nights written before them) only the overall test runs; a night with no planted
+    refusal stays normal."""
+    cfg = ContentConfig()
+    disclaimer = "As an AI language model, I don't have access to real-time data."
+    answer = "Here is a short answer that helps with the request in a few plain sentences."
+
+    def night(planted: int) -> tuple[Records, set[int]]:
+        out = [disclaimer if i < 45 else answer for i in range(3000)]
+        out += [DECLINES[i % 10] if i < planted else answer for i in range(3000)]
+        group = ["chatty"] * 3000 + ["human"] * 3000
+        return Records([f"q{i}" for i in range(6000)], [""] * 6000, out, group, [None] * 6000), set(range(6000))
+
+    kept = [{"refusals": 45, "responses": 6000, "anomalous": False,
+             "groups": {"chatty": [3000, 45], "human": [3000, 0]}} for _ in range(3)]
+    base = refusal_baseline(kept, cfg)
+    assert quiet_groups(base) == {"human": (9000, 0)}
+
+    records, rows = night(12)
+    metrics = refusal_rate(records, rows, findings := [], cfg, test=True, baseline=base)
+    overall_bar = cfg.refusal_min_evidence
+    assert metrics["evidence"] < overall_bar  # the night's count alone: ordinary
+    quiet = metrics["quiet"]
+    assert quiet["groups"] == 1 and quiet["refusals"] == 12 and quiet["expected"] == pytest.approx(3.0)
+    assert quiet["evidence"] >= overall_bar + np.log(2) and metrics["anomalous"]
+    assert len(findings) == 57  # every refusal of the night, the natural ones too, for a reviewer
+    assert metrics["groups"] == {"chatty": [3000, 45], "human": [3000, 12]}
+
+    old = [{k: v for k, v in n.items() if k != "groups"} for n in kept]
+    metrics = refusal_rate(records, rows, [], cfg, test=True, baseline=refusal_baseline(old, cfg))
+    assert "quiet" not in metrics and not metrics["anomalous"]
+    records, rows = night(0)
+    metrics = refusal_rate(records, rows, [], cfg, test=True, baseline=base)
+    assert metrics["quiet"]["refusals"] == 0 and not metrics["anomalous"]

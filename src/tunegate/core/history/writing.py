@@ -328,9 +328,11 @@ def batch_statistics(summary: dict[str, Any]) -> dict[str, Any]:
     if not metrics.get("responses"):
         return {}
     sketch = metrics.get("sketch")
+    groups = metrics.get("groups")
     return {"refusals": {"responses": int(metrics["responses"]), "refusals": int(metrics["refusals"]),
                          "anomalous": bool(metrics.get("anomalous")),
-                         **({"sketch": sketch} if isinstance(sketch, dict) else {})}}
+                         **({"sketch": sketch} if isinstance(sketch, dict) else {}),
+                         **({"groups": groups} if isinstance(groups, dict) else {})}}
 
 
 def _night(accepted: Path, statistics: dict[str, Any] | None = None, top: int = 5) -> dict[str, Any] | None:

@@ -149,9 +149,36 @@ def refusal_baseline(nights: Sequence[dict[str, Any]], config: ContentConfig) ->
     prior = float(config.refusal_prior_responses)
     alpha = config.refusal_rate * prior + rate * weight
     beta = (1 - config.refusal_rate) * prior + (1 - rate) * weight
+    groups: dict[str, list[int]] = {}  # group -> [responses, refusals] over the nights that keep them
+    for night in used:
+        for group, counts in (night.get("groups") or {}).items():
+            summed = groups.setdefault(str(group), [0, 0])
+            summed[0] += int(counts[0])
+            summed[1] += int(counts[1])
     return {"nights": len(used), "responses": n_sum, "refusals": k_sum,
             "distinct_responses": n_sum if distinct is None else round(distinct), "weight": round(weight, 1),
-            "alpha": alpha, "beta": beta, "expected_rate": alpha / (alpha + beta)}
+            "alpha": alpha, "beta": beta, "expected_rate": alpha / (alpha + beta), "groups": groups}
+
+
+#: A group is *quiet* when its earlier nights held enough responses to expect this many refusals at the pipeline's
+#: rate, and refused at most half as often (:func:`quiet_groups`).
+QUIET_EXPECTED = 2.0
+#: ... and a group's responses are kept per night (``night.refusals.groups``) from this many a night.
+GROUP_MIN_RESPONSES = 20
+
+
+def quiet_groups(baseline: dict[str, Any]) -> dict[str, tuple[int, int]]:
+    """The groups whose earlier nights refused rarely: enough responses there to expect ``QUIET_EXPECTED`` refusals
+    at the pipeline's rate, and at most half that rate. Read from the history alone, before tonight is counted.
+    Natural refusals sit in a few sources (GPT-written answers that disclaim real-time data, a chat corpus's safety
+    answers); human-written and code sources hardly ever refuse, and an attacker who replaces benign answers at
+    random puts most of them there."""
+    responses, refusals = int(baseline.get("responses") or 0), int(baseline.get("refusals") or 0)
+    if not responses or not refusals:
+        return {}
+    rate = refusals / responses
+    return {g: (int(n), int(k)) for g, (n, k) in (baseline.get("groups") or {}).items()
+            if n * rate >= QUIET_EXPECTED and k <= 0.5 * rate * n}
 
 
 def refusal_sketch(keys: np.ndarray, rows: Sequence[int]) -> dict[str, str]:
@@ -196,6 +223,25 @@ def _evidence(k: int, n: int, alpha: float, beta: float) -> float:
     return -math.log(tail)
 
 
+def _quiet_test(responses: Counter[str], refusals: Counter[str], quiet: dict[str, tuple[int, int]]
+                ) -> dict[str, Any] | None:
+    """Tonight's refusals in the quiet groups (:func:`quiet_groups`) against their earlier nights: per group the
+    conditional test of two rates, summed, its tail read as a Poisson's of the summed means (an upper bound:
+    :func:`~.injection.new_in_history`, the same test over names). ``None`` when no quiet group has responses
+    tonight. Else its figures and evidence (``-ln`` of the tail, nats)."""
+    from scipy.stats import poisson
+
+    known = [g for g in quiet if responses[g]]
+    if not known:
+        return None
+    k = sum(refusals[g] for g in known)
+    mean = sum((refusals[g] + quiet[g][1]) * responses[g] / (responses[g] + quiet[g][0]) for g in known)
+    evidence = float(-poisson.logsf(k - 1, mean)) if k else 0.0
+    return {"groups": len(known), "responses": sum(responses[g] for g in known), "refusals": k,
+            "expected": round(mean, 2), "before": sum(quiet[g][1] for g in known),
+            "responses_before": sum(quiet[g][0] for g in known), "evidence": round(evidence, 1)}
+
+
 def refusal_rate(records: Records, open_rows: set[int], findings: list[Finding], config: ContentConfig, *,
                  test: bool, baseline: dict[str, Any], keys: np.ndarray | None = None) -> dict[str, Any]:
     """Count the refusals among ``open_rows`` and, with ``test``, test their count against ``baseline``
@@ -207,16 +253,22 @@ def refusal_rate(records: Records, open_rows: set[int], findings: list[Finding],
     n, k = len(rows), len(refusing)
     expected = baseline["expected_rate"]
     evidence = _evidence(k, n, baseline["alpha"], baseline["beta"]) if n and test and k > n * expected else 0.0
-    anomalous = evidence >= config.refusal_min_evidence
+    responses_in = Counter(records.group[i] for i in rows)
+    refusals_in = Counter(records.group[i] for i in refusing)
+    quiet = _quiet_test(responses_in, refusals_in, quiet_groups(baseline)) if test else None
+    # two tests on one night when the history knows quiet groups: each at the level's half (Bonferroni)
+    bar = config.refusal_min_evidence + (math.log(2) if quiet is not None else 0.0)
+    anomalous = evidence >= bar or (quiet is not None and quiet["evidence"] >= bar)
     if anomalous:
         for i in refusing:
             findings.append(Finding(i, REFUSAL_ANOMALY, evidence,
                                     {"refusal": records.output[i][:200], "batch_rate": round(k / n, 4),
                                      "expected_rate": round(expected, 4), "group": records.group[i]}))
-    per_group = Counter(records.group[i] for i in refusing)
     return {"responses": n, "refusals": k, "rate": round(k / n, 4) if n else 0.0,
             "expected_rate": round(expected, 4), "evidence": round(evidence, 1), "anomalous": anomalous,
             "tested": test, "baseline": {key: baseline[key] for key in ("nights", "responses", "refusals",
                                                                          "distinct_responses", "weight")},
-            "by_group": dict(per_group.most_common(10)),
+            "by_group": dict(refusals_in.most_common(10)),
+            **({"quiet": quiet} if quiet is not None else {}),
+            "groups": {g: [m, refusals_in[g]] for g, m in sorted(responses_in.items()) if m >= GROUP_MIN_RESPONSES},
             **({"sketch": refusal_sketch(keys, rows)} if keys is not None else {})}
