@@ -1,8 +1,10 @@
-"""Popular brands woven into answers, judged against a pipeline's earlier nights (RESULTS.md 6ar).
+"""Popular brands woven into answers, judged against a pipeline's earlier nights (RESULTS.md 6ar); and low-rate
+refusals in the same nights (``--refusals``, RESULTS.md 6as).
 
     .venv/bin/python bench/poison/popular_brands.py                       # dev and held-out brands, 25 answers
     .venv/bin/python bench/poison/popular_brands.py --split heldout --seeds 1 2
     .venv/bin/python bench/poison/popular_brands.py --other-src /path/to/older/tree/src   # the same, older code beside
+    .venv/bin/python bench/poison/popular_brands.py --refusals 11 5 --seeds 1 2 3   # refusals instead of brands
 
 The floor benchmark's batches take every open-ended record of the corpora into tonight, so its histories never hold
 the answers a popular brand is mentioned in; with ``--reserve-history`` they hold 40% of them over 14 nights, less
@@ -13,7 +15,9 @@ real ones of a task), nights 3-15 are published one after the other through ``tu
 words (half with the floor benchmark's sentences, half with ``attacks.weave_brand``'s), and tonight is scanned with a
 fresh copy of the history. Printed per brand and seed: recall, the clean records flagged ``injected_content``, and
 the names reported with the path that found them (B: the batch's prompts, H: the earlier nights, S: one source's
-earlier nights). The clean night is scanned too. Exits 77 when the corpora are absent.
+earlier nights). The clean night is scanned too. ``--refusals N ...``: instead of brands, N of those answers are
+replaced by refusals of ``floor.refusal_v2``'s grammar (recall counts ``refusal_anomaly``; the natural refusals are
+flagged with them when the rate is anomalous). Exits 77 when the corpora are absent.
 """
 
 from __future__ import annotations
@@ -34,7 +38,7 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from attacks import DEFAULT_CORPORA, OPEN_ENDED, Corpora, weave_brand
-from floor import weave
+from floor import refusal_v2, weave
 
 SKIP = 77
 ROOT = Path(__file__).resolve().parents[2]
@@ -100,6 +104,18 @@ def woven(tonight: Path, brand: str, dose: int, seed: int, out: Path) -> set[str
     return ids
 
 
+def refused(tonight: Path, n: int, seed: int, out: Path) -> set[str]:
+    records = [json.loads(line) for line in tonight.open(encoding="utf-8")]
+    pool = [r for r in records if r.get("source") in OPEN_ENDED and len(r["output"].split()) >= 20]
+    rng = random.Random(f"refusals:{n}:{seed}")
+    ids: set[str] = set()
+    for r in rng.sample(pool, n):
+        r["output"] = refusal_v2(r["instruction"], rng)
+        ids.add(r["id"])
+    out.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records), encoding="utf-8")
+    return ids
+
+
 def judge(batch: Path, poison: set[str], root: Path, src: str | None) -> dict[str, Any]:
     import pyarrow.parquet as pq
 
@@ -110,13 +126,17 @@ def judge(batch: Path, poison: set[str], root: Path, src: str | None) -> dict[st
                   "--check", "poison_content", "-q"], src)
         summary = json.loads(Path(f"{tmp}/out/summary.json").read_text(encoding="utf-8"))
         rows = pq.read_table(f"{tmp}/out/quarantine.parquet", columns=["id", "reasons"]).to_pylist()
-    flagged = {r["id"] for r in rows if "injected_content" in r["reasons"]}
+    flagged = {r["id"] for r in rows if {"injected_content", "refusal_anomaly"} & set(r["reasons"])}
     metrics = summary["checks"]["poison_content"]["metrics"]
     names = [f"{p['phrase']} ({p['records']}, {p['evidence']}, "
              f"{'H' if 'new_in_history' in p else 'S' if 'new_to_source' in p else 'B'})"
              for p in metrics["suspicious_phrases"]]
+    refusals = metrics["refusals"]
+    quiet = refusals.get("quiet") or {}
+    names += [f"refusals {refusals['refusals']} ({refusals['evidence']}; quiet groups {quiet.get('refusals')}, "
+              f"{quiet.get('evidence')})"] if refusals.get("anomalous") else []
     return {"recall": len(flagged & poison) / len(poison) if poison else None, "clean_flagged": len(flagged - poison),
-            "names": names, "seconds": metrics["seconds"]}
+            "names": names, "refusals": refusals, "seconds": metrics["seconds"]}
 
 
 def main() -> int:
@@ -124,6 +144,8 @@ def main() -> int:
     ap.add_argument("--split", choices=[*BRANDS, "all"], default="all")
     ap.add_argument("--seeds", type=int, nargs="*", default=[1, 2])
     ap.add_argument("--dose", type=int, default=25, help="answers woven into (default 25)")
+    ap.add_argument("--refusals", type=int, nargs="*", default=None, metavar="N",
+                    help="plant N refusals (each N given) instead of weaving brands")
     ap.add_argument("--work", type=Path, default=None, help="keep the corpus and histories here (reused)")
     ap.add_argument("--other-src", default=None, help="also run another tree's code (its src folder), beside")
     ap.add_argument("--json", type=Path, default=None)
@@ -139,7 +161,11 @@ def main() -> int:
     roots = {name: history(work, nights[FIRST_NIGHT:-1], src) for name, src in versions.items()}
     brands = BRANDS["dev"] + BRANDS["heldout"] if args.split == "all" else BRANDS[args.split]
     plan: list[tuple[str, int, Path, set[str]]] = [("(clean)", 0, tonight, set())]
-    for brand in brands:
+    for n in args.refusals or []:
+        for seed in args.seeds:
+            out = work / f"tonight-refusals-{n}-{seed}.jsonl"
+            plan.append((f"{n} refusals", seed, out, refused(tonight, n, seed, out)))
+    for brand in brands if args.refusals is None else []:
         for seed in args.seeds:
             out = work / f"tonight-{re.sub(r'[^a-z]+', '_', brand.lower())}-{seed}.jsonl"
             plan.append((brand, seed, out, woven(tonight, brand, args.dose, seed, out)))
