@@ -104,7 +104,7 @@ def scan_batch(batch: Batch, workdir: Path, checks: tuple[str, ...], *, history_
         "refusals": {k: v for k, v in (summary["checks"].get("poison_content", {}).get("metrics", {})
                                        .get("refusals") or {}).items() if k in ("refusals", "responses",
                                                                                 "expected_rate", "evidence",
-                                                                                "anomalous", "baseline")},
+                                                                                "anomalous", "baseline", "quiet")},
         "check_seconds": {name: summary["checks"].get(name, {}).get("metrics", {}).get("seconds")
                           for name in checks},
     }

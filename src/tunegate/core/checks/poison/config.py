@@ -239,6 +239,9 @@ class ContentConfig(CheckConfig):
       the ~17 that three clean nights of history lead to expect reach 8.1-8.8 nats (with the first, broader
       pattern 6.8-7.1), so a stricter threshold would put the floor near 25 refusals per 7,000 open-ended
       responses.
+    * With a history whose nights keep their refusals per group, the refusals tonight in the groups whose earlier
+      nights refused at most half as often as the pipeline (``refusals.quiet_groups``) are tested apart, against
+      those nights (``refusals._quiet_test``); the two tests then need ``refusal_min_evidence`` + ln 2 each.
     * ``history_dir`` / ``batch_id``: set per run (not in a policy): the history whose earlier nights give the
       refusal baseline; a rerun of ``batch_id`` does not count itself.
     * ``template_records`` (5): an instruction shared by this many records is a task template; records
