@@ -263,6 +263,10 @@ def test_refusals_in_groups_whose_earlier_nights_never_refused_are_tested_apart(
     assert quiet["groups"] == 1 and quiet["refusals"] == 12 and quiet["expected"] == pytest.approx(3.0)
     assert quiet["evidence"] >= overall_bar + np.log(2) and metrics["anomalous"]
     assert len(findings) == 57  # every refusal of the night, the natural ones too, for a reviewer
+    assert findings[0].score == pytest.approx(quiet["evidence"], abs=0.05)  # the test that spoke
+    from tunegate.core.checks.poison.content import _quiet_said
+
+    assert _quiet_said(metrics).startswith("; 12 of them in 1 group(s) whose earlier nights refused 0 of 9000")
     assert metrics["groups"] == {"chatty": [3000, 45], "human": [3000, 12]}
 
     old = [{k: v for k, v in n.items() if k != "groups"} for n in kept]

@@ -210,6 +210,21 @@ def betabinom_logpmf(k: Any, n: Any, a: Any, b: Any) -> Any:
     return gammaln(n + 1) - gammaln(k + 1) - gammaln(n - k + 1) + betaln(k + a, n - k + b) - betaln(a, b)
 
 
+def summed_two_rates(tonight: Any, responses: Any, before: Any, responses_before: Any) -> tuple[int, float, float]:
+    """The conditional test of two rates per group, summed over the groups (arrays, one entry per group, each with
+    earlier responses): of a group's ``tonight + before`` counted responses, each is tonight's with probability
+    ``responses / (responses + responses_before)``. Returns tonight's total, the summed means and ``ln`` of the
+    sum's upper tail read as a Poisson's of the summed means, which bounds the sum of binomials from above (Hoeffding;
+    Anderson and Samuels), so a test on it is conservative (0 when tonight's total is 0)."""
+    import numpy as np
+    from scipy.stats import poisson
+
+    k_g, n, h, big_h = (np.asarray(a, dtype=float) for a in (tonight, responses, before, responses_before))
+    k = int(k_g.sum())
+    mean = float(((k_g + h) * n / (n + big_h)).sum())
+    return k, mean, float(poisson.logsf(k - 1, mean)) if k > 0 else 0.0
+
+
 def poisson_llr(observed: float, expected: float) -> float:
     """Log-likelihood ratio (nats) of a Poisson count ``observed`` against mean ``expected``."""
     if observed <= expected or expected <= 0:

@@ -128,7 +128,7 @@ class InjectedContentCheck(Check):
                                      f"{refusals['refusals']} of {refusals['responses']} open-ended responses "
                                      f"({refusals['rate']:.1%}) are refusals; expected "
                                      f"{refusals['expected_rate']:.2%} from {since} "
-                                     f"(evidence {refusals['evidence']:.0f} nats)"))
+                                     f"(evidence {refusals['evidence']:.0f} nats){_quiet_said(refusals)}"))
         status_reason = "; ".join(skipped) or (f"{len(responses)} responses in {response_groups} groups and "
                                               f"{len(open_rows)} open-ended responses scanned")
         if skipped:
@@ -173,6 +173,16 @@ class InjectedContentCheck(Check):
         except HistoryError as exc:
             log.warning("poison_content: no per-source response history: %s", exc)
             return None
+
+
+def _quiet_said(refusals: dict[str, Any]) -> str:
+    """What the warning adds when the refusals of the groups that never refuse spoke (``refusals.quiet``)."""
+    quiet = refusals.get("quiet")
+    if not quiet or not quiet.get("refusals"):
+        return ""
+    return (f"; {quiet['refusals']} of them in {quiet['groups']} group(s) whose earlier nights refused "
+            f"{quiet['before']} of {quiet['responses_before']}, where {quiet['expected']} were expected "
+            f"(evidence {quiet['evidence']:.0f} nats)")
 
 
 def _described(phrase: dict[str, Any]) -> str:

@@ -25,7 +25,15 @@ from collections import Counter
 from typing import TYPE_CHECKING, Any
 
 from tunegate.core.checks.base import Finding
-from tunegate.core.checks.poison._text import Records, codes, ngram_matrix, phrase_regex, poisson_llr, spread
+from tunegate.core.checks.poison._text import (
+    Records,
+    codes,
+    ngram_matrix,
+    phrase_regex,
+    poisson_llr,
+    spread,
+    summed_two_rates,
+)
 from tunegate.core.reasons import INJECTED_CONTENT
 
 if TYPE_CHECKING:
@@ -244,22 +252,17 @@ def new_in_history(tonight: Any, responses: Any, before: Any, responses_before: 
     """Whether a phrase's unexplained responses tonight exceed what this pipeline's earlier nights predict: per group
     the history knows (``responses_before`` > 0), the conditional test of two rates (:func:`new_to_source`: of the
     group's ``tonight + before`` unexplained responses with the phrase, each is tonight's with probability
-    ``responses / (responses + responses_before)``), summed over the groups. The sum's tail is read as a Poisson's of
-    the summed means, which bounds the sum of binomials from above (Hoeffding; Anderson and Samuels), so the test is
-    conservative. ``tonight``, ``responses``, ``before``, ``responses_before``: arrays over the groups. New when the
-    tail is below ``NEW_IN_HISTORY_ALPHA / tests``; ``None`` when not, or when no group tonight is known. Else the
-    figures the report shows, and the evidence (``-ln`` of the tail, nats)."""
+    ``responses / (responses + responses_before)``), summed over the groups and bounded by a Poisson
+    (:func:`~._text.summed_two_rates`), so the test is conservative. ``tonight``, ``responses``, ``before``,
+    ``responses_before``: arrays over the groups. New when the tail is below ``NEW_IN_HISTORY_ALPHA / tests``;
+    ``None`` when not, or when no group tonight is known. Else the figures the report shows, and the evidence
+    (``-ln`` of the tail, nats)."""
     import numpy as np
-    from scipy.stats import poisson
 
     known = np.asarray(responses_before) > 0
-    k = int(np.asarray(tonight)[known].sum())
-    if k <= 0:
-        return None
     n, h, big_h = (np.asarray(a, dtype=float)[known] for a in (responses, before, responses_before))
-    mean = float(((np.asarray(tonight)[known] + h) * n / (n + big_h)).sum())
-    log_p = float(poisson.logsf(k - 1, mean))
-    if log_p >= np.log(NEW_IN_HISTORY_ALPHA / max(tests, 1)):
+    k, mean, log_p = summed_two_rates(np.asarray(tonight)[known], n, h, big_h)
+    if k <= 0 or log_p >= np.log(NEW_IN_HISTORY_ALPHA / max(tests, 1)):
         return None
     return {"tonight": k, "expected": round(mean, 1), "responses": int(n.sum()), "before": int(h.sum()),
             "responses_before": int(big_h.sum()), "p": float(f"{np.exp(log_p):.3g}"), "evidence": round(-log_p, 1)}

@@ -42,7 +42,7 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 from tunegate.core.checks.base import Finding
-from tunegate.core.checks.poison._text import Records
+from tunegate.core.checks.poison._text import Records, summed_two_rates
 from tunegate.core.reasons import REFUSAL_ANOMALY
 
 if TYPE_CHECKING:
@@ -229,14 +229,12 @@ def _quiet_test(responses: Counter[str], refusals: Counter[str], quiet: dict[str
     conditional test of two rates, summed, its tail read as a Poisson's of the summed means (an upper bound:
     :func:`~.injection.new_in_history`, the same test over names). ``None`` when no quiet group has responses
     tonight. Else its figures and evidence (``-ln`` of the tail, nats)."""
-    from scipy.stats import poisson
-
     known = [g for g in quiet if responses[g]]
     if not known:
         return None
-    k = sum(refusals[g] for g in known)
-    mean = sum((refusals[g] + quiet[g][1]) * responses[g] / (responses[g] + quiet[g][0]) for g in known)
-    evidence = float(-poisson.logsf(k - 1, mean)) if k else 0.0
+    k, mean, log_p = summed_two_rates([refusals[g] for g in known], [responses[g] for g in known],
+                                      [quiet[g][1] for g in known], [quiet[g][0] for g in known])
+    evidence = -log_p
     return {"groups": len(known), "responses": sum(responses[g] for g in known), "refusals": k,
             "expected": round(mean, 2), "before": sum(quiet[g][1] for g in known),
             "responses_before": sum(quiet[g][0] for g in known), "evidence": round(evidence, 1)}
@@ -260,8 +258,9 @@ def refusal_rate(records: Records, open_rows: set[int], findings: list[Finding],
     bar = config.refusal_min_evidence + (math.log(2) if quiet is not None else 0.0)
     anomalous = evidence >= bar or (quiet is not None and quiet["evidence"] >= bar)
     if anomalous:
+        score = max(evidence, quiet["evidence"] if quiet is not None else 0.0)
         for i in refusing:
-            findings.append(Finding(i, REFUSAL_ANOMALY, evidence,
+            findings.append(Finding(i, REFUSAL_ANOMALY, score,
                                     {"refusal": records.output[i][:200], "batch_rate": round(k / n, 4),
                                      "expected_rate": round(expected, 4), "group": records.group[i]}))
     return {"responses": n, "refusals": k, "rate": round(k / n, 4) if n else 0.0,
