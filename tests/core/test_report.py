@@ -175,5 +175,8 @@ def test_distributions_breakdown_and_trend(nights: Nights) -> None:
     assert set(night1["night"]) == {"quarantined", "rejected", "reasons", "refusals"}
     assert night1["night"]["rejected"] == 0
     refusals = night1["night"]["refusals"]  # the baseline tomorrow's refusal-rate test reads
-    assert refusals["responses"] > 0 and set(refusals) == {"responses", "refusals", "anomalous", "sketch"}
+    assert refusals["responses"] > 0 and set(refusals) == {"responses", "refusals", "anomalous", "sketch", "groups"}
+    # per group with >= 20 open-ended answers that night, [responses, refusals]: what the quiet-group test reads
+    # (none here: the slice's self-instruct answers come in groups of a few seed tasks each)
+    assert refusals["groups"] == {}
     assert set(refusals["sketch"]) == {"responses"}  # counts a response re-sent tomorrow once
