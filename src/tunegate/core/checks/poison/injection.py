@@ -29,6 +29,7 @@ from tunegate.core.checks.poison._text import (
     Records,
     codes,
     ngram_matrix,
+    onehot,
     phrase_regex,
     poisson_llr,
     spread,
@@ -80,13 +81,13 @@ def injected_phrases(records: Records, responses: list[int], findings: list[Find
     bounded = [c for c in counted.tolist() if poisson_llr(float(u[c]), float(expected[c])) >= config.min_evidence]
     prompt_words = _PromptWords(records, responses, instr_index, instructions, max_chars=config.max_chars,
                                 phrases=[str(vocab[c]) for c in bounded])
-    quiet = set(counted.tolist()) - set(bounded)  # under the evidence bar: a name the prompts explain (popular)
+    below = set(counted.tolist()) - set(bounded)  # under the evidence bar: a name the prompts explain (popular)
     for c in bounded:
         rows = unexplained.indices[unexplained.indptr[c]:unexplained.indptr[c + 1]]
         rows = prompt_words.unexplained(str(vocab[c]), rows)
         evidence = poisson_llr(float(len(rows)), float(expected[c]))
         if len(rows) < config.min_records or evidence < config.min_evidence:
-            quiet.add(c)
+            below.add(c)
             continue
         groups = Counter(group[rows].tolist())
         alone = len(groups) < config.min_groups or concentrated(groups, shares.like(rows), config.max_group_share)
@@ -96,9 +97,10 @@ def injected_phrases(records: Records, responses: list[int], findings: list[Find
         if capitalized < config.min_capitalized:
             continue
         (one_group if alone else candidates).append((evidence, c, rows, groups, capitalized))
-    asked = [m[1] for m in one_group] + (sorted(quiet) if history is not None else [])
+    quiet = sorted(below) if history is not None else []
+    asked = [m[1] for m in one_group] + quiet
     past = history([str(vocab[c]) for c in asked]) if asked and history is not None else None
-    new_there: dict[int, dict[str, Any]] = {}
+    new_there: dict[int, tuple[str, dict[str, Any]]] = {}  # the history test that spoke, and its figures
     if past is not None:  # an empty history asks nothing: no group has earlier responses
         for cand in one_group:
             top = cand[3].most_common(1)[0][0]
@@ -107,19 +109,21 @@ def injected_phrases(records: Records, responses: list[int], findings: list[Find
             burst = new_to_source(tonight, len(at_top), *past.of(top, str(vocab[cand[1]])), tests=len(one_group))
             if burst is not None:
                 candidates.append(cand)
-                new_there[cand[1]] = {"group": top, **burst, "nights": len(past.nights)}
-        for c, burst in _bursts(sorted(quiet), unexplained, group, vocab, past, min_records=config.min_records,
-                                      names=name_words(outputs, o, vocab)).items():
+                new_there[cand[1]] = ("new_to_source", {"group": top, **burst, "nights": len(past.nights)})
+        bursts = _bursts(quiet, unexplained, group, vocab, past, min_records=config.min_records,
+                         names=name_words(outputs, o, vocab))
+        burst_words = _PromptWords(records, responses, instr_index, instructions, max_chars=config.max_chars,
+                                   phrases=[str(vocab[c]) for c in bursts])
+        for c, burst in bursts.items():
             rows = unexplained.indices[unexplained.indptr[c]:unexplained.indptr[c + 1]]
-            rows = _PromptWords(records, responses, instr_index, instructions, max_chars=config.max_chars,
-                                phrases=[str(vocab[c])]).unexplained(str(vocab[c]), rows)
+            rows = burst_words.unexplained(str(vocab[c]), rows)
             if len(rows) < config.min_records:
                 continue
             capitalized = _capitalized_share(str(vocab[c]), [outputs[r] for r in rows[:100].tolist()])
             if capitalized < config.min_capitalized:
                 continue
             candidates.append((burst["evidence"], c, rows, Counter(group[rows].tolist()), capitalized))
-            new_there[c] = {**burst, "nights": len(past.nights)}
+            new_there[c] = ("new_in_history", {**burst, "nights": len(past.nights)})
     candidates.sort(key=lambda t: (-t[0], str(vocab[t[1]])))
     reported: list[dict[str, Any]] = []
     clusters: list[list[tuple[Any, ...]]] = []  # candidates sharing responses: one name ("zephyr motors")
@@ -146,7 +150,8 @@ def injected_phrases(records: Records, responses: list[int], findings: list[Find
             findings.append(Finding(responses[r], INJECTED_CONTENT, evidence,
                                     {**detail, "sentence": _sentence_with(phrase, outputs[r])}))
         if c in new_there:
-            detail["new_in_history" if "expected" in new_there[c] else "new_to_source"] = new_there[c]
+            key, figures = new_there[c]
+            detail[key] = figures
         reported.append({**detail, "expected": round(float(expected[c]), 1),
                          "capitalized": round(capitalized, 2), "group_spread": dict(groups.most_common(10)),
                          "contributors": spread([records.contributor[responses[r]] for r in rows_sorted]),
@@ -274,12 +279,11 @@ def _bursts(phrases: list[int], unexplained: Any, group: Any, vocab: Any, past: 
     phrases with at least ``min_records`` unexplained responses tonight in groups the history knows that are written
     as names (``names``: read from tonight's text alone, so the family does not depend on the counts tested)."""
     import numpy as np
-    import scipy.sparse as sp
 
     if not phrases or not past.unexplained_totals:
         return {}
     groups, row = np.unique(group, return_inverse=True)
-    member = sp.csr_matrix((np.ones(len(group)), (row, np.arange(len(group)))), shape=(len(groups), len(group)))
+    member = onehot(row, len(groups)).T  # group x response
     tonight = np.asarray((member @ unexplained[:, phrases]).todense())  # group x phrase
     responses = np.bincount(row, minlength=len(groups)).astype(float)
     responses_before = np.asarray([past.unexplained_totals.get(str(g), 0) for g in groups], dtype=float)

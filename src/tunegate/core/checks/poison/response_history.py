@@ -65,9 +65,8 @@ def response_counts(records: Records, config: ContentConfig) -> pa.Table:
     group, its scanned responses (``phrase`` ``TOTALS``, both columns)."""
     import numpy as np
     import pyarrow as pa
-    import scipy.sparse as sp
 
-    from tunegate.core.checks.poison._text import ngram_matrix
+    from tunegate.core.checks.poison._text import ngram_matrix, onehot
     from tunegate.core.checks.poison.content import scanned_responses
     from tunegate.core.checks.poison.injection import unexplained_occurrences
 
@@ -79,8 +78,7 @@ def response_counts(records: Records, config: ContentConfig) -> pa.Table:
     names, group = np.unique(np.asarray([records.group[i] for i in responses], dtype=object), return_inverse=True)
     x, vocab = ngram_matrix([records.output[i][: config.max_chars] for i in responses], ngram_max=config.ngram_max,
                             min_df=1)
-    member = sp.csr_matrix((np.ones(len(responses)), (group, np.arange(len(responses)))),
-                           shape=(len(names), len(responses)))
+    member = onehot(group, len(names)).T  # group x response
     unexplained = unexplained_occurrences(records, responses, x, vocab, ngram_max=config.ngram_max,
                                           max_chars=config.max_chars)
     # one product for both counts: each entry is responses * k + unexplained (both < k, exact in float64 for any
