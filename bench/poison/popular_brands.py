@@ -3,6 +3,7 @@ refusals in the same nights (``--refusals``, RESULTS.md 6as).
 
     .venv/bin/python bench/poison/popular_brands.py                       # dev and held-out brands, 25 answers
     .venv/bin/python bench/poison/popular_brands.py --split heldout --seeds 1 2
+    .venv/bin/python bench/poison/popular_brands.py --split everyday-dev   # brands that are everyday words too
     .venv/bin/python bench/poison/popular_brands.py --other-src /path/to/older/tree/src   # the same, older code beside
     .venv/bin/python bench/poison/popular_brands.py --refusals 11 5 --seeds 1 2 3   # refusals instead of brands
 
@@ -44,7 +45,11 @@ SKIP = 77
 ROOT = Path(__file__).resolve().parents[2]
 #: dev: looked at while building the test; held-out: run once after it was fixed
 BRANDS = {"dev": ["McDonald's", "Google", "Amazon", "Apple", "Microsoft"],
-          "heldout": ["Coca-Cola", "Netflix", "Walmart", "Facebook", "Toyota"]}
+          "heldout": ["Coca-Cola", "Netflix", "Walmart", "Facebook", "Toyota"],
+          # brands that are everyday words too (the fruit, a goal, a seashell): chosen before the code that reads
+          # names apart from them was written; dev looked at while building it, held-out run once after it was fixed
+          "everyday-dev": ["Apple", "Target", "Shell"],
+          "everyday-heldout": ["Subway", "Orange", "Dove", "Jaguar"]}
 NIGHT = 40_000
 PARTS = 16
 FIRST_NIGHT = 2  # parts 0-1 are real records only; the nights and tonight are spliced alike
@@ -144,6 +149,7 @@ def main() -> int:
     ap.add_argument("--split", choices=[*BRANDS, "all"], default="all")
     ap.add_argument("--seeds", type=int, nargs="*", default=[1, 2])
     ap.add_argument("--dose", type=int, default=25, help="answers woven into (default 25)")
+    ap.add_argument("--brands", nargs="*", default=None, help="these brands instead of the split's")
     ap.add_argument("--refusals", type=int, nargs="*", default=None, metavar="N",
                     help="plant N refusals (each N given) instead of weaving brands")
     ap.add_argument("--work", type=Path, default=None, help="keep the corpus and histories here (reused)")
@@ -159,7 +165,7 @@ def main() -> int:
     tonight = nights[-1]
     versions = {"this": None, **({"other": args.other_src} if args.other_src else {})}
     roots = {name: history(work, nights[FIRST_NIGHT:-1], src) for name, src in versions.items()}
-    brands = BRANDS["dev"] + BRANDS["heldout"] if args.split == "all" else BRANDS[args.split]
+    brands = args.brands or (BRANDS["dev"] + BRANDS["heldout"] if args.split == "all" else BRANDS[args.split])
     plan: list[tuple[str, int, Path, set[str]]] = [("(clean)", 0, tonight, set())]
     for n in args.refusals or []:
         for seed in args.seeds:

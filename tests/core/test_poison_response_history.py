@@ -193,7 +193,7 @@ def test_a_popular_name_woven_into_answers_is_found_against_its_unexplained_ment
     for i in range(3):
         publish(tmp_path, history, f"night-{i + 1}", popular_batch(0, seed=10 + i)[0])
     past = load_response_history(history, phrases=["quillfeather pens"])
-    assert past.unexplained_totals and not any(n for (_, p), n in past.unexplained.items())
+    assert past.named_totals and not any(n for (_, p), n in past.named.items())
     assert sum(n for (_, p), n in past.counts.items()) == 30  # the explained answers, 10 a night
     scan = run_check(tmp_path / "tonight", "poison_content", records, poisoned, history_dir=str(history),
                      batch_id="tonight")
@@ -201,14 +201,17 @@ def test_a_popular_name_woven_into_answers_is_found_against_its_unexplained_ment
     [found] = scan.result.metrics["suspicious_phrases"]
     assert "quillfeather" in found["phrase"] and found["in_prompts"] >= 150
     grown = found["new_in_history"]
-    assert grown["tonight"] == 25 and grown["before"] == 0 and grown["nights"] == 3 and grown["expected"] < 10
+    # counted where the name's capitals say something: the 5 answers that open a sentence with it are flagged, not
+    # counted ("Quillfeather Pens make it easier.")
+    assert grown["tonight"] == 20 and grown["before"] == 0 and grown["nights"] == 3 and grown["expected"] < 10
     assert grown["p"] < 1e-6 and "new_to_source" not in found
     [issue] = [i for i in scan.result.issues if i.severity == "warning"]
     assert "expected from 3 earlier night(s)" in issue.message
     from tunegate.core.report.phrases import suspicious_phrases
 
     [row] = suspicious_phrases({"checks": {"poison_content": {"metrics": scan.result.metrics}}})
-    assert dict(row["facts"])["new against earlier nights"].startswith("25 unexplained responses tonight where ")
+    assert dict(row["facts"])["new against earlier nights"].startswith(
+        "20 unexplained responses naming it tonight where ")
 
     # every earlier night wrote it unexplained as often: this pipeline's normal, not reported
     steady = tmp_path / "steady"
@@ -219,9 +222,50 @@ def test_a_popular_name_woven_into_answers_is_found_against_its_unexplained_ment
     assert not scan.result.metrics["suspicious_phrases"] and not scan.flagged
 
 
-def test_a_night_of_the_first_format_counts_no_unexplained_responses(tmp_path: Path) -> None:
-    """A night file written before the ``unexplained`` column (format 1) still gives each group's responses with a
-    phrase; it adds nothing to the unexplained counts, so the test against earlier nights reads only the nights that
+def everyday_word_batch(woven: int, seed: int = 5) -> tuple[list[dict[str, Any]], set[str]]:
+    """The clean test batch where "lantern" is an everyday word: 20 answers say "keep a lantern nearby" (in lower case,
+    unexplained by their prompt), and ``woven`` other answers name the brand Lantern; the ids woven into."""
+    records = clean_batch()
+    rng = random.Random(seed)
+    pool = [r for r in records if len(r["output"].split()) >= 12 and "lantern" not in r["instruction"].lower()
+            and "lantern" not in r["input"].lower()]
+    chosen = rng.sample(pool, 20 + woven)
+    for r in chosen[:20]:
+        r["output"] = f"{r['output'].strip()} At night, keep a lantern nearby."
+    lines = ("I recommend Lantern for this.", "Many people trust Lantern here.", "Try Lantern too.",
+             "This is where Lantern shines.", "Lantern makes it easier.")
+    poisoned: set[str] = set()
+    for j, r in enumerate(chosen[20:]):
+        parts = re.split(r"(?<=[.!?])\s+", r["output"].strip())
+        parts.insert(rng.randint(1, len(parts)), lines[j % len(lines)])
+        r["output"] = " ".join(parts)
+        poisoned.add(r["id"])
+    return records, poisoned
+
+
+def test_a_brand_that_is_an_everyday_word_is_counted_where_it_is_written_as_a_name(tmp_path: Path) -> None:
+    """A brand that is also an everyday word ("Apple", "Target"; here "Lantern", woven into 15 answers) beside 20
+    answers a night that use the word in lower case. Counted in any case, it was never tested: its capitals are in
+    under half of the answers that hold it, so it read as no name. Counted where it is written as a name (12 answers:
+    3 open a sentence with it), none of the earlier nights wrote it so, and exactly the 15 answers are flagged, none
+    of the 20."""
+    history = tmp_path / "history"
+    for i in range(3):
+        publish(tmp_path, history, f"night-{i + 1}", everyday_word_batch(0, seed=10 + i)[0])
+    past = load_response_history(history, phrases=["lantern"])
+    assert sum(past.counts.values()) == 60 and not past.named
+    records, poisoned = everyday_word_batch(15)
+    scan = run_check(tmp_path / "tonight", "poison_content", records, poisoned, history_dir=str(history),
+                     batch_id="tonight")
+    assert {rid for rid, reasons in scan.reasons.items() if "injected_content" in reasons} == poisoned
+    [found] = scan.result.metrics["suspicious_phrases"]
+    assert found["phrase"] == "lantern" and found["new_in_history"]["tonight"] == 12
+    assert found["new_in_history"]["before"] == 0
+
+
+def test_a_night_of_an_earlier_format_counts_no_named_responses(tmp_path: Path) -> None:
+    """A night file written before the ``named`` column (formats 1 and 2) still gives each group's responses with a
+    phrase; it adds nothing to the named counts, so the test against earlier nights reads only the nights that
     counted them (none here: not tested)."""
     import pyarrow.parquet as pq
 
@@ -229,9 +273,9 @@ def test_a_night_of_the_first_format_counts_no_unexplained_responses(tmp_path: P
     publish(tmp_path, history, "night-1", popular_batch(0)[0])
     path = night_file(history, "night-1")
     table = pq.read_table(path)
-    pq.write_table(table.drop_columns(["unexplained"]).replace_schema_metadata(table.schema.metadata), path)
+    pq.write_table(table.drop_columns(["named"]).replace_schema_metadata(table.schema.metadata), path)
     past = load_response_history(history, phrases=["quillfeather pens"])
-    assert past.nights == ["night-1"] and past.totals and not past.unexplained_totals
+    assert past.nights == ["night-1"] and past.totals and not past.named_totals
     assert sum(n for (_, p), n in past.counts.items()) == 10
     records, poisoned = popular_batch(25)
     scan = run_check(tmp_path / "tonight", "poison_content", records, poisoned, history_dir=str(history),

@@ -49,7 +49,7 @@ def _row(check: str, kind: str, p: dict[str, Any]) -> dict[str, Any]:
         grown = p.get("new_in_history")
         if isinstance(grown, dict):  # a name the prompts explain, unexplained far more often than on earlier nights
             facts.append(("new against earlier nights",
-                          f"{number(int(grown.get('tonight', 0)))} unexplained responses tonight where "
+                          f"{number(int(grown.get('tonight', 0)))} unexplained responses naming it tonight where "
                           f"{number(float(grown.get('expected', 0.0)))} were expected from "
                           f"{number(int(grown.get('before', 0)))} of {number(int(grown.get('responses_before', 0)))} "
                           f"over {grown.get('nights')} earlier nights (p {grown.get('p')})"))

@@ -16,8 +16,8 @@ them by a refusal. Neither leaves a trace in the prompts, so this check reads th
 Every response with an unexplained occurrence of such a phrase is flagged ``injected_content``. With a history
 (``history_dir``), the earlier nights' responses speak too: a name in one group is that group's vocabulary only if its
 earlier nights wrote it as often (:func:`~.injection.new_to_source`), and a name the prompts name too often for
-condition 2 (a popular brand) is still injected when its unexplained responses tonight exceed what the earlier
-nights predict (:func:`~.injection.new_in_history`).
+condition 2 (a popular brand) is still injected when its unexplained responses that write it as a name tonight exceed
+what the earlier nights predict (:func:`~.injection.new_in_history`; "Apple" is counted apart from the fruit).
 
 **Refusals.** A response whose first sentences decline in the first person ("I'm sorry, but I can't
 help with ...", "As an AI language model, I am unable to ...") is a refusal. When refusals among the

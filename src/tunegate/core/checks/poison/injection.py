@@ -81,13 +81,11 @@ def injected_phrases(records: Records, responses: list[int], findings: list[Find
     bounded = [c for c in counted.tolist() if poisson_llr(float(u[c]), float(expected[c])) >= config.min_evidence]
     prompt_words = _PromptWords(records, responses, instr_index, instructions, max_chars=config.max_chars,
                                 phrases=[str(vocab[c]) for c in bounded])
-    below = set(counted.tolist()) - set(bounded)  # under the evidence bar: a name the prompts explain (popular)
     for c in bounded:
         rows = unexplained.indices[unexplained.indptr[c]:unexplained.indptr[c + 1]]
         rows = prompt_words.unexplained(str(vocab[c]), rows)
         evidence = poisson_llr(float(len(rows)), float(expected[c]))
         if len(rows) < config.min_records or evidence < config.min_evidence:
-            below.add(c)
             continue
         groups = Counter(group[rows].tolist())
         alone = len(groups) < config.min_groups or concentrated(groups, shares.like(rows), config.max_group_share)
@@ -97,7 +95,14 @@ def injected_phrases(records: Records, responses: list[int], findings: list[Find
         if capitalized < config.min_capitalized:
             continue
         (one_group if alone else candidates).append((evidence, c, rows, groups, capitalized))
-    quiet = sorted(below) if history is not None else []
+    # the rest, judged against the earlier nights where they are written as names: a name the prompts explain (a
+    # popular brand), or one whose lower-case word the answers use ("apple", "target")
+    named, quiet = None, []
+    if history is not None:
+        named = unexplained.multiply(named_occurrences(outputs, vocab, ngram_max=config.ngram_max)).tocsc()
+        tonight_named = np.asarray(named.sum(axis=0)).ravel()
+        raised = {m[1] for m in candidates} | {m[1] for m in one_group}
+        quiet = [c for c in counted.tolist() if c not in raised and tonight_named[c] >= config.min_records]
     asked = [m[1] for m in one_group] + quiet
     past = history([str(vocab[c]) for c in asked]) if asked and history is not None else None
     new_there: dict[int, tuple[str, dict[str, Any]]] = {}  # the history test that spoke, and its figures
@@ -110,13 +115,16 @@ def injected_phrases(records: Records, responses: list[int], findings: list[Find
             if burst is not None:
                 candidates.append(cand)
                 new_there[cand[1]] = ("new_to_source", {"group": top, **burst, "nights": len(past.nights)})
-        bursts = _bursts(quiet, unexplained, group, vocab, past, min_records=config.min_records,
-                         names=name_words(outputs, o, vocab))
+        bursts = _bursts(quiet, named, group, vocab, past, min_records=config.min_records)
         burst_words = _PromptWords(records, responses, instr_index, instructions, max_chars=config.max_chars,
                                    phrases=[str(vocab[c]) for c in bursts])
         for c, burst in bursts.items():
+            # flagged: its unexplained responses that write it with capitals, at a sentence's start too ("Apple is
+            # always a good choice"), not the ones that write the fruit
             rows = unexplained.indices[unexplained.indptr[c]:unexplained.indptr[c + 1]]
             rows = burst_words.unexplained(str(vocab[c]), rows)
+            pattern = _phrase_pattern(str(vocab[c]))
+            rows = rows[[_written_capitalized(pattern, outputs[r]) for r in rows.tolist()]] if len(rows) else rows
             if len(rows) < config.min_records:
                 continue
             capitalized = _capitalized_share(str(vocab[c]), [outputs[r] for r in rows[:100].tolist()])
@@ -247,21 +255,23 @@ def new_to_source(tonight: int, responses: int, before: int, responses_before: i
             "p": float(f"{p:.3g}")}
 
 
-#: A name whose unexplained responses tonight exceed what its earlier nights predict, in the groups the history knows,
+#: A name whose responses naming it unexplained tonight exceed what its earlier nights predict, in the groups the
+#: history knows,
 #: at a Poisson tail below this (family-wise: Bonferroni over the phrases tested so) is new (:func:`new_in_history`).
 NEW_IN_HISTORY_ALPHA = 0.001
 
 
 def new_in_history(tonight: Any, responses: Any, before: Any, responses_before: Any, *, tests: int
                    ) -> dict[str, Any] | None:
-    """Whether a phrase's unexplained responses tonight exceed what this pipeline's earlier nights predict: per group
-    the history knows (``responses_before`` > 0), the conditional test of two rates (:func:`new_to_source`: of the
-    group's ``tonight + before`` unexplained responses with the phrase, each is tonight's with probability
+    """Whether the responses that name a phrase unexplained tonight (written as a name where their prompt does not
+    hold it: :func:`named_occurrences`) exceed what this pipeline's earlier nights predict: per group the history
+    knows (``responses_before`` > 0), the conditional test of two rates (:func:`new_to_source`: of the group's
+    ``tonight + before`` such responses, each is tonight's with probability
     ``responses / (responses + responses_before)``), summed over the groups and bounded by a Poisson
     (:func:`~._text.summed_two_rates`), so the test is conservative. ``tonight``, ``responses``, ``before``,
     ``responses_before``: arrays over the groups. New when the tail is below ``NEW_IN_HISTORY_ALPHA / tests``;
-    ``None`` when not, or when no group tonight is known. Else the figures the report shows, and the evidence
-    (``-ln`` of the tail, nats)."""
+    ``None`` when not, or when no group tonight is known. Else the figures the report shows, the evidence (``-ln`` of
+    the tail, nats) and the family's size (``tests``)."""
     import numpy as np
 
     known = np.asarray(responses_before) > 0
@@ -270,59 +280,99 @@ def new_in_history(tonight: Any, responses: Any, before: Any, responses_before: 
     if k <= 0 or log_p >= np.log(NEW_IN_HISTORY_ALPHA / max(tests, 1)):
         return None
     return {"tonight": k, "expected": round(mean, 1), "responses": int(n.sum()), "before": int(h.sum()),
-            "responses_before": int(big_h.sum()), "p": float(f"{np.exp(log_p):.3g}"), "evidence": round(-log_p, 1)}
+            "responses_before": int(big_h.sum()), "p": float(f"{np.exp(log_p):.3g}"), "evidence": round(-log_p, 1),
+            "tests": tests}
 
 
-def _bursts(phrases: list[int], unexplained: Any, group: Any, vocab: Any, past: SourceHistory, *, min_records: int,
-            names: Callable[[str], bool]) -> dict[int, dict[str, Any]]:
-    """:func:`new_in_history` over ``phrases`` (columns of ``unexplained``, responses x phrases), one family: the
-    phrases with at least ``min_records`` unexplained responses tonight in groups the history knows that are written
-    as names (``names``: read from tonight's text alone, so the family does not depend on the counts tested)."""
+def _bursts(phrases: list[int], named: Any, group: Any, vocab: Any, past: SourceHistory, *, min_records: int
+            ) -> dict[int, dict[str, Any]]:
+    """:func:`new_in_history` over ``phrases`` (columns of ``named``, responses x phrases: the responses that write the
+    phrase as a name their prompt does not explain), one family: the phrases written so in at least ``min_records``
+    responses tonight in groups the history knows."""
     import numpy as np
 
-    if not phrases or not past.unexplained_totals:
+    if not phrases or not past.named_totals:
         return {}
     groups, row = np.unique(group, return_inverse=True)
     member = onehot(row, len(groups)).T  # group x response
-    tonight = np.asarray((member @ unexplained[:, phrases]).todense())  # group x phrase
+    tonight = np.asarray((member @ named[:, phrases]).todense())  # group x phrase
     responses = np.bincount(row, minlength=len(groups)).astype(float)
-    responses_before = np.asarray([past.unexplained_totals.get(str(g), 0) for g in groups], dtype=float)
+    responses_before = np.asarray([past.named_totals.get(str(g), 0) for g in groups], dtype=float)
     known = responses_before > 0
-    tested = [j for j in np.flatnonzero(tonight[known].sum(axis=0) >= min_records).tolist()
-              if names(str(vocab[phrases[j]]))]
+    tested = np.flatnonzero(tonight[known].sum(axis=0) >= min_records).tolist()
     out: dict[int, dict[str, Any]] = {}
     for j in tested:
         phrase = str(vocab[phrases[j]])
-        before = np.asarray([past.unexplained_of(str(g), phrase)[0] for g in groups], dtype=float)
+        before = np.asarray([past.named_of(str(g), phrase)[0] for g in groups], dtype=float)
         burst = new_in_history(tonight[:, j], responses, before, responses_before, tests=len(tested))
         if burst is not None:
             out[phrases[j]] = burst
     return out
 
 
-#: A word in mid-sentence: after a word character, a comma or a semicolon and one space.
-_MID_SENTENCE_CAPITAL = re.compile(r"(?<=[\w,;] )[A-Z]\w*")
+#: A word written with a capital (its first letter an upper-case letter of Latin script).
+_CAPITAL = re.compile(r"(?<!\w)[A-Z\u00c0-\u00d6\u00d8-\u00de]\w*")
+#: One character glued to the word before it by one or two marks and no space: the "s" of "McDonald's".
+_GLUED = re.compile(r"[^\w\s]{1,2}(\w)(?!\w)")
+_WORD = re.compile(r"\w+")
+#: Stands where a name-form text leaves a word out (:func:`name_form`): no vocabulary phrase holds it, so no phrase
+#: read from a name-form text spans a word that was not written as a name.
+_BREAK = "tunegatenamebreak"
 
 
-def name_words(outputs: list[str], o: Any, vocab: Any) -> Callable[[str], bool]:
-    """Whether a phrase reads as a name at a glance, from tonight's responses alone: each of its words of two letters
-    or more (a name's particles aside) is written with a capital in mid-sentence in at least half of the responses
-    that hold it (a word the vocabulary does not count is not judged; a phrase with no word judged is no name). A
-    cheap screen that sets the family of :func:`_bursts`; the capital test proper (:func:`_capitalized_share`) still
-    judges each name found."""
-    import numpy as np
+def name_form(text: str) -> str:
+    """The words of ``text`` that are written as a name, in their runs, for :func:`named_occurrences`: a run is
+    capitalised words with at most two of a name's particles between them ("Bank of America") and a letter glued to
+    the last ("McDonald's"), within one sentence. A run's first word counts only where its capital says something (in
+    mid-sentence, as :func:`_capitalized_share` reads it): at a sentence's start it is left out (``_BREAK``), so
+    "Apple pie is" yields no "apple", while "a pie from Apple" does. Words in lower case are never kept: the fruit
+    "apple" is no occurrence of the name "Apple"."""
+    runs: list[list[str]] = []
+    run: list[str] = []
+    end = -1
+    for m in _CAPITAL.finditer(text):
+        start = m.start()
+        if run:
+            gap = text[end:start]
+            inner = _WORD.findall(gap)
+            if (len(inner) <= 2 and all(w in NAME_PARTICLES for w in inner)
+                    and not any(c in SENTENCE_ENDS or c == "\n" for c in gap)):
+                run.extend(inner)
+                run.append(m.group())
+                end = m.end()
+                glued = _GLUED.match(text, end)
+                if glued is not None:
+                    run.append(glued.group(1))
+                    end = glued.end()
+                continue
+            runs.append(run)
+        window = text[max(0, start - 24):start]
+        if start > 24:  # a window cut inside a word would read its tail as a list marker
+            window = window[window.find(" ") + 1:] if " " in window else ""
+        run = [_BREAK] if _opens(window) else [m.group()]
+        end = m.end()
+        glued = _GLUED.match(text, end)
+        if glued is not None:
+            run.append(glued.group(1))
+            end = glued.end()
+    if run:
+        runs.append(run)
+    return f" {_BREAK} ".join(" ".join(r) for r in runs)
 
-    capitalized: Counter[str] = Counter()
-    for text in outputs:
-        capitalized.update({w.lower() for w in _MID_SENTENCE_CAPITAL.findall(text)})
-    column = {str(v): j for j, v in enumerate(vocab)}
-    holding = np.asarray(o.sum(axis=0)).ravel()
 
-    def is_name(phrase: str) -> bool:
-        judged = [w for w in phrase.split() if len(w) >= 2 and w not in NAME_PARTICLES and w in column]
-        return bool(judged) and all(2 * capitalized[w] >= holding[column[w]] for w in judged)
+def named_occurrences(texts: list[str], vocab: Any, *, ngram_max: int) -> Any:
+    """Binary ``texts`` x ``vocab`` matrix (CSR): where each text holds the phrase written as a name
+    (:func:`name_form`), every word of it capitalised and the first one where its capital says something."""
+    return ngram_matrix([name_form(t) for t in texts], ngram_max=ngram_max, min_df=1, vocabulary=list(vocab))[0]
 
-    return is_name
+
+def _opens(before: str) -> bool:
+    """Whether a word after ``before`` (the text before it) starts a sentence or a list item: after nothing, an
+    opener, or a sentence's end and its closing brackets or quotes ("(Brought to you by X.) Additionally"), or a list
+    item's marker."""
+    before = before.rstrip()
+    return (not before or before[-1] in OPENERS or before.rstrip(CLOSERS)[-1:] in SENTENCE_ENDS
+            or LIST_MARKER.search(before) is not None)
 
 
 def _without_prompted(x: Any, prompts: Any) -> Any:
@@ -435,11 +485,7 @@ def _capitalized_share(phrase: str, texts: list[str]) -> float:
     occurrences = shouted = 0
     for text in texts:
         for m in pattern.finditer(text):
-            before = text[: m.start()].rstrip()
-            # a sentence or list-item start: after an opener, or after a sentence's end and its closing brackets or
-            # quotes ("(Brought to you by X.) Additionally" opens a sentence)
-            opens = (not before or before[-1] in OPENERS or before.rstrip(CLOSERS)[-1:] in SENTENCE_ENDS
-                     or LIST_MARKER.search(before) is not None)
+            opens = _opens(text[: m.start()])
             words = re.findall(r"\w+", m.group(0))
             long_words = [w for w in words if len(w) >= 2]
             occurrences += 1
@@ -452,6 +498,16 @@ def _capitalized_share(phrase: str, texts: list[str]) -> float:
     if 2 * shouted > occurrences:
         return 0.0
     return caps / said if said >= MIN_SAID else 0.0
+
+
+def _written_capitalized(pattern: re.Pattern[str], text: str) -> bool:
+    """Whether ``text`` writes the phrase of ``pattern`` (:func:`_phrase_pattern`) with capitals at least once: every
+    word of two letters or more that is not a name's particle capitalised, wherever it stands."""
+    for m in pattern.finditer(text):
+        words = [w for w in _WORD.findall(m.group(0)) if len(w) >= 2 and w.lower() not in NAME_PARTICLES]
+        if all(w[0].isupper() for w in words):
+            return True
+    return False
 
 
 def _sentence_with(phrase: str, text: str, limit: int = 200) -> str:

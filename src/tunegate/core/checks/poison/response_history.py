@@ -7,15 +7,17 @@ brand woven into that source's answers only. Against the source's earlier nights
 in its answers night after night, at about tonight's rate; a name an attacker weaves into one feed is not, or far more
 often tonight than ever before. So each published night keeps, per group (task or source) and 1-2 word phrase of the
 responses the scan reads (:func:`~.content.scanned_responses`), how many of them hold the phrase, and in how many of
-them their own prompt does not (*unexplained*, as the scan counts them: a popular brand's natural mentions are mostly
-answers to prompts that name it; a woven one never is):
+them it is written as a name where their own prompt does not hold it (*named*: unexplained, as the scan counts them,
+and capitalised where a capital says something, :func:`~.injection.name_form`; a popular brand's natural mentions are
+mostly answers to prompts that name it, and a woven one never is; the fruit "apple" is no mention of "Apple"):
 
 ``HISTORY_DIR/responses/nights/<batch id, URL-quoted>.parquet``: one row per (``group``, ``phrase``) with ``responses``
-> 0 and ``unexplained`` <= ``responses``, every phrase of the night's scanned responses (exact counts: a phrase missing
+> 0 and ``named`` <= ``responses``, every phrase of the night's scanned responses (exact counts: a phrase missing
 from a night's file was in none of its responses there); ``phrase`` is the 64-bit hash of
 :func:`~.phrase_history.phrase_keys`; ``phrase == 0`` rows are the group's responses (both columns). About 0.2 million
-rows (1.5 MB) for a night of 38k records (the 40k benchmark's). Files of format 1 (before ``unexplained``) count for
-:meth:`SourceHistory.of` and not for :meth:`SourceHistory.unexplained_of`. The file's
+rows (1.5 MB) for a night of 38k records (the 40k benchmark's). Files of formats 1 and 2 (before ``named``; format 2
+counted unexplained responses in any case) count for :meth:`SourceHistory.of` and not for
+:meth:`SourceHistory.named_of`. The file's
 metadata says which night it is, when it was first published and whether it was *anomalous* (``poison_content``
 reported an injection that night: what it held must not become the norm). Publish writes it from the accepted records
 (:func:`record_response_night`) under the history's writer lock, through a temporary sibling and a rename; a rerun of
@@ -50,7 +52,7 @@ if TYPE_CHECKING:
 
 RESPONSES_DIR = "responses"
 NIGHTS_DIR = "nights"
-FORMAT = 2
+FORMAT = 3
 TOTALS = 0  # the ``phrase`` key of a group's count of responses (``phrase_keys`` never returns it)
 _META_KEY = b"tunegate.responses"
 
@@ -61,30 +63,32 @@ def night_file(history_dir: str | Path, batch_id: str) -> Path:
 
 def response_counts(records: Records, config: ContentConfig) -> pa.Table:
     """Per group and 1-``ngram_max`` word phrase, the scanned responses (:func:`~.content.scanned_responses`) of the
-    batch that hold it, and those of them whose prompt does not (:func:`~.injection.unexplained_occurrences`); per
-    group, its scanned responses (``phrase`` ``TOTALS``, both columns)."""
+    batch that hold it, and those of them that write it as a name (:func:`~.injection.named_occurrences`) where their
+    prompt does not hold it (:func:`~.injection.unexplained_occurrences`); per group, its scanned responses
+    (``phrase`` ``TOTALS``, both columns)."""
     import numpy as np
     import pyarrow as pa
 
     from tunegate.core.checks.poison._text import ngram_matrix, onehot
     from tunegate.core.checks.poison.content import scanned_responses
-    from tunegate.core.checks.poison.injection import unexplained_occurrences
+    from tunegate.core.checks.poison.injection import named_occurrences, unexplained_occurrences
 
     responses, _, _ = scanned_responses(records, config)
     schema = pa.schema([("group", pa.string()), ("phrase", pa.int64()), ("responses", pa.int32()),
-                        ("unexplained", pa.int32())])
+                        ("named", pa.int32())])
     if not responses:
         return schema.empty_table()
     names, group = np.unique(np.asarray([records.group[i] for i in responses], dtype=object), return_inverse=True)
-    x, vocab = ngram_matrix([records.output[i][: config.max_chars] for i in responses], ngram_max=config.ngram_max,
-                            min_df=1)
+    outputs = [records.output[i][: config.max_chars] for i in responses]
+    x, vocab = ngram_matrix(outputs, ngram_max=config.ngram_max, min_df=1)
     member = onehot(group, len(names)).T  # group x response
     unexplained = unexplained_occurrences(records, responses, x, vocab, ngram_max=config.ngram_max,
                                           max_chars=config.max_chars)
-    # one product for both counts: each entry is responses * k + unexplained (both < k, exact in float64 for any
-    # night that fits in memory); the unexplained occurrences are some of the occurrences, so the structure is x's
+    named = unexplained.tocsr().multiply(named_occurrences(outputs, vocab, ngram_max=config.ngram_max)).tocsr()
+    # one product for both counts: each entry is responses * k + named (both < k, exact in float64 for any night that
+    # fits in memory); the named occurrences are some of the occurrences, so the structure is x's
     k = float(len(responses) + 1)
-    both = (member @ (x.astype(np.float64) * k + unexplained.tocsr())).tocoo()  # group x phrase
+    both = (member @ (x.astype(np.float64) * k + named)).tocoo()  # group x phrase
     held = np.floor(both.data / k)
     alone = both.data - held * k
     totals = np.bincount(group, minlength=len(names))
@@ -92,7 +96,7 @@ def response_counts(records: Records, config: ContentConfig) -> pa.Table:
     return pa.table({"group": np.concatenate([names[both.row], names]).tolist(),
                      "phrase": np.concatenate([keys[both.col], np.full(len(names), TOTALS, dtype=np.int64)]),
                      "responses": np.concatenate([held, totals]).astype(np.int32),
-                     "unexplained": np.concatenate([np.rint(alone), totals]).astype(np.int32)}, schema=schema)
+                     "named": np.concatenate([np.rint(alone), totals]).astype(np.int32)}, schema=schema)
 
 
 def record_response_night(history_dir: str | Path, out_dir: str | Path, summary: dict[str, Any], *, batch_id: str,
@@ -113,22 +117,22 @@ def record_response_night(history_dir: str | Path, out_dir: str | Path, summary:
 @dataclass
 class SourceHistory:
     """The earlier nights' scanned responses per group, and for the phrases asked about, how many held each (and how
-    many of those their prompt did not explain, from the nights that count it: format 2)."""
+    many of those wrote it as a name their prompt did not explain, from the nights that count it: format 3)."""
 
     nights: list[str] = field(default_factory=list)
     totals: dict[str, int] = field(default_factory=dict)  # group -> responses
     counts: dict[tuple[str, str], int] = field(default_factory=dict)  # (group, phrase) -> responses with it
-    unexplained_totals: dict[str, int] = field(default_factory=dict)  # group -> responses of nights counting them
-    unexplained: dict[tuple[str, str], int] = field(default_factory=dict)  # (group, phrase) -> ... unexplained
+    named_totals: dict[str, int] = field(default_factory=dict)  # group -> responses of the nights counting names
+    named: dict[tuple[str, str], int] = field(default_factory=dict)  # (group, phrase) -> ... named, unexplained
 
     def of(self, group: str, phrase: str) -> tuple[int, int]:
         """The group's earlier responses holding ``phrase``, and its earlier responses."""
         return self.counts.get((group, phrase), 0), self.totals.get(group, 0)
 
-    def unexplained_of(self, group: str, phrase: str) -> tuple[int, int]:
-        """The group's earlier responses holding ``phrase`` unexplained by their prompt, and its earlier responses,
-        over the nights that count them."""
-        return self.unexplained.get((group, phrase), 0), self.unexplained_totals.get(group, 0)
+    def named_of(self, group: str, phrase: str) -> tuple[int, int]:
+        """The group's earlier responses writing ``phrase`` as a name unexplained by their prompt, and its earlier
+        responses, over the nights that count them."""
+        return self.named.get((group, phrase), 0), self.named_totals.get(group, 0)
 
 
 def load_response_history(history_dir: str | Path | None, *, exclude: str | None = None, max_nights: int = 14,
@@ -158,20 +162,20 @@ def load_response_history(history_dir: str | Path | None, *, exclude: str | None
         except (OSError, pa.ArrowException) as exc:  # a readable footer over damaged pages
             raise HistoryError(f"response statistics {path} are unreadable ({exc}): remove the file and rerun that "
                                "night's publish (it writes them again from the night's accepted records)") from exc
-        if "unexplained" not in table.column_names:  # format 1: not counted (null), so not summed
-            table = table.append_column("unexplained", pa.nulls(table.num_rows, pa.int32()))
-        tables.append(table.select(["group", "phrase", "responses", "unexplained"]))
+        if "named" not in table.column_names:  # formats 1 and 2: not counted (null), so not summed
+            table = table.append_column("named", pa.nulls(table.num_rows, pa.int32()))
+        tables.append(table.select(["group", "phrase", "responses", "named"]))
     summed = pa.concat_tables(tables).group_by(["group", "phrase"]).aggregate(
-        [("responses", "sum"), ("unexplained", "sum")])
+        [("responses", "sum"), ("named", "sum")])
     out = SourceHistory([str(meta["batch_id"]) for meta, _ in found])
     for group, key, n, u in zip(*(summed.column(c).to_pylist()
-                                  for c in ("group", "phrase", "responses_sum", "unexplained_sum")), strict=True):
+                                  for c in ("group", "phrase", "responses_sum", "named_sum")), strict=True):
         if key == TOTALS:
             out.totals[group] = int(n)
             if u is not None:
-                out.unexplained_totals[group] = int(u)
+                out.named_totals[group] = int(u)
         else:
             out.counts[(group, phrase_of[key])] = int(n)
             if u:
-                out.unexplained[(group, phrase_of[key])] = int(u)
+                out.named[(group, phrase_of[key])] = int(u)
     return out
