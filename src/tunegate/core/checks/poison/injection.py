@@ -256,8 +256,8 @@ def new_to_source(tonight: int, responses: int, before: int, responses_before: i
 
 
 #: A name whose responses naming it unexplained tonight exceed what its earlier nights predict, in the groups the
-#: history knows,
-#: at a Poisson tail below this (family-wise: Bonferroni over the phrases tested so) is new (:func:`new_in_history`).
+#: history knows, at a Poisson tail below this (family-wise: Bonferroni over the phrases tested so) is new
+#: (:func:`new_in_history`).
 NEW_IN_HISTORY_ALPHA = 0.001
 
 
@@ -332,24 +332,19 @@ def name_form(text: str) -> str:
     end = -1
     for m in _CAPITAL.finditer(text):
         start = m.start()
-        if run:
-            gap = text[end:start]
-            inner = _WORD.findall(gap)
-            if (len(inner) <= 2 and all(w in NAME_PARTICLES for w in inner)
-                    and not any(c in SENTENCE_ENDS or c == "\n" for c in gap)):
-                run.extend(inner)
-                run.append(m.group())
-                end = m.end()
-                glued = _GLUED.match(text, end)
-                if glued is not None:
-                    run.append(glued.group(1))
-                    end = glued.end()
-                continue
-            runs.append(run)
-        window = text[max(0, start - 24):start]
-        if start > 24:  # a window cut inside a word would read its tail as a list marker
-            window = window[window.find(" ") + 1:] if " " in window else ""
-        run = [_BREAK] if _opens(window) else [m.group()]
+        gap = text[end:start] if run else ""
+        inner = _WORD.findall(gap)
+        if run and len(inner) <= 2 and all(w in NAME_PARTICLES for w in inner) and not any(
+                c in SENTENCE_ENDS or c == "\n" for c in gap):
+            run.extend(inner)  # the same name goes on
+            run.append(m.group())
+        else:
+            if run:
+                runs.append(run)
+            window = text[max(0, start - 24):start]
+            if start > 24:  # a window cut inside a word would read its tail as a list marker
+                window = window[window.find(" ") + 1:] if " " in window else ""
+            run = [_BREAK] if _opens(window) else [m.group()]
         end = m.end()
         glued = _GLUED.match(text, end)
         if glued is not None:
