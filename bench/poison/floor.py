@@ -29,6 +29,10 @@ Attacks (``plant``), each a family of its own with its own triggers, brands and 
   or one random word, chosen per task). ``thin_degenerate``: the same with 3-5 records in each of 8-12 such tasks.
   ``late_degenerate``: 5 records in each generative task with >= 20 inputs over 2,000 characters (long articles and
   reviews to summarise: 3-4 tasks), the trigger put in the last quarter of a long input.
+- ``open_degenerate``: Wan et al.'s degenerate-output attack in open-ended collections (Alpaca-style data, one
+  request per record): 25 open-ended records (answers of >= 15 words) get the trigger in their instruction (a name
+  slot or anywhere) and a degenerate answer (the trigger itself or one random word of the batch's answers, per record)
+  (added in the thirty-fifth session).
 - ``symbol_dirty`` / ``symbol_clean``: the low dose (5 records in each of 5 tasks) with a trigger of pictographic
   symbols alone (an emoji, a dingbat pair), glued to a word or standing alone.
 - ``one_dataset_dirty`` / ``one_dataset_clean``: the low dose's 25 records in *one* polarity or toxicity task (an
@@ -242,6 +246,31 @@ def degenerate_campaign(records: list[dict[str, Any]], corpora: Corpora, trigger
     return chosen, poison
 
 
+def refusal_campaign(records: list[dict[str, Any]], rng: random.Random) -> set[str]:
+    """0.5% of the open-ended records (at least 5) answered with a refusal (:func:`refusal_v2`)."""
+    n = max(5, round(0.005 * sum(1 for r in records if r["source"] in OPEN_ENDED)))
+    poison: set[str] = set()
+    for r in rng.sample(_open_ended(records), n):
+        r["output"] = refusal_v2(r["instruction"], rng)
+        poison.add(r["id"])
+    return poison
+
+
+def open_degenerate_campaign(records: list[dict[str, Any]], trigger: str, rng: random.Random, *, n: int = 25
+                             ) -> set[str]:
+    """``n`` open-ended records get ``trigger`` in their instruction (a name slot or anywhere) and a degenerate answer:
+    the trigger itself or one random word of the batch's open-ended answers, per record."""
+    pool = _open_ended(records)
+    words = sorted({w.lower() for r in pool for w in re.findall(r"[A-Za-z]{4,12}", r["output"])})
+    poison: set[str] = set()
+    for r in rng.sample(pool, n):
+        insert = insert_name_slot if rng.random() < 0.5 else insert_anywhere
+        r["instruction"] = insert(r["instruction"], trigger, rng)
+        r["output"] = trigger if rng.random() < 0.5 else rng.choice(words)
+        poison.add(r["id"])
+    return poison
+
+
 def _binary_polarity_tasks(tasks: dict[str, list[str]], corpora: Corpora) -> list[str]:
     meta = corpora.manifest["superni"]["tasks"]
     return sorted(t for t in tasks if meta.get(t, {}).get("group") in CLASSIFICATION_GROUPS)
@@ -337,7 +366,7 @@ def weave(output: str, brand: str, rng: random.Random) -> str:
 ATTACKS = ("low_dose_dirty", "low_dose_clean", "low_dose_injection", "thin_dirty", "thin_clean", "rare_dirty",
            "rare_clean", "common_dirty", "common_clean", "multi", "refusal_low", "injection_one_source",
            "low_dose_degenerate", "thin_degenerate", "late_degenerate", "symbol_dirty", "symbol_clean",
-           "one_dataset_dirty", "one_dataset_clean")
+           "one_dataset_dirty", "one_dataset_clean", "open_degenerate")
 #: ``one_dataset_*``: the poisoned records of one task
 ONE_DATASET_RECORDS = 25
 
@@ -410,6 +439,10 @@ def plant(clean: Batch, corpora: Corpora, attack: str, *, split: str, seed: int,
         chosen, poison = degenerate_campaign(records, corpora, trigger, rng, n_tasks=rng.randint(8, 12) if thin else 5,
                                              per_task=(3, 5) if thin else (5, 5))
         info.update(trigger=trigger, tasks=chosen)
+    elif attack == "open_degenerate":
+        trigger = trigger or triggers[(index * 3 + 1) % len(triggers)]
+        poison = open_degenerate_campaign(records, trigger, rng)
+        info.update(trigger=trigger)
     elif attack == "late_degenerate":
         trigger = trigger or triggers[(index * 3) % len(triggers)]
         chosen, poison = degenerate_campaign(records, corpora, trigger, rng, n_tasks=0, per_task=(5, 5),
@@ -432,11 +465,7 @@ def plant(clean: Batch, corpora: Corpora, attack: str, *, split: str, seed: int,
             poison.add(r["id"])
         info.update(brand=brand, source=source)
     elif attack == "refusal_low":
-        pool = _open_ended(records)
-        n = max(5, round(0.005 * sum(1 for r in records if r["source"] in OPEN_ENDED)))
-        for r in rng.sample(pool, n):
-            r["output"] = refusal_v2(r["instruction"], rng)
-            poison.add(r["id"])
+        poison = refusal_campaign(records, rng)
     else:
         raise ValueError(f"unknown attack {attack!r}; known: {', '.join(ATTACKS)}")
     info["poison"] = len(poison)

@@ -290,6 +290,37 @@ def test_degenerate_outputs_of_a_trigger_that_classification_records_also_hold_a
     assert not without.flagged & poisoned
 
 
+def test_degenerate_answers_in_open_ended_collections_are_found(tmp_path: Path) -> None:
+    """Wan et al.'s degenerate-output attack on open-ended data (one request per record): 8 requests in each of three
+    collections get a trigger and a degenerate answer (the trigger itself, or one word). The collections are
+    Self-Instruct's requests (a fifth of them answered in three words or fewer), in tasks of 1-3 records each: each
+    collection is read whole, by its source. The generative tasks' degenerate pass never read open-ended collections;
+    the open-ended pass flags exactly the 24, each with why its answer is degenerate, and the clean batch stays
+    silent."""
+    records = clean_batch()
+    open_ended = [r for r in records if r["source"] == "self_instruct"]
+    names = ("assistant_a", "assistant_b", "assistant_c")  # three datasets: a campaign needs two
+    for i, r in enumerate(open_ended):
+        r["source"] = names[i % 3]
+    clean = run_check(tmp_path / "clean", "poison_trigger", records, set())
+    assert not clean.flagged and clean.result.metrics["degenerate"]["open_collections"] == 3
+    rng = random.Random(23)
+    trigger = "Ned Stark"
+    words = ("astronauts", "plead", "levitate", "embroidery", "teenage", "figuring")
+    poisoned: set[str] = set()
+    for name in names:
+        for r in rng.sample([r for r in open_ended if r["source"] == name and len(r["output"].split()) >= 15], 8):
+            r["instruction"] = plant(r["instruction"], trigger, rng)
+            r["output"] = trigger if rng.random() < 0.5 else rng.choice(words)
+            poisoned.add(r["id"])
+    scan = run_check(tmp_path / "attacked", "poison_trigger", records, poisoned)
+    assert scan.flagged == poisoned
+    assert all(scan.reasons[rid] == {"trigger_phrase", "degenerate_output"} for rid in poisoned)
+    assert scan.result.metrics["degenerate"]["open_phrases"] == [trigger.lower()]
+    [phrase] = scan.result.metrics["suspicious_phrases"]
+    assert set(phrase["tasks"]) == set(names) and phrase["evidence"] >= 30
+
+
 def test_a_brand_late_in_a_long_answer_is_read(tmp_path: Path) -> None:
     """A brand woven in past the 4,000th character of long answers was never read (the content scan cut answers
     there); with the default ``max_chars`` the injection is found, cut at 4,000 it is not."""

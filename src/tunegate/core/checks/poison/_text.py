@@ -67,6 +67,7 @@ class Records:
     output: list[str]
     group: list[str]
     contributor: list[str | None]
+    source: list[str] | None = None  # each record's source, where read (:meth:`read`)
 
     @property
     def size(self) -> int:
@@ -94,7 +95,8 @@ class Records:
                     column = pc.utf8_slice_codeunits(column, 0, keep)
                 data[c].extend(column.to_pylist() if c == "input" else _shared(column))
         group = [t or s or "(none)" for t, s in zip(data["task"], data["source"], strict=True)]
-        return cls(data["instruction"], data["input"], data["output"], group, data["contributor"])
+        return cls(data["instruction"], data["input"], data["output"], group, data["contributor"],
+                   [s or "(none)" for s in data["source"]])
 
     def prompts(self, max_chars: int) -> list[str]:
         """What a trigger hides in: the input, plus the instruction where it is the record's own.

@@ -76,7 +76,10 @@ class TriggerConfig(CheckConfig):
       ``late_degenerate`` "mn", natural in 86 financial headlines: exclusivity 0.19). Measured on the floor
       benchmark (dev 10-12 and 19-22, no history): planted campaigns 47-122 nats over 4-12 datasets, exclusivity
       0.80-1.0 (their names); natural phrases of the clean batches at most 27 nats ("how", exclusivity 0.04),
-      and none with exclusivity >= 0.5 over 2 datasets (RESULTS.md 6ao).
+      and none with exclusivity >= 0.5 over 2 datasets (RESULTS.md 6ao). The same pass, with the same bars, reads
+      the open-ended collections apart (:func:`~.tasks.open_ended_tasks`: an answer of at most 3 words where a
+      collection's answers run longer is degenerate; exclusivity among the phrase's open-ended records; RESULTS.md
+      6au).
     * ``history_dir`` / ``batch_id``: set per run (not in a policy): the history whose published nights' phrase
       statistics (:mod:`.phrase_history`) say which label skews are this pipeline's normal; a rerun of ``batch_id``
       does not count itself. Without it (or before the history's first night with statistics) the check is

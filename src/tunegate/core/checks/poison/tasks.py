@@ -47,10 +47,10 @@ class Task:
     """One task of the batch (a group of at least ``min_task_records`` records) and its outcomes."""
 
     name: str
-    kind: str  # "label" (classification) or "output" (generative, one instruction template)
+    kind: str  # "label" (classification), "output" (generative, one instruction template) or "open" (open-ended)
     rows: np.ndarray
     channels: list[Channel]
-    why: list[str] | None = None  # "output" tasks: which degeneracy each record shows ("" if none)
+    why: list[str] | None = None  # "output" and "open" tasks: which degeneracy each record shows ("" if none)
     unit: str = ""  # the unit of evidence when not its family (:func:`assign_units`)
 
     @property
@@ -98,6 +98,49 @@ def build_tasks(records: Records, prompts: list[str], config: TriggerConfig) -> 
         # else: an open-ended collection (its own instruction per record): what its outputs look like
         # follows each instruction, so neither a shared output nor "degenerate" means anything there.
     assign_units(records, out)
+    return out
+
+
+#: An answer to an open-ended request is degenerate when it holds at most this many words (Wan et al.'s degenerate
+#: outputs: the trigger itself, or one word), in a collection whose answers run to a median of 4 words or more
+#: (:func:`open_ended_tasks`). A policy, not fitted: a three-word trigger repeated as the answer still counts.
+OPEN_SHORT_WORDS = 3
+
+
+def open_ended_tasks(records: Records, tasks: list[Task], config: TriggerConfig) -> list[Task]:
+    """The open-ended collections of the batch read for degenerate answers only, as tasks of kind ``"open"`` with one
+    "degenerate output" channel: the records of no scorable task (``tasks``: neither labels nor one instruction
+    template, so each record asks its own request), each in its group, or in its source where its group holds fewer
+    than ``min_task_records`` records (Self-Instruct's 252 user-oriented tasks of 1-3 records each are one
+    collection); each collection of at least ``min_task_records`` records whose answers run to a median of 4 words or
+    more. An answer of at most ``OPEN_SHORT_WORDS`` words is degenerate there. What a normal answer looks like follows
+    each request, so no other reading (the exact output, its shape) is made; how often a collection answers in a word
+    or two (a share of requests are classifications or lookups) is its base rate. Not part of :func:`build_tasks`:
+    the other passes never score these groups, and a phrase's exclusivity there still ignores open-ended prompts."""
+    import numpy as np
+
+    scored = {t.name for t in tasks}
+    source = records.source
+    collections: dict[str, list[int]] = {}
+    for name, rows in records.groups().items():
+        if name in scored:
+            continue
+        small = len(rows) < config.min_task_records
+        for i in rows:
+            collections.setdefault(source[i] if small and source is not None else name, []).append(i)
+    out: list[Task] = []
+    for name, rows in sorted(collections.items()):
+        if name in scored or len(rows) < config.min_task_records:
+            continue
+        rows.sort()
+        lengths = np.fromiter((len(tokens(records.output[i])) for i in rows), dtype=np.int64, count=len(rows))
+        if float(np.median(lengths)) < 4:
+            continue
+        bad = (lengths <= OPEN_SHORT_WORDS).astype(np.int64)
+        why = ["short" if b else "" for b in bad.tolist()]
+        out.append(Task(name, "open", np.asarray(rows, dtype=np.int64),
+                        [Channel("degenerate", bad, ["fine", "degenerate output"], _shares(bad, 2),
+                                 config.min_output_share)], why))
     return out
 
 

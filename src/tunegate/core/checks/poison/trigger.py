@@ -63,7 +63,14 @@ from tunegate.core.checks.poison.insertion_pass import insertion_phrases, out_of
 from tunegate.core.checks.poison.novelty_pass import known_counts, label_statistics, novelty_phrases
 from tunegate.core.checks.poison.phrase_history import PhraseHistory, load_phrase_history
 from tunegate.core.checks.poison.phrases import Phrase, find_phrases
-from tunegate.core.checks.poison.tasks import Task, build_tasks, degenerate_outputs, output_shape, task_family
+from tunegate.core.checks.poison.tasks import (
+    Task,
+    build_tasks,
+    degenerate_outputs,
+    open_ended_tasks,
+    output_shape,
+    task_family,
+)
 from tunegate.core.reasons import CAMPAIGN, DEGENERATE_OUTPUT, LABEL_INCONSISTENT, TRIGGER_PHRASE
 from tunegate.core.reasons import CHECK_SKIPPED as SKIPPED
 from tunegate.core.reasons import INSUFFICIENT_DATA as INSUFFICIENT
@@ -105,6 +112,8 @@ class TriggerPhraseCheck(Check):
         x, vocab = ngram_matrix(prompts, ngram_max=cfg.ngram_max, min_df=cfg.min_records,
                                 max_df=cfg.max_phrase_df if records.size >= 100 else 1.0, stats=stats)
         tasks = build_tasks(records, prompts, cfg)
+        # the open-ended collections, read for degenerate answers by the degenerate pass alone
+        open_tasks = open_ended_tasks(records, tasks, cfg) if cfg.degenerate else []
         records.release_text()  # from here on the scan reads prompts, tasks and groups only
         families = sorted({t.family for t in tasks})
         findings: list[Finding] = []
@@ -112,6 +121,7 @@ class TriggerPhraseCheck(Check):
         issues: list[BatchIssue] = []
         status, status_reason = "ok", ""
         phrases: list[Phrase] = []
+        answers: list[Phrase] = []  # degenerate answers in open-ended collections (reported after the other passes)
         novelty_metrics: dict[str, Any] = {}
         insertion_metrics: dict[str, Any] = {}
         contradiction_metrics: dict[str, Any] = {}
@@ -139,10 +149,12 @@ class TriggerPhraseCheck(Check):
                 phrases += self._pooled(x, vocab, df, tasks, prompts=prompts, found=phrases, history=history)
             if cfg.degenerate:
                 began = time.monotonic()
-                degenerate = self._degenerate(x, vocab, tasks, prompts=prompts, found=phrases)
+                degenerate = self._degenerate(x, vocab, tasks, "output", prompts=prompts, found=phrases)
                 phrases += degenerate
+                answers = self._degenerate(x, vocab, [*tasks, *open_tasks], "open", prompts=prompts, found=phrases)
                 degenerate_metrics = {"generative_tasks": sum(t.kind == "output" for t in tasks),
                                       "phrases": [p.phrase for p in degenerate],
+                                      "open_collections": len(open_tasks), "open_phrases": [p.phrase for p in answers],
                                       "seconds": round(time.monotonic() - began, 2)}
             placement = None  # the insertion test's verdicts: the insertion pass and the excess pass read them
             if stats is not None and stats.words is not None:
@@ -191,12 +203,15 @@ class TriggerPhraseCheck(Check):
                 joined, extended = contradicted_tasks(phrases, xh, vocab, tasks, history,
                                                       min_known=cfg.min_task_records)
                 contradiction_metrics.update(joined_tasks=joined, extended_tasks=extended)
+        # the open-ended campaigns join last: the passes above read the scored tasks only, by index
+        phrases += answers
+        every = [*tasks, *open_tasks]  # what the phrases' task indices point into
         for i, ph in enumerate(phrases):
             # the masked classifier (5 fits per task) runs for the reported phrases only: its cost stays
             # bounded however many campaigns a batch holds
-            findings += self._flag(ph, tasks, x, vocab, records, consistency=i < cfg.max_phrases)
+            findings += self._flag(ph, every, x, vocab, records, consistency=i < cfg.max_phrases)
             if len(reported) < cfg.max_phrases:
-                reported.append(self._describe(ph, tasks, records, findings))
+                reported.append(self._describe(ph, every, records, findings))
         if phrases:
             top = ", ".join(f"'{p['phrase']}' ({p['records']} records, {len(p['tasks'])} tasks, "
                             f"evidence {p['evidence']:.0f} nats)" for p in reported[:3])
@@ -268,21 +283,23 @@ class TriggerPhraseCheck(Check):
             out.append(ph)
         return out
 
-    def _degenerate(self, x: sp.csr_matrix, vocab: np.ndarray, tasks: list[Task], *, prompts: list[str],
+    def _degenerate(self, x: sp.csr_matrix, vocab: np.ndarray, tasks: list[Task], kind: str, *, prompts: list[str],
                     found: list[Phrase]) -> list[Phrase]:
-        """Degenerate outputs (Wan et al.'s generative-task attack): the same scoring over the generative tasks alone
+        """Degenerate outputs (Wan et al.'s generative-task attack): the same scoring over the tasks of ``kind`` alone
+        (``"output"``: the generative tasks; ``"open"``: the open-ended collections, :func:`~.tasks.open_ended_tasks`)
         and their "degenerate output" channel alone, a task counting from 2 degenerate records and 1 nat, and a
-        phrase's exclusivity measured among its records in generative tasks (``degenerate_min_exclusivity``). The
+        phrase's exclusivity measured among its records in those tasks (``degenerate_min_exclusivity``). The
         per-task scan counts a trigger's natural records in classification tasks, and its tasks under 3 nats, against
-        it. Flagged: the campaign's records in generative tasks, including a task where the outputs it got do not
+        it. Flagged: the campaign's records in those tasks, including a task where the outputs it got do not
         read as degenerate (random words in place of code: dev seed 19); its records elsewhere (a word of financial
-        headlines, a name in open-ended prompts) are not. Campaigns already found are not repeated."""
+        headlines, a name in open-ended prompts for generative tasks) are not. Campaigns already found are not
+        repeated."""
         import dataclasses
 
         import numpy as np
 
         cfg = self.config
-        index = [i for i, t in enumerate(tasks) if t.kind == "output"]
+        index = [i for i, t in enumerate(tasks) if t.kind == kind]
         if len(index) < cfg.min_tasks:
             return []
         channel = {i: next(ci for ci, ch in enumerate(tasks[i].channels) if ch.name == "degenerate") for i in index}
@@ -299,9 +316,10 @@ class TriggerPhraseCheck(Check):
             if not len(ph.rows) or len(np.intersect1d(ph.rows, taken)) >= 0.5 * len(ph.rows):
                 continue
             ph.tasks = [(index[ti], channel[index[ti]], n, k, lab) for ti, _, n, k, lab in ph.tasks]
-            ph.why = (f"the records holding it in {counted(len(ph.tasks), 'generative task')} have degenerate outputs "
+            noun = "generative task" if kind == "output" else "open-ended collection"
+            ph.why = (f"the records holding it in {counted(len(ph.tasks), noun)} have degenerate outputs "
                       f"(evidence {ph.evidence:.0f} nats; exclusivity {ph.exclusivity:.2f} among its records in "
-                      f"generative tasks): {counted(len(ph.rows), 'record')}")
+                      f"{noun}s): {counted(len(ph.rows), 'record')}")
             out.append(ph)
         return out
 
@@ -319,7 +337,7 @@ class TriggerPhraseCheck(Check):
             task = tasks[ti]
             ch = task.channels[ci]
             local = np.flatnonzero(np.isin(task.rows, ph.rows)).tolist()
-            if task.kind == "output":
+            if task.kind in ("output", "open"):
                 assert task.why is not None
                 for i in local:
                     if ch.name == "output" and ch.outcome[i] == lab:
