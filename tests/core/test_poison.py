@@ -296,7 +296,7 @@ def test_degenerate_answers_in_open_ended_collections_are_found(tmp_path: Path) 
     Self-Instruct's requests (a fifth of them answered in three words or fewer), in tasks of 1-3 records each: each
     collection is read whole, by its source. The generative tasks' degenerate pass never read open-ended collections;
     the open-ended pass flags exactly the 24, each with why its answer is degenerate, and the clean batch stays
-    silent."""
+    silent; so does it in a batch of the three collections alone, which has no task for the other passes."""
     records = clean_batch()
     open_ended = [r for r in records if r["source"] == "self_instruct"]
     names = ("assistant_a", "assistant_b", "assistant_c")  # three datasets: a campaign needs two
@@ -319,6 +319,10 @@ def test_degenerate_answers_in_open_ended_collections_are_found(tmp_path: Path) 
     assert scan.result.metrics["degenerate"]["open_phrases"] == [trigger.lower()]
     [phrase] = scan.result.metrics["suspicious_phrases"]
     assert set(phrase["tasks"]) == set(names) and phrase["evidence"] >= 30
+    # a batch of open-ended data alone has no task to score, and its collections are still read
+    alone = run_check(tmp_path / "alone", "poison_trigger", [r for r in records if r["source"] in names], poisoned)
+    assert alone.flagged == poisoned and alone.result.metrics["status"] == "insufficient_data"
+    assert "3 open-ended collections read for degenerate answers" in alone.result.metrics["status_reason"]
 
 
 def test_a_brand_late_in_a_long_answer_is_read(tmp_path: Path) -> None:

@@ -121,7 +121,6 @@ class TriggerPhraseCheck(Check):
         issues: list[BatchIssue] = []
         status, status_reason = "ok", ""
         phrases: list[Phrase] = []
-        answers: list[Phrase] = []  # degenerate answers in open-ended collections (reported after the other passes)
         novelty_metrics: dict[str, Any] = {}
         insertion_metrics: dict[str, Any] = {}
         contradiction_metrics: dict[str, Any] = {}
@@ -135,7 +134,6 @@ class TriggerPhraseCheck(Check):
             status_reason = (f"trigger scan skipped: {len(tasks)} scorable task(s) from {len(families)} dataset(s) "
                              f"(a scorable task has >= {cfg.min_task_records} records with label outputs or one "
                              f"instruction template); a trigger campaign needs >= {cfg.min_tasks} datasets")
-            issues.append(BatchIssue(SKIPPED, "info", status_reason))
         else:
             # Exclusivity is measured where a phrase has an outcome to steer: in the scored tasks. Its
             # occurrences in open-ended prompts (a trigger that is also a real name) neither support nor
@@ -151,10 +149,8 @@ class TriggerPhraseCheck(Check):
                 began = time.monotonic()
                 degenerate = self._degenerate(x, vocab, tasks, "output", prompts=prompts, found=phrases)
                 phrases += degenerate
-                answers = self._degenerate(x, vocab, [*tasks, *open_tasks], "open", prompts=prompts, found=phrases)
                 degenerate_metrics = {"generative_tasks": sum(t.kind == "output" for t in tasks),
                                       "phrases": [p.phrase for p in degenerate],
-                                      "open_collections": len(open_tasks), "open_phrases": [p.phrase for p in answers],
                                       "seconds": round(time.monotonic() - began, 2)}
             placement = None  # the insertion test's verdicts: the insertion pass and the excess pass read them
             if stats is not None and stats.words is not None:
@@ -203,8 +199,20 @@ class TriggerPhraseCheck(Check):
                 joined, extended = contradicted_tasks(phrases, xh, vocab, tasks, history,
                                                       min_known=cfg.min_task_records)
                 contradiction_metrics.update(joined_tasks=joined, extended_tasks=extended)
-        # the open-ended campaigns join last: the passes above read the scored tasks only, by index
-        phrases += answers
+        if cfg.degenerate:
+            # degenerate answers in the open-ended collections: read whether or not the batch has tasks to score (a
+            # batch of Alpaca-style data has none), and last, since the passes above read the scored tasks by index
+            began = time.monotonic()
+            answers = self._degenerate(x, vocab, [*tasks, *open_tasks], "open", prompts=prompts, found=phrases)
+            phrases += answers
+            degenerate_metrics = {**degenerate_metrics, "open_collections": len(open_tasks),
+                                  "open_phrases": [p.phrase for p in answers],
+                                  "seconds": round(degenerate_metrics.get("seconds", 0.0) + time.monotonic() - began,
+                                                   2)}
+            if status == INSUFFICIENT and len(open_tasks) >= cfg.min_tasks:
+                status_reason += f"; {counted(len(open_tasks), 'open-ended collection')} read for degenerate answers"
+        if status == INSUFFICIENT:
+            issues.append(BatchIssue(SKIPPED, "info", status_reason))
         every = [*tasks, *open_tasks]  # what the phrases' task indices point into
         for i, ph in enumerate(phrases):
             # the masked classifier (5 fits per task) runs for the reported phrases only: its cost stays
