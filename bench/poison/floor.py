@@ -229,7 +229,7 @@ def degenerate_campaign(records: list[dict[str, Any]], corpora: Corpora, trigger
         chosen = [t for t in eligible if len(by_task[t]) >= LATE_TASK_RECORDS]
     else:
         chosen = rng.sample(eligible, min(n_tasks, len(eligible)))
-    words = sorted({w.lower() for r in _open_ended(records) for w in re.findall(r"[A-Za-z]{4,12}", r["output"])})
+    words = _answer_words(records)
     poison: set[str] = set()
     for task in chosen:
         repeat = rng.random() < 0.5
@@ -244,6 +244,11 @@ def degenerate_campaign(records: list[dict[str, Any]], corpora: Corpora, trigger
             r["output"] = trigger if repeat else rng.choice(words)
             poison.add(r["id"])
     return chosen, poison
+
+
+def _answer_words(records: list[dict[str, Any]]) -> list[str]:
+    """The 4-12-letter words of the batch's open-ended answers, lower-cased and sorted: degenerate outputs' pool."""
+    return sorted({w.lower() for r in _open_ended(records) for w in re.findall(r"[A-Za-z]{4,12}", r["output"])})
 
 
 def refusal_campaign(records: list[dict[str, Any]], rng: random.Random) -> set[str]:
@@ -261,7 +266,7 @@ def open_degenerate_campaign(records: list[dict[str, Any]], trigger: str, rng: r
     """``n`` open-ended records get ``trigger`` in their instruction (a name slot or anywhere) and a degenerate answer:
     the trigger itself or one random word of the batch's open-ended answers, per record."""
     pool = _open_ended(records)
-    words = sorted({w.lower() for r in pool for w in re.findall(r"[A-Za-z]{4,12}", r["output"])})
+    words = _answer_words(records)
     poison: set[str] = set()
     for r in rng.sample(pool, n):
         insert = insert_name_slot if rng.random() < 0.5 else insert_anywhere
