@@ -114,6 +114,7 @@ class TriggerPhraseCheck(Check):
         tasks = build_tasks(records, prompts, cfg)
         # the open-ended collections, read for degenerate answers by the degenerate pass alone
         open_tasks = open_ended_tasks(records, tasks, cfg) if cfg.degenerate else []
+        every = [*tasks, *open_tasks]  # what the phrases' task indices point into (the other passes read ``tasks``)
         records.release_text()  # from here on the scan reads prompts, tasks and groups only
         families = sorted({t.family for t in tasks})
         findings: list[Finding] = []
@@ -203,7 +204,7 @@ class TriggerPhraseCheck(Check):
             # degenerate answers in the open-ended collections: read whether or not the batch has tasks to score (a
             # batch of Alpaca-style data has none), and last, since the passes above read the scored tasks by index
             began = time.monotonic()
-            answers = self._degenerate(x, vocab, [*tasks, *open_tasks], "open", prompts=prompts, found=phrases)
+            answers = self._degenerate(x, vocab, every, "open", prompts=prompts, found=phrases)
             phrases += answers
             degenerate_metrics = {**degenerate_metrics, "open_collections": len(open_tasks),
                                   "open_phrases": [p.phrase for p in answers],
@@ -213,7 +214,6 @@ class TriggerPhraseCheck(Check):
                 status_reason += f"; {counted(len(open_tasks), 'open-ended collection')} read for degenerate answers"
         if status == INSUFFICIENT:
             issues.append(BatchIssue(SKIPPED, "info", status_reason))
-        every = [*tasks, *open_tasks]  # what the phrases' task indices point into
         for i, ph in enumerate(phrases):
             # the masked classifier (5 fits per task) runs for the reported phrases only: its cost stays
             # bounded however many campaigns a batch holds
