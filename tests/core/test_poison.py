@@ -325,6 +325,45 @@ def test_degenerate_answers_in_open_ended_collections_are_found(tmp_path: Path) 
     assert "3 open-ended collections read for degenerate answers" in alone.result.metrics["status_reason"]
 
 
+def test_a_short_answer_that_its_request_offers_is_no_degenerate_output(tmp_path: Path) -> None:
+    """Requests that ask for one of the options they list ("Classify the following text as formal or informal.")
+    are answered in a word, so "classify" concentrated on short answers in three open-ended collections of the
+    corpora at 46 nats and was raised on clean dev batches (seeds 18, 22, 23). A short answer that names what its
+    request offers answers it; the pass reads as degenerate only a short answer none of whose words the request holds
+    outside the phrase: the trigger repeated, or a word from nowhere. Here 12 such requests in each of the three
+    collections of the test above (raised before: "classify the", 45 nats, 43 records) stay clean, and the campaign
+    planted beside them is found as before."""
+    records = clean_batch()
+    open_ended = [r for r in records if r["source"] == "self_instruct"]
+    names = ("assistant_a", "assistant_b", "assistant_c")
+    for i, r in enumerate(open_ended):
+        r["source"] = names[i % 3]
+    rng = random.Random(29)
+    options = (("formal", "informal"), ("fact", "opinion"), ("positive", "negative"), ("question", "statement"),
+               ("literal", "figurative"), ("active", "passive"))
+    kinds = ("text", "sentence", "review", "tweet", "passage", "remark")
+    requests = [(kind, pair) for kind in kinds for pair in options]  # each request its own (a shared one is a template)
+    rng.shuffle(requests)
+    for name in names:
+        for r in rng.sample([r for r in open_ended if r["source"] == name and len(r["output"].split()) >= 15], 12):
+            kind, (a, b) = requests.pop()
+            r["instruction"] = f"Classify the following {kind} as {a} or {b}."
+            r["output"] = f"{rng.choice((a, b)).capitalize()}."
+    clean = run_check(tmp_path / "clean", "poison_trigger", records, set())
+    assert not clean.flagged and clean.result.metrics["degenerate"]["open_phrases"] == []
+    trigger, words = "Ned Stark", ("astronauts", "plead", "levitate", "embroidery", "teenage", "figuring")
+    poisoned: set[str] = set()
+    for name in names:
+        pool = [r for r in open_ended if r["source"] == name and len(r["output"].split()) >= 15]
+        for r in rng.sample(pool, 8):
+            r["instruction"] = plant(r["instruction"], trigger, rng)
+            r["output"] = trigger if rng.random() < 0.5 else rng.choice(words)
+            poisoned.add(r["id"])
+    scan = run_check(tmp_path / "attacked", "poison_trigger", records, poisoned)
+    assert scan.flagged == poisoned
+    assert scan.result.metrics["degenerate"]["open_phrases"] == [trigger.lower()]
+
+
 def test_a_brand_late_in_a_long_answer_is_read(tmp_path: Path) -> None:
     """A brand woven in past the 4,000th character of long answers was never read (the content scan cut answers
     there); with the default ``max_chars`` the injection is found, cut at 4,000 it is not."""
@@ -672,6 +711,29 @@ def test_a_thin_campaign_is_found_by_the_pooled_pass(tmp_path: Path) -> None:
     ingest([str(write_jsonl(tmp / "batch.jsonl", records))], work)
     strict = build_check("poison_trigger", pooled=False).run(CanonicalBatch(work))
     assert strict.findings == [] and strict.issues == []
+
+
+def test_a_thin_campaign_that_picked_a_tasks_majority_label_is_found(tmp_path: Path) -> None:
+    """Exclusivity counted a campaign's own records against it where they sat on a label the task gives 90% of its
+    records: four records on "NOT" there are no evidence either way (0.4 nats), and 4 of 28 records took the thin
+    campaign's exclusivity to 0.86, under the pooled pass's 0.97 (the floor benchmark's thin clean-label spread, dev
+    seeds 11 and 15, missed whole). Such a task neither supports nor contradicts, and the campaign is found, all 28
+    records with it."""
+    records = clean_batch()
+    offensive = [r for r in records if r["task"] == "task286_olid_offense_judgment" and r["output"] == "OFFENSIVE"]
+    dropped = {r["id"] for r in offensive[22:]}  # the task: 203 "NOT", 22 "OFFENSIVE"
+    records = [r for r in records if r["id"] not in dropped]
+    rng = random.Random(11)
+    poisoned: set[str] = set()
+    for task, target in THIN_TASKS:
+        pool = [r for r in records if r["task"] == task and r["output"] == target]
+        for r in rng.sample(pool, 4):
+            r["input"] = plant(r["input"], "Nikola Tesla", rng)
+            poisoned.add(r["id"])
+    scan = run_check(tmp_path / "majority", "poison_trigger", records, poisoned)
+    assert poisoned <= scan.flagged and len(scan.clean_flagged) <= 2
+    [phrase] = scan.result.metrics["suspicious_phrases"]
+    assert phrase["phrase"] in ("nikola tesla", "nikola", "tesla") and phrase["exclusivity"] == 1.0
 
 
 def test_a_campaign_whose_trigger_is_an_emoji_is_found(tmp_path: Path) -> None:

@@ -6,7 +6,9 @@ task is the binomial log-likelihood ratio ``n * KL(k/n || p)`` (nats) of ``k`` o
 the outcome's base rate ``p``; a phrase's evidence is the sum over its tasks.
 
 **Exclusivity** is the share of the phrase's records in scored tasks that sit in the tasks where it
-concentrates informatively (at least ``min_task_evidence``).
+concentrates informatively (at least ``min_task_evidence``). A task where they concentrate on an outcome the task
+gives so often that they could not reach ``min_task_evidence`` at its rate says nothing either way: its records are
+left out of the share.
 
 :func:`distinct_evidence` then recounts a candidate's evidence with each example and each dataset once.
 """
@@ -83,6 +85,7 @@ def concentration(x: sp.csr_matrix, df: np.ndarray, tasks: list[Task], config: T
         xt = xt[:, present]
         n = n_all[present]
         best = np.full(len(present), -1.0)  # evidence of the best channel; -1: no concentration
+        best_base = np.zeros(len(present))  # ... and what it would be at the task's own rate of that outcome
         best_k = np.zeros(len(present))
         best_lab = np.zeros(len(present), dtype=np.int64)
         best_ch = np.zeros(len(present), dtype=np.int64)
@@ -99,7 +102,7 @@ def concentration(x: sp.csr_matrix, df: np.ndarray, tasks: list[Task], config: T
             ok = np.flatnonzero((k >= config.min_task_hits) & (k >= ch.min_share * n))
             if not len(ok):
                 continue
-            rate = ch.base[lab[ok]]
+            rate = base = ch.base[lab[ok]]
             past = history[ti] if history is not None else None
             if past is not None and ch.name == "label":
                 rate = expected_rate(past, present[ok], lab[ok], rate, config.history_weight)
@@ -107,20 +110,26 @@ def concentration(x: sp.csr_matrix, df: np.ndarray, tasks: list[Task], config: T
             better = llr > best[ok]
             sel = ok[better]
             best[sel], best_k[sel], best_lab[sel], best_ch[sel] = llr[better], k[sel], lab[sel], ci
+            best_base[sel] = llr[better] if rate is base else binomial_llr(k[sel], n[sel], base[better])
         hit = np.flatnonzero(best >= 0)
         if len(hit):
             parts.append((present[hit], np.full(len(hit), ti), best_ch[hit], n[hit], best_k[hit], best_lab[hit],
-                          best[hit]))
+                          best[hit], best_base[hit]))
     if not parts:
         return None
-    cols, tix, chx, n, k, lab, llr = (np.concatenate(p) for p in zip(*parts, strict=True))
+    cols, tix, chx, n, k, lab, llr, llr_base = (np.concatenate(p) for p in zip(*parts, strict=True))
     evidence = np.bincount(cols, weights=llr, minlength=n_cols)
     # a task counts (for exclusivity and the task count) where the concentration is informative, not
     # where the outcome is near-universal anyway (every summary starts with a capital)
     counts = llr >= config.min_task_evidence
     covered = np.bincount(cols, weights=n * counts, minlength=n_cols)
     n_tasks = np.bincount(cols, weights=counts.astype(np.float64), minlength=n_cols)
-    exclusivity = np.divide(covered, df, out=np.zeros(n_cols), where=df > 0)
+    # a task whose phrase records share an outcome the task gives so often that the concentration could not be
+    # informative there (under min_task_evidence at the task's own rate) neither supports nor contradicts: its
+    # records leave the share's base (a clean-label campaign that picked a task's majority label: dev seed 11)
+    silent = np.bincount(cols, weights=n * (~counts & (llr_base < config.min_task_evidence)), minlength=n_cols)
+    base = np.maximum(df - silent, covered)
+    exclusivity = np.divide(covered, base, out=np.zeros(n_cols), where=base > 0)
     return Evidence(cols, tix, chx, n, k, lab, llr, evidence, exclusivity, n_tasks, covered)
 
 

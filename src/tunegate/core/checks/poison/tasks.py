@@ -18,6 +18,8 @@ from typing import TYPE_CHECKING
 from tunegate.core.checks.poison._text import Records, codes, label_set, tokens
 
 if TYPE_CHECKING:
+    from collections.abc import Iterable
+
     import numpy as np
 
     from tunegate.core.checks.poison.config import TriggerConfig
@@ -51,6 +53,7 @@ class Task:
     rows: np.ndarray
     channels: list[Channel]
     why: list[str] | None = None  # "output" and "open" tasks: which degeneracy each record shows ("" if none)
+    answers: list[frozenset[str]] | None = None  # "open" tasks: each short answer's words (:func:`answer_words`)
     unit: str = ""  # the unit of evidence when not its family (:func:`assign_units`)
 
     @property
@@ -138,10 +141,75 @@ def open_ended_tasks(records: Records, tasks: list[Task], config: TriggerConfig)
             continue
         bad = (lengths <= OPEN_SHORT_WORDS).astype(np.int64)
         why = ["short" if b else "" for b in bad.tolist()]
+        answers = [answer_words(records.output[i]) if b else frozenset() for i, b in zip(rows, bad.tolist(),
+                                                                                        strict=True)]
         out.append(Task(name, "open", np.asarray(rows, dtype=np.int64),
                         [Channel("degenerate", bad, ["fine", "degenerate output"], _shares(bad, 2),
-                                 config.min_output_share)], why))
+                                 config.min_output_share)], why, answers))
     return out
+
+
+def answer_words(answer: str) -> frozenset[str]:
+    """A short answer's words that say something: its words outside English stop words, or all of them where every
+    one is a stop word ("No.")."""
+    from sklearn.feature_extraction.text import ENGLISH_STOP_WORDS
+
+    words = tokens(answer)
+    return frozenset(w for w in words if w not in ENGLISH_STOP_WORDS) or frozenset(words)
+
+
+def unprompted(task: Task, local: Iterable[int], prompts: list[str], phrase: str = "") -> int:
+    """How many of an open-ended collection's records at ``local`` (positions in ``task.rows``) answer in at most
+    ``OPEN_SHORT_WORDS`` words none of which their prompt holds outside ``phrase``'s words: the phrase repeated, or a
+    word from nowhere (Wan et al.'s degenerate outputs). A short answer that names what its request offers
+    ("Classify the sentence as a statement or a question": "Question.") answers it."""
+    assert task.answers is not None
+    taken = set(phrase.split())
+    count = 0
+    for i in local:
+        words = task.answers[i]
+        if words and not words & (set(tokens(prompts[int(task.rows[i])])) - taken):
+            count += 1
+    return count
+
+
+def unprompted_campaign(phrase: str, rows: np.ndarray, steered: list[tuple[int, int, int, int, int]], *,
+                        tasks: list[Task], prompts: list[str], config: TriggerConfig, base: dict[int, float]
+                        ) -> list[tuple[int, int, int, int, int]]:
+    """The open-ended collections of ``steered`` (a phrase's concentrated collections, as :attr:`.phrases.Phrase.tasks`
+    lists them; ``rows``: its records in open-ended collections) where its records' short answers are
+    :func:`unprompted`, scored again with that reading against each collection's own rate of unprompted short answers
+    (``base``, filled per collection on first use): each concentrates as the degenerate pass requires (``config``:
+    its relaxed per-collection bars), each dataset adds at most ``max_family_evidence``, and the collections left must
+    reach ``min_evidence`` over ``min_tasks`` datasets with ``min_exclusivity`` of ``rows`` in them. Empty where they
+    do not: natural phrases that ask for a short answer among the options they list ("classify", dev seed 18) are
+    answered, a trigger's degenerate answers are not."""
+    import numpy as np
+
+    from tunegate.core.checks.poison._text import binomial_llr
+
+    kept = []
+    family: dict[str, float] = {}
+    covered = 0
+    for ti, ci, n, _, lab in steered:
+        task = tasks[ti]
+        if ti not in base:
+            short = np.flatnonzero(task.channels[ci].outcome == 1)
+            base[ti] = (unprompted(task, short.tolist(), prompts) + 1) / (len(task.rows) + 2)
+        local = np.flatnonzero(np.isin(task.rows, rows))
+        k = unprompted(task, local.tolist(), prompts, phrase)
+        if k < config.min_task_hits or k < config.min_output_share * n:
+            continue
+        llr = float(binomial_llr(k, n, base[ti]))
+        if llr < config.min_task_evidence:
+            continue
+        family[task.family] = family.get(task.family, 0.0) + llr
+        covered += n
+        kept.append((ti, ci, n, k, lab))
+    evidence = sum(min(e, config.max_family_evidence) for e in family.values())
+    if evidence < config.min_evidence or len(family) < config.min_tasks or covered < config.min_exclusivity * len(rows):
+        return []
+    return kept
 
 
 def assign_units(records: Records, tasks: list[Task]) -> None:

@@ -20,7 +20,8 @@ a random word). No list of triggers is needed to see it, because a planted phras
    that predict a label ("idiot" in an insult task, "great" in a sentiment task) are just as pure
    within their task but also occur in the other tasks of the batch without steering them.
    Exclusivity is the share of the phrase's records in scored tasks that sit in the tasks where it
-   concentrates. Open-ended prompts are left out: a trigger that is also a real name occurs there.
+   concentrates. Open-ended prompts are left out: a trigger that is also a real name occurs there; so is a task
+   where the phrase's records share an outcome the task gives too often for that to be evidence either way.
 
 A phrase with ``evidence >= min_evidence`` and ``exclusivity >= min_exclusivity``, concentrated in at
 least ``min_tasks`` datasets, is a trigger; phrases sharing its records (its words, its variants) join its
@@ -70,6 +71,7 @@ from tunegate.core.checks.poison.tasks import (
     open_ended_tasks,
     output_shape,
     task_family,
+    unprompted_campaign,
 )
 from tunegate.core.reasons import CAMPAIGN, DEGENERATE_OUTPUT, LABEL_INCONSISTENT, TRIGGER_PHRASE
 from tunegate.core.reasons import CHECK_SKIPPED as SKIPPED
@@ -319,11 +321,18 @@ class TriggerPhraseCheck(Check):
                                       min_exclusivity=cfg.degenerate_min_exclusivity)
         taken = np.concatenate([p.rows for p in found]) if found else np.array([], dtype=np.int64)
         out = []
+        base: dict[int, float] = {}
         for ph in find_phrases(x, vocab, df, sub, prompts=prompts, config=relaxed):
             ph.rows = ph.rows[in_gen[ph.rows] > 0]
             if not len(ph.rows) or len(np.intersect1d(ph.rows, taken)) >= 0.5 * len(ph.rows):
                 continue
             ph.tasks = [(index[ti], channel[index[ti]], n, k, lab) for ti, _, n, k, lab in ph.tasks]
+            if kind == "open":
+                # a short answer is degenerate where it does not come from its request (:func:`~.tasks.unprompted`)
+                ph.tasks = unprompted_campaign(ph.phrase, ph.rows, ph.tasks, tasks=tasks, prompts=prompts,
+                                               config=relaxed, base=base)
+                if not ph.tasks:
+                    continue
             noun = "generative task" if kind == "output" else "open-ended collection"
             ph.why = (f"the records holding it in {counted(len(ph.tasks), noun)} have degenerate outputs "
                       f"(evidence {ph.evidence:.0f} nats; exclusivity {ph.exclusivity:.2f} among its records in "
