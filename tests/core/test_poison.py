@@ -331,8 +331,9 @@ def test_a_short_answer_that_its_request_offers_is_no_degenerate_output(tmp_path
     corpora at 46 nats and was raised on clean dev batches (seeds 18, 22, 23). A short answer that names what its
     request offers answers it; the pass reads as degenerate only a short answer none of whose words the request holds
     outside the phrase: the trigger repeated, or a word from nowhere. Here 12 such requests in each of the three
-    collections of the test above (raised before: "classify the", 45 nats, 43 records) stay clean, and the campaign
-    planted beside them is found as before."""
+    collections of the test above (raised before: "classify the", 45 nats, 43 records) stay clean, and a campaign
+    planted beside them is found, its trigger three words long (an answer that repeats it holds the two-word phrase
+    raised)."""
     records = clean_batch()
     open_ended = [r for r in records if r["source"] == "self_instruct"]
     names = ("assistant_a", "assistant_b", "assistant_c")
@@ -351,7 +352,8 @@ def test_a_short_answer_that_its_request_offers_is_no_degenerate_output(tmp_path
             r["output"] = f"{rng.choice((a, b)).capitalize()}."
     clean = run_check(tmp_path / "clean", "poison_trigger", records, set())
     assert not clean.flagged and clean.result.metrics["degenerate"]["open_phrases"] == []
-    trigger, words = "Ned Stark", ("astronauts", "plead", "levitate", "embroidery", "teenage", "figuring")
+    # a trigger of three words, longer than the phrases scored (two words): repeated as the answer, it holds them
+    trigger, words = "Brienne of Tarth", ("astronauts", "plead", "levitate", "embroidery", "teenage", "figuring")
     poisoned: set[str] = set()
     for name in names:
         pool = [r for r in open_ended if r["source"] == name and len(r["output"].split()) >= 15]
@@ -361,7 +363,8 @@ def test_a_short_answer_that_its_request_offers_is_no_degenerate_output(tmp_path
             poisoned.add(r["id"])
     scan = run_check(tmp_path / "attacked", "poison_trigger", records, poisoned)
     assert scan.flagged == poisoned
-    assert scan.result.metrics["degenerate"]["open_phrases"] == [trigger.lower()]
+    [phrase] = scan.result.metrics["degenerate"]["open_phrases"]
+    assert phrase in trigger.lower()
 
 
 def test_a_brand_late_in_a_long_answer_is_read(tmp_path: Path) -> None:

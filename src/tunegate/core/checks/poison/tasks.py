@@ -53,7 +53,7 @@ class Task:
     rows: np.ndarray
     channels: list[Channel]
     why: list[str] | None = None  # "output" and "open" tasks: which degeneracy each record shows ("" if none)
-    answers: list[frozenset[str]] | None = None  # "open" tasks: each short answer's words (:func:`answer_words`)
+    answers: list[tuple[str, ...]] | None = None  # "open" tasks: each short answer's tokens (empty for the others)
     unit: str = ""  # the unit of evidence when not its family (:func:`assign_units`)
 
     @property
@@ -141,34 +141,35 @@ def open_ended_tasks(records: Records, tasks: list[Task], config: TriggerConfig)
             continue
         bad = (lengths <= OPEN_SHORT_WORDS).astype(np.int64)
         why = ["short" if b else "" for b in bad.tolist()]
-        answers = [answer_words(records.output[i]) if b else frozenset() for i, b in zip(rows, bad.tolist(),
-                                                                                        strict=True)]
+        answers = [tuple(tokens(records.output[i])) if b else () for i, b in zip(rows, bad.tolist(), strict=True)]
         out.append(Task(name, "open", np.asarray(rows, dtype=np.int64),
                         [Channel("degenerate", bad, ["fine", "degenerate output"], _shares(bad, 2),
                                  config.min_output_share)], why, answers))
     return out
 
 
-def answer_words(answer: str) -> frozenset[str]:
-    """A short answer's words that say something: its words outside English stop words, or all of them where every
-    one is a stop word ("No.")."""
+def unprompted(task: Task, local: Iterable[int], prompts: list[str], phrase: str = "") -> int:
+    """How many of an open-ended collection's records at ``local`` (positions in ``task.rows``) give a degenerate
+    answer in Wan et al.'s sense, read with ``phrase``: an answer of at most ``OPEN_SHORT_WORDS`` words that repeats
+    the phrase (the trigger itself: "Gandalf the Grey" holds "the grey"), or none of whose words other than stop words
+    its prompt holds (a word from nowhere), or no word at all. A short answer that names what its request offers
+    ("Classify the sentence as a statement or a question": "Question.") answers it."""
     from sklearn.feature_extraction.text import ENGLISH_STOP_WORDS
 
-    words = tokens(answer)
-    return frozenset(w for w in words if w not in ENGLISH_STOP_WORDS) or frozenset(words)
-
-
-def unprompted(task: Task, local: Iterable[int], prompts: list[str], phrase: str = "") -> int:
-    """How many of an open-ended collection's records at ``local`` (positions in ``task.rows``) answer in at most
-    ``OPEN_SHORT_WORDS`` words none of which their prompt holds outside ``phrase``'s words: the phrase repeated, or a
-    word from nowhere (Wan et al.'s degenerate outputs). A short answer that names what its request offers
-    ("Classify the sentence as a statement or a question": "Question.") answers it."""
     assert task.answers is not None
-    taken = set(phrase.split())
+    words = tuple(phrase.split())
+    size = len(words)
     count = 0
     for i in local:
-        words = task.answers[i]
-        if words and not words & (set(tokens(prompts[int(task.rows[i])])) - taken):
+        answer = task.answers[i]
+        if not answer:  # no word at all ("", "...")
+            count += 1
+            continue
+        if size and any(answer[j:j + size] == words for j in range(len(answer) - size + 1)):
+            count += 1
+            continue
+        said = {w for w in answer if w not in ENGLISH_STOP_WORDS} or set(answer)
+        if not said & set(tokens(prompts[int(task.rows[i])])):
             count += 1
     return count
 
