@@ -65,7 +65,10 @@ class TriggerConfig(CheckConfig):
       naturally) to 1.0; natural cues of classification-only batches 12-19 nats at exclusivity 0.90-0.95
       ("works great", "a must", "only complaint", "gem"), which at 0.9 raised a false campaign ("a must",
       4 datasets, seed 11). 0.97 keeps the clean dev batches silent and gives up triggers that also occur
-      naturally (docs/poison.md, detection floor).
+      naturally (docs/poison.md, detection floor). Since the thirty-sixth session a task where a phrase's records
+      share a label too common to be evidence leaves the share (``evidence.concentration``); the natural phrases
+      that meet the pass's evidence and datasets on the clean dev batches of seeds 10-17 kept their maximum (0.953,
+      "a must"), and the clean batches of dev 10-25 stay silent (bench/poison/RESULTS.md 6av).
     * ``degenerate`` (True): the degenerate pass (issue 11): generative tasks alone, their "degenerate output"
       channel alone (Wan et al.'s attack: a trigger in the input, a degenerate output). A phrase concentrates in a
       task with 2 degenerate records (``min_output_share`` of its records there), each task with >= 1 nat counts,
