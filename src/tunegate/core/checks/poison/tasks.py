@@ -176,15 +176,15 @@ def unprompted(task: Task, local: Iterable[int], prompts: list[str], phrase: str
 
 def unprompted_campaign(phrase: str, rows: np.ndarray, steered: list[tuple[int, int, int, int, int]], *,
                         tasks: list[Task], prompts: list[str], config: TriggerConfig, base: dict[int, float]
-                        ) -> list[tuple[int, int, int, int, int]]:
+                        ) -> tuple[list[tuple[int, int, int, int, int]], float]:
     """The open-ended collections of ``steered`` (a phrase's concentrated collections, as :attr:`.phrases.Phrase.tasks`
     lists them; ``rows``: its records in open-ended collections) where its records' short answers are
     :func:`unprompted`, scored again with that reading against each collection's own rate of unprompted short answers
     (``base``, filled per collection on first use): each concentrates as the degenerate pass requires (``config``:
     its relaxed per-collection bars), each dataset adds at most ``max_family_evidence``, and the collections left must
-    reach ``min_evidence`` over ``min_tasks`` datasets with ``min_exclusivity`` of ``rows`` in them. Empty where they
-    do not: natural phrases that ask for a short answer among the options they list ("classify", dev seed 18) are
-    answered, a trigger's degenerate answers are not."""
+    reach ``min_evidence`` over ``min_tasks`` datasets with ``min_exclusivity`` of ``rows`` in them. Returns those
+    collections and their evidence; none where they do not reach it: natural phrases that ask for a short answer among
+    the options they list ("classify", dev seed 18) are answered, a trigger's degenerate answers are not."""
     import numpy as np
 
     from tunegate.core.checks.poison._text import binomial_llr
@@ -209,8 +209,8 @@ def unprompted_campaign(phrase: str, rows: np.ndarray, steered: list[tuple[int, 
         kept.append((ti, ci, n, k, lab))
     evidence = sum(min(e, config.max_family_evidence) for e in family.values())
     if evidence < config.min_evidence or len(family) < config.min_tasks or covered < config.min_exclusivity * len(rows):
-        return []
-    return kept
+        return [], evidence
+    return kept, evidence
 
 
 def assign_units(records: Records, tasks: list[Task]) -> None:

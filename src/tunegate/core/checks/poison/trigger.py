@@ -329,8 +329,8 @@ class TriggerPhraseCheck(Check):
             ph.tasks = [(index[ti], channel[index[ti]], n, k, lab) for ti, _, n, k, lab in ph.tasks]
             if kind == "open":
                 # a short answer is degenerate where it does not come from its request (:func:`~.tasks.unprompted`)
-                ph.tasks = unprompted_campaign(ph.phrase, ph.rows, ph.tasks, tasks=tasks, prompts=prompts,
-                                               config=relaxed, base=base)
+                ph.tasks, ph.evidence = unprompted_campaign(ph.phrase, ph.rows, ph.tasks, tasks=tasks,
+                                                            prompts=prompts, config=relaxed, base=base)
                 if not ph.tasks:
                     continue
             noun = "generative task" if kind == "output" else "open-ended collection"
