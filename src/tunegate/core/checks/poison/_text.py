@@ -58,6 +58,13 @@ def tokens(text: str) -> list[str]:
     return _TOKEN.findall(text.lower())
 
 
+def content_words(phrase: str) -> list[str]:
+    """A phrase's words that are not stop words (all its words if it has none)."""
+    from sklearn.feature_extraction.text import ENGLISH_STOP_WORDS
+
+    return [w for w in phrase.split() if w not in ENGLISH_STOP_WORDS] or phrase.split()
+
+
 @dataclass
 class Records:
     """The text columns of a batch in row order, plus the group (task, else source) of each row."""

@@ -28,6 +28,7 @@ from tunegate.core.checks.base import Finding
 from tunegate.core.checks.poison._text import (
     Records,
     codes,
+    content_words,
     ngram_matrix,
     onehot,
     phrase_regex,
@@ -401,7 +402,7 @@ class _PromptWords:
                  max_chars: int, phrases: list[str]) -> None:
         import numpy as np
 
-        words = sorted({w for p in phrases for w in _content_words(p)})
+        words = sorted({w for p in phrases for w in content_words(p)})
         self._column = {w: j for j, w in enumerate(words)}
         if not words:
             self._matrix = None
@@ -419,7 +420,7 @@ class _PromptWords:
         m = self._matrix
         if m is None or not len(rows):
             return rows
-        cols = np.asarray([self._column[w] for w in _content_words(phrase)], dtype=m.indices.dtype)
+        cols = np.asarray([self._column[w] for w in content_words(phrase)], dtype=m.indices.dtype)
         start, end = m.indptr[rows], m.indptr[rows + 1]
         lengths = end - start
         total = int(lengths.sum())
@@ -431,13 +432,6 @@ class _PromptWords:
         hit = np.isin(m.indices[start[owner] + offset], cols)
         explained = np.bincount(owner[hit], minlength=len(rows)) > 0
         return rows[~explained]
-
-
-def _content_words(phrase: str) -> list[str]:
-    """A phrase's words that are not stop words (all its words if it has none)."""
-    from sklearn.feature_extraction.text import ENGLISH_STOP_WORDS
-
-    return [w for w in phrase.split() if w not in ENGLISH_STOP_WORDS] or phrase.split()
 
 
 def _phrase_pattern(phrase: str) -> re.Pattern[str]:

@@ -15,7 +15,7 @@ from collections import Counter
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from tunegate.core.checks.poison._text import Records, codes, label_set, tokens
+from tunegate.core.checks.poison._text import Records, codes, content_words, label_set, tokens
 
 if TYPE_CHECKING:
     from collections.abc import Iterable
@@ -154,8 +154,6 @@ def unprompted(task: Task, local: Iterable[int], prompts: list[str], phrase: str
     the phrase (the trigger itself: "Gandalf the Grey" holds "the grey"), or none of whose words other than stop words
     its prompt holds (a word from nowhere), or no word at all. A short answer that names what its request offers
     ("Classify the sentence as a statement or a question": "Question.") answers it."""
-    from sklearn.feature_extraction.text import ENGLISH_STOP_WORDS
-
     assert task.answers is not None
     words = tuple(phrase.split())
     size = len(words)
@@ -168,7 +166,7 @@ def unprompted(task: Task, local: Iterable[int], prompts: list[str], phrase: str
         if size and any(answer[j:j + size] == words for j in range(len(answer) - size + 1)):
             count += 1
             continue
-        said = {w for w in answer if w not in ENGLISH_STOP_WORDS} or set(answer)
+        said = set(content_words(" ".join(answer)))
         if not said & set(tokens(prompts[int(task.rows[i])])):
             count += 1
     return count
