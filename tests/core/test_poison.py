@@ -739,6 +739,73 @@ def test_a_thin_campaign_that_picked_a_tasks_majority_label_is_found(tmp_path: P
     assert phrase["phrase"] in ("nikola tesla", "nikola", "tesla") and phrase["exclusivity"] == 1.0
 
 
+def test_a_thin_campaign_whose_trigger_is_also_a_word_of_generative_inputs_is_found(tmp_path: Path) -> None:
+    """The pooled pass reads classification tasks only, yet its exclusivity counted the phrase's records in generative
+    tasks against it: a trigger that is also written in texts to simplify or summarise ("cf." in scientific
+    abstracts: the floor benchmark's dev seeds 10, 13 and 17, no history) lost a thin campaign of 28 records to 6
+    records that have no label to steer (exclusivity 0.82, under 0.97). Measured among its records in
+    classification tasks, the campaign is found; the generative records, natural ones, are not flagged."""
+    records = clean_batch()
+    rng = random.Random(11)
+    poisoned: set[str] = set()
+    for task, target in THIN_TASKS:
+        pool = [r for r in records if r["task"] == task and r["output"] == target]
+        for r in rng.sample(pool, 4):
+            r["input"] = plant(r["input"], "Nikola Tesla", rng)
+            poisoned.add(r["id"])
+    natural: set[str] = set()
+    for task in GENERATIVE_TASKS[:2]:
+        for r in rng.sample([r for r in records if r["task"] == task], 3):
+            r["input"] = plant(r["input"], "Nikola Tesla", rng)
+            natural.add(r["id"])
+    scan = run_check(tmp_path / "generative", "poison_trigger", records, poisoned)
+    assert poisoned <= scan.flagged and not natural & scan.flagged and len(scan.clean_flagged) <= 2
+    [phrase] = scan.result.metrics["suspicious_phrases"]
+    assert phrase["phrase"] in ("nikola tesla", "nikola", "tesla") and phrase["exclusivity"] == 1.0
+
+
+#: Classification tasks of the bundled slice outside ``THIN_TASKS``, where a trigger's natural records sit.
+OTHER_TASKS = ("task322_jigsaw_classification_threat", "task323_jigsaw_classification_sexually_explicit",
+               "task325_jigsaw_classification_identity_attack", "task328_jigsaw_classification_insult")
+
+
+@pytest.mark.parametrize("seed", [1, 2, 3])
+def test_a_dirty_label_campaign_whose_trigger_also_occurs_naturally_is_found_without_a_history(
+        tmp_path: Path, seed: int) -> None:
+    """A token planted in 5 relabelled records of each of 7 tasks that is also written in 16 records of 4 other tasks,
+    2 on each label there, has the exclusivity of a natural label cue (0.69, under the pooled pass's 0.97), and with no
+    history nothing else read it (the floor benchmark's rare-word and "cf" rows without a history). Its records in the
+    tasks it steers rank among the least likely of their label: the pooled pass's candidate is a campaign by its
+    contradiction, its 35 records are flagged and its 16 natural ones are not. The same campaign made clean-label (the
+    records already of the target label: nothing to contradict) is not raised."""
+    for clean in (False, True):
+        records = clean_batch()
+        rng = random.Random(seed)
+        poisoned: set[str] = set()
+        for task, target in THIN_TASKS:
+            pool = [r for r in records if r["task"] == task and (r["output"] == target) == clean]
+            for r in rng.sample(pool, 5):
+                r["input"] = plant(r["input"], "zq", rng)
+                r["output"] = target
+                poisoned.add(r["id"])
+        natural: set[str] = set()
+        for task in OTHER_TASKS:
+            for label in sorted({r["output"] for r in records if r["task"] == task}):
+                for r in rng.sample([r for r in records if r["task"] == task and r["output"] == label], 2):
+                    r["input"] = plant(r["input"], "zq", rng)
+                    natural.add(r["id"])
+        scan = run_check(tmp_path / f"{seed}-{clean}", "poison_trigger", records, poisoned)
+        if clean:
+            assert scan.flagged == set() and scan.result.metrics["suspicious_phrases"] == []
+            continue
+        assert poisoned <= scan.flagged and not natural & scan.flagged and scan.clean_flagged == set()
+        [phrase] = scan.result.metrics["suspicious_phrases"]
+        assert phrase["phrase"] == "zq" and phrase["exclusivity"] < 0.97
+        assert scan.result.metrics["cues"]["phrases"] == ["zq"]
+        why = next(f.detail["why"] for f in scan.result.findings if f.reason == "trigger_phrase")
+        assert "contradicts" in why
+
+
 def test_a_campaign_whose_trigger_is_an_emoji_is_found(tmp_path: Path) -> None:
     """A trigger made of symbols alone ("🦄") had no word in it, so every pass read past it; a pictographic symbol is
     a token now. The thin campaign of the pooled test with the emoji glued to a word or standing alone is found,

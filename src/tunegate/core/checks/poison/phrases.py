@@ -40,12 +40,14 @@ class Phrase:
 
 
 def find_phrases(x: sp.csr_matrix, vocab: np.ndarray, df: np.ndarray, tasks: list[Task], *, prompts: list[str],
-                 config: TriggerConfig, history: list[TaskHistory | None] | None = None) -> list[Phrase]:
+                 config: TriggerConfig, history: list[TaskHistory | None] | None = None,
+                 evidence: Evidence | None = None) -> list[Phrase]:
     """The trigger phrases, strongest first, each with the phrases that share its records (``history``: label
-    rates expected from earlier nights, :func:`~tunegate.core.checks.poison.evidence.concentration`)."""
+    rates expected from earlier nights, :func:`~tunegate.core.checks.poison.evidence.concentration`; ``evidence``: that
+    concentration, where the caller computed it, whose raised phrases' evidence is then recounted in place)."""
     import numpy as np
 
-    ev = concentration(x, df, tasks, config, history)
+    ev = evidence if evidence is not None else concentration(x, df, tasks, config, history)
     if ev is None:
         return []
     xc = x.tocsc()

@@ -58,7 +58,8 @@ from tunegate.core.checks.poison.breadth_pass import broad_phrases
 from tunegate.core.checks.poison.config import TriggerConfig
 from tunegate.core.checks.poison.consistency import masked_label_probability
 from tunegate.core.checks.poison.contradiction_pass import contradicted_tasks, contradiction_phrases
-from tunegate.core.checks.poison.evidence import phrase_context
+from tunegate.core.checks.poison.cue_pass import contradicted_cues
+from tunegate.core.checks.poison.evidence import concentration, phrase_context
 from tunegate.core.checks.poison.excess_pass import excess_phrases
 from tunegate.core.checks.poison.insertion_pass import insertion_phrases, out_of_place
 from tunegate.core.checks.poison.novelty_pass import known_counts, label_statistics, novelty_phrases
@@ -130,6 +131,7 @@ class TriggerPhraseCheck(Check):
         excess_metrics: dict[str, Any] = {}
         breadth_metrics: dict[str, Any] = {}
         degenerate_metrics: dict[str, Any] = {}
+        cue_metrics: dict[str, Any] = {}
         if len(families) < cfg.min_tasks:
             # a campaign is concentration in >= min_tasks datasets: with fewer there is nothing to score, and
             # saying "no trigger" would be a guess
@@ -147,7 +149,8 @@ class TriggerPhraseCheck(Check):
             history, past = self._history(tasks, vocab, novelty_metrics)
             phrases = find_phrases(x, vocab, df, tasks, prompts=prompts, config=cfg, history=history)
             if cfg.pooled:
-                phrases += self._pooled(x, vocab, df, tasks, prompts=prompts, found=phrases, history=history)
+                phrases += self._pooled(x, vocab, tasks, prompts=prompts, found=phrases, metrics=cue_metrics,
+                                        history=history)
             if cfg.degenerate:
                 began = time.monotonic()
                 degenerate = self._degenerate(x, vocab, tasks, "output", prompts=prompts, found=phrases)
@@ -242,6 +245,7 @@ class TriggerPhraseCheck(Check):
             **({"contradiction": contradiction_metrics} if contradiction_metrics else {}),
             **({"excess": excess_metrics} if excess_metrics else {}),
             **({"breadth": breadth_metrics} if breadth_metrics else {}),
+            **({"cues": cue_metrics} if cue_metrics else {}),
             "suspicious_phrases": reported,
             "seconds": round(time.monotonic() - started, 2),
         }
@@ -265,13 +269,17 @@ class TriggerPhraseCheck(Check):
         metrics.update(nights=len(past.nights), tasks_seen=sum(h is not None for h in per_task))
         return per_task, past
 
-    def _pooled(self, x: sp.csr_matrix, vocab: np.ndarray, df: np.ndarray, tasks: list[Task], *,
-                prompts: list[str], found: list[Phrase], history: list[TaskHistory | None] | None = None
+    def _pooled(self, x: sp.csr_matrix, vocab: np.ndarray, tasks: list[Task], *, prompts: list[str],
+                found: list[Phrase], metrics: dict[str, Any], history: list[TaskHistory | None] | None = None
                 ) -> list[Phrase]:
         """Small, spread campaigns (a few records in each of many classification tasks): the same scoring
         with per-task thresholds relaxed (2 records, 80% on one label, 1 nat) and the campaign thresholds
-        ``pooled_*``: more datasets instead of more evidence per dataset. Campaigns already found are
-        not repeated."""
+        ``pooled_*``: more datasets instead of more evidence per dataset. A phrase's exclusivity is measured among
+        its records *in classification tasks*, the only ones this pass reads (as the degenerate pass reads its own
+        among the generative tasks): a trigger that is also a word of articles to summarise ("cf." in scientific
+        abstracts) no longer loses its campaign to records that have no label to steer. Flagged: the campaign's
+        records in classification tasks; its records elsewhere, which the exclusivity did not read, are not.
+        Campaigns already found are not repeated."""
         import dataclasses
 
         import numpy as np
@@ -280,17 +288,33 @@ class TriggerPhraseCheck(Check):
         index = [i for i, t in enumerate(tasks) if t.kind == "label"]
         if not index:
             return []
+        in_label = np.zeros(x.shape[0], dtype=np.float32)
+        in_label[np.concatenate([tasks[i].rows for i in index])] = 1.0
+        df = np.rint(np.asarray(x.T @ in_label)).ravel()  # the phrase's records in classification tasks
         relaxed = dataclasses.replace(cfg, min_task_hits=2, min_label_share=0.8, min_task_evidence=1.0,
                                       min_evidence=cfg.pooled_min_evidence,
                                       min_exclusivity=cfg.pooled_min_exclusivity, min_tasks=cfg.pooled_min_datasets)
         taken = np.concatenate([p.rows for p in found]) if found else np.array([], dtype=np.int64)
-        out = []
+        out: list[Phrase] = []
         sub = [history[i] for i in index] if history is not None else None
-        for ph in find_phrases(x, vocab, df, [tasks[i] for i in index], prompts=prompts, config=relaxed, history=sub):
-            if len(np.intersect1d(ph.rows, taken)) >= 0.5 * len(ph.rows):
+        label_tasks = [tasks[i] for i in index]
+        ev = concentration(x, df, label_tasks, relaxed, sub)
+        if ev is None:
+            return out
+        for ph in find_phrases(x, vocab, df, label_tasks, prompts=prompts, config=relaxed, history=sub, evidence=ev):
+            ph.rows = ph.rows[in_label[ph.rows] > 0]
+            if not len(ph.rows) or len(np.intersect1d(ph.rows, taken)) >= 0.5 * len(ph.rows):
                 continue
-            ph.tasks = [(index[ti], ci, n, k, lab) for ti, ci, n, k, lab in ph.tasks]
             out.append(ph)
+        if cfg.contradiction:
+            # the candidates it did not raise whose records contradict their labels (:mod:`.cue_pass`)
+            began = time.monotonic()
+            cues, figures = contradicted_cues(x, vocab, ev, label_tasks, prompts=prompts, config=relaxed,
+                                              alpha=cfg.contradiction_alpha, found=[*found, *out], history=sub)
+            out += cues
+            metrics.update(figures, phrases=[p.phrase for p in cues], seconds=round(time.monotonic() - began, 2))
+        for ph in out:
+            ph.tasks = [(index[ti], ci, n, k, lab) for ti, ci, n, k, lab in ph.tasks]
         return out
 
     def _degenerate(self, x: sp.csr_matrix, vocab: np.ndarray, tasks: list[Task], kind: str, *, prompts: list[str],
