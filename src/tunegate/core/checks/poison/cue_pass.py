@@ -51,13 +51,14 @@ if TYPE_CHECKING:
 
 
 def contradicted_cues(x: sp.csr_matrix, vocab: np.ndarray, ev: Evidence, tasks: list[Task], *, prompts: list[str],
-                      config: TriggerConfig, alpha: float, found: list[Phrase],
+                      config: TriggerConfig, alpha: float, min_datasets: int, found: list[Phrase],
                       history: list[TaskHistory | None] | None = None) -> tuple[list[Phrase], dict[str, float]]:
     """The candidates (module docstring) whose records in the tasks where they concentrate carry labels their text
     contradicts, strongest first; and the figures (candidates tested, bar, campaigns). ``ev``: the pooled pass's
     concentration over ``tasks`` (classification tasks) under ``config`` (its relaxed thresholds); ``found``: the
-    campaigns raised so far (a candidate mostly made of their records is theirs); ``history``: per task, the earlier
-    nights' counts the tasks' models also read."""
+    campaigns raised so far (a candidate mostly made of their records is theirs); ``min_datasets``: the datasets a
+    campaign's flagged tasks must span; ``history``: per task, the earlier nights' counts the tasks' models also
+    read."""
     import numpy as np
 
     owner = task_of_rows(tasks, x.shape[0])
@@ -94,7 +95,8 @@ def contradicted_cues(x: sp.csr_matrix, vocab: np.ndarray, ev: Evidence, tasks: 
     tested = np.arange(len(cols))
     ranks = entries.ranks(tested, x, vocab=vocab, novel=cols, tasks=tasks,
                           history=history if history is not None else [None] * n_tasks)
-    b = entries.contradiction(tested, ranks, distinct=entries.distinct(tested, x, tasks))
+    distinct = entries.distinct(tested, x, tasks)
+    b = entries.contradiction(tested, ranks, distinct=distinct)
     scored = {int(cols[j]): (float(b[j]), 0.0, float(b[j])) for j in range(len(cols))
               if b[j] >= bar - math.log(min(MAX_CAMPAIGNS, len(cols)))}
     if not scored:
@@ -111,7 +113,7 @@ def contradicted_cues(x: sp.csr_matrix, vocab: np.ndarray, ev: Evidence, tasks: 
     for head, cl, held in named_campaigns({c: up[c][0] for c in up}, rows_of, xc, vocab, found, owner=owner):
         detail = detail_of[head]
         datasets = len({tasks[t[0]].family for t in detail})
-        if datasets < config.min_tasks:
+        if datasets < min_datasets:
             continue
         why = (f"a label cue of {counted(datasets, 'dataset')} (evidence {evidence[head]:.0f} nats, "
                f"exclusivity {float(ev.exclusivity[head]):.2f}) whose records there carry labels their own text "

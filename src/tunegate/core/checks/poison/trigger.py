@@ -49,6 +49,7 @@ from __future__ import annotations
 
 import logging
 import time
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from tunegate.core.checks.base import BatchIssue, CanonicalBatch, Check, CheckResult, Finding
@@ -82,6 +83,7 @@ if TYPE_CHECKING:
     import numpy as np
     import scipy.sparse as sp
 
+    from tunegate.core.checks.poison.evidence import Evidence
     from tunegate.core.checks.poison.novelty import TaskHistory
 
 # the helpers' former home: ``from tunegate.core.checks.poison.trigger import task_family`` keeps working
@@ -89,6 +91,17 @@ __all__ = ["TriggerConfig", "TriggerPhraseCheck", "degenerate_outputs", "masked_
            "phrase_context", "task_family"]
 
 log = logging.getLogger(__name__)
+
+
+@dataclass
+class _Pooled:
+    """What the pooled pass leaves for :meth:`TriggerPhraseCheck._cues`: its concentration over the classification
+    tasks, their positions among the scored tasks, its relaxed thresholds and their histories."""
+
+    evidence: Evidence
+    index: list[int]
+    config: TriggerConfig
+    history: list[TaskHistory | None] | None
 
 
 class TriggerPhraseCheck(Check):
@@ -148,9 +161,10 @@ class TriggerPhraseCheck(Check):
             df = np.rint(np.asarray(x.T @ in_scored)).ravel()  # rows of scored tasks, without copying them
             history, past = self._history(tasks, vocab, novelty_metrics)
             phrases = find_phrases(x, vocab, df, tasks, prompts=prompts, config=cfg, history=history)
+            pooled = None
             if cfg.pooled:
-                phrases += self._pooled(x, vocab, tasks, prompts=prompts, found=phrases, metrics=cue_metrics,
-                                        history=history)
+                raised, pooled = self._pooled(x, vocab, tasks, prompts=prompts, found=phrases, history=history)
+                phrases += raised
             if cfg.degenerate:
                 began = time.monotonic()
                 degenerate = self._degenerate(x, vocab, tasks, "output", prompts=prompts, found=phrases)
@@ -199,6 +213,8 @@ class TriggerPhraseCheck(Check):
                                                found=phrases)
                 phrases += found
                 breadth_metrics.update(figures, phrases=[p.phrase for p in found])
+            if cfg.contradiction and pooled is not None:
+                phrases += self._cues(pooled, x, vocab, tasks, prompts=prompts, found=phrases, metrics=cue_metrics)
             if cfg.contradiction and history is not None and phrases:
                 # a raised campaign's tasks where its phrase is common on the target label: its relabelled records
                 # read as another label there (and, in its own tasks, the records it left on its label)
@@ -270,8 +286,8 @@ class TriggerPhraseCheck(Check):
         return per_task, past
 
     def _pooled(self, x: sp.csr_matrix, vocab: np.ndarray, tasks: list[Task], *, prompts: list[str],
-                found: list[Phrase], metrics: dict[str, Any], history: list[TaskHistory | None] | None = None
-                ) -> list[Phrase]:
+                found: list[Phrase], history: list[TaskHistory | None] | None = None
+                ) -> tuple[list[Phrase], _Pooled | None]:
         """Small, spread campaigns (a few records in each of many classification tasks): the same scoring
         with per-task thresholds relaxed (2 records, 80% on one label, 1 nat) and the campaign thresholds
         ``pooled_*``: more datasets instead of more evidence per dataset. A phrase's exclusivity is measured among
@@ -279,7 +295,8 @@ class TriggerPhraseCheck(Check):
         among the generative tasks): a trigger that is also a word of articles to summarise ("cf." in scientific
         abstracts) no longer loses its campaign to records that have no label to steer. Flagged: the campaign's
         records in classification tasks; its records elsewhere, which the exclusivity did not read, are not.
-        Campaigns already found are not repeated."""
+        Campaigns already found are not repeated. Returns the campaigns and what :meth:`_cues` reads later (``None``
+        without classification tasks or a phrase that concentrates)."""
         import dataclasses
 
         import numpy as np
@@ -287,7 +304,7 @@ class TriggerPhraseCheck(Check):
         cfg = self.config
         index = [i for i, t in enumerate(tasks) if t.kind == "label"]
         if not index:
-            return []
+            return [], None
         in_label = np.zeros(x.shape[0], dtype=np.float32)
         in_label[np.concatenate([tasks[i].rows for i in index])] = 1.0
         df = np.rint(np.asarray(x.T @ in_label)).ravel()  # the phrase's records in classification tasks
@@ -300,22 +317,30 @@ class TriggerPhraseCheck(Check):
         label_tasks = [tasks[i] for i in index]
         ev = concentration(x, df, label_tasks, relaxed, sub)
         if ev is None:
-            return out
+            return out, None
         for ph in find_phrases(x, vocab, df, label_tasks, prompts=prompts, config=relaxed, history=sub, evidence=ev):
             ph.rows = ph.rows[in_label[ph.rows] > 0]
             if not len(ph.rows) or len(np.intersect1d(ph.rows, taken)) >= 0.5 * len(ph.rows):
                 continue
             out.append(ph)
-        if cfg.contradiction:
-            # the candidates it did not raise whose records contradict their labels (:mod:`.cue_pass`)
-            began = time.monotonic()
-            cues, figures = contradicted_cues(x, vocab, ev, label_tasks, prompts=prompts, config=relaxed,
-                                              alpha=cfg.contradiction_alpha, found=[*found, *out], history=sub)
-            out += cues
-            metrics.update(figures, phrases=[p.phrase for p in cues], seconds=round(time.monotonic() - began, 2))
         for ph in out:
             ph.tasks = [(index[ti], ci, n, k, lab) for ti, ci, n, k, lab in ph.tasks]
-        return out
+        return out, _Pooled(ev, index, relaxed, sub)
+
+    def _cues(self, pooled: _Pooled, x: sp.csr_matrix, vocab: np.ndarray, tasks: list[Task], *, prompts: list[str],
+              found: list[Phrase], metrics: dict[str, Any]) -> list[Phrase]:
+        """The pooled pass's candidates that no pass raised whose records contradict their labels (:mod:`.cue_pass`),
+        read last: a campaign another pass raised keeps that pass's flags, and this step adds only what none found."""
+        cfg = self.config
+        began = time.monotonic()
+        label_tasks = [tasks[i] for i in pooled.index]
+        cues, figures = contradicted_cues(x, vocab, pooled.evidence, label_tasks, prompts=prompts, config=pooled.config,
+                                          alpha=cfg.contradiction_alpha, min_datasets=cfg.min_tasks, found=found,
+                                          history=pooled.history)
+        for ph in cues:
+            ph.tasks = [(pooled.index[ti], ci, n, k, lab) for ti, ci, n, k, lab in ph.tasks]
+        metrics.update(figures, phrases=[p.phrase for p in cues], seconds=round(time.monotonic() - began, 2))
+        return cues
 
     def _degenerate(self, x: sp.csr_matrix, vocab: np.ndarray, tasks: list[Task], kind: str, *, prompts: list[str],
                     found: list[Phrase]) -> list[Phrase]:
