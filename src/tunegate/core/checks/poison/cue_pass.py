@@ -1,5 +1,5 @@
-"""The pooled pass's label cues whose records contradict their labels (``poison_trigger``; with or without a history):
-a dirty-label campaign whose trigger also occurs naturally.
+"""The pooled pass's label cues whose records contradict their labels (``poison_trigger``, without a history): a
+dirty-label campaign whose trigger also occurs naturally.
 
 The pooled pass (:meth:`~.trigger.TriggerPhraseCheck._pooled`) raises a phrase whose records concentrate on one label
 in each of many datasets *and* sit almost only there (exclusivity 0.97): that is how it tells a planted trigger from a
@@ -12,7 +12,7 @@ text contradicts, since it took records of the other class and relabelled them. 
 
 **Which phrases are tested** (the *candidates*): every phrase that meets the pooled pass's evidence over its datasets
 (``pooled_min_evidence`` over ``pooled_min_datasets``, each example and dataset counted once: the pass's own bars) and
-that it did not raise, whatever its exclusivity: 240-370 phrases on a dev night of 35k records, nearly all of them
+that it did not raise, whatever its exclusivity: 240-430 phrases on a dev night of 32-35k records, nearly all of them
 natural cues.
 
 **Statistic.** The contradiction pass's (:meth:`~.contradiction_pass.Entries.contradiction`), over the candidate's
@@ -26,8 +26,17 @@ contradiction_alpha)`` over the ``m`` candidates (Bonferroni; several campaigns 
 Benjamini-Hochberg step-down, :func:`~.contradiction_pass._step_down`).
 
 **What is flagged:** in each task where the phrase concentrates, its records on the label most of them carry there. Its
-natural records elsewhere, which took it under the exclusivity bar, are left alone. Clean-label campaigns (records
-already of the target label) give no contradiction, and stay the detection floor without a history.
+natural records elsewhere, which took it under the exclusivity bar, are left alone.
+
+**When it runs:** without a history (a first night, ``tunegate scan`` without ``--history``), after every other pass
+(:meth:`~.trigger.TriggerPhraseCheck._cues`), raising only what none of them did: a campaign another pass raised keeps
+that pass's flags. With a history the contradiction pass reads the dirty-label campaigns of new and bursting
+vocabulary (and the excess and breadth passes the words the history holds); there this step found nothing more (dev
+19-20, held-out 1032-1034) and raised a natural phrase on one held-out clean batch, so it does not run. Flagging only
+the tasks whose own contradiction is significant (the adaptive step-up the other passes use for a campaign's weaker
+tasks) was tried on dev and dropped: a relabelled record reads as its new label about half the time, and the
+rare-word campaigns lost a third to half of their records. Clean-label campaigns (records already of the target label)
+give no contradiction, and stay the detection floor without a history.
 """
 
 from __future__ import annotations
@@ -46,19 +55,18 @@ if TYPE_CHECKING:
 
     from tunegate.core.checks.poison.config import TriggerConfig
     from tunegate.core.checks.poison.evidence import Evidence
-    from tunegate.core.checks.poison.novelty import TaskHistory
     from tunegate.core.checks.poison.tasks import Task
 
 
 def contradicted_cues(x: sp.csr_matrix, vocab: np.ndarray, ev: Evidence, tasks: list[Task], *, prompts: list[str],
-                      config: TriggerConfig, alpha: float, min_datasets: int, found: list[Phrase],
-                      history: list[TaskHistory | None] | None = None) -> tuple[list[Phrase], dict[str, float]]:
+                      config: TriggerConfig, alpha: float, min_datasets: int, found: list[Phrase]
+                      ) -> tuple[list[Phrase], dict[str, float]]:
     """The candidates (module docstring) whose records in the tasks where they concentrate carry labels their text
     contradicts, strongest first; and the figures (candidates tested, bar, campaigns). ``ev``: the pooled pass's
     concentration over ``tasks`` (classification tasks) under ``config`` (its relaxed thresholds); ``found``: the
     campaigns raised so far (a candidate mostly made of their records is theirs); ``min_datasets``: the datasets a
-    campaign's flagged tasks must span; ``history``: per task, the earlier nights' counts the tasks' models also
-    read."""
+    campaign's flagged tasks must span. The tasks' models read tonight's records only (the step runs without a
+    history)."""
     import numpy as np
 
     owner = task_of_rows(tasks, x.shape[0])
@@ -93,8 +101,7 @@ def contradicted_cues(x: sp.csr_matrix, vocab: np.ndarray, ev: Evidence, tasks: 
     keep = np.isin(every.phrase * n_tasks + every.task, allowed)
     entries = Entries(every.phrase[keep], every.row[keep], every.task[keep], every.family[keep], every.label[keep])
     tested = np.arange(len(cols))
-    ranks = entries.ranks(tested, x, vocab=vocab, novel=cols, tasks=tasks,
-                          history=history if history is not None else [None] * n_tasks)
+    ranks = entries.ranks(tested, x, vocab=vocab, novel=cols, tasks=tasks, history=[None] * n_tasks)
     distinct = entries.distinct(tested, x, tasks)
     b = entries.contradiction(tested, ranks, distinct=distinct)
     scored = {int(cols[j]): (float(b[j]), 0.0, float(b[j])) for j in range(len(cols))

@@ -96,12 +96,11 @@ log = logging.getLogger(__name__)
 @dataclass
 class _Pooled:
     """What the pooled pass leaves for :meth:`TriggerPhraseCheck._cues`: its concentration over the classification
-    tasks, their positions among the scored tasks, its relaxed thresholds and their histories."""
+    tasks, their positions among the scored tasks and its relaxed thresholds."""
 
     evidence: Evidence
     index: list[int]
     config: TriggerConfig
-    history: list[TaskHistory | None] | None
 
 
 class TriggerPhraseCheck(Check):
@@ -213,7 +212,8 @@ class TriggerPhraseCheck(Check):
                                                found=phrases)
                 phrases += found
                 breadth_metrics.update(figures, phrases=[p.phrase for p in found])
-            if cfg.contradiction and pooled is not None:
+            if cfg.contradiction and pooled is not None and history is None:
+                # without a history: the contradiction, excess and breadth passes read nothing (:mod:`.cue_pass`)
                 phrases += self._cues(pooled, x, vocab, tasks, prompts=prompts, found=phrases, metrics=cue_metrics)
             if cfg.contradiction and history is not None and phrases:
                 # a raised campaign's tasks where its phrase is common on the target label: its relabelled records
@@ -325,18 +325,20 @@ class TriggerPhraseCheck(Check):
             out.append(ph)
         for ph in out:
             ph.tasks = [(index[ti], ci, n, k, lab) for ti, ci, n, k, lab in ph.tasks]
-        return out, _Pooled(ev, index, relaxed, sub)
+        return out, _Pooled(ev, index, relaxed)
 
     def _cues(self, pooled: _Pooled, x: sp.csr_matrix, vocab: np.ndarray, tasks: list[Task], *, prompts: list[str],
               found: list[Phrase], metrics: dict[str, Any]) -> list[Phrase]:
         """The pooled pass's candidates that no pass raised whose records contradict their labels (:mod:`.cue_pass`),
-        read last: a campaign another pass raised keeps that pass's flags, and this step adds only what none found."""
+        read last: a campaign another pass raised keeps that pass's flags, and this step adds only what none found.
+        Without a history only (the caller's test): with one, the contradiction pass reads the dirty-label campaigns of
+        new and bursting vocabulary, and this step found nothing more on dev or held-out nights but raised a natural
+        phrase on a held-out clean batch (bench/poison/RESULTS.md 6aw)."""
         cfg = self.config
         began = time.monotonic()
         label_tasks = [tasks[i] for i in pooled.index]
         cues, figures = contradicted_cues(x, vocab, pooled.evidence, label_tasks, prompts=prompts, config=pooled.config,
-                                          alpha=cfg.contradiction_alpha, min_datasets=cfg.min_tasks, found=found,
-                                          history=pooled.history)
+                                          alpha=cfg.contradiction_alpha, min_datasets=cfg.min_tasks, found=found)
         for ph in cues:
             ph.tasks = [(pooled.index[ti], ci, n, k, lab) for ti, ci, n, k, lab in ph.tasks]
         metrics.update(figures, phrases=[p.phrase for p in cues], seconds=round(time.monotonic() - began, 2))
