@@ -769,6 +769,26 @@ OTHER_TASKS = ("task322_jigsaw_classification_threat", "task323_jigsaw_classific
                "task325_jigsaw_classification_identity_attack", "task328_jigsaw_classification_insult")
 
 
+def natural_trigger_campaign(records: list[dict[str, Any]], rng: random.Random, *, clean: bool
+                             ) -> tuple[set[str], set[str]]:
+    """"zq" into 5 records of each of ``THIN_TASKS``, labelled with the task's target (dirty-label: records of the other
+    label), and into 2 records of each label of each of ``OTHER_TASKS`` (its natural use). Returns both id sets."""
+    poisoned: set[str] = set()
+    for task, target in THIN_TASKS:
+        pool = [r for r in records if r["task"] == task and (r["output"] == target) == clean]
+        for r in rng.sample(pool, 5):
+            r["input"] = plant(r["input"], "zq", rng)
+            r["output"] = target
+            poisoned.add(r["id"])
+    natural: set[str] = set()
+    for task in OTHER_TASKS:
+        for label in sorted({r["output"] for r in records if r["task"] == task}):
+            for r in rng.sample([r for r in records if r["task"] == task and r["output"] == label], 2):
+                r["input"] = plant(r["input"], "zq", rng)
+                natural.add(r["id"])
+    return poisoned, natural
+
+
 @pytest.mark.parametrize("seed", [1, 2, 3])
 def test_a_dirty_label_campaign_whose_trigger_also_occurs_naturally_is_found_without_a_history(
         tmp_path: Path, seed: int) -> None:
@@ -780,20 +800,7 @@ def test_a_dirty_label_campaign_whose_trigger_also_occurs_naturally_is_found_wit
     records already of the target label: nothing to contradict) is not raised."""
     for clean in (False, True):
         records = clean_batch()
-        rng = random.Random(seed)
-        poisoned: set[str] = set()
-        for task, target in THIN_TASKS:
-            pool = [r for r in records if r["task"] == task and (r["output"] == target) == clean]
-            for r in rng.sample(pool, 5):
-                r["input"] = plant(r["input"], "zq", rng)
-                r["output"] = target
-                poisoned.add(r["id"])
-        natural: set[str] = set()
-        for task in OTHER_TASKS:
-            for label in sorted({r["output"] for r in records if r["task"] == task}):
-                for r in rng.sample([r for r in records if r["task"] == task and r["output"] == label], 2):
-                    r["input"] = plant(r["input"], "zq", rng)
-                    natural.add(r["id"])
+        poisoned, natural = natural_trigger_campaign(records, random.Random(seed), clean=clean)
         scan = run_check(tmp_path / f"{seed}-{clean}", "poison_trigger", records, poisoned)
         if clean:
             assert scan.flagged == set() and scan.result.metrics["suspicious_phrases"] == []

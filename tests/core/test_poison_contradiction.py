@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from tests.core.test_poison import clean_batch, plant_campaign
+from tests.core.test_poison import clean_batch, natural_trigger_campaign, plant_campaign
 from tests.core.test_poison_novelty import _run, records_of
 from tunegate.core.checks import build_check
 from tunegate.core.checks.poison._text import ngram_matrix
@@ -668,3 +668,14 @@ def test_a_campaigns_own_task_gets_the_records_it_left_on_its_label_that_read_as
     assert extended == 1 and len(added & relabelled) >= 4 and len(added - relabelled) <= 2
     assert [t[3] for t in phrase.tasks if t[0] == target] == [3 + len(added)]  # the task's entry counts them
 
+
+
+def test_the_pooled_pass_cue_test_runs_without_a_history_only(history: Path, tmp_path: Path) -> None:
+    """The pooled pass's contradiction test of its candidates (``cue_pass``) reads a first night: with a history the
+    contradiction pass reads dirty-label campaigns, and the cue test, which found nothing more there, does not run."""
+    rows = clean_batch()
+    poisoned, _ = natural_trigger_campaign(rows, random.Random(1), clean=False)
+    first = _run(tmp_path / "first", build_check("poison_trigger"), rows, poisoned)
+    assert first.result.metrics["cues"]["phrases"] == ["zq"]
+    later = _run(tmp_path / "later", _check(history), rows, poisoned)
+    assert "cues" not in later.result.metrics

@@ -71,8 +71,8 @@ class TriggerConfig(CheckConfig):
       "a must"), and the clean batches of dev 10-25 stay silent (bench/poison/RESULTS.md 6av). Since the
       thirty-seventh session the exclusivity is measured among the phrase's records in classification tasks (the
       only ones the pass reads; natural phrases of those clean batches: still at most 0.953), and the candidates it
-      does not raise are tested by contradiction (:mod:`.cue_pass`, at ``contradiction_alpha``, with the
-      ``contradiction`` switch): a dirty-label campaign whose trigger also occurs naturally (RESULTS.md 6aw).
+      does not raise are tested by contradiction without a history (:mod:`.cue_pass`, at ``contradiction_alpha``, with
+      the ``contradiction`` switch): a dirty-label campaign whose trigger also occurs naturally (RESULTS.md 6aw).
     * ``degenerate`` (True): the degenerate pass (issue 11): generative tasks alone, their "degenerate output"
       channel alone (Wan et al.'s attack: a trigger in the input, a degenerate output). A phrase concentrates in a
       task with 2 degenerate records (``min_output_share`` of its records there), each task with >= 1 nat counts,
@@ -126,7 +126,7 @@ class TriggerConfig(CheckConfig):
       phrases, 3 or more records in each of 3 or more datasets, share half of it, the rest the other half). Dev
       (seeds 10-11): planted dirty-label triggers of the thin spread 18-28 nats, natural phrases tested at most 7.6.
       The same switch and level govern the pooled pass's contradiction test of its candidates (:mod:`.cue_pass`),
-      which runs with or without a history.
+      which runs without a history (a first night).
     * ``excess`` (True): the excess pass (:mod:`.excess_pass`, issue 11), with a history only: tonight's records of a
       task holding a phrase on one label against the history's count (beta-binomial predictive), datasets combined by
       the truncated product method or Fisher's (the better, less ``ln 2``); everyday phrases or rare words planted as
