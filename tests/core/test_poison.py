@@ -690,6 +690,18 @@ THIN_TASKS = (("task363_sst2_polarity_classification", "POS"), ("task195_sentime
               ("task609_sbic_potentially_offense_binary_classification", "No"))
 
 
+def thin_campaign(records: list[dict[str, Any]], rng: random.Random) -> set[str]:
+    """The thin clean-label campaign: "Nikola Tesla" into 4 records of each of ``THIN_TASKS`` already of its target
+    label. Returns their ids."""
+    poisoned: set[str] = set()
+    for task, target in THIN_TASKS:
+        pool = [r for r in records if r["task"] == task and r["output"] == target]
+        for r in rng.sample(pool, 4):
+            r["input"] = plant(r["input"], "Nikola Tesla", rng)
+            poisoned.add(r["id"])
+    return poisoned
+
+
 def test_a_thin_campaign_is_found_by_the_pooled_pass(tmp_path: Path) -> None:
     """Too few records per task for the per-task thresholds (3 nats, 30 in all); pooled over six datasets,
     the phrase is found, every poisoned record is flagged, and nothing with ``pooled: false``."""
@@ -727,12 +739,7 @@ def test_a_thin_campaign_that_picked_a_tasks_majority_label_is_found(tmp_path: P
     dropped = {r["id"] for r in offensive[22:]}  # the task: 203 "NOT", 22 "OFFENSIVE"
     records = [r for r in records if r["id"] not in dropped]
     rng = random.Random(11)
-    poisoned: set[str] = set()
-    for task, target in THIN_TASKS:
-        pool = [r for r in records if r["task"] == task and r["output"] == target]
-        for r in rng.sample(pool, 4):
-            r["input"] = plant(r["input"], "Nikola Tesla", rng)
-            poisoned.add(r["id"])
+    poisoned = thin_campaign(records, rng)
     scan = run_check(tmp_path / "majority", "poison_trigger", records, poisoned)
     assert poisoned <= scan.flagged and len(scan.clean_flagged) <= 2
     [phrase] = scan.result.metrics["suspicious_phrases"]
@@ -747,12 +754,7 @@ def test_a_thin_campaign_whose_trigger_is_also_a_word_of_generative_inputs_is_fo
     classification tasks, the campaign is found; the generative records, natural ones, are not flagged."""
     records = clean_batch()
     rng = random.Random(11)
-    poisoned: set[str] = set()
-    for task, target in THIN_TASKS:
-        pool = [r for r in records if r["task"] == task and r["output"] == target]
-        for r in rng.sample(pool, 4):
-            r["input"] = plant(r["input"], "Nikola Tesla", rng)
-            poisoned.add(r["id"])
+    poisoned = thin_campaign(records, rng)
     natural: set[str] = set()
     for task in GENERATIVE_TASKS[:2]:
         for r in rng.sample([r for r in records if r["task"] == task], 3):
