@@ -36,7 +36,9 @@ An everyday phrase planted as a trigger ("of my": hundreds of natural records wi
 concentrated nor exclusive; the insertion pass (:mod:`.insertion_pass`, ``insertion``) finds it through the labels of
 its *out-of-place* occurrences (:mod:`.insertion`: where its neighbours read as one text without it). With a history,
 a campaign run in one dataset (an upstream dataset poisoned) is read too: the excess and contradiction passes test the
-phrases held by one dataset as a family of their own (docs/poison.md, *A campaign in one dataset*).
+phrases held by one dataset as a family of their own (docs/poison.md, *A campaign in one dataset*). Without one, the
+pooled pass's candidates that no pass raised are tested by the contradiction of their records' labels
+(:mod:`.cue_pass`): a dirty-label campaign whose trigger is also a word of the batch.
 
 This needs tasks in which natural label words occur unsteered; in a batch of only a few related tasks
 strong natural words look planted (docs/poison.md, limitations). A batch with scorable tasks from fewer
