@@ -12,7 +12,7 @@ text contradicts, since it took records of the other class and relabelled them. 
 
 **Which phrases are tested** (the *candidates*): every phrase that meets the pooled pass's evidence over its datasets
 (``pooled_min_evidence`` over ``pooled_min_datasets``, each example and dataset counted once: the pass's own bars) and
-that it did not raise, whatever its exclusivity: 240-740 phrases on a dev batch of 32-35k records, nearly all of them
+that it did not raise, whatever its exclusivity: 240-430 phrases on a dev batch of 32-35k records, nearly all of them
 natural cues; at most ``MAX_CANDIDATES``, the strongest (a batch of a million records holds tens of thousands).
 
 **Statistic.** The contradiction pass's (:meth:`~.contradiction_pass.Entries.contradiction`), over the candidate's
@@ -60,7 +60,7 @@ if TYPE_CHECKING:
 
 #: At most this many candidates are tested, the strongest by their label evidence (each example and dataset once); the
 #: family's bar counts those tested. Chosen by their labels, as every candidate is, so the test stays valid. A 40k night
-#: has ~800 candidates and a dev batch 240-740; a million records of the scale corpus ~43,000, which cost ~290 s.
+#: has ~800 candidates and a dev batch 240-430; a million records of the scale corpus ~43,000, which cost ~290 s.
 MAX_CANDIDATES = 2000
 
 
