@@ -76,6 +76,40 @@ class _ReadsProbe(Check):
         return CheckResult(self.name, [], [], {})
 
 
+class _Busy(Check):
+    """Runs here and holds this process until the lane has saved the findings of ``quick`` (at most 60 s): the lane,
+    its own checks done, takes the shared checks after this one meanwhile."""
+
+    name = "busy"
+
+    def run(self, batch: CanonicalBatch) -> CheckResult:
+        import time
+
+        deadline = time.monotonic() + 60
+        while not (batch.work_dir / "findings" / "quick.json").is_file() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        return CheckResult(self.name, [], [], {"pid": os.getpid()})
+
+
+class _Quick(_Here):
+    name = "quick"
+
+
+class _QuickToo(_Here):
+    name = "quick_too"
+
+
+class _ReadsQuick(Check):
+    """Reads ``quick``'s findings (so it is no shared check): says whether they were there when it started."""
+
+    name = "reads_quick"
+    after: ClassVar[tuple[str, ...]] = ("quick",)
+
+    def run(self, batch: CanonicalBatch) -> CheckResult:
+        return CheckResult(self.name, [], [], {"pid": os.getpid(),
+                                               "saw": (batch.work_dir / "findings" / "quick.json").is_file()})
+
+
 @pytest.fixture(scope="module")
 def ingested(tmp_path_factory: pytest.TempPathFactory) -> Path:
     from tunegate.core.ingest import ingest
@@ -104,6 +138,23 @@ def test_a_lane_runs_in_a_child_process_in_order_while_the_rest_runs_here(ingest
     times = json.loads((work / "timings.json").read_text(encoding="utf-8"))
     assert set(times) == {"probe", "here", "probe_later"}
     assert all(t["peak_rss_mb"] is None or t["peak_rss_mb"] > 0 for t in times.values())
+
+
+def test_a_lane_done_with_its_own_checks_takes_the_shared_ones_from_the_end(ingested: Path, tmp_path: Path) -> None:
+    """This process is busy; the lane takes the shared checks after it, from the end backwards, each exactly once; a
+    check that reads one of them waits for the lane and then runs here; nothing of the claims is left behind."""
+    work = _copy(ingested, tmp_path / "work")
+    results = run_checks(str(work), [_Probe(), _Busy(), _Quick(), _QuickToo(), _ReadsQuick()], workers=2)
+    assert [r.check for r in results] == ["probe", "busy", "quick", "quick_too", "reads_quick"]
+    by = {r.check: r.metrics for r in results}
+    lane = by["probe"]["pid"]
+    assert lane != os.getpid()
+    assert by["quick"]["pid"] == by["quick_too"]["pid"] == lane  # taken by the lane
+    assert by["busy"]["pid"] == by["reads_quick"]["pid"] == os.getpid()  # claimed here first; not shared
+    assert by["reads_quick"]["saw"]  # it waited for the lane that ran what it reads
+    times = json.loads((work / "timings.json").read_text(encoding="utf-8"))
+    assert set(times) == {"probe", "busy", "quick", "quick_too", "reads_quick"}
+    assert not list(work.glob(".lane-*"))
 
 
 def test_one_worker_runs_everything_here(ingested: Path, tmp_path: Path) -> None:

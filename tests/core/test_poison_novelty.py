@@ -353,3 +353,36 @@ def test_pooling_counts_each_unit_of_evidence_once_and_steering_in_datasets() ->
     families = np.array([0, 0, 1, 0])
     total, achievable, datasets, steering = pool_datasets(cols, families, stat, reach, n_fam=2, width=2)
     assert total.tolist() == [9.0, 0.0] and datasets.tolist() == [2, 1] and steering.tolist() == [2.0, 0.0]
+
+
+def test_task_tails_computed_together_are_the_ones_computed_one_at_a_time() -> None:
+    """``prime_tails`` (the novelty and contradiction passes' batched tails) puts in the cache exactly the arrays
+    ``_tail`` computes for one task at a time: every size, 2-5 labels, rates near 0 and 1, entries whose keys round
+    alike (the first one met is kept, as ``_tail`` keeps it), several blocks of one size."""
+    from tunegate.core.checks.poison import novelty_pass
+    from tunegate.core.checks.poison.novelty_pass import _tail, prime_tails
+
+    rng = np.random.default_rng(7)
+    entries: list[tuple[int, np.ndarray, float]] = []
+    for _ in range(400):
+        size = int(rng.integers(2, 6))
+        rates = rng.dirichlet(np.full(size, 0.5))
+        rates[rng.random(size) < 0.1] = 0.0
+        entries.append((int(rng.integers(2, 60)), rates, float(rng.uniform(0.5, 400.0))))
+    n, rates, mass = entries[0]
+    entries.append((n, rates + 1e-7, mass + 1e-4))  # the same key as the first: the first one's tail is kept
+    one: dict[tuple[int, tuple[float, ...]], np.ndarray] = {}
+    for n, rates, mass in entries:
+        _tail(n, rates, mass, 2.0, one)
+    together: dict[tuple[int, tuple[float, ...]], np.ndarray] = {}
+    small = novelty_pass.PRIME_CELLS
+    try:
+        novelty_pass.PRIME_CELLS = 64  # several blocks per size
+        prime_tails(entries, 2.0, together)
+    finally:
+        novelty_pass.PRIME_CELLS = small
+    assert one.keys() == together.keys()
+    assert all(np.array_equal(one[key], together[key]) for key in one)
+    hit = dict(together)
+    for n, rates, mass in entries:  # primed: _tail reads the cache, computes nothing new
+        assert _tail(n, rates, mass, 2.0, together) is hit[novelty_pass._tail_key(n, rates, mass)]

@@ -1,7 +1,9 @@
 """A lane's process: ``python -m tunegate.core.checks._lane IN OUT`` (started by :mod:`._parallel`, not by people).
 
-Reads the pickled lane (the parent's ``sys.path`` first, then the work directory, the checks, the log level and
-the progress interval) from ``IN``, runs the checks in order, and writes their results and costs, or the error
+Reads the pickled lane (the parent's ``sys.path`` first, then the work directory, the checks, the log level, the
+progress interval, the shared checks and the folder of their claims) from ``IN``, runs the checks in order, then the
+shared checks it claims before the parent does (from the end backwards, :mod:`._parallel`), and writes their results
+and costs, or the error
 that stopped them, to ``OUT`` (atomically: a missing ``OUT`` means the process died). Log records go to stderr as
 one JSON object a line (``name``, ``level``, ``message``) for the parent to hand to its own handlers. It exits
 when its parent dies.
@@ -67,14 +69,24 @@ def main(argv: list[str]) -> int:
     root.handlers[:] = [_JsonLines()]
     root.setLevel(int(spec["level"]))
 
-    from tunegate.core.checks._parallel import run_in_order
+    from tunegate.core.checks._parallel import claim, run_in_order
     from tunegate.core.progress import configure, quiet_libraries
 
     configure(bars=False, interval=float(spec["interval"]))
     quiet_libraries()
     payload: Any
     try:
-        payload = run_in_order(str(spec["work_dir"]), spec["checks"], None)
+        results, costs = run_in_order(str(spec["work_dir"]), spec["checks"], None)
+        claims = Path(spec["claims"]) if spec.get("claims") else None
+        for index, check in reversed(spec.get("shared", [])):  # then the shared checks, from the end backwards
+            if not claim(claims, index):
+                break  # the parent has reached it: every one before it is the parent's
+            logging.getLogger("tunegate.core.checks").info("check %s runs beside the others, in the process of "
+                                                           "lane %s", check.key, spec["checks"][0].lane)
+            done, spent = run_in_order(str(spec["work_dir"]), [check], None)
+            results += done
+            costs.update(spent)
+        payload = (results, costs)
     except BaseException as exc:  # every error goes back to the parent, which raises it
         from tunegate.exceptions import TunegateError
 

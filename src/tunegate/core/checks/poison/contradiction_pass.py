@@ -135,14 +135,14 @@ def contradiction_phrases(x: sp.csr_matrix, vocab: np.ndarray, tasks: list[Task]
     scored: dict[int, tuple[float, float, float]] = {}
     bar_of: dict[int, float] = {}
     step = math.log(min(MAX_CAMPAIGNS, max(len(tested), 1)))  # what the step-down takes off at most
-    one_dataset: set[int] = set()
-    for j, bj, bar_j, kind_j in zip(tested.tolist(), b.tolist(), bars.tolist(), kind.tolist(), strict=True):
-        c = int(novel[j])
-        if kind_j == ONE:
-            one_dataset.add(c)
+    one_dataset = {int(novel[j]) for j, kind_j in zip(tested.tolist(), kind.tolist(), strict=True) if kind_j == ONE}
+    # the label surprise is at most what it could reach: the phrases it could carry to the step-down's last bar
+    within = [(int(novel[j]), bj, bar_j)
+              for j, bj, bar_j in zip(tested.tolist(), b.tolist(), bars.tolist(), strict=True)
+              if _fisher(float(stats.achievable[int(novel[j])]) + bj) >= bar_j - step]
+    stats.prime([c for c, _, _ in within], config.novelty_task_nats, cache)
+    for c, bj, bar_j in within:
         lowest = bar_j - step  # the bar of the last campaign the step-down reaches
-        if _fisher(float(stats.achievable[c]) + bj) < lowest:  # the label surprise is at most what it could reach
-            continue
         a = stats.surprise(c, config.novelty_task_nats, cache)
         if _fisher(a + bj) >= lowest:
             scored[c] = (_fisher(a + bj), a, bj)
