@@ -170,8 +170,7 @@ class TriggerPhraseCheck(Check):
                 began = time.monotonic()
                 degenerate = self._degenerate(x, vocab, tasks, "output", prompts=prompts, found=phrases)
                 phrases += degenerate
-                degenerate_metrics = {"generative_tasks": sum(t.kind == "output" for t in tasks),
-                                      "phrases": [p.phrase for p in degenerate],
+                degenerate_metrics = {"phrases": [p.phrase for p in degenerate],  # its tasks: metrics.output_tasks
                                       "seconds": round(time.monotonic() - began, 2)}
             placement = None  # the insertion test's verdicts: the insertion pass and the excess pass read them
             if stats is not None and stats.words is not None:
