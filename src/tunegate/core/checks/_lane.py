@@ -2,11 +2,10 @@
 
 Reads the pickled lane (the parent's ``sys.path`` first, then the work directory, the checks, the log level, the
 progress interval, the shared checks and the folder of their claims) from ``IN``, runs the checks in order, then the
-shared checks it claims before the parent does (from the end backwards, :mod:`._parallel`), and writes their results
-and costs, or the error
-that stopped them, to ``OUT`` (atomically: a missing ``OUT`` means the process died). Log records go to stderr as
-one JSON object a line (``name``, ``level``, ``message``) for the parent to hand to its own handlers. It exits
-when its parent dies.
+shared checks it claims before any other process does (from the end backwards, :mod:`._parallel`), and writes their
+results and costs, or the error that stopped them, to ``OUT`` (atomically: a missing ``OUT`` means the process died).
+Log records go to stderr as one JSON object a line (``name``, ``level``, ``message``) for the parent to hand to its own
+handlers. It exits when its parent dies.
 """
 
 from __future__ import annotations
@@ -80,7 +79,7 @@ def main(argv: list[str]) -> int:
         claims = Path(spec["claims"]) if spec.get("claims") else None
         for index, check in reversed(spec.get("shared", [])):  # then the shared checks, from the end backwards
             if not claim(claims, index):
-                break  # the parent has reached it: every one before it is the parent's
+                break  # another process has it: the ones before it are left to the others
             logging.getLogger("tunegate.core.checks").info("check %s runs beside the others, in the process of "
                                                            "lane %s", check.key, spec["checks"][0].lane)
             done, spent = run_in_order(str(spec["work_dir"]), [check], None)
