@@ -134,9 +134,11 @@ class LabelStatistics:
 
     def prime(self, cols: Iterable[int], tau: float, cache: dict[tuple[int, tuple[float, ...]], np.ndarray]) -> None:
         """Compute the task tails that :meth:`surprise` will read for the phrases ``cols``, together
-        (:func:`prime_tails`): the same values, at a fraction of the cost of one task at a time."""
+        (:func:`prime_tails`): the same values, at a fraction of the cost of one task at a time. The tasks are met in
+        the order :func:`phrase_surprise` meets them (units in order), so a key shared by two tasks keeps the same
+        one's tail."""
         prime_tails(((int(self.n[j]), *self.prior(j)) for c in cols if self.total[c] > 0
-                     for j in self.entries(c).tolist()), tau, cache)
+                     for j in _unit_order(self.entries(c), self.fix)), tau, cache)
 
 
 @dataclass(frozen=True)
@@ -405,11 +407,20 @@ def phrase_surprise(pairs: np.ndarray, fix: np.ndarray, n: np.ndarray, prior: Ca
     tails = []
     for f in np.unique(fix[pairs]).tolist():
         tail = np.zeros(top + 1)
-        for j in pairs[fix[pairs] == f].tolist():
+        for j in pairs[fix[pairs] == f].tolist():  # the order :func:`_unit_order` gives
             rates, mass = prior(j)
             tail += _fit(_tail(int(n[j]), rates, mass, tau, cache), top + 1)
         tails.append(np.minimum.accumulate(np.minimum(1.0, _fit(tail, top + 1))))
     return _sum_surprise(tails, top)
+
+
+def _unit_order(pairs: np.ndarray, fix: np.ndarray) -> list[int]:
+    """A phrase's entries ``pairs`` in the order :func:`phrase_surprise` reads them: unit by unit (units of evidence
+    ``fix`` in increasing order), each unit's in their order."""
+    import numpy as np
+
+    units = fix[pairs]
+    return [j for f in np.unique(units).tolist() for j in pairs[units == f].tolist()]
 
 
 def _tarone(achievable: np.ndarray, margin: float) -> int:
