@@ -358,7 +358,7 @@ def test_pooling_counts_each_unit_of_evidence_once_and_steering_in_datasets() ->
 def test_task_tails_computed_together_are_the_ones_computed_one_at_a_time() -> None:
     """``prime_tails`` (the novelty and contradiction passes' batched tails) puts in the cache exactly the arrays
     ``_tail`` computes for one task at a time: every size, 2-5 labels, rates near 0 and 1, entries whose keys round
-    alike (the first one met is kept, as ``_tail`` keeps it), several blocks of one size."""
+    alike (the first one met is kept), several blocks of one size."""
     from tunegate.core.checks.poison import novelty_pass
     from tunegate.core.checks.poison.novelty_pass import _tail, prime_tails
 
@@ -390,8 +390,8 @@ def test_task_tails_computed_together_are_the_ones_computed_one_at_a_time() -> N
 
 def test_a_phrase_primed_meets_its_tasks_in_the_order_its_surprise_reads_them() -> None:
     """Two tasks whose nulls round to one key, in units read in the other order than the entries are listed: priming
-    in ``_unit_order`` keeps the tail of the task ``phrase_surprise`` meets first, so the surprise is the same."""
-    from tunegate.core.checks.poison.novelty_pass import _tail_key, _unit_order, phrase_surprise, prime_tails
+    in ``_units``'s order keeps the tail of the task ``phrase_surprise`` meets first, so the surprise is the same."""
+    from tunegate.core.checks.poison.novelty_pass import _tail_key, _units, phrase_surprise, prime_tails
 
     pairs = np.array([0, 1, 2])
     fix = np.array([5, 1, 3])  # units read 1, 3, 5: entries 1, 2, 0
@@ -399,10 +399,10 @@ def test_a_phrase_primed_meets_its_tasks_in_the_order_its_surprise_reads_them() 
     nulls = {0: (np.array([0.3, 0.7]), 40.0), 1: (np.array([0.3 + 4e-5, 0.7 - 4e-5]), 40.001),
              2: (np.array([0.5, 0.5]), 10.0)}
     assert _tail_key(12, *nulls[0]) == _tail_key(12, *nulls[1]) and not np.array_equal(nulls[0][0], nulls[1][0])
-    assert _unit_order(pairs, fix) == [1, 2, 0]
+    assert _units(pairs, fix) == [[1], [2], [0]]
     alone: dict[tuple[int, tuple[float, ...]], np.ndarray] = {}
     s_alone = phrase_surprise(pairs, fix, n, nulls.__getitem__, total=12.0, tau=2.0, cache=alone)
     primed: dict[tuple[int, tuple[float, ...]], np.ndarray] = {}
-    prime_tails(((int(n[j]), *nulls[j]) for j in _unit_order(pairs, fix)), 2.0, primed)
+    prime_tails(((int(n[j]), *nulls[j]) for unit in _units(pairs, fix) for j in unit), 2.0, primed)
     assert primed.keys() == alone.keys() and all(np.array_equal(primed[k], alone[k]) for k in alone)
     assert phrase_surprise(pairs, fix, n, nulls.__getitem__, total=12.0, tau=2.0, cache=primed) == s_alone

@@ -138,7 +138,7 @@ class LabelStatistics:
         the order :func:`phrase_surprise` meets them (units in order), so a key shared by two tasks keeps the same
         one's tail."""
         prime_tails(((int(self.n[j]), *self.prior(j)) for c in cols if self.total[c] > 0
-                     for j in _unit_order(self.entries(c), self.fix)), tau, cache)
+                     for unit in _units(self.entries(c), self.fix) for j in unit), tau, cache)
 
 
 @dataclass(frozen=True)
@@ -405,22 +405,22 @@ def phrase_surprise(pairs: np.ndarray, fix: np.ndarray, n: np.ndarray, prior: Ca
 
     top = math.ceil(total / STEP - 1e-9)
     tails = []
-    for f in np.unique(fix[pairs]).tolist():
+    for unit in _units(pairs, fix):
         tail = np.zeros(top + 1)
-        for j in pairs[fix[pairs] == f].tolist():  # the order :func:`_unit_order` gives
+        for j in unit:
             rates, mass = prior(j)
             tail += _fit(_tail(int(n[j]), rates, mass, tau, cache), top + 1)
         tails.append(np.minimum.accumulate(np.minimum(1.0, _fit(tail, top + 1))))
     return _sum_surprise(tails, top)
 
 
-def _unit_order(pairs: np.ndarray, fix: np.ndarray) -> list[int]:
-    """A phrase's entries ``pairs`` in the order :func:`phrase_surprise` reads them: unit by unit (units of evidence
-    ``fix`` in increasing order), each unit's in their order."""
+def _units(pairs: np.ndarray, fix: np.ndarray) -> list[list[int]]:
+    """A phrase's entries ``pairs`` per unit of evidence (``fix``), units in increasing order, each unit's entries in
+    their order: the order :func:`phrase_surprise` reads them in (and :meth:`LabelStatistics.prime` primes them in)."""
     import numpy as np
 
     units = fix[pairs]
-    return [j for f in np.unique(units).tolist() for j in pairs[units == f].tolist()]
+    return [pairs[units == f].tolist() for f in np.unique(units).tolist()]
 
 
 def _tarone(achievable: np.ndarray, margin: float) -> int:
@@ -594,31 +594,12 @@ def _tail(n: int, rates: np.ndarray, mass: float, tau: float,
     with mean ``rates`` and concentration ``mass`` (the history's records with the phrase plus the prior's weight:
     a rate estimated from a few records is uncertain, and tonight's skew is judged against that uncertainty). The
     sum over labels of the exact tails bounds the maximum's; values are rounded up to the grid, which keeps the
-    bound."""
-    import numpy as np
-
-    from tunegate.core.checks.poison._text import betabinom_logpmf
-
+    bound. Kept in ``cache`` under :func:`_tail_key` (tasks whose nulls agree to the rounding share the first one's);
+    computed by :func:`prime_tails`, which the passes call for all their tasks at once beforehand."""
     key = _tail_key(n, rates, mass)
-    hit = cache.get(key)
-    if hit is not None:
-        return hit
-    ks = np.arange(n + 1, dtype=np.float64)
-    mass_at: np.ndarray = np.zeros(1)
-    for q in rates.tolist():
-        if q <= 1e-9:
-            continue
-        y = binomial_llr(ks, np.full(n + 1, float(n)), np.full(n + 1, q)) * (ks >= 2)
-        sel = y >= tau
-        if not sel.any():
-            continue
-        bins = np.ceil(y[sel] / STEP - 1e-9).astype(np.int64)
-        here = np.bincount(bins, weights=np.exp(betabinom_logpmf(ks[sel], n, q * mass, max(1e-9, (1 - q) * mass))))
-        mass_at = _fit(mass_at, len(here)) + here if len(here) > len(mass_at) else mass_at + _fit(here, len(mass_at))
-    tail = np.cumsum(mass_at[::-1])[::-1]
-    tail[0] = 1.0
-    cache[key] = tail
-    return tail
+    if key not in cache:
+        prime_tails([(n, rates, mass)], tau, cache)
+    return cache[key]
 
 
 #: :func:`prime_tails` computes at most this many (entry, count) cells at once (memory: ~20 bytes a cell per label, ~30
@@ -635,11 +616,12 @@ def _tail_key(n: int, rates: np.ndarray, mass: float) -> tuple[int, tuple[float,
 
 def prime_tails(entries: Iterable[tuple[int, np.ndarray, float]], tau: float,
                 cache: dict[tuple[int, tuple[float, ...]], np.ndarray]) -> None:
-    """Put in ``cache`` the tail :func:`_tail` would compute for each ``(n, rates, mass)`` of ``entries`` (the first of
-    those that share a key, as :func:`_tail` keeps the first it meets), computed together for the entries of one size
-    and number of labels. The same arithmetic element by element as :func:`_tail` (each label's cells summed per grid
-    cell in the same order, the labels added in the same order), so the same values; the novelty pass meets ~30,000
-    such tasks on a 40k night, whose one-at-a-time numpy calls cost seconds."""
+    """Put in ``cache`` the tail of :func:`_tail` for each ``(n, rates, mass)`` of ``entries`` not there yet (the first
+    of those that share a key), computed together for the entries of one size and number of labels: per label, the
+    statistic of every count, its grid cell and its beta-binomial mass, summed per cell; the labels' sums added in
+    label order; the tail the reversed cumulative sum, 1 at 0. The values do not depend on what is computed together
+    (tested); the novelty pass meets ~30,000 such tasks on a 40k night, whose one-at-a-time numpy calls cost
+    seconds."""
     import numpy as np
 
     from tunegate.core.checks.poison._text import betabinom_logpmf
