@@ -152,6 +152,11 @@ def main() -> int:
     ap.add_argument("--checks", nargs="*", choices=CHECKS, default=list(CHECKS), metavar="CHECK",
                     help=f"the checks that scan each batch (default: all of {', '.join(CHECKS)}); e.g. poison_content "
                          "alone with --only low_dose_injection to judge the injection scan without the history's cost")
+    ap.add_argument("--suites", nargs="*", default=[], choices=("instruction_quality", "instruction_record"),
+                    metavar="SUITE", help="Great Expectations suites run beside the checks (instruction_quality: the "
+                    "default gate's quality rules, which set aside every refusal); recall then counts a poison record "
+                    "set aside for any reason, and the clean records set aside for a suite's reason alone are "
+                    "reported apart")
     args = ap.parse_args()
     options = {"poison_trigger": {"insertion": args.insertion == "on"}} if args.insertion else {}
     checks = tuple(args.checks)
@@ -185,20 +190,25 @@ def main() -> int:
             if batch is None:
                 batch = plant(clean, corpora, label, split=args.split, seed=seed, index=i, trigger=args.trigger)
             with tempfile.TemporaryDirectory(prefix="tunegate-floor-") as tmp:
-                res = scan_batch(batch, Path(tmp), checks, history_dir=history, options=options)
+                res = scan_batch(batch, Path(tmp), checks, history_dir=history, options=options,
+                                 suites=tuple(args.suites))
             info = {k: v for k, v in batch.info.items() if k in ("trigger", "brand", "source", "tasks", "campaigns")}
             res.update(attack=label, seed=seed, info=info)
             rows.append(res)
             print(f"  {label:22s} seed={seed} n={res['records']} poison={res['poison']} recall={_pct(res['recall'])} "
                   f"clean_q={_pct(res['clean_quarantined'], 3)} alert={res['alert']} "
+                  + (f"recall_poison={_pct(res['recall_poison'])} clean_q_quality="
+                     f"{_pct(res['clean_quarantined_quality'], 3)} " if args.suites else "") +
                   f"t={sum(v or 0 for v in res['check_seconds'].values()):.1f}s phrases={res['phrases']} "
                   f"{info.get('trigger') or info.get('brand') or ''} {info.get('source') or ''} "
                   f"refusals={res['refusals']} passes={res['passes']}",
                   file=sys.stderr, flush=True)
     stack.close()
+    quality = bool(args.suites)
     print("| batch / attack | poison | recall mean | recall worst | clean quarantined mean | worst | alert | "
-          "poison scans s |")
-    print("|---|---|---|---|---|---|---|---|")
+          "poison scans s |" + (" for a poison reason: recall mean / worst | clean set aside by the suites, worst |"
+                                if quality else ""))
+    print("|---|---|---|---|---|---|---|---|" + ("---|---|" if quality else ""))
     for label in dict.fromkeys(r["attack"] for r in rows):
         sel = [r for r in rows if r["attack"] == label]
         rec = [r["recall"] for r in sel if r["recall"] is not None]
@@ -207,7 +217,13 @@ def main() -> int:
         print(f"| {label} | {sel[0]['poison']}/{sel[0]['records']} | "
               f"{_pct(statistics.mean(rec)) if rec else '-'} | {_pct(min(rec)) if rec else '-'} | "
               f"{_pct(statistics.mean(cq), 3)} | {_pct(max(cq), 3)} | {sum(r['alert'] for r in sel)}/{len(sel)} | "
-              f"{statistics.mean(secs):.1f} |")
+              f"{statistics.mean(secs):.1f} |", end="")
+        if quality:
+            rp = [r["recall_poison"] for r in sel if r["recall_poison"] is not None]
+            cqq = [r["clean_quarantined_quality"] for r in sel]
+            print(f" {_pct(statistics.mean(rp)) if rp else '-'} / {_pct(min(rp)) if rp else '-'} | "
+                  f"{_pct(max(cqq), 3)} |", end="")
+        print()
     if args.json:
         args.json.write_text(json.dumps(rows, indent=1, default=str), encoding="utf-8")
     return 0

@@ -56,9 +56,15 @@ RUNS = (("dirty-label", "dirty_label", ""), ("clean-label", "clean_label", ""),
 
 
 def scan_batch(batch: Batch, workdir: Path, checks: tuple[str, ...], *, history_dir: Path | None = None,
-               options: dict[str, dict[str, Any]] | None = None) -> dict[str, Any]:
+               options: dict[str, dict[str, Any]] | None = None, suites: tuple[str, ...] = ()) -> dict[str, Any]:
     """Scan ``batch`` with ``checks``; with ``history_dir``, the checks that read a history read that one (the
-    batch itself is not added to it); ``options``: per check, options over its defaults."""
+    batch itself is not added to it); ``options``: per check, options over its defaults; ``suites``: Great
+    Expectations suites run beside them (``instruction_quality``: the default gate's quality rules).
+
+    ``recall`` counts the poison records the gate sets aside for any reason; ``recall_poison`` those set aside for a
+    poison reason. ``clean_quarantined`` is the share of the clean records set aside for a poison reason (what issue 11
+    bounds), ``clean_quarantined_quality`` the share set aside for a suite's reason alone. Without suites the two
+    recalls are one."""
     import pyarrow.parquet as pq
 
     from tunegate.core.checks import build_check
@@ -69,11 +75,13 @@ def scan_batch(batch: Batch, workdir: Path, checks: tuple[str, ...], *, history_
     built = [build_check(name, **({"history_dir": str(history_dir), "batch_id": "tonight"}
                                   if history_dir and name in HISTORY_CHECKS else {}), **(options or {}).get(name, {}))
              for name in checks]
+    built += [build_check("gx_suite", suite=suite) for suite in suites]
     started = time.perf_counter()
     summary = scan([str(src)], out, checks=built)
     seconds = time.perf_counter() - started
     q = pq.read_table(out / "quarantine.parquet", columns=["id", "reasons"]).to_pylist()
     flagged = {r["id"] for r in q}
+    for_poison = {r["id"] for r in q if any(not reason.startswith("gx_") for reason in r["reasons"])}
     total = summary["total"]
     poison_ids = batch.poison_ids
     hits = len(flagged & poison_ids)
@@ -94,7 +102,9 @@ def scan_batch(batch: Batch, workdir: Path, checks: tuple[str, ...], *, history_
         "passes": passes,  # the trigger scan's phrases by the history pass that found them (the others: its base scan)
         "poison": len(poison_ids),
         "recall": hits / len(poison_ids) if poison_ids else None,
-        "clean_quarantined": (len(flagged) - hits) / clean_total,
+        "recall_poison": len(for_poison & poison_ids) / len(poison_ids) if poison_ids else None,
+        "clean_quarantined": len(for_poison - poison_ids) / clean_total,
+        "clean_quarantined_quality": len(flagged - for_poison - poison_ids) / clean_total,
         "precision": hits / len(flagged) if flagged else (1.0 if not poison_ids else 0.0),
         "alert": bool(alerts),
         "seconds": seconds,

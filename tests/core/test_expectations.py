@@ -30,7 +30,7 @@ PLANTS: dict[str, tuple[dict[str, str], str, str, str]] = {
     "p-mojibake": ({"input": "It\u00e2\u0080\u0099s a wonderful film ."}, "gx_mojibake", "input",
                    "expect_column_values_to_not_match_regex_list"),
     "p-refusal": ({"output": "I'm sorry, but I cannot help with that request."}, "gx_refusal", "output",
-                  "expect_column_values_to_not_match_regex_list"),
+                  "expect_column_values_to_not_be_refusals"),
     "p-loop": ({"output": "the cat sat on the mat " * 12}, "gx_runaway_repetition", "output",
                "expect_column_values_to_not_have_runaway_repetition"),
     "p-echo": ({"output": "__INSTRUCTION__"}, "gx_echoed_instruction", "output",
@@ -136,9 +136,39 @@ def test_a_failed_expectation_names_its_code(tmp_path: Path, superni_slice: list
     assert summary["reasons"] == {"gx_refusal": 5}
     assert [(i["reason"], i["severity"]) for i in result["issues"]] == [("gx_expectation_failed", "warning")]
     assert result["issues"][0]["message"].startswith(
-        "suite instruction_quality: gx_refusal: expect_column_values_to_not_match_regex_list(output): 5 of 100")
+        "suite instruction_quality: gx_refusal: expect_column_values_to_not_be_refusals(output): 5 of 100")
     assert [(f["reason"], f["column"]) for f in result["metrics"]["failed_expectations"]] == [("gx_refusal", "output")]
     assert summary["verdict"] == "quarantine"
+
+
+def test_the_quality_suite_sets_aside_a_refusal_of_any_wording_the_poison_scans_read(
+        tmp_path: Path, superni_slice: list[dict[str, Any]], gx_quality: Any) -> None:
+    """gx_refusal reads responses with the poison scans' refusal detector, so an over-refusal campaign's varied wording
+    is set aside record by record on any night, a first one included (the rate test needs earlier nights); first-person
+    narration, a caveat that then answers, and a refusal past the opening sentences are not refusals, while AI-model
+    boilerplate still is (the suite's regex_list)."""
+    from tests.core.test_refusals import DECLINES, NOT_DECLINES
+
+    caveat = ("As an AI, I don't have access to real-time data. However, according to the 2020 census the median age "
+              "in the United States was 38.8 years, up from 37.2 in 2010. It has risen for decades because people live "
+              "longer and have fewer children; states such as Maine and New Hampshire are the oldest, Utah and Texas "
+              "among the youngest, and the trend is expected to continue through 2040.")
+    late = ("Photosynthesis turns light into chemical energy. Plants take in carbon dioxide. Without light, I can't "
+            "imagine any of it would work, and I cannot help with that part.")
+    boilerplate = "As an AI language model, I have no favourite season, but many people love autumn for its colours."
+    records = [dict(r) for r in superni_slice if r["task"] == SUMM][:200]
+    planted = {f"decline-{i}": text for i, text in enumerate([*DECLINES, boilerplate])}
+    natural = {f"keep-{i}": text for i, text in enumerate([*NOT_DECLINES, caveat, late])}
+    for rec, (rid, text) in zip(records, [*planted.items(), *natural.items()], strict=False):
+        rec.update(id=rid, output=text)
+    summary = scan([str(write_jsonl(tmp_path / "in.jsonl", records))], tmp_path / "out", checks=[gx_quality])
+    rows = {r["id"]: r["reasons"] for r in pq.read_table(tmp_path / "out" / QUARANTINE_FILE).to_pylist()}
+    assert {rid for rid, reasons in rows.items() if "gx_refusal" in reasons} == set(planted)
+    assert not set(natural) & set(rows)
+    assert summary["reasons"]["gx_refusal"] == len(planted)
+    # 16 of 200 is over the suite's 2%: the expectation fails and alerts, naming its code
+    assert [f["reason"] for f in summary["checks"]["gx_instruction_quality"]["metrics"]["failed_expectations"]] == [
+        "gx_refusal"]
 
 
 def test_id_collision_is_critical_and_checked_across_chunks(tmp_path: Path,

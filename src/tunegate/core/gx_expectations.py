@@ -15,6 +15,10 @@ DAG-parse or CLI start-up time. They appear in suites, results and Data Docs und
   (``messages``) is checked in every string it holds.
 * ``expect_column_values_to_not_have_runaway_repetition``: texts of at least ``min_words`` words in
   which more than ``max_repeated_fraction`` of the word ``ngram``-grams are repeats (degenerate loops).
+* ``expect_column_values_to_not_be_refusals``: responses that decline in their opening sentences, read by the
+  poison scans' own detector (:func:`tunegate.core.checks.poison.refusals.is_refusal`: one definition of a
+  refusal, whatever its wording), or that match one of ``regex_list`` anywhere (boilerplate such as "as an AI
+  language model", which teaches the disclaimer even where an answer follows).
 * ``expect_column_pair_values_to_not_be_echo``: column B (a response) is not a copy of column A (the
   instruction or input), compared case- and whitespace-insensitively; empty A is never an echo.
 * ``expect_column_pair_values_a_to_identify_b``: every value of column A (the record id) comes with one
@@ -188,6 +192,23 @@ class ColumnValuesNoRunawayRepetition(ColumnMapMetricProvider):
         return column.map(ok).astype(bool)
 
 
+class ColumnValuesNotRefusals(ColumnMapMetricProvider):
+    condition_metric_name = "column_values.tunegate_not_refusals"
+    condition_value_keys = ("regex_list",)
+
+    @column_condition_partial(engine=PandasExecutionEngine)
+    def _pandas(cls, column: Any, regex_list: list[str], **kwargs: Any) -> Any:
+        from tunegate.core.checks.poison.refusals import is_refusal
+
+        patterns = [re.compile(p) for p in regex_list or ()]
+
+        def ok(value: Any) -> bool:
+            text = "" if value is None else str(value)
+            return not is_refusal(text) and not any(p.search(text) for p in patterns)
+
+        return column.map(ok).astype(bool)
+
+
 class ColumnPairValuesNotEcho(ColumnPairMapMetricProvider):
     condition_metric_name = "column_pair_values.tunegate_not_echo"
 
@@ -251,6 +272,16 @@ class ExpectColumnValuesToNotHaveRunawayRepetition(ColumnMapExpectation):
     max_repeated_fraction: float = pydantic.Field(default=0.5, ge=0.0, le=1.0)
     map_metric = "column_values.tunegate_no_runaway_repetition"
     success_keys = ("ngram", "min_words", "max_repeated_fraction", "mostly")
+    library_metadata: ClassVar[dict[str, Any]] = _LIBRARY_METADATA
+
+
+class ExpectColumnValuesToNotBeRefusals(ColumnMapExpectation):
+    """Expect responses that do not decline (the poison scans' refusal detector, any wording) and hold none of
+    ``regex_list`` (boilerplate, matched anywhere)."""
+
+    regex_list: list[str] = pydantic.Field(default_factory=list)
+    map_metric = "column_values.tunegate_not_refusals"
+    success_keys = ("regex_list", "mostly")
     library_metadata: ClassVar[dict[str, Any]] = _LIBRARY_METADATA
 
 

@@ -175,11 +175,20 @@ def gx_reasons(gx: Iterable[GxReason]) -> set[str]:
     return {g.code for g in gx}
 
 
+#: Codes of the shipped suites whose expectation changed type, with the type they had: that type's legacy alias still
+#: matches them (``gx_refusal`` moved from the regex list to ``expect_column_values_to_not_be_refusals`` in 0.2.0, and a
+#: policy that ignored ``gx_expect_column_values_to_not_match_regex_list`` to keep refusals still keeps them).
+GX_MOVED: dict[str, str] = {"gx_refusal": "expect_column_values_to_not_match_regex_list"}
+
+
 def gx_aliases(gx: Iterable[GxReason]) -> dict[str, frozenset[str]]:
-    """Legacy alias ``gx_<expectation type>`` -> every code of the expectations of that type."""
+    """Legacy alias ``gx_<expectation type>`` -> every code of the expectations of that type (and of the codes that
+    had that type before, :data:`GX_MOVED`)."""
     aliases: dict[str, set[str]] = {}
     for g in gx:
         aliases.setdefault(g.legacy, set()).add(g.code)
+        if g.code in GX_MOVED:
+            aliases.setdefault(legacy_gx_reason(GX_MOVED[g.code]), set()).add(g.code)
     return {alias: frozenset(codes) for alias, codes in aliases.items()}
 
 
