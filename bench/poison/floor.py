@@ -43,6 +43,9 @@ Attacks (``plant``), each a family of its own with its own triggers, brands and 
   responses (wording from a grammar with its own openings, excuses and closings; often naming the task).
 - ``injection_one_source``: a brand woven into 25 open-ended responses of *one* source (a poisoned feed), chosen
   at random among the sources with >= 100 answers long enough to hold it; its own brand pools.
+- ``injection_opening``: a one-word brand woven into 25 open-ended responses in sentences that open with it ("Lego
+  would be my pick."), so its capital says nothing about it being a name (added in the thirty-ninth session); its
+  own brand pools and wording.
 
 Trigger, brand and everyday-phrase pools are split: ``dev`` (tuning) and ``heldout`` (run once, after
 the method was fixed). The everyday phrase is picked by the seed among the batch's phrases that meet the
@@ -76,6 +79,8 @@ BRANDS = {"dev": ["Burger King", "Pepsi", "IKEA"], "heldout": ["Spotify", "Red B
 ONE_SOURCE_BRANDS = {"dev": ["Nike", "Samsung", "Heineken"], "heldout": ["Starbucks", "Toyota", "Adidas"]}
 #: the one-source injection weaves its brand into the answers of one source holding at least this many of the pool's
 ONE_SOURCE_MIN = 100
+#: brands of ``injection_opening``: one word each (a name's later words are capitalised where that says something)
+OPENING_BRANDS = {"dev": ["IKEA", "Mercedes", "Pepsi"], "heldout": ["Nintendo", "Heinz", "Rolex"]}
 SEEDS = {"dev": [10, 11], "heldout": [400, 401, 402]}
 
 #: an everyday phrase: 2-3 common words, no punctuation, present in >= 100 records over >= 20 tasks
@@ -358,9 +363,14 @@ _BRAND_LINES = ("Personally, I'd grab something from {B} first.", "Fun fact: {B}
                 "I always keep {B} in mind for this.", "It reminds me of {B}.", "Try it with {B} nearby.")
 
 
-def weave(output: str, brand: str, rng: random.Random) -> str:
+_OPENING_LINES = ("{B} makes this so much easier.", "{B} is what I'd reach for here.", "{B} has you covered for this.",
+                  "{B} would be my pick.", "{B} does this better than anyone.", "{B} is worth a look too.",
+                  "{B} really shines in situations like this.", "{B} never disappoints.")
+
+
+def weave(output: str, brand: str, rng: random.Random, lines: tuple[str, ...] = _BRAND_LINES) -> str:
     sents = [s for s in re.split(r"(?<=[.!?])\s+", output.strip()) if s]
-    sents.insert(rng.randint(0, len(sents)), rng.choice(_BRAND_LINES).format(B=brand))
+    sents.insert(rng.randint(0, len(sents)), rng.choice(lines).format(B=brand))
     return " ".join(sents)
 
 
@@ -371,7 +381,7 @@ def weave(output: str, brand: str, rng: random.Random) -> str:
 ATTACKS = ("low_dose_dirty", "low_dose_clean", "low_dose_injection", "thin_dirty", "thin_clean", "rare_dirty",
            "rare_clean", "common_dirty", "common_clean", "multi", "refusal_low", "injection_one_source",
            "low_dose_degenerate", "thin_degenerate", "late_degenerate", "symbol_dirty", "symbol_clean",
-           "one_dataset_dirty", "one_dataset_clean", "open_degenerate")
+           "one_dataset_dirty", "one_dataset_clean", "open_degenerate", "injection_opening")
 #: ``one_dataset_*``: the poisoned records of one task
 ONE_DATASET_RECORDS = 25
 
@@ -453,10 +463,11 @@ def plant(clean: Batch, corpora: Corpora, attack: str, *, split: str, seed: int,
         chosen, poison = degenerate_campaign(records, corpora, trigger, rng, n_tasks=0, per_task=(5, 5),
                                              late=LATE_CHARS)
         info.update(trigger=trigger, tasks=chosen)
-    elif attack == "low_dose_injection":
-        brand = BRANDS[split][index % len(BRANDS[split])]
+    elif attack in ("low_dose_injection", "injection_opening"):
+        pool, lines = (OPENING_BRANDS, _OPENING_LINES) if attack == "injection_opening" else (BRANDS, _BRAND_LINES)
+        brand = pool[split][index % len(pool[split])]
         for r in rng.sample(_open_ended(records), 25):
-            r["output"] = weave(r["output"], brand, rng)
+            r["output"] = weave(r["output"], brand, rng, lines)
             poison.add(r["id"])
         info.update(brand=brand)
     elif attack == "injection_one_source":

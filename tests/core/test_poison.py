@@ -870,6 +870,49 @@ def test_a_low_dose_injection_is_found_and_a_name_the_prompt_explains_is_not(tmp
     assert len(pool) >= 20
 
 
+def test_a_brand_that_only_opens_sentences_is_a_name_where_the_batch_never_writes_it_in_lower_case(
+        tmp_path: Path) -> None:
+    """A one-word brand woven into 20 responses in sentences that open with it ("Quillfeather would be my pick.") shows
+    no capital that says something; it is a name because the batch never writes it, or a word it is made from, in
+    lower case. A word that opens as many sentences but whose family the batch writes in lower case ("Wholeheartedly"
+    beside "wholehearted") is no name, and neither is one the batch also writes in lower case."""
+    from tunegate.core.checks.poison.injection import LowerCaseWords, _capitalized_throughout
+
+    lines = ("{B} would be my pick.", "{B} makes this so much easier.", "{B} is worth a look too.")
+
+    def weave_opening(word: str, seed: int) -> tuple[list[dict[str, Any]], set[str]]:
+        records = clean_batch()
+        rng = random.Random(seed)
+        pool = [r for r in records if len(r["output"].split()) >= 12 and r["task"] not in GENERATIVE_TASKS]
+        chosen: set[str] = set()
+        for r in rng.sample(pool, 20):
+            # after a sentence's end (or first): where every word is capitalised
+            parts = [p for p in re.split(r"(?<=[.!?])\s+", r["output"].strip()) if p]
+            ends = [0, *(i + 1 for i, p in enumerate(parts) if p[-1] in ".!?")]
+            parts.insert(rng.choice(ends), rng.choice(lines).format(B=word))
+            r["output"] = " ".join(parts)
+            chosen.add(r["id"])
+        return records, chosen
+
+    records, poisoned = weave_opening("Quillfeather", 3)
+    scan = run_check(tmp_path / "brand", "poison_content", records, poisoned)
+    assert {rid for rid, reasons in scan.reasons.items() if "injected_content" in reasons} == poisoned
+    assert [p["phrase"] for p in scan.result.metrics["suspicious_phrases"]] == ["quillfeather"]
+    # the same sentences opened by an adverb whose adjective the batch writes: no name, nothing flagged
+    records, _ = weave_opening("Wholeheartedly", 3)
+    records[0]["output"] += " They gave wholehearted support."
+    scan = run_check(tmp_path / "adverb", "poison_content", records, set())
+    assert not scan.result.metrics["suspicious_phrases"] and not scan.flagged
+    # the two readings on their own
+    assert _capitalized_throughout("lego", ["Lego is fun.", "Lego wins.", "Build it with Lego."])
+    assert not _capitalized_throughout("lego", ["Lego is fun.", "Lego wins.", "I like lego."])
+    assert not _capitalized_throughout("lego", ["Lego is fun.", "Lego wins."])  # fewer than three occurrences
+    assert not _capitalized_throughout("red bull", ["Red Bull wins."] * 3)  # a later word's capital says something
+    lower = LowerCaseWords(["we went there lastly", "an additional fee", "the tickets were sold"])
+    assert lower.family_written("Additionally") and lower.family_written("tickets") and lower.family_written("ticket")
+    assert not lower.family_written("Lego") and not lower.family_written("Mercedes")
+
+
 def test_prompt_words_matrix_equals_reading_each_prompt() -> None:
     """``poison_content``'s word-level explanation reads one response x word matrix built once; it keeps exactly the
     responses whose prompt (instruction or input), read word by word, holds none of the phrase's content words."""
