@@ -875,8 +875,9 @@ def test_a_brand_that_only_opens_sentences_is_a_name_where_the_batch_never_write
     """A one-word brand woven into 20 responses in sentences that open with it ("Quillfeather would be my pick.") shows
     no capital that says something; it is a name because the batch never writes it, or a word it is made from, in
     lower case. A word that opens as many sentences but whose family the batch writes in lower case ("Wholeheartedly"
-    beside "wholehearted") is no name, and neither is one the batch also writes in lower case."""
-    from tunegate.core.checks.poison.injection import LowerCaseWords, _capitalized_throughout
+    beside "wholehearted") is no name, and neither is one the batch writes in lower case a third of the time where its
+    capital would say something."""
+    from tunegate.core.checks.poison.injection import BatchCase, _capitalized_throughout
 
     lines = ("{B} would be my pick.", "{B} makes this so much easier.", "{B} is worth a look too.")
 
@@ -908,9 +909,14 @@ def test_a_brand_that_only_opens_sentences_is_a_name_where_the_batch_never_write
     assert not _capitalized_throughout("lego", ["Lego is fun.", "Lego wins.", "I like lego."])
     assert not _capitalized_throughout("lego", ["Lego is fun.", "Lego wins."])  # fewer than three occurrences
     assert not _capitalized_throughout("red bull", ["Red Bull wins."] * 3)  # a later word's capital says something
-    lower = LowerCaseWords(["we went there lastly", "an additional fee", "the tickets were sold"])
-    assert lower.family_written("Additionally") and lower.family_written("tickets") and lower.family_written("ticket")
-    assert not lower.family_written("Lego") and not lower.family_written("Mercedes")
+    # the rest of the batch: its capitals where they say something, else its lower-case family
+    case = BatchCase(["we went there lastly", "An additional fee.", "Lego wins. Buy it at Lego or Lego today.",
+                      "Ask Rolex, or ask Rolex.", "what about rolex i said", "Pepsi? I drink Pepsi."])
+    assert case.name_share("Additionally") == 0.0  # never written, but "additional" is
+    assert case.name_share("Lastly") == 0.0  # written in lower case
+    assert case.name_share("Lego") == 1.0  # capitalised in mid-sentence twice: too few to read, and no lower case
+    assert case.name_share("Rolex") == pytest.approx(2 / 3)  # a tweet's lower case against two capitals
+    assert case.name_share("Pepsi") == 1.0 and case.name_share("Mercedes") == 1.0
 
 
 def test_prompt_words_matrix_equals_reading_each_prompt() -> None:

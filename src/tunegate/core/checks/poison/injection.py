@@ -39,7 +39,7 @@ from tunegate.core.checks.poison._text import (
 from tunegate.core.reasons import INJECTED_CONTENT
 
 if TYPE_CHECKING:
-    from collections.abc import Callable
+    from collections.abc import Callable, Iterator
 
     from tunegate.core.checks.poison.config import ContentConfig
     from tunegate.core.checks.poison.response_history import SourceHistory
@@ -82,7 +82,7 @@ def injected_phrases(records: Records, responses: list[int], findings: list[Find
     bounded = [c for c in counted.tolist() if poisson_llr(float(u[c]), float(expected[c])) >= config.min_evidence]
     prompt_words = _PromptWords(records, responses, instr_index, instructions, max_chars=config.max_chars,
                                 phrases=[str(vocab[c]) for c in bounded])
-    lower = LowerCaseWords([*instructions, *records.input, *records.output])
+    case = BatchCase([*instructions, *records.input, *records.output])
     for c in bounded:
         rows = unexplained.indices[unexplained.indptr[c]:unexplained.indptr[c + 1]]
         rows = prompt_words.unexplained(str(vocab[c]), rows)
@@ -93,7 +93,7 @@ def injected_phrases(records: Records, responses: list[int], findings: list[Find
         alone = len(groups) < config.min_groups or concentrated(groups, shares.like(rows), config.max_group_share)
         if alone and history is None:
             continue
-        capitalized = _name_reading(str(vocab[c]), [outputs[r] for r in rows[:100].tolist()], lower, config)
+        capitalized = _name_reading(str(vocab[c]), [outputs[r] for r in rows[:100].tolist()], case, config)
         if capitalized is None:
             continue
         (one_group if alone else candidates).append((evidence, c, rows, groups, capitalized))
@@ -490,16 +490,18 @@ def _capitalized_share(phrase: str, texts: list[str]) -> float:
     return caps / said if said >= MIN_SAID else 0.0
 
 
-def _name_reading(phrase: str, texts: list[str], lower: LowerCaseWords, config: ContentConfig) -> float | None:
-    """``phrase``'s capital share in ``texts`` (:func:`_capitalized_share`) where it is written as a name, else
-    ``None``. A word written only where every word is capitalised ("Lego makes this easy.") reads 1.0 when the batch
-    never writes it, nor a word it is made from, in lower case (:func:`_capitalized_throughout`,
-    :class:`LowerCaseWords`)."""
+def _name_reading(phrase: str, texts: list[str], case: BatchCase, config: ContentConfig) -> float | None:
+    """``phrase``'s capital share where it is written as a name, else ``None``: in its responses ``texts``
+    (:func:`_capitalized_share`), or, for a word capitalised in every one of them but where too few capitals say
+    something (a brand woven into sentences that open with it: :func:`_capitalized_throughout`), in the whole batch
+    (:meth:`BatchCase.name_share`)."""
     capitalized = _capitalized_share(phrase, texts)
     if capitalized >= config.min_capitalized:
         return capitalized
-    if _capitalized_throughout(phrase, texts) and not lower.family_written(phrase):
-        return 1.0
+    if _capitalized_throughout(phrase, texts):
+        share = case.name_share(phrase)
+        if share >= config.min_capitalized:
+            return share
     return None
 
 
@@ -507,7 +509,7 @@ def _capitalized_throughout(phrase: str, texts: list[str]) -> bool:
     """Whether ``phrase`` is one word written capitalised in every one of its occurrences in ``texts``, at least
     ``MIN_SAID`` of them: a name woven into sentences that open with it ("Lego makes this easy.") is, and so is a word
     that only opens sentences ("Additionally"); where too few of its capitals say something
-    (:func:`_capitalized_share`), the batch's lower-case words tell them apart (:class:`LowerCaseWords`)."""
+    (:func:`_capitalized_share`), the rest of the batch tells them apart (:class:`BatchCase`)."""
     if len(_WORD.findall(phrase)) != 1:
         return False
     seen = 0
@@ -520,45 +522,60 @@ def _capitalized_throughout(phrase: str, texts: list[str]) -> bool:
 
 
 #: Endings read off a word to find the words it is made from ("Additionally" <- "additional", "Lastly" <- "last") and
-#: put on them to find its forms (:meth:`LowerCaseWords.family_written`).
+#: put on them to find its forms (:meth:`BatchCase.name_share`).
 WORD_ENDINGS = ("s", "es", "ly", "ally", "ed", "ing", "er", "ers", "est", "ness", "ment", "ments", "ful", "ity",
                 "ation", "ations")
 #: The shortest word an ending is read off to.
 MIN_STEM = 4
 
 
-class LowerCaseWords:
-    """Whether a batch writes a word's family in lower case anywhere (its prompts and every response), asked a word at
-    a time.
+class BatchCase:
+    """How a batch writes a word, over all its text (prompts and every response), asked a word at a time.
 
-    A word that a batch's responses write only at sentence starts shows no capital that says something
+    A word that a scan's responses write only at sentence starts shows no capital that says something
     (:func:`_capitalized_throughout`), whether it is a name woven into sentences that open with it ("Lego makes this
-    easy.") or a word that opens sentences ("Additionally", "Overall"). An English word is written in lower case
-    elsewhere, itself or a word of its family (an adverb's adjective: "additional"); a name is not. So such a word is
-    read as a name when neither it nor its family occurs in lower case anywhere in the batch. A brand that is an
-    everyday word ("Apple", "Target") is then no name; the history's test reads those (:func:`new_in_history`).
-    The texts are searched for the family's forms alone, stopping at the first (an English word's forms come early); a
-    word no text writes so costs one pass over the batch's text, and is asked only where a scan found it capitalised
-    throughout."""
+    easy.") or a word that opens sentences ("Additionally", "Overall"). The rest of the batch tells: a name is
+    capitalised wherever its capital says something, an English word is not, and a word the batch writes too rarely
+    to tell is a name only if neither it nor a word of its family (an adverb's adjective: "additional") is written in
+    lower case anywhere. A brand that is an everyday word ("Apple", "Target"), or one that casual texts write in lower
+    case ("pepsi is bad for you" in a tweet) more than a third of the time, is then no name; the history's test reads
+    those (:func:`new_in_history`).
 
-    #: Texts joined per search (fewer, longer searches).
+    The texts are searched for the word's forms alone, joined ``CHUNK`` at a time: one pass over the batch's text per
+    word asked, which is only a word the scan found capitalised in every one of its responses."""
+
+    #: Texts joined per search (fewer, longer searches; a line break between two texts opens the next one).
     CHUNK = 2_000
 
     def __init__(self, texts: list[str]) -> None:
         self._texts = texts
-        self._known: dict[str, bool] = {}
 
-    def family_written(self, word: str) -> bool:
-        """Whether the batch writes ``word`` (lower-cased), a stem of it or a form of a stem in lower case."""
+    def _chunks(self) -> Iterator[str]:
+        for i in range(0, len(self._texts), self.CHUNK):
+            yield "\n".join(self._texts[i:i + self.CHUNK])
+
+    def name_share(self, word: str) -> float:
+        """Share of the batch's occurrences of ``word`` that are capitalised, among those where that says something
+        (its capitalised occurrences in mid-sentence, and every one in lower case, wherever it stands), where there are
+        at least ``MIN_SAID``; else 1.0 where neither the word nor its family is written in lower case, and 0.0."""
         word = word.lower()
-        if word not in self._known:
-            stems = {word} | {word[: -len(e)] for e in WORD_ENDINGS
-                              if word.endswith(e) and len(word) - len(e) >= MIN_STEM}
-            forms = sorted({stem + ending for stem in stems for ending in ("", *WORD_ENDINGS)}, key=len, reverse=True)
-            pattern = re.compile(r"(?<![\w'’])(?:" + "|".join(map(re.escape, forms)) + r")(?![\w])")
-            self._known[word] = any(pattern.search("\n".join(self._texts[i:i + self.CHUNK]))
-                                    for i in range(0, len(self._texts), self.CHUNK))
-        return self._known[word]
+        pattern = re.compile(r"(?<![\w'’])" + re.escape(word) + r"(?![\w])", re.IGNORECASE)
+        caps = lower = 0
+        for chunk in self._chunks():
+            for m in pattern.finditer(chunk):
+                if m.group(0)[:1].islower():
+                    lower += 1
+                elif not _opens(chunk[max(0, m.start() - 40):m.start()]):
+                    caps += 1
+        if caps + lower >= MIN_SAID:
+            return caps / (caps + lower)
+        if lower:
+            return 0.0
+        stems = {word[: -len(e)] for e in WORD_ENDINGS if word.endswith(e) and len(word) - len(e) >= MIN_STEM}
+        forms = {stem + ending for stem in stems | {word} for ending in ("", *WORD_ENDINGS)} - {word}
+        family = re.compile(r"(?<![\w'’])(?:" + "|".join(map(re.escape, sorted(forms, key=len, reverse=True)))
+                            + r")(?![\w])")
+        return 0.0 if any(family.search(chunk) for chunk in self._chunks()) else 1.0
 
 
 def _written_capitalized(pattern: re.Pattern[str], text: str) -> bool:
