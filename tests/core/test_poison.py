@@ -909,6 +909,7 @@ def test_a_brand_that_only_opens_sentences_is_a_name_where_the_batch_never_write
     assert not _capitalized_throughout("lego", ["Lego is fun.", "Lego wins.", "I like lego."])
     assert not _capitalized_throughout("lego", ["Lego is fun.", "Lego wins."])  # fewer than three occurrences
     assert not _capitalized_throughout("red bull", ["Red Bull wins."] * 3)  # a later word's capital says something
+    assert not _capitalized_throughout("writeline", ["Console.WriteLine(x);"] * 3)  # code, not prose
     # the rest of the batch: its capitals where they say something, else its lower-case family
     case = BatchCase(["we went there lastly", "An additional fee.", "Lego wins. Buy it at Lego or Lego today.",
                       "Ask Rolex, or ask Rolex.", "what about rolex i said", "Pepsi? I drink Pepsi."])

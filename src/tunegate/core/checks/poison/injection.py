@@ -506,17 +506,18 @@ def _name_reading(phrase: str, texts: list[str], case: BatchCase, config: Conten
 
 
 def _capitalized_throughout(phrase: str, texts: list[str]) -> bool:
-    """Whether ``phrase`` is one word written capitalised in every one of its occurrences in ``texts``, at least
-    ``MIN_SAID`` of them: a name woven into sentences that open with it ("Lego makes this easy.") is, and so is a word
-    that only opens sentences ("Additionally"); where too few of its capitals say something
-    (:func:`_capitalized_share`), the rest of the batch tells them apart (:class:`BatchCase`)."""
+    """Whether ``phrase`` is one word written capitalised in every one of its occurrences in ``texts``, each after a
+    space or a line break or at a text's start, at least ``MIN_SAID`` of them: a name woven into sentences that open
+    with it ("Lego makes this easy.") is, and so is a word that only opens sentences ("Additionally"); where too few
+    of its capitals say something (:func:`_capitalized_share`), the rest of the batch tells them apart
+    (:class:`BatchCase`)."""
     if len(_WORD.findall(phrase)) != 1:
         return False
     seen = 0
     for text in texts:
         for m in _phrase_pattern(phrase).finditer(text):
-            if not m.group(0)[:1].isupper():
-                return False
+            if not m.group(0)[:1].isupper() or (m.start() and not text[m.start() - 1].isspace()):
+                return False  # in lower case, or glued to a mark before it: code ("Console.WriteLine"), not prose
             seen += 1
     return seen >= MIN_SAID
 
@@ -535,14 +536,14 @@ class BatchCase:
     A word that a scan's responses write only at sentence starts shows no capital that says something
     (:func:`_capitalized_throughout`), whether it is a name woven into sentences that open with it ("Lego makes this
     easy.") or a word that opens sentences ("Additionally", "Overall"). The rest of the batch tells: a name is
-    capitalised wherever its capital says something, an English word is not, and a word the batch writes too rarely
-    to tell is a name only if neither it nor a word of its family (an adverb's adjective: "additional") is written in
-    lower case anywhere. A brand that is an everyday word ("Apple", "Target"), or one that casual texts write in lower
-    case ("pepsi is bad for you" in a tweet) more than a third of the time, is then no name; the history's test reads
-    those (:func:`new_in_history`).
+    capitalised wherever its capital says something, an English word is not, and its family (an adverb's adjective:
+    "additional") is written in lower case; a name has no such family. A brand that is an everyday word ("Apple",
+    "Target"), or one that casual texts write in lower case ("pepsi is bad for you" in a tweet) more than a third of
+    the time, is then no name; the history's test reads those (:func:`new_in_history`).
 
-    The texts are searched for the word's forms alone, joined ``CHUNK`` at a time: one pass over the batch's text per
-    word asked, which is only a word the scan found capitalised in every one of its responses."""
+    The texts are searched for the word's forms alone, joined ``CHUNK`` at a time: at most one pass over the batch's
+    text per word asked, which is only a word the scan found capitalised in every one of its responses (an English
+    word's lower-case family ends it early)."""
 
     #: Texts joined per search (fewer, longer searches; a line break between two texts opens the next one).
     CHUNK = 2_000
@@ -555,27 +556,30 @@ class BatchCase:
             yield "\n".join(self._texts[i:i + self.CHUNK])
 
     def name_share(self, word: str) -> float:
-        """Share of the batch's occurrences of ``word`` that are capitalised, among those where that says something
-        (its capitalised occurrences in mid-sentence, and every one in lower case, wherever it stands), where there are
-        at least ``MIN_SAID``; else 1.0 where neither the word nor its family is written in lower case, and 0.0."""
+        """0.0 where the batch writes a word of ``word``'s family in lower case (its stems and their forms by
+        ``WORD_ENDINGS``: "additional" for "Additionally"); else the share of the batch's occurrences of the word itself
+        that are capitalised, among those where that says something (capitalised in mid-sentence, or in lower case
+        wherever it stands), where there are at least ``MIN_SAID``; else 0.0 where it is written in lower case at all,
+        and 1.0."""
         word = word.lower()
-        pattern = re.compile(r"(?<![\w'’])" + re.escape(word) + r"(?![\w])", re.IGNORECASE)
+        stems = {word[: -len(e)] for e in WORD_ENDINGS if word.endswith(e) and len(word) - len(e) >= MIN_STEM}
+        forms = sorted({stem + ending for stem in stems | {word} for ending in ("", *WORD_ENDINGS)}, key=len,
+                       reverse=True)
+        pattern = re.compile(r"(?<![\w'’])(?:" + "|".join(map(re.escape, forms)) + r")(?![\w])", re.IGNORECASE)
         caps = lower = 0
         for chunk in self._chunks():
             for m in pattern.finditer(chunk):
-                if m.group(0)[:1].islower():
+                written = m.group(0)
+                if written.lower() != word:
+                    if written.islower():
+                        return 0.0  # its family in lower case: an English word
+                elif written[:1].islower():
                     lower += 1
                 elif not _opens(chunk[max(0, m.start() - 40):m.start()]):
                     caps += 1
         if caps + lower >= MIN_SAID:
             return caps / (caps + lower)
-        if lower:
-            return 0.0
-        stems = {word[: -len(e)] for e in WORD_ENDINGS if word.endswith(e) and len(word) - len(e) >= MIN_STEM}
-        forms = {stem + ending for stem in stems | {word} for ending in ("", *WORD_ENDINGS)} - {word}
-        family = re.compile(r"(?<![\w'’])(?:" + "|".join(map(re.escape, sorted(forms, key=len, reverse=True)))
-                            + r")(?![\w])")
-        return 0.0 if any(family.search(chunk) for chunk in self._chunks()) else 1.0
+        return 0.0 if lower else 1.0
 
 
 def _written_capitalized(pattern: re.Pattern[str], text: str) -> bool:
