@@ -513,9 +513,10 @@ def _capitalized_throughout(phrase: str, texts: list[str]) -> bool:
     (:class:`BatchCase`)."""
     if len(_WORD.findall(phrase)) != 1:
         return False
+    pattern = _phrase_pattern(phrase)
     seen = 0
     for text in texts:
-        for m in _phrase_pattern(phrase).finditer(text):
+        for m in pattern.finditer(text):
             if not m.group(0)[:1].isupper() or (m.start() and not text[m.start() - 1].isspace()):
                 return False  # in lower case, or glued to a mark before it: code ("Console.WriteLine"), not prose
             seen += 1
