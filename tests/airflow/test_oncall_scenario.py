@@ -68,7 +68,9 @@ def test_alert_report_release_event_audit(alerts: HttpSink, dagbag: Any, data_ro
     alert = request.json
     assert (alert["event"], alert["verdict"], alert["run_date"]) == ("quarantine", "quarantine", NIGHT)
     assert alert["suspicious_phrases"][0]["phrase"] == DIRTY.lower()
-    assert alert["counts"]["quarantined"] == 60
+    # the campaign's 60 records and the bundled Self-Instruct slice's one natural refusal ("... I cannot answer
+    # this."), which the quality suite sets aside as gx_refusal
+    assert alert["counts"]["quarantined"] == 61
     report = _report_path(alert["report_url"], night)
 
     # 3. the report exists and names the phrase
