@@ -918,6 +918,13 @@ def test_a_brand_that_only_opens_sentences_is_a_name_where_the_batch_never_write
     assert case.name_share("Lego") == 1.0  # capitalised in mid-sentence twice: too few to read, and no lower case
     assert case.name_share("Rolex") == pytest.approx(2 / 3)  # a tweet's lower case against two capitals
     assert case.name_share("Pepsi") == 1.0 and case.name_share("Mercedes") == 1.0
+    # a function word that only opens sentences is no name, even where the batch never writes it in lower case
+    from tunegate.core.checks.poison.config import ContentConfig
+    from tunegate.core.checks.poison.injection import _name_reading
+
+    opened = ["Moreover, it rains.", "Moreover, it snows.", "Moreover, it is cold."]
+    assert _name_reading("moreover", opened, BatchCase(opened), ContentConfig()) is None
+    assert _name_reading("lego", ["Lego wins."] * 3, BatchCase(["Lego wins."] * 3), ContentConfig()) == 1.0
 
 
 def test_prompt_words_matrix_equals_reading_each_prompt() -> None:

@@ -493,12 +493,15 @@ def _capitalized_share(phrase: str, texts: list[str]) -> float:
 def _name_reading(phrase: str, texts: list[str], case: BatchCase, config: ContentConfig) -> float | None:
     """``phrase``'s capital share where it is written as a name, else ``None``: in its responses ``texts``
     (:func:`_capitalized_share`), or, for a word capitalised in every one of them but where too few capitals say
-    something (a brand woven into sentences that open with it: :func:`_capitalized_throughout`), in the whole batch
-    (:meth:`BatchCase.name_share`)."""
+    something (a brand woven into sentences that open with it: :func:`_capitalized_throughout`) and that is no stop
+    word, in the whole batch (:meth:`BatchCase.name_share`)."""
+    from sklearn.feature_extraction.text import ENGLISH_STOP_WORDS
+
     capitalized = _capitalized_share(phrase, texts)
     if capitalized >= config.min_capitalized:
         return capitalized
-    if _capitalized_throughout(phrase, texts):
+    # a function word that opens sentences ("Moreover", "Meanwhile") is no name, however the batch writes it
+    if phrase not in ENGLISH_STOP_WORDS and _capitalized_throughout(phrase, texts):
         share = case.name_share(phrase)
         if share >= config.min_capitalized:
             return share
