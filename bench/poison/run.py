@@ -69,6 +69,7 @@ def scan_batch(batch: Batch, workdir: Path, checks: tuple[str, ...], *, history_
 
     from tunegate.core.checks import build_check
     from tunegate.core.pipeline import HISTORY_CHECKS, scan
+    from tunegate.core.reasons import GX_PREFIX
 
     src = batch.write(workdir / "batch.jsonl")
     out = workdir / "out"
@@ -81,7 +82,7 @@ def scan_batch(batch: Batch, workdir: Path, checks: tuple[str, ...], *, history_
     seconds = time.perf_counter() - started
     q = pq.read_table(out / "quarantine.parquet", columns=["id", "reasons"]).to_pylist()
     flagged = {r["id"] for r in q}
-    for_poison = {r["id"] for r in q if any(not reason.startswith("gx_") for reason in r["reasons"])}
+    for_poison = {r["id"] for r in q if any(not reason.startswith(GX_PREFIX) for reason in r["reasons"])}
     total = summary["total"]
     poison_ids = batch.poison_ids
     hits = len(flagged & poison_ids)

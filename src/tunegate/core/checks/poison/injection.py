@@ -39,7 +39,7 @@ from tunegate.core.checks.poison._text import (
 from tunegate.core.reasons import INJECTED_CONTENT
 
 if TYPE_CHECKING:
-    from collections.abc import Callable, Iterator
+    from collections.abc import Callable, Iterator, Sequence
 
     from tunegate.core.checks.poison.config import ContentConfig
     from tunegate.core.checks.poison.response_history import SourceHistory
@@ -82,7 +82,7 @@ def injected_phrases(records: Records, responses: list[int], findings: list[Find
     bounded = [c for c in counted.tolist() if poisson_llr(float(u[c]), float(expected[c])) >= config.min_evidence]
     prompt_words = _PromptWords(records, responses, instr_index, instructions, max_chars=config.max_chars,
                                 phrases=[str(vocab[c]) for c in bounded])
-    case = BatchCase([*instructions, *records.input, *records.output])
+    case = BatchCase(instructions, records.input, records.output)
     for c in bounded:
         rows = unexplained.indices[unexplained.indptr[c]:unexplained.indptr[c + 1]]
         rows = prompt_words.unexplained(str(vocab[c]), rows)
@@ -545,19 +545,21 @@ class BatchCase:
     "Target"), or one that casual texts write in lower case ("pepsi is bad for you" in a tweet) more than a third of
     the time, is then no name; the history's test reads those (:func:`new_in_history`).
 
-    The texts are searched for the word's forms alone, joined ``CHUNK`` at a time: at most one pass over the batch's
+    ``columns``: the batch's texts, column by column (its distinct instructions, its inputs, its outputs), read in
+    place. They are searched for the word's forms alone, joined ``CHUNK`` at a time: at most one pass over the batch's
     text per word asked, which is only a word the scan found capitalised in every one of its responses (an English
     word's lower-case family ends it early)."""
 
     #: Texts joined per search (fewer, longer searches; a line break between two texts opens the next one).
     CHUNK = 2_000
 
-    def __init__(self, texts: list[str]) -> None:
-        self._texts = texts
+    def __init__(self, *columns: Sequence[str]) -> None:
+        self._columns = columns  # read where they are: nothing is copied until a word is asked
 
     def _chunks(self) -> Iterator[str]:
-        for i in range(0, len(self._texts), self.CHUNK):
-            yield "\n".join(self._texts[i:i + self.CHUNK])
+        for texts in self._columns:
+            for i in range(0, len(texts), self.CHUNK):
+                yield "\n".join(texts[i:i + self.CHUNK])
 
     def name_share(self, word: str) -> float:
         """0.0 where the batch writes a word of ``word``'s family in lower case (its stems and their forms by
