@@ -278,6 +278,82 @@ def test_unknown_task_rows_needs_more_than_chance_and_a_majority() -> None:
     assert known_rate([None], 1, min_known=50) == pytest.approx(0.5)
 
 
+def _unknown_night(known_labels: tuple[float, float]) -> tuple[list[Any], list[Any], np.ndarray, dict[int, set[int]]]:
+    """Four tasks the history knows (400 records each; the phrase, column 0, held there only by the first, with
+    ``known_labels`` records on its two labels: a clustered word, a spread of gamma shape 0.43) and four it cannot
+    speak to: 4 records with the phrase, all on one label, in each of the first three (a campaign), 3 split 2-1 in the
+    last (natural). Returns the tasks, the history, the records holding the phrase and the campaign's per task."""
+    import scipy.sparse as sp
+
+    from tunegate.core.checks.poison.tasks import Channel, Task
+
+    size = 400
+    tasks = [Task(f"task{t}_set{t}_classification", "label", np.arange(t * size, (t + 1) * size),
+                  [Channel("label", np.arange(size) % 2, ["a", "b"], np.array([0.5, 0.5]), 0.9)]) for t in range(8)]
+    history: list[Any] = [(sp.csr_matrix(np.array([list(known_labels if t == 0 else (0.0, 0.0)), [0.0, 0.0]])),
+                           np.array([size / 2, size / 2])) for t in range(4)] + [None] * 4
+    campaign = {t: {t * size + 2 * j + 1 for j in range(4)} for t in (4, 5, 6)}  # odd rows: label 1
+    natural = {7 * size, 7 * size + 2, 7 * size + 1}
+    holding = np.array(sorted(set().union(*campaign.values(), natural)))
+    return tasks, history, holding, campaign
+
+
+@pytest.mark.parametrize(("known_labels", "flagged"), [((3.0, 3.0), True), ((6.0, 0.0), False)])
+def test_a_clustered_phrase_in_tasks_the_history_cannot_speak_to_is_judged_by_its_count_and_its_labels(
+        known_labels: tuple[float, float], flagged: bool) -> None:
+    """A raised phrase that some datasets fill and others never hold (slang: "ur"): at its known rate a 400-record
+    task the history cannot speak to expects 1.6 of its records, and with that spread 4 is a 1-in-6 count, not
+    evidence over three such tasks (the count alone: neither Bonferroni nor the step-up over them flags it). But 4 of
+    4 on one label where its records split evenly in the tasks the history knows is (1 in 8 by itself): the two
+    combined (0.096 a task), the campaign's three tasks are flagged by the step-up over the phrase's unknown tasks,
+    the natural task (2-1) is not. Where the history's records of the phrase all carry one label (a cue), a pure task
+    is what it does, and nothing is flagged."""
+    from tunegate.core.checks.poison.novelty_pass import (
+        known_concentration,
+        known_rate,
+        known_spread,
+        purity_tail,
+        unknown_count_tail,
+        unknown_task_rows,
+        unknown_tasks,
+    )
+
+    tasks, history, holding, campaign = _unknown_night(known_labels)
+    rate, shape = known_rate(history, 0, min_known=50), known_spread(history, 0, min_known=50)
+    assert rate * 400 == pytest.approx(1.62, abs=0.01) and shape == pytest.approx(0.43, abs=0.01)
+    assert 0.15 < unknown_count_tail(4, 4, rate * 400, shape=shape) < 0.16
+    four = np.arange(4)
+    assert not len(unknown_task_rows(four, np.ones(4, dtype=np.int64), 400, rate=rate, shape=shape, tests=4))
+    alpha = known_concentration(history, 0, min_known=50)
+    purity = purity_tail(4, 4, alpha, np.array([0.5, 0.5]))
+    assert purity == pytest.approx(1 / 8, rel=1e-3) if flagged else purity > 0.7  # the cue: 6 of 6 on a label
+    found = {ti: set(rows.tolist()) for ti, _, rows in unknown_tasks(holding, tasks, history, 0, min_known=50)}
+    assert found == (campaign if flagged else {})
+
+
+def test_purity_tail_reads_how_closely_the_phrase_keeps_to_base_rates_in_the_known_tasks() -> None:
+    """The concentration of the phrase's labels about its known tasks' base rates (a Dirichlet-multinomial fitted to its
+    counts there): records split as the base rates are (large), or all on one label (small: a cue). The chance of a
+    strict majority on one label of a task then follows: 2 / 16 for 4 of 4 in a 50/50 task at the base rates, more in
+    a skewed task, nearly certain for a cue; 1 without a majority or a known task."""
+    import scipy.sparse as sp
+
+    from tunegate.core.checks.poison.novelty_pass import CONCENTRATIONS, known_concentration, purity_tail
+
+    def task(a: float, b: float) -> tuple[sp.csr_matrix, np.ndarray]:
+        return sp.csr_matrix(np.array([[a, b]])), np.array([200.0, 200.0])
+
+    even = known_concentration([task(3, 3), task(5, 4), task(0, 0), None], 0, min_known=50)
+    cue = known_concentration([task(6, 0), task(0, 5)], 0, min_known=50)
+    assert even == pytest.approx(CONCENTRATIONS[1]) and cue is not None and cue < 1.0
+    assert known_concentration([task(1, 0), None], 0, min_known=50) is None  # no task holds 2 of its records
+    assert purity_tail(4, 4, even, np.array([0.5, 0.5])) == pytest.approx(2 / 16, rel=1e-3)
+    assert purity_tail(4, 3, even, np.array([0.5, 0.5])) == pytest.approx(2 * 5 / 16, rel=1e-3)  # 3 or 4 of 4
+    assert purity_tail(4, 4, even, np.array([0.9, 0.1])) == pytest.approx(0.9 ** 4 + 0.1 ** 4, rel=1e-3)
+    assert purity_tail(4, 4, cue, np.array([0.5, 0.5])) > 0.8
+    assert purity_tail(4, 2, even, np.array([0.5, 0.5])) == 1.0 and purity_tail(4, 4, None, np.array([0.5, 0.5])) == 1.0
+
+
 def test_known_spread_is_the_gamma_shape_of_the_phrases_rates_between_tasks() -> None:
     """Counts no more spread than Poisson's: the cap; counts of 0 and 20 in two equal tasks: the method of moments
     (rate 0.01 over 2,000 records, squared deviations 200 less the Poisson part 20: shape 1e-4 * 2e6 / 180)."""

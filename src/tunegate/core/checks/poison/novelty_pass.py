@@ -526,8 +526,22 @@ def unknown_tasks(holding: np.ndarray, tasks: list[Task], history: list[TaskHist
                   min_known: int) -> list[tuple[int, np.ndarray, np.ndarray]]:
     """For a raised phrase ``c`` held by records ``holding``: per classification task the history cannot speak to
     (``None``, or fewer than ``min_known`` records there) that holds it, (the task, its records with the phrase, those
-    :func:`unknown_task_rows` flags), for the tasks where it flags any."""
+    flagged), for the tasks where it flags any.
+
+    A phrase the known tasks make rare there is judged task by task (:func:`unknown_task_rows`). An everyday or
+    clustered phrase (``UNKNOWN_MAX_EXPECTED`` records or more expected at its known rate) is judged over its tasks
+    together: each task's p-value is its count's tail (:func:`unknown_count_tail`) or, where that and the share of its
+    records on one label are both unusual, Fisher's combination of the count's tail and the label's
+    (:func:`purity_tail`: as closely as the phrase's records keep to their tasks' base rates where the history knows
+    them), the smaller;
+    a task is flagged at ``UNKNOWN_P`` over its tasks holding 2 or more (Bonferroni) and further where the adaptive
+    step-up over them reaches (``evidence.flag_level``, as a raised campaign's weaker tasks in the other passes). A
+    slang word that fills some tweet datasets and not others ("ur": a spread whose gamma shape is 0.3) makes 5 records
+    in a 400-record task a 1-in-10 count (dev, seed 10), but 5 of 5 on one label where its records split in the known
+    tasks is not chance; a dirty- or clean-label campaign's records share the target label."""
     import numpy as np
+
+    from tunegate.core.checks.poison.evidence import flag_level
 
     rate = known_rate(history, c, min_known)
     held = {}
@@ -541,13 +555,85 @@ def unknown_tasks(holding: np.ndarray, tasks: list[Task], history: list[TaskHist
     shape = known_spread(history, c, min_known)
     tests = max(1, sum(len(local) >= 2 for local in held.values()))
     out = []
+    pooled: list[tuple[int, np.ndarray, np.ndarray, float]] = []  # judged together: task, records, flagged if, p
+    alpha: float | None = None
+    read = False
     for ti, local in held.items():
         task = tasks[ti]
-        flagged = unknown_task_rows(task.rows[local], task.labels.outcome[local], len(task.rows), rate=rate,
-                                    shape=shape, tests=tests)
-        if len(flagged):
-            out.append((ti, task.rows[local], flagged))
+        mine, labels = task.rows[local], task.labels.outcome[local]
+        expected = rate * len(task.rows)
+        if expected < UNKNOWN_MAX_EXPECTED:
+            flagged = unknown_task_rows(mine, labels, len(task.rows), rate=rate, shape=shape, tests=tests)
+            if len(flagged):
+                out.append((ti, mine, flagged))
+            continue
+        if len(local) < 2:
+            continue
+        top = int(np.bincount(labels).argmax())
+        on = int((labels == top).sum())
+        p = unknown_count_tail(len(local), on, expected, shape=shape)
+        if p < 1.0:
+            if not read:
+                alpha, read = known_concentration(history, c, min_known), True
+            s = -math.log(max(p, 1e-300)) - math.log(max(purity_tail(len(local), on, alpha, task.labels.base), 1e-300))
+            p = min(p, math.exp(-s) * (1.0 + s))
+        pooled.append((ti, mine, mine[labels == top], p))
+    if pooled:
+        level = flag_level([p for *_, p in pooled], floor=UNKNOWN_P / tests)
+        out += [(ti, mine, flagged) for ti, mine, flagged, p in pooled if p < 1.0 and p <= level]
     return out
+
+
+#: :func:`known_concentration` searches this grid (log-spaced): from a phrase whose records in a task nearly all share
+#: one label (a cue) to one whose records fall on the labels at the task's base rates.
+CONCENTRATIONS = (0.05, 1e4, 81)
+
+
+def known_concentration(history: list[TaskHistory | None], c: int, min_known: int) -> float | None:
+    """How closely phrase ``c``'s records keep to their tasks' base rates, in the classification tasks the history
+    knows (``min_known`` records or more) where it holds 2 or more of them: the concentration ``alpha`` of a
+    Dirichlet-multinomial whose mean is each task's base rates, fitted to the phrase's label counts there by maximum
+    likelihood over ``CONCENTRATIONS``. Small: its records share one label wherever they are (a cue, a topic's word);
+    large: its labels are the task's. ``None`` without such a task."""
+    import numpy as np
+    from scipy.special import gammaln
+
+    counts, bases = [], []
+    for past in history:
+        if not knows(past, min_known):
+            continue
+        h = past[0][c].toarray().ravel()
+        if h.sum() >= 2:
+            live = past[1] > 0
+            counts.append(h[live])
+            bases.append(past[1][live] / past[1].sum())
+    if not counts:
+        return None
+    low, high, steps = CONCENTRATIONS
+    alphas = np.geomspace(low, high, int(steps))
+    loglik = np.zeros(len(alphas))
+    for h, b in zip(counts, bases, strict=True):
+        ab = alphas[:, None] * b[None, :]
+        loglik += (gammaln(alphas) - gammaln(h.sum() + alphas)
+                   + (gammaln(h[None, :] + ab) - gammaln(ab)).sum(axis=1))
+    return float(alphas[int(np.argmax(loglik))])
+
+
+def purity_tail(k: int, on: int, alpha: float | None, base: np.ndarray) -> float:
+    """How often ``on`` or more of a phrase's ``k`` records in a task share one label (a strict majority) by chance,
+    where the phrase keeps to a task's base rates ``base`` as closely as in the tasks the history knows (``alpha``:
+    :func:`known_concentration`): each label's count is beta-binomial, and since a strict majority is held by one label
+    at most, their tails add up exactly. A phrase whose records share a label wherever the history saw them (a
+    sentiment cue) makes a pure task no surprise; a label most of the task's records carry anyway makes it none either.
+    1 without a known task to read (``alpha`` ``None``)."""
+    import numpy as np
+    from scipy.stats import betabinom
+
+    if alpha is None or 2 * on <= k:
+        return 1.0
+    b = np.asarray(base, dtype=np.float64)
+    b = b[b > 0]
+    return min(1.0, float(betabinom.sf(on - 1, k, alpha * b, alpha * (1.0 - b)).sum()))
 
 
 def unknown_task_rows(mine: np.ndarray, labels: np.ndarray, size: int, *, rate: float, shape: float = math.inf,
@@ -556,35 +642,47 @@ def unknown_task_rows(mine: np.ndarray, labels: np.ndarray, size: int, *, rate: 
     records there: a dataset added tonight, or one whose records all arrived tonight), where its steered tasks' test
     cannot run. ``mine``: the task's records with the phrase, ``labels`` their labels, ``size`` the task's records.
 
-    A phrase the known tasks make rare there (fewer than ``UNKNOWN_MAX_EXPECTED`` records expected at their rate
-    ``rate``: a rare trigger) is judged by the Poisson tail of its count. An everyday phrase's rate varies between
-    tasks (on dev, "the next" holds 6 natural yelp reviews where the pooled rate expects 2): it is judged by the
-    negative binomial tail with the known tasks' spread ``shape`` (:func:`known_spread`) at ``p`` over its ``tests``
-    such tasks (Bonferroni: nothing else speaks for one of them; an everyday phrase sits in many), and only where the
-    records flagged would be at least twice the records expected (mostly the campaign's) and at least
-    ``UNKNOWN_PURITY`` of its records there. Flagged when the tail is at most that: the records on the label a strict
-    majority of them carry. A campaign spread thin puts 3-5 records in each
-    of a dozen tasks, new ones among them; one of an everyday phrase puts 10 in a task where it is otherwise rare."""
+    The count's tail is :func:`unknown_count_tail`'s (rate ``rate``, spread ``shape``). An everyday phrase sits in
+    many such tasks: above ``UNKNOWN_MAX_EXPECTED`` records expected the tail is multiplied by its ``tests`` tasks
+    there (Bonferroni: nothing else speaks for one of them). Flagged when it is at most ``p``: the records on the label
+    a strict majority of them carry. A campaign spread thin puts 3-5 records in each of a dozen tasks, new ones among
+    them; one of an everyday phrase puts 10 in a task where it is otherwise rare."""
     import numpy as np
-    from scipy.special import betainc, gammainc
 
     none = np.array([], dtype=np.int64)
     k = len(mine)
-    expected = rate * size
     if not k:
-        return none
-    if expected < UNKNOWN_MAX_EXPECTED:
-        tail = float(gammainc(k, expected))  # P(Poisson(expected) >= k)
-    else:
-        shape = min(shape, MAX_SHAPE)
-        tail = tests * float(betainc(k, shape, expected / (expected + shape)))  # P(NB(shape, mean expected) >= k)
-    if tail > p:
         return none
     top = np.bincount(labels).argmax()
     on = int((labels == top).sum())
-    if 2 * on <= k or (expected >= UNKNOWN_MAX_EXPECTED and (on < 2 * expected or on < UNKNOWN_PURITY * k)):
-        return none
-    return np.asarray(mine[labels == top])
+    expected = rate * size
+    tail = unknown_count_tail(k, on, expected, shape=shape)
+    if expected >= UNKNOWN_MAX_EXPECTED:
+        tail *= tests
+    return np.asarray(mine[labels == top]) if tail <= p else none
+
+
+def unknown_count_tail(k: int, on: int, expected: float, *, shape: float = math.inf) -> float:
+    """How rarely chance puts ``k`` records of a phrase in a classification task the history cannot speak to, ``on``
+    of them on one label, where its rate in the tasks the history knows expects ``expected``: 1 where those records
+    do not look like a campaign's.
+
+    A phrase the known tasks make rare there (fewer than ``UNKNOWN_MAX_EXPECTED`` records expected: a rare trigger) is
+    judged by the Poisson tail of its count, where a strict majority of them share the label. An everyday phrase's rate
+    varies between tasks (on dev, "the next" holds 6 natural yelp reviews where the pooled rate expects 2): it is judged
+    by the negative binomial tail with the known tasks' spread ``shape`` (:func:`known_spread`, at most
+    ``MAX_SHAPE``), and only where the records on the label would be at least twice the records expected (mostly the
+    campaign's) and at least ``UNKNOWN_PURITY`` of its records there."""
+    from scipy.special import betainc, gammainc
+
+    if not k or 2 * on <= k:
+        return 1.0
+    if expected < UNKNOWN_MAX_EXPECTED:
+        return float(gammainc(k, expected))  # P(Poisson(expected) >= k)
+    if on < 2 * expected or on < UNKNOWN_PURITY * k:
+        return 1.0
+    shape = min(shape, MAX_SHAPE)
+    return float(betainc(k, shape, expected / (expected + shape)))  # P(NB(shape, mean expected) >= k)
 
 
 def _tail(n: int, rates: np.ndarray, mass: float, tau: float,
