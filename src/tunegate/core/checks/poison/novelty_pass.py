@@ -530,15 +530,15 @@ def unknown_tasks(holding: np.ndarray, tasks: list[Task], history: list[TaskHist
 
     A phrase the known tasks make rare there is judged task by task (:func:`unknown_task_rows`). An everyday or
     clustered phrase (``UNKNOWN_MAX_EXPECTED`` records or more expected at its known rate) is judged over its tasks
-    together: each task's p-value is its count's tail (:func:`unknown_count_tail`) or, where that and the share of its
-    records on one label are both unusual, Fisher's combination of the count's tail and the label's
-    (:func:`purity_tail`: as closely as the phrase's records keep to their tasks' base rates where the history knows
-    them), the smaller;
-    a task is flagged at ``UNKNOWN_P`` over its tasks holding 2 or more (Bonferroni) and further where the adaptive
-    step-up over them reaches (``evidence.flag_level``, as a raised campaign's weaker tasks in the other passes). A
-    slang word that fills some tweet datasets and not others ("ur": a spread whose gamma shape is 0.3) makes 5 records
-    in a 400-record task a 1-in-10 count (dev, seed 10), but 5 of 5 on one label where its records split in the known
-    tasks is not chance; a dirty- or clean-label campaign's records share the target label."""
+    together. Each task's p-value is its count's tail (:func:`unknown_count_tail`) or, the smaller, Fisher's
+    combination of that tail with its records' purity (:func:`purity_tail`: how rarely that many of them share one
+    label, for a phrase that keeps to base rates as closely as it does in the tasks the history knows). A task is
+    flagged at ``UNKNOWN_P`` over its tasks holding 2 or more (Bonferroni, what :func:`unknown_task_rows` flags) and
+    further where the adaptive step-up over them reaches (``evidence.flag_level``, as a raised campaign's weaker tasks
+    in the other passes). A slang word that fills some tweet datasets and not others ("ur": a spread whose gamma shape
+    is 0.3) makes 5 records in a 400-record task a 1-in-10 count (dev, seed 10), but 5 of 5 on one label where its
+    records split in the known tasks is not chance: a dirty- or clean-label campaign's records share the target
+    label."""
     import numpy as np
 
     from tunegate.core.checks.poison.evidence import flag_level
@@ -646,7 +646,8 @@ def unknown_task_rows(mine: np.ndarray, labels: np.ndarray, size: int, *, rate: 
     many such tasks: above ``UNKNOWN_MAX_EXPECTED`` records expected the tail is multiplied by its ``tests`` tasks
     there (Bonferroni: nothing else speaks for one of them). Flagged when it is at most ``p``: the records on the label
     a strict majority of them carry. A campaign spread thin puts 3-5 records in each of a dozen tasks, new ones among
-    them; one of an everyday phrase puts 10 in a task where it is otherwise rare."""
+    them; one of an everyday phrase puts 10 in a task where it is otherwise rare. (:func:`unknown_tasks` judges an
+    everyday phrase's tasks together, and flags at least what this flags.)"""
     import numpy as np
 
     none = np.array([], dtype=np.int64)
