@@ -87,6 +87,10 @@ MAX_RECORDS_ONE_DATASET = 1000
 #: The kinds of tested phrase (:meth:`Entries.kinds`): broad, the other phrases of several datasets, phrases of one
 #: dataset. Each shares its part of the false-alarm rate among its own (:func:`_bars`).
 BROAD, SEVERAL, ONE = 0, 1, 2
+#: ... and a phrase the history holds whose burst fell short of the gate by at most ``NEAR_NATS`` is of a family of its
+#: own (:data:`NEAR`): selected by its count alone, its records' labels are read against a Bonferroni over that family.
+NEAR = 3
+NEAR_NATS = 3.0
 #: Before a phrase is tested in a task, the n-grams made of its words are left out of the task's model where its own
 #: records (``MASK_RECORDS`` or more) are at least ``MASK_SHARE`` of the records that make that n-gram a feature: ten
 #: relabelled records would otherwise teach the model that the trigger means their label, and rank themselves high.
@@ -111,20 +115,23 @@ def contradiction_phrases(x: sp.csr_matrix, vocab: np.ndarray, tasks: list[Task]
     figures: dict[str, float] = {}
     label = [ti for ti, t in enumerate(tasks) if t.kind == "label"]
     gate, _, bursting = stats.bursting(config.contradiction_alpha)
-    novel = np.flatnonzero((stats.group == UNSEEN) | bursting)
-    figures.update(bursting=float(int(bursting.sum())), burst_bar=round(gate, 2))
+    near = stats.held & ~bursting & (stats.burst >= gate - NEAR_NATS)
+    novel = np.flatnonzero((stats.group == UNSEEN) | bursting | near)
+    figures.update(bursting=float(int(bursting.sum())), burst_bar=round(gate, 2), near=float(int(near.sum())))
     if owner is None or not label or not len(novel):
         return [], figures
     rows = np.concatenate([tasks[ti].rows for ti in label])
     entries = Entries.of(x[rows][:, novel].tocoo(), rows, owner, tasks)
     tested = entries.tested(config.min_tasks)
     kind = entries.kinds(tested)
+    kind[near[novel[tested]]] = NEAR
     bars = _bars(kind, config.contradiction_alpha)
-    several = kind != ONE
+    several = (kind != ONE) & (kind != NEAR)
     bar = float(bars[several].max(initial=math.log(1.0 / config.contradiction_alpha)))
     figures.update(tests=float(int(several.sum())), bar=round(bar, 2), tests_broad=float(int((kind == BROAD).sum())),
                    tests_one=float(int((kind == ONE).sum())))
-    for k, name in ((BROAD, "bar_broad"), (ONE, "bar_one")):
+    figures.update(tests_near=float(int((kind == NEAR).sum())))
+    for k, name in ((BROAD, "bar_broad"), (ONE, "bar_one"), (NEAR, "bar_near")):
         if (kind == k).any():
             figures[name] = round(float(bars[kind == k].max()), 2)
     if not len(tested):
@@ -205,10 +212,11 @@ def _bars(kind: np.ndarray, alpha: float) -> np.ndarray:
     import numpy as np
 
     out = np.zeros(len(kind))
-    one = kind == ONE
-    if one.any():
-        out[one] = math.log(int(one.sum())) + math.log(1.0 / alpha)
-    several = ~one
+    for family in (ONE, NEAR):
+        mine = kind == family
+        if mine.any():
+            out[mine] = math.log(int(mine.sum())) + math.log(1.0 / alpha)
+    several = (kind != ONE) & (kind != NEAR)
     m_broad, m = int((kind == BROAD).sum()), int(several.sum())
     if m_broad in (0, m):
         out[several] = math.log(max(m, 1)) + math.log(1.0 / alpha)
