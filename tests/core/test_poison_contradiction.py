@@ -220,6 +220,7 @@ def test_broad_phrases_share_half_the_false_alarm_rate_and_the_step_down_takes_m
         BROAD,
         BROAD_DATASETS,
         BROAD_RECORDS,
+        NEAR,
         ONE,
         SEVERAL,
         Entries,
@@ -241,6 +242,9 @@ def test_broad_phrases_share_half_the_false_alarm_rate_and_the_step_down_takes_m
     assert three[:100] == pytest.approx(bars)
     assert three[-1] == pytest.approx(math.log(300) + math.log(1 / alpha))
     assert float(np.exp(-three[100:]).sum()) == pytest.approx(alpha)
+    # ... and so are the phrases whose burst fell just short of the gate
+    near = _bars(np.array([BROAD] * 4 + [SEVERAL] * 96 + [NEAR] * 10), alpha)
+    assert near[:100] == pytest.approx(bars) and near[-1] == pytest.approx(math.log(10) + math.log(1 / alpha))
 
     # which phrases are broad: phrase 0 has BROAD_RECORDS records in each of BROAD_DATASETS datasets; phrase 1 one
     # record fewer in the last dataset; phrase 2 all its records in one dataset
@@ -447,6 +451,39 @@ def test_a_rare_word_the_history_holds_is_tested_once_its_count_bursts(long_hist
     monkeypatch.setattr(novelty_pass, "burst", never_bursts)
     before = _run(tmp_path / "before", _check(long_history), rows, poisoned)
     assert before.result.metrics["contradiction"]["phrases"] == []
+
+
+@pytest.mark.parametrize("near_nats", [3.0, 0.0])
+def test_a_rare_word_whose_burst_falls_just_short_of_the_gate_is_tested_in_a_family_of_its_own(
+        long_history: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, near_nats: float) -> None:
+    """The same "bolts" campaign on a night whose gate stands 1 nat above the word's burst (its natural records many
+    enough that the planted ones do not make the count stand out: 1049's "mr"): the gate alone never lets the pass read
+    its relabelled records. A phrase within ``NEAR_NATS`` under the gate is tested in a family of its own, against a
+    Bonferroni over that family (``NEAR``), and raised; with no such band (``NEAR_NATS`` 0) it is not."""
+    from tunegate.core.checks.poison import contradiction_pass, novelty_pass
+
+    word = "bolts"
+    rows = clean_batch()
+    natural = {r["id"] for r in rows if word in (r.get("input") or "").split()}
+    poisoned = plant_campaign(rows, TASKS, word, per_task=4, clean=False, rng=random.Random(0))
+    original = novelty_pass.LabelStatistics.bursting
+
+    def short_of_the_gate(self: Any, alpha: float) -> tuple[float, int, np.ndarray]:
+        _, tests, _ = original(self, alpha)
+        bar = float(np.max(self.burst[self.held], initial=0.0)) + 1.0  # every held phrase, the word too, under it
+        return bar, tests, self.held & (self.burst >= bar)
+
+    monkeypatch.setattr(novelty_pass.LabelStatistics, "bursting", short_of_the_gate)
+    monkeypatch.setattr(contradiction_pass, "NEAR_NATS", near_nats)
+    scan = _run(tmp_path / "near", _check(long_history), rows, poisoned)
+    figures = scan.result.metrics["contradiction"]
+    assert figures["bursting"] == 0
+    if not near_nats:
+        assert figures["phrases"] == [] and figures["near"] == 0
+        return
+    assert figures["phrases"] == [word] and figures["near"] >= 1 and figures["tests_near"] >= 1
+    assert figures["bar_near"] == pytest.approx(math.log(figures["tests_near"]) + math.log(1 / 0.01), abs=0.01)
+    assert poisoned <= scan.flagged and scan.flagged - poisoned <= natural
 
 
 def test_a_raised_rare_words_weaker_tasks_are_flagged_by_the_step_up_over_its_tasks() -> None:
